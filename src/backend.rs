@@ -1,0 +1,350 @@
+//! The protocol both backends speak: the model ([`ModelBackend`]) and the real kernel
+//! ([`crate::kernel::KernelBackend`]). A scenario is a list of [`Command`]s; each gets a
+//! [`Reply`]. The scenario runner and the property tests drive either backend, or both, with
+//! the same commands and compare the replies.
+
+use crate::errno::Errno;
+use crate::layer::{FlatLayer, FlatNode, Layer};
+use crate::mount::{MountError, Options};
+use crate::ops::{Op, Outcome, Stat};
+use crate::overlay::{Event, Overlay};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// An offline edit of one layer, made while the overlay is unmounted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Edit {
+    /// Put `node` at `path`, making missing parents (mode 0755) and replacing what was there.
+    Put {
+        /// Path inside the layer, from its root.
+        path: String,
+        /// The node.
+        node: FlatNode,
+    },
+    /// Make `path` another name for the non-directory at `to`.
+    Link {
+        /// The new name.
+        path: String,
+        /// The existing name.
+        to: String,
+    },
+    /// Remove whatever is at `path`, recursively.
+    Remove {
+        /// Path inside the layer.
+        path: String,
+    },
+}
+
+/// One command to a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Create the named layer with this content. Names are the scenario's own (`L0`,
+    /// `upper`, ...). Only while unmounted.
+    Layer {
+        /// The layer's name.
+        name: String,
+        /// Its content.
+        content: FlatLayer,
+    },
+    /// Mount the named layers: `lowers` top-most first.
+    Mount {
+        /// Lower layer names, top-most first.
+        lowers: Vec<String>,
+        /// The upper layer's name, if any.
+        upper: Option<String>,
+        /// The options.
+        options: Options,
+    },
+    /// Unmount.
+    Unmount,
+    /// Run one operation on the merged view.
+    Op(Op),
+    /// Edit a layer offline. Only while unmounted.
+    Edit {
+        /// The layer's name.
+        layer: String,
+        /// The edit.
+        edit: Edit,
+    },
+    /// Read back a layer as it is on disk. Only while unmounted.
+    DumpLayer {
+        /// The layer's name.
+        name: String,
+    },
+    /// Read the whole merged view. Only while mounted.
+    DumpMerged,
+}
+
+/// A backend's answer to one command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The command was carried out.
+    Done,
+    /// The mount was refused with this errno.
+    MountRefused(Errno),
+    /// The outcome of an operation.
+    Outcome(Outcome),
+    /// A layer as on disk.
+    Layer(FlatLayer),
+    /// The merged view.
+    Merged(MergedTree),
+}
+
+/// A failure of the harness or of the scenario, not of the file system: a command out of
+/// place, a layer that does not exist, a mount the model cannot represent, a kernel that
+/// cannot be reached.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum BackendError {
+    /// The command does not fit the backend's state (for example, an op while unmounted).
+    #[error("{0}")]
+    Usage(String),
+    /// The model does not implement what the command asks for.
+    #[error("not modelled: {0}")]
+    NotModelled(String),
+    /// The backend itself failed (the kernel worker died, a setup syscall failed, ...).
+    #[error("backend failure: {0}")]
+    Failed(String),
+}
+
+/// A backend: something that carries out commands.
+pub trait Backend {
+    /// A short name for reports: `model` or `kernel`.
+    fn name(&self) -> &'static str;
+    /// Carries out one command.
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError>;
+    /// The overlay events the last command caused, where the backend can tell (the model).
+    fn events(&self) -> Vec<Event> {
+        Vec::new()
+    }
+}
+
+/// One entry of the merged view: what `lstat` says, and the content where there is one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedEntry {
+    /// `lstat` of the entry. A listed name can fail `lstat` (a whiteout in a non-merged
+    /// directory is listed but gives ENOENT).
+    pub stat: Result<Stat, Errno>,
+    /// A regular file's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<u8>>,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The xattrs visible through the mount.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// The merged view: every path reachable by `readdir` from the root (the root is `/`).
+pub type MergedTree = BTreeMap<String, MergedEntry>;
+
+/// Reads the whole merged view through `op`, with readdir, lstat, read, readlink,
+/// listxattr and getxattr only. Both backends use it, so that the view is read the same way.
+pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
+    let mut tree = MergedTree::new();
+    let mut queue = vec!["/".to_owned()];
+    while let Some(path) = queue.pop() {
+        let stat = match op(&Op::Lstat { path: path.clone() }) {
+            Outcome::Stat(s) => Ok(s),
+            Outcome::Err(e) => Err(e),
+            other => panic!("lstat answered {other:?}"),
+        };
+        let mut entry = MergedEntry {
+            stat,
+            data: None,
+            target: None,
+            xattrs: BTreeMap::new(),
+        };
+        if let Ok(st) = &entry.stat {
+            match st.kind {
+                crate::layer::FileType::File => {
+                    if let Outcome::Data(d) = op(&Op::Read { path: path.clone() }) {
+                        entry.data = Some(d);
+                    }
+                }
+                crate::layer::FileType::Symlink => {
+                    if let Outcome::Target(t) = op(&Op::Readlink { path: path.clone() }) {
+                        entry.target = Some(t);
+                    }
+                }
+                crate::layer::FileType::Dir => {
+                    if let Outcome::Entries(names) = op(&Op::Readdir { path: path.clone() }) {
+                        for name in names.keys() {
+                            queue.push(if path == "/" {
+                                format!("/{name}")
+                            } else {
+                                format!("{path}/{name}")
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if st.kind != crate::layer::FileType::Symlink {
+                if let Outcome::XattrNames(names) = op(&Op::Listxattr { path: path.clone() }) {
+                    for name in names {
+                        if let Outcome::Xattr(v) = op(&Op::Getxattr {
+                            path: path.clone(),
+                            name: name.clone(),
+                        }) {
+                            entry.xattrs.insert(name, v);
+                        }
+                    }
+                }
+            }
+        }
+        tree.insert(path, entry);
+    }
+    tree
+}
+
+/// The model as a backend: named layers, and an [`Overlay`] while mounted.
+#[derive(Clone, Debug, Default)]
+pub struct ModelBackend {
+    layers: BTreeMap<String, Layer>,
+    mounted: Option<Mounted>,
+    events: Vec<Event>,
+}
+
+#[derive(Clone, Debug)]
+struct Mounted {
+    overlay: Overlay,
+    lowers: Vec<String>,
+    upper: Option<String>,
+}
+
+impl ModelBackend {
+    /// A backend with no layers.
+    pub fn new() -> ModelBackend {
+        ModelBackend::default()
+    }
+
+    /// The mounted overlay, if any.
+    pub fn overlay(&self) -> Option<&Overlay> {
+        self.mounted.as_ref().map(|m| &m.overlay)
+    }
+
+    /// The named layer as it is now (while mounted, the upper as the overlay left it).
+    pub fn layer(&self, name: &str) -> Option<Layer> {
+        if let Some(m) = &self.mounted {
+            if m.upper.as_deref() == Some(name) {
+                return m.overlay.upper().cloned();
+            }
+        }
+        self.layers.get(name).cloned()
+    }
+
+    fn unmounted(&self, what: &str) -> Result<(), BackendError> {
+        match &self.mounted {
+            Some(_) => Err(BackendError::Usage(format!(
+                "{what} needs the overlay unmounted"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn named(&self, name: &str) -> Result<&Layer, BackendError> {
+        self.layers
+            .get(name)
+            .ok_or_else(|| BackendError::Usage(format!("no layer named {name:?}")))
+    }
+}
+
+impl Backend for ModelBackend {
+    fn name(&self) -> &'static str {
+        "model"
+    }
+
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        self.events.clear();
+        match cmd {
+            Command::Layer { name, content } => {
+                self.unmounted("creating a layer")?;
+                self.layers.insert(name.clone(), Layer::from_flat(content));
+                Ok(Reply::Done)
+            }
+            Command::Mount {
+                lowers,
+                upper,
+                options,
+            } => {
+                self.unmounted("mount")?;
+                let lower_layers = lowers
+                    .iter()
+                    .map(|n| self.named(n).cloned())
+                    .collect::<Result<Vec<_>, _>>()?;
+                let upper_layer = upper
+                    .as_deref()
+                    .map(|n| self.named(n).cloned())
+                    .transpose()?;
+                match Overlay::mount(lower_layers, upper_layer, *options) {
+                    Ok(overlay) => {
+                        self.mounted = Some(Mounted {
+                            overlay,
+                            lowers: lowers.clone(),
+                            upper: upper.clone(),
+                        });
+                        Ok(Reply::Done)
+                    }
+                    Err(MountError::Refused { errno, .. }) => Ok(Reply::MountRefused(errno)),
+                    Err(MountError::NotModelled(what)) => Err(BackendError::NotModelled(what)),
+                }
+            }
+            Command::Unmount => {
+                let m = self
+                    .mounted
+                    .take()
+                    .ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
+                let _ = &m.lowers;
+                if let (Some(name), Some(upper)) = (&m.upper, m.overlay.upper()) {
+                    self.layers.insert(name.clone(), upper.clone());
+                }
+                Ok(Reply::Done)
+            }
+            Command::Op(op) => {
+                let m = self
+                    .mounted
+                    .as_mut()
+                    .ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
+                let outcome = m.overlay.apply(op);
+                self.events = m.overlay.take_events();
+                Ok(Reply::Outcome(outcome))
+            }
+            Command::Edit { layer, edit } => {
+                self.unmounted("an offline edit")?;
+                let l = self
+                    .layers
+                    .get_mut(layer)
+                    .ok_or_else(|| BackendError::Usage(format!("no layer named {layer:?}")))?;
+                match edit {
+                    Edit::Put { path, node } => {
+                        l.put(path, node.to_inode());
+                    }
+                    Edit::Link { path, to } => {
+                        l.put_link(path, to).ok_or_else(|| {
+                            BackendError::Usage(format!(
+                                "link target {to:?} is missing or a directory"
+                            ))
+                        })?;
+                    }
+                    Edit::Remove { path } => {
+                        l.remove(path);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Command::DumpLayer { name } => Ok(Reply::Layer(self.named(name)?.to_flat())),
+            Command::DumpMerged => {
+                let m = self.mounted.as_ref().ok_or_else(|| {
+                    BackendError::Usage("dumping the merged view needs a mount".into())
+                })?;
+                let mut ov = m.overlay.clone();
+                Ok(Reply::Merged(dump_merged(|op| ov.apply(op))))
+            }
+        }
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.events.clone()
+    }
+}

@@ -1,0 +1,577 @@
+//! Persistent layer trees: nodes, inodes and xattrs. No overlay logic lives here.
+//!
+//! A [`Layer`] is what one directory of `lowerdir=`, or the `upperdir=`, holds on disk. It is
+//! an inode table (`imbl::HashMap`) whose directories map names to inode numbers
+//! (`imbl::OrdMap`), so a clone is O(1) and an update copies only the path of the persistent
+//! map it touches, never the tree. Two names that map to one inode are hard links, and the
+//! inode's `nlink` counts them.
+//!
+//! Numbering: the lowers are numbered with 0 as the top-most, as in `lowerdir=L0:L1`. The
+//! upper is above all of them.
+//!
+//! Overlay's own markers are stored as they are on disk: a whiteout is a character device
+//! 0/0, an opaque directory carries `trusted.overlay.opaque`, and so on. What they mean is
+//! decided in [`crate::lookup`], [`crate::whiteout`] and [`crate::readdir`], not here.
+//!
+//! The sizes and link counts follow tmpfs, on which the kernel oracle builds its layers: a
+//! directory's `st_size` is 40 plus 20 per entry, and its `st_nlink` is 2 plus one per
+//! subdirectory.
+
+mod flat;
+
+pub use flat::{FlatEntry, FlatLayer, FlatNode};
+
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// An inode number inside one layer.
+pub type Ino = u64;
+
+/// A layer's extended attributes: name to value.
+pub type Xattrs = imbl::OrdMap<String, Arc<[u8]>>;
+
+/// A directory's entries: name to inode number.
+pub type Entries = imbl::OrdMap<String, Ino>;
+
+/// The identity of a layer: it survives edits and clones, so that an inode keeps its
+/// identity across remounts with the same layer. Two layers built separately differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LayerId(pub u64);
+
+impl LayerId {
+    /// A fresh, process-unique layer id.
+    pub fn fresh() -> LayerId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        LayerId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// The copy-up origin of an upper inode: the lower inode it was copied from.
+///
+/// The kernel keeps it in `trusted.overlay.origin` as a file handle; the model keeps it here,
+/// out of the xattrs, and leaves the xattr out of the on-disk view (see the crate docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// The lower layer the inode came from.
+    pub layer: LayerId,
+    /// The inode in that layer.
+    pub ino: Ino,
+}
+
+/// What kind of node an inode is, with its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// A directory and its entries.
+    Dir(Entries),
+    /// A regular file and its data.
+    File(Arc<[u8]>),
+    /// A symbolic link and its target.
+    Symlink(Arc<str>),
+    /// A character device, major and minor. 0/0 is overlay's whiteout.
+    Char(u32, u32),
+    /// A block device, major and minor.
+    Block(u32, u32),
+    /// A FIFO.
+    Fifo,
+}
+
+/// The file type alone, as `d_type` or the `S_IFMT` bits report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileType {
+    /// A directory.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link.
+    Symlink,
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+    /// A FIFO.
+    Fifo,
+}
+
+impl FileType {
+    /// The `S_IFMT` bits for this type.
+    pub fn ifmt(self) -> u32 {
+        match self {
+            FileType::Dir => 0o040000,
+            FileType::File => 0o100000,
+            FileType::Symlink => 0o120000,
+            FileType::Char => 0o020000,
+            FileType::Block => 0o060000,
+            FileType::Fifo => 0o010000,
+        }
+    }
+
+    /// The type for `S_IFMT` bits, if they name one of the types above.
+    pub fn from_ifmt(mode: u32) -> Option<FileType> {
+        Some(match mode & 0o170000 {
+            0o040000 => FileType::Dir,
+            0o100000 => FileType::File,
+            0o120000 => FileType::Symlink,
+            0o020000 => FileType::Char,
+            0o060000 => FileType::Block,
+            0o010000 => FileType::Fifo,
+            _ => return None,
+        })
+    }
+}
+
+impl NodeKind {
+    /// The file type of this node.
+    pub fn file_type(&self) -> FileType {
+        match self {
+            NodeKind::Dir(_) => FileType::Dir,
+            NodeKind::File(_) => FileType::File,
+            NodeKind::Symlink(_) => FileType::Symlink,
+            NodeKind::Char(..) => FileType::Char,
+            NodeKind::Block(..) => FileType::Block,
+            NodeKind::Fifo => FileType::Fifo,
+        }
+    }
+}
+
+/// One inode of a layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    /// The node kind and its payload.
+    pub kind: NodeKind,
+    /// The permission bits (`0o7777`), without the file type.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes, overlay's markers included, exactly as on disk.
+    pub xattrs: Xattrs,
+    /// The number of names for this inode in the layer (for a directory: 2 plus one per
+    /// subdirectory, as on tmpfs).
+    pub nlink: u32,
+    /// The copy-up origin, for an upper inode that was copied up (or redirected) from a lower.
+    pub origin: Option<Origin>,
+}
+
+impl Inode {
+    /// A new inode of the given kind, mode, owner root, no xattrs and no link yet.
+    pub fn new(kind: NodeKind, mode: u32) -> Inode {
+        let nlink = if matches!(kind, NodeKind::Dir(_)) {
+            2
+        } else {
+            0
+        };
+        Inode {
+            kind,
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+            xattrs: Xattrs::new(),
+            nlink,
+            origin: None,
+        }
+    }
+
+    /// An empty directory.
+    pub fn dir(mode: u32) -> Inode {
+        Inode::new(NodeKind::Dir(Entries::new()), mode)
+    }
+
+    /// A regular file with `data`.
+    pub fn file(data: &[u8], mode: u32) -> Inode {
+        Inode::new(NodeKind::File(Arc::from(data)), mode)
+    }
+
+    /// A symlink to `target` (mode 0777, as Linux creates them).
+    pub fn symlink(target: &str) -> Inode {
+        Inode::new(NodeKind::Symlink(Arc::from(target)), 0o777)
+    }
+
+    /// A whiteout as overlay writes it: a character device 0/0, mode 0000.
+    pub fn whiteout() -> Inode {
+        Inode::new(NodeKind::Char(0, 0), 0)
+    }
+
+    /// The file type.
+    pub fn file_type(&self) -> FileType {
+        self.kind.file_type()
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        matches!(self.kind, NodeKind::Dir(_))
+    }
+
+    /// The directory's entries, if this is a directory.
+    pub fn entries(&self) -> Option<&Entries> {
+        match &self.kind {
+            NodeKind::Dir(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// `st_size` as tmpfs reports it.
+    pub fn size(&self) -> u64 {
+        match &self.kind {
+            NodeKind::Dir(e) => 40 + 20 * e.len() as u64,
+            NodeKind::File(d) => d.len() as u64,
+            NodeKind::Symlink(t) => t.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// The value of xattr `name`, if set.
+    pub fn xattr(&self, name: &str) -> Option<&[u8]> {
+        self.xattrs.get(name).map(|v| &v[..])
+    }
+}
+
+/// A layer: one persistent directory tree.
+#[derive(Clone, Debug)]
+pub struct Layer {
+    id: LayerId,
+    inodes: imbl::HashMap<Ino, Inode>,
+    root: Ino,
+    next_ino: Ino,
+}
+
+impl PartialEq for Layer {
+    /// Two layers are equal when their trees are equal, whatever their ids.
+    fn eq(&self, other: &Layer) -> bool {
+        self.to_flat() == other.to_flat()
+    }
+}
+
+impl Default for Layer {
+    fn default() -> Layer {
+        Layer::new()
+    }
+}
+
+/// The root inode number of every layer built here.
+pub const ROOT_INO: Ino = 1;
+
+impl Layer {
+    /// An empty layer: a root directory with mode 0755, owned by root.
+    pub fn new() -> Layer {
+        let mut root = Inode::dir(0o755);
+        root.nlink = 2;
+        let mut inodes = imbl::HashMap::new();
+        inodes.insert(ROOT_INO, root);
+        Layer {
+            id: LayerId::fresh(),
+            inodes,
+            root: ROOT_INO,
+            next_ino: ROOT_INO + 1,
+        }
+    }
+
+    /// This layer's identity.
+    pub fn id(&self) -> LayerId {
+        self.id
+    }
+
+    /// The same tree under a fresh identity, as if copied to a new directory.
+    pub fn with_fresh_id(mut self) -> Layer {
+        self.id = LayerId::fresh();
+        self
+    }
+
+    /// The root directory's inode number.
+    pub fn root(&self) -> Ino {
+        self.root
+    }
+
+    /// The number of inodes, the root included.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The inode `ino`.
+    ///
+    /// # Panics
+    /// If `ino` is not in this layer: a broken model invariant.
+    pub fn get(&self, ino: Ino) -> &Inode {
+        self.inodes
+            .get(&ino)
+            .expect("layer invariant: inode number is live")
+    }
+
+    /// The inode `ino`, if it is in this layer.
+    pub fn try_get(&self, ino: Ino) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    /// Changes inode `ino` in place (copying only the map path to it).
+    pub fn update<R>(&mut self, ino: Ino, f: impl FnOnce(&mut Inode) -> R) -> R {
+        f(self
+            .inodes
+            .get_mut(&ino)
+            .expect("layer invariant: inode number is live"))
+    }
+
+    /// The entry `name` of directory `dir`, if present.
+    pub fn child(&self, dir: Ino, name: &str) -> Option<Ino> {
+        self.get(dir).entries().and_then(|e| e.get(name).copied())
+    }
+
+    /// Walks `path` (components, no symlink following) from the root.
+    pub fn walk<'a>(&self, path: impl IntoIterator<Item = &'a str>) -> Option<Ino> {
+        let mut ino = self.root;
+        for name in path {
+            ino = self.child(ino, name)?;
+        }
+        Some(ino)
+    }
+
+    /// Adds a new inode, not yet linked anywhere, and returns its number.
+    pub fn alloc(&mut self, mut inode: Inode) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        if !inode.is_dir() {
+            inode.nlink = 0;
+        } else {
+            inode.nlink = 2;
+        }
+        self.inodes.insert(ino, inode);
+        ino
+    }
+
+    /// Links inode `ino` into directory `dir` as `name`.
+    ///
+    /// # Panics
+    /// If `dir` is not a directory or `name` is taken: the caller checks both.
+    pub fn link(&mut self, dir: Ino, name: &str, ino: Ino) {
+        let is_dir = self.get(ino).is_dir();
+        self.update(ino, |i| {
+            if !i.is_dir() {
+                i.nlink += 1
+            }
+        });
+        self.update(dir, |d| {
+            if is_dir {
+                d.nlink += 1;
+            }
+            match &mut d.kind {
+                NodeKind::Dir(e) => {
+                    let old = e.insert(name.to_owned(), ino);
+                    assert!(old.is_none(), "layer invariant: link over an existing name");
+                }
+                _ => panic!("layer invariant: link into a non-directory"),
+            }
+        });
+    }
+
+    /// Creates `inode` as `name` in `dir` and returns its number.
+    pub fn create(&mut self, dir: Ino, name: &str, inode: Inode) -> Ino {
+        let ino = self.alloc(inode);
+        self.link(dir, name, ino);
+        ino
+    }
+
+    /// Removes the name `name` from `dir`, dropping the inode when its last name goes. A
+    /// directory is dropped with everything under it.
+    ///
+    /// # Panics
+    /// If there is no such name.
+    pub fn unlink(&mut self, dir: Ino, name: &str) -> Ino {
+        let ino = self.update(dir, |d| match &mut d.kind {
+            NodeKind::Dir(e) => e
+                .remove(name)
+                .expect("layer invariant: unlink of a present name"),
+            _ => panic!("layer invariant: unlink in a non-directory"),
+        });
+        if self.get(ino).is_dir() {
+            self.update(dir, |d| d.nlink -= 1);
+            self.drop_tree(ino);
+        } else {
+            let left = self.update(ino, |i| {
+                i.nlink -= 1;
+                i.nlink
+            });
+            if left == 0 {
+                self.inodes.remove(&ino);
+            }
+        }
+        ino
+    }
+
+    /// Drops a detached directory and everything under it.
+    fn drop_tree(&mut self, ino: Ino) {
+        let inode = self
+            .inodes
+            .remove(&ino)
+            .expect("layer invariant: inode number is live");
+        if let NodeKind::Dir(entries) = inode.kind {
+            for (_, child) in entries.iter() {
+                if self.get(*child).is_dir() {
+                    self.drop_tree(*child);
+                } else {
+                    let left = self.update(*child, |i| {
+                        i.nlink -= 1;
+                        i.nlink
+                    });
+                    if left == 0 {
+                        self.inodes.remove(child);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the name `from_name` in `from_dir` to `to_name` in `to_dir`, which must be free.
+    pub fn rename(&mut self, from_dir: Ino, from_name: &str, to_dir: Ino, to_name: &str) {
+        let ino = self.update(from_dir, |d| match &mut d.kind {
+            NodeKind::Dir(e) => e
+                .remove(from_name)
+                .expect("layer invariant: rename of a present name"),
+            _ => panic!("layer invariant: rename in a non-directory"),
+        });
+        let is_dir = self.get(ino).is_dir();
+        if is_dir {
+            self.update(from_dir, |d| d.nlink -= 1);
+        } else {
+            self.update(ino, |i| i.nlink -= 1);
+        }
+        self.link(to_dir, to_name, ino);
+    }
+
+    /// Sets the xattr `name` on `ino`.
+    pub fn set_xattr(&mut self, ino: Ino, name: &str, value: &[u8]) {
+        self.update(ino, |i| {
+            i.xattrs.insert(name.to_owned(), Arc::from(value));
+        });
+    }
+
+    /// Removes the xattr `name` from `ino`, returning whether it was set.
+    pub fn remove_xattr(&mut self, ino: Ino, name: &str) -> bool {
+        self.update(ino, |i| i.xattrs.remove(name).is_some())
+    }
+
+    /// Puts `inode` at `path` (`/`-separated, from the root), creating missing parents as
+    /// directories with mode 0755 and replacing whatever was there. For building layers.
+    pub fn put(&mut self, path: &str, inode: Inode) -> Ino {
+        let (dir, name) = self.put_parents(path);
+        if self.child(dir, name).is_some() {
+            self.unlink(dir, name);
+        }
+        self.create(dir, name, inode)
+    }
+
+    /// Makes `path` another name for the inode at `existing`. For building layers.
+    ///
+    /// Returns `None` when `existing` is missing or is a directory.
+    pub fn put_link(&mut self, path: &str, existing: &str) -> Option<Ino> {
+        let ino = self.walk(components(existing))?;
+        if self.get(ino).is_dir() {
+            return None;
+        }
+        let (dir, name) = self.put_parents(path);
+        if self.child(dir, name).is_some() {
+            self.unlink(dir, name);
+        }
+        self.link(dir, name, ino);
+        Some(ino)
+    }
+
+    /// Removes whatever is at `path`, returning whether something was there. For offline edits.
+    pub fn remove(&mut self, path: &str) -> bool {
+        let parts: Vec<&str> = components(path).collect();
+        let Some((name, parent)) = parts.split_last() else {
+            return false;
+        };
+        match self.walk(parent.iter().copied()) {
+            Some(dir) if self.child(dir, name).is_some() => {
+                self.unlink(dir, name);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn put_parents<'p>(&mut self, path: &'p str) -> (Ino, &'p str) {
+        let parts: Vec<&str> = components(path).collect();
+        let (name, parent) = parts.split_last().expect("put needs a non-root path");
+        let mut dir = self.root;
+        for part in parent {
+            dir = match self.child(dir, part) {
+                Some(c) if self.get(c).is_dir() => c,
+                Some(_) => {
+                    self.unlink(dir, part);
+                    self.create(dir, part, Inode::dir(0o755))
+                }
+                None => self.create(dir, part, Inode::dir(0o755)),
+            };
+        }
+        (dir, name)
+    }
+
+    /// Every inode reachable from the root, with one path to it, parents before children,
+    /// names in byte order.
+    pub fn walk_all(&self) -> Vec<(String, Ino)> {
+        let mut out = Vec::new();
+        self.walk_into(self.root, String::new(), &mut out);
+        out
+    }
+
+    fn walk_into(&self, dir: Ino, prefix: String, out: &mut Vec<(String, Ino)>) {
+        if let Some(entries) = self.get(dir).entries() {
+            for (name, child) in entries.iter() {
+                let path = format!("{prefix}/{name}");
+                out.push((path.clone(), *child));
+                if self.get(*child).is_dir() {
+                    self.walk_into(*child, path, out);
+                }
+            }
+        }
+    }
+}
+
+/// The components of a `/`-separated path, empty ones dropped.
+pub fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_links_count_and_drop() {
+        let mut l = Layer::new();
+        l.put("/a/f", Inode::file(b"x", 0o644));
+        let ino = l.put_link("/b", "/a/f").unwrap();
+        assert_eq!(l.get(ino).nlink, 2);
+        assert!(l.remove("/a"));
+        assert_eq!(l.get(ino).nlink, 1);
+        assert!(l.remove("/b"));
+        assert!(l.try_get(ino).is_none());
+        assert_eq!(l.inode_count(), 1);
+    }
+
+    #[test]
+    fn dir_nlink_and_size_follow_tmpfs() {
+        let mut l = Layer::new();
+        l.put("/d/e/f", Inode::file(b"", 0o644));
+        l.put("/d/g", Inode::file(b"", 0o644));
+        let d = l.walk(["d"]).unwrap();
+        assert_eq!(l.get(d).nlink, 3);
+        assert_eq!(l.get(d).size(), 80);
+        l.rename(d, "e", l.root(), "e");
+        assert_eq!(l.get(d).nlink, 2);
+        assert_eq!(l.get(l.root()).nlink, 4);
+    }
+
+    #[test]
+    fn clone_shares_and_diverges() {
+        let mut a = Layer::new();
+        a.put("/f", Inode::file(b"one", 0o644));
+        let b = a.clone();
+        a.put("/f", Inode::file(b"two", 0o644));
+        let fb = b.walk(["f"]).unwrap();
+        assert_eq!(b.get(fb).kind, NodeKind::File(Arc::from(&b"one"[..])));
+        assert_eq!(a.id(), b.id());
+    }
+}

@@ -1,0 +1,16 @@
+//! ovlsim: an exact, pure in-memory model of Linux OverlayFS.
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod errno;
+pub mod layer;
+pub mod mount;
+pub mod ops;
+pub mod overlay;
+
+pub use backend::{Backend, Command, ModelBackend, Reply};
+pub use errno::Errno;
+pub use layer::{FileType, Inode, Layer};
+pub use mount::{Options, RedirectDir};
+pub use ops::{Op, Outcome, Stat};
+pub use overlay::{Event, Overlay};

@@ -1,0 +1,228 @@
+//! Mount options as typed values, and their validation (kernel: `fs/overlayfs/params.c`,
+//! `ovl_fs_params_verify`; `fs/overlayfs/super.c`, `ovl_get_lowerstack`).
+
+use crate::errno::Errno;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The most lower layers a mount may have (kernel: `OVL_MAX_STACK`).
+pub const LOWER_COUNT_MAX: usize = 500;
+
+/// `redirect_dir=`.
+///
+/// overlayfs.rst, "Renaming directories": `on` creates and follows redirects; `follow`
+/// follows them only; `nofollow` refuses (EPERM) to look up a directory that has one; `off`
+/// creates none and follows or refuses according to `redirect_always_follow`, which is `Y` on
+/// the reference kernel, so `off` behaves as `follow` here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedirectDir {
+    /// Create and follow redirects.
+    On,
+    /// Follow existing redirects; create none.
+    Follow,
+    /// Refuse to follow redirects (EPERM).
+    Nofollow,
+    /// Create none; follow (the kernel's `redirect_always_follow=Y`). The default.
+    #[default]
+    Off,
+}
+
+impl RedirectDir {
+    /// Whether renaming a lower or merged directory creates a redirect (else EXDEV).
+    pub fn creates(self) -> bool {
+        self == RedirectDir::On
+    }
+
+    /// Whether existing redirects are followed (else lookup gives EPERM).
+    pub fn follows(self) -> bool {
+        self != RedirectDir::Nofollow
+    }
+
+    /// The option value as the kernel spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedirectDir::On => "on",
+            RedirectDir::Follow => "follow",
+            RedirectDir::Nofollow => "nofollow",
+            RedirectDir::Off => "off",
+        }
+    }
+}
+
+/// `xino=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Xino {
+    /// No inode-number extension. The default on the reference kernel (`XINO_AUTO=n`).
+    #[default]
+    Off,
+    /// Extend inode numbers when the layers are on different filesystems.
+    Auto,
+    /// Always extend.
+    On,
+}
+
+impl Xino {
+    /// The option value as the kernel spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Xino::Off => "off",
+            Xino::Auto => "auto",
+            Xino::On => "on",
+        }
+    }
+}
+
+/// The mount options of an overlay. Every field is explicit, because kernel defaults differ
+/// between builds; the defaults here are those of the reference kernel (Linux 6.18,
+/// `REDIRECT_DIR=n`, `INDEX=n`, `METACOPY=n`, `XINO_AUTO=n`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Options {
+    /// `redirect_dir=`.
+    pub redirect_dir: RedirectDir,
+    /// `index=on`.
+    pub index: bool,
+    /// `metacopy=on`.
+    pub metacopy: bool,
+    /// `xino=`.
+    pub xino: Xino,
+    /// `userxattr`: overlay's xattrs live under `user.overlay.` instead of `trusted.overlay.`.
+    pub userxattr: bool,
+    /// `nfs_export=on`.
+    pub nfs_export: bool,
+    /// `volatile`.
+    pub volatile: bool,
+    /// `MS_RDONLY`: a read-only mount even with an upper.
+    pub read_only: bool,
+}
+
+/// Why a mount was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    /// The kernel refuses this mount with `errno`; `reason` is its log message.
+    #[error("{errno}: {reason}")]
+    Refused {
+        /// The errno `mount(2)` returns.
+        errno: Errno,
+        /// The kernel's log message, without the `overlayfs: ` prefix.
+        reason: String,
+    },
+    /// The kernel accepts this mount, but the model does not implement the option yet.
+    #[error("not modelled: {0}")]
+    NotModelled(String),
+}
+
+impl MountError {
+    fn refused(errno: Errno, reason: impl Into<String>) -> MountError {
+        MountError::Refused {
+            errno,
+            reason: reason.into(),
+        }
+    }
+
+    /// The errno, for a refused mount.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            MountError::Refused { errno, .. } => Some(*errno),
+            MountError::NotModelled(_) => None,
+        }
+    }
+}
+
+impl Options {
+    /// The effective options after the kernel's implications, or the kernel's refusal.
+    ///
+    /// Kernel: `ovl_fs_params_verify` in params.c. Checked in its order:
+    /// 1. `redirect_dir=off` maps to `follow` (`redirect_always_follow=Y`);
+    /// 2. `metacopy=on` with redirects not `on`: EINVAL unless only implied, in which case
+    ///    metacopy turns `redirect_dir` on (an explicit `redirect_dir=off|follow|nofollow`
+    ///    conflicts);
+    /// 3. `nfs_export=on` implies `index=on`; `nfs_export=on` with an explicit `index=off`
+    ///    conflicts (EINVAL);
+    /// 4. `userxattr` with `redirect_dir=on` or `metacopy=on`: EINVAL ("conflicting
+    ///    options"); `userxattr` forces `redirect_dir=nofollow`;
+    /// 5. `volatile` without an upper: EINVAL.
+    ///
+    /// `explicit_redirect` says whether `redirect_dir` was given by the user (a default
+    /// does not conflict with `metacopy=on`).
+    pub fn verify(
+        mut self,
+        has_upper: bool,
+        explicit_redirect: bool,
+    ) -> Result<Options, MountError> {
+        let conflict =
+            |what: &str| MountError::refused(Errno::EINVAL, format!("conflicting options: {what}"));
+        if self.metacopy && !self.redirect_dir.creates() {
+            if explicit_redirect {
+                let shown = if self.redirect_dir == RedirectDir::Off {
+                    "follow"
+                } else {
+                    self.redirect_dir.as_str()
+                };
+                return Err(conflict(&format!("metacopy=on,redirect_dir={shown}")));
+            }
+            self.redirect_dir = RedirectDir::On;
+        }
+        if self.nfs_export {
+            self.index = true;
+        }
+        if self.userxattr {
+            if self.redirect_dir.creates() && explicit_redirect {
+                return Err(conflict("userxattr,redirect_dir=on"));
+            }
+            if self.metacopy {
+                return Err(conflict("userxattr,metacopy=on"));
+            }
+            self.redirect_dir = RedirectDir::Nofollow;
+        }
+        if self.volatile && !has_upper {
+            return Err(MountError::refused(
+                Errno::EINVAL,
+                "option \"volatile\" is meaningless in a non-upper mount",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The legacy `mount(2)` option string for these options, every option explicit (the
+    /// layer paths are not included).
+    pub fn to_mount_string(&self) -> String {
+        let mut s = format!(
+            "redirect_dir={},index={},metacopy={},xino={}",
+            self.redirect_dir.as_str(),
+            on_off(self.index),
+            on_off(self.metacopy),
+            self.xino.as_str()
+        );
+        if self.nfs_export {
+            s.push_str(",nfs_export=on");
+        }
+        if self.userxattr {
+            s.push_str(",userxattr");
+        }
+        if self.volatile {
+            s.push_str(",volatile");
+        }
+        s
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_mount_string())?;
+        if self.read_only {
+            f.write_str(",ro")?;
+        }
+        Ok(())
+    }
+}
