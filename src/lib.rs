@@ -3,14 +3,16 @@
 
 pub mod backend;
 pub mod errno;
+pub mod kernel;
 pub mod layer;
 pub mod mount;
 pub mod ops;
 pub mod overlay;
+pub mod scenario;
 
 pub use backend::{Backend, Command, ModelBackend, Reply};
 pub use errno::Errno;
 pub use layer::{FileType, Inode, Layer};
 pub use mount::{Options, RedirectDir};
 pub use ops::{Op, Outcome, Stat};
-pub use overlay::{Event, Overlay};
+pub use overlay::{Event, LayerRef, Overlay};

@@ -35,6 +35,15 @@ pub enum Event {
     },
 }
 
+/// Which layer an object of the merged view comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LayerRef {
+    /// The upper layer.
+    Upper,
+    /// Lower layer `n`, 0 being the top-most.
+    Lower(usize),
+}
+
 /// A mounted overlay.
 #[derive(Clone, Debug)]
 pub struct Overlay {
@@ -79,6 +88,14 @@ impl Overlay {
     pub fn apply(&mut self, op: &Op) -> Outcome {
         let _ = op;
         Outcome::Err(Errno::ENOSYS)
+    }
+
+    /// The layers that make up the object at `path` (no final symlink followed), top-most
+    /// first: one layer for a non-directory, every merged layer for a directory. `None` when
+    /// the path does not resolve.
+    pub fn provenance(&self, path: &str) -> Option<Vec<LayerRef>> {
+        let _ = path;
+        None
     }
 
     /// The events caused since the last call, oldest first.

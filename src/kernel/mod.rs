@@ -1,0 +1,1 @@
+//! The real-mount backend. (Being written.)
