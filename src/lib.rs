@@ -2,13 +2,19 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod copy_up;
 pub mod errno;
+pub mod inode;
 pub mod kernel;
 pub mod layer;
+pub mod lookup;
 pub mod mount;
 pub mod ops;
 pub mod overlay;
+pub mod path;
+pub mod readdir;
 pub mod scenario;
+pub mod whiteout;
 
 pub use backend::{Backend, Command, ModelBackend, Reply};
 pub use errno::Errno;

@@ -1,8 +1,13 @@
 //! The overlay: lowers, an optional upper, and the options. Clone is O(1).
+//!
+//! [`Overlay::apply`] carries out one [`Op`] on the merged view and returns the kernel's
+//! [`Outcome`]. The rules themselves live in their own modules, one function each:
+//! [`crate::lookup`], [`crate::path`], [`crate::copy_up`], [`crate::whiteout`],
+//! [`crate::readdir`], [`crate::inode`] and the operation families under [`crate::ops`].
 
 use crate::errno::Errno;
 use crate::layer::Layer;
-use crate::mount::{MountError, Options};
+use crate::mount::{MountError, Options, Xino, LOWER_COUNT_MAX};
 use crate::ops::{Op, Outcome};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -28,11 +33,22 @@ pub enum Event {
     },
     /// A redirect was set on an upper directory.
     Redirect {
-        /// The merged path.
+        /// The merged path (before the rename that set it).
         path: String,
         /// The redirect value.
         target: String,
     },
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::CopyUp { path } => write!(f, "copy-up {path}"),
+            Event::Whiteout { path } => write!(f, "whiteout {path}"),
+            Event::Opaque { path } => write!(f, "opaque {path}"),
+            Event::Redirect { path, target } => write!(f, "redirect {path} -> {target}"),
+        }
+    }
 }
 
 /// Which layer an object of the merged view comes from.
@@ -55,18 +71,49 @@ pub struct Overlay {
 
 impl Overlay {
     /// Mounts `lowers` (top-most first, as in `lowerdir=L0:L1`) under an optional `upper`.
-    pub fn mount(
-        lowers: Vec<Layer>,
-        upper: Option<Layer>,
-        options: Options,
-    ) -> Result<Overlay, MountError> {
-        let _ = Errno::EINVAL;
-        Ok(Overlay {
-            lowers: lowers.into(),
-            upper,
-            options,
-            events: Vec::new(),
-        })
+    ///
+    /// Kernel: `ovl_get_lowerstack`, `ovl_fs_params_verify`, `ovl_check_layer`. Errors, in
+    /// the kernel's order: EINVAL (no lower; more than 500 lowers; a single lower without an
+    /// upper; conflicting options), ELOOP (the same layer twice, or a lower that is the
+    /// upper). Options the model does not implement yet (`index`, `metacopy`, `nfs_export`,
+    /// `volatile`) give [`MountError::NotModelled`], never a silently wrong answer. `xino` is
+    /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
+    pub fn mount(lowers: Vec<Layer>, upper: Option<Layer>, options: Options) -> Result<Overlay, MountError> {
+        let refused = |errno, reason: &str| Err(MountError::Refused { errno, reason: reason.to_owned() });
+        if lowers.is_empty() {
+            return refused(Errno::EINVAL, "missing 'lowerdir'");
+        }
+        if lowers.len() > LOWER_COUNT_MAX {
+            return refused(Errno::EINVAL, "too many lower directories, limit is 500");
+        }
+        if upper.is_none() && lowers.len() < 2 {
+            return refused(Errno::EINVAL, "at least 2 lowerdir are needed while upperdir nonexistent");
+        }
+        let options = options.verify(upper.is_some(), true)?;
+        let mut ids: Vec<_> = lowers.iter().map(Layer::id).collect();
+        ids.extend(upper.as_ref().map(Layer::id));
+        ids.sort();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            return refused(Errno::ELOOP, "conflicting lowerdir path");
+        }
+        for (on, what) in [
+            (options.index, "index=on"),
+            (options.metacopy, "metacopy=on"),
+            (options.nfs_export, "nfs_export=on"),
+            (options.volatile, "volatile"),
+        ] {
+            if on {
+                return Err(MountError::NotModelled(what.to_owned()));
+            }
+        }
+        let _ = Xino::Off;
+        Ok(Overlay { lowers: lowers.into(), upper, options, events: Vec::new() })
+    }
+
+    /// Unmounts, giving back the layers: the lowers unchanged, the upper as the overlay
+    /// left it.
+    pub fn unmount(self) -> (Vec<Layer>, Option<Layer>) {
+        (self.lowers.to_vec(), self.upper)
     }
 
     /// The upper layer as it would be on disk now.
@@ -84,21 +131,44 @@ impl Overlay {
         &self.options
     }
 
-    /// Carries out `op` on the merged view.
+    /// Whether every write is EROFS: no upper, or a read-only mount (kernel: `sb_rdonly`,
+    /// `mnt_want_write`).
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.upper.is_none() || self.options.read_only
+    }
+
+    /// The upper layer, for a write that has passed the read-only check.
+    pub(crate) fn upper_mut(&mut self) -> &mut Layer {
+        self.upper.as_mut().expect("model invariant: a write passed the read-only check")
+    }
+
+    /// Carries out `op` on the merged view. The events it caused are kept for
+    /// [`Overlay::take_events`].
     pub fn apply(&mut self, op: &Op) -> Outcome {
-        let _ = op;
-        Outcome::Err(Errno::ENOSYS)
+        self.events.clear();
+        let lowers_before = Arc::as_ptr(&self.lowers);
+        let outcome = crate::ops::dispatch(self, op);
+        debug_assert!(std::ptr::eq(lowers_before, Arc::as_ptr(&self.lowers)), "an operation replaced a lower layer");
+        outcome
     }
 
     /// The layers that make up the object at `path` (no final symlink followed), top-most
     /// first: one layer for a non-directory, every merged layer for a directory. `None` when
     /// the path does not resolve.
     pub fn provenance(&self, path: &str) -> Option<Vec<LayerRef>> {
-        let _ = path;
-        None
+        let chain = self.resolve(path, crate::path::Follow::No).ok()?;
+        let d = chain.last()?;
+        let mut out = Vec::new();
+        if d.upper.is_some() {
+            out.push(LayerRef::Upper);
+        }
+        if d.is_dir() || d.upper.is_none() {
+            out.extend(d.lowers.iter().map(|l| LayerRef::Lower(l.layer)));
+        }
+        Some(out)
     }
 
-    /// The events caused since the last call, oldest first.
+    /// The events caused by the last operation, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }

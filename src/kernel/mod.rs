@@ -1,1 +1,475 @@
-//! The real-mount backend. (Being written.)
+//! The real-mount backend: the same [`Command`]s as the model, carried out by the Linux
+//! kernel on a real overlay mount.
+//!
+//! # Shape
+//!
+//! [`KernelBackend`] is the parent side. It spawns one worker process (the
+//! `ovlsim-kernel-worker` binary, which calls [`worker_main`]) and speaks to it over pipes:
+//! one JSON line per [`Command`] on the worker's stdin, one JSON line per
+//! `Result<Reply, BackendError>` on its stdout. Every command has a timeout
+//! ([`KernelBackend::DEFAULT_TIMEOUT`], see [`KernelBackend::set_timeout`]); when it runs out,
+//! or the worker dies, the worker is killed and reaped and the command fails with
+//! [`BackendError::Failed`] naming it. Dropping the backend kills and reaps the worker.
+//!
+//! # Isolation
+//!
+//! The worker sets `PR_SET_PDEATHSIG` to `SIGKILL` (the parent side spawns every worker
+//! from one long-lived thread, because the "parent" of that rule is the spawning thread),
+//! enters a new mount namespace (`unshare(CLONE_NEWNS)`) and makes every mount in it
+//! private (`MS_REC|MS_PRIVATE`) before it mounts anything. It then mounts a fresh tmpfs
+//! over the temp directory (`std::env::temp_dir()`, inside its own namespace only, so
+//! nothing is left on the host), keeps an fd to it, and `chroot`s into it. From then on the
+//! host file system is out of reach of every path the worker resolves. The layers live on
+//! that tmpfs as `/l/<n>`, the workdirs as `/w/<n>` (one per upper layer, reused across
+//! remounts of it, as a user would), and the merged mount point is `/m`. The short names
+//! keep a 500-layer `lowerdir=` inside the one page that legacy `mount(2)` copies. When the
+//! worker exits, for whatever reason, its namespace goes with it, and every mount in it.
+//!
+//! # Path safety
+//!
+//! Operations run inside the merged view: after mounting, the worker `fchdir`s to the
+//! merged directory and `chroot(".")`s there, then runs each [`Op`] as the plain syscall on
+//! the path exactly as given, as a user would. So every path rule (absolute symlinks, `..`
+//! at the root, trailing slashes, `ELOOP` after 40 links, `rmdir("/")`) is the kernel's
+//! own, and none of them reaches past the merged root. Before unmounting, it escapes back
+//! with `fchdir(tmpfs fd)` and `chroot(".")`.
+//!
+//! Layer building, offline edits and dumps never follow a symlink: directories are opened
+//! one component at a time with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_XDEV)` relative to the layer directory, and every node is made and read with
+//! `*at` calls that do not follow. A component `.` or `..` in a layer path is refused.
+//!
+//! Device nodes are a second way out of a sandbox: a layer may hold any major and minor,
+//! and opening `block 8/0` would open a host disk. So the tmpfs and the overlay are mounted
+//! `MS_NODEV`. **What this changes, observably:** `open`, `read` and `write` of a char or
+//! block device through the merged view fail with `EACCES` (the VFS `may_open_dev` check),
+//! where a `dev` mount would open the device. Nothing else differs: `mknod`, `stat`,
+//! copy-up, rename and unlink of devices behave as on any mount.
+//!
+//! # How the operations map to syscalls
+//!
+//! As in [`crate::ops`], with these details:
+//! - every `open` (in `Open`, `Read`, `Write`, `Readdir`) also carries `O_NONBLOCK` and
+//!   `O_CLOEXEC`. `O_NONBLOCK` keeps a FIFO from blocking the worker: a FIFO opened for
+//!   reading reads as empty, one opened for writing with no reader fails with `ENXIO`. It
+//!   changes nothing for regular files and directories;
+//! - `Read` reads to end of file, and fails the command (not the op) past 64 MiB;
+//! - `Utimes` is `utimensat(AT_FDCWD, path, NULL, 0)` and `Truncate` is `truncate(2)`,
+//!   both through libc, because rustix has neither form;
+//! - `Chown` passes `u32::MAX` through as `-1`, "leave unchanged", as the raw syscall does;
+//! - an errno that [`Errno::from_code`](crate::errno::Errno::from_code) does not know, or
+//!   a file type the model has no name for (a socket), fails the command with
+//!   [`BackendError::Failed`].
+//!
+//! # What a layer dump normalises
+//!
+//! [`Command::DumpLayer`] reads a layer directory back as a [`FlatLayer`] the way
+//! [`Layer::to_flat`](crate::layer::Layer::to_flat) does: parents first, names in byte
+//! order, a hard link as [`FlatEntry::Link`](crate::layer::FlatEntry::Link) to the first
+//! path seen. It leaves out only what is not part of the contract:
+//! - the kernel's bookkeeping xattrs `trusted.overlay.origin`, `trusted.overlay.impure` and
+//!   `trusted.overlay.uuid`, and the same names under `user.overlay.` (a plain lookup
+//!   writes some of them);
+//! - hard links between char 0/0 whiteouts: the kernel makes each new whiteout a link to one
+//!   shared whiteout inode in the workdir, the model makes separate inodes, so a whiteout is
+//!   always dumped as its own node;
+//! - timestamps, raw inode numbers, link counts and directory sizes, which
+//!   [`FlatLayer`] does not have at all.
+//!
+//! # State rules
+//!
+//! An operation or [`Command::DumpMerged`] while unmounted, a layer name that was never
+//! created, a mount while mounted, an unmount while unmounted, and `Layer`, `Edit` or
+//! `DumpLayer` while mounted are [`BackendError::Usage`]. Creating a layer again under a
+//! name it already has replaces its directory and its workdir with fresh ones.
+//!
+//! [`FlatLayer`]: crate::layer::FlatLayer
+
+mod layers;
+mod ops;
+mod worker;
+
+pub use worker::worker_main;
+
+use crate::backend::{Backend, BackendError, Command, Edit, Reply};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The file name of the worker binary.
+pub const WORKER_NAME: &str = "ovlsim-kernel-worker";
+
+/// The environment variable that names the worker binary, overriding the search.
+pub const WORKER_ENV: &str = "OVLSIM_KERNEL_WORKER";
+
+/// How much of the worker's stderr is kept for error messages.
+const STDERR_TAIL_MAX: usize = 4096;
+
+/// The real-kernel backend: a worker process with a private mount namespace.
+#[derive(Debug)]
+pub struct KernelBackend {
+    child: Option<Child>,
+    stdin: Option<ChildStdin>,
+    replies: mpsc::Receiver<String>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    timeout: Duration,
+    pid: u32,
+    gone: Option<String>,
+}
+
+impl KernelBackend {
+    /// The default timeout of one command.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Starts a worker found by [`KernelBackend::find_worker`].
+    pub fn new() -> Result<KernelBackend, BackendError> {
+        let worker = KernelBackend::find_worker().map_err(BackendError::Failed)?;
+        KernelBackend::with_worker(worker)
+    }
+
+    /// Starts the worker binary at `worker`, and waits until it has set up its namespace.
+    pub fn with_worker(worker: impl AsRef<Path>) -> Result<KernelBackend, BackendError> {
+        let worker = worker.as_ref();
+        let mut cmd = std::process::Command::new(worker);
+        cmd.arg("--parent-pid")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = spawn(cmd).map_err(|e| {
+            BackendError::Failed(format!(
+                "cannot start the kernel worker {}: {e}",
+                worker.display()
+            ))
+        })?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        let stderr_pipe = child.stderr.take();
+        let (tx, replies) = mpsc::channel();
+        if let Some(out) = stdout {
+            let spawned = std::thread::Builder::new()
+                .name("ovlsim-kernel-stdout".into())
+                .spawn(move || {
+                    for line in BufReader::new(out).lines() {
+                        match line {
+                            Ok(l) => {
+                                if tx.send(l).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BackendError::Failed(format!(
+                    "cannot start a reader thread for the kernel worker: {e}"
+                )));
+            }
+        }
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(mut err) = stderr_pipe {
+            let tail = Arc::clone(&stderr);
+            // Without this thread the worker's stderr is simply not collected; a failed
+            // spawn is not worth failing the backend for.
+            let _ = std::thread::Builder::new()
+                .name("ovlsim-kernel-stderr".into())
+                .spawn(move || {
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = err.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                        t.extend_from_slice(&buf[..n]);
+                        if t.len() > STDERR_TAIL_MAX {
+                            let cut = t.len() - STDERR_TAIL_MAX;
+                            t.drain(..cut);
+                        }
+                    }
+                });
+        }
+        let pid = child.id();
+        let mut backend = KernelBackend {
+            child: Some(child),
+            stdin,
+            replies,
+            stderr,
+            timeout: KernelBackend::DEFAULT_TIMEOUT,
+            pid,
+            gone: None,
+        };
+        match backend.receive("the worker's setup")? {
+            Ok(Reply::Done) => Ok(backend),
+            Ok(other) => Err(backend.fail(
+                "the worker's setup",
+                format!("unexpected first reply {other:?}"),
+            )),
+            Err(e) => {
+                backend.kill();
+                Err(BackendError::Failed(format!(
+                    "the kernel worker could not set up: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Where the worker binary is: `$OVLSIM_KERNEL_WORKER` if set; else next to the current
+    /// executable; else in its parent directory (test binaries live in `target/<profile>/deps/`,
+    /// the binaries in `target/<profile>/`).
+    pub fn find_worker() -> Result<PathBuf, String> {
+        if let Some(p) = std::env::var_os(WORKER_ENV) {
+            let p = PathBuf::from(p);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!(
+                    "{WORKER_ENV}={} is not a file",
+                    p.display()
+                ))
+            };
+        }
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find the current executable: {e}"))?;
+        let name = format!("{WORKER_NAME}{}", std::env::consts::EXE_SUFFIX);
+        let mut tried = Vec::new();
+        let mut dir = exe.parent();
+        for _ in 0..2 {
+            let Some(d) = dir else { break };
+            let candidate = d.join(&name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            tried.push(candidate.display().to_string());
+            dir = d.parent();
+        }
+        Err(format!(
+            "the kernel worker binary {name} was not found (tried {}; set {WORKER_ENV}, or \
+             build it with `cargo build --bin {WORKER_NAME}`)",
+            tried.join(", ")
+        ))
+    }
+
+    /// Whether the kernel tier can run here, and if not, why: not Linux, not root, no
+    /// `overlay` in `/proc/filesystems`, no worker binary, or a worker that cannot set up
+    /// (for example, `unshare` refused). It starts a worker to find out, and stops it.
+    pub fn available() -> Result<(), String> {
+        if !cfg!(target_os = "linux") {
+            return Err("the kernel tier needs Linux".into());
+        }
+        let euid = rustix::process::geteuid();
+        if !euid.is_root() {
+            return Err(format!(
+                "not root (euid {}); mounting needs root",
+                euid.as_raw()
+            ));
+        }
+        let fss = std::fs::read_to_string("/proc/filesystems")
+            .map_err(|e| format!("cannot read /proc/filesystems: {e}"))?;
+        if !fss
+            .lines()
+            .any(|l| l.split_whitespace().last() == Some("overlay"))
+        {
+            return Err("no overlay in /proc/filesystems (try `modprobe overlay`)".into());
+        }
+        let worker = KernelBackend::find_worker()?;
+        KernelBackend::with_worker(worker)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The timeout of one command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the timeout of one command.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The worker's process id (it stays the same after the worker is gone).
+    pub fn worker_pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the worker is still there to take commands.
+    pub fn is_alive(&self) -> bool {
+        self.gone.is_none()
+    }
+
+    /// Waits for one reply line. The outer error is a harness failure (the worker was
+    /// killed); the inner result is the worker's answer.
+    fn receive(&mut self, what: &str) -> Result<Result<Reply, BackendError>, BackendError> {
+        match self.replies.recv_timeout(self.timeout) {
+            Ok(line) => serde_json::from_str(&line).map_err(|e| {
+                let shown: String = line.chars().take(200).collect();
+                self.fail(what, format!("unreadable reply {shown:?}: {e}"))
+            }),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self.fail(
+                what,
+                format!("no reply within {:?}; the worker was killed", self.timeout),
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = self.reap();
+                Err(self.fail(what, format!("the kernel worker died ({status})")))
+            }
+        }
+    }
+
+    /// Kills the worker, records why, and makes the error for `what`.
+    fn fail(&mut self, what: &str, why: String) -> BackendError {
+        self.kill();
+        let tail = {
+            let t = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+            String::from_utf8_lossy(&t).trim().to_owned()
+        };
+        let mut msg = format!("{what}: {why}");
+        if !tail.is_empty() {
+            msg.push_str(&format!("; worker stderr: {tail}"));
+        }
+        self.gone = Some(msg.clone());
+        BackendError::Failed(msg)
+    }
+
+    /// Waits for the worker to exit (it has closed its stdout) and describes how it ended.
+    fn reap(&mut self) -> String {
+        self.stdin = None;
+        match self.child.as_mut() {
+            Some(c) => {
+                // The worker closed stdout; give it a moment to exit before killing it.
+                for _ in 0..100 {
+                    match c.try_wait() {
+                        Ok(Some(status)) => {
+                            self.child = None;
+                            return status.to_string();
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                        Err(e) => return format!("wait failed: {e}"),
+                    }
+                }
+                "closed its output but did not exit".into()
+            }
+            None => "already reaped".into(),
+        }
+    }
+
+    /// Kills and reaps the worker, if it is still there.
+    fn kill(&mut self) {
+        self.stdin = None;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for KernelBackend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Backend for KernelBackend {
+    fn name(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        let what = describe(cmd);
+        if let Some(why) = &self.gone {
+            return Err(BackendError::Failed(format!(
+                "{what}: the kernel worker is gone (earlier: {why})"
+            )));
+        }
+        let mut line = serde_json::to_string(cmd)
+            .map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
+        line.push('\n');
+        let written = match self.stdin.as_mut() {
+            Some(w) => w.write_all(line.as_bytes()).and_then(|()| w.flush()),
+            None => Err(std::io::Error::other("no pipe to the worker")),
+        };
+        if let Err(e) = written {
+            let status = self.reap();
+            return Err(self.fail(
+                &what,
+                format!("cannot write to the kernel worker ({e}; it {status})"),
+            ));
+        }
+        self.receive(&what)?
+    }
+}
+
+/// A short name for a command, for error messages.
+fn describe(cmd: &Command) -> String {
+    fn cut(mut s: String) -> String {
+        if s.len() > 200 {
+            let mut end = 200;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            s.push('…');
+        }
+        s
+    }
+    match cmd {
+        Command::Layer { name, .. } => format!("creating layer {name:?}"),
+        Command::Mount { lowers, upper, .. } => {
+            let lowers = if lowers.len() > 8 {
+                format!("{} lowers", lowers.len())
+            } else {
+                format!("lowers {lowers:?}")
+            };
+            format!("mount ({lowers}, upper {upper:?})")
+        }
+        Command::Unmount => "unmount".into(),
+        Command::Op(op) => cut(format!("op {op:?}")),
+        Command::Edit { layer, edit } => {
+            let path = match edit {
+                Edit::Put { path, .. } | Edit::Link { path, .. } | Edit::Remove { path } => path,
+            };
+            cut(format!("edit of layer {layer:?} at {path:?}"))
+        }
+        Command::DumpLayer { name } => format!("dump of layer {name:?}"),
+        Command::DumpMerged => "dump of the merged view".into(),
+    }
+}
+
+type SpawnRequest = (
+    std::process::Command,
+    mpsc::Sender<std::io::Result<Child>>,
+);
+
+/// Spawns `cmd` from one long-lived thread. `PR_SET_PDEATHSIG` fires when the thread that
+/// spawned the worker exits, not the process; spawning from a thread that lives as long as
+/// the process keeps a worker alive when its backend moves to another thread, and still kills
+/// it when the process dies.
+fn spawn(cmd: std::process::Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        // If the thread cannot start, `rx` is dropped and every send below fails, which
+        // falls back to spawning from the calling thread.
+        let _ = std::thread::Builder::new()
+            .name("ovlsim-kernel-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        tx
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    match tx.send((cmd, reply_tx)) {
+        Ok(()) => reply_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone"))),
+        Err(mpsc::SendError((mut cmd, _))) => cmd.spawn(),
+    }
+}

@@ -421,20 +421,24 @@ impl Layer {
         }
     }
 
-    /// Moves the name `from_name` in `from_dir` to `to_name` in `to_dir`, which must be free.
-    pub fn rename(&mut self, from_dir: Ino, from_name: &str, to_dir: Ino, to_name: &str) {
-        let ino = self.update(from_dir, |d| match &mut d.kind {
-            NodeKind::Dir(e) => e
-                .remove(from_name)
-                .expect("layer invariant: rename of a present name"),
-            _ => panic!("layer invariant: rename in a non-directory"),
+    /// Removes the name `name` from `dir` but keeps its inode alive, to be linked again
+    /// elsewhere (the middle of a rename or an exchange).
+    pub fn detach(&mut self, dir: Ino, name: &str) -> Ino {
+        let ino = self.update(dir, |d| match &mut d.kind {
+            NodeKind::Dir(e) => e.remove(name).expect("layer invariant: detach of a present name"),
+            _ => panic!("layer invariant: detach in a non-directory"),
         });
-        let is_dir = self.get(ino).is_dir();
-        if is_dir {
-            self.update(from_dir, |d| d.nlink -= 1);
+        if self.get(ino).is_dir() {
+            self.update(dir, |d| d.nlink -= 1);
         } else {
             self.update(ino, |i| i.nlink -= 1);
         }
+        ino
+    }
+
+    /// Moves the name `from_name` in `from_dir` to `to_name` in `to_dir`, which must be free.
+    pub fn rename(&mut self, from_dir: Ino, from_name: &str, to_dir: Ino, to_name: &str) {
+        let ino = self.detach(from_dir, from_name);
         self.link(to_dir, to_name, ino);
     }
 

@@ -361,3 +361,43 @@ impl From<Result<Outcome, Errno>> for Outcome {
         r.unwrap_or_else(Outcome::Err)
     }
 }
+
+mod attr;
+mod file;
+pub(crate) mod namespace;
+mod rename;
+
+pub use file::DATA_LEN_MAX;
+
+use crate::overlay::Overlay;
+use crate::path::Follow;
+
+/// Runs one operation on the overlay (see [`Overlay::apply`]).
+pub(crate) fn dispatch(ov: &mut Overlay, op: &Op) -> Outcome {
+    let ok = |r: Result<(), Errno>| r.map(|()| Outcome::Ok);
+    let r = match op {
+        Op::Stat { path } => ov.stat(path, Follow::Yes).map(Outcome::Stat),
+        Op::Lstat { path } => ov.stat(path, Follow::No).map(Outcome::Stat),
+        Op::Open { path, flags, mode } => ov.open(path, *flags, *mode).map(|_| Outcome::Ok),
+        Op::Read { path } => ov.read(path).map(Outcome::Data),
+        Op::Write { path, at, data } => ok(ov.write(path, *at, data)),
+        Op::Truncate { path, len } => ok(ov.truncate(path, *len)),
+        Op::Mkdir { path, mode } => ok(ov.mkdir(path, *mode)),
+        Op::Rmdir { path } => ok(ov.rmdir(path)),
+        Op::Unlink { path } => ok(ov.unlink(path)),
+        Op::Rename { from, to, flags } => ok(ov.rename(from, to, *flags)),
+        Op::Link { from, to } => ok(ov.link(from, to)),
+        Op::Symlink { target, path } => ok(ov.symlink(target, path)),
+        Op::Readlink { path } => ov.readlink(path).map(Outcome::Target),
+        Op::Readdir { path } => ov.readdir(path).map(Outcome::Entries),
+        Op::Chmod { path, mode } => ok(ov.chmod(path, *mode)),
+        Op::Chown { path, uid, gid } => ok(ov.chown(path, *uid, *gid)),
+        Op::Utimes { path } => ok(ov.utimes(path)),
+        Op::Setxattr { path, name, value } => ok(ov.setxattr(path, name, value)),
+        Op::Getxattr { path, name } => ov.getxattr(path, name).map(Outcome::Xattr),
+        Op::Listxattr { path } => ov.listxattr(path).map(Outcome::XattrNames),
+        Op::Removexattr { path, name } => ok(ov.removexattr(path, name)),
+        Op::Mknod { path, kind, mode } => ok(ov.mknod(path, *kind, *mode)),
+    };
+    r.unwrap_or_else(Outcome::Err)
+}

@@ -1,0 +1,58 @@
+//! Copy-up: parents first, then metadata and data (kernel: `fs/overlayfs/copy_up.c`).
+
+use crate::layer::{Inode, NodeKind, Origin};
+use crate::lookup::Dentry;
+use crate::overlay::{Event, Overlay};
+use crate::whiteout;
+
+impl Overlay {
+    /// Copies up every dentry of `chain` up to and including index `upto` that is not in the
+    /// upper yet, top-down.
+    ///
+    /// overlayfs.rst, "Non-directories": before an object is copied up, its missing parent
+    /// directories are copied up from the top down. A directory copy-up copies the
+    /// directory inode only (mode, owner, xattrs), never its entries, and the copy is not
+    /// opaque, so it stays merged (kernel: `ovl_copy_up_flags`, `ovl_copy_up_one`).
+    pub(crate) fn copy_up(&mut self, chain: &mut [Dentry], upto: usize) {
+        for i in 1..=upto {
+            if chain[i].upper.is_some() {
+                continue;
+            }
+            let parent = chain[i - 1].upper.expect("model invariant: parent copied up first");
+            // An earlier copy-up of the same operation (rename and link copy up two chains)
+            // may have made this one already.
+            if let Some(done) = self.upper.as_ref().and_then(|u| u.child(parent, &chain[i].name)) {
+                chain[i].upper = Some(done);
+                continue;
+            }
+            let ino = self.copy_up_one(parent, &chain[i]);
+            chain[i].upper = Some(ino);
+            let path = Overlay::chain_path(&chain[..=i]);
+            self.events.push(Event::CopyUp { path });
+        }
+    }
+
+    /// Copies one lower object into upper directory `parent` and returns the new upper inode.
+    ///
+    /// overlayfs.rst, "Non-directories": the copy keeps the data, the type, the mode, the
+    /// owner, the symlink target or device numbers, and every xattr but overlay's private
+    /// ones (escaped `trusted.overlay.overlay.*` xattrs are copied unchanged; kernel:
+    /// `ovl_copy_xattr`). It records the lower object as its origin (kernel:
+    /// `ovl_set_origin`, kept here outside the xattrs).
+    fn copy_up_one(&mut self, parent: u64, d: &Dentry) -> u64 {
+        let lower = *d.lowers.first().expect("model invariant: copy-up of a lower object");
+        let src = self.lowers[lower.layer].get(lower.ino);
+        let kind = match &src.kind {
+            NodeKind::Dir(_) => NodeKind::Dir(Default::default()),
+            other => other.clone(),
+        };
+        let mut copy = Inode::new(kind, src.mode);
+        copy.uid = src.uid;
+        copy.gid = src.gid;
+        copy.xattrs =
+            src.xattrs.iter().filter(|(k, _)| !whiteout::is_private_xattr(self, k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
+        let upper = self.upper.as_mut().expect("model invariant: copy-up needs an upper");
+        upper.create(parent, &d.name, copy)
+    }
+}

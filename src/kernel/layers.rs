@@ -1,0 +1,549 @@
+//! Layer directories on the worker's tmpfs: building them from a [`FlatLayer`], offline
+//! edits, and reading them back.
+//!
+//! Nothing here follows a symlink. Directories are opened one component at a time with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)`
+//! from the layer directory, and nodes are made, changed and read with `*at` calls that do
+//! not follow (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`). The xattr calls take a path; they use
+//! the `l*` forms on a path whose directories were all just checked to be real directories,
+//! in a single-threaded process that nothing else writes to.
+
+use crate::backend::BackendError;
+use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, XattrFlags, CWD};
+use rustix::io::Errno as SysErrno;
+use std::collections::{BTreeMap, HashMap};
+use std::mem::MaybeUninit;
+
+/// The kernel's bookkeeping xattrs (after `trusted.overlay.` or `user.overlay.`), left out
+/// of dumps.
+const BOOKKEEPING: [&str; 3] = ["origin", "impure", "uuid"];
+
+/// The largest xattr value and name list (`XATTR_SIZE_MAX`, `XATTR_LIST_MAX`).
+pub(super) const XATTR_MAX: usize = 65536;
+
+/// Whether `name` is one of the kernel's bookkeeping xattrs that dumps leave out.
+pub(super) fn is_bookkeeping(name: &str) -> bool {
+    ["trusted.overlay.", "user.overlay."].iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|rest| BOOKKEEPING.contains(&rest))
+    })
+}
+
+fn failed(msg: String) -> BackendError {
+    BackendError::Failed(msg)
+}
+
+/// Wraps a syscall error with what was done and where.
+fn sys<T>(r: rustix::io::Result<T>, what: &str, path: &str) -> Result<T, BackendError> {
+    r.map_err(|e| failed(format!("{what} {path}: {e}")))
+}
+
+/// The components of a layer path; `.` and `..` cannot be names in a layer.
+fn components(path: &str) -> Result<Vec<&str>, BackendError> {
+    if path.contains('\0') {
+        return Err(BackendError::Usage(format!(
+            "layer path {path:?} contains a NUL byte"
+        )));
+    }
+    let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    if comps.iter().any(|c| *c == "." || *c == "..") {
+        return Err(BackendError::Usage(format!(
+            "layer path {path:?} has a `.` or `..` component, which no directory can hold"
+        )));
+    }
+    Ok(comps)
+}
+
+/// Opens the directory `name` in `dir`, refusing any symlink on the way.
+fn open_dir_at(dir: impl AsFd, name: &str) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT
+            | ResolveFlags::NO_SYMLINKS
+            | ResolveFlags::NO_MAGICLINKS
+            | ResolveFlags::NO_XDEV,
+    )
+}
+
+/// Opens a layer directory by its absolute path on the tmpfs.
+fn open_layer(dir: &str) -> Result<OwnedFd, BackendError> {
+    sys(
+        rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ),
+        "opening layer",
+        dir,
+    )
+}
+
+fn is_dir(st: &rustix::fs::Stat) -> bool {
+    FileType::from_ifmt(st.st_mode as u32) == Some(FileType::Dir)
+}
+
+/// `lstat` of `name` in `dir`; `None` if it does not exist.
+fn lstat_at(
+    dir: impl AsFd,
+    name: &str,
+    shown: &str,
+) -> Result<Option<rustix::fs::Stat>, BackendError> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(SysErrno::NOENT) => Ok(None),
+        Err(e) => Err(failed(format!("lstat {shown}: {e}"))),
+    }
+}
+
+/// The names in directory `dir`, without `.` and `..`, in byte order.
+fn list(dir: impl AsFd, shown: &str) -> Result<Vec<Vec<u8>>, BackendError> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 1 << 16];
+    let mut raw = rustix::fs::RawDir::new(dir, &mut buf);
+    let mut names = Vec::new();
+    while let Some(entry) = raw.next() {
+        let entry = sys(entry, "getdents", shown)?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes `name` from `dir`, recursively. Returns whether something was there.
+fn remove_entry(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<bool, BackendError> {
+    let Some(st) = lstat_at(dir, name, shown)? else {
+        return Ok(false);
+    };
+    if is_dir(&st) {
+        let sub = sys(open_dir_at(dir, name), "opening", shown)?;
+        for child in list(&sub, shown)? {
+            let child = String::from_utf8(child).map_err(|e| {
+                failed(format!("a name in {shown} is not UTF-8: {:?}", e.as_bytes()))
+            })?;
+            remove_entry(sub.as_fd(), &child, &format!("{shown}/{child}"))?;
+        }
+        sys(
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
+            "rmdir",
+            shown,
+        )?;
+    } else {
+        sys(rustix::fs::unlinkat(dir, name, AtFlags::empty()), "unlink", shown)?;
+    }
+    Ok(true)
+}
+
+/// Removes the tree at the absolute tmpfs path `abs`, if there is one.
+pub(super) fn remove_dir(abs: &str) -> Result<(), BackendError> {
+    let (parent, name) = abs
+        .rsplit_once('/')
+        .ok_or_else(|| failed(format!("not an absolute path: {abs}")))?;
+    let parent_fd = open_layer(if parent.is_empty() { "/" } else { parent })?;
+    remove_entry(parent_fd.as_fd(), name, abs)?;
+    Ok(())
+}
+
+/// Walks `parents` from `layer`, making missing directories (mode 0755) and replacing
+/// non-directories with them, as [`crate::layer::Layer::put`] does.
+fn make_parents(layer: &OwnedFd, abs: &str, parents: &[&str]) -> Result<OwnedFd, BackendError> {
+    let mut cur = sys(open_dir_at(layer, "."), "opening", abs)?;
+    let mut shown = abs.to_owned();
+    for c in parents {
+        shown.push('/');
+        shown.push_str(c);
+        match lstat_at(&cur, c, &shown)? {
+            Some(st) if is_dir(&st) => {}
+            other => {
+                if other.is_some() {
+                    remove_entry(cur.as_fd(), c, &shown)?;
+                }
+                sys(
+                    rustix::fs::mkdirat(&cur, *c, Mode::from_raw_mode(0o755)),
+                    "mkdir",
+                    &shown,
+                )?;
+            }
+        }
+        cur = sys(open_dir_at(&cur, c), "opening", &shown)?;
+    }
+    Ok(cur)
+}
+
+/// Walks `parents` from `layer` through existing directories only; `None` when one is
+/// missing or is not a directory.
+fn walk_existing(
+    layer: &OwnedFd,
+    abs: &str,
+    parents: &[&str],
+) -> Result<Option<OwnedFd>, BackendError> {
+    let mut cur = sys(open_dir_at(layer, "."), "opening", abs)?;
+    let mut shown = abs.to_owned();
+    for c in parents {
+        shown.push('/');
+        shown.push_str(c);
+        match lstat_at(&cur, c, &shown)? {
+            Some(st) if is_dir(&st) => {
+                cur = sys(open_dir_at(&cur, c), "opening", &shown)?;
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(Some(cur))
+}
+
+fn join(abs: &str, comps: &[&str]) -> String {
+    let mut s = abs.to_owned();
+    for c in comps {
+        s.push('/');
+        s.push_str(c);
+    }
+    s
+}
+
+/// Sets owner, mode (not on a symlink) and xattrs, in that order: `chown` clears the
+/// set-id bits, so `chmod` comes after it.
+fn set_meta(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    abs: &str,
+    node: &FlatNode,
+) -> Result<(), BackendError> {
+    sys(
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw_unchecked(node.uid)),
+            Some(rustix::fs::Gid::from_raw_unchecked(node.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ),
+        "lchown",
+        abs,
+    )?;
+    if node.kind != FileType::Symlink {
+        sys(
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(node.mode & 0o7777),
+                AtFlags::empty(),
+            ),
+            "chmod",
+            abs,
+        )?;
+    }
+    for (k, v) in &node.xattrs {
+        sys(
+            rustix::fs::lsetxattr(abs, k.as_str(), v, XattrFlags::empty()),
+            &format!("lsetxattr {k:?} on"),
+            abs,
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes `node` as `name` in `dir` (which has no such name), with its metadata.
+fn create(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    abs: &str,
+    node: &FlatNode,
+) -> Result<(), BackendError> {
+    let mode = Mode::from_raw_mode(node.mode & 0o7777);
+    let (maj, min) = node.rdev.unwrap_or((0, 0));
+    match node.kind {
+        FileType::Dir => sys(rustix::fs::mkdirat(dir, name, mode), "mkdir", abs)?,
+        FileType::File => {
+            let fd = sys(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                ),
+                "create",
+                abs,
+            )?;
+            let mut data = node.data.as_deref().unwrap_or_default();
+            while !data.is_empty() {
+                let n = sys(rustix::io::write(&fd, data), "write", abs)?;
+                data = &data[n..];
+            }
+        }
+        FileType::Symlink => sys(
+            rustix::fs::symlinkat(node.target.as_deref().unwrap_or_default(), dir, name),
+            "symlink",
+            abs,
+        )?,
+        FileType::Char | FileType::Block | FileType::Fifo => {
+            let ft = match node.kind {
+                FileType::Char => rustix::fs::FileType::CharacterDevice,
+                FileType::Block => rustix::fs::FileType::BlockDevice,
+                _ => rustix::fs::FileType::Fifo,
+            };
+            let dev = if node.kind == FileType::Fifo {
+                0
+            } else {
+                rustix::fs::makedev(maj, min)
+            };
+            sys(rustix::fs::mknodat(dir, name, ft, mode, dev), "mknod", abs)?;
+        }
+    }
+    set_meta(dir, name, abs, node)
+}
+
+fn put_at(layer: &OwnedFd, abs: &str, path: &str, node: &FlatNode) -> Result<(), BackendError> {
+    let comps = components(path)?;
+    let Some((name, parents)) = comps.split_last() else {
+        return Err(BackendError::Usage(
+            "a node needs a path below the layer root".into(),
+        ));
+    };
+    let parent = make_parents(layer, abs, parents)?;
+    let shown = join(abs, &comps);
+    remove_entry(parent.as_fd(), name, &shown)?;
+    create(parent.as_fd(), name, &shown, node)
+}
+
+fn put_link_at(layer: &OwnedFd, abs: &str, path: &str, to: &str) -> Result<bool, BackendError> {
+    let to_comps = components(to)?;
+    let Some((to_name, to_parents)) = to_comps.split_last() else {
+        return Ok(false);
+    };
+    let Some(to_dir) = walk_existing(layer, abs, to_parents)? else {
+        return Ok(false);
+    };
+    let to_shown = join(abs, &to_comps);
+    match lstat_at(&to_dir, to_name, &to_shown)? {
+        Some(st) if !is_dir(&st) => {}
+        _ => return Ok(false),
+    }
+    let comps = components(path)?;
+    let Some((name, parents)) = comps.split_last() else {
+        return Err(BackendError::Usage(
+            "a link needs a path below the layer root".into(),
+        ));
+    };
+    if comps == to_comps {
+        return Ok(true);
+    }
+    let parent = make_parents(layer, abs, parents)?;
+    let shown = join(abs, &comps);
+    remove_entry(parent.as_fd(), name, &shown)?;
+    sys(
+        rustix::fs::linkat(&to_dir, *to_name, &parent, *name, AtFlags::empty()),
+        &format!("link {to_shown} as"),
+        &shown,
+    )?;
+    Ok(true)
+}
+
+/// Creates the layer directory `abs` with `flat`'s content, as
+/// [`crate::layer::Layer::from_flat`] does: entries in order, each put with its parents,
+/// a link to a missing or directory target skipped; the root's metadata on `abs` itself.
+pub(super) fn build(abs: &str, flat: &FlatLayer) -> Result<(), BackendError> {
+    sys(
+        rustix::fs::mkdirat(CWD, abs, Mode::from_raw_mode(0o755)),
+        "mkdir",
+        abs,
+    )?;
+    let layer = open_layer(abs)?;
+    for entry in &flat.entries {
+        match entry {
+            FlatEntry::Node { path, node } => put_at(&layer, abs, path, node)?,
+            FlatEntry::Link { path, to } => {
+                put_link_at(&layer, abs, path, to)?;
+            }
+        }
+    }
+    let mut root = flat.root.clone();
+    root.kind = FileType::Dir;
+    set_meta(CWD, abs, abs, &root)
+}
+
+/// [`crate::backend::Edit::Put`] on the layer at `abs`.
+pub(super) fn put(abs: &str, path: &str, node: &FlatNode) -> Result<(), BackendError> {
+    put_at(&open_layer(abs)?, abs, path, node)
+}
+
+/// [`crate::backend::Edit::Link`] on the layer at `abs`; `false` when `to` is missing or a
+/// directory.
+pub(super) fn put_link(abs: &str, path: &str, to: &str) -> Result<bool, BackendError> {
+    put_link_at(&open_layer(abs)?, abs, path, to)
+}
+
+/// [`crate::backend::Edit::Remove`] on the layer at `abs`: whatever is at `path`, if
+/// anything, recursively.
+pub(super) fn remove(abs: &str, path: &str) -> Result<(), BackendError> {
+    let layer = open_layer(abs)?;
+    let comps = components(path)?;
+    let Some((name, parents)) = comps.split_last() else {
+        return Ok(());
+    };
+    if let Some(dir) = walk_existing(&layer, abs, parents)? {
+        remove_entry(dir.as_fd(), name, &join(abs, &comps))?;
+    }
+    Ok(())
+}
+
+/// The xattrs of the node at `abs` (not following a symlink), bookkeeping left out.
+fn xattrs_of(abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
+    let mut buf = vec![0u8; XATTR_MAX];
+    let n = sys(rustix::fs::llistxattr(abs, &mut buf[..]), "llistxattr", abs)?;
+    let names: Vec<String> = buf[..n]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            String::from_utf8(s.to_vec())
+                .map_err(|_| failed(format!("an xattr name on {abs} is not UTF-8: {s:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = BTreeMap::new();
+    for name in names {
+        if is_bookkeeping(&name) {
+            continue;
+        }
+        let n = sys(
+            rustix::fs::lgetxattr(abs, name.as_str(), &mut buf[..]),
+            &format!("lgetxattr {name:?} of"),
+            abs,
+        )?;
+        out.insert(name, buf[..n].to_vec());
+    }
+    Ok(out)
+}
+
+/// The flat node for `name` in `dir` (at `abs`), whose `lstat` is `st`.
+fn node_of(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    abs: &str,
+    st: &rustix::fs::Stat,
+) -> Result<FlatNode, BackendError> {
+    let kind = FileType::from_ifmt(st.st_mode as u32).ok_or_else(|| {
+        failed(format!(
+            "{abs} has file type {:o}, which a layer cannot hold",
+            st.st_mode as u32 & 0o170000
+        ))
+    })?;
+    let mut node = FlatNode {
+        kind,
+        mode: st.st_mode as u32 & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        data: None,
+        target: None,
+        rdev: None,
+        xattrs: xattrs_of(abs)?,
+    };
+    match kind {
+        FileType::File => {
+            let fd = sys(
+                rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ),
+                "open",
+                abs,
+            )?;
+            let mut data = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = sys(rustix::io::read(&fd, &mut buf), "read", abs)?;
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+            }
+            node.data = Some(data);
+        }
+        FileType::Symlink => {
+            let t = sys(rustix::fs::readlinkat(dir, name, Vec::new()), "readlink", abs)?;
+            node.target = Some(t.into_string().map_err(|e| {
+                failed(format!(
+                    "the target of {abs} is not UTF-8: {:?}",
+                    e.into_cstring()
+                ))
+            })?);
+        }
+        FileType::Char | FileType::Block => {
+            node.rdev = Some((
+                rustix::fs::major(st.st_rdev),
+                rustix::fs::minor(st.st_rdev),
+            ));
+        }
+        FileType::Dir | FileType::Fifo => {}
+    }
+    Ok(node)
+}
+
+type Seen = HashMap<(u64, u64), String>;
+
+fn dump_dir(
+    dir: &OwnedFd,
+    abs: &str,
+    rel: &str,
+    out: &mut Vec<FlatEntry>,
+    seen: &mut Seen,
+) -> Result<(), BackendError> {
+    for name in list(dir, abs)? {
+        let name = String::from_utf8(name).map_err(|e| {
+            failed(format!("a name in {abs} is not UTF-8: {:?}", e.as_bytes()))
+        })?;
+        let path = format!("{rel}/{name}");
+        let child_abs = format!("{abs}/{name}");
+        let st = sys(
+            rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW),
+            "lstat",
+            &child_abs,
+        )?;
+        let whiteout = FileType::from_ifmt(st.st_mode as u32) == Some(FileType::Char)
+            && st.st_rdev == 0;
+        if !is_dir(&st) && !whiteout && st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(to) = seen.get(&key) {
+                out.push(FlatEntry::Link {
+                    path,
+                    to: to.clone(),
+                });
+                continue;
+            }
+            seen.insert(key, path.clone());
+        }
+        let node = node_of(dir.as_fd(), &name, &child_abs, &st)?;
+        let descend = node.kind == FileType::Dir;
+        out.push(FlatEntry::Node {
+            path: path.clone(),
+            node,
+        });
+        if descend {
+            let sub = sys(open_dir_at(dir, &name), "opening", &child_abs)?;
+            dump_dir(&sub, &child_abs, &path, out, seen)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the layer directory `abs` back, as [`crate::layer::Layer::to_flat`] would show it
+/// (see the module docs of [`crate::kernel`] for what is normalised).
+pub(super) fn dump(abs: &str) -> Result<FlatLayer, BackendError> {
+    let layer = open_layer(abs)?;
+    let st = sys(
+        rustix::fs::statat(CWD, abs, AtFlags::SYMLINK_NOFOLLOW),
+        "lstat",
+        abs,
+    )?;
+    let root = node_of(CWD, abs, abs, &st)?;
+    let mut entries = Vec::new();
+    dump_dir(&layer, abs, "", &mut entries, &mut Seen::new())?;
+    Ok(FlatLayer { root, entries })
+}

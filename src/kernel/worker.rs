@@ -1,0 +1,367 @@
+//! The worker process: a private mount namespace, a tmpfs as its whole world, and a loop
+//! that carries out one command per stdin line.
+
+use super::{layers, ops};
+use crate::backend::{dump_merged, BackendError, Command, Edit, Reply};
+use crate::errno::Errno;
+use crate::mount::Options;
+use crate::ops::Outcome;
+use rustix::fd::OwnedFd;
+use rustix::fs::{Mode, OFlags, CWD};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+/// Where the layers live on the worker's tmpfs (as `/l/<n>`).
+const LAYERS: &str = "/l";
+/// Where the workdirs live (as `/w/<n>`, one per upper layer).
+const WORKDIRS: &str = "/w";
+/// The merged mount point.
+const MERGED: &str = "/m";
+
+/// The worker's `main`: sets up the namespace and serves commands from stdin until it
+/// closes. Run by the `ovlsim-kernel-worker` binary; not meant to be called otherwise.
+///
+/// Arguments: `--parent-pid <pid>`, the process that expects to own the worker. The worker
+/// exits at once if its parent is already someone else.
+pub fn worker_main() -> ExitCode {
+    let parent = parent_pid_arg();
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        eprintln!("ovlsim-kernel-worker: PR_SET_PDEATHSIG: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(parent) = parent {
+        let now = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+        if now != Some(parent) {
+            eprintln!("ovlsim-kernel-worker: the parent {parent} is gone");
+            return ExitCode::FAILURE;
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut worker = match Worker::setup() {
+        Ok(w) => {
+            if send(&mut out, &Ok(Reply::Done)).is_err() {
+                return ExitCode::FAILURE;
+            }
+            w
+        }
+        Err(msg) => {
+            let _ = send(&mut out, &Err(BackendError::Failed(msg)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match input.read_line(&mut line) {
+            Ok(0) => return ExitCode::SUCCESS,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("ovlsim-kernel-worker: reading stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let reply = match serde_json::from_str::<Command>(&line) {
+            Ok(cmd) => worker.exec(&cmd),
+            Err(e) => Err(BackendError::Failed(format!(
+                "the worker cannot read the command: {e}"
+            ))),
+        };
+        if send(&mut out, &reply).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+}
+
+fn parent_pid_arg() -> Option<i32> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--parent-pid" {
+            return args.next().and_then(|p| p.parse().ok());
+        }
+    }
+    None
+}
+
+fn send(out: &mut impl Write, reply: &Result<Reply, BackendError>) -> std::io::Result<()> {
+    let line = serde_json::to_string(reply).unwrap_or_else(|e| {
+        serde_json::to_string(&Err::<Reply, _>(BackendError::Failed(format!(
+            "the worker cannot encode its reply: {e}"
+        ))))
+        .unwrap_or_default()
+    });
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+/// A failed setup step, as a message.
+fn step<T>(what: &str, r: rustix::io::Result<T>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+/// The worker's state.
+struct Worker {
+    /// The tmpfs root, the worker's own `/` while unmounted.
+    root: OwnedFd,
+    /// Scenario layer names to their directory numbers.
+    layers: BTreeMap<String, u32>,
+    /// While mounted: the merged root fd (the process root).
+    mounted: Option<OwnedFd>,
+}
+
+impl Worker {
+    /// Namespace, tmpfs, chroot, umask.
+    fn setup() -> Result<Worker, String> {
+        // SAFETY: the worker is single-threaded here, and CLONE_NEWNS touches no fd table.
+        step("unshare(CLONE_NEWNS)", unsafe {
+            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)
+        })?;
+        step(
+            "making / recursively private",
+            rustix::mount::mount_change(
+                "/",
+                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+            ),
+        )?;
+        let base = std::env::temp_dir();
+        step(
+            &format!("mounting a tmpfs on {}", base.display()),
+            rustix::mount::mount(
+                "ovlsim",
+                &base,
+                "tmpfs",
+                MountFlags::NODEV,
+                Some(c"mode=0755"),
+            ),
+        )?;
+        let root = step(
+            "opening the tmpfs",
+            rustix::fs::open(
+                &base,
+                OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+        )?;
+        let worker = Worker {
+            root,
+            layers: BTreeMap::new(),
+            mounted: None,
+        };
+        step("chroot into the tmpfs", worker.enter_root())?;
+        rustix::process::umask(Mode::empty());
+        for d in [LAYERS, WORKDIRS, MERGED] {
+            step(
+                &format!("mkdir {d}"),
+                rustix::fs::mkdirat(CWD, d, Mode::from_raw_mode(0o755)),
+            )?;
+        }
+        Ok(worker)
+    }
+
+    /// Makes the tmpfs root the process root and cwd.
+    fn enter_root(&self) -> rustix::io::Result<()> {
+        rustix::process::fchdir(&self.root)?;
+        rustix::process::chroot(".")?;
+        rustix::process::chdir("/")
+    }
+
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        match cmd {
+            Command::Layer { name, content } => {
+                self.unmounted("creating a layer")?;
+                if let Some(old) = self.layers.remove(name) {
+                    layers::remove_dir(&layer_dir(old))?;
+                    layers::remove_dir(&work_dir(old))?;
+                }
+                let n = (0..)
+                    .find(|n| !self.layers.values().any(|v| v == n))
+                    .expect("a free layer number");
+                let dir = layer_dir(n);
+                match layers::build(&dir, content) {
+                    Ok(()) => {
+                        self.layers.insert(name.clone(), n);
+                        Ok(Reply::Done)
+                    }
+                    Err(e) => {
+                        let _ = layers::remove_dir(&dir);
+                        Err(e)
+                    }
+                }
+            }
+            Command::Mount {
+                lowers,
+                upper,
+                options,
+            } => {
+                if self.mounted.is_some() {
+                    return Err(usage("mount while mounted"));
+                }
+                let lowers = lowers
+                    .iter()
+                    .map(|n| self.named(n))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let upper = upper.as_deref().map(|n| self.named(n)).transpose()?;
+                self.mount(&lowers, upper, options)
+            }
+            Command::Unmount => self.unmount(),
+            Command::Op(op) => {
+                if self.mounted.is_none() {
+                    return Err(usage("an operation needs a mount"));
+                }
+                ops::run(op).map(Reply::Outcome)
+            }
+            Command::Edit { layer, edit } => {
+                self.unmounted("an offline edit")?;
+                let dir = layer_dir(self.named(layer)?);
+                match edit {
+                    Edit::Put { path, node } => layers::put(&dir, path, node)?,
+                    Edit::Link { path, to } => {
+                        if !layers::put_link(&dir, path, to)? {
+                            return Err(usage(&format!(
+                                "link target {to:?} is missing or a directory"
+                            )));
+                        }
+                    }
+                    Edit::Remove { path } => layers::remove(&dir, path)?,
+                }
+                Ok(Reply::Done)
+            }
+            Command::DumpLayer { name } => {
+                self.unmounted("dumping a layer")?;
+                let dir = layer_dir(self.named(name)?);
+                layers::dump(&dir).map(Reply::Layer)
+            }
+            Command::DumpMerged => {
+                if self.mounted.is_none() {
+                    return Err(usage("dumping the merged view needs a mount"));
+                }
+                let mut failure = None;
+                let tree = dump_merged(|op| match ops::run(op) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        Outcome::Err(Errno::EIO)
+                    }
+                });
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(Reply::Merged(tree)),
+                }
+            }
+        }
+    }
+
+    fn unmounted(&self, what: &str) -> Result<(), BackendError> {
+        match self.mounted {
+            Some(_) => Err(usage(&format!("{what} needs the overlay unmounted"))),
+            None => Ok(()),
+        }
+    }
+
+    fn named(&self, name: &str) -> Result<u32, BackendError> {
+        self.layers
+            .get(name)
+            .copied()
+            .ok_or_else(|| usage(&format!("no layer named {name:?}")))
+    }
+
+    /// Legacy `mount(2)` of the overlay on `/m`, then a chroot into it.
+    fn mount(
+        &mut self,
+        lowers: &[u32],
+        upper: Option<u32>,
+        options: &Options,
+    ) -> Result<Reply, BackendError> {
+        let mut data = Vec::new();
+        if !lowers.is_empty() {
+            let dirs: Vec<String> = lowers.iter().map(|n| layer_dir(*n)).collect();
+            data.push(format!("lowerdir={}", dirs.join(":")));
+        }
+        if let Some(u) = upper {
+            let work = work_dir(u);
+            match rustix::fs::mkdirat(CWD, work.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(failed(format!("mkdir {work}: {e}"))),
+            }
+            data.push(format!("upperdir={}", layer_dir(u)));
+            data.push(format!("workdir={work}"));
+        }
+        data.push(options.to_mount_string());
+        let data = std::ffi::CString::new(data.join(","))
+            .map_err(|_| usage("mount options contain a NUL byte"))?;
+        let mut flags = MountFlags::NODEV;
+        if options.read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        if let Err(e) = rustix::mount::mount("overlay", MERGED, "overlay", flags, Some(&*data)) {
+            return match Errno::from_code(e.raw_os_error()) {
+                Some(errno) => Ok(Reply::MountRefused(errno)),
+                None => Err(failed(format!(
+                    "mount refused with {e} (errno {}), which the model does not know",
+                    e.raw_os_error()
+                ))),
+            };
+        }
+        let merged = rustix::fs::open(
+            MERGED,
+            OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| {
+            rustix::process::fchdir(&fd)?;
+            rustix::process::chroot(".")?;
+            rustix::process::chdir("/")?;
+            Ok(fd)
+        });
+        match merged {
+            Ok(fd) => {
+                self.mounted = Some(fd);
+                Ok(Reply::Done)
+            }
+            Err(e) => {
+                let _ = self.enter_root();
+                let _ = rustix::mount::unmount(MERGED, UnmountFlags::DETACH);
+                Err(failed(format!("entering the merged root: {e}")))
+            }
+        }
+    }
+
+    /// Escapes the merged root, then unmounts it.
+    fn unmount(&mut self) -> Result<Reply, BackendError> {
+        if self.mounted.take().is_none() {
+            return Err(usage("unmount while unmounted"));
+        }
+        self.enter_root()
+            .map_err(|e| failed(format!("escaping the merged root: {e}")))?;
+        if let Err(e) = rustix::mount::unmount(MERGED, UnmountFlags::empty()) {
+            let _ = rustix::mount::unmount(MERGED, UnmountFlags::DETACH);
+            return Err(failed(format!(
+                "umount {MERGED}: {e} (detached it instead)"
+            )));
+        }
+        Ok(Reply::Done)
+    }
+}
+
+fn layer_dir(n: u32) -> String {
+    format!("{LAYERS}/{n}")
+}
+
+fn work_dir(n: u32) -> String {
+    format!("{WORKDIRS}/{n}")
+}
+
+fn usage(msg: &str) -> BackendError {
+    BackendError::Usage(msg.to_owned())
+}
+
+fn failed(msg: String) -> BackendError {
+    BackendError::Failed(msg)
+}

@@ -1,0 +1,400 @@
+//! Per-name lookup across the layers (kernel: `fs/overlayfs/namei.c`, `ovl_lookup`,
+//! `ovl_lookup_layer`, `ovl_lookup_single`, `ovl_check_redirect`).
+//!
+//! A [`Dentry`] is one object of the merged view: its upper inode, if any, and the stack of
+//! lower inodes that make it up (every merged layer for a directory; the copy-up origin or the
+//! top-most lower object for a non-directory). Lookups never change a layer.
+
+use crate::errno::{Errno, SysResult};
+use crate::layer::{FileType, Ino, Inode, Layer};
+use crate::overlay::Overlay;
+use crate::whiteout;
+
+/// The longest name a layer accepts (tmpfs `NAME_MAX`; kernel: `ofs->namelen`).
+pub const NAME_LEN_MAX: usize = 255;
+
+/// One lower object: lower layer `layer` (0 = top-most), inode `ino` in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LowerPath {
+    /// The lower layer, 0 being the top-most.
+    pub layer: usize,
+    /// The inode in that layer.
+    pub ino: Ino,
+}
+
+/// One object of the merged view, as `ovl_lookup` leaves it in the dentry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dentry {
+    /// The name in the parent (empty for the root).
+    pub name: String,
+    /// The upper inode, if the object has one.
+    pub upper: Option<Ino>,
+    /// The lower stack: for a directory every lower directory that merges, top-most first;
+    /// for a non-directory the top-most lower object, or the copy-up origin of an upper one.
+    pub lowers: Vec<LowerPath>,
+    /// For a positive directory, the upper directory is opaque; for a negative dentry, a
+    /// whiteout hides the name in the upper (kernel: `OVL_E_OPAQUE`, `ovl_dentry_is_whiteout`).
+    pub opaque: bool,
+    /// The upper directory's redirect, as the lookup resolved it.
+    pub redirect: Option<String>,
+    /// A lower copy of this directory carries `opaque=x`: readdir filters xattr whiteouts.
+    pub xwhiteouts: bool,
+    /// The lower layers whose copy of this directory carries `opaque=x`.
+    pub xwhiteout_layers: Vec<usize>,
+    /// The file type, or `None` for a negative dentry.
+    pub ftype: Option<FileType>,
+}
+
+impl Dentry {
+    /// Whether the name is visible.
+    pub fn is_positive(&self) -> bool {
+        self.ftype.is_some()
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.ftype == Some(FileType::Dir)
+    }
+
+    /// A negative dentry hiding an upper whiteout (kernel: `ovl_dentry_is_whiteout`).
+    pub fn is_whiteout(&self) -> bool {
+        !self.is_positive() && self.opaque
+    }
+
+    /// Pure upper: in the upper with nothing under it and no copy-up origin
+    /// (kernel: `ovl_pure_upper`).
+    pub fn is_pure_upper(&self, ov: &Overlay) -> bool {
+        self.upper.is_some() && self.lowers.is_empty() && ov.upper_inode(self).and_then(|i| i.origin).is_none()
+    }
+
+    /// A merged directory: an upper with lowers, or more than one lower (kernel:
+    /// `OVL_TYPE_MERGE`).
+    pub fn is_merge_dir(&self) -> bool {
+        self.is_dir() && ((self.upper.is_some() && !self.lowers.is_empty()) || self.lowers.len() > 1)
+    }
+
+    /// Lower-only, or a merged directory (kernel: `ovl_type_merge_or_lower`): what cannot be
+    /// renamed without `redirect_dir=on` when it is a directory.
+    pub fn is_merge_or_lower(&self) -> bool {
+        match self.upper {
+            None => true,
+            Some(_) => self.is_dir() && !self.lowers.is_empty(),
+        }
+    }
+
+    /// Has a copy-up origin in a lower layer (kernel: `OVL_TYPE_ORIGIN`).
+    pub fn has_origin(&self) -> bool {
+        self.upper.is_some() && !self.lowers.is_empty()
+    }
+}
+
+/// The state `ovl_lookup` threads through the layers (kernel: `struct ovl_lookup_data`).
+#[derive(Debug)]
+struct LookupData {
+    name: String,
+    is_dir: bool,
+    opaque: bool,
+    stop: bool,
+    last: bool,
+    redirect: Option<String>,
+    metacopy: bool,
+    xwhiteouts: bool,
+}
+
+/// Which layer a lookup step is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Upper,
+    Lower(usize),
+}
+
+impl Overlay {
+    /// The layer a lookup step reads.
+    fn which(&self, w: Which) -> &Layer {
+        match w {
+            Which::Upper => self.upper.as_ref().expect("model invariant: upper lookup with an upper"),
+            Which::Lower(i) => &self.lowers[i],
+        }
+    }
+
+    /// The root of the merged view: the upper root over every lower root. The upper root's
+    /// opaque xattr is ignored (kernel: `ovl_get_root` builds it without the opaque check).
+    pub(crate) fn root_dentry(&self) -> Dentry {
+        Dentry {
+            name: String::new(),
+            upper: self.upper.as_ref().map(|u| u.root()),
+            lowers: self.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect(),
+            opaque: false,
+            redirect: None,
+            xwhiteouts: false,
+            xwhiteout_layers: Vec::new(),
+            ftype: Some(FileType::Dir),
+        }
+    }
+
+    /// The upper inode of a dentry, if it has one.
+    pub(crate) fn upper_inode(&self, d: &Dentry) -> Option<&Inode> {
+        d.upper.map(|ino| self.upper.as_ref().expect("model invariant: upper ino with an upper").get(ino))
+    }
+
+    /// The real inode that supplies a dentry's attributes: the upper, else the top-most lower
+    /// (kernel: `ovl_path_real`).
+    pub(crate) fn real_inode(&self, d: &Dentry) -> &Inode {
+        match d.upper {
+            Some(_) => self.upper_inode(d).expect("upper"),
+            None => {
+                let l = d.lowers.first().expect("model invariant: a positive dentry has a real inode");
+                self.lowers[l.layer].get(l.ino)
+            }
+        }
+    }
+
+    /// Looks up `name` in the merged directory `parent`.
+    ///
+    /// Kernel: `ovl_lookup`. The upper is looked up first; a whiteout there gives a negative
+    /// dentry that remembers the whiteout; a non-directory stops the lookup (its copy-up
+    /// origin is found through the origin it records); a directory continues into the
+    /// parent's lower stack unless it is opaque (`opaque=y` exactly). A redirect xattr on a
+    /// directory makes the lower layers be searched at the redirected name (relative: a
+    /// sibling; absolute: from the lower roots). Merging stops at the first non-directory,
+    /// whiteout or opaque directory.
+    ///
+    /// Errors, in precedence order: ENAMETOOLONG (name longer than 255), EINVAL (a malformed
+    /// redirect xattr), EPERM (a redirect with `redirect_dir=nofollow`, or a metacopy file on
+    /// a mount without metacopy), EIO (an upper metacopy file with no lower data).
+    pub(crate) fn lookup_child(&self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
+        if name.len() > NAME_LEN_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let follow = self.options.redirect_dir.follows();
+        let mut d = LookupData {
+            name: name.to_owned(),
+            is_dir: false,
+            opaque: false,
+            stop: false,
+            last: if follow { false } else { parent.lowers.is_empty() },
+            redirect: None,
+            metacopy: false,
+            xwhiteouts: false,
+        };
+        let mut poe = parent.lowers.clone();
+        let root_lowers = || -> Vec<LowerPath> {
+            self.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect()
+        };
+        let mut upper = None;
+        let mut upper_redirect = None;
+        let mut upper_opaque = false;
+        let mut upper_metacopy = false;
+        let mut origin = None;
+        let mut poe_is_root = parent.name.is_empty() && parent.lowers.len() == self.lowers.len();
+        if let Some(udir) = parent.upper {
+            upper = self.lookup_layer(Which::Upper, udir, &mut d)?;
+            if let Some(u) = upper {
+                if !d.is_dir {
+                    upper_metacopy = d.metacopy;
+                    origin = self.check_origin(self.which(Which::Upper).get(u))?;
+                }
+            }
+            if let Some(r) = &d.redirect {
+                upper_redirect = Some(r.clone());
+                if r.starts_with('/') {
+                    poe = root_lowers();
+                    poe_is_root = true;
+                }
+            }
+            upper_opaque = d.opaque;
+        }
+        let mut stack: Vec<LowerPath> = Vec::new();
+        let mut xwhiteout_layers = Vec::new();
+        let mut i = 0;
+        while !d.stop && i < poe.len() {
+            let lower = poe[i];
+            if !follow {
+                d.last = i == poe.len() - 1;
+            } else {
+                d.last = lower.layer + 1 == self.lowers.len();
+            }
+            let last = d.last;
+            let this = self.lookup_layer(Which::Lower(lower.layer), lower.ino, &mut d)?;
+            let Some(this) = this else {
+                i += 1;
+                continue;
+            };
+            if (upper_metacopy || d.metacopy) && !self.options.metacopy {
+                return Err(Errno::EPERM);
+            }
+            if !last && self.lowers[lower.layer].get(this).is_dir() && self.is_xwhiteouts_dir(lower.layer, this) {
+                xwhiteout_layers.push(lower.layer);
+            }
+            stack.push(LowerPath { layer: lower.layer, ino: this });
+            if d.redirect.is_some() && !follow {
+                return Err(Errno::EPERM);
+            }
+            if d.stop {
+                break;
+            }
+            match &d.redirect {
+                Some(r) if r.starts_with('/') && !poe_is_root => {
+                    poe = root_lowers();
+                    poe_is_root = true;
+                    i = lower.layer + 1;
+                }
+                _ => i += 1,
+            }
+        }
+        if d.metacopy || (upper_metacopy && stack.is_empty()) {
+            // kernel: "metacopy with no lower data found - abort lookup"
+            return Err(Errno::EIO);
+        }
+        if !d.is_dir && upper.is_some() && stack.is_empty() {
+            if let Some(o) = origin {
+                stack.push(o);
+            }
+        }
+        let ftype = match (upper, stack.first()) {
+            (Some(u), _) => Some(self.which(Which::Upper).get(u).file_type()),
+            (None, Some(l)) => Some(self.lowers[l.layer].get(l.ino).file_type()),
+            (None, None) => None,
+        };
+        Ok(Dentry {
+            name: name.to_owned(),
+            upper,
+            lowers: stack,
+            opaque: upper_opaque,
+            redirect: upper_redirect,
+            xwhiteouts: d.xwhiteouts,
+            xwhiteout_layers,
+            ftype,
+        })
+    }
+
+    /// Whether lower `layer`'s directory `ino` carries `opaque=x`.
+    fn is_xwhiteouts_dir(&self, layer: usize, ino: Ino) -> bool {
+        whiteout::opaque_value(self, self.lowers[layer].get(ino)) == Some(b'x')
+    }
+
+    /// Finds the copy-up origin of an upper non-directory among the mounted lowers
+    /// (kernel: `ovl_check_origin`; a stale origin is ignored, a type mismatch is EIO).
+    fn check_origin(&self, upper: &Inode) -> SysResult<Option<LowerPath>> {
+        let Some(origin) = upper.origin else { return Ok(None) };
+        for (layer, l) in self.lowers.iter().enumerate() {
+            if l.id() == origin.layer {
+                return match l.try_get(origin.ino) {
+                    Some(o) if o.file_type() != upper.file_type() => Err(Errno::EIO),
+                    Some(_) => Ok(Some(LowerPath { layer, ino: origin.ino })),
+                    None => Ok(None),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks up `d.name` in one layer below `base` (kernel: `ovl_lookup_layer`). A relative
+    /// name is one step; an absolute one (a redirect) is walked from the layer root, one
+    /// component at a time.
+    fn lookup_layer(&self, which: Which, base: Ino, d: &mut LookupData) -> SysResult<Option<Ino>> {
+        if !d.name.starts_with('/') {
+            let name = d.name.clone();
+            return self.lookup_single(which, base, d, &name, 0, "");
+        }
+        let layer = self.which(which);
+        let mut base = layer.root();
+        // Counting down from the end, since the prefix can change.
+        let mut rem = d.name.len() - 1;
+        let mut found;
+        loop {
+            let start = d.name.len() - rem;
+            let next = d.name[start..].find('/').map_or(d.name.len(), |p| start + p);
+            let this = d.name[start..next].to_owned();
+            let post = d.name[next..].to_owned();
+            let end = post.is_empty();
+            found = self.lookup_single(which, base, d, &this, start, &post)?;
+            if end {
+                break;
+            }
+            rem = post.len() - 1;
+            match found {
+                Some(ino) if layer.get(ino).is_dir() => base = ino,
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// One name in one layer directory (kernel: `ovl_lookup_single`).
+    fn lookup_single(
+        &self,
+        which: Which,
+        base: Ino,
+        d: &mut LookupData,
+        name: &str,
+        prelen: usize,
+        post: &str,
+    ) -> SysResult<Option<Ino>> {
+        let layer = self.which(which);
+        let last_element = post.is_empty();
+        if name.len() > NAME_LEN_MAX {
+            return Ok(None);
+        }
+        let Some(ino) = layer.child(base, name) else { return Ok(None) };
+        let inode = layer.get(ino);
+        if whiteout::is_whiteout(self, inode) {
+            d.stop = true;
+            d.opaque = true;
+            return Ok(None);
+        }
+        if !inode.is_dir() {
+            if d.is_dir || !last_element {
+                d.stop = true;
+                return Ok(None);
+            }
+            d.metacopy = whiteout::is_metacopy(self, inode);
+            d.stop = !d.metacopy;
+            return Ok(Some(ino));
+        }
+        if last_element {
+            d.is_dir = true;
+        }
+        if d.last {
+            return Ok(Some(ino));
+        }
+        let val = whiteout::opaque_value(self, inode);
+        if last_element && which != Which::Upper && val == Some(b'x') {
+            d.xwhiteouts = true;
+        } else if val == Some(b'y') {
+            d.stop = true;
+            if last_element {
+                d.opaque = true;
+            }
+            return Ok(Some(ino));
+        }
+        self.check_redirect(inode, d, prelen, post)?;
+        Ok(Some(ino))
+    }
+
+    /// Follows a directory's redirect xattr (kernel: `ovl_check_redirect`,
+    /// `ovl_get_redirect_xattr`). An absolute redirect restarts the name from the lower roots
+    /// and clears `stop`; a relative one replaces the last component. A relative value with
+    /// a `/`, an empty value, or an absolute one with an empty component is EINVAL.
+    fn check_redirect(&self, inode: &Inode, d: &mut LookupData, prelen: usize, post: &str) -> SysResult<()> {
+        let Some(value) = inode.xattr(&self.private_xattr("redirect")) else { return Ok(()) };
+        let Ok(value) = std::str::from_utf8(value) else { return Err(Errno::EINVAL) };
+        let valid = if let Some(rest) = value.strip_prefix('/') {
+            !rest.is_empty() && rest.split('/').all(|c| !c.is_empty())
+        } else {
+            !value.is_empty() && !value.contains('/')
+        };
+        if !valid {
+            return Err(Errno::EINVAL);
+        }
+        let name = if value.starts_with('/') {
+            d.stop = false;
+            format!("{value}{post}")
+        } else {
+            format!("{}{value}{post}", &d.name[..prelen])
+        };
+        d.redirect = Some(name.clone());
+        d.name = name;
+        Ok(())
+    }
+}

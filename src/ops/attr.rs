@@ -1,0 +1,205 @@
+//! stat, readlink, readdir, the attribute setters and the xattr calls (kernel: `fs/stat.c`,
+//! `fs/open.c` `chmod_common`/`chown_common`, `fs/xattr.c`; `fs/overlayfs/inode.c`
+//! `ovl_setattr`; `fs/overlayfs/xattrs.c`).
+
+use crate::errno::{Errno, SysResult};
+use crate::layer::{FileType, Inode};
+use crate::ops::Stat;
+use crate::overlay::Overlay;
+use crate::path::{Chain, Follow};
+use crate::whiteout;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest xattr name (kernel: `XATTR_NAME_MAX`).
+pub const XATTR_NAME_LEN_MAX: usize = 255;
+/// The largest xattr value (kernel: `XATTR_SIZE_MAX`).
+pub const XATTR_SIZE_MAX: usize = 65536;
+
+/// The attribute change of a setattr call.
+enum Attr {
+    Mode(u32),
+    Owner(u32, u32),
+    Times,
+}
+
+impl Overlay {
+    /// `stat(2)` or `lstat(2)`. Errors: the walk's.
+    pub(crate) fn stat(&self, path: &str, follow: Follow) -> SysResult<Stat> {
+        let chain = self.resolve(path, follow)?;
+        Ok(self.getattr(chain.last().expect("chain")))
+    }
+
+    /// `readlink(2)`. Errors: the walk's, then EINVAL (not a symlink).
+    pub(crate) fn readlink(&self, path: &str) -> SysResult<String> {
+        let chain = self.resolve(path, Follow::No)?;
+        let d = chain.last().expect("chain");
+        if d.ftype != Some(FileType::Symlink) {
+            return Err(Errno::EINVAL);
+        }
+        Ok(self.symlink_target(d))
+    }
+
+    /// `open(O_RDONLY|O_DIRECTORY)` and `getdents64` to the end. Errors: the walk's, then
+    /// ENOTDIR. See [`Overlay::readdir_entries`] for what is listed.
+    pub(crate) fn readdir(&self, path: &str) -> SysResult<BTreeMap<String, FileType>> {
+        let chain = self.resolve(path, Follow::Yes)?;
+        let d = chain.last().expect("chain");
+        if !d.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(self.readdir_entries(d))
+    }
+
+    /// chmod, chown and utimes (follows a final symlink).
+    ///
+    /// Kernel: `chmod_common`, `chown_common`, `ovl_setattr`. Errors, in precedence order:
+    /// the walk's; EROFS. overlayfs.rst, "Non-directories": the object is copied up even when
+    /// nothing changes (chmod to the same mode, chown to the same owner, utimes). chown of a
+    /// non-directory clears set-user-ID, and set-group-ID when group-execute is set
+    /// (kernel: `ATTR_KILL_SUID`, `ATTR_KILL_SGID`).
+    fn setattr(&mut self, path: &str, attr: Attr) -> SysResult<()> {
+        let mut chain = self.resolve(path, Follow::Yes)?;
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let depth = chain.len() - 1;
+        self.copy_up(&mut chain, depth);
+        let ino = chain[depth].upper.expect("copied up");
+        self.upper_mut().update(ino, |i| match attr {
+            Attr::Mode(mode) => i.mode = mode & 0o7777,
+            Attr::Owner(uid, gid) => {
+                i.uid = uid;
+                i.gid = gid;
+                if !i.is_dir() {
+                    i.mode &= !0o4000;
+                    if i.mode & 0o2010 == 0o2010 {
+                        i.mode &= !0o2000;
+                    }
+                }
+            }
+            Attr::Times => {}
+        });
+        Ok(())
+    }
+
+    /// `chmod(2)`. See [`Overlay::setattr`].
+    pub(crate) fn chmod(&mut self, path: &str, mode: u32) -> SysResult<()> {
+        self.setattr(path, Attr::Mode(mode))
+    }
+
+    /// `chown(2)`. See [`Overlay::setattr`].
+    pub(crate) fn chown(&mut self, path: &str, uid: u32, gid: u32) -> SysResult<()> {
+        self.setattr(path, Attr::Owner(uid, gid))
+    }
+
+    /// `utimensat(2)` to the current time. See [`Overlay::setattr`].
+    pub(crate) fn utimes(&mut self, path: &str) -> SysResult<()> {
+        self.setattr(path, Attr::Times)
+    }
+
+    /// The object an xattr call acts on, after the VFS's name checks (kernel:
+    /// `import_xattr_name`: an empty or over-long name is ERANGE, before the path walk).
+    fn xattr_target(&self, path: &str, name: &str) -> SysResult<Chain> {
+        if name.is_empty() || name.len() > XATTR_NAME_LEN_MAX {
+            return Err(Errno::ERANGE);
+        }
+        self.resolve(path, Follow::Yes)
+    }
+
+    /// The VFS permission check of an xattr name on an object (kernel: `xattr_permission`):
+    /// `user.*` exists only on regular files and directories (EPERM to write, ENODATA to
+    /// read elsewhere). The caller is root, so `trusted.*` is allowed.
+    fn xattr_permission(ftype: FileType, name: &str, write: bool) -> SysResult<()> {
+        if name.starts_with("user.") && !matches!(ftype, FileType::File | FileType::Dir) {
+            return Err(if write { Errno::EPERM } else { Errno::ENODATA });
+        }
+        Ok(())
+    }
+
+    /// Whether the layers' filesystem (tmpfs) has a handler for this namespace.
+    fn xattr_supported(name: &str) -> bool {
+        ["user.", "trusted.", "security."].iter().any(|p| name.starts_with(p))
+    }
+
+    /// `setxattr(2)` with flags 0.
+    ///
+    /// Kernel: `setxattr`, `ovl_xattr_set`. Errors, in precedence order: ERANGE (name),
+    /// E2BIG (value over 64 KiB); the walk's; EROFS; EPERM (`user.*` on a special file);
+    /// then, after the copy-up, EOPNOTSUPP (a namespace the layers do not support).
+    /// overlayfs.rst, "Nesting overlayfs mounts": a private name is stored escaped.
+    pub(crate) fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> SysResult<()> {
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Errno::E2BIG);
+        }
+        let mut chain = self.xattr_target(path, name)?;
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let ftype = chain.last().expect("chain").ftype.expect("positive");
+        Self::xattr_permission(ftype, name, true)?;
+        let depth = chain.len() - 1;
+        self.copy_up(&mut chain, depth);
+        if !Self::xattr_supported(name) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let real = whiteout::escape_xattr(self, name);
+        let ino = chain[depth].upper.expect("copied up");
+        self.upper_mut().set_xattr(ino, &real, value);
+        Ok(())
+    }
+
+    /// `getxattr(2)`. Errors: ERANGE; the walk's; ENODATA (`user.*` on a special file);
+    /// EOPNOTSUPP; ENODATA (not set; overlay's private xattrs are never shown).
+    pub(crate) fn getxattr(&self, path: &str, name: &str) -> SysResult<Vec<u8>> {
+        let chain = self.xattr_target(path, name)?;
+        let d = chain.last().expect("chain");
+        Self::xattr_permission(d.ftype.expect("positive"), name, false)?;
+        if !Self::xattr_supported(name) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let real = whiteout::escape_xattr(self, name);
+        self.real_inode(d).xattr(&real).map(<[u8]>::to_vec).ok_or(Errno::ENODATA)
+    }
+
+    /// `listxattr(2)`: the top-most object's xattrs, private ones hidden and escaped ones
+    /// unescaped (kernel: `ovl_listxattr`). Errors: the walk's.
+    pub(crate) fn listxattr(&self, path: &str) -> SysResult<BTreeSet<String>> {
+        let chain = self.resolve(path, Follow::Yes)?;
+        let inode: &Inode = self.real_inode(chain.last().expect("chain"));
+        Ok(inode.xattrs.keys().filter_map(|k| whiteout::unescape_xattr(self, k)).collect())
+    }
+
+    /// `removexattr(2)`.
+    ///
+    /// Kernel: `removexattr`, `ovl_xattr_set` with no value. Errors, in precedence order:
+    /// ERANGE; the walk's; EROFS; EPERM (`user.*` on a special file); ENODATA (not set:
+    /// checked on the lower object first, so a missing name copies nothing up); EOPNOTSUPP.
+    pub(crate) fn removexattr(&mut self, path: &str, name: &str) -> SysResult<()> {
+        let mut chain = self.xattr_target(path, name)?;
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let d = chain.last().expect("chain");
+        Self::xattr_permission(d.ftype.expect("positive"), name, true)?;
+        let real = whiteout::escape_xattr(self, name);
+        if d.upper.is_none() {
+            if !Self::xattr_supported(name) {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if self.real_inode(d).xattr(&real).is_none() {
+                return Err(Errno::ENODATA);
+            }
+        }
+        let depth = chain.len() - 1;
+        self.copy_up(&mut chain, depth);
+        if !Self::xattr_supported(name) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let ino = chain[depth].upper.expect("copied up");
+        if self.upper_mut().remove_xattr(ino, &real) {
+            Ok(())
+        } else {
+            Err(Errno::ENODATA)
+        }
+    }
+}

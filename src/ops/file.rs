@@ -1,0 +1,216 @@
+//! open, read, write and truncate (kernel: `fs/namei.c` `path_openat`, `do_open`,
+//! `may_open`; `fs/open.c` `vfs_truncate`; `fs/overlayfs/file.c` `ovl_open`).
+//!
+//! The harness opens everything with `O_NONBLOCK` and mounts with `nodev`, as the kernel
+//! oracle does, so that a FIFO never blocks and no device is ever opened: opening a device
+//! gives EACCES, and opening a FIFO for writing with no reader gives ENXIO.
+
+use super::{OpenFlags, WriteAt};
+use crate::errno::{Errno, SysResult};
+use crate::layer::{FileType, NodeKind};
+use crate::overlay::Overlay;
+use crate::path::{Chain, Follow, Last, SYMLINK_COUNT_MAX};
+use std::sync::Arc;
+
+/// The largest file the model holds in memory. A write or truncate past it gives EFBIG,
+/// where the kernel would succeed: a limit of the model, not a rule.
+pub const DATA_LEN_MAX: u64 = 64 << 20;
+
+impl Overlay {
+    /// `open(2)` and the checks of `do_open` and `may_open`; returns the opened object.
+    ///
+    /// Errors, in precedence order: EINVAL (`O_CREAT|O_DIRECTORY`); the walk's errors; with
+    /// `O_CREAT`: EISDIR (a trailing slash), the lookup errors, EEXIST (`O_EXCL` on a visible
+    /// name), EROFS (a new name on a read-only overlay), EISDIR (a directory); then ENOTDIR
+    /// (`O_DIRECTORY` on a non-directory); EROFS (`O_TRUNC` on a regular file, read-only);
+    /// ELOOP (a final symlink with `O_NOFOLLOW`); EISDIR (a directory for writing or
+    /// truncating); EACCES (a device, on a `nodev` mount); EROFS (a regular file for
+    /// writing, read-only); ENXIO (a FIFO for write-only with no reader).
+    ///
+    /// overlayfs.rst, "Non-directories": opening a lower regular file for writing, or with
+    /// `O_TRUNC` even read-only, copies it up (kernel: `ovl_open_need_copy_up`); FIFOs and
+    /// devices are never copied up by open.
+    pub(crate) fn open(&mut self, path: &str, flags: OpenFlags, mode: u32) -> SysResult<Chain> {
+        if flags.creat && flags.directory {
+            return Err(Errno::EINVAL);
+        }
+        self.open_at(path, flags, mode, 0)
+    }
+
+    fn open_at(&mut self, path: &str, flags: OpenFlags, mode: u32, links: u32) -> SysResult<Chain> {
+        let mut chain = if flags.creat {
+            let (mut chain, last) = self.resolve_parent(path)?;
+            match last {
+                Last::Norm { slash: true, .. } => return Err(Errno::EISDIR),
+                Last::Norm { name, slash: false } => {
+                    let d = self.lookup_child(chain.last().expect("chain"), &name)?;
+                    match d.ftype {
+                        Some(FileType::Symlink) if !flags.excl && !flags.nofollow => {
+                            if links >= SYMLINK_COUNT_MAX {
+                                return Err(Errno::ELOOP);
+                            }
+                            let target = self.symlink_target(&d);
+                            let next = if target.starts_with('/') {
+                                target
+                            } else {
+                                format!("{}/{target}", Overlay::chain_path(&chain).trim_end_matches('/'))
+                            };
+                            return self.open_at(&next, flags, mode, links + 1);
+                        }
+                        Some(_) => {
+                            chain.push(d);
+                            chain
+                        }
+                        None => {
+                            if self.is_read_only() {
+                                return Err(Errno::EROFS);
+                            }
+                            let mut new = crate::ops::namespace::NewName { chain, name, dentry: d };
+                            let ino = self.create_file(&mut new, mode);
+                            let mut chain = new.chain;
+                            let mut dentry = new.dentry;
+                            dentry.upper = Some(ino);
+                            dentry.ftype = Some(FileType::File);
+                            dentry.opaque = false;
+                            chain.push(dentry);
+                            return Ok(chain);
+                        }
+                    }
+                }
+                Last::Dot | Last::DotDot | Last::Root => {
+                    let dir = self.resolve(path, Follow::Yes)?;
+                    dir
+                }
+            }
+        } else {
+            let follow = if flags.nofollow { Follow::No } else { Follow::Yes };
+            self.resolve(path, follow)?
+        };
+        let d = chain.last().expect("chain");
+        let ftype = d.ftype.expect("resolved objects are positive");
+        if flags.creat {
+            if flags.excl {
+                return Err(Errno::EEXIST);
+            }
+            if ftype == FileType::Dir {
+                return Err(Errno::EISDIR);
+            }
+        }
+        if flags.directory && ftype != FileType::Dir {
+            return Err(Errno::ENOTDIR);
+        }
+        let truncate = ftype == FileType::File && flags.trunc;
+        if truncate && self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let writes = flags.access.writes() || flags.trunc;
+        match ftype {
+            FileType::Symlink => return Err(Errno::ELOOP),
+            FileType::Dir if writes => return Err(Errno::EISDIR),
+            FileType::Char | FileType::Block => return Err(Errno::EACCES),
+            FileType::File if flags.access.writes() && self.is_read_only() => return Err(Errno::EROFS),
+            FileType::Fifo if flags.access == super::Access::WriteOnly => return Err(Errno::ENXIO),
+            _ => {}
+        }
+        if ftype == FileType::File && writes {
+            let depth = chain.len() - 1;
+            self.copy_up(&mut chain, depth);
+        }
+        if truncate {
+            let ino = chain.last().expect("chain").upper.expect("copied up");
+            self.set_data(ino, Vec::new());
+        }
+        Ok(chain)
+    }
+
+    /// Replaces the data of upper regular file `ino`.
+    fn set_data(&mut self, ino: u64, data: Vec<u8>) {
+        self.upper_mut().update(ino, |i| i.kind = NodeKind::File(Arc::from(data)));
+    }
+
+    /// The data of a regular file dentry.
+    fn data_of(&self, d: &crate::lookup::Dentry) -> Vec<u8> {
+        match &self.real_inode(d).kind {
+            NodeKind::File(data) => data.to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `open(O_RDONLY)`, read to the end, close. Errors: those of [`Overlay::open`], then
+    /// EISDIR (a directory). A FIFO with no writer reads as empty.
+    pub(crate) fn read(&mut self, path: &str) -> SysResult<Vec<u8>> {
+        let chain = self.open(path, OpenFlags::default(), 0)?;
+        let d = chain.last().expect("chain");
+        match d.ftype {
+            Some(FileType::Dir) => Err(Errno::EISDIR),
+            Some(FileType::File) => Ok(self.data_of(d)),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// `open(O_WRONLY|O_CREAT [|O_APPEND], 0644)`, one write, close. Errors: those of
+    /// [`Overlay::open`]; EFBIG past the model's [`DATA_LEN_MAX`].
+    pub(crate) fn write(&mut self, path: &str, at: WriteAt, bytes: &[u8]) -> SysResult<()> {
+        let flags = OpenFlags {
+            access: super::Access::WriteOnly,
+            creat: true,
+            append: at == WriteAt::Append,
+            ..OpenFlags::default()
+        };
+        let chain = self.open(path, flags, 0o644)?;
+        let d = chain.last().expect("chain");
+        if d.ftype != Some(FileType::File) {
+            return Ok(());
+        }
+        let mut data = self.data_of(d);
+        let offset = match at {
+            WriteAt::Offset(o) => o,
+            WriteAt::Append => data.len() as u64,
+        };
+        let end = offset.checked_add(bytes.len() as u64).ok_or(Errno::EFBIG)?;
+        if end > DATA_LEN_MAX {
+            return Err(Errno::EFBIG);
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if (data.len() as u64) < end {
+            data.resize(end as usize, 0);
+        }
+        data[offset as usize..end as usize].copy_from_slice(bytes);
+        let ino = d.upper.expect("opened for write, so copied up");
+        self.set_data(ino, data);
+        Ok(())
+    }
+
+    /// `truncate(2)`.
+    ///
+    /// Kernel: `do_sys_truncate`, `vfs_truncate`, `ovl_setattr`. Errors, in precedence
+    /// order: EINVAL (a negative length); the walk's errors; EISDIR; EINVAL (not a regular
+    /// file); EROFS; EFBIG past the model's [`DATA_LEN_MAX`]. A lower file is copied up
+    /// with its data, then truncated.
+    pub(crate) fn truncate(&mut self, path: &str, len: u64) -> SysResult<()> {
+        if len > i64::MAX as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let mut chain = self.resolve(path, Follow::Yes)?;
+        match chain.last().expect("chain").ftype {
+            Some(FileType::Dir) => return Err(Errno::EISDIR),
+            Some(FileType::File) => {}
+            _ => return Err(Errno::EINVAL),
+        }
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        if len > DATA_LEN_MAX {
+            return Err(Errno::EFBIG);
+        }
+        let depth = chain.len() - 1;
+        self.copy_up(&mut chain, depth);
+        let d = chain.last().expect("chain");
+        let mut data = self.data_of(d);
+        data.resize(len as usize, 0);
+        self.set_data(d.upper.expect("copied up"), data);
+        Ok(())
+    }
+}

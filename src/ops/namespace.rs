@@ -1,0 +1,250 @@
+//! Calls that change names: mkdir, mknod, symlink, link, unlink, rmdir (kernel:
+//! `fs/namei.c` for the checks, `fs/overlayfs/dir.c` for the overlay part). Rename is in
+//! [`super::rename`].
+
+use super::MknodKind;
+use crate::errno::{Errno, SysResult};
+use crate::layer::{Ino, Inode, NodeKind};
+use crate::lookup::Dentry;
+use crate::overlay::Overlay;
+use crate::path::{Chain, Follow, Last, PATH_LEN_MAX};
+use std::sync::Arc;
+
+const S_ISGID: u32 = 0o2000;
+const S_ISVTX: u32 = 0o1000;
+
+/// A name about to be created: the parent chain, the name and its (negative) dentry.
+pub(crate) struct NewName {
+    pub chain: Chain,
+    pub name: String,
+    pub dentry: Dentry,
+}
+
+impl Overlay {
+    /// The checks before creating `path` (kernel: `filename_create`). `dir_ok` allows a
+    /// trailing slash (mkdir).
+    ///
+    /// Errors, in precedence order: the parent walk's errors; EEXIST (`.`, `..` or `/` as
+    /// the last component); the lookup errors; EEXIST (the name is visible); ENOENT (a
+    /// trailing slash on a non-directory create); EROFS.
+    pub(crate) fn filename_create(&self, path: &str, dir_ok: bool) -> SysResult<NewName> {
+        let (chain, last) = self.resolve_parent(path)?;
+        let Last::Norm { name, slash } = last else { return Err(Errno::EEXIST) };
+        let parent = chain.last().expect("chain has a root");
+        let dentry = self.lookup_child(parent, &name)?;
+        if dentry.is_positive() {
+            return Err(Errno::EEXIST);
+        }
+        if slash && !dir_ok {
+            return Err(Errno::ENOENT);
+        }
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        Ok(NewName { chain, name, dentry })
+    }
+
+    /// The mode and group of a new object in the parent at the end of `chain` (kernel:
+    /// `inode_init_owner`): a set-group-ID parent passes on its group, and its set-group-ID
+    /// bit to new directories. The caller is root, so nothing else is stripped.
+    fn init_owner(&self, chain: &Chain, mode: u32, is_dir: bool) -> (u32, u32) {
+        let parent = self.real_inode(chain.last().expect("chain has a root"));
+        if parent.mode & S_ISGID != 0 {
+            let mode = if is_dir { mode | S_ISGID } else { mode };
+            (mode, parent.gid)
+        } else {
+            (mode, 0)
+        }
+    }
+
+    /// Creates `inode` at a checked new name and returns its upper inode number.
+    ///
+    /// Kernel: `ovl_create_or_link`. The parent chain is copied up first. Over an upper
+    /// whiteout the whiteout is replaced (`ovl_create_over_whiteout`), and a new directory
+    /// there is made opaque, whatever the whiteout hid. Elsewhere, including over a whiteout
+    /// in a lower layer, the object is created plainly (`ovl_create_upper`).
+    pub(crate) fn create_object(&mut self, new: &mut NewName, inode: Inode) -> Ino {
+        let depth = new.chain.len() - 1;
+        self.copy_up(&mut new.chain, depth);
+        let dir = new.chain[depth].upper.expect("parent copied up");
+        let is_dir = inode.is_dir();
+        let over_whiteout = new.dentry.is_whiteout();
+        let upper = self.upper_mut();
+        if over_whiteout && upper.child(dir, &new.name).is_some() {
+            upper.unlink(dir, &new.name);
+        }
+        let ino = upper.create(dir, &new.name, inode);
+        if over_whiteout && is_dir {
+            let path = format!("{}/{}", Overlay::chain_path(&new.chain).trim_end_matches('/'), new.name);
+            self.set_opaque(ino, path);
+        }
+        ino
+    }
+
+    /// `mkdir(2)`. Errors: those of [`Overlay::filename_create`].
+    pub(crate) fn mkdir(&mut self, path: &str, mode: u32) -> SysResult<()> {
+        let mut new = self.filename_create(path, true)?;
+        let (mode, gid) = self.init_owner(&new.chain, mode & (0o777 | S_ISVTX), true);
+        let mut inode = Inode::dir(mode);
+        inode.gid = gid;
+        self.create_object(&mut new, inode);
+        Ok(())
+    }
+
+    /// `mknod(2)` and `mkfifo(3)`. Errors: those of [`Overlay::filename_create`], then
+    /// EPERM for a character device 0/0 (kernel: `ovl_mknod` refuses to make a whiteout).
+    pub(crate) fn mknod(&mut self, path: &str, kind: MknodKind, mode: u32) -> SysResult<()> {
+        let mut new = self.filename_create(path, false)?;
+        let node = match kind {
+            MknodKind::File => NodeKind::File(Arc::from(&b""[..])),
+            MknodKind::Char(0, 0) => return Err(Errno::EPERM),
+            MknodKind::Char(a, b) => NodeKind::Char(a, b),
+            MknodKind::Block(a, b) => NodeKind::Block(a, b),
+            MknodKind::Fifo => NodeKind::Fifo,
+        };
+        let (mode, gid) = self.init_owner(&new.chain, mode & 0o7777, false);
+        let mut inode = Inode::new(node, mode);
+        inode.gid = gid;
+        self.create_object(&mut new, inode);
+        Ok(())
+    }
+
+    /// `open(O_CREAT)` of a new regular file (kernel: `lookup_open`, `ovl_create`).
+    pub(crate) fn create_file(&mut self, new: &mut NewName, mode: u32) -> Ino {
+        let (mode, gid) = self.init_owner(&new.chain, mode & 0o7777, false);
+        let mut inode = Inode::file(b"", mode);
+        inode.gid = gid;
+        self.create_object(new, inode)
+    }
+
+    /// `symlink(2)`. Errors: ENOENT (empty target), ENAMETOOLONG (target of 4096 bytes or
+    /// more), then those of [`Overlay::filename_create`].
+    pub(crate) fn symlink(&mut self, target: &str, path: &str) -> SysResult<()> {
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target.len() >= PATH_LEN_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        let mut new = self.filename_create(path, false)?;
+        let (_, gid) = self.init_owner(&new.chain, 0o777, false);
+        let mut inode = Inode::symlink(target);
+        inode.gid = gid;
+        self.create_object(&mut new, inode);
+        Ok(())
+    }
+
+    /// `link(2)`: the source's final symlink is not followed.
+    ///
+    /// Kernel: `do_linkat`, `vfs_link`, `ovl_link`. Errors, in precedence order: the
+    /// source's resolution errors; those of [`Overlay::filename_create`] for the target
+    /// (a failed link copies nothing up); EPERM (a directory source). Then the source is
+    /// copied up (a lower hard link is broken from its other aliases) and the new name links
+    /// to its upper inode.
+    pub(crate) fn link(&mut self, from: &str, to: &str) -> SysResult<()> {
+        let mut old = self.resolve(from, Follow::No)?;
+        let mut new = self.filename_create(to, false)?;
+        if old.last().expect("chain").is_dir() {
+            return Err(Errno::EPERM);
+        }
+        let depth = old.len() - 1;
+        self.copy_up(&mut old, depth);
+        let target = old[depth].upper.expect("copied up");
+        let pdepth = new.chain.len() - 1;
+        self.copy_up(&mut new.chain, pdepth);
+        let dir = new.chain[pdepth].upper.expect("parent copied up");
+        let over_whiteout = new.dentry.is_whiteout();
+        let upper = self.upper_mut();
+        if over_whiteout && upper.child(dir, &new.name).is_some() {
+            upper.unlink(dir, &new.name);
+        }
+        upper.link(dir, &new.name, target);
+        Ok(())
+    }
+
+    /// `unlink(2)`.
+    ///
+    /// Kernel: `do_unlinkat`, `ovl_unlink`. Errors, in precedence order: the parent walk's
+    /// errors; EISDIR (`.`, `..` or `/` last); EROFS (even for a missing name); the lookup
+    /// errors; with a trailing slash ENOENT, EISDIR or ENOTDIR; ENOENT; EISDIR.
+    pub(crate) fn unlink(&mut self, path: &str) -> SysResult<()> {
+        let (chain, last) = self.resolve_parent(path)?;
+        let Last::Norm { name, slash } = last else { return Err(Errno::EISDIR) };
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let d = self.lookup_child(chain.last().expect("chain"), &name)?;
+        if slash {
+            return Err(match d.ftype {
+                None => Errno::ENOENT,
+                Some(_) if d.is_dir() => Errno::EISDIR,
+                Some(_) => Errno::ENOTDIR,
+            });
+        }
+        if !d.is_positive() {
+            return Err(Errno::ENOENT);
+        }
+        if d.is_dir() {
+            return Err(Errno::EISDIR);
+        }
+        self.do_remove(chain, d, false)
+    }
+
+    /// `rmdir(2)`.
+    ///
+    /// Kernel: `do_rmdir`, `ovl_rmdir`. Errors, in precedence order: the parent walk's
+    /// errors; ENOTEMPTY (`..` last), EINVAL (`.` last), EBUSY (`/`); EROFS; the lookup
+    /// errors; ENOENT; ENOTDIR; ENOTEMPTY (the directory still shows an entry).
+    pub(crate) fn rmdir(&mut self, path: &str) -> SysResult<()> {
+        let (chain, last) = self.resolve_parent(path)?;
+        let name = match last {
+            Last::Norm { name, .. } => name,
+            Last::DotDot => return Err(Errno::ENOTEMPTY),
+            Last::Dot => return Err(Errno::EINVAL),
+            Last::Root => return Err(Errno::EBUSY),
+        };
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        let d = self.lookup_child(chain.last().expect("chain"), &name)?;
+        if !d.is_positive() {
+            return Err(Errno::ENOENT);
+        }
+        if !d.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        self.do_remove(chain, d, true)
+    }
+
+    /// Removes `d` from the parent at the end of `chain`.
+    ///
+    /// overlayfs.rst, "whiteouts and opaque directories"; kernel: `ovl_do_remove`. A
+    /// directory that is not pure upper, or that still covers a lower name, must look empty
+    /// (ENOTEMPTY otherwise). The parent is copied up. When a lower layer still shows the
+    /// name, the upper object (with the whiteouts inside it) is replaced by a whiteout
+    /// (`ovl_remove_and_whiteout`); otherwise it is simply removed (`ovl_remove_upper`), and
+    /// a pure upper directory must be really empty, whiteouts included.
+    fn do_remove(&mut self, mut chain: Chain, d: Dentry, is_dir: bool) -> SysResult<()> {
+        let parent = chain.last().expect("chain");
+        let lower_positive = self.lower_positive(parent, &d);
+        if is_dir {
+            if lower_positive || !d.is_pure_upper(self) {
+                if self.check_empty_dir(&d).is_none() {
+                    return Err(Errno::ENOTEMPTY);
+                }
+            } else if self.upper_inode(&d).and_then(|i| i.entries()).is_some_and(|e| !e.is_empty()) {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let depth = chain.len() - 1;
+        self.copy_up(&mut chain, depth);
+        let dir = chain[depth].upper.expect("parent copied up");
+        let path = format!("{}/{}", Overlay::chain_path(&chain).trim_end_matches('/'), d.name);
+        if lower_positive {
+            self.put_whiteout(dir, &d.name, path);
+        } else {
+            self.upper_mut().unlink(dir, &d.name);
+        }
+        Ok(())
+    }
+}

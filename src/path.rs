@@ -1,0 +1,171 @@
+//! Path resolution in the merged namespace (kernel: `fs/namei.c`, `path_lookupat`,
+//! `filename_parentat`), with the merged root as `/`.
+//!
+//! Symlinks are followed in the merged view, never inside one layer: an absolute target
+//! starts again at the merged root, `..` never climbs above it, and the 41st link in one
+//! resolution is ELOOP (`MAXSYMLINKS` is 40). A path of 4096 bytes or more is
+//! ENAMETOOLONG, an empty path ENOENT. A trailing slash asks for a directory.
+
+use crate::errno::{Errno, SysResult};
+use crate::layer::FileType;
+use crate::lookup::Dentry;
+use crate::overlay::Overlay;
+use std::collections::VecDeque;
+
+/// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
+pub const SYMLINK_COUNT_MAX: u32 = 40;
+/// `PATH_MAX`, the terminating NUL included.
+pub const PATH_LEN_MAX: usize = 4096;
+
+/// A resolved path: the dentries from the root (index 0) to the object.
+pub type Chain = Vec<Dentry>;
+
+/// The last component of a path, as `filename_parentat` classifies it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Last {
+    /// An ordinary name; `slash` when the path ended with `/`.
+    Norm {
+        /// The name.
+        name: String,
+        /// Whether trailing slashes followed it.
+        slash: bool,
+    },
+    /// `.`
+    Dot,
+    /// `..`
+    DotDot,
+    /// The path was only slashes.
+    Root,
+}
+
+/// How to treat the last component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// Follow a final symlink (`stat`, `open`, `chmod`, ...).
+    Yes,
+    /// Do not follow it (`lstat`, `readlink`, `link`'s source, ...).
+    No,
+}
+
+fn check_len(path: &str) -> SysResult<()> {
+    if path.is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    if path.len() >= PATH_LEN_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    Ok(())
+}
+
+impl Overlay {
+    /// The merged path of a chain, for events and messages.
+    pub(crate) fn chain_path(chain: &[Dentry]) -> String {
+        if chain.len() <= 1 {
+            return "/".into();
+        }
+        chain[1..].iter().map(|d| format!("/{}", d.name)).collect()
+    }
+
+    /// Resolves `path` to a positive object.
+    ///
+    /// Errors, in precedence order along the walk: ENOENT (empty path, a missing component
+    /// or an empty symlink), ENAMETOOLONG, ENOTDIR (a non-directory before a `/`), ELOOP,
+    /// and the lookup errors of [`Overlay::lookup_child`].
+    pub(crate) fn resolve(&self, path: &str, follow: Follow) -> SysResult<Chain> {
+        check_len(path)?;
+        let mut chain = vec![self.root_dentry()];
+        let mut links = 0;
+        let comps = components_of(path);
+        let dir_required = path.ends_with('/');
+        self.walk(&mut chain, comps, follow == Follow::Yes, dir_required, &mut links)?;
+        Ok(chain)
+    }
+
+    /// Resolves everything but the last component of `path`, which it classifies
+    /// (kernel: `filename_parentat`). The parent chain ends with a directory.
+    pub(crate) fn resolve_parent(&self, path: &str) -> SysResult<(Chain, Last)> {
+        check_len(path)?;
+        let mut comps = components_of(path);
+        let slash = path.ends_with('/');
+        let last = match comps.pop_back() {
+            None => Last::Root,
+            Some(c) if c == "." => Last::Dot,
+            Some(c) if c == ".." => Last::DotDot,
+            Some(name) => Last::Norm { name, slash },
+        };
+        let mut chain = vec![self.root_dentry()];
+        let mut links = 0;
+        if !comps.is_empty() {
+            self.walk(&mut chain, comps, true, true, &mut links)?;
+        }
+        Ok((chain, last))
+    }
+
+    /// Walks `comps` from the end of `chain`.
+    fn walk(
+        &self,
+        chain: &mut Chain,
+        mut comps: VecDeque<String>,
+        follow_last: bool,
+        mut dir_required: bool,
+        links: &mut u32,
+    ) -> SysResult<()> {
+        while let Some(comp) = comps.pop_front() {
+            let is_last = comps.is_empty();
+            if comp == "." {
+                continue;
+            }
+            if comp == ".." {
+                if chain.len() > 1 {
+                    chain.pop();
+                }
+                continue;
+            }
+            let parent = chain.last().expect("chain has a root");
+            let child = self.lookup_child(parent, &comp)?;
+            let Some(ftype) = child.ftype else { return Err(Errno::ENOENT) };
+            if ftype == FileType::Symlink && (!is_last || follow_last || dir_required) {
+                *links += 1;
+                if *links > SYMLINK_COUNT_MAX {
+                    return Err(Errno::ELOOP);
+                }
+                let target = self.symlink_target(&child);
+                if target.is_empty() {
+                    return Err(Errno::ENOENT);
+                }
+                if target.starts_with('/') {
+                    chain.truncate(1);
+                }
+                if is_last && target.ends_with('/') {
+                    dir_required = true;
+                }
+                let mut body = components_of(&target);
+                body.append(&mut comps);
+                comps = body;
+                continue;
+            }
+            if !is_last && ftype != FileType::Dir {
+                return Err(Errno::ENOTDIR);
+            }
+            chain.push(child);
+        }
+        let last = chain.last().expect("chain has a root");
+        if dir_required && !last.is_dir() {
+            return Err(Errno::ENOTDIR);
+        }
+        Ok(())
+    }
+
+    /// A symlink dentry's target text.
+    pub(crate) fn symlink_target(&self, d: &Dentry) -> String {
+        match &self.real_inode(d).kind {
+            crate::layer::NodeKind::Symlink(t) => t.to_string(),
+            _ => panic!("model invariant: symlink_target of a non-symlink"),
+        }
+    }
+}
+
+/// The non-empty components of a path.
+fn components_of(path: &str) -> VecDeque<String> {
+    path.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect()
+}

@@ -1,0 +1,88 @@
+//! Directory listing and the empty-directory check (kernel: `fs/overlayfs/readdir.c`).
+
+use crate::layer::{FileType, Layer};
+use crate::lookup::Dentry;
+use crate::overlay::Overlay;
+use crate::whiteout;
+use std::collections::BTreeMap;
+
+/// One name of a merged listing, from its top-most layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The `d_type` of the top-most entry.
+    pub ftype: FileType,
+    /// The top-most entry is a whiteout.
+    pub is_whiteout: bool,
+    /// The top-most entry is in the upper.
+    pub is_upper: bool,
+}
+
+impl Overlay {
+    /// Whether a directory is read through the merge logic rather than straight from its
+    /// one real directory (kernel: `ovl_dir_is_real` is false when `OVL_WHITEOUTS` is set:
+    /// an upper with lowers, several lowers, or an upper directory with a copy-up origin).
+    pub(crate) fn dir_is_merged(&self, d: &Dentry) -> bool {
+        d.is_merge_dir() || self.upper_inode(d).is_some_and(|i| i.origin.is_some())
+    }
+
+    /// The listing of directory `d`: names with their `d_type`, without `.` and `..`.
+    ///
+    /// overlayfs.rst, "readdir": a merged directory lists the union of its layers' names,
+    /// once each, with the `d_type` of the top-most; whiteouts and the names they hide are
+    /// left out (kernel: `ovl_dir_read_merged`, `ovl_fill_merge`). In a lower layer whose
+    /// copy carries `opaque=x`, xattr whiteouts count as whiteouts too.
+    /// NOTE(kernel): a non-merged directory (pure upper, or from one lower only) is read
+    /// straight from the real directory, so its whiteouts *are* listed, a char 0/0 as a
+    /// character device, though stat of them gives ENOENT.
+    pub(crate) fn readdir_entries(&self, d: &Dentry) -> BTreeMap<String, FileType> {
+        if !self.dir_is_merged(d) {
+            let (layer, ino) = match d.upper {
+                Some(u) => (self.upper.as_ref().expect("upper"), u),
+                None => (&self.lowers[d.lowers[0].layer], d.lowers[0].ino),
+            };
+            let entries = layer.get(ino).entries().expect("model invariant: readdir of a directory");
+            return entries.iter().map(|(n, i)| (n.clone(), layer.get(*i).file_type())).collect();
+        }
+        self.read_merged(d).into_iter().filter(|(_, e)| !e.is_whiteout).map(|(n, e)| (n, e.ftype)).collect()
+    }
+
+    /// Every name of every layer of `d`, top-most entry first, whiteouts included (kernel:
+    /// `ovl_dir_read_merged`).
+    pub(crate) fn read_merged(&self, d: &Dentry) -> BTreeMap<String, CacheEntry> {
+        let mut seen: BTreeMap<String, CacheEntry> = BTreeMap::new();
+        let mut add = |layer: &Layer, ino: u64, is_upper: bool, xwhiteouts: bool| {
+            for (name, child) in layer.get(ino).entries().expect("model invariant: merged layers are directories").iter() {
+                if seen.contains_key(name) {
+                    continue;
+                }
+                let inode = layer.get(*child);
+                let is_whiteout = whiteout::is_chr_whiteout(inode) || (xwhiteouts && whiteout::is_whiteout(self, inode));
+                seen.insert(name.clone(), CacheEntry { ftype: inode.file_type(), is_whiteout, is_upper });
+            }
+        };
+        if let Some(u) = d.upper {
+            add(self.upper.as_ref().expect("upper"), u, true, false);
+        }
+        for l in &d.lowers {
+            let x = d.xwhiteouts && d.xwhiteout_layers.contains(&l.layer);
+            add(&self.lowers[l.layer], l.ino, false, x);
+        }
+        seen
+    }
+
+    /// Whether a directory looks empty for rmdir and rename: it shows no entry but whiteouts
+    /// (kernel: `ovl_check_empty_dir`). Returns the upper whiteouts to clear, or `None`
+    /// when something is visible (ENOTEMPTY).
+    pub(crate) fn check_empty_dir(&self, d: &Dentry) -> Option<Vec<String>> {
+        let mut upper_whiteouts = Vec::new();
+        for (name, e) in self.read_merged(d) {
+            if !e.is_whiteout {
+                return None;
+            }
+            if e.is_upper {
+                upper_whiteouts.push(name);
+            }
+        }
+        Some(upper_whiteouts)
+    }
+}

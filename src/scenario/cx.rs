@@ -1,0 +1,405 @@
+//! The parsing context: typed readers for YAML values that record a problem, with the path
+//! of the offending node, instead of stopping at the first one.
+
+use super::locate::{locate, Seg, YamlPath};
+use super::StepRef;
+use crate::errno::Errno;
+use yaml_serde::{Mapping, Value};
+
+/// A problem found while reading a document, before it is given a line and column.
+#[derive(Clone, Debug)]
+pub(crate) struct RawProblem {
+    /// Where: the node, or its key when `key`.
+    pub path: YamlPath,
+    /// Whether the problem is the key of the node at `path` rather than its value.
+    pub key: bool,
+    /// The step it belongs to.
+    pub step: Option<StepRef>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Reads YAML values and collects problems.
+pub(crate) struct Cx<'t> {
+    /// The document's text, for positions and for checking how numbers were written.
+    pub text: Option<&'t str>,
+    /// Problems so far.
+    pub problems: Vec<RawProblem>,
+    /// The step being read, if any.
+    pub step: Option<StepRef>,
+}
+
+/// `path` with one more segment.
+pub(crate) fn at(path: &[Seg], seg: Seg) -> YamlPath {
+    let mut p = path.to_vec();
+    p.push(seg);
+    p
+}
+
+/// `path` with one more key.
+pub(crate) fn key(path: &[Seg], k: &str) -> YamlPath {
+    at(path, Seg::Key(k.to_owned()))
+}
+
+/// `path` with one more index.
+pub(crate) fn idx(path: &[Seg], i: usize) -> YamlPath {
+    at(path, Seg::Index(i))
+}
+
+/// A short description of a value's type, for messages.
+pub(crate) fn type_name(v: &Value) -> String {
+    match v {
+        Value::Null => "an empty value".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(t) => format!("a {} node", t.tag),
+    }
+}
+
+impl<'t> Cx<'t> {
+    /// A context for a document with this text.
+    pub fn new(text: Option<&'t str>) -> Cx<'t> {
+        Cx {
+            text,
+            problems: Vec::new(),
+            step: None,
+        }
+    }
+
+    /// Records a problem with the node at `path`.
+    pub fn problem(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.problems.push(RawProblem {
+            path: path.to_vec(),
+            key: false,
+            step: self.step.clone(),
+            message: message.into(),
+        });
+    }
+
+    /// Records a problem with the key of the node at `path`.
+    pub fn key_problem(&mut self, path: &[Seg], message: impl Into<String>) {
+        self.problems.push(RawProblem {
+            path: path.to_vec(),
+            key: true,
+            step: self.step.clone(),
+            message: message.into(),
+        });
+    }
+
+    /// The mapping at `path`; an empty value counts as an empty mapping.
+    pub fn mapping<'v>(&mut self, v: &'v Value, path: &[Seg], what: &str) -> Option<Mapping> {
+        match v {
+            Value::Mapping(m) => Some(m.clone()),
+            Value::Null => Some(Mapping::new()),
+            other => {
+                self.problem(
+                    path,
+                    format!("{what} must be a mapping, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A mapping key as text: strings, and integers (which name files such as `1` well).
+    pub fn key_text(&mut self, k: &Value, path_of_value: &[Seg]) -> Option<String> {
+        match k {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
+            other => {
+                self.key_problem(
+                    path_of_value,
+                    format!("a key must be a string, not {}; quote it", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// The entries of a mapping as text keys, each checked against `allowed` (all keys are
+    /// allowed when `allowed` is empty). Unknown and non-text keys are recorded as problems.
+    pub fn fields<'v>(
+        &mut self,
+        m: &'v Mapping,
+        path: &[Seg],
+        allowed: &[&str],
+        what: &str,
+    ) -> Vec<(String, &'v Value)> {
+        let mut out = Vec::new();
+        for (k, v) in m {
+            let kp = match k {
+                Value::String(s) => key(path, s),
+                Value::Number(n) => key(path, &n.to_string()),
+                Value::Bool(b) => key(path, &b.to_string()),
+                _ => path.to_vec(),
+            };
+            let Some(name) = self.key_text(k, &kp) else {
+                continue;
+            };
+            if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
+                self.key_problem(
+                    &kp,
+                    format!(
+                        "unknown field `{name}` in {what}; expected one of: {}",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            }
+            out.push((name, v));
+        }
+        out
+    }
+
+    /// A string. Integers are accepted too when `numbers` (labels such as `ino: 1`).
+    pub fn string(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            other => {
+                self.problem(
+                    path,
+                    format!("{what} must be a string, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A label: a string or an integer.
+    pub fn label(&mut self, v: &Value, path: &[Seg]) -> Option<String> {
+        match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) if n.is_u64() => Some(n.to_string()),
+            other => {
+                self.problem(
+                    path,
+                    format!(
+                        "an inode label must be a name such as `a`, not {}",
+                        type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A path in the merged view or a layer: absolute, without NUL.
+    pub fn abs_path(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+        let s = self.string(v, path, what)?;
+        if s.contains('\0') {
+            self.problem(path, format!("{what} {s:?} contains a NUL byte"));
+            return None;
+        }
+        if !s.starts_with('/') {
+            self.problem(
+                path,
+                format!("{what} {s:?} is relative; paths are absolute, from the root `/`"),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    /// Text without NUL (a symlink target, an xattr name).
+    pub fn text_no_nul(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+        let s = self.string(v, path, what)?;
+        if s.contains('\0') {
+            self.problem(path, format!("{what} {s:?} contains a NUL byte"));
+            return None;
+        }
+        Some(s)
+    }
+
+    /// An unsigned integer that fits `T`.
+    pub fn uint<T: TryFrom<u64>>(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<T> {
+        let n = match v {
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        };
+        match n.and_then(|n| T::try_from(n).ok()) {
+            Some(t) => Some(t),
+            None => {
+                self.problem(
+                    path,
+                    format!(
+                        "{what} must be a non-negative integer in range, not {}",
+                        type_name(v)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A boolean.
+    pub fn boolean(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            other => {
+                self.problem(
+                    path,
+                    format!("{what} must be true or false, not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// A permission mode: octal text (`0644`, `644`) or an integer written `0o644`.
+    pub fn mode(&mut self, v: &Value, path: &[Seg]) -> Option<u32> {
+        let m = match v {
+            Value::String(s) => {
+                let digits = s.strip_prefix("0o").unwrap_or(s);
+                match u32::from_str_radix(digits, 8) {
+                    Ok(m) if !digits.is_empty() => m,
+                    _ => {
+                        self.problem(path, format!("mode {s:?} is not an octal number"));
+                        return None;
+                    }
+                }
+            }
+            Value::Number(n) if n.is_u64() => {
+                let m = n.as_u64().unwrap_or(u64::MAX);
+                if let Some(text) = self.text {
+                    if let Some(pos) = locate(text, path, false) {
+                        let raw = raw_at(text, pos.line, pos.column);
+                        if !raw.starts_with("0o") && m > 7 {
+                            self.problem(
+                                path,
+                                format!(
+                                    "mode {raw} is a decimal number; write modes in octal, \
+                                     as 0755 or 0o755"
+                                ),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                match u32::try_from(m) {
+                    Ok(m) => m,
+                    Err(_) => {
+                        self.problem(path, "mode is out of range");
+                        return None;
+                    }
+                }
+            }
+            other => {
+                self.problem(
+                    path,
+                    format!("a mode must be octal such as 0644, not {}", type_name(other)),
+                );
+                return None;
+            }
+        };
+        if m > 0o7777 {
+            self.problem(
+                path,
+                format!("mode 0{m:o} has bits above 07777 (the file type is given apart)"),
+            );
+            return None;
+        }
+        Some(m)
+    }
+
+    /// Bytes: a string (its UTF-8) or `!hex "00ff"`.
+    pub fn bytes(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<Vec<u8>> {
+        match v {
+            Value::String(s) => Some(s.as_bytes().to_vec()),
+            Value::Tagged(t) if t.tag == "hex" => self.hex(&t.value, path),
+            other => {
+                self.problem(
+                    path,
+                    format!(
+                        "{what} must be a string or !hex \"00ff\", not {}",
+                        type_name(other)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The bytes of a `!hex` value.
+    pub fn hex(&mut self, v: &Value, path: &[Seg]) -> Option<Vec<u8>> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) if n.is_u64() => n.to_string(),
+            Value::Null => String::new(),
+            other => {
+                self.problem(
+                    path,
+                    format!("!hex takes hex digits, not {}", type_name(other)),
+                );
+                return None;
+            }
+        };
+        match from_hex(&text) {
+            Some(b) => Some(b),
+            None => {
+                self.problem(path, format!("!hex {text:?} is not an even run of hex digits"));
+                None
+            }
+        }
+    }
+
+    /// An errno name such as `ENOENT`.
+    pub fn errno(&mut self, v: &Value, path: &[Seg]) -> Option<Errno> {
+        let s = self.string(v, path, "an errno")?;
+        match Errno::from_name(&s) {
+            Some(e) => Some(e),
+            None => {
+                self.problem(path, format!("unknown errno {s:?}"));
+                None
+            }
+        }
+    }
+
+    /// A `[major, minor]` pair.
+    pub fn rdev(&mut self, v: &Value, path: &[Seg]) -> Option<(u32, u32)> {
+        match v {
+            Value::Sequence(s) if s.len() == 2 => {
+                let a = self.uint(&s[0], &idx(path, 0), "the major number");
+                let b = self.uint(&s[1], &idx(path, 1), "the minor number");
+                Some((a?, b?))
+            }
+            other => {
+                self.problem(
+                    path,
+                    format!("a device number is [major, minor], not {}", type_name(other)),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The scalar text at a line and column, up to the end of the scalar.
+fn raw_at(text: &str, line: usize, column: usize) -> String {
+    let l = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
+    rest.split(|c: char| c.is_whitespace() || ",]}#".contains(c))
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Bytes from hex digits, whitespace ignored.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_digit(16).map(|d| d as u8))
+        .collect::<Option<_>>()?;
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    Some(digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect())
+}
+
+/// Hex digits for bytes.
+pub(crate) fn to_hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

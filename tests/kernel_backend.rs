@@ -1,0 +1,735 @@
+//! The kernel backend against the real kernel: real mounts in a private namespace.
+//!
+//! These tests need root and overlayfs. Without them each test prints
+//! `SKIPPED: kernel tests need root: <reason>` to stderr and passes, unless
+//! `OVLSIM_REQUIRE_KERNEL=1`, where that is a failure.
+
+use ovlsim::backend::{Backend, BackendError, Command, Edit, ModelBackend, Reply};
+use ovlsim::kernel::{KernelBackend, WORKER_ENV};
+use ovlsim::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use ovlsim::mount::RedirectDir;
+use ovlsim::ops::{Op, Outcome, RenameFlags, Stat, WriteAt};
+use ovlsim::{Errno, Options};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Overlay lines of `/proc/mounts` that were there before any test ran (a host whose root
+/// is an overlay has some); any other one is a leak.
+fn overlay_mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/mounts")
+        .expect("read /proc/mounts")
+        .lines()
+        .filter(|l| l.split_whitespace().nth(2) == Some("overlay"))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn baseline() -> &'static Vec<String> {
+    static BASELINE: OnceLock<Vec<String>> = OnceLock::new();
+    BASELINE.get_or_init(overlay_mounts)
+}
+
+fn assert_no_leaked_mounts() {
+    let leaked: Vec<String> = overlay_mounts()
+        .into_iter()
+        .filter(|l| !baseline().contains(l))
+        .collect();
+    assert!(leaked.is_empty(), "overlay mounts leaked: {leaked:?}");
+}
+
+/// A fresh kernel backend, or `None` (after a loud message) when the tier cannot run.
+fn kernel() -> Option<KernelBackend> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    let available = AVAILABLE.get_or_init(|| {
+        baseline();
+        if std::env::var_os(WORKER_ENV).is_none() {
+            // Set once, before any worker is started; every test goes through here.
+            std::env::set_var(WORKER_ENV, env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
+        }
+        KernelBackend::available()
+    });
+    match available {
+        Ok(()) => Some(KernelBackend::new().expect("start the kernel worker")),
+        Err(reason) => {
+            if std::env::var("OVLSIM_REQUIRE_KERNEL").as_deref() == Ok("1") {
+                panic!("OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run: {reason}");
+            }
+            eprintln!("SKIPPED: kernel tests need root: {reason}");
+            None
+        }
+    }
+}
+
+fn node(kind: FileType, mode: u32) -> FlatNode {
+    FlatNode {
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        data: None,
+        target: None,
+        rdev: None,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+fn dir(mode: u32) -> FlatNode {
+    node(FileType::Dir, mode)
+}
+
+fn file(data: &[u8], mode: u32) -> FlatNode {
+    FlatNode {
+        data: Some(data.to_vec()),
+        ..node(FileType::File, mode)
+    }
+}
+
+fn symlink(target: &str) -> FlatNode {
+    FlatNode {
+        target: Some(target.to_owned()),
+        ..node(FileType::Symlink, 0o777)
+    }
+}
+
+fn device(kind: FileType, major: u32, minor: u32, mode: u32) -> FlatNode {
+    FlatNode {
+        rdev: Some((major, minor)),
+        ..node(kind, mode)
+    }
+}
+
+fn whiteout() -> FlatNode {
+    device(FileType::Char, 0, 0, 0)
+}
+
+fn with_xattr(mut n: FlatNode, name: &str, value: &[u8]) -> FlatNode {
+    n.xattrs.insert(name.to_owned(), value.to_vec());
+    n
+}
+
+fn layer(entries: Vec<(&str, FlatNode)>) -> FlatLayer {
+    FlatLayer {
+        root: dir(0o755),
+        entries: entries
+            .into_iter()
+            .map(|(path, node)| FlatEntry::Node {
+                path: path.to_owned(),
+                node,
+            })
+            .collect(),
+    }
+}
+
+fn op(k: &mut KernelBackend, op: Op) -> Outcome {
+    match k.exec(&Command::Op(op.clone())) {
+        Ok(Reply::Outcome(o)) => o,
+        other => panic!("{op:?} answered {other:?}"),
+    }
+}
+
+fn ok(k: &mut (impl Backend + ?Sized), cmd: Command) {
+    let r = k.exec(&cmd);
+    assert_eq!(r, Ok(Reply::Done), "{cmd:?}");
+}
+
+fn make_layer(k: &mut (impl Backend + ?Sized), name: &str, content: FlatLayer) {
+    ok(
+        k,
+        Command::Layer {
+            name: name.into(),
+            content,
+        },
+    );
+}
+
+fn mount(k: &mut (impl Backend + ?Sized), lowers: &[&str], upper: Option<&str>, options: Options) {
+    ok(
+        k,
+        Command::Mount {
+            lowers: lowers.iter().map(|s| s.to_string()).collect(),
+            upper: upper.map(str::to_owned),
+            options,
+        },
+    );
+}
+
+fn dump_layer(k: &mut (impl Backend + ?Sized), name: &str) -> FlatLayer {
+    match k.exec(&Command::DumpLayer { name: name.into() }) {
+        Ok(Reply::Layer(l)) => l,
+        other => panic!("dump of {name} answered {other:?}"),
+    }
+}
+
+fn stat(k: &mut KernelBackend, path: &str) -> Stat {
+    match op(k, Op::Stat { path: path.into() }) {
+        Outcome::Stat(s) => s,
+        other => panic!("stat {path} answered {other:?}"),
+    }
+}
+
+fn read(path: &str) -> Op {
+    Op::Read { path: path.into() }
+}
+
+fn data(d: &[u8]) -> Outcome {
+    Outcome::Data(d.to_vec())
+}
+
+fn err(e: Errno) -> Outcome {
+    Outcome::Err(e)
+}
+
+#[test]
+fn read_upper_file_shadows_lower_file() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(
+        &mut k,
+        "L0",
+        layer(vec![
+            ("/f", file(b"lower", 0o644)),
+            ("/g", file(b"only lower", 0o600)),
+        ]),
+    );
+    make_layer(&mut k, "U", layer(vec![("/f", file(b"upper", 0o640))]));
+    mount(&mut k, &["L0"], Some("U"), Options::default());
+    assert_eq!(op(&mut k, read("/f")), data(b"upper"));
+    assert_eq!(op(&mut k, read("/g")), data(b"only lower"));
+    assert_eq!(stat(&mut k, "/f").mode, 0o640);
+    assert_eq!(
+        op(&mut k, Op::Readdir { path: "/".into() }),
+        Outcome::Entries(BTreeMap::from([
+            ("f".into(), FileType::File),
+            ("g".into(), FileType::File),
+        ]))
+    );
+    ok(&mut k, Command::Unmount);
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn unlink_lower_file_leaves_whiteout_in_upper() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(
+        &mut k,
+        "L0",
+        layer(vec![("/d", dir(0o755)), ("/d/f", file(b"x", 0o644))]),
+    );
+    make_layer(&mut k, "U", layer(vec![]));
+    mount(&mut k, &["L0"], Some("U"), Options::default());
+    assert_eq!(
+        op(
+            &mut k,
+            Op::Unlink {
+                path: "/d/f".into()
+            }
+        ),
+        Outcome::Ok
+    );
+    assert_eq!(
+        op(
+            &mut k,
+            Op::Stat {
+                path: "/d/f".into()
+            }
+        ),
+        err(Errno::ENOENT)
+    );
+    assert_eq!(
+        op(&mut k, Op::Readdir { path: "/d".into() }),
+        Outcome::Entries(BTreeMap::new())
+    );
+    ok(&mut k, Command::Unmount);
+    // The copied-up parent and the whiteout; the kernel's origin/impure/uuid xattrs are
+    // normalised away.
+    assert_eq!(
+        dump_layer(&mut k, "U"),
+        layer(vec![("/d", dir(0o755)), ("/d/f", whiteout())])
+    );
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn whiteouts_made_by_the_kernel_dump_as_separate_nodes() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(
+        &mut k,
+        "L0",
+        layer(vec![("/a", file(b"", 0o644)), ("/b", file(b"", 0o644))]),
+    );
+    make_layer(&mut k, "U", layer(vec![]));
+    mount(&mut k, &["L0"], Some("U"), Options::default());
+    for p in ["/a", "/b"] {
+        assert_eq!(op(&mut k, Op::Unlink { path: p.into() }), Outcome::Ok);
+    }
+    // Through the mount the whiteouts are invisible; raw, the kernel shares one inode.
+    ok(&mut k, Command::Unmount);
+    assert_eq!(
+        dump_layer(&mut k, "U"),
+        layer(vec![("/a", whiteout()), ("/b", whiteout())])
+    );
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn layer_hard_link_pair_dumps_as_node_and_link() {
+    let Some(mut k) = kernel() else { return };
+    let content = FlatLayer {
+        root: dir(0o755),
+        entries: vec![
+            FlatEntry::Node {
+                path: "/a".into(),
+                node: file(b"shared", 0o644),
+            },
+            FlatEntry::Node {
+                path: "/d".into(),
+                node: dir(0o755),
+            },
+            FlatEntry::Link {
+                path: "/d/b".into(),
+                to: "/a".into(),
+            },
+        ],
+    };
+    make_layer(&mut k, "L0", content.clone());
+    make_layer(&mut k, "L1", layer(vec![]));
+    assert_eq!(dump_layer(&mut k, "L0"), content);
+    mount(&mut k, &["L0", "L1"], None, Options::default());
+    let (a, b) = (stat(&mut k, "/a"), stat(&mut k, "/d/b"));
+    assert_eq!(a.ino, b.ino);
+    assert_eq!((a.nlink, b.nlink), (2, 2));
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn layer_round_trips_every_kind_and_marker() {
+    let Some(mut k) = kernel() else { return };
+    let mut owned = file(b"setuid", 0o4755);
+    owned.uid = 1000;
+    owned.gid = 100;
+    let mut sym = symlink("../target");
+    sym.uid = 7;
+    sym.xattrs.insert("trusted.mark".into(), b"s".to_vec());
+    let content = FlatLayer {
+        root: with_xattr(dir(0o711), "user.root", b"r"),
+        entries: vec![
+            FlatEntry::Node {
+                path: "/blk".into(),
+                node: device(FileType::Block, 8, 1, 0o600),
+            },
+            FlatEntry::Node {
+                path: "/chr".into(),
+                node: device(FileType::Char, 1, 3, 0o666),
+            },
+            FlatEntry::Node {
+                path: "/d".into(),
+                node: with_xattr(
+                    with_xattr(dir(0o2770), "trusted.overlay.opaque", b"y"),
+                    "user.note",
+                    b"hello",
+                ),
+            },
+            FlatEntry::Node {
+                path: "/d/e".into(),
+                node: dir(0o1777),
+            },
+            FlatEntry::Node {
+                path: "/d/e/wo".into(),
+                node: whiteout(),
+            },
+            FlatEntry::Node {
+                path: "/d/redir".into(),
+                node: with_xattr(dir(0o755), "trusted.overlay.redirect", b"/x"),
+            },
+            FlatEntry::Node {
+                path: "/empty".into(),
+                node: file(b"", 0o000),
+            },
+            FlatEntry::Node {
+                path: "/fifo".into(),
+                node: node(FileType::Fifo, 0o640),
+            },
+            FlatEntry::Node {
+                path: "/owned".into(),
+                node: owned,
+            },
+            FlatEntry::Node {
+                path: "/sym".into(),
+                node: sym,
+            },
+            FlatEntry::Node {
+                path: "/xw".into(),
+                node: with_xattr(file(b"", 0o644), "trusted.overlay.whiteout", b""),
+            },
+        ],
+    };
+    make_layer(&mut k, "L", content.clone());
+    assert_eq!(dump_layer(&mut k, "L"), content);
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn offline_edits_match_the_model() {
+    let Some(mut k) = kernel() else { return };
+    let mut m = ModelBackend::new();
+    let start = layer(vec![
+        ("/d", dir(0o700)),
+        ("/d/f", file(b"one", 0o644)),
+        ("/s", symlink("/d")),
+    ]);
+    let edits = vec![
+        Edit::Put {
+            path: "/a/b/c".into(),
+            node: file(b"deep", 0o600),
+        },
+        Edit::Link {
+            path: "/d/g".into(),
+            to: "/d/f".into(),
+        },
+        Edit::Put {
+            path: "/s/x".into(),
+            node: file(b"symlink parent replaced", 0o644),
+        },
+        Edit::Remove {
+            path: "/d/f".into(),
+        },
+        Edit::Remove {
+            path: "/missing/too".into(),
+        },
+        Edit::Put {
+            path: "/a".into(),
+            node: whiteout(),
+        },
+    ];
+    for b in [&mut k as &mut dyn Backend, &mut m] {
+        make_layer(b, "L", start.clone());
+        for e in &edits {
+            ok(
+                b,
+                Command::Edit {
+                    layer: "L".into(),
+                    edit: e.clone(),
+                },
+            );
+        }
+    }
+    let kernel_view = dump_layer(&mut k, "L");
+    assert_eq!(kernel_view, dump_layer(&mut m, "L"));
+    assert!(kernel_view.entries.contains(&FlatEntry::Node {
+        path: "/s/x".into(),
+        node: file(b"symlink parent replaced", 0o644)
+    }));
+    // A link to a missing name is a usage error, as in the model.
+    let bad = Command::Edit {
+        layer: "L".into(),
+        edit: Edit::Link {
+            path: "/z".into(),
+            to: "/nowhere".into(),
+        },
+    };
+    assert!(matches!(k.exec(&bad), Err(BackendError::Usage(_))));
+    assert!(matches!(m.exec(&bad), Err(BackendError::Usage(_))));
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn symlinks_and_dotdot_stay_inside_the_merged_root() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(
+        &mut k,
+        "L0",
+        layer(vec![
+            ("/abs", symlink("/etc/passwd")),
+            ("/up", symlink("../../../../..")),
+            ("/sh", symlink("/bin/sh")),
+        ]),
+    );
+    make_layer(
+        &mut k,
+        "L1",
+        layer(vec![
+            ("/etc", dir(0o755)),
+            ("/etc/passwd", file(b"inside", 0o644)),
+        ]),
+    );
+    mount(&mut k, &["L0", "L1"], None, Options::default());
+    // The absolute link reaches the overlay's /etc/passwd, not the host's.
+    assert_eq!(op(&mut k, read("/abs")), data(b"inside"));
+    assert_eq!(op(&mut k, read("/up/etc/passwd")), data(b"inside"));
+    assert_eq!(op(&mut k, read("/../../etc/passwd")), data(b"inside"));
+    // The host has /bin/sh; the overlay does not.
+    assert_eq!(op(&mut k, Op::Stat { path: "/sh".into() }), err(Errno::ENOENT));
+    assert_eq!(
+        op(
+            &mut k,
+            Op::Stat {
+                path: "/proc/self".into()
+            }
+        ),
+        err(Errno::ENOENT)
+    );
+    let root = op(&mut k, Op::Readdir { path: "/".into() });
+    assert_eq!(op(&mut k, Op::Readdir { path: "/..".into() }), root);
+    assert_eq!(op(&mut k, Op::Readdir { path: "/up".into() }), root);
+    assert_eq!(stat(&mut k, "/up").ino, stat(&mut k, "/").ino);
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn mount_with_501_lowers_is_refused_and_500_is_not() {
+    let Some(mut k) = kernel() else { return };
+    let names: Vec<String> = (0..501).map(|i| format!("L{i}")).collect();
+    for n in &names {
+        make_layer(&mut k, n, layer(vec![]));
+    }
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    mount(&mut k, &refs[..500], None, Options::default());
+    ok(&mut k, Command::Unmount);
+    let cmd = Command::Mount {
+        lowers: names.clone(),
+        upper: None,
+        options: Options::default(),
+    };
+    assert_eq!(k.exec(&cmd), Ok(Reply::MountRefused(Errno::EINVAL)));
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn mount_errors_are_the_kernels() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(&mut k, "L0", layer(vec![]));
+    make_layer(&mut k, "U", layer(vec![]));
+    let refused = |k: &mut KernelBackend, lowers: &[&str], upper: Option<&str>| {
+        k.exec(&Command::Mount {
+            lowers: lowers.iter().map(|s| s.to_string()).collect(),
+            upper: upper.map(str::to_owned),
+            options: Options::default(),
+        })
+    };
+    // One lower and no upper.
+    assert_eq!(
+        refused(&mut k, &["L0"], None),
+        Ok(Reply::MountRefused(Errno::EINVAL))
+    );
+    // The same layer twice, and a lower that is the upper: overlap is ELOOP.
+    assert_eq!(
+        refused(&mut k, &["L0", "L0"], None),
+        Ok(Reply::MountRefused(Errno::ELOOP))
+    );
+    assert_eq!(
+        refused(&mut k, &["U"], Some("U")),
+        Ok(Reply::MountRefused(Errno::ELOOP))
+    );
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn killed_worker_fails_the_command_and_every_later_one() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(&mut k, "L0", layer(vec![("/f", file(b"x", 0o644))]));
+    make_layer(&mut k, "L1", layer(vec![]));
+    mount(&mut k, &["L0", "L1"], None, Options::default());
+    let pid = rustix::process::Pid::from_raw(k.worker_pid() as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill");
+    let r = k.exec(&Command::Op(read("/f")));
+    match &r {
+        Err(BackendError::Failed(msg)) => {
+            assert!(msg.contains("Read"), "names the command: {msg}");
+            assert!(msg.contains("died"), "{msg}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    assert!(!k.is_alive());
+    match k.exec(&Command::DumpMerged) {
+        Err(BackendError::Failed(msg)) => assert!(msg.contains("gone"), "{msg}"),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    // Reaped: no such process any more.
+    assert_eq!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    );
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn hung_worker_times_out_and_is_killed() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(&mut k, "L", layer(vec![]));
+    let pid = rustix::process::Pid::from_raw(k.worker_pid() as i32).expect("a pid");
+    k.set_timeout(Duration::from_millis(300));
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("stop");
+    match k.exec(&Command::DumpLayer { name: "L".into() }) {
+        Err(BackendError::Failed(msg)) => {
+            assert!(msg.contains("dump of layer \"L\""), "names the command: {msg}");
+            assert!(msg.contains("no reply within"), "{msg}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(!k.is_alive());
+    assert_eq!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    );
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn commands_out_of_place_are_usage_errors() {
+    let Some(mut k) = kernel() else { return };
+    let usage = |r: Result<Reply, BackendError>| matches!(r, Err(BackendError::Usage(_)));
+    assert!(usage(k.exec(&Command::Op(read("/f")))));
+    assert!(usage(k.exec(&Command::DumpMerged)));
+    assert!(usage(k.exec(&Command::Unmount)));
+    assert!(usage(k.exec(&Command::DumpLayer { name: "L".into() })));
+    assert!(usage(k.exec(&Command::Mount {
+        lowers: vec!["nope".into(), "nada".into()],
+        upper: None,
+        options: Options::default(),
+    })));
+    make_layer(&mut k, "L0", layer(vec![]));
+    make_layer(&mut k, "L1", layer(vec![]));
+    mount(&mut k, &["L0", "L1"], None, Options::default());
+    assert!(usage(k.exec(&Command::Edit {
+        layer: "L0".into(),
+        edit: Edit::Remove { path: "/f".into() },
+    })));
+    assert!(usage(k.exec(&Command::Layer {
+        name: "L2".into(),
+        content: layer(vec![]),
+    })));
+    assert!(usage(k.exec(&Command::DumpLayer { name: "L0".into() })));
+    assert!(usage(k.exec(&Command::Mount {
+        lowers: vec!["L0".into(), "L1".into()],
+        upper: None,
+        options: Options::default(),
+    })));
+    // None of that hurt the worker.
+    assert!(k.is_alive());
+    assert_eq!(
+        op(&mut k, Op::Readdir { path: "/".into() }),
+        Outcome::Entries(BTreeMap::new())
+    );
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn merged_dump_hides_whiteouts_and_overlay_xattrs() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(
+        &mut k,
+        "L0",
+        layer(vec![
+            ("/d", dir(0o755)),
+            ("/d/gone", file(b"hidden", 0o644)),
+            ("/d/low", file(b"low", 0o644)),
+        ]),
+    );
+    make_layer(
+        &mut k,
+        "U",
+        layer(vec![
+            (
+                "/d",
+                with_xattr(
+                    with_xattr(dir(0o750), "trusted.overlay.impure", b"y"),
+                    "user.visible",
+                    b"v",
+                ),
+            ),
+            ("/d/gone", whiteout()),
+            ("/d/up", file(b"up", 0o600)),
+        ]),
+    );
+    mount(&mut k, &["L0"], Some("U"), Options::default());
+    let tree = match k.exec(&Command::DumpMerged) {
+        Ok(Reply::Merged(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    let paths: Vec<&str> = tree.keys().map(String::as_str).collect();
+    assert_eq!(paths, ["/", "/d", "/d/low", "/d/up"]);
+    let d = tree["/d"].stat.as_ref().expect("stat /d");
+    // A merged directory: the upper's mode, nlink 1.
+    assert_eq!((d.kind, d.mode, d.nlink), (FileType::Dir, 0o750, 1));
+    assert_eq!(
+        tree["/d"].xattrs,
+        BTreeMap::from([("user.visible".to_owned(), b"v".to_vec())])
+    );
+    assert_eq!(tree["/d/low"].data.as_deref(), Some(&b"low"[..]));
+    drop(k);
+    assert_no_leaked_mounts();
+}
+
+#[test]
+fn devices_fifos_and_remounts() {
+    let Some(mut k) = kernel() else { return };
+    make_layer(
+        &mut k,
+        "L0",
+        layer(vec![
+            ("/null", device(FileType::Char, 1, 3, 0o666)),
+            ("/fifo", node(FileType::Fifo, 0o666)),
+            ("/ld", dir(0o755)),
+        ]),
+    );
+    make_layer(&mut k, "U", layer(vec![]));
+    mount(&mut k, &["L0"], Some("U"), Options::default());
+    // The mounts are nodev: a device does not open.
+    assert_eq!(op(&mut k, read("/null")), err(Errno::EACCES));
+    // A FIFO never blocks the worker: empty for a reader, ENXIO for a writer.
+    assert_eq!(op(&mut k, read("/fifo")), data(b""));
+    let write = |path: &str, d: &[u8]| Op::Write {
+        path: path.into(),
+        at: WriteAt::Append,
+        data: d.to_vec(),
+    };
+    assert_eq!(op(&mut k, write("/fifo", b"x")), err(Errno::ENXIO));
+    // Renaming a lower directory without redirects is EXDEV.
+    let rename = Op::Rename {
+        from: "/ld".into(),
+        to: "/ld2".into(),
+        flags: RenameFlags::default(),
+    };
+    assert_eq!(op(&mut k, rename.clone()), err(Errno::EXDEV));
+    assert_eq!(op(&mut k, write("/new", b"kept")), Outcome::Ok);
+    ok(&mut k, Command::Unmount);
+    // A remount of the same upper (and workdir) sees the write; redirect_dir=on allows the
+    // directory rename.
+    let on = Options {
+        redirect_dir: RedirectDir::On,
+        ..Options::default()
+    };
+    mount(&mut k, &["L0"], Some("U"), on);
+    assert_eq!(op(&mut k, read("/new")), data(b"kept"));
+    assert_eq!(op(&mut k, rename), Outcome::Ok);
+    ok(&mut k, Command::Unmount);
+    let upper = dump_layer(&mut k, "U");
+    assert!(upper.entries.contains(&FlatEntry::Node {
+        path: "/ld".into(),
+        node: whiteout()
+    }));
+    assert!(upper.entries.iter().any(|e| matches!(e,
+        FlatEntry::Node { path, node }
+            if path == "/ld2" && node.xattrs.get("trusted.overlay.redirect").map(Vec::as_slice) == Some(b"ld"))));
+    // Read-only: writes are EROFS.
+    let ro = Options {
+        read_only: true,
+        ..Options::default()
+    };
+    mount(&mut k, &["L0"], Some("U"), ro);
+    assert_eq!(op(&mut k, write("/new", b"no")), err(Errno::EROFS));
+    drop(k);
+    assert_no_leaked_mounts();
+}
