@@ -141,8 +141,10 @@ impl Options {
     ///    conflicts);
     /// 3. `nfs_export=on` implies `index=on`; `nfs_export=on` with an explicit `index=off`
     ///    conflicts (EINVAL);
-    /// 4. `userxattr` with `redirect_dir=on` or `metacopy=on`: EINVAL ("conflicting
-    ///    options"); `userxattr` forces `redirect_dir=nofollow`;
+    /// 4. `userxattr` with an explicit `redirect_dir` other than `nofollow`, or with
+    ///    `metacopy=on`: EINVAL ("conflicting options"); otherwise `userxattr` forces
+    ///    `redirect_dir=nofollow`. NOTE(kernel): overlayfs.rst says userxattr merely implies
+    ///    nofollow; an explicit `redirect_dir=off` (shown as `follow`) is refused on 6.18;
     /// 5. `volatile` without an upper: EINVAL.
     ///
     /// `explicit_redirect` says whether `redirect_dir` was given by the user (a default
@@ -169,8 +171,9 @@ impl Options {
             self.index = true;
         }
         if self.userxattr {
-            if self.redirect_dir.creates() && explicit_redirect {
-                return Err(conflict("userxattr,redirect_dir=on"));
+            if explicit_redirect && self.redirect_dir != RedirectDir::Nofollow {
+                let shown = if self.redirect_dir == RedirectDir::Off { "follow" } else { self.redirect_dir.as_str() };
+                return Err(conflict(&format!("userxattr,redirect_dir={shown}")));
             }
             if self.metacopy {
                 return Err(conflict("userxattr,metacopy=on"));

@@ -464,7 +464,10 @@ fn symlinks_and_dotdot_stay_inside_the_merged_root() {
     assert_eq!(op(&mut k, read("/up/etc/passwd")), data(b"inside"));
     assert_eq!(op(&mut k, read("/../../etc/passwd")), data(b"inside"));
     // The host has /bin/sh; the overlay does not.
-    assert_eq!(op(&mut k, Op::Stat { path: "/sh".into() }), err(Errno::ENOENT));
+    assert_eq!(
+        op(&mut k, Op::Stat { path: "/sh".into() }),
+        err(Errno::ENOENT)
+    );
     assert_eq!(
         op(
             &mut k,
@@ -571,7 +574,10 @@ fn hung_worker_times_out_and_is_killed() {
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("stop");
     match k.exec(&Command::DumpLayer { name: "L".into() }) {
         Err(BackendError::Failed(msg)) => {
-            assert!(msg.contains("dump of layer \"L\""), "names the command: {msg}");
+            assert!(
+                msg.contains("dump of layer \"L\""),
+                "names the command: {msg}"
+            );
             assert!(msg.contains("no reply within"), "{msg}");
         }
         other => panic!("expected a timeout, got {other:?}"),

@@ -83,8 +83,14 @@ fn open_layer(dir: &str) -> Result<OwnedFd, BackendError> {
     )
 }
 
+/// `st_mode` as a `u32` (its type differs between architectures).
+#[allow(clippy::unnecessary_cast)]
+pub(super) fn mode_of(st: &rustix::fs::Stat) -> u32 {
+    st.st_mode as u32
+}
+
 fn is_dir(st: &rustix::fs::Stat) -> bool {
-    FileType::from_ifmt(st.st_mode as u32) == Some(FileType::Dir)
+    FileType::from_ifmt(mode_of(st)) == Some(FileType::Dir)
 }
 
 /// `lstat` of `name` in `dir`; `None` if it does not exist.
@@ -125,7 +131,10 @@ fn remove_entry(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<bool, Ba
         let sub = sys(open_dir_at(dir, name), "opening", shown)?;
         for child in list(&sub, shown)? {
             let child = String::from_utf8(child).map_err(|e| {
-                failed(format!("a name in {shown} is not UTF-8: {:?}", e.as_bytes()))
+                failed(format!(
+                    "a name in {shown} is not UTF-8: {:?}",
+                    e.as_bytes()
+                ))
             })?;
             remove_entry(sub.as_fd(), &child, &format!("{shown}/{child}"))?;
         }
@@ -135,7 +144,11 @@ fn remove_entry(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<bool, Ba
             shown,
         )?;
     } else {
-        sys(rustix::fs::unlinkat(dir, name, AtFlags::empty()), "unlink", shown)?;
+        sys(
+            rustix::fs::unlinkat(dir, name, AtFlags::empty()),
+            "unlink",
+            shown,
+        )?;
     }
     Ok(true)
 }
@@ -249,12 +262,7 @@ fn set_meta(
 }
 
 /// Makes `node` as `name` in `dir` (which has no such name), with its metadata.
-fn create(
-    dir: BorrowedFd<'_>,
-    name: &str,
-    abs: &str,
-    node: &FlatNode,
-) -> Result<(), BackendError> {
+fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result<(), BackendError> {
     let mode = Mode::from_raw_mode(node.mode & 0o7777);
     let (maj, min) = node.rdev.unwrap_or((0, 0));
     match node.kind {
@@ -264,7 +272,10 @@ fn create(
                 rustix::fs::openat(
                     dir,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
                         | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 ),
@@ -427,15 +438,15 @@ fn node_of(
     abs: &str,
     st: &rustix::fs::Stat,
 ) -> Result<FlatNode, BackendError> {
-    let kind = FileType::from_ifmt(st.st_mode as u32).ok_or_else(|| {
+    let kind = FileType::from_ifmt(mode_of(st)).ok_or_else(|| {
         failed(format!(
             "{abs} has file type {:o}, which a layer cannot hold",
-            st.st_mode as u32 & 0o170000
+            mode_of(st) & 0o170000
         ))
     })?;
     let mut node = FlatNode {
         kind,
-        mode: st.st_mode as u32 & 0o7777,
+        mode: mode_of(st) & 0o7777,
         uid: st.st_uid,
         gid: st.st_gid,
         data: None,
@@ -467,7 +478,11 @@ fn node_of(
             node.data = Some(data);
         }
         FileType::Symlink => {
-            let t = sys(rustix::fs::readlinkat(dir, name, Vec::new()), "readlink", abs)?;
+            let t = sys(
+                rustix::fs::readlinkat(dir, name, Vec::new()),
+                "readlink",
+                abs,
+            )?;
             node.target = Some(t.into_string().map_err(|e| {
                 failed(format!(
                     "the target of {abs} is not UTF-8: {:?}",
@@ -476,10 +491,7 @@ fn node_of(
             })?);
         }
         FileType::Char | FileType::Block => {
-            node.rdev = Some((
-                rustix::fs::major(st.st_rdev),
-                rustix::fs::minor(st.st_rdev),
-            ));
+            node.rdev = Some((rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)));
         }
         FileType::Dir | FileType::Fifo => {}
     }
@@ -496,9 +508,8 @@ fn dump_dir(
     seen: &mut Seen,
 ) -> Result<(), BackendError> {
     for name in list(dir, abs)? {
-        let name = String::from_utf8(name).map_err(|e| {
-            failed(format!("a name in {abs} is not UTF-8: {:?}", e.as_bytes()))
-        })?;
+        let name = String::from_utf8(name)
+            .map_err(|e| failed(format!("a name in {abs} is not UTF-8: {:?}", e.as_bytes())))?;
         let path = format!("{rel}/{name}");
         let child_abs = format!("{abs}/{name}");
         let st = sys(
@@ -506,8 +517,7 @@ fn dump_dir(
             "lstat",
             &child_abs,
         )?;
-        let whiteout = FileType::from_ifmt(st.st_mode as u32) == Some(FileType::Char)
-            && st.st_rdev == 0;
+        let whiteout = FileType::from_ifmt(mode_of(&st)) == Some(FileType::Char) && st.st_rdev == 0;
         if !is_dir(&st) && !whiteout && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(to) = seen.get(&key) {

@@ -28,7 +28,7 @@
 //! # Path safety
 //!
 //! Operations run inside the merged view: after mounting, the worker `fchdir`s to the
-//! merged directory and `chroot(".")`s there, then runs each [`Op`] as the plain syscall on
+//! merged directory and `chroot(".")`s there, then runs each [`Op`](crate::ops::Op) as the plain syscall on
 //! the path exactly as given, as a user would. So every path rule (absolute symlinks, `..`
 //! at the root, trailing slashes, `ELOOP` after 40 links, `rmdir("/")`) is the kernel's
 //! own, and none of them reaches past the merged root. Before unmounting, it escapes back
@@ -213,7 +213,8 @@ impl KernelBackend {
             Err(e) => {
                 backend.kill();
                 Err(BackendError::Failed(format!(
-                    "the kernel worker could not set up: {e}"
+                    "the kernel worker could not set up: {}",
+                    message(&e)
                 )))
             }
         }
@@ -228,10 +229,7 @@ impl KernelBackend {
             return if p.is_file() {
                 Ok(p)
             } else {
-                Err(format!(
-                    "{WORKER_ENV}={} is not a file",
-                    p.display()
-                ))
+                Err(format!("{WORKER_ENV}={} is not a file", p.display()))
             };
         }
         let exe = std::env::current_exe()
@@ -280,7 +278,7 @@ impl KernelBackend {
         let worker = KernelBackend::find_worker()?;
         KernelBackend::with_worker(worker)
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(|e| message(&e))
     }
 
     /// The timeout of one command.
@@ -405,6 +403,14 @@ impl Backend for KernelBackend {
     }
 }
 
+/// The message of an error, without the variant's prefix.
+fn message(e: &BackendError) -> String {
+    match e {
+        BackendError::Failed(m) | BackendError::Usage(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A short name for a command, for error messages.
 fn describe(cmd: &Command) -> String {
     fn cut(mut s: String) -> String {
@@ -441,10 +447,7 @@ fn describe(cmd: &Command) -> String {
     }
 }
 
-type SpawnRequest = (
-    std::process::Command,
-    mpsc::Sender<std::io::Result<Child>>,
-);
+type SpawnRequest = (std::process::Command, mpsc::Sender<std::io::Result<Child>>);
 
 /// Spawns `cmd` from one long-lived thread. `PR_SET_PDEATHSIG` fires when the thread that
 /// spawned the worker exits, not the process; spawning from a thread that lives as long as

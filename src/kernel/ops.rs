@@ -1,7 +1,7 @@
 //! Operations on the merged view, as plain syscalls on the paths as given. The worker's
 //! root is the merged root while these run, so the kernel resolves every path itself.
 
-use super::layers::XATTR_MAX;
+use super::layers::{mode_of, XATTR_MAX};
 use crate::backend::BackendError;
 use crate::errno::Errno;
 use crate::layer::FileType;
@@ -102,7 +102,7 @@ fn open(path: &str, flags: OFlags, mode: u32) -> Result<OwnedFd, Fail> {
 }
 
 fn stat_of(st: &rustix::fs::Stat) -> Result<Stat, Fail> {
-    let mode = st.st_mode as u32;
+    let mode = mode_of(st);
     let kind = FileType::from_ifmt(mode).ok_or_else(|| {
         harness(format!(
             "file type {:o} has no name in the model",
@@ -130,7 +130,11 @@ fn file_type(t: rustix::fs::FileType) -> Result<FileType, Fail> {
         T::CharacterDevice => FileType::Char,
         T::BlockDevice => FileType::Block,
         T::Fifo => FileType::Fifo,
-        other => return Err(harness(format!("d_type {other:?} has no name in the model"))),
+        other => {
+            return Err(harness(format!(
+                "d_type {other:?} has no name in the model"
+            )))
+        }
     })
 }
 

@@ -68,8 +68,13 @@ impl Overlay {
         self.upper_mut().update(ino, |i| match attr {
             Attr::Mode(mode) => i.mode = mode & 0o7777,
             Attr::Owner(uid, gid) => {
-                i.uid = uid;
-                i.gid = gid;
+                // -1 leaves that id as it is (kernel: `chown_common`).
+                if uid != u32::MAX {
+                    i.uid = uid;
+                }
+                if gid != u32::MAX {
+                    i.gid = gid;
+                }
                 if !i.is_dir() {
                     i.mode &= !0o4000;
                     if i.mode & 0o2010 == 0o2010 {
@@ -87,7 +92,7 @@ impl Overlay {
         self.setattr(path, Attr::Mode(mode))
     }
 
-    /// `chown(2)`. See [`Overlay::setattr`].
+    /// `chown(2)`; an id of `u32::MAX` (-1) is left unchanged. See [`Overlay::setattr`].
     pub(crate) fn chown(&mut self, path: &str, uid: u32, gid: u32) -> SysResult<()> {
         self.setattr(path, Attr::Owner(uid, gid))
     }

@@ -77,10 +77,7 @@ impl Overlay {
                         }
                     }
                 }
-                Last::Dot | Last::DotDot | Last::Root => {
-                    let dir = self.resolve(path, Follow::Yes)?;
-                    dir
-                }
+                Last::Dot | Last::DotDot | Last::Root => self.resolve(path, Follow::Yes)?,
             }
         } else {
             let follow = if flags.nofollow { Follow::No } else { Follow::Yes };
