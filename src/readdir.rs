@@ -43,12 +43,14 @@ impl Overlay {
             let entries = layer.get(ino).entries().expect("model invariant: readdir of a directory");
             return entries.iter().map(|(n, i)| (n.clone(), layer.get(*i).file_type())).collect();
         }
-        self.read_merged(d).into_iter().filter(|(_, e)| !e.is_whiteout).map(|(n, e)| (n, e.ftype)).collect()
+        self.read_merged(d, true).into_iter().filter(|(_, e)| !e.is_whiteout).map(|(n, e)| (n, e.ftype)).collect()
     }
 
     /// Every name of every layer of `d`, top-most entry first, whiteouts included (kernel:
-    /// `ovl_dir_read_merged`).
-    pub(crate) fn read_merged(&self, d: &Dentry) -> BTreeMap<String, CacheEntry> {
+    /// `ovl_dir_read_merged`). Xattr whiteouts count as whiteouts only with
+    /// `check_xwhiteouts`: the kernel defers that check to `ovl_iterate`, so the
+    /// empty-directory check does not make it.
+    pub(crate) fn read_merged(&self, d: &Dentry, check_xwhiteouts: bool) -> BTreeMap<String, CacheEntry> {
         let mut seen: BTreeMap<String, CacheEntry> = BTreeMap::new();
         let mut add = |layer: &Layer, ino: u64, is_upper: bool, xwhiteouts: bool| {
             for (name, child) in layer.get(ino).entries().expect("model invariant: merged layers are directories").iter() {
@@ -64,18 +66,19 @@ impl Overlay {
             add(self.upper.as_ref().expect("upper"), u, true, false);
         }
         for l in &d.lowers {
-            let x = d.xwhiteouts && d.xwhiteout_layers.contains(&l.layer);
+            let x = check_xwhiteouts && d.xwhiteouts && d.xwhiteout_layers.contains(&l.layer);
             add(&self.lowers[l.layer], l.ino, false, x);
         }
         seen
     }
 
     /// Whether a directory looks empty for rmdir and rename: it shows no entry but whiteouts
-    /// (kernel: `ovl_check_empty_dir`). Returns the upper whiteouts to clear, or `None`
+    /// (kernel: `ovl_check_empty_dir`). NOTE(kernel): an xattr whiteout counts as an entry
+    /// here, though readdir hides it. Returns the upper whiteouts to clear, or `None`
     /// when something is visible (ENOTEMPTY).
     pub(crate) fn check_empty_dir(&self, d: &Dentry) -> Option<Vec<String>> {
         let mut upper_whiteouts = Vec::new();
-        for (name, e) in self.read_merged(d) {
+        for (name, e) in self.read_merged(d, false) {
             if !e.is_whiteout {
                 return None;
             }

@@ -62,23 +62,36 @@ impl Overlay {
     /// Kernel: `ovl_create_or_link`. The parent chain is copied up first. Over an upper
     /// whiteout the whiteout is replaced (`ovl_create_over_whiteout`), and a new directory
     /// there is made opaque, whatever the whiteout hid. Elsewhere, including over a whiteout
-    /// in a lower layer, the object is created plainly (`ovl_create_upper`).
+    /// in a lower layer, the object is created plainly (`ovl_create_upper`), except that a
+    /// new directory in a merged parent is made opaque when offline changes to the lowers
+    /// are not allowed anyway (kernel: `ovl_allow_offline_changes` is false with
+    /// `redirect_dir=on`, `index`, `metacopy` or `xino=on`).
     pub(crate) fn create_object(&mut self, new: &mut NewName, inode: Inode) -> Ino {
+        let parent_merge = new.chain.last().expect("chain").is_merge_dir();
         let depth = new.chain.len() - 1;
         self.copy_up(&mut new.chain, depth);
         let dir = new.chain[depth].upper.expect("parent copied up");
         let is_dir = inode.is_dir();
         let over_whiteout = new.dentry.is_whiteout();
+        let opaque = is_dir && (over_whiteout || (parent_merge && !self.allow_offline_changes()));
         let upper = self.upper_mut();
         if over_whiteout && upper.child(dir, &new.name).is_some() {
             upper.unlink(dir, &new.name);
         }
         let ino = upper.create(dir, &new.name, inode);
-        if over_whiteout && is_dir {
+        if opaque {
             let path = format!("{}/{}", Overlay::chain_path(&new.chain).trim_end_matches('/'), new.name);
             self.set_opaque(ino, path);
         }
         ino
+    }
+
+    /// Whether the lowers may be changed offline between mounts (kernel:
+    /// `ovl_allow_offline_changes`): not with `redirect_dir=on`, `index`, `metacopy` or
+    /// `xino=on`.
+    pub(crate) fn allow_offline_changes(&self) -> bool {
+        let o = &self.options;
+        !o.index && !o.metacopy && !o.redirect_dir.creates() && o.xino != crate::mount::Xino::On
     }
 
     /// `mkdir(2)`. Errors: those of [`Overlay::filename_create`].
