@@ -1,4 +1,85 @@
 //! ovlsim: an exact, pure in-memory model of Linux OverlayFS.
+//!
+//! The model answers every call a user makes on a merged directory with the result, or the
+//! errno, that Linux 6.18 gives, in the same precedence, and leaves the upper layer the
+//! kernel would leave on disk. A real-kernel oracle ([`kernel`]) replays the same calls on a
+//! real overlay mount, so that every rule here is checked against the kernel, not against
+//! the documentation.
+//!
+//! # Glossary
+//! - **lower**, **upper**: the read-only layers (`lowerdir=L0:L1`, numbered from 0, the
+//!   top-most) and the writable one (`upperdir=`).
+//! - **merged**: the view the mount shows; a merged directory is one that exists in two or
+//!   more layers.
+//! - **whiteout**: a character device 0/0 (or a zero-size file with the
+//!   `trusted.overlay.whiteout` xattr) that hides a name of the layers below.
+//! - **opaque**: a directory with `trusted.overlay.opaque=y`, which hides everything below.
+//! - **copy-up**: copying a lower object (and its parents) into the upper before a change.
+//! - **redirect**: `trusted.overlay.redirect` on a renamed directory, naming where its lower
+//!   content lives.
+//!
+//! # Module map
+//! | module | concept | kernel |
+//! |---|---|---|
+//! | [`layer`] | persistent layer trees, inodes, xattrs | the real filesystems |
+//! | [`overlay`] | the mounted overlay, `Clone` in O(1) | `super.c` |
+//! | [`mount`] | options and their validation | `params.c` |
+//! | [`path`] | resolution in the merged namespace | `fs/namei.c` |
+//! | [`lookup`] | per-name merge across layers | `namei.c` |
+//! | [`copy_up`] | copy-up, parents first | `copy_up.c` |
+//! | [`whiteout`] | whiteouts, opaque directories, private xattrs | `dir.c`, `util.c`, `xattrs.c` |
+//! | [`readdir`] | merged listing, empty-directory check | `readdir.c` |
+//! | [`inode`] | what `stat` reports, inode identity | `inode.c` |
+//! | [`ops`] | the syscalls: checks first, then the change | `dir.c`, `file.c`, `inode.c` |
+//! | [`backend`] | one protocol for the model and the kernel | |
+//! | [`kernel`] | the real-mount backend | |
+//! | [`scenario`] | YAML scenarios, runner, recorder | |
+//!
+//! # A tour
+//! ```
+//! use ovlsim::layer::{Inode, Layer};
+//! use ovlsim::{Errno, Event, Op, Options, Outcome, Overlay};
+//!
+//! let mut lower = Layer::new();
+//! lower.put("/etc/motd", Inode::file(b"hello", 0o644));
+//! let mut ov = Overlay::mount(vec![lower], Some(Layer::new()), Options::default()).unwrap();
+//!
+//! // Reading never copies up.
+//! let read = Op::Read { path: "/etc/motd".into() };
+//! assert_eq!(ov.apply(&read), Outcome::Data(b"hello".to_vec()));
+//! assert!(ov.take_events().is_empty());
+//!
+//! // Removing a lower file copies its parent up and leaves a whiteout.
+//! assert_eq!(ov.apply(&Op::Unlink { path: "/etc/motd".into() }), Outcome::Ok);
+//! assert_eq!(
+//!     ov.take_events(),
+//!     [Event::CopyUp { path: "/etc".into() }, Event::Whiteout { path: "/etc/motd".into() }]
+//! );
+//! assert_eq!(ov.apply(&read), Outcome::Err(Errno::ENOENT));
+//!
+//! // A snapshot is an O(1) clone; the two overlays then go their own ways.
+//! let snapshot = ov.clone();
+//! ov.apply(&Op::Mkdir { path: "/etc/motd".into(), mode: 0o755 });
+//! assert!(matches!(snapshot.clone().apply(&Op::Stat { path: "/etc/motd".into() }), Outcome::Err(Errno::ENOENT)));
+//!
+//! // The upper layer is what the kernel leaves on disk: the new directory is opaque,
+//! // because it was made over a whiteout.
+//! let upper = ov.upper().unwrap();
+//! let dir = upper.walk(["etc", "motd"]).unwrap();
+//! assert_eq!(upper.get(dir).xattr("trusted.overlay.opaque"), Some(&b"y"[..]));
+//! ```
+//!
+//! # What the model leaves out
+//! - The kernel's bookkeeping xattrs (`trusted.overlay.origin`, `impure`, `uuid`) are not
+//!   written to the model's upper; the copy-up origin is kept in [`layer::Inode::origin`]
+//!   instead. The kernel backend drops them when it reads a layer back.
+//! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
+//!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
+//! - `index`, `metacopy`, `nfs_export` and `volatile` are refused as not modelled. Redirect
+//!   xattrs in lower layers that make two merged directories share one lower directory
+//!   depend on the kernel's inode cache and are out of contract.
+//! - Long-lived file descriptors (per-fd readdir cache, reads across a copy-up) are not
+//!   modelled: every operation opens, acts and closes.
 #![deny(missing_docs)]
 
 pub mod backend;
