@@ -96,6 +96,10 @@ pub struct Options {
     pub volatile: bool,
     /// `MS_RDONLY`: a read-only mount even with an upper.
     pub read_only: bool,
+    /// Pass `workdir=` even without an upper, as a script that drops `upperdir=` but keeps
+    /// the rest of its options would. The kernel ignores it ("option workdir is useless in a
+    /// non-upper mount, ignore"); so does the model.
+    pub workdir_without_upper: bool,
 }
 
 /// Why a mount was refused.

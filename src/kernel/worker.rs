@@ -292,6 +292,13 @@ impl Worker {
             }
             data.push(format!("upperdir={}", layer_dir(u)));
             data.push(format!("workdir={work}"));
+        } else if options.workdir_without_upper {
+            let work = format!("{WORKDIRS}/stray");
+            match rustix::fs::mkdirat(CWD, work.as_str(), Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(failed(format!("mkdir {work}: {e}"))),
+            }
+            data.push(format!("workdir={work}"));
         }
         data.push(options.to_mount_string());
         let data = std::ffi::CString::new(data.join(","))
