@@ -160,8 +160,8 @@ impl Overlay {
     /// whiteout or opaque directory.
     ///
     /// Errors, in precedence order: ENAMETOOLONG (name longer than 255), EINVAL (a malformed
-    /// redirect xattr), EPERM (a redirect with `redirect_dir=nofollow`, or a metacopy file on
-    /// a mount without metacopy), EIO (an upper metacopy file with no lower data).
+    /// redirect xattr), EIO (a copy-up origin of another type), EPERM (a redirect with
+    /// `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy).
     pub(crate) fn lookup_child(&self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
         if name.len() > NAME_LEN_MAX {
             return Err(Errno::ENAMETOOLONG);
@@ -184,15 +184,18 @@ impl Overlay {
         let mut upper = None;
         let mut upper_redirect = None;
         let mut upper_opaque = false;
-        let mut upper_metacopy = false;
         let mut origin = None;
         let mut poe_is_root = parent.name.is_empty() && parent.lowers.len() == self.lowers.len();
         if let Some(udir) = parent.upper {
             upper = self.lookup_layer(Which::Upper, udir, &mut d)?;
             if let Some(u) = upper {
                 if !d.is_dir {
-                    upper_metacopy = d.metacopy;
                     origin = self.check_origin(self.which(Which::Upper).get(u))?;
+                    // NOTE(kernel): refused at once, with or without lower data (observed on
+                    // 6.18: EPERM, not the EIO of "metacopy with no lower data").
+                    if d.metacopy && !self.options.metacopy {
+                        return Err(Errno::EPERM);
+                    }
                 }
             }
             if let Some(r) = &d.redirect {
@@ -220,7 +223,7 @@ impl Overlay {
                 i += 1;
                 continue;
             };
-            if (upper_metacopy || d.metacopy) && !self.options.metacopy {
+            if d.metacopy && !self.options.metacopy {
                 return Err(Errno::EPERM);
             }
             if !last && self.lowers[lower.layer].get(this).is_dir() && self.is_xwhiteouts_dir(lower.layer, this) {
@@ -241,10 +244,6 @@ impl Overlay {
                 }
                 _ => i += 1,
             }
-        }
-        if d.metacopy || (upper_metacopy && stack.is_empty()) {
-            // kernel: "metacopy with no lower data found - abort lookup"
-            return Err(Errno::EIO);
         }
         if !d.is_dir && upper.is_some() && stack.is_empty() {
             if let Some(o) = origin {
