@@ -38,7 +38,7 @@ impl Overlay {
     /// owner, the symlink target or device numbers, and every xattr but overlay's private
     /// ones (escaped `trusted.overlay.overlay.*` xattrs are copied unchanged; kernel:
     /// `ovl_copy_xattr`). It records the lower object as its origin (kernel:
-    /// `ovl_set_origin`, kept here outside the xattrs).
+    /// `ovl_set_origin`, kept here outside the xattrs), and marks the parent impure.
     fn copy_up_one(&mut self, parent: u64, d: &Dentry) -> u64 {
         let lower = *d.lowers.first().expect("model invariant: copy-up of a lower object");
         let src = self.lowers[lower.layer].get(lower.ino);
@@ -53,6 +53,8 @@ impl Overlay {
             src.xattrs.iter().filter(|(k, _)| !whiteout::is_private_xattr(self, k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
         let upper = self.upper.as_mut().expect("model invariant: copy-up needs an upper");
+        // The parent may now hold non-pure upper entries (kernel: `ovl_set_impure`).
+        upper.update(parent, |p| p.impure = true);
         upper.create(parent, &d.name, copy)
     }
 }

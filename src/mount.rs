@@ -138,57 +138,47 @@ impl MountError {
 impl Options {
     /// The effective options after the kernel's implications, or the kernel's refusal.
     ///
-    /// Kernel: `ovl_fs_params_verify` in params.c. Checked in its order:
-    /// 1. `redirect_dir=off` maps to `follow` (`redirect_always_follow=Y`);
-    /// 2. `metacopy=on` with redirects not `on`: EINVAL unless only implied, in which case
-    ///    metacopy turns `redirect_dir` on (an explicit `redirect_dir=off|follow|nofollow`
-    ///    conflicts);
-    /// 3. `nfs_export=on` implies `index=on`; `nfs_export=on` with an explicit `index=off`
-    ///    conflicts (EINVAL);
-    /// 4. `userxattr` with an explicit `redirect_dir` other than `nofollow`, or with
-    ///    `metacopy=on`: EINVAL ("conflicting options"); otherwise `userxattr` forces
-    ///    `redirect_dir=nofollow`. NOTE(kernel): overlayfs.rst says userxattr merely implies
-    ///    nofollow; an explicit `redirect_dir=off` (shown as `follow`) is refused on 6.18;
-    /// 5. `volatile` without an upper: EINVAL.
-    ///
-    /// `explicit_redirect` says whether `redirect_dir` was given by the user (a default
-    /// does not conflict with `metacopy=on`).
-    pub fn verify(
-        mut self,
-        has_upper: bool,
-        explicit_redirect: bool,
-    ) -> Result<Options, MountError> {
-        let conflict =
-            |what: &str| MountError::refused(Errno::EINVAL, format!("conflicting options: {what}"));
-        if self.metacopy && !self.redirect_dir.creates() {
-            if explicit_redirect {
-                let shown = if self.redirect_dir == RedirectDir::Off {
-                    "follow"
-                } else {
-                    self.redirect_dir.as_str()
-                };
-                return Err(conflict(&format!("metacopy=on,redirect_dir={shown}")));
-            }
-            self.redirect_dir = RedirectDir::On;
+    /// Kernel: `ovl_fs_params_verify` in params.c, in its order. The harness always passes
+    /// `redirect_dir`, `index`, `metacopy` and `xino` explicitly (see
+    /// [`Options::to_mount_string`]), so the kernel's "set explicitly" conflicts apply to
+    /// them:
+    /// 1. without an upper, `index` and `volatile` are ignored ("useless in a non-upper
+    ///    mount");
+    /// 2. `metacopy=on` with redirects not `on`: EINVAL ("conflicting options:
+    ///    metacopy=on,redirect_dir=follow"; `off` is shown as `follow`);
+    /// 3. `nfs_export=on` without `index`: without an upper and with redirects not
+    ///    `nofollow` it falls back to off; otherwise EINVAL ("nfs_export=on,index=off");
+    /// 4. `nfs_export=on,metacopy=on`: EINVAL;
+    /// 5. `userxattr` with `redirect_dir` other than `nofollow`, or with `metacopy=on`:
+    ///    EINVAL. NOTE(kernel): overlayfs.rst says userxattr implies nofollow; an explicit
+    ///    `redirect_dir=off` is refused on 6.18.
+    pub fn verify(mut self, has_upper: bool) -> Result<Options, MountError> {
+        let conflict = |what: &str| MountError::refused(Errno::EINVAL, format!("conflicting options: {what}"));
+        let shown = |r: RedirectDir| if r == RedirectDir::Off { "follow" } else { r.as_str() };
+        if !has_upper {
+            self.index = false;
+            self.volatile = false;
         }
-        if self.nfs_export {
-            self.index = true;
+        if self.metacopy && !self.redirect_dir.creates() {
+            return Err(conflict(&format!("metacopy=on,redirect_dir={}", shown(self.redirect_dir))));
+        }
+        if self.nfs_export && !self.index {
+            if !has_upper && self.redirect_dir != RedirectDir::Nofollow {
+                self.nfs_export = false;
+            } else {
+                return Err(conflict("nfs_export=on,index=off"));
+            }
+        }
+        if self.nfs_export && self.metacopy {
+            return Err(conflict("nfs_export=on,metacopy=on"));
         }
         if self.userxattr {
-            if explicit_redirect && self.redirect_dir != RedirectDir::Nofollow {
-                let shown = if self.redirect_dir == RedirectDir::Off { "follow" } else { self.redirect_dir.as_str() };
-                return Err(conflict(&format!("userxattr,redirect_dir={shown}")));
+            if self.redirect_dir != RedirectDir::Nofollow {
+                return Err(conflict(&format!("userxattr,redirect_dir={}", shown(self.redirect_dir))));
             }
             if self.metacopy {
                 return Err(conflict("userxattr,metacopy=on"));
             }
-            self.redirect_dir = RedirectDir::Nofollow;
-        }
-        if self.volatile && !has_upper {
-            return Err(MountError::refused(
-                Errno::EINVAL,
-                "option \"volatile\" is meaningless in a non-upper mount",
-            ));
         }
         Ok(self)
     }

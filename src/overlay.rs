@@ -89,7 +89,7 @@ impl Overlay {
         if upper.is_none() && lowers.len() < 2 {
             return refused(Errno::EINVAL, "at least 2 lowerdir are needed while upperdir nonexistent");
         }
-        let options = options.verify(upper.is_some(), true)?;
+        let options = options.verify(upper.is_some())?;
         let mut ids: Vec<_> = lowers.iter().map(Layer::id).collect();
         ids.extend(upper.as_ref().map(Layer::id));
         ids.sort();

@@ -31,6 +31,10 @@ impl Overlay {
     /// once each, with the `d_type` of the top-most; whiteouts and the names they hide are
     /// left out (kernel: `ovl_dir_read_merged`, `ovl_fill_merge`). In a lower layer whose
     /// copy carries `opaque=x`, xattr whiteouts count as whiteouts too.
+    /// In a merged directory whose upper is impure, each upper entry is looked up again for
+    /// its inode number, and one whose lookup fails or finds nothing (a redirect under
+    /// `nofollow`, an upper xattr whiteout) is left out as stale (kernel: `ovl_calc_d_ino`,
+    /// `ovl_cache_update`).
     /// NOTE(kernel): a non-merged directory (pure upper, or from one lower only) is read
     /// straight from the real directory, so its whiteouts *are* listed, a char 0/0 as a
     /// character device, though stat of them gives ENOENT.
@@ -43,7 +47,13 @@ impl Overlay {
             let entries = layer.get(ino).entries().expect("model invariant: readdir of a directory");
             return entries.iter().map(|(n, i)| (n.clone(), layer.get(*i).file_type())).collect();
         }
-        self.read_merged(d, true).into_iter().filter(|(_, e)| !e.is_whiteout).map(|(n, e)| (n, e.ftype)).collect()
+        let impure = self.upper_inode(d).is_some_and(|i| i.impure);
+        self.read_merged(d, true)
+            .into_iter()
+            .filter(|(_, e)| !e.is_whiteout)
+            .filter(|(name, e)| !(impure && e.is_upper) || self.lookup_child(d, name).is_ok_and(|c| c.is_positive()))
+            .map(|(n, e)| (n, e.ftype))
+            .collect()
     }
 
     /// Every name of every layer of `d`, top-most entry first, whiteouts included (kernel:

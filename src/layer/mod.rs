@@ -153,6 +153,9 @@ pub struct Inode {
     pub nlink: u32,
     /// The copy-up origin, for an upper inode that was copied up (or redirected) from a lower.
     pub origin: Option<Origin>,
+    /// An upper directory that may hold copied-up entries (the kernel's
+    /// `trusted.overlay.impure`, kept here outside the xattrs, like `origin`).
+    pub impure: bool,
 }
 
 impl Inode {
@@ -171,6 +174,7 @@ impl Inode {
             xattrs: Xattrs::new(),
             nlink,
             origin: None,
+            impure: false,
         }
     }
 

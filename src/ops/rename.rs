@@ -141,7 +141,19 @@ impl Overlay {
             self.copy_up(new_chain, depth);
             new = new_chain.pop().expect("pushed");
         }
+        // Moving an object with a copy-up origin to a new parent marks that parent impure
+        // (kernel: `ovl_set_impure` in `ovl_rename`).
         let old_dir = old_chain.last().expect("chain").upper.expect("copied up");
+        let new_dir_ino = new_chain.last().expect("chain").upper.expect("copied up");
+        if !samedir {
+            let upper = self.upper_mut();
+            if old.has_origin() {
+                upper.update(new_dir_ino, |p| p.impure = true);
+            }
+            if !overwrite && new.has_origin() {
+                upper.update(old_dir, |p| p.impure = true);
+            }
+        }
         let new_dir = new_chain.last().expect("chain").upper.expect("copied up");
         let old_ino = old.upper.expect("copied up");
 
