@@ -201,6 +201,10 @@ fn rows() -> Vec<(Mount, Op, Errno)> {
         (Rw, Op::Setxattr { path: p("/fifo"), name: p("user.a"), value: vec![] }, EPERM),
         (Rw, Op::Getxattr { path: p("/fifo"), name: p("user.a") }, ENODATA),
         (Rw, Op::Setxattr { path: p("/f"), name: p("bogus.a"), value: vec![] }, EOPNOTSUPP),
+        (Rw, Op::Getxattr { path: p("/f"), name: p("bogus.a") }, EOPNOTSUPP),
+        (Rw, Op::Listxattr { path: p("/missing") }, ENOENT),
+        (Rw, Op::Listxattr { path: p("/f/x") }, ENOTDIR),
+        (Rw, Op::Readlink { path: p("/missing") }, ENOENT),
     ]
 }
 
