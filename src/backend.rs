@@ -316,6 +316,12 @@ impl Backend for ModelBackend {
                     .layers
                     .get_mut(layer)
                     .ok_or_else(|| BackendError::Usage(format!("no layer named {layer:?}")))?;
+                let path = match edit {
+                    Edit::Put { path, .. } | Edit::Link { path, .. } | Edit::Remove { path } => path,
+                };
+                if crate::layer::components(path).next().is_none() {
+                    return Err(BackendError::Usage(format!("an edit needs a path below the layer root, not {path:?}")));
+                }
                 match edit {
                     Edit::Put { path, node } => {
                         l.put(path, node.to_inode());
@@ -323,7 +329,7 @@ impl Backend for ModelBackend {
                     Edit::Link { path, to } => {
                         l.put_link(path, to).ok_or_else(|| {
                             BackendError::Usage(format!(
-                                "link target {to:?} is missing or a directory"
+                                "link target {to:?} is missing or a directory, or {path:?} would replace it"
                             ))
                         })?;
                     }

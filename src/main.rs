@@ -1,1 +1,252 @@
-fn main() {}
+//! `ovlsim`: replay, record and explain overlay scenarios (see `spec/README.md`).
+//!
+//! One function per subcommand; a new subcommand is a variant of [`Cmd`], an args struct
+//! and a `cmd_*` function.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ovlsim::backend::{Backend, ModelBackend};
+use ovlsim::kernel::KernelBackend;
+use ovlsim::scenario::{self, RunReport};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "ovlsim", version, about = "An exact model of Linux OverlayFS, checked against the real kernel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay scenarios and check every expectation; ends with `N passed, N failed`.
+    Run(RunArgs),
+    /// Fill in a scenario's expectations and final trees from a backend.
+    Record(RecordArgs),
+    /// Replay a scenario on the model and explain each step.
+    Show(ShowArgs),
+}
+
+/// Which backend(s) `run` replays on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RunBackend {
+    /// The in-memory model.
+    Model,
+    /// A real overlay mount.
+    Kernel,
+    /// Both, comparing them step by step.
+    Both,
+}
+
+/// Which backend `record` uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OneBackend {
+    /// The in-memory model.
+    Model,
+    /// A real overlay mount.
+    Kernel,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario files, or directories searched recursively for `*.yaml`.
+    #[arg(default_value = "spec/")]
+    paths: Vec<PathBuf>,
+    /// The backend to replay on.
+    #[arg(long, value_enum, default_value_t = RunBackend::Model)]
+    backend: RunBackend,
+    /// Print machine-readable results (JSON) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RecordArgs {
+    /// The scenario file.
+    file: PathBuf,
+    /// Where to write the result: a file, or `-` for stdout (default: the file itself).
+    #[arg(short, long)]
+    output: Option<String>,
+    /// The backend to record from (default: the kernel when available, else the model).
+    #[arg(long, value_enum)]
+    backend: Option<OneBackend>,
+}
+
+#[derive(clap::Args)]
+struct ShowArgs {
+    /// The scenario file.
+    file: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run(a) => cmd_run(a),
+        Cmd::Record(a) => cmd_record(a),
+        Cmd::Show(a) => cmd_show(a),
+    }
+}
+
+/// A backend by choice, or why it cannot be had.
+fn backend(which: OneBackend) -> Result<Box<dyn Backend>, String> {
+    match which {
+        OneBackend::Model => Ok(Box::new(ModelBackend::new())),
+        OneBackend::Kernel => KernelBackend::new()
+            .map(|k| Box::new(k) as Box<dyn Backend>)
+            .map_err(|e| format!("the kernel backend cannot start: {e}")),
+    }
+}
+
+/// A failed report for a scenario whose backend could not be had.
+fn backend_failure(file: &str, name: &str, why: String) -> RunReport {
+    RunReport {
+        file: file.to_owned(),
+        name: name.to_owned(),
+        backend: "kernel".into(),
+        steps_total: 0,
+        steps_run: 0,
+        failures: vec![scenario::Failure {
+            backend: "kernel".into(),
+            step: None,
+            what: "setup".into(),
+            pos: None,
+            message: why,
+            expected: None,
+            actual: None,
+            diff: Vec::new(),
+        }],
+    }
+}
+
+fn run_one(path: &std::path::Path, which: RunBackend) -> RunReport {
+    let file = path.display().to_string();
+    let label = match which {
+        RunBackend::Model => "model",
+        RunBackend::Kernel => "kernel",
+        RunBackend::Both => "model+kernel",
+    };
+    let s = match scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return RunReport::from_error(&file, label, &e),
+    };
+    match which {
+        RunBackend::Model => scenario::run(&s, &mut ModelBackend::new()),
+        RunBackend::Kernel => match backend(OneBackend::Kernel) {
+            Ok(mut k) => scenario::run(&s, k.as_mut()),
+            Err(why) => backend_failure(&file, &s.name, why),
+        },
+        RunBackend::Both => match backend(OneBackend::Kernel) {
+            Ok(mut k) => scenario::run_both(&s, &mut ModelBackend::new(), k.as_mut()),
+            Err(why) => backend_failure(&file, &s.name, why),
+        },
+    }
+}
+
+fn cmd_run(a: RunArgs) -> ExitCode {
+    let files = match scenario::find_files(&a.paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ovlsim: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if files.is_empty() {
+        eprintln!("ovlsim: no scenario files (*.yaml) found");
+    }
+    let mut reports = Vec::new();
+    for f in &files {
+        let r = run_one(f, a.backend);
+        if !a.json {
+            if r.passed() {
+                println!("ok   {} [{}]", r.file, r.backend);
+            } else {
+                println!("FAIL {} [{}]", r.file, r.backend);
+                print!("{}", r.details(20));
+            }
+        }
+        reports.push(r);
+    }
+    let passed = reports.iter().filter(|r| r.passed()).count();
+    let failed = reports.len() - passed;
+    if a.json {
+        let out = serde_json::json!({ "passed": passed, "failed": failed, "results": reports });
+        println!("{}", serde_json::to_string_pretty(&out).expect("reports serialise"));
+    } else {
+        println!("{passed} passed, {failed} failed");
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn cmd_record(a: RecordArgs) -> ExitCode {
+    let file = a.file.display().to_string();
+    let mut s = match scenario::load(&a.file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let which = match a.backend {
+        Some(b) => b,
+        None => match KernelBackend::available() {
+            Ok(()) => OneBackend::Kernel,
+            Err(why) => {
+                eprintln!("ovlsim: the kernel is not available ({why})");
+                OneBackend::Model
+            }
+        },
+    };
+    let name = match which {
+        OneBackend::Model => "model",
+        OneBackend::Kernel => "kernel",
+    };
+    let mut b = match backend(which) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("ovlsim: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("ovlsim: recording {file} with the {name} backend");
+    if let Err(e) = scenario::record(&mut s, b.as_mut()) {
+        eprintln!("{e}");
+        return ExitCode::FAILURE;
+    }
+    let yaml = s.to_yaml();
+    if let Err(e) = scenario::parse(&yaml, &file) {
+        eprintln!("ovlsim: internal error: the recorded scenario does not read back:\n{e}\n{yaml}");
+        return ExitCode::FAILURE;
+    }
+    let written = match a.output.as_deref() {
+        Some("-") => {
+            print!("{yaml}");
+            Ok(())
+        }
+        Some(out) => std::fs::write(out, &yaml),
+        None => std::fs::write(&a.file, &yaml),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ovlsim: cannot write the scenario: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cmd_show(a: ShowArgs) -> ExitCode {
+    match scenario::load(&a.file) {
+        Ok(s) => {
+            print!("{}", scenario::show(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -460,6 +460,9 @@ impl Layer {
 
     /// Puts `inode` at `path` (`/`-separated, from the root), creating missing parents as
     /// directories with mode 0755 and replacing whatever was there. For building layers.
+    ///
+    /// # Panics
+    /// If `path` names the root, which cannot be replaced: callers check.
     pub fn put(&mut self, path: &str, inode: Inode) -> Ino {
         let (dir, name) = self.put_parents(path);
         if self.child(dir, name).is_some() {
@@ -470,15 +473,23 @@ impl Layer {
 
     /// Makes `path` another name for the inode at `existing`. For building layers.
     ///
-    /// Returns `None` when `existing` is missing or is a directory.
+    /// Returns `None` when `existing` is missing or is a directory, when `path` is the root,
+    /// or when making `path`'s parents would remove `existing` itself.
     pub fn put_link(&mut self, path: &str, existing: &str) -> Option<Ino> {
         let ino = self.walk(components(existing))?;
-        if self.get(ino).is_dir() {
+        if self.get(ino).is_dir() || components(path).next().is_none() {
             return None;
         }
         let (dir, name) = self.put_parents(path);
-        if self.child(dir, name).is_some() {
-            self.unlink(dir, name);
+        if self.try_get(ino).is_none() {
+            return None;
+        }
+        match self.child(dir, name) {
+            Some(same) if same == ino => return Some(ino),
+            Some(_) => {
+                self.unlink(dir, name);
+            }
+            None => {}
         }
         self.link(dir, name, ino);
         Some(ino)

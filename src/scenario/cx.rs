@@ -27,6 +27,8 @@ pub(crate) struct Cx<'t> {
     pub problems: Vec<RawProblem>,
     /// The step being read, if any.
     pub step: Option<StepRef>,
+    /// The scenario's layer names, for mounts and edits to name.
+    pub layers: Vec<String>,
 }
 
 /// `path` with one more segment.
@@ -62,11 +64,7 @@ pub(crate) fn type_name(v: &Value) -> String {
 impl<'t> Cx<'t> {
     /// A context for a document with this text.
     pub fn new(text: Option<&'t str>) -> Cx<'t> {
-        Cx {
-            text,
-            problems: Vec::new(),
-            step: None,
-        }
+        Cx { text, problems: Vec::new(), step: None, layers: Vec::new() }
     }
 
     /// Records a problem with the node at `path`.
@@ -90,15 +88,12 @@ impl<'t> Cx<'t> {
     }
 
     /// The mapping at `path`; an empty value counts as an empty mapping.
-    pub fn mapping<'v>(&mut self, v: &'v Value, path: &[Seg], what: &str) -> Option<Mapping> {
+    pub fn mapping(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<Mapping> {
         match v {
             Value::Mapping(m) => Some(m.clone()),
             Value::Null => Some(Mapping::new()),
             other => {
-                self.problem(
-                    path,
-                    format!("{what} must be a mapping, not {}", type_name(other)),
-                );
+                self.problem(path, format!("{what} must be a mapping, not {}", type_name(other)));
                 None
             }
         }
@@ -110,10 +105,7 @@ impl<'t> Cx<'t> {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
             other => {
-                self.key_problem(
-                    path_of_value,
-                    format!("a key must be a string, not {}; quote it", type_name(other)),
-                );
+                self.key_problem(path_of_value, format!("a key must be a string, not {}; quote it", type_name(other)));
                 None
             }
         }
@@ -142,10 +134,7 @@ impl<'t> Cx<'t> {
             if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
                 self.key_problem(
                     &kp,
-                    format!(
-                        "unknown field `{name}` in {what}; expected one of: {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown field `{name}` in {what}; expected one of: {}", allowed.join(", ")),
                 );
                 continue;
             }
@@ -159,10 +148,7 @@ impl<'t> Cx<'t> {
         match v {
             Value::String(s) => Some(s.clone()),
             other => {
-                self.problem(
-                    path,
-                    format!("{what} must be a string, not {}", type_name(other)),
-                );
+                self.problem(path, format!("{what} must be a string, not {}", type_name(other)));
                 None
             }
         }
@@ -174,13 +160,7 @@ impl<'t> Cx<'t> {
             Value::String(s) if !s.is_empty() => Some(s.clone()),
             Value::Number(n) if n.is_u64() => Some(n.to_string()),
             other => {
-                self.problem(
-                    path,
-                    format!(
-                        "an inode label must be a name such as `a`, not {}",
-                        type_name(other)
-                    ),
-                );
+                self.problem(path, format!("an inode label must be a name such as `a`, not {}", type_name(other)));
                 None
             }
         }
@@ -194,10 +174,7 @@ impl<'t> Cx<'t> {
             return None;
         }
         if !s.starts_with('/') {
-            self.problem(
-                path,
-                format!("{what} {s:?} is relative; paths are absolute, from the root `/`"),
-            );
+            self.problem(path, format!("{what} {s:?} is relative; paths are absolute, from the root `/`"));
             return None;
         }
         Some(s)
@@ -222,27 +199,7 @@ impl<'t> Cx<'t> {
         match n.and_then(|n| T::try_from(n).ok()) {
             Some(t) => Some(t),
             None => {
-                self.problem(
-                    path,
-                    format!(
-                        "{what} must be a non-negative integer in range, not {}",
-                        type_name(v)
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// A boolean.
-    pub fn boolean(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<bool> {
-        match v {
-            Value::Bool(b) => Some(*b),
-            other => {
-                self.problem(
-                    path,
-                    format!("{what} must be true or false, not {}", type_name(other)),
-                );
+                self.problem(path, format!("{what} must be a non-negative integer in range, not {}", type_name(v)));
                 None
             }
         }
@@ -287,18 +244,12 @@ impl<'t> Cx<'t> {
                 }
             }
             other => {
-                self.problem(
-                    path,
-                    format!("a mode must be octal such as 0644, not {}", type_name(other)),
-                );
+                self.problem(path, format!("a mode must be octal such as 0644, not {}", type_name(other)));
                 return None;
             }
         };
         if m > 0o7777 {
-            self.problem(
-                path,
-                format!("mode 0{m:o} has bits above 07777 (the file type is given apart)"),
-            );
+            self.problem(path, format!("mode 0{m:o} has bits above 07777 (the file type is given apart)"));
             return None;
         }
         Some(m)
@@ -310,13 +261,7 @@ impl<'t> Cx<'t> {
             Value::String(s) => Some(s.as_bytes().to_vec()),
             Value::Tagged(t) if t.tag == "hex" => self.hex(&t.value, path),
             other => {
-                self.problem(
-                    path,
-                    format!(
-                        "{what} must be a string or !hex \"00ff\", not {}",
-                        type_name(other)
-                    ),
-                );
+                self.problem(path, format!("{what} must be a string or !hex \"00ff\", not {}", type_name(other)));
                 None
             }
         }
@@ -329,10 +274,7 @@ impl<'t> Cx<'t> {
             Value::Number(n) if n.is_u64() => n.to_string(),
             Value::Null => String::new(),
             other => {
-                self.problem(
-                    path,
-                    format!("!hex takes hex digits, not {}", type_name(other)),
-                );
+                self.problem(path, format!("!hex takes hex digits, not {}", type_name(other)));
                 return None;
             }
         };
@@ -366,10 +308,7 @@ impl<'t> Cx<'t> {
                 Some((a?, b?))
             }
             other => {
-                self.problem(
-                    path,
-                    format!("a device number is [major, minor], not {}", type_name(other)),
-                );
+                self.problem(path, format!("a device number is [major, minor], not {}", type_name(other)));
                 None
             }
         }
@@ -380,19 +319,13 @@ impl<'t> Cx<'t> {
 fn raw_at(text: &str, line: usize, column: usize) -> String {
     let l = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
     let rest: String = l.chars().skip(column.saturating_sub(1)).collect();
-    rest.split(|c: char| c.is_whitespace() || ",]}#".contains(c))
-        .next()
-        .unwrap_or("")
-        .to_owned()
+    rest.split(|c: char| c.is_whitespace() || ",]}#".contains(c)).next().unwrap_or("").to_owned()
 }
 
 /// Bytes from hex digits, whitespace ignored.
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    let digits: Vec<u8> = s
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .map(|c| c.to_digit(16).map(|d| d as u8))
-        .collect::<Option<_>>()?;
+    let digits: Vec<u8> =
+        s.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
     if digits.len() % 2 != 0 {
         return None;
     }

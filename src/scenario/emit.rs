@@ -85,10 +85,7 @@ pub(crate) fn plain_ok(s: &str) -> bool {
     if "-~@%`'\"!&*|>?#".contains(first) {
         return false;
     }
-    if !s
-        .chars()
-        .all(|c| c.is_alphanumeric() || "_-./+=$^()~@% ".contains(c))
-    {
+    if !s.chars().all(|c| c.is_alphanumeric() || "_-./+=$^()~@% ".contains(c)) {
         return false;
     }
     matches!(yaml_serde::from_str::<Value>(s), Ok(Value::String(back)) if back == s)
@@ -121,9 +118,7 @@ pub(crate) fn scalar(s: &str) -> String {
             c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
                 out.push_str(&format!("\\x{:02x}", c as u32))
             }
-            '\u{feff}' | '\u{fffe}' | '\u{ffff}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
+            '\u{feff}' | '\u{fffe}' | '\u{ffff}' => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -184,17 +179,10 @@ pub(crate) fn one_line(y: &Y) -> String {
             Y::Null => format!("!{t}"),
             v => format!("!{t} {}", one_line(v)),
         },
-        Y::Seq(items, _) => format!(
-            "[{}]",
-            items.iter().map(one_line).collect::<Vec<_>>().join(", ")
-        ),
+        Y::Seq(items, _) => format!("[{}]", items.iter().map(one_line).collect::<Vec<_>>().join(", ")),
         Y::Map(entries, _) => format!(
             "{{{}}}",
-            entries
-                .iter()
-                .map(|(k, v)| format!("{}: {}", scalar(k), one_line(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            entries.iter().map(|(k, v)| format!("{}: {}", scalar(k), one_line(v))).collect::<Vec<_>>().join(", ")
         ),
     }
 }
@@ -269,11 +257,7 @@ pub(crate) fn write_seq(out: &mut String, items: &[Y], indent: usize) {
         out.push('-');
         match item {
             Y::Map(entries, style) if !entries.is_empty() => {
-                let fl = if *style == Style::Block {
-                    None
-                } else {
-                    flow(item)
-                };
+                let fl = if *style == Style::Block { None } else { flow(item) };
                 match fl {
                     Some(f) if indent + f.len() < WIDTH => {
                         out.push(' ');
@@ -300,10 +284,45 @@ mod tests {
     #[test]
     fn scalars_read_back() {
         for s in [
-            "", "a", "yes", "no", "null", "~", "1", "0644", "1.5", "-x", "- x", "a: b", "a #b",
-            " x", "x ", "é", "\u{7}", "a\nb", "\"q\"", "it's", "<<", "[x]", "{x}", ".", "/a/b",
-            "ENOENT", "\u{85}\u{2028}\u{feff}", "tab\there", "\\", "!x", "&a", "*a", "%x", "@x",
-            ".inf", "0x10", "0o7", "true", "False",
+            "",
+            "a",
+            "yes",
+            "no",
+            "null",
+            "~",
+            "1",
+            "0644",
+            "1.5",
+            "-x",
+            "- x",
+            "a: b",
+            "a #b",
+            " x",
+            "x ",
+            "é",
+            "\u{7}",
+            "a\nb",
+            "\"q\"",
+            "it's",
+            "<<",
+            "[x]",
+            "{x}",
+            ".",
+            "/a/b",
+            "ENOENT",
+            "\u{85}\u{2028}\u{feff}",
+            "tab\there",
+            "\\",
+            "!x",
+            "&a",
+            "*a",
+            "%x",
+            "@x",
+            ".inf",
+            "0x10",
+            "0o7",
+            "true",
+            "False",
         ] {
             let text = format!("k: {}\n", scalar(s));
             let v: Value = yaml_serde::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -334,9 +353,6 @@ mod tests {
         if let Y::Map(e, _) = &y {
             write_map(&mut out, e, 0);
         }
-        assert_eq!(
-            out,
-            "a: x\nd:\n  w: !whiteout\n  f: {mode: 0600}\ns: [a, b]\n"
-        );
+        assert_eq!(out, "a: x\nd:\n  w: !whiteout\n  f: {mode: 0600}\ns: [a, b]\n");
     }
 }

@@ -11,8 +11,7 @@
 //! holds a line by a light scan of the text (block style only).
 
 use serde::de::{
-    self, DeserializeSeed, Deserializer, EnumAccess, IgnoredAny, MapAccess, SeqAccess,
-    VariantAccess, Visitor,
+    self, DeserializeSeed, Deserializer, EnumAccess, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 use std::fmt;
 
@@ -50,10 +49,7 @@ const MARK: &str = "\u{0}ovlsim-probe";
 pub fn locate(text: &str, path: &[Seg], key: bool) -> Option<Pos> {
     let de = yaml_serde::Deserializer::from_str(text);
     match (Probe { path, key }).deserialize(de) {
-        Err(e) if e.to_string().contains(MARK) => e.location().map(|l| Pos {
-            line: l.line(),
-            column: l.column(),
-        }),
+        Err(e) if e.to_string().contains(MARK) => e.location().map(|l| Pos { line: l.line(), column: l.column() }),
         _ => None,
     }
 }
@@ -145,10 +141,7 @@ impl<'de> Visitor<'de> for Probe<'_> {
                         return Ok(());
                     }
                 }
-                a.next_element_seed(Probe {
-                    path: rest,
-                    key: self.key,
-                })?;
+                a.next_element_seed(Probe { path: rest, key: self.key })?;
                 Ok(())
             }
             Some(_) => Ok(()),
@@ -162,10 +155,7 @@ impl<'de> Visitor<'de> for Probe<'_> {
                 match a.next_key_seed(KeySeed { want: k, fail })? {
                     None => return Ok(()),
                     Some(true) => {
-                        a.next_value_seed(Probe {
-                            path: rest,
-                            key: self.key,
-                        })?;
+                        a.next_value_seed(Probe { path: rest, key: self.key })?;
                         return Ok(());
                     }
                     Some(false) => {
@@ -252,49 +242,74 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 }
 
-/// The step (index from 0, and its first key, the op) whose text holds line `line`, found by
-/// scanning the block-style `steps:` list. For documents that do not parse.
-pub fn step_at_line(text: &str, line: usize) -> Option<(usize, String)> {
+/// The block-style `steps:` list as text: each item's position (where its node starts) and
+/// first word (its op), and the line after the list ends. Empty when there is no block-style
+/// top-level `steps:` key.
+fn scan_steps(text: &str) -> (Vec<(Pos, String)>, usize) {
     let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| l.trim_end() == "steps:")?;
-    if line <= start + 1 {
-        return None;
-    }
+    let Some(start) = lines.iter().position(|l| l.trim_end() == "steps:") else {
+        return (Vec::new(), 0);
+    };
+    let mut items = Vec::new();
     let mut item_indent = None;
-    let mut current: Option<(usize, String)> = None;
-    let mut count = 0;
+    let mut pending: Option<String> = None;
     for (i, l) in lines.iter().enumerate().skip(start + 1) {
         let trimmed = l.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') {
-            if i + 1 == line {
-                return current;
-            }
             continue;
         }
         let indent = l.len() - trimmed.len();
-        if indent == 0 && !trimmed.starts_with('-') {
-            // The next top-level key: the steps list has ended.
-            return if i + 1 > line { current } else { None };
+        if let Some(op) = pending.take() {
+            // The item's node starts on the line after a lone `-`.
+            items.push((Pos { line: i + 1, column: indent + 1 }, op_word(trimmed, &op)));
         }
-        if trimmed == "-" || trimmed.starts_with("- ") {
-            let ind = *item_indent.get_or_insert(indent);
-            if indent == ind {
-                let op = trimmed[1..]
-                    .trim_start()
-                    .trim_start_matches('{')
-                    .split(|c: char| c == ':' || c == ',' || c.is_whitespace())
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                current = Some((count, op));
-                count += 1;
+        if indent == 0 && !trimmed.starts_with('-') {
+            return (items, i + 1);
+        }
+        if (trimmed == "-" || trimmed.starts_with("- ")) && *item_indent.get_or_insert(indent) == indent {
+            let after = trimmed[1..].trim_start();
+            if after.is_empty() {
+                pending = Some(String::new());
+            } else {
+                let column = indent + 1 + (trimmed.len() - after.len());
+                items.push((Pos { line: i + 1, column }, op_word(after, "")));
             }
         }
-        if i + 1 == line {
-            return current;
-        }
     }
-    current
+    (items, lines.len() + 1)
+}
+
+/// The first word of a step's text (its op).
+fn op_word(text: &str, default: &str) -> String {
+    let w =
+        text.trim_start_matches('{').split(|c: char| c == ':' || c == ',' || c.is_whitespace()).next().unwrap_or("");
+    if w.is_empty() {
+        default.to_owned()
+    } else {
+        w.to_owned()
+    }
+}
+
+/// The position of each of the `count` steps: from the text scan when it agrees with a
+/// probe of the first and the last step, else by probing each one.
+pub fn step_positions(text: &str, count: usize) -> Vec<Option<Pos>> {
+    let probe = |i: usize| locate(text, &[Seg::Key("steps".into()), Seg::Index(i)], false);
+    let (items, _) = scan_steps(text);
+    if count > 0 && items.len() == count && Some(items[0].0) == probe(0) && Some(items[count - 1].0) == probe(count - 1)
+    {
+        return items.into_iter().map(|(p, _)| Some(p)).collect();
+    }
+    (0..count).map(probe).collect()
+}
+
+/// The step (index from 0, and its first key, the op) whose text holds line `line`, found by
+/// scanning the block-style `steps:` list. For documents that do not parse.
+pub fn step_at_line(text: &str, line: usize) -> Option<(usize, String)> {
+    let (items, end) = scan_steps(text);
+    if line >= end {
+        return None;
+    }
+    items.iter().enumerate().rev().find(|(_, (p, _))| p.line <= line).map(|(i, (_, op))| (i, op.clone()))
 }
 
 #[cfg(test)]
@@ -311,15 +326,9 @@ mod tests {
     fn probes_find_nodes_keys_and_tagged_values() {
         let at = |p: &[Seg], key| locate(DOC, p, key).map(|p| (p.line, p.column));
         assert_eq!(at(&[k("layers"), k("L0"), k("a")], false), Some((5, 8)));
-        assert_eq!(
-            at(&[k("layers"), k("L0"), k("d"), k("mode")], true),
-            Some((6, 24))
-        );
+        assert_eq!(at(&[k("layers"), k("L0"), k("d"), k("mode")], true), Some((6, 24)));
         assert_eq!(at(&[k("steps"), Seg::Index(1)], false), Some((10, 5)));
-        assert_eq!(
-            at(&[k("steps"), Seg::Index(2), k("y"), Seg::Index(1)], false),
-            Some((12, 18))
-        );
+        assert_eq!(at(&[k("steps"), Seg::Index(2), k("y"), Seg::Index(1)], false), Some((12, 18)));
         assert_eq!(at(&[k("steps"), Seg::Index(3)], false), Some((13, 3)));
         assert_eq!(at(&[k("steps"), Seg::Index(4)], false), None);
         let near = locate_nearest(DOC, &[k("steps"), Seg::Index(1), k("nope")], true);
@@ -333,5 +342,30 @@ mod tests {
         assert_eq!(step_at_line(DOC, 12), Some((2, "op".into())));
         assert_eq!(step_at_line(DOC, 13), Some((3, "unmount".into())));
         assert_eq!(step_at_line(DOC, 4), None);
+    }
+
+    #[test]
+    fn scanned_step_positions_equal_the_probes() {
+        let probe_all = |text: &str, n: usize| -> Vec<Option<Pos>> {
+            (0..n).map(|i| locate(text, &[k("steps"), Seg::Index(i)], false)).collect()
+        };
+        let mut docs: Vec<String> = vec![
+            DOC.to_owned(),
+            "steps: [{stat: /a}, {stat: /b}]\n".to_owned(),
+            "steps:\n- stat: /a\n-\n  stat: /b\n# c\n-   unmount\nfinal: {}\n".to_owned(),
+        ];
+        for e in std::fs::read_dir("spec/examples").unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                docs.push(std::fs::read_to_string(p).unwrap());
+            }
+        }
+        for d in &docs {
+            let n = match yaml_serde::from_str::<yaml_serde::Value>(d).unwrap().get("steps") {
+                Some(yaml_serde::Value::Sequence(s)) => s.len(),
+                _ => 0,
+            };
+            assert_eq!(step_positions(d, n), probe_all(d, n), "{d}");
+        }
     }
 }

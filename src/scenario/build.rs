@@ -1,0 +1,126 @@
+//! Building a scenario from backend commands (and, optionally, their replies).
+
+use super::record::fill;
+use super::runner::{Obs, SetupError, StepObs, Trace};
+use super::{Action, Check, MountChange, MountSpec, Scenario, Step};
+use crate::backend::{Command, Reply};
+
+/// Builds the scenario of `commands`; returns it with, for each command, the index of the
+/// step it became (if it became one). A first mount whose reply is a refusal becomes a step.
+fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>) -> (Scenario, Vec<Option<usize>>) {
+    let mut s = Scenario::new(name, rule);
+    let mut spec: Option<MountSpec> = None;
+    let mut started = false;
+    let mut step_of = Vec::with_capacity(commands.len());
+    for (k, cmd) in commands.iter().enumerate() {
+        let before = s.steps.len();
+        match cmd {
+            Command::Layer { name, content } => {
+                let existing = s.layers.iter().position(|(n, _)| n == name);
+                match (started, existing) {
+                    (false, Some(i)) => s.layers[i].1 = content.clone(),
+                    (_, None) => s.layers.push((name.clone(), content.clone())),
+                    (true, Some(_)) => s.steps.push(Step::new(Action::Edit {
+                        layer: name.clone(),
+                        replace: Some(content.clone()),
+                        edits: Vec::new(),
+                    })),
+                }
+            }
+            Command::Mount { lowers, upper, options } => {
+                let new = MountSpec { lowers: lowers.clone(), upper: upper.clone(), options: *options };
+                let refused = matches!(replies.and_then(|r| r.get(k)), Some(Reply::MountRefused(_)));
+                if !started && !refused {
+                    s.mount = Some(new.clone());
+                } else {
+                    // Against the previous mount, or against the defaults for a first one.
+                    let (lowers, upper, options) = match &spec {
+                        Some(p) => (Some(&p.lowers), &p.upper, p.options),
+                        None => (None, &None, Default::default()),
+                    };
+                    let change = MountChange {
+                        lowers: (lowers != Some(&new.lowers)).then(|| new.lowers.clone()),
+                        upper: (upper != &new.upper).then(|| new.upper.clone()),
+                        options: (options != new.options).then_some(new.options),
+                    };
+                    s.steps.push(Step::new(Action::Mount(change)));
+                }
+                spec = Some(new);
+                started = true;
+            }
+            Command::Unmount => {
+                s.steps.push(Step::new(Action::Unmount));
+                started = true;
+            }
+            Command::Op(op) => {
+                s.steps.push(Step::new(Action::Op(op.clone())));
+                started = true;
+            }
+            Command::Edit { layer, edit } => {
+                s.steps.push(Step::new(Action::Edit {
+                    layer: layer.clone(),
+                    replace: None,
+                    edits: vec![edit.clone()],
+                }));
+                started = true;
+            }
+            Command::DumpMerged => {
+                s.steps.push(Step::new(Action::Check(Check { merged: Some(None), upper: None })));
+                started = true;
+            }
+            Command::DumpLayer { name } => {
+                if spec.as_ref().and_then(|m| m.upper.as_ref()) == Some(name) {
+                    s.steps.push(Step::new(Action::Check(Check { merged: None, upper: Some(None) })));
+                }
+                started = true;
+            }
+        }
+        step_of.push((s.steps.len() > before).then_some(before));
+    }
+    (s, step_of)
+}
+
+impl Scenario {
+    /// A scenario that replays `commands`, with no expectations yet (fill them in with
+    /// [`super::record`], then write the result with [`Scenario::to_yaml`]).
+    ///
+    /// `Layer` commands before the first mount or step become the scenario's layers; a later
+    /// `Layer` for a new name is added to the layers too (it is not used before), and one for
+    /// an existing name becomes an `edit` step with `replace`. The first `Mount` becomes the
+    /// scenario's `mount`; later ones become `mount` steps listing what changed. `DumpMerged`
+    /// becomes a `check` of the merged view and `DumpLayer` of the current upper a `check` of
+    /// the upper; `DumpLayer` of another layer is left out (overlayfs never writes a lower).
+    pub fn from_commands(name: &str, rule: &str, commands: &[Command]) -> Scenario {
+        build(name, rule, commands, None).0
+    }
+
+    /// A scenario that replays the commands of `trace`, with each reply as the expectation
+    /// of its step (for example, the kernel's replies to a case the property tests shrank):
+    /// outcomes become `expect`, a refused mount its errno, and `DumpMerged` / `DumpLayer`
+    /// replies the trees of `check` steps. Inode labels are given as [`super::record`]
+    /// gives them. Built as [`Scenario::from_commands`] builds; a first mount that was
+    /// refused becomes a step. Replies that do not fit their command (a backend error
+    /// turned into a reply, say) leave the step without an expectation.
+    pub fn from_replies(name: &str, rule: &str, trace: &[(Command, Reply)]) -> Scenario {
+        let commands: Vec<Command> = trace.iter().map(|(c, _)| c.clone()).collect();
+        let replies: Vec<Reply> = trace.iter().map(|(_, r)| r.clone()).collect();
+        let (mut s, step_of) = build(name, rule, &commands, Some(&replies));
+        let mut steps: Vec<StepObs> =
+            s.steps.iter().map(|_| StepObs { obs: Ok(Obs::Done), events: Vec::new() }).collect();
+        for ((cmd, reply), at) in trace.iter().zip(step_of) {
+            let Some(i) = at else { continue };
+            let obs = match (cmd, reply) {
+                (Command::Op(_), Reply::Outcome(o)) => Obs::Outcome(o.clone()),
+                (Command::Mount { .. }, Reply::Done) => Obs::Mount(Ok(())),
+                (Command::Mount { .. }, Reply::MountRefused(e)) => Obs::Mount(Err(*e)),
+                (Command::DumpMerged, Reply::Merged(m)) => Obs::Trees { merged: Some(m.clone()), upper: None },
+                (Command::DumpLayer { .. }, Reply::Layer(l)) => Obs::Trees { merged: None, upper: Some(l.clone()) },
+                _ => Obs::Done,
+            };
+            steps[i].obs = Ok(obs);
+        }
+        let t = Trace { backend: String::new(), setup: Ok::<(), SetupError>(()), steps, final_trees: None };
+        fill(&mut s, &t, None, None);
+        s
+    }
+}

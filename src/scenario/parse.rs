@@ -1,0 +1,1196 @@
+//! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
+
+use super::cx::{idx, key, type_name, Cx, RawProblem};
+use super::locate::{locate_nearest, step_at_line, step_positions, Pos, Seg, YamlPath};
+use super::tree::{node_to_flat, parse_node, parse_tree, tree_to_flat, TreeContext, TreeKind};
+use super::{
+    Action, Check, Expect, MountChange, MountSpec, Problem, Scenario, ScenarioError, Source, StatExpect, Step, StepRef,
+};
+use crate::backend::Edit;
+use crate::errno::Errno;
+use crate::layer::{FileType, FlatLayer};
+use crate::mount::{Options, RedirectDir, Xino};
+use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
+use std::collections::{BTreeMap, BTreeSet};
+use yaml_serde::{Mapping, Value};
+
+/// The top-level keys.
+const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final"];
+
+/// Every step kind, in the order the documentation lists them.
+pub(crate) const STEP_KINDS: &[&str] = &[
+    "stat",
+    "lstat",
+    "open",
+    "read",
+    "write",
+    "truncate",
+    "mkdir",
+    "rmdir",
+    "unlink",
+    "rename",
+    "link",
+    "symlink",
+    "readlink",
+    "readdir",
+    "chmod",
+    "chown",
+    "utimes",
+    "setxattr",
+    "getxattr",
+    "listxattr",
+    "removexattr",
+    "mknod",
+    "mkfifo",
+    "mount",
+    "unmount",
+    "edit",
+    "check",
+];
+
+/// The fields a step of this kind takes besides its own key.
+fn step_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "open" => &["flags", "mode", "expect", "note"],
+        "write" => &["data", "at", "expect", "note"],
+        "truncate" => &["len", "expect", "note"],
+        "mkdir" | "chmod" | "mkfifo" => &["mode", "expect", "note"],
+        "rename" => &["to", "flags", "expect", "note"],
+        "link" => &["to", "expect", "note"],
+        "symlink" => &["target", "expect", "note"],
+        "chown" => &["uid", "gid", "expect", "note"],
+        "setxattr" => &["name", "value", "expect", "note"],
+        "getxattr" | "removexattr" => &["name", "expect", "note"],
+        "mknod" => &["kind", "rdev", "mode", "expect", "note"],
+        "unmount" | "check" => &["note"],
+        "edit" => &["replace", "remove", "put", "link", "note"],
+        _ => &["expect", "note"],
+    }
+}
+
+/// What kind of value an operation returns, for reading its `expect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// `ok` or an errno only.
+    Plain,
+    /// stat fields.
+    Stat,
+    /// bytes (read, getxattr).
+    Data,
+    /// a symlink target.
+    Target,
+    /// readdir names, with or without types.
+    Readdir,
+    /// listxattr names.
+    Names,
+}
+
+/// The class of an operation's result.
+pub(crate) fn class_of(op: &Op) -> Class {
+    match op {
+        Op::Stat { .. } | Op::Lstat { .. } => Class::Stat,
+        Op::Read { .. } | Op::Getxattr { .. } => Class::Data,
+        Op::Readlink { .. } => Class::Target,
+        Op::Readdir { .. } => Class::Readdir,
+        Op::Listxattr { .. } => Class::Names,
+        _ => Class::Plain,
+    }
+}
+
+pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    let value: Value = match yaml_serde::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let mut pos =
+                e.location().map(|l| Pos { line: l.line(), column: l.column() }).unwrap_or(Pos { line: 1, column: 1 });
+            let full = e.to_string();
+            // An unclosed flow collection or quoted string is noticed later than it starts:
+            // point at its start.
+            for ctx in ["while parsing a flow", "while scanning a quoted scalar"] {
+                if let Some(at) = full.find(ctx).and_then(|i| context_pos(&full[i..])) {
+                    pos = at;
+                }
+            }
+            let step = step_at_line(text, pos.line).map(|(i, op)| StepRef { index: i + 1, op });
+            let mut msg = strip_positions(&full);
+            if full.contains("while scanning a tag") {
+                msg.push_str(
+                    " (in flow style, a tag without a value needs a space or `~` before `}` or `]`: \
+                     `{w: !whiteout ~}`)",
+                );
+            }
+            return Err(ScenarioError::single(file, pos, step, format!("malformed YAML: {msg}")));
+        }
+    };
+    let mut cx = Cx::new(Some(text));
+    let scenario = read_scenario(&mut cx, &value, text, file);
+    if cx.problems.is_empty() {
+        if let Some(mut s) = scenario {
+            let positions = step_positions(text, s.steps.len());
+            for (step, pos) in s.steps.iter_mut().zip(positions) {
+                step.pos = pos;
+            }
+            return Ok(s);
+        }
+    }
+    Err(resolve(&cx.problems, text, file))
+}
+
+/// A YAML error message without its ` at line N column M` parts (the position is given
+/// apart).
+fn strip_positions(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " at line ".len()..];
+        let skip = after
+            .find(" column ")
+            .map(|c| {
+                let tail = &after[c + " column ".len()..];
+                c + " column ".len() + tail.find(|ch: char| !ch.is_ascii_digit()).unwrap_or(tail.len())
+            })
+            .unwrap_or(0);
+        rest = &after[skip..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The position in `at line N column M` at the start of `text`'s first such part.
+fn context_pos(text: &str) -> Option<Pos> {
+    let rest = &text[text.find(" at line ")? + " at line ".len()..];
+    let (line, rest) = rest.split_once(" column ")?;
+    let column: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some(Pos { line: line.parse().ok()?, column: column.parse().ok()? })
+}
+
+/// Gives each problem its line and column.
+pub(crate) fn resolve(problems: &[RawProblem], text: &str, file: &str) -> ScenarioError {
+    let mut out: Vec<Problem> = problems
+        .iter()
+        .map(|p| Problem {
+            file: file.to_owned(),
+            pos: locate_nearest(text, &p.path, p.key),
+            step: p.step.clone(),
+            message: p.message.clone(),
+        })
+        .collect();
+    if out.is_empty() {
+        out.push(Problem {
+            file: file.to_owned(),
+            pos: Pos { line: 1, column: 1 },
+            step: None,
+            message: "the scenario could not be read".into(),
+        });
+    }
+    out.dedup();
+    ScenarioError { problems: out }
+}
+
+/// The leading comment block of a text: the comment and blank lines before the first key.
+pub(crate) fn header_of(text: &str) -> String {
+    let mut lines = Vec::new();
+    for l in text.lines() {
+        let t = l.trim_start();
+        if t.starts_with('#') || t.is_empty() {
+            lines.push(l);
+        } else {
+            break;
+        }
+    }
+    let mut blank_after = false;
+    while lines.last().is_some_and(|l| l.trim().is_empty()) {
+        lines.pop();
+        blank_after = true;
+    }
+    let mut h = lines.join("\n");
+    if !h.is_empty() {
+        h.push('\n');
+        if blank_after {
+            h.push('\n');
+        }
+    }
+    h
+}
+
+fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scenario> {
+    let root: YamlPath = Vec::new();
+    let m = match v {
+        Value::Mapping(m) => m,
+        other => {
+            cx.problem(
+                &root,
+                format!(
+                    "a scenario is a mapping with name, rules, layers, mount, steps and final; \
+                     this document is {}",
+                    type_name(other)
+                ),
+            );
+            return None;
+        }
+    };
+    let fields = cx.fields(m, &root, TOP, "the scenario");
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let mut ok = true;
+    for required in ["name", "rules", "layers", "steps"] {
+        if get(required).is_none() {
+            cx.problem(&root, format!("the scenario has no `{required}`"));
+            ok = false;
+        }
+    }
+    let name = get("name").and_then(|v| cx.string(v, &key(&root, "name"), "name"));
+    let rules = get("rules").and_then(|v| read_rules(cx, v, &key(&root, "rules")));
+    let layers = get("layers").and_then(|v| read_layers(cx, v, &key(&root, "layers"))).unwrap_or_default();
+    let layer_names: Vec<String> = layers.iter().map(|(n, _)| n.clone()).collect();
+    cx.layers = layer_names.clone();
+    let mount = match get("mount") {
+        Some(v) => {
+            let p = key(&root, "mount");
+            let r = read_mount_spec(cx, v, &p, &layer_names);
+            ok &= r.is_some();
+            r
+        }
+        None => None,
+    };
+    let mut steps = Vec::new();
+    if let Some(v) = get("steps") {
+        let p = key(&root, "steps");
+        match v {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match read_step(cx, item, &idx(&p, i), i) {
+                        Some(s) => steps.push(s),
+                        None => ok = false,
+                    }
+                    cx.step = None;
+                }
+            }
+            Value::Null => {}
+            other => {
+                cx.problem(&p, format!("`steps` must be a list of steps, not {}", type_name(other)));
+                ok = false;
+            }
+        }
+    }
+    let final_check = match get("final") {
+        Some(v) => {
+            let r = read_check(cx, v, &key(&root, "final"), "final");
+            ok &= r.is_some();
+            r
+        }
+        None => None,
+    };
+    let scenario = Scenario {
+        name: name.unwrap_or_default(),
+        rules: rules.unwrap_or_default(),
+        layers,
+        mount,
+        steps,
+        final_check,
+        source: Some(Source {
+            file: file.to_owned(),
+            text: text.to_owned(),
+            header: header_of(text),
+            key_order: fields.iter().map(|(k, _)| k.clone()).collect(),
+        }),
+    };
+    if ok && cx.problems.is_empty() {
+        check_sequence(cx, &scenario, &layer_names);
+    }
+    Some(scenario)
+}
+
+fn read_rules(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<String>> {
+    match v {
+        Value::String(s) => Some(vec![s.clone()]),
+        Value::Sequence(items) if !items.is_empty() => {
+            let mut out = Vec::new();
+            for (i, it) in items.iter().enumerate() {
+                out.push(cx.string(it, &idx(path, i), "a rule")?);
+            }
+            Some(out)
+        }
+        other => {
+            cx.problem(
+                path,
+                format!("`rules` must list the rule(s) the scenario pins, in words; found {}", type_name(other)),
+            );
+            None
+        }
+    }
+}
+
+fn read_layers(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, FlatLayer)>> {
+    let m = cx.mapping(v, path, "`layers`")?;
+    let mut out = Vec::new();
+    for (name, lv) in cx.fields(&m, path, &[], "layers") {
+        let p = key(path, &name);
+        // A layer with problems is still known by name, so mounts naming it add no noise.
+        match parse_tree(cx, lv, &p, TreeContext::Layer).map(|t| tree_to_flat(&t)) {
+            Some(Ok(flat)) => out.push((name, flat)),
+            Some(Err((_, msg))) => {
+                cx.problem(&p, msg);
+                out.push((name, crate::layer::Layer::new().to_flat()));
+            }
+            None => out.push((name, crate::layer::Layer::new().to_flat())),
+        }
+    }
+    Some(out)
+}
+
+fn read_lowers(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Vec<String>> {
+    let items: Vec<(YamlPath, &Value)> = match v {
+        Value::Sequence(s) if !s.is_empty() => s.iter().enumerate().map(|(i, x)| (idx(path, i), x)).collect(),
+        Value::String(_) => vec![(path.to_vec(), v)],
+        other => {
+            cx.problem(path, format!("`lowers` must list layer names, top-most first, not {}", type_name(other)));
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (p, x) in items {
+        match cx.string(x, &p, "a layer name") {
+            Some(n) if layers.contains(&n) => out.push(n),
+            Some(n) => {
+                cx.problem(&p, unknown_layer(&n, layers));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn unknown_layer(n: &str, layers: &[String]) -> String {
+    format!(
+        "unknown layer {n:?}; the layers are: {}",
+        if layers.is_empty() { "(none)".to_owned() } else { layers.join(", ") }
+    )
+}
+
+fn read_upper(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Option<String>> {
+    match v {
+        Value::Null => Some(None),
+        _ => {
+            let n = cx.string(v, path, "the upper layer's name")?;
+            if layers.contains(&n) {
+                Some(Some(n))
+            } else {
+                cx.problem(path, unknown_layer(&n, layers));
+                None
+            }
+        }
+    }
+}
+
+fn read_mount_spec(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<MountSpec> {
+    let m = cx.mapping(v, path, "`mount`")?;
+    let fields = cx.fields(&m, path, &["lowers", "upper", "options"], "mount");
+    let change = read_mount_fields(cx, fields, path, layers)?;
+    if change.lowers.is_none() {
+        cx.problem(path, "the mount has no `lowers`");
+        return None;
+    }
+    change.apply(None).ok()
+}
+
+fn read_mount_fields(
+    cx: &mut Cx,
+    fields: Vec<(String, &Value)>,
+    path: &[Seg],
+    layers: &[String],
+) -> Option<MountChange> {
+    let mut change = MountChange::default();
+    let mut ok = true;
+    for (k, v) in fields {
+        let p = key(path, &k);
+        match k.as_str() {
+            "lowers" => match read_lowers(cx, v, &p, layers) {
+                Some(l) => change.lowers = Some(l),
+                None => ok = false,
+            },
+            "upper" => match read_upper(cx, v, &p, layers) {
+                Some(u) => change.upper = Some(u),
+                None => ok = false,
+            },
+            "options" => match read_options(cx, v, &p) {
+                Some(o) => change.options = Some(o),
+                None => ok = false,
+            },
+            _ => {}
+        }
+    }
+    ok.then_some(change)
+}
+
+/// The option fields, as `mount::Options` names them.
+const OPTION_FIELDS: &[&str] = &[
+    "redirect_dir",
+    "index",
+    "metacopy",
+    "xino",
+    "userxattr",
+    "nfs_export",
+    "volatile",
+    "read_only",
+    "workdir_without_upper",
+];
+
+fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
+    let m = cx.mapping(v, path, "`options`")?;
+    let mut o = Options::default();
+    let mut ok = true;
+    for (k, val) in cx.fields(&m, path, OPTION_FIELDS, "mount options") {
+        let p = key(path, &k);
+        let word = match val {
+            Value::String(s) => Some(s.as_str()),
+            Value::Bool(true) => Some("on"),
+            Value::Bool(false) => Some("off"),
+            _ => None,
+        };
+        let flag = match word {
+            Some("on") | Some("true") => Some(true),
+            Some("off") | Some("false") => Some(false),
+            _ => None,
+        };
+        match k.as_str() {
+            "redirect_dir" => match word {
+                Some("on") => o.redirect_dir = RedirectDir::On,
+                Some("follow") => o.redirect_dir = RedirectDir::Follow,
+                Some("nofollow") => o.redirect_dir = RedirectDir::Nofollow,
+                Some("off") => o.redirect_dir = RedirectDir::Off,
+                _ => {
+                    cx.problem(&p, "redirect_dir must be on, follow, nofollow or off");
+                    ok = false;
+                }
+            },
+            "xino" => match word {
+                Some("on") => o.xino = Xino::On,
+                Some("auto") => o.xino = Xino::Auto,
+                Some("off") => o.xino = Xino::Off,
+                _ => {
+                    cx.problem(&p, "xino must be on, auto or off");
+                    ok = false;
+                }
+            },
+            other => match flag {
+                Some(b) => match other {
+                    "index" => o.index = b,
+                    "metacopy" => o.metacopy = b,
+                    "userxattr" => o.userxattr = b,
+                    "nfs_export" => o.nfs_export = b,
+                    "volatile" => o.volatile = b,
+                    "workdir_without_upper" => o.workdir_without_upper = b,
+                    _ => o.read_only = b,
+                },
+                None => {
+                    cx.problem(&p, format!("{other} must be true or false (or on/off)"));
+                    ok = false;
+                }
+            },
+        }
+    }
+    ok.then_some(o)
+}
+
+fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
+    let m: Mapping = match v {
+        Value::String(s) if s == "unmount" || s == "mount" => {
+            let mut m = Mapping::new();
+            m.insert(Value::String(s.clone()), Value::Null);
+            m
+        }
+        Value::Mapping(m) => m.clone(),
+        other => {
+            cx.step = Some(StepRef { index: i + 1, op: "?".into() });
+            cx.problem(
+                path,
+                format!(
+                    "a step is a mapping such as `stat: /f` with an `expect`, or `unmount`; \
+                     found {}",
+                    type_name(other)
+                ),
+            );
+            return None;
+        }
+    };
+    // Find the step's kind: the one key that names an operation.
+    let mut kinds = Vec::new();
+    let mut unknown = Vec::new();
+    for k in m.keys() {
+        if let Value::String(s) = k {
+            if STEP_KINDS.contains(&s.as_str()) {
+                kinds.push(s.clone());
+            } else if !["expect", "note"].contains(&s.as_str()) {
+                unknown.push(s.clone());
+            }
+        }
+    }
+    // `link` is an op and a field of `edit`: a kind whose fields take the other kinds wins.
+    if kinds.len() > 1 {
+        let fitting: Vec<String> = kinds
+            .iter()
+            .filter(|k| kinds.iter().all(|o| o == *k || step_fields(k).contains(&o.as_str())))
+            .cloned()
+            .collect();
+        if fitting.len() == 1 {
+            kinds = fitting;
+        }
+    }
+    let kind = match kinds.as_slice() {
+        [one] => one.clone(),
+        [] => {
+            let op = unknown.first().cloned().unwrap_or_else(|| "?".into());
+            cx.step = Some(StepRef { index: i + 1, op: op.clone() });
+            if unknown.is_empty() {
+                cx.problem(path, "the step names no operation");
+            } else {
+                cx.key_problem(
+                    &key(path, &op),
+                    format!("unknown operation `{op}`; expected one of: {}", STEP_KINDS.join(", ")),
+                );
+            }
+            return None;
+        }
+        several => {
+            cx.step = Some(StepRef { index: i + 1, op: several[0].clone() });
+            cx.key_problem(
+                &key(path, &several[1]),
+                format!("a step does one thing; this one names {}", several.join(" and ")),
+            );
+            return None;
+        }
+    };
+    cx.step = Some(StepRef { index: i + 1, op: kind.clone() });
+    let mut allowed: Vec<&str> = vec![kind.as_str()];
+    allowed.extend_from_slice(step_fields(&kind));
+    let fields = cx.fields(&m, path, &allowed, &format!("a `{kind}` step"));
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let subject = get(&kind).expect("the kind key is present");
+    let sp = key(path, &kind);
+    let note = match get("note") {
+        Some(v) => Some(cx.string(v, &key(path, "note"), "a note")?),
+        None => None,
+    };
+    let action = match kind.as_str() {
+        "mount" => {
+            let change = match subject {
+                Value::Null => MountChange::default(),
+                Value::Mapping(mm) => {
+                    let f = cx.fields(mm, &sp, &["lowers", "upper", "options"], "mount");
+                    {
+                        let layers = cx.layers.clone();
+                        read_mount_fields(cx, f, &sp, &layers)?
+                    }
+                }
+                other => {
+                    cx.problem(
+                        &sp,
+                        format!(
+                            "`mount` takes the changes to the previous mount (lowers, upper, \
+                             options) or nothing, not {}",
+                            type_name(other)
+                        ),
+                    );
+                    return None;
+                }
+            };
+            Action::Mount(change)
+        }
+        "unmount" => {
+            if !matches!(subject, Value::Null) {
+                cx.problem(&sp, "`unmount` takes no value");
+                return None;
+            }
+            Action::Unmount
+        }
+        "edit" => read_edit(cx, subject, &sp, path, &fields)?,
+        "check" => Action::Check(read_check(cx, subject, &sp, "check")?),
+        _ => Action::Op(read_op(cx, &kind, subject, &sp, path, &fields)?),
+    };
+    let expect = match get("expect") {
+        None => None,
+        Some(v) => {
+            let ep = key(path, "expect");
+            let class = match &action {
+                Action::Op(op) => class_of(op),
+                _ => Class::Plain,
+            };
+            Some(read_expect(cx, v, &ep, class, &kind)?)
+        }
+    };
+    Some(Step { action, expect, note, pos: None })
+}
+
+fn read_op(
+    cx: &mut Cx,
+    kind: &str,
+    subject: &Value,
+    sp: &[Seg],
+    path: &[Seg],
+    fields: &[(String, &Value)],
+) -> Option<Op> {
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let target_path = cx.abs_path(subject, sp, &format!("the path of `{kind}`"));
+    let mut ok = target_path.is_some();
+    let p = target_path.unwrap_or_default();
+    let need = |cx: &mut Cx, k: &str| -> Option<(&Value, YamlPath)> {
+        match get(k) {
+            Some(v) => Some((v, key(path, k))),
+            None => {
+                cx.problem(path, format!("`{kind}` needs `{k}`"));
+                None
+            }
+        }
+    };
+    let mode_or = |cx: &mut Cx, default: u32| -> Option<u32> {
+        match get("mode") {
+            Some(v) => cx.mode(v, &key(path, "mode")),
+            None => Some(default),
+        }
+    };
+    let op = match kind {
+        "stat" => Some(Op::Stat { path: p }),
+        "lstat" => Some(Op::Lstat { path: p }),
+        "read" => Some(Op::Read { path: p }),
+        "readlink" => Some(Op::Readlink { path: p }),
+        "readdir" => Some(Op::Readdir { path: p }),
+        "rmdir" => Some(Op::Rmdir { path: p }),
+        "unlink" => Some(Op::Unlink { path: p }),
+        "utimes" => Some(Op::Utimes { path: p }),
+        "listxattr" => Some(Op::Listxattr { path: p }),
+        "open" => {
+            let flags = match get("flags") {
+                Some(v) => read_open_flags(cx, v, &key(path, "flags")),
+                None => Some(OpenFlags::default()),
+            };
+            let mode = mode_or(cx, 0o644);
+            Some(Op::Open { path: p, flags: flags?, mode: mode? })
+        }
+        "write" => {
+            let data = need(cx, "data").and_then(|(v, dp)| cx.bytes(v, &dp, "data"));
+            let at = match get("at") {
+                None => Some(WriteAt::Offset(0)),
+                Some(Value::String(s)) if s == "append" => Some(WriteAt::Append),
+                Some(v) => cx.uint::<u64>(v, &key(path, "at"), "`at` (an offset, or append)").map(WriteAt::Offset),
+            };
+            Some(Op::Write { path: p, at: at?, data: data? })
+        }
+        "truncate" => {
+            let len = need(cx, "len").and_then(|(v, lp)| cx.uint::<u64>(v, &lp, "len"));
+            Some(Op::Truncate { path: p, len: len? })
+        }
+        "mkdir" => Some(Op::Mkdir { path: p, mode: mode_or(cx, 0o755)? }),
+        "chmod" => {
+            let mode = need(cx, "mode").and_then(|(v, mp)| cx.mode(v, &mp));
+            Some(Op::Chmod { path: p, mode: mode? })
+        }
+        "chown" => {
+            // -1 leaves the id as it is (chown(2)); it travels as u32::MAX.
+            let id = |cx: &mut Cx, v: &Value, p: &[Seg], what: &str| match v {
+                Value::Number(n) if n.as_i64() == Some(-1) => Some(u32::MAX),
+                _ => cx.uint(v, p, what),
+            };
+            let uid = need(cx, "uid").and_then(|(v, up)| id(cx, v, &up, "uid (or -1)"));
+            let gid = need(cx, "gid").and_then(|(v, gp)| id(cx, v, &gp, "gid (or -1)"));
+            Some(Op::Chown { path: p, uid: uid?, gid: gid? })
+        }
+        "rename" => {
+            let to = need(cx, "to").and_then(|(v, tp)| cx.abs_path(v, &tp, "`to`"));
+            let flags = match get("flags") {
+                Some(v) => read_rename_flags(cx, v, &key(path, "flags")),
+                None => Some(RenameFlags::default()),
+            };
+            Some(Op::Rename { from: p, to: to?, flags: flags? })
+        }
+        "link" => {
+            let to = need(cx, "to").and_then(|(v, tp)| cx.abs_path(v, &tp, "`to`"));
+            Some(Op::Link { from: p, to: to? })
+        }
+        "symlink" => {
+            let t = need(cx, "target").and_then(|(v, tp)| cx.text_no_nul(v, &tp, "a symlink target"));
+            Some(Op::Symlink { target: t?, path: p })
+        }
+        "setxattr" => {
+            let name = need(cx, "name").and_then(|(v, np)| xattr_name(cx, v, &np));
+            let value = need(cx, "value").and_then(|(v, vp)| cx.bytes(v, &vp, "value"));
+            Some(Op::Setxattr { path: p, name: name?, value: value? })
+        }
+        "getxattr" => {
+            let name = need(cx, "name").and_then(|(v, np)| xattr_name(cx, v, &np));
+            Some(Op::Getxattr { path: p, name: name? })
+        }
+        "removexattr" => {
+            let name = need(cx, "name").and_then(|(v, np)| xattr_name(cx, v, &np));
+            Some(Op::Removexattr { path: p, name: name? })
+        }
+        "mkfifo" => Some(Op::Mknod { path: p, kind: MknodKind::Fifo, mode: mode_or(cx, 0o644)? }),
+        "mknod" => {
+            let k = need(cx, "kind").and_then(|(v, kp)| cx.string(v, &kp, "kind").map(|s| (s, kp)));
+            let rdev = get("rdev").map(|v| cx.rdev(v, &key(path, "rdev")));
+            let mode = mode_or(cx, 0o644);
+            let (k, kp) = k?;
+            let mk = match (k.as_str(), rdev) {
+                ("file", None) => MknodKind::File,
+                ("fifo", None) => MknodKind::Fifo,
+                ("char", Some(Some((a, b)))) => MknodKind::Char(a, b),
+                ("block", Some(Some((a, b)))) => MknodKind::Block(a, b),
+                ("char" | "block", None) => {
+                    cx.problem(path, format!("mknod of a {k} device needs `rdev: [major, minor]`"));
+                    return None;
+                }
+                ("file" | "fifo", Some(_)) => {
+                    cx.problem(&key(path, "rdev"), format!("mknod of a {k} takes no `rdev`"));
+                    return None;
+                }
+                ("char" | "block", Some(None)) => return None,
+                _ => {
+                    cx.problem(&kp, format!("mknod kind {k:?}: expected file, fifo, char or block"));
+                    return None;
+                }
+            };
+            Some(Op::Mknod { path: p, kind: mk, mode: mode? })
+        }
+        _ => unreachable!("step kinds are checked before"),
+    };
+    ok &= op.is_some();
+    if ok {
+        op
+    } else {
+        None
+    }
+}
+
+fn xattr_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+    let n = cx.text_no_nul(v, p, "an xattr name")?;
+    if n.is_empty() {
+        cx.problem(p, "an xattr name cannot be empty");
+        return None;
+    }
+    Some(n)
+}
+
+/// Words of a flag list: a list of strings, or one string (`wronly`, or `wronly|creat`).
+fn words(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, YamlPath)>> {
+    match v {
+        Value::String(s) => Some(
+            s.split(['|', ',']).map(|w| (w.trim().to_owned(), path.to_vec())).filter(|(w, _)| !w.is_empty()).collect(),
+        ),
+        Value::Sequence(items) => {
+            let mut out = Vec::new();
+            for (i, it) in items.iter().enumerate() {
+                let p = idx(path, i);
+                out.push((cx.string(it, &p, "a flag")?, p));
+            }
+            Some(out)
+        }
+        Value::Null => Some(Vec::new()),
+        other => {
+            cx.problem(path, format!("flags are a list such as [wronly, creat], not {}", type_name(other)));
+            None
+        }
+    }
+}
+
+fn read_open_flags(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<OpenFlags> {
+    let mut f = OpenFlags::default();
+    let mut access = None;
+    for (w, p) in words(cx, v, path)? {
+        match w.as_str() {
+            "rdonly" | "wronly" | "rdwr" => {
+                if access.is_some() {
+                    cx.problem(&p, "give one access mode: rdonly, wronly or rdwr");
+                    return None;
+                }
+                access = Some(match w.as_str() {
+                    "rdonly" => Access::ReadOnly,
+                    "wronly" => Access::WriteOnly,
+                    _ => Access::ReadWrite,
+                });
+            }
+            "creat" => f.creat = true,
+            "excl" => f.excl = true,
+            "trunc" => f.trunc = true,
+            "append" => f.append = true,
+            "directory" => f.directory = true,
+            "nofollow" => f.nofollow = true,
+            other => {
+                cx.problem(
+                    &p,
+                    format!(
+                        "unknown open flag `{other}`; expected rdonly, wronly, rdwr, creat, \
+                         excl, trunc, append, directory, nofollow"
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    f.access = access.unwrap_or_default();
+    Some(f)
+}
+
+fn read_rename_flags(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<RenameFlags> {
+    let mut f = RenameFlags::default();
+    for (w, p) in words(cx, v, path)? {
+        match w.as_str() {
+            "noreplace" => f.noreplace = true,
+            "exchange" => f.exchange = true,
+            "whiteout" => f.whiteout = true,
+            other => {
+                cx.problem(&p, format!("unknown rename flag `{other}`; expected noreplace, exchange, whiteout"));
+                return None;
+            }
+        }
+    }
+    Some(f)
+}
+
+/// A file type name as scenarios spell it.
+pub(crate) fn file_type(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<FileType> {
+    let s = cx.string(v, path, "a file type")?;
+    Some(match s.as_str() {
+        "dir" => FileType::Dir,
+        "file" => FileType::File,
+        "symlink" => FileType::Symlink,
+        "char" => FileType::Char,
+        "block" => FileType::Block,
+        "fifo" => FileType::Fifo,
+        other => {
+            cx.problem(path, format!("unknown file type {other:?}; expected dir, file, symlink, char, block or fifo"));
+            return None;
+        }
+    })
+}
+
+fn looks_like_errno(s: &str) -> bool {
+    s.len() > 2 && s.starts_with('E') && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -> Option<Expect> {
+    let what = match class {
+        Class::Plain => "ok or an errno such as ENOENT",
+        Class::Stat => "ok, an errno, or a mapping of stat fields (kind, mode, size, nlink, uid, gid, rdev, ino)",
+        Class::Data => "ok, an errno, or the content (a string, !data or !hex)",
+        Class::Target => "ok, an errno, or the target (a string, or !data)",
+        Class::Readdir => "ok, an errno, a list of names, or a mapping of names to types",
+        Class::Names => "ok, an errno, or a list of xattr names",
+    };
+    let wrong = |cx: &mut Cx, v: &Value| {
+        cx.problem(path, format!("`expect` for {kind} must be {what}; found {}", type_name(v)));
+    };
+    match v {
+        Value::String(s) => {
+            if s == "ok" {
+                return Some(Expect::Ok);
+            }
+            if let Some(e) = Errno::from_name(s) {
+                return Some(Expect::Err(e));
+            }
+            if looks_like_errno(s) {
+                cx.problem(path, format!("unknown errno {s:?} (write !data {s} for content that reads so)"));
+                return None;
+            }
+            match class {
+                Class::Data => Some(Expect::Data(s.as_bytes().to_vec())),
+                Class::Target => Some(Expect::Target(s.clone())),
+                _ => {
+                    wrong(cx, v);
+                    None
+                }
+            }
+        }
+        Value::Tagged(t) if (t.tag == "data" || t.tag == "hex") => match class {
+            Class::Data => {
+                let b = if t.tag == "hex" { cx.hex(&t.value, path)? } else { cx.bytes(&t.value, path, "!data")? };
+                Some(Expect::Data(b))
+            }
+            Class::Target if t.tag == "data" => Some(Expect::Target(cx.string(&t.value, path, "!data")?)),
+            _ => {
+                wrong(cx, v);
+                None
+            }
+        },
+        Value::Mapping(m) => match class {
+            Class::Stat => read_stat_expect(cx, m, path).map(Expect::Stat),
+            Class::Readdir => {
+                let mut out = BTreeMap::new();
+                let mut ok = true;
+                for (name, tv) in cx.fields(m, path, &[], "readdir entries") {
+                    match file_type(cx, tv, &key(path, &name)) {
+                        Some(t) => {
+                            out.insert(name, t);
+                        }
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(Expect::Entries(out))
+            }
+            _ => {
+                wrong(cx, v);
+                None
+            }
+        },
+        Value::Sequence(items) => match class {
+            Class::Readdir | Class::Names => {
+                let mut out = BTreeSet::new();
+                for (i, it) in items.iter().enumerate() {
+                    let n = match it {
+                        Value::Number(n) => n.to_string(),
+                        _ => cx.string(it, &idx(path, i), "a name")?,
+                    };
+                    if !out.insert(n.clone()) {
+                        cx.problem(&idx(path, i), format!("{n:?} is listed twice"));
+                        return None;
+                    }
+                }
+                Some(Expect::Names(out))
+            }
+            _ => {
+                wrong(cx, v);
+                None
+            }
+        },
+        other => {
+            wrong(cx, other);
+            None
+        }
+    }
+}
+
+fn read_stat_expect(cx: &mut Cx, m: &Mapping, path: &[Seg]) -> Option<StatExpect> {
+    let mut s = StatExpect::default();
+    let mut ok = true;
+    let fields = cx.fields(m, path, &["kind", "mode", "size", "nlink", "uid", "gid", "rdev", "ino"], "stat fields");
+    for (k, v) in fields {
+        let p = key(path, &k);
+        let r = match k.as_str() {
+            "kind" => file_type(cx, v, &p).map(|t| s.kind = Some(t)),
+            "mode" => cx.mode(v, &p).map(|x| s.mode = Some(x)),
+            "size" => cx.uint(v, &p, "size").map(|x| s.size = Some(x)),
+            "nlink" => cx.uint(v, &p, "nlink").map(|x| s.nlink = Some(x)),
+            "uid" => cx.uint(v, &p, "uid").map(|x| s.uid = Some(x)),
+            "gid" => cx.uint(v, &p, "gid").map(|x| s.gid = Some(x)),
+            "rdev" => cx.rdev(v, &p).map(|x| s.rdev = Some(x)),
+            _ => cx.label(v, &p).map(|x| s.ino = Some(x)),
+        };
+        ok &= r.is_some();
+    }
+    ok.then_some(s)
+}
+
+fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check> {
+    let m = match v {
+        Value::Mapping(m) => m,
+        other => {
+            cx.problem(path, format!("`{what}` takes `merged:` and/or `upper:` trees, not {}", type_name(other)));
+            return None;
+        }
+    };
+    let mut c = Check::default();
+    let mut ok = true;
+    for (k, tv) in cx.fields(m, path, &["merged", "upper"], &format!("`{what}`")) {
+        let p = key(path, &k);
+        let (ctx, slot) =
+            if k == "merged" { (TreeContext::Merged, &mut c.merged) } else { (TreeContext::Layer, &mut c.upper) };
+        if tv.is_null() {
+            *slot = Some(None);
+            continue;
+        }
+        match parse_tree(cx, tv, &p, ctx) {
+            Some(t) => *slot = Some(Some(t)),
+            None => ok = false,
+        }
+    }
+    if ok && c.merged.is_none() && c.upper.is_none() {
+        cx.problem(path, format!("`{what}` checks nothing: give `merged:` and/or `upper:`"));
+        return None;
+    }
+    ok.then_some(c)
+}
+
+fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(String, &Value)]) -> Option<Action> {
+    let layer = cx.string(subject, sp, "the layer to edit")?;
+    let layers = cx.layers.clone();
+    if !layers.contains(&layer) {
+        cx.problem(sp, unknown_layer(&layer, &layers));
+        return None;
+    }
+    let mut replace = None;
+    let mut removes = Vec::new();
+    let mut puts = Vec::new();
+    let mut links = Vec::new();
+    let mut ok = true;
+    let mut any = false;
+    for (k, v) in fields {
+        let p = key(path, k);
+        match k.as_str() {
+            "replace" => {
+                any = true;
+                match parse_tree(cx, v, &p, TreeContext::Layer).map(|t| tree_to_flat(&t)) {
+                    Some(Ok(flat)) => replace = Some(flat),
+                    Some(Err((_, msg))) => {
+                        cx.problem(&p, msg);
+                        ok = false
+                    }
+                    None => ok = false,
+                }
+            }
+            "remove" => {
+                any = true;
+                let items: Vec<(YamlPath, &Value)> = match v {
+                    Value::Sequence(s) => s.iter().enumerate().map(|(i, x)| (idx(&p, i), x)).collect(),
+                    _ => vec![(p.clone(), *v)],
+                };
+                for (ip, x) in items {
+                    match layer_path(cx, x, &ip) {
+                        Some(lp) => removes.push(Edit::Remove { path: lp }),
+                        None => ok = false,
+                    }
+                }
+            }
+            "put" => {
+                any = true;
+                let Some(m) = cx.mapping(v, &p, "`put`") else {
+                    ok = false;
+                    continue;
+                };
+                for (lp_text, nv) in cx.fields(&m, &p, &[], "put") {
+                    let np = key(&p, &lp_text);
+                    let Some(lp) = layer_path(cx, &Value::String(lp_text.clone()), &np) else {
+                        // The path problem belongs to the key.
+                        if let Some(last) = cx.problems.last_mut() {
+                            last.key = true;
+                        }
+                        ok = false;
+                        continue;
+                    };
+                    let mut link_paths = Vec::new();
+                    match parse_node(cx, nv, &np, TreeContext::Layer, &lp, &mut link_paths) {
+                        Some(node) => flatten_put(&lp, &node, &mut puts),
+                        None => ok = false,
+                    }
+                }
+            }
+            "link" => {
+                any = true;
+                let Some(m) = cx.mapping(v, &p, "`link`") else {
+                    ok = false;
+                    continue;
+                };
+                for (new, to) in cx.fields(&m, &p, &[], "link") {
+                    let np = key(&p, &new);
+                    let a = layer_path(cx, &Value::String(new.clone()), &np);
+                    let b = layer_path(cx, to, &np);
+                    match (a, b) {
+                        (Some(path), Some(to))
+                            if to == path
+                                || to.starts_with(&format!("{path}/"))
+                                || path.starts_with(&format!("{to}/")) =>
+                        {
+                            cx.problem(&np, format!("{path} cannot become a link to {to}: one is or holds the other"));
+                            ok = false;
+                        }
+                        (Some(path), Some(to)) => links.push(Edit::Link { path, to }),
+                        _ => ok = false,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if ok && !any {
+        cx.problem(path, "`edit` changes nothing: give replace, remove, put and/or link");
+        return None;
+    }
+    let mut edits = removes;
+    edits.extend(puts);
+    edits.extend(links);
+    ok.then_some(Action::Edit { layer, replace, edits })
+}
+
+/// An absolute path inside a layer, not the root, with plain names.
+fn layer_path(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+    let s = cx.abs_path(v, p, "a layer path")?;
+    let parts: Vec<&str> = s.split('/').skip(1).collect();
+    if parts.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        cx.problem(p, format!("layer path {s:?} must name a path below the root, with plain names"));
+        return None;
+    }
+    Some(s)
+}
+
+/// The edits that put `node` at `lpath`: the node itself, then (for a directory) its
+/// entries, parents first; `!link` nodes become link edits.
+fn flatten_put(lpath: &str, node: &super::tree::TreeNode, out: &mut Vec<Edit>) {
+    match &node.kind {
+        TreeKind::Link(to) => out.push(Edit::Link { path: lpath.to_owned(), to: to.clone() }),
+        TreeKind::Dir(entries) => {
+            out.push(Edit::Put { path: lpath.to_owned(), node: node_to_flat(node) });
+            for (name, child) in entries {
+                flatten_put(&format!("{lpath}/{name}"), child, out);
+            }
+        }
+        _ => out.push(Edit::Put { path: lpath.to_owned(), node: node_to_flat(node) }),
+    }
+}
+
+/// Checks the order of mounts, unmounts, operations, edits and checks.
+fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
+    let _ = layers;
+    let steps_path = vec![Seg::Key("steps".into())];
+    let mut spec = s.mount.clone();
+    let mut mounted = spec.is_some();
+    for (i, step) in s.steps.iter().enumerate() {
+        let p = idx(&steps_path, i);
+        cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
+        match &step.action {
+            Action::Op(_) => {
+                if !mounted {
+                    cx.problem(&p, "the overlay is not mounted here; add a `mount` step first");
+                }
+            }
+            Action::Mount(change) => {
+                if mounted {
+                    cx.problem(&p, "the overlay is already mounted; add an `unmount` step first");
+                }
+                match change.apply(spec.as_ref()) {
+                    Ok(m) => spec = Some(m),
+                    Err(msg) => cx.problem(&p, msg),
+                }
+                mounted = !matches!(step.expect, Some(Expect::Err(_)));
+            }
+            Action::Unmount => {
+                if !mounted {
+                    cx.problem(&p, "the overlay is not mounted here");
+                }
+                mounted = false;
+            }
+            Action::Edit { .. } => {
+                if mounted {
+                    cx.problem(&p, "layers are edited offline only; add an `unmount` step first");
+                }
+            }
+            Action::Check(c) => {
+                if c.merged.is_some() && !mounted {
+                    cx.problem(&p, "the merged view needs a mount; the overlay is not mounted here");
+                }
+                if c.upper.is_some() && spec.as_ref().and_then(|m| m.upper.as_ref()).is_none() {
+                    cx.problem(&p, "`upper:` is checked but the mount has no upper layer");
+                }
+            }
+        }
+    }
+    cx.step = None;
+    if let Some(f) = &s.final_check {
+        let fp = vec![Seg::Key("final".into())];
+        if f.merged.is_some() && !mounted {
+            cx.problem(&key(&fp, "merged"), "`final: merged:` needs the overlay mounted at the end, and it is not");
+        }
+        if f.upper.is_some() && spec.as_ref().and_then(|m| m.upper.as_ref()).is_none() {
+            cx.problem(&key(&fp, "upper"), "`final: upper:` is given but the mount has no upper layer");
+        }
+    }
+}

@@ -1,0 +1,890 @@
+//! The node notation: layers, offline edits and expected trees, written as nested mappings.
+//!
+//! | YAML                         | node                                                     |
+//! |------------------------------|----------------------------------------------------------|
+//! | `f: hello`                   | regular file with that content, mode 0644                |
+//! | `f: !hex "00ff"`             | regular file with binary content                         |
+//! | `d: {}` / `d: {f: x}`        | directory (mode 0755); `.` holds its own attributes      |
+//! | `a/b/c: x`                   | a path key: missing parents are plain directories        |
+//! | `s: !symlink ../t`           | symbolic link (mode 0777)                                |
+//! | `w: !whiteout`               | whiteout: character device 0/0, mode 0000                |
+//! | `x: !xwhiteout`              | xattr whiteout: empty file with `trusted.overlay.whiteout`|
+//! | `p: !fifo`                   | FIFO (mode 0644)                                         |
+//! | `c: !char [1, 3]`            | character device (mode 0644)                             |
+//! | `b: !block [8, 0]`           | block device (mode 0644)                                 |
+//! | `h: !link /f`                | another name for the inode at `/f` (layers only)         |
+//! | `e: !error ENOENT`           | a listed name whose lstat fails (merged trees only)      |
+//!
+//! Long forms carry attributes: `!file {data: x, mode: 0600, uid: 1, gid: 1, xattrs: {user.a:
+//! v}}`, `!symlink {target: t, ...}`, `!char {rdev: [1, 3], ...}`, `!whiteout {mode: 0644}`;
+//! a directory's own attributes go under `.`: `d: {.: {mode: 0700, opaque: y}, f: x}`, where
+//! `opaque` and `redirect` stand for the `trusted.overlay.opaque` and
+//! `trusted.overlay.redirect` xattrs. In merged trees, `nlink` and `ino` (a label) may be
+//! given too.
+
+use super::cx::{key, to_hex, type_name, Cx};
+use super::emit::{Style, Y};
+use super::locate::{Seg, YamlPath};
+use crate::backend::MergedTree;
+use crate::errno::Errno;
+use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use std::collections::{BTreeMap, HashMap};
+use yaml_serde::Value;
+
+/// `trusted.overlay.opaque`: `y` makes a directory opaque, `x` marks xattr whiteouts.
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// `trusted.overlay.redirect`: where lookup continues below a renamed directory.
+pub const REDIRECT_XATTR: &str = "trusted.overlay.redirect";
+/// `trusted.overlay.whiteout`: on an empty regular file, makes it an xattr whiteout.
+pub const XWHITEOUT_XATTR: &str = "trusted.overlay.whiteout";
+
+/// Which kind of tree a notation is read as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TreeContext {
+    /// A layer as on disk: hard links (`!link`), no `nlink`, `ino` or `!error`.
+    Layer,
+    /// The merged view as lstat shows it: `nlink`, `ino` labels and `!error`.
+    Merged,
+}
+
+/// What a node is, with its payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TreeKind {
+    /// A directory and its entries, by name.
+    Dir(BTreeMap<String, TreeNode>),
+    /// A regular file and its data.
+    File(Vec<u8>),
+    /// A symbolic link and its target.
+    Symlink(String),
+    /// A character device (0/0 is a whiteout).
+    Char(u32, u32),
+    /// A block device.
+    Block(u32, u32),
+    /// A FIFO.
+    Fifo,
+    /// Another name for the inode at this path of the same layer (layers only).
+    Link(String),
+    /// A name that readdir lists but whose lstat fails with this errno (merged trees only).
+    Error(Errno),
+}
+
+/// One node of a tree in the notation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeNode {
+    /// What it is.
+    pub kind: TreeKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Extended attributes, overlay's markers included.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// The link count, in merged trees (`None`: the default, 1 for a non-directory and 2
+    /// plus the subdirectories for a directory).
+    pub nlink: Option<u32>,
+    /// The inode label, in merged trees (`None`: not checked).
+    pub ino: Option<String>,
+}
+
+impl TreeNode {
+    /// A node of this kind with default attributes.
+    pub fn new(kind: TreeKind) -> TreeNode {
+        let mode = default_mode(&kind);
+        TreeNode { kind, mode, uid: 0, gid: 0, xattrs: BTreeMap::new(), nlink: None, ino: None }
+    }
+
+    /// An empty directory, mode 0755.
+    pub fn dir() -> TreeNode {
+        TreeNode::new(TreeKind::Dir(BTreeMap::new()))
+    }
+
+    /// The entries, for a directory.
+    pub fn entries(&self) -> Option<&BTreeMap<String, TreeNode>> {
+        match &self.kind {
+            TreeKind::Dir(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The link count a node has when none is given: 1 for a non-directory, 2 plus the
+    /// subdirectories for a directory (as on tmpfs).
+    pub fn default_nlink(&self) -> u32 {
+        match &self.kind {
+            TreeKind::Dir(e) => 2 + e.values().filter(|n| matches!(n.kind, TreeKind::Dir(_))).count() as u32,
+            _ => 1,
+        }
+    }
+
+    fn attrs_default(&self) -> bool {
+        self.mode == default_mode(&self.kind)
+            && self.uid == 0
+            && self.gid == 0
+            && self.xattrs.is_empty()
+            && self.nlink.is_none_or(|n| n == self.default_nlink())
+            && self.ino.is_none()
+    }
+}
+
+/// The mode a node has when none is given.
+pub fn default_mode(kind: &TreeKind) -> u32 {
+    match kind {
+        TreeKind::Dir(_) => 0o755,
+        TreeKind::Symlink(_) => 0o777,
+        TreeKind::Char(0, 0) => 0,
+        TreeKind::Link(_) | TreeKind::Error(_) => 0,
+        TreeKind::File(_) | TreeKind::Char(..) | TreeKind::Block(..) | TreeKind::Fifo => 0o644,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reading the notation.
+
+/// Reads a whole tree (a layer root or a merged root): a mapping, or an empty value for an
+/// empty root directory. Layer trees come back with their hard links in canonical form.
+pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext) -> Option<TreeNode> {
+    let mut links = Vec::new();
+    let node = match v {
+        Value::Null => TreeNode::dir(),
+        Value::Mapping(_) => parse_node(cx, v, path, ctx, "/", &mut links)?,
+        other => {
+            cx.problem(path, format!("a tree must be a mapping of names to nodes, not {}", type_name(other)));
+            return None;
+        }
+    };
+    if ctx == TreeContext::Layer {
+        match tree_to_flat(&node) {
+            Ok(flat) => return Some(tree_from_flat(&flat)),
+            Err((p, msg)) => {
+                let at =
+                    links.iter().find(|(lp, _)| *lp == p).map(|(_, yp)| yp.clone()).unwrap_or_else(|| path.to_vec());
+                cx.problem(&at, msg);
+                return None;
+            }
+        }
+    }
+    Some(node)
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Reads one node at layer path `lpath`.
+pub(crate) fn parse_node(
+    cx: &mut Cx,
+    v: &Value,
+    path: &[Seg],
+    ctx: TreeContext,
+    lpath: &str,
+    links: &mut Vec<(String, YamlPath)>,
+) -> Option<TreeNode> {
+    match v {
+        Value::String(s) => Some(TreeNode::new(TreeKind::File(s.as_bytes().to_vec()))),
+        Value::Mapping(m) => {
+            let mut dir = TreeNode::dir();
+            let mut entries = BTreeMap::new();
+            let mut ok = true;
+            for (k, val) in m {
+                let kp = match k {
+                    Value::String(s) => key(path, s),
+                    Value::Number(n) => key(path, &n.to_string()),
+                    _ => path.to_vec(),
+                };
+                let Some(name) = cx.key_text(k, &kp) else {
+                    ok = false;
+                    continue;
+                };
+                if name == "." {
+                    ok &= parse_dir_attrs(cx, val, &kp, ctx, &mut dir);
+                    continue;
+                }
+                if name.contains('\0') {
+                    cx.key_problem(&kp, format!("name {name:?} contains a NUL byte"));
+                    ok = false;
+                    continue;
+                }
+                let parts: Vec<&str> = name.split('/').collect();
+                if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+                    cx.key_problem(
+                        &kp,
+                        format!(
+                            "name {name:?} is not a relative path of plain names (no leading, \
+                             trailing or double `/`, no `.` or `..`)"
+                        ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                let child_lpath = parts.iter().fold(lpath.to_owned(), |p, n| join(&p, n));
+                let Some(child) = parse_node(cx, val, &kp, ctx, &child_lpath, links) else {
+                    ok = false;
+                    continue;
+                };
+                if let Err(msg) = insert(&mut entries, &parts, child) {
+                    cx.key_problem(&kp, msg);
+                    ok = false;
+                }
+            }
+            dir.kind = TreeKind::Dir(entries);
+            if let Some(n) = dir.nlink {
+                // Keep an explicit nlink only when it says something.
+                if n == dir.default_nlink() {
+                    dir.nlink = None;
+                }
+            }
+            ok.then_some(dir)
+        }
+        Value::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let tag = tag.trim_start_matches('!');
+            parse_tagged(cx, tag, &t.value, path, ctx, lpath, links)
+        }
+        Value::Null => {
+            cx.problem(path, "an empty node: write '' for an empty file or {} for an empty directory");
+            None
+        }
+        other => {
+            cx.problem(
+                path,
+                format!(
+                    "a node must be a string (a file), a mapping (a directory) or a tagged \
+                     node such as !symlink, not {}; quote file content",
+                    type_name(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Puts `node` at the relative path `parts` under `entries`, making plain parent
+/// directories. Two directories given for one name merge.
+fn insert(entries: &mut BTreeMap<String, TreeNode>, parts: &[&str], node: TreeNode) -> Result<(), String> {
+    let (first, rest) = parts.split_first().expect("a path has a name");
+    if rest.is_empty() {
+        match entries.get_mut(*first) {
+            None => {
+                entries.insert((*first).to_owned(), node);
+                Ok(())
+            }
+            Some(existing) => merge(existing, node, first),
+        }
+    } else {
+        let slot = entries.entry((*first).to_owned()).or_insert_with(TreeNode::dir);
+        match &mut slot.kind {
+            TreeKind::Dir(sub) => insert(sub, rest, node),
+            _ => Err(format!("{first:?} is given as a non-directory and as a parent")),
+        }
+    }
+}
+
+fn merge(existing: &mut TreeNode, node: TreeNode, name: &str) -> Result<(), String> {
+    match (&mut existing.kind, node.kind) {
+        (TreeKind::Dir(a), TreeKind::Dir(b)) => {
+            let attrs = TreeNode { kind: TreeKind::Dir(BTreeMap::new()), ..node };
+            if !attrs.attrs_default() {
+                existing.mode = attrs.mode;
+                existing.uid = attrs.uid;
+                existing.gid = attrs.gid;
+                existing.xattrs = attrs.xattrs;
+                existing.nlink = attrs.nlink;
+                existing.ino = attrs.ino;
+            }
+            for (n, child) in b {
+                match a.get_mut(&n) {
+                    None => {
+                        a.insert(n, child);
+                    }
+                    Some(e) => merge(e, child, &n)?,
+                }
+            }
+            Ok(())
+        }
+        _ => Err(format!("{name:?} is given twice")),
+    }
+}
+
+/// The attribute fields every long form takes.
+const COMMON: &[&str] = &["mode", "uid", "gid", "xattrs"];
+/// The fields merged trees add.
+const MERGED: &[&str] = &["nlink", "ino"];
+
+fn allowed(extra: &[&'static str], ctx: TreeContext) -> Vec<&'static str> {
+    let mut v: Vec<&str> = extra.to_vec();
+    v.extend_from_slice(COMMON);
+    if ctx == TreeContext::Merged {
+        v.extend_from_slice(MERGED);
+    }
+    v
+}
+
+/// Reads the common attributes from `fields` into `node`; returns the other fields.
+fn common_attrs<'v>(
+    cx: &mut Cx,
+    fields: Vec<(String, &'v Value)>,
+    path: &[Seg],
+    node: &mut TreeNode,
+) -> (bool, Vec<(String, &'v Value, YamlPath)>) {
+    let mut ok = true;
+    let mut rest = Vec::new();
+    for (k, v) in fields {
+        let p = key(path, &k);
+        match k.as_str() {
+            "mode" => match cx.mode(v, &p) {
+                Some(m) => node.mode = m,
+                None => ok = false,
+            },
+            "uid" => match cx.uint(v, &p, "uid") {
+                Some(u) => node.uid = u,
+                None => ok = false,
+            },
+            "gid" => match cx.uint(v, &p, "gid") {
+                Some(g) => node.gid = g,
+                None => ok = false,
+            },
+            "nlink" => match cx.uint(v, &p, "nlink") {
+                Some(n) => node.nlink = Some(n),
+                None => ok = false,
+            },
+            "ino" => match cx.label(v, &p) {
+                Some(l) => node.ino = Some(l),
+                None => ok = false,
+            },
+            "xattrs" => match parse_xattrs(cx, v, &p) {
+                Some(x) => node.xattrs.extend(x),
+                None => ok = false,
+            },
+            _ => rest.push((k, v, p)),
+        }
+    }
+    (ok, rest)
+}
+
+/// Reads an xattr mapping: name to string or `!hex` value.
+pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<BTreeMap<String, Vec<u8>>> {
+    let m = cx.mapping(v, path, "xattrs")?;
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (name, val) in cx.fields(&m, path, &[], "xattrs") {
+        let p = key(path, &name);
+        if name.is_empty() || name.contains('\0') {
+            cx.key_problem(&p, format!("xattr name {name:?} is empty or contains NUL"));
+            ok = false;
+            continue;
+        }
+        match cx.bytes(val, &p, "an xattr value") {
+            Some(b) => {
+                out.insert(name, b);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
+}
+
+fn parse_dir_attrs(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext, dir: &mut TreeNode) -> bool {
+    let Some(m) = cx.mapping(v, path, "the directory attributes `.`") else {
+        return false;
+    };
+    let fields = cx.fields(&m, path, &allowed(&["opaque", "redirect"], ctx), "directory attributes");
+    let (mut ok, rest) = common_attrs(cx, fields, path, dir);
+    for (k, v, p) in rest {
+        let name = if k == "opaque" { OPAQUE_XATTR } else { REDIRECT_XATTR };
+        match cx.bytes(v, &p, &k) {
+            Some(b) => {
+                if dir.xattrs.insert(name.to_owned(), b).is_some() {
+                    cx.problem(&p, format!("`{k}` and the xattr {name} are both given"));
+                    ok = false;
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok
+}
+
+fn parse_tagged(
+    cx: &mut Cx,
+    tag: &str,
+    v: &Value,
+    path: &[Seg],
+    ctx: TreeContext,
+    lpath: &str,
+    links: &mut Vec<(String, YamlPath)>,
+) -> Option<TreeNode> {
+    // Short forms first.
+    match (tag, v) {
+        ("hex", _) => return Some(TreeNode::new(TreeKind::File(cx.hex(v, path)?))),
+        ("file", Value::String(s)) => return Some(TreeNode::new(TreeKind::File(s.as_bytes().to_vec()))),
+        ("symlink", Value::String(_)) => {
+            let t = cx.text_no_nul(v, path, "a symlink target")?;
+            return Some(TreeNode::new(TreeKind::Symlink(t)));
+        }
+        ("whiteout", Value::Null) => return Some(TreeNode::new(TreeKind::Char(0, 0))),
+        ("xwhiteout", Value::Null) => {
+            let mut n = TreeNode::new(TreeKind::File(Vec::new()));
+            n.xattrs.insert(XWHITEOUT_XATTR.to_owned(), Vec::new());
+            return Some(n);
+        }
+        ("fifo", Value::Null) => return Some(TreeNode::new(TreeKind::Fifo)),
+        ("char" | "block", Value::Sequence(_)) => {
+            let (a, b) = cx.rdev(v, path)?;
+            let k = if tag == "char" { TreeKind::Char(a, b) } else { TreeKind::Block(a, b) };
+            return Some(TreeNode::new(k));
+        }
+        ("link", _) => {
+            if ctx != TreeContext::Layer {
+                cx.problem(path, "!link is for layers; in a merged tree, give both names the same `ino` label");
+                return None;
+            }
+            let to = cx.abs_path(v, path, "a !link target (a path in the same layer)")?;
+            links.push((lpath.to_owned(), path.to_vec()));
+            return Some(TreeNode::new(TreeKind::Link(to)));
+        }
+        ("error", _) => {
+            if ctx != TreeContext::Merged {
+                cx.problem(path, "!error is for merged trees (a name whose lstat fails)");
+                return None;
+            }
+            return Some(TreeNode::new(TreeKind::Error(cx.errno(v, path)?)));
+        }
+        _ => {}
+    }
+    let extra: &[&'static str] = match tag {
+        "file" => &["data"],
+        "symlink" => &["target"],
+        "char" | "block" => &["rdev"],
+        "whiteout" | "xwhiteout" | "fifo" => &[],
+        other => {
+            cx.problem(
+                path,
+                format!(
+                    "unknown node tag !{other}; expected one of !file, !hex, !symlink, \
+                     !whiteout, !xwhiteout, !fifo, !char, !block, !link, !error"
+                ),
+            );
+            return None;
+        }
+    };
+    let Value::Mapping(m) = v else {
+        cx.problem(
+            path,
+            format!(
+                "!{tag} takes {}, not {}",
+                match tag {
+                    "file" => "a string or a mapping of attributes",
+                    "symlink" => "a target string or a mapping of attributes",
+                    "char" | "block" => "[major, minor] or a mapping of attributes",
+                    _ => "nothing or a mapping of attributes",
+                },
+                type_name(v)
+            ),
+        );
+        return None;
+    };
+    let fields = cx.fields(m, path, &allowed(extra, ctx), &format!("!{tag}"));
+    let kind = match tag {
+        "file" | "xwhiteout" => TreeKind::File(Vec::new()),
+        "symlink" => TreeKind::Symlink(String::new()),
+        "char" => TreeKind::Char(0, 0),
+        "block" => TreeKind::Block(0, 0),
+        "whiteout" => TreeKind::Char(0, 0),
+        _ => TreeKind::Fifo,
+    };
+    let mut node = TreeNode::new(kind);
+    let mut given_mode = false;
+    for (k, _) in &fields {
+        given_mode |= k == "mode";
+    }
+    let (mut ok, rest) = common_attrs(cx, fields, path, &mut node);
+    let mut have_target = tag != "symlink";
+    let mut have_rdev = !matches!(tag, "char" | "block");
+    for (k, v, p) in rest {
+        match k.as_str() {
+            "data" => match cx.bytes(v, &p, "data") {
+                Some(b) => node.kind = TreeKind::File(b),
+                None => ok = false,
+            },
+            "target" => match cx.text_no_nul(v, &p, "a symlink target") {
+                Some(t) => {
+                    node.kind = TreeKind::Symlink(t);
+                    have_target = true;
+                }
+                None => ok = false,
+            },
+            "rdev" => match cx.rdev(v, &p) {
+                Some((a, b)) => {
+                    node.kind = if tag == "char" { TreeKind::Char(a, b) } else { TreeKind::Block(a, b) };
+                    have_rdev = true;
+                    if !given_mode {
+                        node.mode = default_mode(&node.kind);
+                    }
+                }
+                None => ok = false,
+            },
+            _ => unreachable!("fields are checked against the allowed list"),
+        }
+    }
+    if !have_target {
+        cx.problem(path, "!symlink needs a `target`");
+        ok = false;
+    }
+    if !have_rdev {
+        cx.problem(path, format!("!{tag} needs `rdev: [major, minor]`"));
+        ok = false;
+    }
+    if tag == "xwhiteout" {
+        node.xattrs.entry(XWHITEOUT_XATTR.to_owned()).or_default();
+    }
+    ok.then_some(node)
+}
+
+// ---------------------------------------------------------------------------------------
+// Layers: to and from the flat form.
+
+/// The tree of a flat layer; hard links become `!link` to the inode's first path.
+pub fn tree_from_flat(flat: &FlatLayer) -> TreeNode {
+    let mut root = node_from_flat(&flat.root);
+    root.kind = TreeKind::Dir(BTreeMap::new());
+    for e in &flat.entries {
+        let (path, node) = match e {
+            FlatEntry::Node { path, node } => (path, node_from_flat(node)),
+            FlatEntry::Link { path, to } => (path, TreeNode::new(TreeKind::Link(to.clone()))),
+        };
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() {
+            continue;
+        }
+        if let TreeKind::Dir(entries) = &mut root.kind {
+            // A flat layer lists parents first, so `insert` finds them; a duplicate path
+            // (not produced by `Layer::to_flat`) keeps the first.
+            let _ = insert(entries, &parts, node);
+        }
+    }
+    root
+}
+
+fn node_from_flat(n: &FlatNode) -> TreeNode {
+    let rdev = n.rdev.unwrap_or((0, 0));
+    let kind = match n.kind {
+        FileType::Dir => TreeKind::Dir(BTreeMap::new()),
+        FileType::File => TreeKind::File(n.data.clone().unwrap_or_default()),
+        FileType::Symlink => TreeKind::Symlink(n.target.clone().unwrap_or_default()),
+        FileType::Char => TreeKind::Char(rdev.0, rdev.1),
+        FileType::Block => TreeKind::Block(rdev.0, rdev.1),
+        FileType::Fifo => TreeKind::Fifo,
+    };
+    TreeNode { kind, mode: n.mode, uid: n.uid, gid: n.gid, xattrs: n.xattrs.clone(), nlink: None, ino: None }
+}
+
+/// The flat node for a tree node that is not a link or an error (a directory's entries are
+/// left out).
+pub fn node_to_flat(n: &TreeNode) -> FlatNode {
+    let (kind, data, target, rdev) = match &n.kind {
+        TreeKind::Dir(_) | TreeKind::Link(_) | TreeKind::Error(_) => (FileType::Dir, None, None, None),
+        TreeKind::File(d) => (FileType::File, Some(d.clone()), None, None),
+        TreeKind::Symlink(t) => (FileType::Symlink, None, Some(t.clone()), None),
+        TreeKind::Char(a, b) => (FileType::Char, None, None, Some((*a, *b))),
+        TreeKind::Block(a, b) => (FileType::Block, None, None, Some((*a, *b))),
+        TreeKind::Fifo => (FileType::Fifo, None, None, None),
+    };
+    FlatNode { kind, mode: n.mode, uid: n.uid, gid: n.gid, data, target, rdev, xattrs: n.xattrs.clone() }
+}
+
+/// Every path of a tree, parents first and names in byte order (the order of
+/// `Layer::walk_all`), with its node.
+pub fn walk(root: &TreeNode) -> Vec<(String, &TreeNode)> {
+    fn go<'a>(dir: &'a TreeNode, prefix: &str, out: &mut Vec<(String, &'a TreeNode)>) {
+        if let TreeKind::Dir(entries) = &dir.kind {
+            for (name, child) in entries {
+                let p = join(prefix, name);
+                out.push((p.clone(), child));
+                go(child, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    go(root, "/", &mut out);
+    out
+}
+
+/// The flat layer of a layer tree. A hard link group is written as a node at its first
+/// path in walk order and links to it elsewhere, as `Layer::to_flat` does. Errors name the
+/// path of the bad `!link` and say what is wrong.
+pub fn tree_to_flat(root: &TreeNode) -> Result<FlatLayer, (String, String)> {
+    let all = walk(root);
+    let by_path: HashMap<&str, &TreeNode> = all.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    // Resolve each link to the path of a real node.
+    let mut target_of: HashMap<&str, &str> = HashMap::new();
+    for (p, n) in &all {
+        if let TreeKind::Link(_) = n.kind {
+            let mut cur: &str = p;
+            let mut hops = 0;
+            loop {
+                let node = by_path[cur];
+                match &node.kind {
+                    TreeKind::Link(to) => {
+                        hops += 1;
+                        if hops > all.len() {
+                            return Err((p.clone(), format!("!link {to} makes a cycle")));
+                        }
+                        match by_path.get_key_value(to.as_str()) {
+                            Some((k, _)) => cur = k,
+                            None => return Err((p.clone(), format!("!link {to}: no such path in this layer"))),
+                        }
+                    }
+                    TreeKind::Dir(_) => {
+                        return Err((p.clone(), format!("!link to {cur}, a directory: directories cannot be linked")))
+                    }
+                    TreeKind::Error(_) => return Err((p.clone(), "!link to an !error node".to_owned())),
+                    _ => break,
+                }
+            }
+            target_of.insert(p.as_str(), cur);
+        }
+    }
+    // The first path (in walk order) of each linked inode.
+    let mut first: HashMap<&str, &str> = HashMap::new();
+    for (p, n) in &all {
+        let inode = match n.kind {
+            TreeKind::Link(_) => target_of[p.as_str()],
+            _ => p.as_str(),
+        };
+        first.entry(inode).or_insert(p.as_str());
+    }
+    let mut entries = Vec::new();
+    for (p, n) in &all {
+        if let TreeKind::Error(_) = n.kind {
+            return Err((p.clone(), "!error belongs to merged trees".to_owned()));
+        }
+        let inode = match n.kind {
+            TreeKind::Link(_) => target_of[p.as_str()],
+            _ => p.as_str(),
+        };
+        let head = first[inode];
+        if head == p {
+            entries.push(FlatEntry::Node { path: p.clone(), node: node_to_flat(by_path[inode]) });
+        } else {
+            entries.push(FlatEntry::Link { path: p.clone(), to: head.to_owned() });
+        }
+    }
+    let mut rootf = node_to_flat(root);
+    rootf.kind = FileType::Dir;
+    Ok(FlatLayer { root: rootf, entries })
+}
+
+// ---------------------------------------------------------------------------------------
+// The merged view.
+
+/// The tree of a merged view. `ino` gives the label to show for the entry at a path with a
+/// raw inode number (`None`: show none).
+pub fn tree_from_merged(merged: &MergedTree, mut ino: impl FnMut(&str, u64) -> Option<String>) -> TreeNode {
+    let mut root = TreeNode::dir();
+    for (path, e) in merged {
+        let node = match &e.stat {
+            Err(errno) => TreeNode::new(TreeKind::Error(*errno)),
+            Ok(st) => {
+                let kind = match st.kind {
+                    FileType::Dir => TreeKind::Dir(BTreeMap::new()),
+                    FileType::File => TreeKind::File(e.data.clone().unwrap_or_default()),
+                    FileType::Symlink => TreeKind::Symlink(e.target.clone().unwrap_or_default()),
+                    FileType::Char => TreeKind::Char(st.rdev.0, st.rdev.1),
+                    FileType::Block => TreeKind::Block(st.rdev.0, st.rdev.1),
+                    FileType::Fifo => TreeKind::Fifo,
+                };
+                TreeNode {
+                    kind,
+                    mode: st.mode,
+                    uid: st.uid,
+                    gid: st.gid,
+                    xattrs: e.xattrs.clone(),
+                    nlink: Some(st.nlink),
+                    ino: ino(path, st.ino),
+                }
+            }
+        };
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+        if parts.is_empty() {
+            let TreeNode { mode, uid, gid, xattrs, nlink, ino, .. } = node;
+            root = TreeNode {
+                kind: std::mem::replace(&mut root.kind, TreeKind::Fifo),
+                mode,
+                uid,
+                gid,
+                xattrs,
+                nlink,
+                ino,
+            };
+            continue;
+        }
+        if let TreeKind::Dir(entries) = &mut root.kind {
+            let _ = insert(entries, &parts, node);
+        }
+    }
+    normalize_nlink(&mut root);
+    root
+}
+
+/// Drops link counts equal to the default, after the entries are in place.
+fn normalize_nlink(n: &mut TreeNode) {
+    if let TreeKind::Dir(entries) = &mut n.kind {
+        for c in entries.values_mut() {
+            normalize_nlink(c);
+        }
+    }
+    if n.nlink == Some(n.default_nlink()) {
+        n.nlink = None;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing the notation.
+
+fn data_y(d: &[u8]) -> Y {
+    match std::str::from_utf8(d) {
+        Ok(s) => Y::s(s),
+        Err(_) => Y::tag("hex", Y::s(to_hex(d))),
+    }
+}
+
+/// An xattr mapping.
+pub(crate) fn xattrs_y(x: &BTreeMap<String, Vec<u8>>) -> Y {
+    Y::map(x.iter().map(|(k, v)| (k.clone(), data_y(v))).collect())
+}
+
+/// The attribute fields of a node that differ from the defaults, in a fixed order.
+fn attr_fields(n: &TreeNode, xattrs: &BTreeMap<String, Vec<u8>>) -> Vec<(String, Y)> {
+    let mut f = Vec::new();
+    if n.mode != default_mode(&n.kind) {
+        f.push(("mode".into(), Y::mode(n.mode)));
+    }
+    if n.uid != 0 {
+        f.push(("uid".into(), Y::n(n.uid)));
+    }
+    if n.gid != 0 {
+        f.push(("gid".into(), Y::n(n.gid)));
+    }
+    if !xattrs.is_empty() {
+        f.push(("xattrs".into(), xattrs_y(xattrs)));
+    }
+    if let Some(l) = n.nlink {
+        if l != n.default_nlink() {
+            f.push(("nlink".into(), Y::n(l)));
+        }
+    }
+    if let Some(i) = &n.ino {
+        f.push(("ino".into(), Y::s(i.clone())));
+    }
+    f
+}
+
+/// A directory's own attributes (what goes under `.`), markers as `opaque` and `redirect`
+/// in layer trees.
+fn dir_attr_fields(n: &TreeNode, ctx: TreeContext) -> Vec<(String, Y)> {
+    let mut xattrs = n.xattrs.clone();
+    let mut markers = Vec::new();
+    if ctx == TreeContext::Layer {
+        for (short, name) in [("opaque", OPAQUE_XATTR), ("redirect", REDIRECT_XATTR)] {
+            if let Some(v) = xattrs.remove(name) {
+                markers.push((short.to_owned(), data_y(&v)));
+            }
+        }
+    }
+    let mut f = markers;
+    f.extend(attr_fields(n, &xattrs));
+    f
+}
+
+/// A node in the notation (a directory with its entries).
+pub(crate) fn node_y(n: &TreeNode, ctx: TreeContext) -> Y {
+    let leaf = |tag: &str, short: Y, fields: Vec<(String, Y)>, long_extra: Vec<(String, Y)>| {
+        if fields.is_empty() {
+            match short {
+                Y::Tagged(..) | Y::Str(_) => short,
+                other => Y::tag(tag, other),
+            }
+        } else {
+            let mut all = long_extra;
+            all.extend(fields);
+            Y::tag(tag, Y::map(all))
+        }
+    };
+    match &n.kind {
+        TreeKind::Dir(entries) => {
+            let mut m = Vec::new();
+            let attrs = dir_attr_fields(n, ctx);
+            if !attrs.is_empty() {
+                m.push((".".to_owned(), Y::map(attrs)));
+            }
+            for (name, child) in entries {
+                m.push((name.clone(), node_y(child, ctx)));
+            }
+            // Small directories of leaves read well on one line.
+            let leaves = entries.values().all(|c| !matches!(c.kind, TreeKind::Dir(_)));
+            Y::Map(m, if leaves { Style::Auto } else { Style::Block })
+        }
+        TreeKind::File(d) => {
+            if d.is_empty() && n.xattrs.get(XWHITEOUT_XATTR).is_some_and(|v| v.is_empty()) {
+                let mut x = n.xattrs.clone();
+                x.remove(XWHITEOUT_XATTR);
+                let fields = attr_fields(n, &x);
+                return leaf("xwhiteout", Y::Null, fields, Vec::new());
+            }
+            let fields = attr_fields(n, &n.xattrs);
+            let short = data_y(d);
+            let extra = if d.is_empty() { Vec::new() } else { vec![("data".to_owned(), data_y(d))] };
+            leaf("file", short, fields, extra)
+        }
+        TreeKind::Symlink(t) => {
+            let fields = attr_fields(n, &n.xattrs);
+            if fields.is_empty() {
+                Y::tag("symlink", Y::s(t.clone()))
+            } else {
+                leaf("symlink", Y::Null, fields, vec![("target".into(), Y::s(t.clone()))])
+            }
+        }
+        TreeKind::Char(0, 0) => leaf("whiteout", Y::Null, attr_fields(n, &n.xattrs), Vec::new()),
+        TreeKind::Char(a, b) | TreeKind::Block(a, b) => {
+            let tag = if matches!(n.kind, TreeKind::Char(..)) { "char" } else { "block" };
+            let rdev = Y::seq(vec![Y::n(*a), Y::n(*b)]);
+            let fields = attr_fields(n, &n.xattrs);
+            if fields.is_empty() {
+                Y::tag(tag, rdev)
+            } else {
+                leaf(tag, Y::Null, fields, vec![("rdev".into(), rdev)])
+            }
+        }
+        TreeKind::Fifo => leaf("fifo", Y::Null, attr_fields(n, &n.xattrs), Vec::new()),
+        TreeKind::Link(to) => Y::tag("link", Y::s(to.clone())),
+        TreeKind::Error(e) => Y::tag("error", Y::Raw(e.name().to_owned())),
+    }
+}
+
+/// One line per path (`/d/f: hello`, `/d/ {mode: 0700}`), for diffs and reports.
+pub fn tree_lines(root: &TreeNode, ctx: TreeContext) -> Vec<String> {
+    let line = |path: &str, n: &TreeNode| -> String {
+        match &n.kind {
+            TreeKind::Dir(_) => {
+                let attrs = dir_attr_fields(n, ctx);
+                let p = if path == "/" { "/".to_owned() } else { format!("{path}/") };
+                if attrs.is_empty() {
+                    p
+                } else {
+                    format!("{p} {}", super::emit::one_line(&Y::map(attrs)))
+                }
+            }
+            _ => format!("{}: {}", super::emit::scalar(path), super::emit::one_line(&node_y(n, ctx))),
+        }
+    };
+    let mut out = vec![line("/", root)];
+    for (p, n) in walk(root) {
+        out.push(line(&p, n));
+    }
+    out
+}
