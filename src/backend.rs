@@ -341,11 +341,15 @@ impl Backend for ModelBackend {
             }
             Command::DumpLayer { name } => Ok(Reply::Layer(self.named(name)?.to_flat())),
             Command::DumpMerged => {
-                let m = self.mounted.as_ref().ok_or_else(|| {
+                let m = self.mounted.as_mut().ok_or_else(|| {
                     BackendError::Usage("dumping the merged view needs a mount".into())
                 })?;
-                let mut ov = m.overlay.clone();
-                Ok(Reply::Merged(dump_merged(|op| ov.apply(op))))
+                // On the overlay itself, not a clone: the kernel's lookups during the dump
+                // record origins and impure parents, and so must the model's.
+                let ov = &mut m.overlay;
+                let tree = dump_merged(|op| ov.apply(op));
+                ov.take_events();
+                Ok(Reply::Merged(tree))
             }
         }
     }

@@ -18,12 +18,15 @@ impl Overlay {
     /// from the top-most real object (the upper if there is one). `st_ino` is that object's
     /// inode, except that a merged directory, and an upper object whose copy-up origin has
     /// `nlink` 1, report the lower origin's inode, so `st_ino` survives copy-up. A lower hard
-    /// link broken by copy-up (origin `nlink` > 1) reports the upper inode. A merged
-    /// directory reports `nlink` 1.
+    /// link broken by copy-up (origin `nlink` > 1) reports the upper inode, and so does the
+    /// root. A merged directory reports `nlink` 1.
     pub(crate) fn getattr(&self, d: &Dentry) -> Stat {
         let real = self.real_inode(d);
         let ino = match (d.upper, d.lowers.first()) {
             (None, Some(l)) => identity(&self.lowers[l.layer], l.ino),
+            // NOTE(kernel): the root reports the upper root's inode even though it is merged
+            // (kernel: `ovl_get_root` gives it no copy-up origin; observed on 6.18).
+            (Some(u), Some(_)) if d.is_root() => identity(self.upper.as_ref().expect("upper"), u),
             (Some(u), Some(l)) => {
                 let lower = &self.lowers[l.layer];
                 if real.is_dir() || lower.get(l.ino).nlink == 1 {

@@ -51,6 +51,11 @@ impl Dentry {
         self.ftype.is_some()
     }
 
+    /// Whether this is the root of the merged view (the only dentry without a name).
+    pub fn is_root(&self) -> bool {
+        self.name.is_empty()
+    }
+
     /// Whether this is a directory.
     pub fn is_dir(&self) -> bool {
         self.ftype == Some(FileType::Dir)
@@ -162,7 +167,7 @@ impl Overlay {
     /// Errors, in precedence order: ENAMETOOLONG (name longer than 255), EINVAL (a malformed
     /// redirect xattr), EIO (a copy-up origin of another type), EPERM (a redirect with
     /// `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy).
-    pub(crate) fn lookup_child(&self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
+    pub(crate) fn lookup_child(&mut self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
         if name.len() > NAME_LEN_MAX {
             return Err(Errno::ENAMETOOLONG);
         }
@@ -185,7 +190,7 @@ impl Overlay {
         let mut upper_redirect = None;
         let mut upper_opaque = false;
         let mut origin = None;
-        let mut poe_is_root = parent.name.is_empty() && parent.lowers.len() == self.lowers.len();
+        let mut poe_is_root = parent.is_root();
         if let Some(udir) = parent.upper {
             upper = self.lookup_layer(Which::Upper, udir, &mut d)?;
             if let Some(u) = upper {
@@ -199,6 +204,11 @@ impl Overlay {
                 }
             }
             if let Some(r) = &d.redirect {
+                // NOTE(kernel): refused even when no lower has the redirected name (observed
+                // on 6.18); a lower directory's redirect is refused once it is found, below.
+                if !follow {
+                    return Err(Errno::EPERM);
+                }
                 upper_redirect = Some(r.clone());
                 if r.starts_with('/') {
                     poe = root_lowers();
@@ -245,6 +255,9 @@ impl Overlay {
                 _ => i += 1,
             }
         }
+        if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
+            self.fix_origin(parent, u, *first);
+        }
         if !d.is_dir && upper.is_some() && stack.is_empty() {
             if let Some(o) = origin {
                 stack.push(o);
@@ -265,6 +278,23 @@ impl Overlay {
             xwhiteout_layers,
             ftype,
         })
+    }
+
+    /// Records the origin of a merged directory whose upper has none (an upper made
+    /// offline), and marks its parent impure: a lookup alone writes to the upper (kernel:
+    /// `ovl_fix_origin`). The upper's private clone stays writable on a read-only mount, so
+    /// this happens there too.
+    fn fix_origin(&mut self, parent: &Dentry, upper: Ino, lower: LowerPath) {
+        let origin = crate::layer::Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino };
+        let parent_upper = parent.upper;
+        let layer = self.upper.as_mut().expect("model invariant: an upper dentry has an upper");
+        if layer.get(upper).origin.is_some() {
+            return;
+        }
+        layer.update(upper, |i| i.origin = Some(origin));
+        if let Some(p) = parent_upper {
+            layer.update(p, |i| i.impure = true);
+        }
     }
 
     /// Whether lower `layer`'s directory `ino` carries `opaque=x`.

@@ -156,7 +156,9 @@ impl Overlay {
     /// first: one layer for a non-directory, every merged layer for a directory. `None` when
     /// the path does not resolve.
     pub fn provenance(&self, path: &str) -> Option<Vec<LayerRef>> {
-        let chain = self.resolve(path, crate::path::Follow::No).ok()?;
+        // Lookups may record origins in the upper (kernel: `ovl_fix_origin`); asking where an
+        // object comes from must not, so it looks through an O(1) clone.
+        let chain = self.clone().resolve(path, crate::path::Follow::No).ok()?;
         let d = chain.last()?;
         let mut out = Vec::new();
         if d.upper.is_some() {

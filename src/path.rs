@@ -71,7 +71,7 @@ impl Overlay {
     /// Errors, in precedence order along the walk: ENOENT (empty path, a missing component
     /// or an empty symlink), ENAMETOOLONG, ENOTDIR (a non-directory before a `/`), ELOOP,
     /// and the lookup errors of [`Overlay::lookup_child`].
-    pub(crate) fn resolve(&self, path: &str, follow: Follow) -> SysResult<Chain> {
+    pub(crate) fn resolve(&mut self, path: &str, follow: Follow) -> SysResult<Chain> {
         check_len(path)?;
         let mut chain = vec![self.root_dentry()];
         let mut links = 0;
@@ -83,7 +83,7 @@ impl Overlay {
 
     /// Resolves everything but the last component of `path`, which it classifies
     /// (kernel: `filename_parentat`). The parent chain ends with a directory.
-    pub(crate) fn resolve_parent(&self, path: &str) -> SysResult<(Chain, Last)> {
+    pub(crate) fn resolve_parent(&mut self, path: &str) -> SysResult<(Chain, Last)> {
         check_len(path)?;
         let mut comps = components_of(path);
         let slash = path.ends_with('/');
@@ -103,7 +103,7 @@ impl Overlay {
 
     /// Walks `comps` from the end of `chain`.
     fn walk(
-        &self,
+        &mut self,
         chain: &mut Chain,
         mut comps: VecDeque<String>,
         follow_last: bool,
@@ -121,8 +121,8 @@ impl Overlay {
                 }
                 continue;
             }
-            let parent = chain.last().expect("chain has a root");
-            let child = self.lookup_child(parent, &comp)?;
+            let parent = chain.last().expect("chain has a root").clone();
+            let child = self.lookup_child(&parent, &comp)?;
             let Some(ftype) = child.ftype else { return Err(Errno::ENOENT) };
             if ftype == FileType::Symlink && (!is_last || follow_last || dir_required) {
                 *links += 1;

@@ -38,7 +38,7 @@ impl Overlay {
     /// NOTE(kernel): a non-merged directory (pure upper, or from one lower only) is read
     /// straight from the real directory, so its whiteouts *are* listed, a char 0/0 as a
     /// character device, though stat of them gives ENOENT.
-    pub(crate) fn readdir_entries(&self, d: &Dentry) -> BTreeMap<String, FileType> {
+    pub(crate) fn readdir_entries(&mut self, d: &Dentry) -> BTreeMap<String, FileType> {
         if !self.dir_is_merged(d) {
             let (layer, ino) = match d.upper {
                 Some(u) => (self.upper.as_ref().expect("upper"), u),
@@ -48,12 +48,14 @@ impl Overlay {
             return entries.iter().map(|(n, i)| (n.clone(), layer.get(*i).file_type())).collect();
         }
         let impure = self.upper_inode(d).is_some_and(|i| i.impure);
-        self.read_merged(d, true)
-            .into_iter()
-            .filter(|(_, e)| !e.is_whiteout)
-            .filter(|(name, e)| !(impure && e.is_upper) || self.lookup_child(d, name).is_ok_and(|c| c.is_positive()))
-            .map(|(n, e)| (n, e.ftype))
-            .collect()
+        let mut out = BTreeMap::new();
+        for (name, e) in self.read_merged(d, true) {
+            if e.is_whiteout || (impure && e.is_upper && !self.lookup_child(d, &name).is_ok_and(|c| c.is_positive())) {
+                continue;
+            }
+            out.insert(name, e.ftype);
+        }
+        out
     }
 
     /// Every name of every layer of `d`, top-most entry first, whiteouts included (kernel:

@@ -24,13 +24,13 @@ enum Attr {
 
 impl Overlay {
     /// `stat(2)` or `lstat(2)`. Errors: the walk's.
-    pub(crate) fn stat(&self, path: &str, follow: Follow) -> SysResult<Stat> {
+    pub(crate) fn stat(&mut self, path: &str, follow: Follow) -> SysResult<Stat> {
         let chain = self.resolve(path, follow)?;
         Ok(self.getattr(chain.last().expect("chain")))
     }
 
     /// `readlink(2)`. Errors: the walk's, then EINVAL (not a symlink).
-    pub(crate) fn readlink(&self, path: &str) -> SysResult<String> {
+    pub(crate) fn readlink(&mut self, path: &str) -> SysResult<String> {
         let chain = self.resolve(path, Follow::No)?;
         let d = chain.last().expect("chain");
         if d.ftype != Some(FileType::Symlink) {
@@ -41,7 +41,7 @@ impl Overlay {
 
     /// `open(O_RDONLY|O_DIRECTORY)` and `getdents64` to the end. Errors: the walk's, then
     /// ENOTDIR. See [`Overlay::readdir_entries`] for what is listed.
-    pub(crate) fn readdir(&self, path: &str) -> SysResult<BTreeMap<String, FileType>> {
+    pub(crate) fn readdir(&mut self, path: &str) -> SysResult<BTreeMap<String, FileType>> {
         let chain = self.resolve(path, Follow::Yes)?;
         let d = chain.last().expect("chain");
         if !d.is_dir() {
@@ -104,7 +104,7 @@ impl Overlay {
 
     /// The object an xattr call acts on, after the VFS's name checks (kernel:
     /// `import_xattr_name`: an empty or over-long name is ERANGE, before the path walk).
-    fn xattr_target(&self, path: &str, name: &str) -> SysResult<Chain> {
+    fn xattr_target(&mut self, path: &str, name: &str) -> SysResult<Chain> {
         if name.is_empty() || name.len() > XATTR_NAME_LEN_MAX {
             return Err(Errno::ERANGE);
         }
@@ -155,7 +155,7 @@ impl Overlay {
 
     /// `getxattr(2)`. Errors: ERANGE; the walk's; ENODATA (`user.*` on a special file);
     /// EOPNOTSUPP; ENODATA (not set; overlay's private xattrs are never shown).
-    pub(crate) fn getxattr(&self, path: &str, name: &str) -> SysResult<Vec<u8>> {
+    pub(crate) fn getxattr(&mut self, path: &str, name: &str) -> SysResult<Vec<u8>> {
         let chain = self.xattr_target(path, name)?;
         let d = chain.last().expect("chain");
         Self::xattr_permission(d.ftype.expect("positive"), name, false)?;
@@ -168,7 +168,7 @@ impl Overlay {
 
     /// `listxattr(2)`: the top-most object's xattrs, private ones hidden and escaped ones
     /// unescaped (kernel: `ovl_listxattr`). Errors: the walk's.
-    pub(crate) fn listxattr(&self, path: &str) -> SysResult<BTreeSet<String>> {
+    pub(crate) fn listxattr(&mut self, path: &str) -> SysResult<BTreeSet<String>> {
         let chain = self.resolve(path, Follow::Yes)?;
         let inode: &Inode = self.real_inode(chain.last().expect("chain"));
         Ok(inode.xattrs.keys().filter_map(|k| whiteout::unescape_xattr(self, k)).collect())

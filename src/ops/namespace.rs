@@ -27,7 +27,7 @@ impl Overlay {
     /// Errors, in precedence order: the parent walk's errors; EEXIST (`.`, `..` or `/` as
     /// the last component); the lookup errors; EEXIST (the name is visible); ENOENT (a
     /// trailing slash on a non-directory create); EROFS.
-    pub(crate) fn filename_create(&self, path: &str, dir_ok: bool) -> SysResult<NewName> {
+    pub(crate) fn filename_create(&mut self, path: &str, dir_ok: bool) -> SysResult<NewName> {
         let (chain, last) = self.resolve_parent(path)?;
         let Last::Norm { name, slash } = last else { return Err(Errno::EEXIST) };
         let parent = chain.last().expect("chain has a root");
@@ -67,9 +67,11 @@ impl Overlay {
     /// are not allowed anyway (kernel: `ovl_allow_offline_changes` is false with
     /// `redirect_dir=on`, `index`, `metacopy` or `xino=on`).
     pub(crate) fn create_object(&mut self, new: &mut NewName, inode: Inode) -> Ino {
-        let parent_merge = new.chain.last().expect("chain").is_merge_dir();
         let depth = new.chain.len() - 1;
         self.copy_up(&mut new.chain, depth);
+        // Merged as it is after its own copy-up (kernel: `ovl_type_merge` in
+        // `ovl_create_upper`, which runs after `ovl_copy_up` of the parent).
+        let parent_merge = new.chain[depth].is_merge_dir();
         let dir = new.chain[depth].upper.expect("parent copied up");
         let is_dir = inode.is_dir();
         let over_whiteout = new.dentry.is_whiteout();
