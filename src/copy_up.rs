@@ -38,7 +38,8 @@ impl Overlay {
     /// owner, the symlink target or device numbers, and every xattr but overlay's private
     /// ones (escaped `trusted.overlay.overlay.*` xattrs are copied unchanged; kernel:
     /// `ovl_copy_xattr`). It records the lower object as its origin (kernel:
-    /// `ovl_set_origin`, kept here outside the xattrs), and marks the parent impure.
+    /// `ovl_set_origin`, kept here outside the xattrs) unless it is a hard link, and marks
+    /// the parent impure.
     fn copy_up_one(&mut self, parent: u64, d: &Dentry) -> u64 {
         let lower = *d.lowers.first().expect("model invariant: copy-up of a lower object");
         let src = self.lowers[lower.layer].get(lower.ino);
@@ -51,7 +52,15 @@ impl Overlay {
         copy.gid = src.gid;
         copy.xattrs =
             src.xattrs.iter().filter(|(k, _)| !whiteout::is_private_xattr(self, k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
+        // NOTE(kernel): a lower hard link (nlink > 1, index off) gets no origin, so its copy
+        // keeps its own inode number for good (kernel: `ovl_do_copy_up` records the origin
+        // only for a directory or an nlink-1 file; observed on 6.18).
+        // Under `userxattr` the origin is a `user.*` xattr, which the upper filesystem keeps
+        // only on regular files and directories; elsewhere the kernel goes on without one.
+        let can_hold = !self.options.userxattr || matches!(src.kind, NodeKind::File(_) | NodeKind::Dir(_));
+        if (src.is_dir() || src.nlink == 1) && can_hold {
+            copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
+        }
         let upper = self.upper.as_mut().expect("model invariant: copy-up needs an upper");
         // The parent may now hold non-pure upper entries (kernel: `ovl_set_impure`).
         upper.update(parent, |p| p.impure = true);

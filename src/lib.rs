@@ -85,6 +85,7 @@
 pub mod backend;
 pub mod copy_up;
 pub mod errno;
+pub mod fuzz;
 pub mod inode;
 pub mod kernel;
 pub mod layer;

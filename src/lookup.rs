@@ -39,8 +39,6 @@ pub struct Dentry {
     pub redirect: Option<String>,
     /// A lower copy of this directory carries `opaque=x`: readdir filters xattr whiteouts.
     pub xwhiteouts: bool,
-    /// The lower layers whose copy of this directory carries `opaque=x`.
-    pub xwhiteout_layers: Vec<usize>,
     /// The file type, or `None` for a negative dentry.
     pub ftype: Option<FileType>,
 }
@@ -132,7 +130,6 @@ impl Overlay {
             opaque: false,
             redirect: None,
             xwhiteouts: false,
-            xwhiteout_layers: Vec::new(),
             ftype: Some(FileType::Dir),
         }
     }
@@ -182,9 +179,9 @@ impl Overlay {
             metacopy: false,
             xwhiteouts: false,
         };
-        let mut poe = parent.lowers.clone();
-        let root_lowers = || -> Vec<LowerPath> {
-            self.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect()
+        let mut poe: std::borrow::Cow<[LowerPath]> = std::borrow::Cow::Borrowed(&parent.lowers);
+        let root_lowers = |ov: &Overlay| -> std::borrow::Cow<'static, [LowerPath]> {
+            std::borrow::Cow::Owned(ov.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect())
         };
         let mut upper = None;
         let mut upper_redirect = None;
@@ -211,14 +208,13 @@ impl Overlay {
                 }
                 upper_redirect = Some(r.clone());
                 if r.starts_with('/') {
-                    poe = root_lowers();
+                    poe = root_lowers(self);
                     poe_is_root = true;
                 }
             }
             upper_opaque = d.opaque;
         }
         let mut stack: Vec<LowerPath> = Vec::new();
-        let mut xwhiteout_layers = Vec::new();
         let mut i = 0;
         while !d.stop && i < poe.len() {
             let lower = poe[i];
@@ -237,7 +233,7 @@ impl Overlay {
                 return Err(Errno::EPERM);
             }
             if !last && self.lowers[lower.layer].get(this).is_dir() && self.is_xwhiteouts_dir(lower.layer, this) {
-                xwhiteout_layers.push(lower.layer);
+                self.flag_xwhiteouts(lower.layer);
             }
             stack.push(LowerPath { layer: lower.layer, ino: this });
             if d.redirect.is_some() && !follow {
@@ -248,7 +244,7 @@ impl Overlay {
             }
             match &d.redirect {
                 Some(r) if r.starts_with('/') && !poe_is_root => {
-                    poe = root_lowers();
+                    poe = root_lowers(self);
                     poe_is_root = true;
                     i = lower.layer + 1;
                 }
@@ -275,7 +271,6 @@ impl Overlay {
             opaque: upper_opaque,
             redirect: upper_redirect,
             xwhiteouts: d.xwhiteouts,
-            xwhiteout_layers,
             ftype,
         })
     }
@@ -323,8 +318,14 @@ impl Overlay {
     /// component at a time.
     fn lookup_layer(&self, which: Which, base: Ino, d: &mut LookupData) -> SysResult<Option<Ino>> {
         if !d.name.starts_with('/') {
-            let name = d.name.clone();
-            return self.lookup_single(which, base, d, &name, 0, "");
+            // The name moves out and back rather than being cloned: this runs once per
+            // layer per path component.
+            let name = std::mem::take(&mut d.name);
+            let found = self.lookup_single(which, base, d, &name, 0, "");
+            if d.name.is_empty() {
+                d.name = name;
+            }
+            return found;
         }
         let layer = self.which(which);
         let mut base = layer.root();
@@ -406,7 +407,7 @@ impl Overlay {
     /// and clears `stop`; a relative one replaces the last component. A relative value with
     /// a `/`, an empty value, or an absolute one with an empty component is EINVAL.
     fn check_redirect(&self, inode: &Inode, d: &mut LookupData, prelen: usize, post: &str) -> SysResult<()> {
-        let Some(value) = inode.xattr(&self.private_xattr("redirect")) else { return Ok(()) };
+        let Some(value) = inode.xattr(self.names().redirect) else { return Ok(()) };
         let Ok(value) = std::str::from_utf8(value) else { return Err(Errno::EINVAL) };
         let valid = if let Some(rest) = value.strip_prefix('/') {
             !rest.is_empty() && rest.split('/').all(|c| !c.is_empty())

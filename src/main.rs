@@ -25,6 +25,9 @@ enum Cmd {
     Record(RecordArgs),
     /// Replay a scenario on the model and explain each step.
     Show(ShowArgs),
+    /// Random differential testing: generated layer stacks and operation sequences on the
+    /// model and on the kernel, compared step by step.
+    Fuzz(FuzzArgs),
 }
 
 /// Which backend(s) `run` replays on.
@@ -73,6 +76,28 @@ struct RecordArgs {
 }
 
 #[derive(clap::Args)]
+struct FuzzArgs {
+    /// How many cases to generate.
+    #[arg(long, default_value_t = 1000)]
+    cases: u64,
+    /// The seed (default: a random one, printed in the summary).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The most steps in a case.
+    #[arg(long, default_value_t = ovlsim::fuzz::STEPS_MAX_DEFAULT)]
+    max_steps: usize,
+    /// Where each shrunk divergence is written, as a scenario YAML file.
+    #[arg(long, default_value = "target/ovlsim-divergences")]
+    out: PathBuf,
+    /// Go on after a divergence instead of stopping at the first.
+    #[arg(long)]
+    keep_going: bool,
+    /// Run the model alone, checking its invariants (no kernel needed).
+    #[arg(long)]
+    model_only: bool,
+}
+
+#[derive(clap::Args)]
 struct ShowArgs {
     /// The scenario file.
     file: PathBuf,
@@ -84,6 +109,29 @@ fn main() -> ExitCode {
         Cmd::Run(a) => cmd_run(a),
         Cmd::Record(a) => cmd_record(a),
         Cmd::Show(a) => cmd_show(a),
+        Cmd::Fuzz(a) => cmd_fuzz(a),
+    }
+}
+
+/// `ovlsim fuzz`: exits 0 only when every case agreed (a run that could not reach the
+/// kernel is not a pass).
+fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
+    let config = ovlsim::fuzz::FuzzConfig {
+        cases: a.cases,
+        seed: a.seed,
+        max_steps: a.max_steps,
+        out_dir: a.out,
+        keep_going: a.keep_going,
+        progress: true,
+        model_only: a.model_only,
+        ..Default::default()
+    };
+    let report = ovlsim::fuzz::run(config);
+    println!("{report}");
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Overlay {
     pub(crate) upper: Option<Layer>,
     pub(crate) options: Options,
     pub(crate) events: Vec<Event>,
+    /// The lower layers in which some lookup since the mount met a directory with
+    /// `opaque=x`, one bit each (kernel: `ofs->layers[i].has_xwhiteouts`).
+    pub(crate) xwhiteout_layers: Vec<u64>,
 }
 
 impl Overlay {
@@ -107,7 +110,8 @@ impl Overlay {
             }
         }
         let _ = Xino::Off;
-        Ok(Overlay { lowers: lowers.into(), upper, options, events: Vec::new() })
+        let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
+        Ok(Overlay { lowers: lowers.into(), upper, options, events: Vec::new(), xwhiteout_layers })
     }
 
     /// Unmounts, giving back the layers: the lowers unchanged, the upper as the overlay
@@ -168,6 +172,18 @@ impl Overlay {
             out.extend(d.lowers.iter().map(|l| LayerRef::Lower(l.layer)));
         }
         Some(out)
+    }
+
+    /// Marks lower `layer` as holding xattr whiteouts: from now on, readdir of a merged
+    /// directory that has an `opaque=x` copy checks the regular files this layer gives it
+    /// (kernel: `ovl_layer_set_xwhiteouts`, set by lookup, kept until unmount).
+    pub(crate) fn flag_xwhiteouts(&mut self, layer: usize) {
+        self.xwhiteout_layers[layer / 64] |= 1 << (layer % 64);
+    }
+
+    /// Whether lower `layer` was marked by [`Overlay::flag_xwhiteouts`].
+    pub(crate) fn has_xwhiteouts(&self, layer: usize) -> bool {
+        self.xwhiteout_layers[layer / 64] & (1 << (layer % 64)) != 0
     }
 
     /// The events caused by the last operation, oldest first.

@@ -15,6 +15,9 @@ pub struct CacheEntry {
     pub is_whiteout: bool,
     /// The top-most entry is in the upper.
     pub is_upper: bool,
+    /// A regular file from a layer whose copy carries `opaque=x`: looked up again while
+    /// iterating (kernel: `check_xwhiteout`).
+    pub check_xwhiteout: bool,
 }
 
 impl Overlay {
@@ -29,12 +32,13 @@ impl Overlay {
     ///
     /// overlayfs.rst, "readdir": a merged directory lists the union of its layers' names,
     /// once each, with the `d_type` of the top-most; whiteouts and the names they hide are
-    /// left out (kernel: `ovl_dir_read_merged`, `ovl_fill_merge`). In a lower layer whose
-    /// copy carries `opaque=x`, xattr whiteouts count as whiteouts too.
-    /// In a merged directory whose upper is impure, each upper entry is looked up again for
-    /// its inode number, and one whose lookup fails or finds nothing (a redirect under
-    /// `nofollow`, an upper xattr whiteout) is left out as stale (kernel: `ovl_calc_d_ino`,
-    /// `ovl_cache_update`).
+    /// left out (kernel: `ovl_dir_read_merged`, `ovl_fill_merge`).
+    /// Some entries are looked up again while iterating, and one whose lookup fails or finds
+    /// nothing is left out as stale (kernel: `ovl_iterate`, `ovl_cache_update`): every
+    /// regular file from a lower layer whose copy carries `opaque=x` (so an xattr whiteout,
+    /// or a metacopy file that gives EPERM, disappears), and, when the upper directory is
+    /// impure, every upper entry (`ovl_calc_d_ino`: a redirect under `nofollow`, an upper
+    /// xattr whiteout).
     /// NOTE(kernel): a non-merged directory (pure upper, or from one lower only) is read
     /// straight from the real directory, so its whiteouts *are* listed, a char 0/0 as a
     /// character device, though stat of them gives ENOENT.
@@ -50,7 +54,8 @@ impl Overlay {
         let impure = self.upper_inode(d).is_some_and(|i| i.impure);
         let mut out = BTreeMap::new();
         for (name, e) in self.read_merged(d, true) {
-            if e.is_whiteout || (impure && e.is_upper && !self.lookup_child(d, &name).is_ok_and(|c| c.is_positive())) {
+            let recheck = e.check_xwhiteout || (impure && e.is_upper);
+            if e.is_whiteout || (recheck && !self.lookup_child(d, &name).is_ok_and(|c| c.is_positive())) {
                 continue;
             }
             out.insert(name, e.ftype);
@@ -59,9 +64,9 @@ impl Overlay {
     }
 
     /// Every name of every layer of `d`, top-most entry first, whiteouts included (kernel:
-    /// `ovl_dir_read_merged`). Xattr whiteouts count as whiteouts only with
-    /// `check_xwhiteouts`: the kernel defers that check to `ovl_iterate`, so the
-    /// empty-directory check does not make it.
+    /// `ovl_dir_read_merged`). With `check_xwhiteouts`, regular files from a layer whose
+    /// copy carries `opaque=x` are marked for a lookup while iterating; the kernel defers
+    /// that check to `ovl_iterate`, so the empty-directory check does not make it.
     pub(crate) fn read_merged(&self, d: &Dentry, check_xwhiteouts: bool) -> BTreeMap<String, CacheEntry> {
         let mut seen: BTreeMap<String, CacheEntry> = BTreeMap::new();
         let mut add = |layer: &Layer, ino: u64, is_upper: bool, xwhiteouts: bool| {
@@ -70,15 +75,16 @@ impl Overlay {
                     continue;
                 }
                 let inode = layer.get(*child);
-                let is_whiteout = whiteout::is_chr_whiteout(inode) || (xwhiteouts && whiteout::is_whiteout(self, inode));
-                seen.insert(name.clone(), CacheEntry { ftype: inode.file_type(), is_whiteout, is_upper });
+                let is_whiteout = whiteout::is_chr_whiteout(inode);
+                let check_xwhiteout = xwhiteouts && inode.file_type() == FileType::File;
+                seen.insert(name.clone(), CacheEntry { ftype: inode.file_type(), is_whiteout, is_upper, check_xwhiteout });
             }
         };
         if let Some(u) = d.upper {
             add(self.upper.as_ref().expect("upper"), u, true, false);
         }
         for l in &d.lowers {
-            let x = check_xwhiteouts && d.xwhiteouts && d.xwhiteout_layers.contains(&l.layer);
+            let x = check_xwhiteouts && d.xwhiteouts && self.has_xwhiteouts(l.layer);
             add(&self.lowers[l.layer], l.ino, false, x);
         }
         seen

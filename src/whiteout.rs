@@ -22,11 +22,42 @@ impl Overlay {
         }
     }
 
-    /// The full name of private xattr `name` (`opaque`, `redirect`, `whiteout`, ...).
-    pub(crate) fn private_xattr(&self, name: &str) -> String {
-        format!("{}{name}", self.private_prefix())
+    /// The full names of the private xattrs the model reads and writes.
+    pub(crate) fn names(&self) -> &'static PrivateNames {
+        if self.options.userxattr {
+            &USER_NAMES
+        } else {
+            &TRUSTED_NAMES
+        }
     }
 }
+
+/// The full names of overlay's private xattrs under one prefix.
+#[derive(Debug)]
+pub(crate) struct PrivateNames {
+    /// `opaque`: `y` for an opaque directory, `x` for xattr whiteouts inside.
+    pub opaque: &'static str,
+    /// `redirect`: where a renamed directory's lower content lives.
+    pub redirect: &'static str,
+    /// `whiteout`: marks a zero-size file as an xattr whiteout.
+    pub whiteout: &'static str,
+    /// `metacopy`: a metadata-only copy-up.
+    pub metacopy: &'static str,
+}
+
+static TRUSTED_NAMES: PrivateNames = PrivateNames {
+    opaque: "trusted.overlay.opaque",
+    redirect: "trusted.overlay.redirect",
+    whiteout: "trusted.overlay.whiteout",
+    metacopy: "trusted.overlay.metacopy",
+};
+
+static USER_NAMES: PrivateNames = PrivateNames {
+    opaque: "user.overlay.opaque",
+    redirect: "user.overlay.redirect",
+    whiteout: "user.overlay.whiteout",
+    metacopy: "user.overlay.metacopy",
+};
 
 /// Whether a layer inode is a whiteout in lookup.
 ///
@@ -37,7 +68,7 @@ impl Overlay {
 pub fn is_whiteout(ov: &Overlay, inode: &Inode) -> bool {
     match &inode.kind {
         NodeKind::Char(0, 0) => true,
-        NodeKind::File(data) => data.is_empty() && inode.xattr(&ov.private_xattr("whiteout")).is_some(),
+        NodeKind::File(data) => data.is_empty() && inode.xattr(ov.names().whiteout).is_some(),
         _ => false,
     }
 }
@@ -52,7 +83,7 @@ pub fn is_chr_whiteout(inode: &Inode) -> bool {
 /// of those single bytes (kernel: `ovl_get_opaquedir_val` reads with a 1-byte buffer, so
 /// `yes` or `Y` are not opaque).
 pub fn opaque_value(ov: &Overlay, inode: &Inode) -> Option<u8> {
-    match inode.xattr(&ov.private_xattr("opaque")) {
+    match inode.xattr(ov.names().opaque) {
         Some([v @ (b'y' | b'x')]) => Some(*v),
         _ => None,
     }
@@ -61,7 +92,7 @@ pub fn opaque_value(ov: &Overlay, inode: &Inode) -> Option<u8> {
 /// Whether a regular file carries the private `metacopy` xattr (kernel:
 /// `ovl_check_metacopy_xattr`).
 pub fn is_metacopy(ov: &Overlay, inode: &Inode) -> bool {
-    matches!(inode.kind, NodeKind::File(_)) && inode.xattr(&ov.private_xattr("metacopy")).is_some()
+    matches!(inode.kind, NodeKind::File(_)) && inode.xattr(ov.names().metacopy).is_some()
 }
 
 /// Whether `name` is one of overlay's private xattrs, not to be copied up nor shown
@@ -133,8 +164,8 @@ impl Overlay {
 
     /// Marks upper directory `ino` opaque (kernel: `ovl_set_opaque`).
     pub(crate) fn set_opaque(&mut self, ino: Ino, path: String) {
-        let name = self.private_xattr("opaque");
-        self.upper_mut().set_xattr(ino, &name, b"y");
+        let name = self.names().opaque;
+        self.upper_mut().set_xattr(ino, name, b"y");
         self.events.push(Event::Opaque { path });
     }
 }

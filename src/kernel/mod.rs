@@ -69,7 +69,8 @@
 //! path seen. It leaves out only what is not part of the contract:
 //! - the kernel's bookkeeping xattrs `trusted.overlay.origin`, `trusted.overlay.impure` and
 //!   `trusted.overlay.uuid`, and the same names under `user.overlay.` (a plain lookup
-//!   writes some of them);
+//!   writes some of them), in layer dumps and in `listxattr` through the mount (where they
+//!   show when a later mount uses another private prefix);
 //! - hard links between char 0/0 whiteouts: the kernel makes each new whiteout a link to one
 //!   shared whiteout inode in the workdir, the model makes separate inodes, so a whiteout is
 //!   always dumped as its own node;

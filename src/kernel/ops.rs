@@ -335,6 +335,10 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
                     })
                 })
                 .collect::<Result<BTreeSet<_>, _>>()?;
+            // The kernel's bookkeeping xattrs show through a later mount whose private
+            // prefix differs (an upper written under `userxattr`, say): normalised away,
+            // as in layer dumps.
+            let names = names.into_iter().filter(|n| !super::layers::is_bookkeeping(n)).collect();
             Outcome::XattrNames(names)
         }
         Op::Removexattr { path, name } => {

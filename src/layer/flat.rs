@@ -126,6 +126,12 @@ impl Layer {
         let mut first_seen: std::collections::HashMap<u64, String> = Default::default();
         let mut entries = Vec::new();
         for (path, ino) in self.walk_all() {
+            // Char 0/0 whiteouts are never grouped into hard links: the kernel makes every
+            // new whiteout a link to one shared inode, so links between them carry nothing.
+            if matches!(self.get(ino).kind, NodeKind::Char(0, 0)) {
+                entries.push(FlatEntry::Node { path, node: FlatNode::of(self.get(ino)) });
+                continue;
+            }
             match first_seen.get(&ino) {
                 Some(to) => entries.push(FlatEntry::Link {
                     path,

@@ -125,8 +125,6 @@ impl Overlay {
         // Decided before any copy-up, as the kernel does.
         let whiteout_source = overwrite && self.lower_positive(old_chain.last().expect("chain"), &old);
         let new_pure_upper = new.is_pure_upper(self);
-        let old_parent_merge = old_chain.last().expect("chain").is_merge_dir();
-        let new_parent_merge = new_chain.last().expect("chain").is_merge_dir();
 
         // Copy up the source (with its parents), the target's parents, and an exchanged target.
         old_chain.push(old);
@@ -143,6 +141,10 @@ impl Overlay {
         }
         // Moving an object with a copy-up origin to a new parent marks that parent impure
         // (kernel: `ovl_set_impure` in `ovl_rename`).
+        // Merged as the parents are after their copy-up (kernel: `ovl_type_merge` runs after
+        // `ovl_copy_up` in `ovl_rename`).
+        let old_parent_merge = old_chain.last().expect("chain").is_merge_dir();
+        let new_parent_merge = new_chain.last().expect("chain").is_merge_dir();
         let old_dir = old_chain.last().expect("chain").upper.expect("copied up");
         let new_dir_ino = new_chain.last().expect("chain").upper.expect("copied up");
         if !samedir {
@@ -172,12 +174,22 @@ impl Overlay {
         }
 
         let upper = self.upper_mut();
-        if !overwrite {
-            let new_ino = new.upper.expect("copied up");
+        // RENAME_EXCHANGE: asked for, or overlay's own switch of the source with the upper
+        // whiteout at the target when a lower still shows the source name (the whiteout
+        // object itself moves, an xattr whiteout included).
+        let switch_whiteouts = whiteout_source && new.is_whiteout();
+        if !overwrite || switch_whiteouts {
+            let target = match new.upper {
+                Some(t) => t,
+                None => upper.child(new_dir, &new.name).expect("an upper whiteout at the target"),
+            };
             upper.detach(old_dir, &old.name);
             upper.detach(new_dir, &new.name);
             upper.link(new_dir, &new.name, old_ino);
-            upper.link(old_dir, &old.name, new_ino);
+            upper.link(old_dir, &old.name, target);
+            if switch_whiteouts {
+                self.events.push(Event::Whiteout { path: old_path });
+            }
             return Ok(());
         }
         // The target's upper, if any: an empty pure upper directory, a whiteout, an object.
@@ -229,8 +241,8 @@ impl Overlay {
             value
         };
         let ino = d.upper.expect("copied up");
-        let name = self.private_xattr("redirect");
-        self.upper_mut().set_xattr(ino, &name, value.as_bytes());
+        let name = self.names().redirect;
+        self.upper_mut().set_xattr(ino, name, value.as_bytes());
         self.events.push(Event::Redirect { path: path.to_owned(), target: value });
         Ok(())
     }

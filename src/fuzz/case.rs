@@ -1,0 +1,154 @@
+//! A generated case: the layer stack and first mount ([`CaseStart`]), then the commands
+//! ([`Case`]). A case turns into the plain [`Command`] list that both backends run.
+
+use crate::backend::{BackendError, Command, Reply};
+use crate::layer::FlatLayer;
+use crate::mount::Options;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The layers of a case and the options of its first mount.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseStart {
+    /// The lower layers, top-most first, with their names (`L0`, `L1`, ...).
+    pub lowers: Vec<(String, FlatLayer)>,
+    /// The upper layer and its name (`U`), if any.
+    pub upper: Option<(String, FlatLayer)>,
+    /// The options of the first mount.
+    pub options: Options,
+}
+
+impl CaseStart {
+    /// Every layer with its name: the lowers, then the upper.
+    pub fn layers(&self) -> impl Iterator<Item = &(String, FlatLayer)> {
+        self.lowers.iter().chain(self.upper.iter())
+    }
+
+    /// Every layer name: the lowers, then the upper.
+    pub fn layer_names(&self) -> Vec<String> {
+        self.layers().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Whether `name` is one of the case's layers.
+    pub fn has_layer(&self, name: &str) -> bool {
+        self.layers().any(|(n, _)| n == name)
+    }
+
+    /// Whether `name` is the upper layer.
+    pub fn is_upper(&self, name: &str) -> bool {
+        self.upper.as_ref().is_some_and(|(n, _)| n == name)
+    }
+
+    /// The first mount.
+    pub fn mount(&self) -> Command {
+        Command::Mount {
+            lowers: self.lowers.iter().map(|(n, _)| n.clone()).collect(),
+            upper: self.upper.as_ref().map(|(n, _)| n.clone()),
+            options: self.options,
+        }
+    }
+
+    /// The commands that build the layers and make the first mount.
+    pub fn setup(&self) -> Vec<Command> {
+        let mut out: Vec<Command> = self
+            .layers()
+            .map(|(name, content)| Command::Layer { name: name.clone(), content: content.clone() })
+            .collect();
+        out.push(self.mount());
+        out
+    }
+
+    /// Whether some layer holds a redirect xattr (offline lower edits are then undefined).
+    pub fn has_redirects(&self) -> bool {
+        use crate::layer::FlatEntry;
+        self.layers().any(|(_, l)| {
+            l.entries.iter().any(|e| match e {
+                FlatEntry::Node { node, .. } => node.xattrs.keys().any(|k| k.ends_with(".overlay.redirect")),
+                FlatEntry::Link { .. } => false,
+            })
+        })
+    }
+}
+
+impl fmt::Debug for CaseStart {
+    /// One line of JSON, so that a regression file's comment stays on one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", serde_json::to_string(self).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// The commands that end a case: the merged view (while mounted), an unmount, and a dump
+/// of each of `layer_names` as on disk.
+pub fn final_commands(mounted: bool, layer_names: &[String]) -> Vec<Command> {
+    let mut out = Vec::new();
+    if mounted {
+        out.push(Command::DumpMerged);
+        out.push(Command::Unmount);
+    }
+    out.extend(layer_names.iter().map(|n| Command::DumpLayer { name: n.clone() }));
+    out
+}
+
+/// The layers a case dumps at the end: the upper (which the overlay writes), and every
+/// layer that an offline edit touched (to compare how the edits were made). The other
+/// lowers are as built, and building is compared by the layers' use.
+pub fn dumped_layers(start: &CaseStart, steps: &[Command]) -> Vec<String> {
+    start
+        .layer_names()
+        .into_iter()
+        .filter(|n| start.is_upper(n) || steps.iter().any(|s| matches!(s, Command::Edit { layer, .. } if layer == n)))
+        .collect()
+}
+
+/// A whole case: the start, then the generated steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Case {
+    /// The layers and the first mount.
+    pub start: CaseStart,
+    /// The generated commands, after the first mount.
+    pub steps: Vec<Command>,
+}
+
+impl Case {
+    /// Every command of the case: the setup, then the steps. The final checks
+    /// ([`final_commands`]) depend on whether the overlay is mounted at the end, which the
+    /// runner tracks.
+    pub fn commands(&self) -> Vec<Command> {
+        let mut out = self.start.setup();
+        out.extend(self.steps.iter().cloned());
+        out
+    }
+}
+
+/// What a backend answered to one command: a reply, a harness error, or (for the model
+/// only) a panic, which is a broken model invariant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Answer {
+    /// The backend carried the command out.
+    Reply(Reply),
+    /// The backend refused or failed the command.
+    Error(BackendError),
+    /// The model panicked, with this message.
+    Panic(String),
+}
+
+impl From<Result<Reply, BackendError>> for Answer {
+    fn from(r: Result<Reply, BackendError>) -> Answer {
+        match r {
+            Ok(reply) => Answer::Reply(reply),
+            Err(e) => Answer::Error(e),
+        }
+    }
+}
+
+impl Answer {
+    /// Whether this is [`BackendError::NotModelled`]: the case is to be discarded.
+    pub fn is_not_modelled(&self) -> bool {
+        matches!(self, Answer::Error(BackendError::NotModelled(_)))
+    }
+
+    /// Whether this is a successful mount.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Answer::Reply(Reply::Done))
+    }
+}

@@ -1,0 +1,561 @@
+//! Generators (proptest strategies): layer stacks, mount options, operations, offline edits
+//! and remounts.
+//!
+//! Everything is drawn from a small name alphabet ([`NAMES`]) and a shallow depth
+//! ([`DEPTH_MAX`]), so that names collide across layers and operations hit what the layers
+//! hold. Data stays tiny. What the model declares not modelled (`index`, `metacopy`,
+//! `nfs_export`, `volatile`) is never generated, and no device node is made other than a
+//! whiteout (char 0/0).
+
+use super::case::CaseStart;
+use crate::backend::{Command, Edit};
+use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use crate::mount::{Options, RedirectDir, Xino};
+use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
+use proptest::prelude::*;
+use proptest::sample::select;
+use std::collections::BTreeMap;
+
+/// The name alphabet of layers and paths.
+pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+/// The deepest path in a generated layer (`/a/b/c`) and in most generated operations.
+pub const DEPTH_MAX: usize = 3;
+
+/// The most lower layers in a generated stack.
+pub const LOWER_COUNT_MAX: usize = 4;
+
+/// The name of the generated upper layer.
+pub const UPPER: &str = "U";
+
+/// The name of generated lower layer `i` (0 is the top-most).
+pub fn lower_name(i: usize) -> String {
+    format!("L{i}")
+}
+
+/// `trusted.overlay.opaque`.
+const OPAQUE: &str = "trusted.overlay.opaque";
+/// `trusted.overlay.whiteout`.
+const XWHITEOUT: &str = "trusted.overlay.whiteout";
+/// `trusted.overlay.redirect`.
+pub(crate) const REDIRECT: &str = "trusted.overlay.redirect";
+/// `trusted.overlay.metacopy`.
+const METACOPY: &str = "trusted.overlay.metacopy";
+
+/// Symlink targets: relative, absolute, dangling, `..`, `.`, through other names.
+const TARGETS: [&str; 12] = ["a", "b", "c/d", "../a", "..", ".", "/a", "/b/c", "/zz", "a/../b", "../../d", "d/"];
+
+/// File contents in layers.
+static FILE_DATA: [&[u8]; 4] = [b"", b"x", b"hi", b"hello"];
+/// Values of `trusted.overlay.whiteout`.
+static XWHITEOUT_VALUES: [&[u8]; 2] = [b"", b"y"];
+/// Redirect values: relative (a sibling) and absolute.
+/// Data written by operations.
+static OP_DATA: [&[u8]; 4] = [b"", b"x", b"abc", b"y"];
+
+/// A plain node with no payload, owned by root.
+pub fn node(kind: FileType, mode: u32) -> FlatNode {
+    FlatNode { kind, mode, uid: 0, gid: 0, data: None, target: None, rdev: None, xattrs: BTreeMap::new() }
+}
+
+/// A char 0/0 whiteout, as overlay writes it.
+pub fn whiteout() -> FlatNode {
+    let mut n = node(FileType::Char, 0);
+    n.rdev = Some((0, 0));
+    n
+}
+
+fn file(data: &[u8], mode: u32) -> FlatNode {
+    let mut n = node(FileType::File, mode);
+    n.data = Some(data.to_vec());
+    n
+}
+
+fn symlink(target: &str) -> FlatNode {
+    let mut n = node(FileType::Symlink, 0o777);
+    n.target = Some(target.to_owned());
+    n
+}
+
+fn with_xattr(mut n: FlatNode, name: &str, value: &[u8]) -> FlatNode {
+    n.xattrs.insert(name.to_owned(), value.to_vec());
+    n
+}
+
+/// One name of the alphabet.
+pub fn name() -> impl Strategy<Value = String> {
+    select(&NAMES[..]).prop_map(str::to_owned)
+}
+
+/// `user.*` xattrs that a regular file or a directory may carry.
+fn user_xattrs() -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
+    prop_oneof![
+        8 => Just(BTreeMap::new()),
+        1 => Just(BTreeMap::from([("user.a".to_owned(), b"1".to_vec())])),
+        1 => Just(BTreeMap::from([
+            ("user.a".to_owned(), b"2".to_vec()),
+            ("user.b".to_owned(), Vec::new()),
+        ])),
+    ]
+}
+
+fn owner() -> impl Strategy<Value = (u32, u32)> {
+    prop_oneof![9 => Just((0, 0)), 1 => Just((1000, 1000)), 1 => Just((1, 0))]
+}
+
+/// A regular file with tiny data, sometimes with `user.*` xattrs or another owner.
+fn file_node() -> impl Strategy<Value = FlatNode> {
+    (select(&FILE_DATA[..]), select(&[0o644u32, 0o644, 0o600, 0o755, 0o444, 0o4755][..]), owner(), user_xattrs())
+        .prop_map(|(data, mode, (uid, gid), xattrs)| {
+            let mut n = file(data, mode);
+            n.uid = uid;
+            n.gid = gid;
+            n.xattrs = xattrs;
+            n
+        })
+}
+
+/// An xattr whiteout: a zero-size file with `trusted.overlay.whiteout` (sometimes, on
+/// purpose, a non-zero-size one, which is not a whiteout).
+///
+/// Always zero-size: a sized file with the marker is an ordinary file until a truncate or
+/// a write through the mount makes it zero-size, and then the kernel keeps showing it from
+/// its dentry cache while a fresh lookup would hide it; the model has no dentry cache, so
+/// that case is out of its contract (the sized file itself is pinned in spec/).
+fn xwhiteout_node() -> impl Strategy<Value = FlatNode> {
+    select(&XWHITEOUT_VALUES[..]).prop_map(|value| with_xattr(file(b"", 0o644), XWHITEOUT, value))
+}
+
+/// A non-directory node of a layer (no hard links: see [`layer`]).
+pub fn leaf_node() -> impl Strategy<Value = FlatNode> {
+    prop_oneof![
+        10 => file_node(),
+        3 => select(&TARGETS[..]).prop_map(symlink),
+        3 => Just(whiteout()),
+        2 => xwhiteout_node(),
+        1 => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
+        // No metacopy files: their lookup is EPERM (pinned in spec/), and when readdir meets
+        // two of them in a directory with xattr whiteouts, whether it fails depends on how
+        // the kernel's getdents batches entries, which is out of the model's contract.
+    ]
+}
+
+/// A directory's own metadata: mode, owner, sometimes an opaque marker (`y`, `x`, or a
+/// value that is not opaque), rarely a redirect, sometimes `user.*` xattrs.
+pub fn dir_node() -> impl Strategy<Value = FlatNode> {
+    let marker = prop_oneof![
+        14 => Just(None),
+        4 => Just(Some((OPAQUE, &b"y"[..]))),
+        2 => Just(Some((OPAQUE, &b"x"[..]))),
+        1 => Just(Some((OPAQUE, &b"yes"[..]))),
+        1 => Just(Some(("user.overlay.opaque", &b"y"[..]))),
+        // No redirect xattrs in generated layers: one that names a directory another name
+        // also shows makes two merged directories share a lower one, and the kernel's
+        // answer then depends on its inode cache (ESTALE or not, by lookup order), which
+        // is out of the model's contract. Redirects made by renames under
+        // `redirect_dir=on`, and the spec scenarios, cover them.
+    ];
+    (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(), marker, user_xattrs()).prop_map(
+        |(mode, (uid, gid), marker, xattrs)| {
+            let mut n = node(FileType::Dir, mode);
+            n.uid = uid;
+            n.gid = gid;
+            n.xattrs = xattrs;
+            if let Some((k, v)) = marker {
+                n.xattrs.insert(k.to_owned(), v.to_vec());
+            }
+            n
+        },
+    )
+}
+
+/// The shape of a generated tree, before it is flattened.
+#[derive(Clone, Debug)]
+enum Shape {
+    /// A non-directory.
+    Leaf(FlatNode),
+    /// A hard link to the `n`-th (modulo) earlier linkable node of the layer.
+    Link(usize),
+    /// A directory and its children.
+    Dir(FlatNode, Vec<(String, Shape)>),
+}
+
+/// The children of a directory at `depth` (the root's children are at depth 1).
+fn children(depth: usize) -> BoxedStrategy<Vec<(String, Shape)>> {
+    let leaf = prop_oneof![
+        12 => leaf_node().prop_map(Shape::Leaf),
+        1 => (0..8usize).prop_map(Shape::Link),
+    ];
+    let child = if depth >= DEPTH_MAX {
+        leaf.boxed()
+    } else {
+        prop_oneof![
+            3 => leaf,
+            2 => (dir_node(), children(depth + 1)).prop_map(|(n, c)| Shape::Dir(n, c)),
+        ]
+        .boxed()
+    };
+    let p = if depth == 1 { 0.55 } else { 0.35 };
+    proptest::collection::vec(proptest::option::weighted(p, child), NAMES.len())
+        .prop_map(|slots| NAMES.iter().zip(slots).filter_map(|(n, s)| s.map(|s| ((*n).to_owned(), s))).collect())
+        .boxed()
+}
+
+fn flatten(prefix: &str, kids: Vec<(String, Shape)>, out: &mut FlatLayer, linkable: &mut Vec<String>) {
+    for (name, shape) in kids {
+        let path = format!("{prefix}/{name}");
+        match shape {
+            Shape::Leaf(node) => {
+                let is_whiteout = node.kind == FileType::Char
+                    || node.xattrs.contains_key(XWHITEOUT)
+                    || node.xattrs.contains_key(METACOPY);
+                if !is_whiteout {
+                    linkable.push(path.clone());
+                }
+                out.entries.push(FlatEntry::Node { path, node });
+            }
+            Shape::Link(n) if !linkable.is_empty() => {
+                let to = linkable[n % linkable.len()].clone();
+                out.entries.push(FlatEntry::Link { path, to });
+            }
+            Shape::Link(_) => {
+                linkable.push(path.clone());
+                out.entries.push(FlatEntry::Node { path, node: file(b"l", 0o644) });
+            }
+            Shape::Dir(node, kids) => {
+                out.entries.push(FlatEntry::Node { path: path.clone(), node });
+                flatten(&path, kids, out, linkable);
+            }
+        }
+    }
+}
+
+/// One layer: a tree of depth at most [`DEPTH_MAX`] over [`NAMES`], with files, directories,
+/// symlinks, whiteouts, xattr whiteouts, opaque directories, FIFOs and hard links. The
+/// entries are in the canonical order of [`crate::layer::Layer::to_flat`].
+pub fn layer() -> impl Strategy<Value = FlatLayer> {
+    let root = prop_oneof![
+        12 => Just(node(FileType::Dir, 0o755)),
+        // The opaque marker on the upper root is ignored.
+        1 => Just(with_xattr(node(FileType::Dir, 0o755), OPAQUE, b"y")),
+        1 => Just(node(FileType::Dir, 0o700)),
+    ];
+    (root, children(1)).prop_map(|(root, kids)| {
+        let mut out = FlatLayer { root, entries: Vec::new() };
+        flatten("", kids, &mut out, &mut Vec::new());
+        out
+    })
+}
+
+/// Mount options: mostly the defaults; sometimes `redirect_dir=on`, `nofollow` or
+/// `follow`, a read-only mount or `xino=on`. Never an option the model does not implement,
+/// and never `userxattr`: under it the upper cannot hold an origin on a symlink or a FIFO,
+/// and the kernel's `st_ino` for such a copy then depends on whether its dentry was cached
+/// before the copy-up, which is out of the model's contract (`userxattr` is pinned in
+/// spec/mount/).
+pub fn options() -> impl Strategy<Value = Options> {
+    let redirect = prop_oneof![
+        14 => Just(RedirectDir::Off),
+        3 => Just(RedirectDir::On),
+        2 => Just(RedirectDir::Nofollow),
+        1 => Just(RedirectDir::Follow),
+    ];
+    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03)).prop_map(|(redirect_dir, read_only, xino)| {
+        Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
+    })
+}
+
+/// A layer stack and the options of its first mount: 1 to [`LOWER_COUNT_MAX`] lowers and,
+/// most of the time, an upper (without one, at least two lowers, so that the mount is
+/// valid).
+pub fn case_start() -> impl Strategy<Value = CaseStart> {
+    (
+        1..=LOWER_COUNT_MAX,
+        prop::bool::weighted(0.85),
+        proptest::collection::vec(layer(), LOWER_COUNT_MAX),
+        layer(),
+        options(),
+    )
+        .prop_map(|(count, has_upper, lowers, upper, options)| {
+            let count = if has_upper { count } else { count.max(2) };
+            CaseStart {
+                lowers: lowers.into_iter().take(count).enumerate().map(|(i, l)| (lower_name(i), l)).collect(),
+                upper: has_upper.then(|| (UPPER.to_owned(), upper)),
+                options,
+            }
+        })
+}
+
+/// A path in the merged view: mostly `/x`, `/x/y` or `/x/y/z` over [`NAMES`]; sometimes a
+/// trailing slash, a `..` or `.` component, or the root itself.
+pub fn path() -> impl Strategy<Value = String> {
+    let comps = || proptest::collection::vec(name(), 1..=DEPTH_MAX);
+    let join = |c: Vec<String>| format!("/{}", c.join("/"));
+    prop_oneof![
+        24 => proptest::collection::vec(name(), 1..=2).prop_map(join),
+        6 => comps().prop_map(join),
+        2 => comps().prop_map(move |c| format!("{}/", join(c))),
+        2 => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
+            let at = i.min(c.len());
+            c.insert(at, "..".to_owned());
+            format!("/{}", c.join("/"))
+        }),
+        1 => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
+            let at = i.min(c.len());
+            c.insert(at, ".".to_owned());
+            format!("/{}", c.join("/"))
+        }),
+        1 => Just("/".to_owned()),
+    ]
+}
+
+/// Xattr names: user ones, trusted ones, and overlay's own (escaped through the mount).
+fn xattr_name() -> impl Strategy<Value = String> {
+    select(
+        &[
+            "user.a",
+            "user.a",
+            "user.b",
+            "trusted.t",
+            "trusted.overlay.opaque",
+            "trusted.overlay.x",
+            "trusted.overlay.overlay.y",
+            "user.overlay.opaque",
+        ][..],
+    )
+    .prop_map(str::to_owned)
+}
+
+fn small_data() -> impl Strategy<Value = Vec<u8>> {
+    select(&OP_DATA[..]).prop_map(<[u8]>::to_vec)
+}
+
+fn open_flags() -> impl Strategy<Value = OpenFlags> {
+    (
+        prop_oneof![
+            2 => Just(Access::ReadOnly),
+            1 => Just(Access::WriteOnly),
+            1 => Just(Access::ReadWrite),
+        ],
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.15),
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(access, creat, excl, trunc, append, directory, nofollow)| OpenFlags {
+            access,
+            creat,
+            excl,
+            trunc,
+            append,
+            directory,
+            nofollow,
+        })
+}
+
+fn rename_flags() -> impl Strategy<Value = RenameFlags> {
+    prop_oneof![
+        40 => Just(RenameFlags::default()),
+        5 => Just(RenameFlags { noreplace: true, ..RenameFlags::default() }),
+        4 => Just(RenameFlags { exchange: true, ..RenameFlags::default() }),
+        1 => Just(RenameFlags { whiteout: true, ..RenameFlags::default() }),
+        1 => Just(RenameFlags { exchange: true, noreplace: true, whiteout: false }),
+    ]
+}
+
+fn id() -> impl Strategy<Value = u32> {
+    select(&[0u32, 0, 1, 1000, u32::MAX][..])
+}
+
+/// One operation on the merged view, any [`Op`] variant, weighted towards the ones that
+/// change the upper layer, on paths from [`path`].
+pub fn op() -> impl Strategy<Value = Op> {
+    op_on(&[], &[])
+}
+
+/// A path that is often one of `known` (paths the layers hold or earlier operations made),
+/// a new name in one of the directories among `dirs` (or the root), or one of those with
+/// a trailing slash; else a [`path`].
+pub fn path_from(known: &[String], dirs: &[String]) -> BoxedStrategy<String> {
+    if known.is_empty() {
+        return path().boxed();
+    }
+    let mut parents = vec![String::new()];
+    parents.extend(dirs.iter().cloned());
+    let slashed = if dirs.is_empty() { known.to_vec() } else { dirs.to_vec() };
+    prop_oneof![
+        4 => path(),
+        4 => select(known.to_vec()),
+        3 => (select(parents), name()).prop_map(|(p, n)| format!("{p}/{n}")),
+        1 => select(slashed).prop_map(|p| format!("{p}/")),
+    ]
+    .boxed()
+}
+
+/// One operation, as [`op`], on paths drawn by [`path_from`].
+pub fn op_on(known: &[String], dirs: &[String]) -> BoxedStrategy<Op> {
+    let path = || path_from(known, dirs);
+    let mode = || select(&[0o755u32, 0o644, 0o700, 0o777, 0o1777, 0o2755, 0o600, 0][..]);
+    prop_oneof![
+        6 => path().prop_map(|path| Op::Stat { path }),
+        4 => path().prop_map(|path| Op::Lstat { path }),
+        6 => (path(), open_flags(), select(&[0o644u32, 0o600, 0o4755][..]))
+            .prop_map(|(path, flags, mode)| Op::Open { path, flags, mode }),
+        5 => path().prop_map(|path| Op::Read { path }),
+        6 => (
+            path(),
+            prop_oneof![3 => (0..4u64).prop_map(WriteAt::Offset), 1 => Just(WriteAt::Append)],
+            small_data(),
+        )
+            .prop_map(|(path, at, data)| Op::Write { path, at, data }),
+        3 => (path(), 0..6u64).prop_map(|(path, len)| Op::Truncate { path, len }),
+        6 => (path(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }),
+        4 => path().prop_map(|path| Op::Rmdir { path }),
+        5 => path().prop_map(|path| Op::Unlink { path }),
+        9 => (path(), path(), rename_flags())
+            .prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
+        3 => (path(), path()).prop_map(|(from, to)| Op::Link { from, to }),
+        3 => (select(&TARGETS[..]), path())
+            .prop_map(|(t, path)| Op::Symlink { target: t.to_owned(), path }),
+        2 => path().prop_map(|path| Op::Readlink { path }),
+        5 => path().prop_map(|path| Op::Readdir { path }),
+        2 => (path(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
+        2 => (path(), id(), id()).prop_map(|(path, uid, gid)| Op::Chown { path, uid, gid }),
+        1 => path().prop_map(|path| Op::Utimes { path }),
+        3 => (path(), xattr_name(), small_data())
+            .prop_map(|(path, name, value)| Op::Setxattr { path, name, value }),
+        2 => (path(), xattr_name()).prop_map(|(path, name)| Op::Getxattr { path, name }),
+        2 => path().prop_map(|path| Op::Listxattr { path }),
+        2 => (path(), xattr_name()).prop_map(|(path, name)| Op::Removexattr { path, name }),
+        2 => (
+            path(),
+            prop_oneof![
+                2 => Just(MknodKind::Fifo),
+                1 => Just(MknodKind::File),
+                1 => Just(MknodKind::Char(0, 0)),
+            ],
+            select(&[0o644u32, 0o600, 0][..]),
+        )
+            .prop_map(|(path, kind, mode)| Op::Mknod { path, kind, mode }),
+    ]
+    .boxed()
+}
+
+/// A path inside a layer, for an offline edit.
+fn layer_path() -> impl Strategy<Value = String> {
+    proptest::collection::vec(name(), 1..=DEPTH_MAX).prop_map(|c| format!("/{}", c.join("/")))
+}
+
+/// Whether `a` is `b` or one is an ancestor of the other (component-wise).
+fn overlaps(a: &str, b: &str) -> bool {
+    let ca: Vec<&str> = a.split('/').filter(|c| !c.is_empty()).collect();
+    let cb: Vec<&str> = b.split('/').filter(|c| !c.is_empty()).collect();
+    let n = ca.len().min(cb.len());
+    ca[..n] == cb[..n]
+}
+
+/// One offline edit: put a node (a non-directory, or an empty directory with its markers),
+/// remove a path, or make a hard link. A link never targets its own path or an ancestor or
+/// descendant of it, where replacing the name would remove the link's target first.
+///
+/// With `removes` false, no `Remove`: removing an upper whiteout after a rename can show
+/// a lower file again whose inode is also the copy-up origin of the renamed copy, and the
+/// kernel then answers by the order of its inode cache (ESTALE for whichever name comes
+/// second), which is out of the model's contract. Edits of the upper are made that way.
+pub fn edit(removes: bool) -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        5 => (layer_path(), prop_oneof![3 => leaf_node(), 1 => dir_node()])
+            .prop_map(|(path, node)| Edit::Put { path, node }),
+        if removes { 3 } else { 0 } => layer_path().prop_map(|path| Edit::Remove { path }),
+        1 => (layer_path(), layer_path())
+            .prop_filter("a link overlapping its target", |(p, t)| !overlaps(p, t))
+            .prop_map(|(path, to)| Edit::Link { path, to }),
+    ]
+}
+
+/// Whether an offline edit is one the generators make (see [`edit`]).
+pub fn edit_is_valid(edit: &Edit) -> bool {
+    match edit {
+        Edit::Link { path, to } => !overlaps(path, to),
+        Edit::Put { path, .. } | Edit::Remove { path } => path.split('/').any(|c| !c.is_empty()),
+    }
+}
+
+/// The mounts a case may make after an unmount: the same layers again, or (when there is
+/// an upper) a lower-only mount of the old upper over the lowers, or the lowers alone.
+pub fn mounts(start: &CaseStart) -> Vec<(Vec<String>, Option<String>)> {
+    let lowers: Vec<String> = start.lowers.iter().map(|(n, _)| n.clone()).collect();
+    let mut out = vec![(lowers.clone(), start.upper.as_ref().map(|(n, _)| n.clone()))];
+    if let Some((u, _)) = &start.upper {
+        let mut with_upper = vec![u.clone()];
+        with_upper.extend(lowers.iter().cloned());
+        out.push((with_upper, None));
+        if lowers.len() >= 2 {
+            out.push((lowers, None));
+        }
+    }
+    out
+}
+
+/// A mount command for this case (see [`mounts`]), mostly with the layers of the first
+/// mount.
+pub fn mount(start: &CaseStart) -> BoxedStrategy<Command> {
+    let choices = mounts(start);
+    let first = choices[0].clone();
+    let which = if choices.len() > 1 {
+        prop_oneof![3 => Just(first), 1 => select(choices)].boxed()
+    } else {
+        Just(first).boxed()
+    };
+    // A remount keeps the first mount's `userxattr`: the model records copy-up origins and
+    // impure marks without the xattr namespace the kernel wrote them in, so switching
+    // namespaces on one upper is outside what it models.
+    let userxattr = start.options.userxattr;
+    (which, options())
+        .prop_map(move |((lowers, upper), mut options)| {
+            if options.userxattr != userxattr {
+                options.userxattr = userxattr;
+                options.redirect_dir =
+                    if userxattr { crate::mount::RedirectDir::Nofollow } else { crate::mount::RedirectDir::Off };
+            }
+            Command::Mount { lowers, upper, options }
+        })
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    #[test]
+    fn generated_layers_are_canonical_and_shallow() {
+        let mut runner = TestRunner::deterministic();
+        for _ in 0..200 {
+            let flat = layer().new_tree(&mut runner).expect("a layer").current();
+            let built = crate::layer::Layer::from_flat(&flat);
+            assert_eq!(built.to_flat(), flat, "generated layers are in canonical order");
+            for e in &flat.entries {
+                assert!(e.path().split('/').filter(|c| !c.is_empty()).count() <= DEPTH_MAX);
+                if let FlatEntry::Node { node, .. } = e {
+                    assert!(node.kind != FileType::Block);
+                    if node.kind == FileType::Char {
+                        assert_eq!(node.rdev, Some((0, 0)), "the only device is a whiteout");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn links_never_overlap_their_target() {
+        assert!(overlaps("/a", "/a/b"));
+        assert!(overlaps("/a/b", "/a"));
+        assert!(overlaps("/a", "/a"));
+        assert!(!overlaps("/a", "/ab"));
+        assert!(!overlaps("/a/b", "/a/c"));
+    }
+}

@@ -1,0 +1,505 @@
+//! The state machine: the model as the [`ReferenceStateMachine`] ([`ModelMachine`]), the
+//! real kernel as the system under test ([`KernelMachine`]).
+//!
+//! The reference state ([`RefState`]) holds the case's layers, a [`ModelBackend`] and the
+//! model's answer to the last transition; a transition is a plain [`Command`]. The system
+//! under test ([`KernelSut`]) runs the same command on a [`KernelBackend`] and compares its
+//! answer with the model's ([`Comparer`]); at the end of the case it compares the merged
+//! view, then unmounts and compares the upper layer (and every layer an offline edit
+//! touched) as on disk.
+//!
+//! One kernel worker serves every case of a thread (a case re-creates its layers under the
+//! same names, which gives them fresh directories and workdirs): starting a worker costs
+//! more than a whole case.
+//!
+//! Transitions depend on the state: while mounted, operations, an unmount or a dump of the
+//! merged view; while unmounted, a mount (same layers, or the old upper as a lower), an
+//! offline edit, or a dump of a layer. The preconditions keep shrunk sequences in that
+//! shape.
+
+use super::case::{dumped_layers, final_commands, Answer, Case, CaseStart};
+use super::compare::{Comparer, Divergence};
+use super::gen;
+use crate::backend::{Backend, Command, Edit, ModelBackend, Reply};
+use crate::kernel::KernelBackend;
+use crate::layer::{FileType, FlatEntry};
+use crate::mount::RedirectDir;
+use proptest::prelude::*;
+use proptest::sample::select;
+use proptest::strategy::Union;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Once};
+
+/// The reference state: the case, the model, and the model's answer to the last command.
+#[derive(Clone)]
+pub struct RefState {
+    /// The case's layers and first mount.
+    pub start: Arc<CaseStart>,
+    /// The model, after the commands so far.
+    pub model: ModelBackend,
+    /// Whether the model is mounted.
+    pub mounted: bool,
+    /// Whether offline edits of lower layers are still defined: no layer holds a redirect
+    /// and no mount has used `redirect_dir=on` or `xino=on` so far (overlayfs.rst,
+    /// "Changes to underlying filesystems"; kernel: `ovl_allow_offline_changes`).
+    pub lower_edits: bool,
+    /// The model's answers to the setup commands ([`CaseStart::setup`]).
+    pub setup: Arc<Vec<Answer>>,
+    /// The model's answer to the last transition.
+    pub last: Option<Answer>,
+    /// The offline edits so far (they decide which layers are dumped at the end).
+    pub edits: Vec<Command>,
+    /// Paths worth aiming operations at: every path of the layers, and every path an
+    /// operation or edit has made so far.
+    pub paths: Arc<Vec<String>>,
+    /// The directories among them (directories in some layer, or made by `mkdir`).
+    pub dirs: Arc<Vec<String>>,
+}
+
+impl fmt::Debug for RefState {
+    /// Only the case's start: the model's inner state is not worth printing.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.start.fmt(f)
+    }
+}
+
+impl RefState {
+    /// The state after the setup of `start` on a fresh model.
+    pub fn new(start: CaseStart) -> RefState {
+        let mut model = ModelBackend::new();
+        let setup: Vec<Answer> = start.setup().iter().map(|c| exec_quiet(&mut model, c)).collect();
+        let mounted = setup.last().is_some_and(Answer::is_done);
+        let (mut paths, mut dirs) = (Vec::new(), Vec::new());
+        for (_, l) in start.layers() {
+            for e in &l.entries {
+                paths.push(e.path().to_owned());
+                if matches!(e, FlatEntry::Node { node, .. } if node.kind == FileType::Dir) {
+                    dirs.push(e.path().to_owned());
+                }
+            }
+        }
+        for v in [&mut paths, &mut dirs] {
+            v.sort();
+            v.dedup();
+        }
+        let (paths, dirs) = (Arc::new(paths), Arc::new(dirs));
+        let lower_edits = !(start.has_redirects() || mounted && forbids_offline(&start.options));
+        RefState {
+            start: Arc::new(start),
+            model,
+            mounted,
+            lower_edits,
+            setup: Arc::new(setup),
+            last: None,
+            edits: Vec::new(),
+            paths,
+            dirs,
+        }
+    }
+
+    /// The state after `cmd`.
+    pub fn step(mut self, cmd: &Command) -> RefState {
+        let answer = exec_quiet(&mut self.model, cmd);
+        match cmd {
+            Command::Mount { options, .. } if answer.is_done() => {
+                self.mounted = true;
+                if forbids_offline(options) {
+                    self.lower_edits = false;
+                }
+            }
+            Command::Unmount if matches!(answer, Answer::Reply(_)) => self.mounted = false,
+            Command::Edit { edit: Edit::Put { node, .. }, .. } if node.xattrs.contains_key(gen::REDIRECT) => {
+                self.lower_edits = false
+            }
+            _ => {}
+        }
+        if matches!(cmd, Command::Edit { .. }) {
+            self.edits.push(cmd.clone());
+        }
+        if let Some(p) = made_path(cmd, &answer) {
+            let is_dir = matches!(cmd, Command::Op(crate::ops::Op::Mkdir { .. }))
+                || matches!(cmd, Command::Edit { edit: Edit::Put { node, .. }, .. } if node.kind == FileType::Dir);
+            if is_dir && !self.dirs.contains(&p) {
+                Arc::make_mut(&mut self.dirs).push(p.clone());
+            }
+            if !self.paths.contains(&p) {
+                Arc::make_mut(&mut self.paths).push(p);
+            }
+        }
+        self.last = Some(answer);
+        self
+    }
+
+    /// Whether the model declared part of the case not modelled (the case is discarded).
+    pub fn not_modelled(&self) -> bool {
+        self.setup.iter().any(Answer::is_not_modelled) || self.last.as_ref().is_some_and(Answer::is_not_modelled)
+    }
+}
+
+/// Whether a mount with `options` makes later offline changes to lower layers undefined
+/// (kernel: `ovl_allow_offline_changes` is false with `redirect_dir=on`, `index`,
+/// `metacopy` or `xino=on`).
+fn forbids_offline(options: &crate::mount::Options) -> bool {
+    options.redirect_dir == RedirectDir::On
+        || options.index
+        || options.metacopy
+        || options.xino == crate::mount::Xino::On
+}
+
+/// The path that `cmd` made, when it made one: a successful create, link or rename target,
+/// or an edit's path (only plain spellings, without `.` or `..`).
+fn made_path(cmd: &Command, answer: &Answer) -> Option<String> {
+    use crate::ops::{Op, Outcome};
+    let ok = matches!(answer, Answer::Reply(Reply::Outcome(Outcome::Ok)));
+    let p = match cmd {
+        Command::Op(op) if ok => match op {
+            Op::Mkdir { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::Mknod { path, .. }
+            | Op::Write { path, .. }
+            | Op::Open { path, .. } => path,
+            Op::Link { to, .. } | Op::Rename { to, .. } => to,
+            _ => return None,
+        },
+        Command::Edit { edit: Edit::Put { path, .. } | Edit::Link { path, .. }, .. } => path,
+        _ => return None,
+    };
+    let p = p.trim_end_matches('/');
+    let plain = !p.is_empty() && p.split('/').skip(1).all(|c| !c.is_empty() && c != "." && c != "..");
+    plain.then(|| p.to_owned())
+}
+
+/// The model as a reference state machine over [`Command`]s.
+#[derive(Debug)]
+pub struct ModelMachine;
+
+impl ReferenceStateMachine for ModelMachine {
+    type State = RefState;
+    type Transition = Command;
+
+    fn init_state() -> BoxedStrategy<RefState> {
+        gen::case_start().prop_map(RefState::new).boxed()
+    }
+
+    fn transitions(state: &RefState) -> BoxedStrategy<Command> {
+        if state.mounted {
+            return prop_oneof![
+                40 => gen::op_on(&state.paths, &state.dirs).prop_map(Command::Op),
+                2 => Just(Command::Unmount),
+                1 => Just(Command::DumpMerged),
+            ]
+            .boxed();
+        }
+        let names = state.start.layer_names();
+        let editable: Vec<String> =
+            // Once redirects may exist, no layer is edited offline, the upper included: a
+            // node put where a redirected directory left its whiteout makes two merged
+            // directories share a lower one, and the kernel then answers by its inode cache.
+            names.iter().filter(|_| state.lower_edits).cloned().collect();
+        let mut choices: Vec<(u32, BoxedStrategy<Command>)> = vec![
+            (5, gen::mount(&state.start)),
+            (1, select(names).prop_map(|name| Command::DumpLayer { name }).boxed()),
+        ];
+        if !editable.is_empty() {
+            choices.push((
+                4,
+                select(editable)
+                    .prop_flat_map({
+                        let start = state.start.clone();
+                        move |layer| {
+                            let removes = !start.is_upper(&layer);
+                            gen::edit(removes).prop_map(move |edit| Command::Edit { layer: layer.clone(), edit })
+                        }
+                    })
+                    .boxed(),
+            ));
+        }
+        Union::new_weighted(choices).boxed()
+    }
+
+    fn apply(state: RefState, transition: &Command) -> RefState {
+        state.step(transition)
+    }
+
+    fn preconditions(state: &RefState, transition: &Command) -> bool {
+        match transition {
+            Command::Op(_) | Command::Unmount | Command::DumpMerged => state.mounted,
+            Command::Mount { lowers, upper, .. } => {
+                !state.mounted && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
+            }
+            Command::Edit { layer, edit } => {
+                !state.mounted
+                    && state.start.has_layer(layer)
+                    && state.lower_edits
+                    && gen::edit_is_valid(edit)
+            }
+            Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
+            Command::Layer { .. } => false,
+        }
+    }
+}
+
+/// The kernel as the system under test.
+#[derive(Debug)]
+pub struct KernelMachine;
+
+/// The system under test: a kernel backend, the inode labels of both sides, and where the
+/// case is.
+#[derive(Debug)]
+pub struct KernelSut {
+    kernel: Option<KernelBackend>,
+    cmp: Comparer,
+    step: usize,
+    discarded: bool,
+}
+
+impl KernelSut {
+    /// A system under test on this thread's kernel worker (started if needed).
+    ///
+    /// # Panics
+    /// If no kernel worker can be started: check [`KernelBackend::available`] first.
+    pub fn start() -> KernelSut {
+        let kernel = match checkout() {
+            Ok(k) => k,
+            Err(e) => panic!("the kernel backend cannot start: {e}"),
+        };
+        KernelSut { kernel: Some(kernel), cmp: Comparer::new(), step: 0, discarded: false }
+    }
+
+    /// Runs `cmd` on the kernel and compares the answer with the model's; panics with the
+    /// [`Divergence`] (see [`divergence_panic`]) when they differ.
+    pub fn check(&mut self, cmd: &Command, model: &Answer) {
+        if self.discarded {
+            return;
+        }
+        if model.is_not_modelled() {
+            self.discarded = true;
+            return;
+        }
+        let kernel = self.kernel.as_mut().expect("the kernel is checked out");
+        let answer = Answer::from(kernel.exec(cmd));
+        STEPS.with(|s| s.set(s.get() + 1));
+        if let Some(detail) = self.cmp.differ(model, &answer) {
+            let d = Divergence { step: self.step, command: cmd.clone(), model: model.clone(), kernel: answer, detail };
+            LAST_DIVERGENCE.with(|l| *l.borrow_mut() = Some(d.clone()));
+            divergence_panic(d);
+        }
+        self.step += 1;
+    }
+
+    /// The final checks: the merged view, an unmount, and every layer as on disk.
+    pub fn finish(&mut self, mut reference: RefState) {
+        let names = dumped_layers(&reference.start, &reference.edits);
+        for cmd in final_commands(reference.mounted, &names) {
+            let model = exec_quiet(&mut reference.model, &cmd);
+            self.check(&cmd, &model);
+        }
+    }
+}
+
+impl Drop for KernelSut {
+    fn drop(&mut self) {
+        if let Some(k) = self.kernel.take() {
+            checkin(k);
+        }
+    }
+}
+
+impl StateMachineTest for KernelMachine {
+    type SystemUnderTest = KernelSut;
+    type Reference = ModelMachine;
+
+    fn init_test(reference: &RefState) -> KernelSut {
+        let mut sut = KernelSut::start();
+        for (cmd, model) in reference.start.setup().iter().zip(reference.setup.iter()) {
+            sut.check(cmd, model);
+        }
+        sut
+    }
+
+    fn apply(mut sut: KernelSut, reference: &RefState, transition: Command) -> KernelSut {
+        let model = reference.last.as_ref().expect("the reference has applied the transition");
+        sut.check(&transition, model);
+        sut
+    }
+
+    fn teardown(mut sut: KernelSut, reference: RefState) {
+        sut.finish(reference);
+    }
+}
+
+thread_local! {
+    /// This thread's kernel worker, kept between cases.
+    static POOL: RefCell<Option<KernelBackend>> = const { RefCell::new(None) };
+    /// Commands run on the kernel by this thread, for throughput reports.
+    static STEPS: Cell<u64> = const { Cell::new(0) };
+    /// Set while the model runs under [`exec_quiet`]: its panics are recorded, not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+    /// The last divergence a [`KernelSut`] found on this thread.
+    static LAST_DIVERGENCE: RefCell<Option<Divergence>> = const { RefCell::new(None) };
+    /// The last panic recorded while quiet: message and location.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Takes the last divergence a [`KernelSut`] found on this thread, if any.
+pub fn take_last_divergence() -> Option<Divergence> {
+    LAST_DIVERGENCE.with(|l| l.borrow_mut().take())
+}
+
+/// The number of commands this thread has run on a kernel so far.
+pub fn kernel_steps() -> u64 {
+    STEPS.with(Cell::get)
+}
+
+/// This thread's kernel worker, started if there is none or the last one died, and
+/// unmounted (an earlier case may have stopped while mounted).
+pub fn checkout() -> Result<KernelBackend, crate::backend::BackendError> {
+    let mut k = match POOL.with(|p| p.borrow_mut().take()) {
+        Some(k) if k.is_alive() => k,
+        _ => KernelBackend::new()?,
+    };
+    // A usage error when not mounted; anything else is found by the next command.
+    let _ = k.exec(&Command::Unmount);
+    Ok(k)
+}
+
+/// Gives the worker back for the next case on this thread.
+pub fn checkin(k: KernelBackend) {
+    if k.is_alive() {
+        POOL.with(|p| *p.borrow_mut() = Some(k));
+    }
+}
+
+/// The start of every divergence panic message.
+pub const DIVERGENCE_MARK: &str = "ovlsim divergence: ";
+
+/// Panics with the divergence as the message, after [`DIVERGENCE_MARK`]. The panic hook
+/// installed by [`install_panic_filter`] does not print these: proptest reports the final,
+/// shrunk one.
+pub fn divergence_panic(d: Divergence) -> ! {
+    std::panic::panic_any(format!("{DIVERGENCE_MARK}{d}"))
+}
+
+/// Installs (once per process) a panic hook that stays silent for divergence panics and
+/// for model panics caught by [`exec_quiet`], and passes every other panic to the hook that
+/// was there before. Without it, every shrinking step would print a panic.
+pub fn install_panic_filter() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = payload_message(info.payload());
+            if QUIET.with(Cell::get) {
+                let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+                LAST_PANIC.with(|p| *p.borrow_mut() = Some(format!("{msg}{at}")));
+                return;
+            }
+            if msg.starts_with(DIVERGENCE_MARK) {
+                return;
+            }
+            prev(info)
+        }));
+    });
+}
+
+fn payload_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<a panic with a non-string payload>".to_owned()
+    }
+}
+
+/// Runs `cmd` on `backend`, turning a panic into [`Answer::Panic`] (message and location).
+pub fn exec_quiet(backend: &mut dyn Backend, cmd: &Command) -> Answer {
+    install_panic_filter();
+    QUIET.with(|q| q.set(true));
+    let r = catch_unwind(AssertUnwindSafe(|| backend.exec(cmd)));
+    QUIET.with(|q| q.set(false));
+    match r {
+        Ok(r) => Answer::from(r),
+        Err(payload) => {
+            Answer::Panic(LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| payload_message(&*payload)))
+        }
+    }
+}
+
+/// The case that a state machine run was made of.
+pub fn case_of(state: &RefState, transitions: &[Command]) -> Case {
+    Case { start: (*state.start).clone(), steps: transitions.to_vec() }
+}
+
+/// How a replay ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replayed {
+    /// Every answer agreed; this many commands were compared.
+    Agreed(usize),
+    /// The model declared part of the case not modelled; it was not compared further.
+    NotModelled,
+    /// The backends disagreed.
+    Diverged(Box<Divergence>),
+}
+
+/// Replays `case` on `reference` and `tested` (fresh backends, or a kernel from
+/// [`checkout`]), command by command, then the final checks, and reports the first
+/// divergence. Panics of either backend become [`Answer::Panic`].
+pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend) -> Replayed {
+    let mut cmp = Comparer::new();
+    let mut mounted = false;
+    let mut step = 0;
+    let names = dumped_layers(&case.start, &case.steps);
+    let mut run = |cmd: &Command, mounted: &mut bool| -> Option<Replayed> {
+        let model = exec_quiet(reference, cmd);
+        if model.is_not_modelled() {
+            return Some(Replayed::NotModelled);
+        }
+        let answer = exec_quiet(tested, cmd);
+        if let Some(detail) = cmp.differ(&model, &answer) {
+            return Some(Replayed::Diverged(Box::new(Divergence {
+                step,
+                command: cmd.clone(),
+                model,
+                kernel: answer,
+                detail,
+            })));
+        }
+        match cmd {
+            Command::Mount { .. } => *mounted = model.is_done(),
+            Command::Unmount if matches!(model, Answer::Reply(Reply::Done)) => *mounted = false,
+            _ => {}
+        }
+        step += 1;
+        None
+    };
+    for cmd in case.commands() {
+        if let Some(end) = run(&cmd, &mut mounted) {
+            return end;
+        }
+    }
+    for cmd in final_commands(mounted, &names) {
+        if let Some(end) = run(&cmd, &mut mounted) {
+            return end;
+        }
+    }
+    Replayed::Agreed(step)
+}
+
+/// Replays `case` on a fresh model and `kernel` (unmounted first, whatever an earlier
+/// case left; see [`replay`]).
+pub fn replay_with(case: &Case, kernel: &mut KernelBackend) -> Replayed {
+    let _ = kernel.exec(&Command::Unmount);
+    replay(case, &mut ModelBackend::new(), kernel)
+}
+
+/// Replays `case` on a fresh model and this thread's kernel worker (see [`replay`]).
+pub fn replay_on_kernel(case: &Case) -> Result<Replayed, crate::backend::BackendError> {
+    let mut kernel = checkout()?;
+    let out = replay_with(case, &mut kernel);
+    checkin(kernel);
+    Ok(out)
+}
