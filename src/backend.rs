@@ -149,12 +149,7 @@ pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
             Outcome::Err(e) => Err(e),
             other => panic!("lstat answered {other:?}"),
         };
-        let mut entry = MergedEntry {
-            stat,
-            data: None,
-            target: None,
-            xattrs: BTreeMap::new(),
-        };
+        let mut entry = MergedEntry { stat, data: None, target: None, xattrs: BTreeMap::new() };
         if let Ok(st) = &entry.stat {
             match st.kind {
                 crate::layer::FileType::File => {
@@ -170,11 +165,7 @@ pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
                 crate::layer::FileType::Dir => {
                     if let Outcome::Entries(names) = op(&Op::Readdir { path: path.clone() }) {
                         for name in names.keys() {
-                            queue.push(if path == "/" {
-                                format!("/{name}")
-                            } else {
-                                format!("{path}/{name}")
-                            });
+                            queue.push(if path == "/" { format!("/{name}") } else { format!("{path}/{name}") });
                         }
                     }
                 }
@@ -183,10 +174,7 @@ pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
             if st.kind != crate::layer::FileType::Symlink {
                 if let Outcome::XattrNames(names) = op(&Op::Listxattr { path: path.clone() }) {
                     for name in names {
-                        if let Outcome::Xattr(v) = op(&Op::Getxattr {
-                            path: path.clone(),
-                            name: name.clone(),
-                        }) {
+                        if let Outcome::Xattr(v) = op(&Op::Getxattr { path: path.clone(), name: name.clone() }) {
                             entry.xattrs.insert(name, v);
                         }
                     }
@@ -236,17 +224,13 @@ impl ModelBackend {
 
     fn unmounted(&self, what: &str) -> Result<(), BackendError> {
         match &self.mounted {
-            Some(_) => Err(BackendError::Usage(format!(
-                "{what} needs the overlay unmounted"
-            ))),
+            Some(_) => Err(BackendError::Usage(format!("{what} needs the overlay unmounted"))),
             None => Ok(()),
         }
     }
 
     fn named(&self, name: &str) -> Result<&Layer, BackendError> {
-        self.layers
-            .get(name)
-            .ok_or_else(|| BackendError::Usage(format!("no layer named {name:?}")))
+        self.layers.get(name).ok_or_else(|| BackendError::Usage(format!("no layer named {name:?}")))
     }
 }
 
@@ -263,27 +247,13 @@ impl Backend for ModelBackend {
                 self.layers.insert(name.clone(), Layer::from_flat(content));
                 Ok(Reply::Done)
             }
-            Command::Mount {
-                lowers,
-                upper,
-                options,
-            } => {
+            Command::Mount { lowers, upper, options } => {
                 self.unmounted("mount")?;
-                let lower_layers = lowers
-                    .iter()
-                    .map(|n| self.named(n).cloned())
-                    .collect::<Result<Vec<_>, _>>()?;
-                let upper_layer = upper
-                    .as_deref()
-                    .map(|n| self.named(n).cloned())
-                    .transpose()?;
+                let lower_layers = lowers.iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
+                let upper_layer = upper.as_deref().map(|n| self.named(n).cloned()).transpose()?;
                 match Overlay::mount(lower_layers, upper_layer, *options) {
                     Ok(overlay) => {
-                        self.mounted = Some(Mounted {
-                            overlay,
-                            lowers: lowers.clone(),
-                            upper: upper.clone(),
-                        });
+                        self.mounted = Some(Mounted { overlay, lowers: lowers.clone(), upper: upper.clone() });
                         Ok(Reply::Done)
                     }
                     Err(MountError::Refused { errno, .. }) => Ok(Reply::MountRefused(errno)),
@@ -291,10 +261,7 @@ impl Backend for ModelBackend {
                 }
             }
             Command::Unmount => {
-                let m = self
-                    .mounted
-                    .take()
-                    .ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
+                let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
                 let _ = &m.lowers;
                 if let (Some(name), Some(upper)) = (&m.upper, m.overlay.upper()) {
                     self.layers.insert(name.clone(), upper.clone());
@@ -302,10 +269,8 @@ impl Backend for ModelBackend {
                 Ok(Reply::Done)
             }
             Command::Op(op) => {
-                let m = self
-                    .mounted
-                    .as_mut()
-                    .ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
+                let m =
+                    self.mounted.as_mut().ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
                 let outcome = m.overlay.apply(op);
                 self.events = m.overlay.take_events();
                 Ok(Reply::Outcome(outcome))
@@ -320,7 +285,9 @@ impl Backend for ModelBackend {
                     Edit::Put { path, .. } | Edit::Link { path, .. } | Edit::Remove { path } => path,
                 };
                 if crate::layer::components(path).next().is_none() {
-                    return Err(BackendError::Usage(format!("an edit needs a path below the layer root, not {path:?}")));
+                    return Err(BackendError::Usage(format!(
+                        "an edit needs a path below the layer root, not {path:?}"
+                    )));
                 }
                 match edit {
                     Edit::Put { path, node } => {
@@ -341,9 +308,10 @@ impl Backend for ModelBackend {
             }
             Command::DumpLayer { name } => Ok(Reply::Layer(self.named(name)?.to_flat())),
             Command::DumpMerged => {
-                let m = self.mounted.as_mut().ok_or_else(|| {
-                    BackendError::Usage("dumping the merged view needs a mount".into())
-                })?;
+                let m = self
+                    .mounted
+                    .as_mut()
+                    .ok_or_else(|| BackendError::Usage("dumping the merged view needs a mount".into()))?;
                 // On the overlay itself, not a clone: the kernel's lookups during the dump
                 // record origins and impure parents, and so must the model's.
                 let ov = &mut m.overlay;

@@ -50,8 +50,12 @@ impl Overlay {
         let mut copy = Inode::new(kind, src.mode);
         copy.uid = src.uid;
         copy.gid = src.gid;
-        copy.xattrs =
-            src.xattrs.iter().filter(|(k, _)| !whiteout::is_private_xattr(self, k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        copy.xattrs = src
+            .xattrs
+            .iter()
+            .filter(|(k, _)| !whiteout::is_private_xattr(self, k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         // NOTE(kernel): a lower hard link (nlink > 1, index off) gets no origin, so its copy
         // keeps its own inode number for good (kernel: `ovl_do_copy_up` records the origin
         // only for a directory or an nlink-1 file; observed on 6.18).

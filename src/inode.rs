@@ -43,6 +43,15 @@ impl Overlay {
             NodeKind::Char(a, b) | NodeKind::Block(a, b) => (a, b),
             _ => (0, 0),
         };
-        Stat { kind: real.file_type(), mode: real.mode, size: real.size(), nlink, uid: real.uid, gid: real.gid, rdev, ino }
+        Stat {
+            kind: real.file_type(),
+            mode: real.mode,
+            size: real.size(),
+            nlink,
+            uid: real.uid,
+            gid: real.gid,
+            rdev,
+            ino,
+        }
     }
 }

@@ -181,7 +181,9 @@ impl Overlay {
         };
         let mut poe: std::borrow::Cow<[LowerPath]> = std::borrow::Cow::Borrowed(&parent.lowers);
         let root_lowers = |ov: &Overlay| -> std::borrow::Cow<'static, [LowerPath]> {
-            std::borrow::Cow::Owned(ov.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect())
+            std::borrow::Cow::Owned(
+                ov.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect(),
+            )
         };
         let mut upper = None;
         let mut upper_redirect = None;

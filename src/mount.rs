@@ -120,10 +120,7 @@ pub enum MountError {
 
 impl MountError {
     fn refused(errno: Errno, reason: impl Into<String>) -> MountError {
-        MountError::Refused {
-            errno,
-            reason: reason.into(),
-        }
+        MountError::Refused { errno, reason: reason.into() }
     }
 
     /// The errno, for a refused mount.

@@ -70,14 +70,19 @@ impl Overlay {
     pub(crate) fn read_merged(&self, d: &Dentry, check_xwhiteouts: bool) -> BTreeMap<String, CacheEntry> {
         let mut seen: BTreeMap<String, CacheEntry> = BTreeMap::new();
         let mut add = |layer: &Layer, ino: u64, is_upper: bool, xwhiteouts: bool| {
-            for (name, child) in layer.get(ino).entries().expect("model invariant: merged layers are directories").iter() {
+            for (name, child) in
+                layer.get(ino).entries().expect("model invariant: merged layers are directories").iter()
+            {
                 if seen.contains_key(name) {
                     continue;
                 }
                 let inode = layer.get(*child);
                 let is_whiteout = whiteout::is_chr_whiteout(inode);
                 let check_xwhiteout = xwhiteouts && inode.file_type() == FileType::File;
-                seen.insert(name.clone(), CacheEntry { ftype: inode.file_type(), is_whiteout, is_upper, check_xwhiteout });
+                seen.insert(
+                    name.clone(),
+                    CacheEntry { ftype: inode.file_type(), is_whiteout, is_upper, check_xwhiteout },
+                );
             }
         };
         if let Some(u) = d.upper {

@@ -18,7 +18,7 @@ enum Mount {
     /// L0 over L1, no upper: read-only.
     NoUpper,
     /// Upper over L0 over L1, mounted read-only.
-    RoMount,
+    ReadOnly,
     /// Upper over L0 over L1 with `redirect_dir=on`.
     Redirect,
 }
@@ -83,8 +83,8 @@ fn rows() -> Vec<(Mount, Op, Errno)> {
         // mkdir: EEXIST before EROFS; the walk before both.
         (NoUpper, Op::Mkdir { path: p("/f"), mode: 0o755 }, EEXIST),
         (NoUpper, Op::Mkdir { path: p("/new"), mode: 0o755 }, EROFS),
-        (RoMount, Op::Mkdir { path: p("/d"), mode: 0o755 }, EEXIST),
-        (RoMount, Op::Mkdir { path: p("/new"), mode: 0o755 }, EROFS),
+        (ReadOnly, Op::Mkdir { path: p("/d"), mode: 0o755 }, EEXIST),
+        (ReadOnly, Op::Mkdir { path: p("/new"), mode: 0o755 }, EROFS),
         (NoUpper, Op::Mkdir { path: p("/missing/new"), mode: 0o755 }, ENOENT),
         (Rw, Op::Mkdir { path: p("/"), mode: 0o755 }, EEXIST),
         (Rw, Op::Mkdir { path: p("/d/.."), mode: 0o755 }, EEXIST),
@@ -109,7 +109,7 @@ fn rows() -> Vec<(Mount, Op, Errno)> {
         (Rw, Op::Unlink { path: p("/d/") }, EISDIR),
         (Rw, Op::Unlink { path: p("/missing/") }, ENOENT),
         (Rw, Op::Unlink { path: p("/.") }, EISDIR),
-        (RoMount, Op::Unlink { path: p("/u") }, EROFS),
+        (ReadOnly, Op::Unlink { path: p("/u") }, EROFS),
         // rmdir: the last component's type, then EROFS, then the name.
         (Rw, Op::Rmdir { path: p("/") }, EBUSY),
         (Rw, Op::Rmdir { path: p("/d/.") }, EINVAL),
@@ -185,7 +185,7 @@ fn rows() -> Vec<(Mount, Op, Errno)> {
         // the attribute setters.
         (NoUpper, Op::Chmod { path: p("/f"), mode: 0o600 }, EROFS),
         (NoUpper, Op::Chmod { path: p("/missing"), mode: 0o600 }, ENOENT),
-        (RoMount, Op::Chown { path: p("/f"), uid: 1, gid: 1 }, EROFS),
+        (ReadOnly, Op::Chown { path: p("/f"), uid: 1, gid: 1 }, EROFS),
         (NoUpper, Op::Utimes { path: p("/f") }, EROFS),
         (Rw, Op::Readlink { path: p("/f") }, EINVAL),
         (Rw, Op::Readdir { path: p("/f") }, ENOTDIR),
@@ -211,7 +211,7 @@ fn rows() -> Vec<(Mount, Op, Errno)> {
 fn options(m: Mount) -> Options {
     match m {
         Mount::Rw | Mount::NoUpper => Options::default(),
-        Mount::RoMount => Options { read_only: true, ..Options::default() },
+        Mount::ReadOnly => Options { read_only: true, ..Options::default() },
         Mount::Redirect => Options { redirect_dir: RedirectDir::On, ..Options::default() },
     }
 }
@@ -230,7 +230,8 @@ fn run_rows(backend: &mut dyn Backend) -> Vec<String> {
             Mount::NoUpper => None,
             _ => Some(format!("r{i}-U")),
         };
-        let cmd = Command::Mount { lowers: vec![format!("r{i}-L0"), format!("r{i}-L1")], upper, options: options(mount) };
+        let cmd =
+            Command::Mount { lowers: vec![format!("r{i}-L0"), format!("r{i}-L1")], upper, options: options(mount) };
         assert_eq!(backend.exec(&cmd).expect("mount"), Reply::Done, "row {i}: mount");
         let got = backend.exec(&Command::Op(op.clone())).expect("op");
         if got != Reply::Outcome(Outcome::Err(want)) {

@@ -31,10 +31,7 @@ fn baseline() -> &'static Vec<String> {
 }
 
 fn assert_no_leaked_mounts() {
-    let leaked: Vec<String> = overlay_mounts()
-        .into_iter()
-        .filter(|l| !baseline().contains(l))
-        .collect();
+    let leaked: Vec<String> = overlay_mounts().into_iter().filter(|l| !baseline().contains(l)).collect();
     assert!(leaked.is_empty(), "overlay mounts leaked: {leaked:?}");
 }
 
@@ -62,16 +59,7 @@ fn kernel() -> Option<KernelBackend> {
 }
 
 fn node(kind: FileType, mode: u32) -> FlatNode {
-    FlatNode {
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        data: None,
-        target: None,
-        rdev: None,
-        xattrs: BTreeMap::new(),
-    }
+    FlatNode { kind, mode, uid: 0, gid: 0, data: None, target: None, rdev: None, xattrs: BTreeMap::new() }
 }
 
 fn dir(mode: u32) -> FlatNode {
@@ -79,24 +67,15 @@ fn dir(mode: u32) -> FlatNode {
 }
 
 fn file(data: &[u8], mode: u32) -> FlatNode {
-    FlatNode {
-        data: Some(data.to_vec()),
-        ..node(FileType::File, mode)
-    }
+    FlatNode { data: Some(data.to_vec()), ..node(FileType::File, mode) }
 }
 
 fn symlink(target: &str) -> FlatNode {
-    FlatNode {
-        target: Some(target.to_owned()),
-        ..node(FileType::Symlink, 0o777)
-    }
+    FlatNode { target: Some(target.to_owned()), ..node(FileType::Symlink, 0o777) }
 }
 
 fn device(kind: FileType, major: u32, minor: u32, mode: u32) -> FlatNode {
-    FlatNode {
-        rdev: Some((major, minor)),
-        ..node(kind, mode)
-    }
+    FlatNode { rdev: Some((major, minor)), ..node(kind, mode) }
 }
 
 fn whiteout() -> FlatNode {
@@ -111,13 +90,7 @@ fn with_xattr(mut n: FlatNode, name: &str, value: &[u8]) -> FlatNode {
 fn layer(entries: Vec<(&str, FlatNode)>) -> FlatLayer {
     FlatLayer {
         root: dir(0o755),
-        entries: entries
-            .into_iter()
-            .map(|(path, node)| FlatEntry::Node {
-                path: path.to_owned(),
-                node,
-            })
-            .collect(),
+        entries: entries.into_iter().map(|(path, node)| FlatEntry::Node { path: path.to_owned(), node }).collect(),
     }
 }
 
@@ -134,13 +107,7 @@ fn ok(k: &mut (impl Backend + ?Sized), cmd: Command) {
 }
 
 fn make_layer(k: &mut (impl Backend + ?Sized), name: &str, content: FlatLayer) {
-    ok(
-        k,
-        Command::Layer {
-            name: name.into(),
-            content,
-        },
-    );
+    ok(k, Command::Layer { name: name.into(), content });
 }
 
 fn mount(k: &mut (impl Backend + ?Sized), lowers: &[&str], upper: Option<&str>, options: Options) {
@@ -183,14 +150,7 @@ fn err(e: Errno) -> Outcome {
 #[test]
 fn read_upper_file_shadows_lower_file() {
     let Some(mut k) = kernel() else { return };
-    make_layer(
-        &mut k,
-        "L0",
-        layer(vec![
-            ("/f", file(b"lower", 0o644)),
-            ("/g", file(b"only lower", 0o600)),
-        ]),
-    );
+    make_layer(&mut k, "L0", layer(vec![("/f", file(b"lower", 0o644)), ("/g", file(b"only lower", 0o600))]));
     make_layer(&mut k, "U", layer(vec![("/f", file(b"upper", 0o640))]));
     mount(&mut k, &["L0"], Some("U"), Options::default());
     assert_eq!(op(&mut k, read("/f")), data(b"upper"));
@@ -198,10 +158,7 @@ fn read_upper_file_shadows_lower_file() {
     assert_eq!(stat(&mut k, "/f").mode, 0o640);
     assert_eq!(
         op(&mut k, Op::Readdir { path: "/".into() }),
-        Outcome::Entries(BTreeMap::from([
-            ("f".into(), FileType::File),
-            ("g".into(), FileType::File),
-        ]))
+        Outcome::Entries(BTreeMap::from([("f".into(), FileType::File), ("g".into(), FileType::File),]))
     );
     ok(&mut k, Command::Unmount);
     drop(k);
@@ -211,42 +168,16 @@ fn read_upper_file_shadows_lower_file() {
 #[test]
 fn unlink_lower_file_leaves_whiteout_in_upper() {
     let Some(mut k) = kernel() else { return };
-    make_layer(
-        &mut k,
-        "L0",
-        layer(vec![("/d", dir(0o755)), ("/d/f", file(b"x", 0o644))]),
-    );
+    make_layer(&mut k, "L0", layer(vec![("/d", dir(0o755)), ("/d/f", file(b"x", 0o644))]));
     make_layer(&mut k, "U", layer(vec![]));
     mount(&mut k, &["L0"], Some("U"), Options::default());
-    assert_eq!(
-        op(
-            &mut k,
-            Op::Unlink {
-                path: "/d/f".into()
-            }
-        ),
-        Outcome::Ok
-    );
-    assert_eq!(
-        op(
-            &mut k,
-            Op::Stat {
-                path: "/d/f".into()
-            }
-        ),
-        err(Errno::ENOENT)
-    );
-    assert_eq!(
-        op(&mut k, Op::Readdir { path: "/d".into() }),
-        Outcome::Entries(BTreeMap::new())
-    );
+    assert_eq!(op(&mut k, Op::Unlink { path: "/d/f".into() }), Outcome::Ok);
+    assert_eq!(op(&mut k, Op::Stat { path: "/d/f".into() }), err(Errno::ENOENT));
+    assert_eq!(op(&mut k, Op::Readdir { path: "/d".into() }), Outcome::Entries(BTreeMap::new()));
     ok(&mut k, Command::Unmount);
     // The copied-up parent and the whiteout; the kernel's origin/impure/uuid xattrs are
     // normalised away.
-    assert_eq!(
-        dump_layer(&mut k, "U"),
-        layer(vec![("/d", dir(0o755)), ("/d/f", whiteout())])
-    );
+    assert_eq!(dump_layer(&mut k, "U"), layer(vec![("/d", dir(0o755)), ("/d/f", whiteout())]));
     drop(k);
     assert_no_leaked_mounts();
 }
@@ -254,11 +185,7 @@ fn unlink_lower_file_leaves_whiteout_in_upper() {
 #[test]
 fn whiteouts_made_by_the_kernel_dump_as_separate_nodes() {
     let Some(mut k) = kernel() else { return };
-    make_layer(
-        &mut k,
-        "L0",
-        layer(vec![("/a", file(b"", 0o644)), ("/b", file(b"", 0o644))]),
-    );
+    make_layer(&mut k, "L0", layer(vec![("/a", file(b"", 0o644)), ("/b", file(b"", 0o644))]));
     make_layer(&mut k, "U", layer(vec![]));
     mount(&mut k, &["L0"], Some("U"), Options::default());
     for p in ["/a", "/b"] {
@@ -266,10 +193,7 @@ fn whiteouts_made_by_the_kernel_dump_as_separate_nodes() {
     }
     // Through the mount the whiteouts are invisible; raw, the kernel shares one inode.
     ok(&mut k, Command::Unmount);
-    assert_eq!(
-        dump_layer(&mut k, "U"),
-        layer(vec![("/a", whiteout()), ("/b", whiteout())])
-    );
+    assert_eq!(dump_layer(&mut k, "U"), layer(vec![("/a", whiteout()), ("/b", whiteout())]));
     drop(k);
     assert_no_leaked_mounts();
 }
@@ -280,18 +204,9 @@ fn layer_hard_link_pair_dumps_as_node_and_link() {
     let content = FlatLayer {
         root: dir(0o755),
         entries: vec![
-            FlatEntry::Node {
-                path: "/a".into(),
-                node: file(b"shared", 0o644),
-            },
-            FlatEntry::Node {
-                path: "/d".into(),
-                node: dir(0o755),
-            },
-            FlatEntry::Link {
-                path: "/d/b".into(),
-                to: "/a".into(),
-            },
+            FlatEntry::Node { path: "/a".into(), node: file(b"shared", 0o644) },
+            FlatEntry::Node { path: "/d".into(), node: dir(0o755) },
+            FlatEntry::Link { path: "/d/b".into(), to: "/a".into() },
         ],
     };
     make_layer(&mut k, "L0", content.clone());
@@ -317,54 +232,23 @@ fn layer_round_trips_every_kind_and_marker() {
     let content = FlatLayer {
         root: with_xattr(dir(0o711), "user.root", b"r"),
         entries: vec![
-            FlatEntry::Node {
-                path: "/blk".into(),
-                node: device(FileType::Block, 8, 1, 0o600),
-            },
-            FlatEntry::Node {
-                path: "/chr".into(),
-                node: device(FileType::Char, 1, 3, 0o666),
-            },
+            FlatEntry::Node { path: "/blk".into(), node: device(FileType::Block, 8, 1, 0o600) },
+            FlatEntry::Node { path: "/chr".into(), node: device(FileType::Char, 1, 3, 0o666) },
             FlatEntry::Node {
                 path: "/d".into(),
-                node: with_xattr(
-                    with_xattr(dir(0o2770), "trusted.overlay.opaque", b"y"),
-                    "user.note",
-                    b"hello",
-                ),
+                node: with_xattr(with_xattr(dir(0o2770), "trusted.overlay.opaque", b"y"), "user.note", b"hello"),
             },
-            FlatEntry::Node {
-                path: "/d/e".into(),
-                node: dir(0o1777),
-            },
-            FlatEntry::Node {
-                path: "/d/e/wo".into(),
-                node: whiteout(),
-            },
+            FlatEntry::Node { path: "/d/e".into(), node: dir(0o1777) },
+            FlatEntry::Node { path: "/d/e/wo".into(), node: whiteout() },
             FlatEntry::Node {
                 path: "/d/redir".into(),
                 node: with_xattr(dir(0o755), "trusted.overlay.redirect", b"/x"),
             },
-            FlatEntry::Node {
-                path: "/empty".into(),
-                node: file(b"", 0o000),
-            },
-            FlatEntry::Node {
-                path: "/fifo".into(),
-                node: node(FileType::Fifo, 0o640),
-            },
-            FlatEntry::Node {
-                path: "/owned".into(),
-                node: owned,
-            },
-            FlatEntry::Node {
-                path: "/sym".into(),
-                node: sym,
-            },
-            FlatEntry::Node {
-                path: "/xw".into(),
-                node: with_xattr(file(b"", 0o644), "trusted.overlay.whiteout", b""),
-            },
+            FlatEntry::Node { path: "/empty".into(), node: file(b"", 0o000) },
+            FlatEntry::Node { path: "/fifo".into(), node: node(FileType::Fifo, 0o640) },
+            FlatEntry::Node { path: "/owned".into(), node: owned },
+            FlatEntry::Node { path: "/sym".into(), node: sym },
+            FlatEntry::Node { path: "/xw".into(), node: with_xattr(file(b"", 0o644), "trusted.overlay.whiteout", b"") },
         ],
     };
     make_layer(&mut k, "L", content.clone());
@@ -377,61 +261,28 @@ fn layer_round_trips_every_kind_and_marker() {
 fn offline_edits_match_the_model() {
     let Some(mut k) = kernel() else { return };
     let mut m = ModelBackend::new();
-    let start = layer(vec![
-        ("/d", dir(0o700)),
-        ("/d/f", file(b"one", 0o644)),
-        ("/s", symlink("/d")),
-    ]);
+    let start = layer(vec![("/d", dir(0o700)), ("/d/f", file(b"one", 0o644)), ("/s", symlink("/d"))]);
     let edits = vec![
-        Edit::Put {
-            path: "/a/b/c".into(),
-            node: file(b"deep", 0o600),
-        },
-        Edit::Link {
-            path: "/d/g".into(),
-            to: "/d/f".into(),
-        },
-        Edit::Put {
-            path: "/s/x".into(),
-            node: file(b"symlink parent replaced", 0o644),
-        },
-        Edit::Remove {
-            path: "/d/f".into(),
-        },
-        Edit::Remove {
-            path: "/missing/too".into(),
-        },
-        Edit::Put {
-            path: "/a".into(),
-            node: whiteout(),
-        },
+        Edit::Put { path: "/a/b/c".into(), node: file(b"deep", 0o600) },
+        Edit::Link { path: "/d/g".into(), to: "/d/f".into() },
+        Edit::Put { path: "/s/x".into(), node: file(b"symlink parent replaced", 0o644) },
+        Edit::Remove { path: "/d/f".into() },
+        Edit::Remove { path: "/missing/too".into() },
+        Edit::Put { path: "/a".into(), node: whiteout() },
     ];
     for b in [&mut k as &mut dyn Backend, &mut m] {
         make_layer(b, "L", start.clone());
         for e in &edits {
-            ok(
-                b,
-                Command::Edit {
-                    layer: "L".into(),
-                    edit: e.clone(),
-                },
-            );
+            ok(b, Command::Edit { layer: "L".into(), edit: e.clone() });
         }
     }
     let kernel_view = dump_layer(&mut k, "L");
     assert_eq!(kernel_view, dump_layer(&mut m, "L"));
-    assert!(kernel_view.entries.contains(&FlatEntry::Node {
-        path: "/s/x".into(),
-        node: file(b"symlink parent replaced", 0o644)
-    }));
+    assert!(kernel_view
+        .entries
+        .contains(&FlatEntry::Node { path: "/s/x".into(), node: file(b"symlink parent replaced", 0o644) }));
     // A link to a missing name is a usage error, as in the model.
-    let bad = Command::Edit {
-        layer: "L".into(),
-        edit: Edit::Link {
-            path: "/z".into(),
-            to: "/nowhere".into(),
-        },
-    };
+    let bad = Command::Edit { layer: "L".into(), edit: Edit::Link { path: "/z".into(), to: "/nowhere".into() } };
     assert!(matches!(k.exec(&bad), Err(BackendError::Usage(_))));
     assert!(matches!(m.exec(&bad), Err(BackendError::Usage(_))));
     drop(k);
@@ -444,39 +295,17 @@ fn symlinks_and_dotdot_stay_inside_the_merged_root() {
     make_layer(
         &mut k,
         "L0",
-        layer(vec![
-            ("/abs", symlink("/etc/passwd")),
-            ("/up", symlink("../../../../..")),
-            ("/sh", symlink("/bin/sh")),
-        ]),
+        layer(vec![("/abs", symlink("/etc/passwd")), ("/up", symlink("../../../../..")), ("/sh", symlink("/bin/sh"))]),
     );
-    make_layer(
-        &mut k,
-        "L1",
-        layer(vec![
-            ("/etc", dir(0o755)),
-            ("/etc/passwd", file(b"inside", 0o644)),
-        ]),
-    );
+    make_layer(&mut k, "L1", layer(vec![("/etc", dir(0o755)), ("/etc/passwd", file(b"inside", 0o644))]));
     mount(&mut k, &["L0", "L1"], None, Options::default());
     // The absolute link reaches the overlay's /etc/passwd, not the host's.
     assert_eq!(op(&mut k, read("/abs")), data(b"inside"));
     assert_eq!(op(&mut k, read("/up/etc/passwd")), data(b"inside"));
     assert_eq!(op(&mut k, read("/../../etc/passwd")), data(b"inside"));
     // The host has /bin/sh; the overlay does not.
-    assert_eq!(
-        op(&mut k, Op::Stat { path: "/sh".into() }),
-        err(Errno::ENOENT)
-    );
-    assert_eq!(
-        op(
-            &mut k,
-            Op::Stat {
-                path: "/proc/self".into()
-            }
-        ),
-        err(Errno::ENOENT)
-    );
+    assert_eq!(op(&mut k, Op::Stat { path: "/sh".into() }), err(Errno::ENOENT));
+    assert_eq!(op(&mut k, Op::Stat { path: "/proc/self".into() }), err(Errno::ENOENT));
     let root = op(&mut k, Op::Readdir { path: "/".into() });
     assert_eq!(op(&mut k, Op::Readdir { path: "/..".into() }), root);
     assert_eq!(op(&mut k, Op::Readdir { path: "/up".into() }), root);
@@ -495,11 +324,7 @@ fn mount_with_501_lowers_is_refused_and_500_is_not() {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     mount(&mut k, &refs[..500], None, Options::default());
     ok(&mut k, Command::Unmount);
-    let cmd = Command::Mount {
-        lowers: names.clone(),
-        upper: None,
-        options: Options::default(),
-    };
+    let cmd = Command::Mount { lowers: names.clone(), upper: None, options: Options::default() };
     assert_eq!(k.exec(&cmd), Ok(Reply::MountRefused(Errno::EINVAL)));
     drop(k);
     assert_no_leaked_mounts();
@@ -518,19 +343,10 @@ fn mount_errors_are_the_kernels() {
         })
     };
     // One lower and no upper.
-    assert_eq!(
-        refused(&mut k, &["L0"], None),
-        Ok(Reply::MountRefused(Errno::EINVAL))
-    );
+    assert_eq!(refused(&mut k, &["L0"], None), Ok(Reply::MountRefused(Errno::EINVAL)));
     // The same layer twice, and a lower that is the upper: overlap is ELOOP.
-    assert_eq!(
-        refused(&mut k, &["L0", "L0"], None),
-        Ok(Reply::MountRefused(Errno::ELOOP))
-    );
-    assert_eq!(
-        refused(&mut k, &["U"], Some("U")),
-        Ok(Reply::MountRefused(Errno::ELOOP))
-    );
+    assert_eq!(refused(&mut k, &["L0", "L0"], None), Ok(Reply::MountRefused(Errno::ELOOP)));
+    assert_eq!(refused(&mut k, &["U"], Some("U")), Ok(Reply::MountRefused(Errno::ELOOP)));
     drop(k);
     assert_no_leaked_mounts();
 }
@@ -557,10 +373,7 @@ fn killed_worker_fails_the_command_and_every_later_one() {
         other => panic!("expected a failure, got {other:?}"),
     }
     // Reaped: no such process any more.
-    assert_eq!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    );
+    assert_eq!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH));
     drop(k);
     assert_no_leaked_mounts();
 }
@@ -574,19 +387,13 @@ fn hung_worker_times_out_and_is_killed() {
     rustix::process::kill_process(pid, rustix::process::Signal::STOP).expect("stop");
     match k.exec(&Command::DumpLayer { name: "L".into() }) {
         Err(BackendError::Failed(msg)) => {
-            assert!(
-                msg.contains("dump of layer \"L\""),
-                "names the command: {msg}"
-            );
+            assert!(msg.contains("dump of layer \"L\""), "names the command: {msg}");
             assert!(msg.contains("no reply within"), "{msg}");
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(!k.is_alive());
-    assert_eq!(
-        rustix::process::test_kill_process(pid),
-        Err(rustix::io::Errno::SRCH)
-    );
+    assert_eq!(rustix::process::test_kill_process(pid), Err(rustix::io::Errno::SRCH));
     drop(k);
     assert_no_leaked_mounts();
 }
@@ -607,14 +414,8 @@ fn commands_out_of_place_are_usage_errors() {
     make_layer(&mut k, "L0", layer(vec![]));
     make_layer(&mut k, "L1", layer(vec![]));
     mount(&mut k, &["L0", "L1"], None, Options::default());
-    assert!(usage(k.exec(&Command::Edit {
-        layer: "L0".into(),
-        edit: Edit::Remove { path: "/f".into() },
-    })));
-    assert!(usage(k.exec(&Command::Layer {
-        name: "L2".into(),
-        content: layer(vec![]),
-    })));
+    assert!(usage(k.exec(&Command::Edit { layer: "L0".into(), edit: Edit::Remove { path: "/f".into() } })));
+    assert!(usage(k.exec(&Command::Layer { name: "L2".into(), content: layer(vec![]) })));
     assert!(usage(k.exec(&Command::DumpLayer { name: "L0".into() })));
     assert!(usage(k.exec(&Command::Mount {
         lowers: vec!["L0".into(), "L1".into()],
@@ -623,10 +424,7 @@ fn commands_out_of_place_are_usage_errors() {
     })));
     // None of that hurt the worker.
     assert!(k.is_alive());
-    assert_eq!(
-        op(&mut k, Op::Readdir { path: "/".into() }),
-        Outcome::Entries(BTreeMap::new())
-    );
+    assert_eq!(op(&mut k, Op::Readdir { path: "/".into() }), Outcome::Entries(BTreeMap::new()));
     drop(k);
     assert_no_leaked_mounts();
 }
@@ -637,24 +435,13 @@ fn merged_dump_hides_whiteouts_and_overlay_xattrs() {
     make_layer(
         &mut k,
         "L0",
-        layer(vec![
-            ("/d", dir(0o755)),
-            ("/d/gone", file(b"hidden", 0o644)),
-            ("/d/low", file(b"low", 0o644)),
-        ]),
+        layer(vec![("/d", dir(0o755)), ("/d/gone", file(b"hidden", 0o644)), ("/d/low", file(b"low", 0o644))]),
     );
     make_layer(
         &mut k,
         "U",
         layer(vec![
-            (
-                "/d",
-                with_xattr(
-                    with_xattr(dir(0o750), "trusted.overlay.impure", b"y"),
-                    "user.visible",
-                    b"v",
-                ),
-            ),
+            ("/d", with_xattr(with_xattr(dir(0o750), "trusted.overlay.impure", b"y"), "user.visible", b"v")),
             ("/d/gone", whiteout()),
             ("/d/up", file(b"up", 0o600)),
         ]),
@@ -669,10 +456,7 @@ fn merged_dump_hides_whiteouts_and_overlay_xattrs() {
     let d = tree["/d"].stat.as_ref().expect("stat /d");
     // A merged directory: the upper's mode, nlink 1.
     assert_eq!((d.kind, d.mode, d.nlink), (FileType::Dir, 0o750, 1));
-    assert_eq!(
-        tree["/d"].xattrs,
-        BTreeMap::from([("user.visible".to_owned(), b"v".to_vec())])
-    );
+    assert_eq!(tree["/d"].xattrs, BTreeMap::from([("user.visible".to_owned(), b"v".to_vec())]));
     assert_eq!(tree["/d/low"].data.as_deref(), Some(&b"low"[..]));
     drop(k);
     assert_no_leaked_mounts();
@@ -696,44 +480,27 @@ fn devices_fifos_and_remounts() {
     assert_eq!(op(&mut k, read("/null")), err(Errno::EACCES));
     // A FIFO never blocks the worker: empty for a reader, ENXIO for a writer.
     assert_eq!(op(&mut k, read("/fifo")), data(b""));
-    let write = |path: &str, d: &[u8]| Op::Write {
-        path: path.into(),
-        at: WriteAt::Append,
-        data: d.to_vec(),
-    };
+    let write = |path: &str, d: &[u8]| Op::Write { path: path.into(), at: WriteAt::Append, data: d.to_vec() };
     assert_eq!(op(&mut k, write("/fifo", b"x")), err(Errno::ENXIO));
     // Renaming a lower directory without redirects is EXDEV.
-    let rename = Op::Rename {
-        from: "/ld".into(),
-        to: "/ld2".into(),
-        flags: RenameFlags::default(),
-    };
+    let rename = Op::Rename { from: "/ld".into(), to: "/ld2".into(), flags: RenameFlags::default() };
     assert_eq!(op(&mut k, rename.clone()), err(Errno::EXDEV));
     assert_eq!(op(&mut k, write("/new", b"kept")), Outcome::Ok);
     ok(&mut k, Command::Unmount);
     // A remount of the same upper (and workdir) sees the write; redirect_dir=on allows the
     // directory rename.
-    let on = Options {
-        redirect_dir: RedirectDir::On,
-        ..Options::default()
-    };
+    let on = Options { redirect_dir: RedirectDir::On, ..Options::default() };
     mount(&mut k, &["L0"], Some("U"), on);
     assert_eq!(op(&mut k, read("/new")), data(b"kept"));
     assert_eq!(op(&mut k, rename), Outcome::Ok);
     ok(&mut k, Command::Unmount);
     let upper = dump_layer(&mut k, "U");
-    assert!(upper.entries.contains(&FlatEntry::Node {
-        path: "/ld".into(),
-        node: whiteout()
-    }));
+    assert!(upper.entries.contains(&FlatEntry::Node { path: "/ld".into(), node: whiteout() }));
     assert!(upper.entries.iter().any(|e| matches!(e,
         FlatEntry::Node { path, node }
             if path == "/ld2" && node.xattrs.get("trusted.overlay.redirect").map(Vec::as_slice) == Some(b"ld"))));
     // Read-only: writes are EROFS.
-    let ro = Options {
-        read_only: true,
-        ..Options::default()
-    };
+    let ro = Options { read_only: true, ..Options::default() };
     mount(&mut k, &["L0"], Some("U"), ro);
     assert_eq!(op(&mut k, write("/new", b"no")), err(Errno::EROFS));
     drop(k);

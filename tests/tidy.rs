@@ -33,8 +33,21 @@ fn every_scenario_opens_with_its_rule_and_source() {
 #[test]
 fn every_promised_topic_has_scenarios() {
     let topics = [
-        "lookup", "whiteout", "opaque", "copy_up", "delete", "readdir", "rename", "hardlink", "inode",
-        "symlink_path", "readonly", "mount", "xattr", "offline", "seed",
+        "lookup",
+        "whiteout",
+        "opaque",
+        "copy_up",
+        "delete",
+        "readdir",
+        "rename",
+        "hardlink",
+        "inode",
+        "symlink_path",
+        "readonly",
+        "mount",
+        "xattr",
+        "offline",
+        "seed",
     ];
     let files = spec_files();
     for topic in topics {

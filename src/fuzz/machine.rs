@@ -231,10 +231,7 @@ impl ReferenceStateMachine for ModelMachine {
                 !state.mounted && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
             }
             Command::Edit { layer, edit } => {
-                !state.mounted
-                    && state.start.has_layer(layer)
-                    && state.lower_edits
-                    && gen::edit_is_valid(edit)
+                !state.mounted && state.start.has_layer(layer) && state.lower_edits && gen::edit_is_valid(edit)
             }
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
             Command::Layer { .. } => false,

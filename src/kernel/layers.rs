@@ -25,10 +25,9 @@ pub(super) const XATTR_MAX: usize = 65536;
 
 /// Whether `name` is one of the kernel's bookkeeping xattrs that dumps leave out.
 pub(super) fn is_bookkeeping(name: &str) -> bool {
-    ["trusted.overlay.", "user.overlay."].iter().any(|prefix| {
-        name.strip_prefix(prefix)
-            .is_some_and(|rest| BOOKKEEPING.contains(&rest))
-    })
+    ["trusted.overlay.", "user.overlay."]
+        .iter()
+        .any(|prefix| name.strip_prefix(prefix).is_some_and(|rest| BOOKKEEPING.contains(&rest)))
 }
 
 fn failed(msg: String) -> BackendError {
@@ -43,9 +42,7 @@ fn sys<T>(r: rustix::io::Result<T>, what: &str, path: &str) -> Result<T, Backend
 /// The components of a layer path; `.` and `..` cannot be names in a layer.
 fn components(path: &str) -> Result<Vec<&str>, BackendError> {
     if path.contains('\0') {
-        return Err(BackendError::Usage(format!(
-            "layer path {path:?} contains a NUL byte"
-        )));
+        return Err(BackendError::Usage(format!("layer path {path:?} contains a NUL byte")));
     }
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     if comps.iter().any(|c| *c == "." || *c == "..") {
@@ -63,21 +60,14 @@ fn open_dir_at(dir: impl AsFd, name: &str) -> rustix::io::Result<OwnedFd> {
         name,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
-        ResolveFlags::IN_ROOT
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV,
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
     )
 }
 
 /// Opens a layer directory by its absolute path on the tmpfs.
 fn open_layer(dir: &str) -> Result<OwnedFd, BackendError> {
     sys(
-        rustix::fs::open(
-            dir,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ),
+        rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()),
         "opening layer",
         dir,
     )
@@ -94,11 +84,7 @@ fn is_dir(st: &rustix::fs::Stat) -> bool {
 }
 
 /// `lstat` of `name` in `dir`; `None` if it does not exist.
-fn lstat_at(
-    dir: impl AsFd,
-    name: &str,
-    shown: &str,
-) -> Result<Option<rustix::fs::Stat>, BackendError> {
+fn lstat_at(dir: impl AsFd, name: &str, shown: &str) -> Result<Option<rustix::fs::Stat>, BackendError> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(SysErrno::NOENT) => Ok(None),
@@ -130,34 +116,20 @@ fn remove_entry(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<bool, Ba
     if is_dir(&st) {
         let sub = sys(open_dir_at(dir, name), "opening", shown)?;
         for child in list(&sub, shown)? {
-            let child = String::from_utf8(child).map_err(|e| {
-                failed(format!(
-                    "a name in {shown} is not UTF-8: {:?}",
-                    e.as_bytes()
-                ))
-            })?;
+            let child = String::from_utf8(child)
+                .map_err(|e| failed(format!("a name in {shown} is not UTF-8: {:?}", e.as_bytes())))?;
             remove_entry(sub.as_fd(), &child, &format!("{shown}/{child}"))?;
         }
-        sys(
-            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
-            "rmdir",
-            shown,
-        )?;
+        sys(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR), "rmdir", shown)?;
     } else {
-        sys(
-            rustix::fs::unlinkat(dir, name, AtFlags::empty()),
-            "unlink",
-            shown,
-        )?;
+        sys(rustix::fs::unlinkat(dir, name, AtFlags::empty()), "unlink", shown)?;
     }
     Ok(true)
 }
 
 /// Removes the tree at the absolute tmpfs path `abs`, if there is one.
 pub(super) fn remove_dir(abs: &str) -> Result<(), BackendError> {
-    let (parent, name) = abs
-        .rsplit_once('/')
-        .ok_or_else(|| failed(format!("not an absolute path: {abs}")))?;
+    let (parent, name) = abs.rsplit_once('/').ok_or_else(|| failed(format!("not an absolute path: {abs}")))?;
     let parent_fd = open_layer(if parent.is_empty() { "/" } else { parent })?;
     remove_entry(parent_fd.as_fd(), name, abs)?;
     Ok(())
@@ -177,11 +149,7 @@ fn make_parents(layer: &OwnedFd, abs: &str, parents: &[&str]) -> Result<OwnedFd,
                 if other.is_some() {
                     remove_entry(cur.as_fd(), c, &shown)?;
                 }
-                sys(
-                    rustix::fs::mkdirat(&cur, *c, Mode::from_raw_mode(0o755)),
-                    "mkdir",
-                    &shown,
-                )?;
+                sys(rustix::fs::mkdirat(&cur, *c, Mode::from_raw_mode(0o755)), "mkdir", &shown)?;
             }
         }
         cur = sys(open_dir_at(&cur, c), "opening", &shown)?;
@@ -191,11 +159,7 @@ fn make_parents(layer: &OwnedFd, abs: &str, parents: &[&str]) -> Result<OwnedFd,
 
 /// Walks `parents` from `layer` through existing directories only; `None` when one is
 /// missing or is not a directory.
-fn walk_existing(
-    layer: &OwnedFd,
-    abs: &str,
-    parents: &[&str],
-) -> Result<Option<OwnedFd>, BackendError> {
+fn walk_existing(layer: &OwnedFd, abs: &str, parents: &[&str]) -> Result<Option<OwnedFd>, BackendError> {
     let mut cur = sys(open_dir_at(layer, "."), "opening", abs)?;
     let mut shown = abs.to_owned();
     for c in parents {
@@ -222,12 +186,7 @@ fn join(abs: &str, comps: &[&str]) -> String {
 
 /// Sets owner, mode (not on a symlink) and xattrs, in that order: `chown` clears the
 /// set-id bits, so `chmod` comes after it.
-fn set_meta(
-    dir: BorrowedFd<'_>,
-    name: &str,
-    abs: &str,
-    node: &FlatNode,
-) -> Result<(), BackendError> {
+fn set_meta(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result<(), BackendError> {
     sys(
         rustix::fs::chownat(
             dir,
@@ -240,23 +199,10 @@ fn set_meta(
         abs,
     )?;
     if node.kind != FileType::Symlink {
-        sys(
-            rustix::fs::chmodat(
-                dir,
-                name,
-                Mode::from_raw_mode(node.mode & 0o7777),
-                AtFlags::empty(),
-            ),
-            "chmod",
-            abs,
-        )?;
+        sys(rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty()), "chmod", abs)?;
     }
     for (k, v) in &node.xattrs {
-        sys(
-            rustix::fs::lsetxattr(abs, k.as_str(), v, XattrFlags::empty()),
-            &format!("lsetxattr {k:?} on"),
-            abs,
-        )?;
+        sys(rustix::fs::lsetxattr(abs, k.as_str(), v, XattrFlags::empty()), &format!("lsetxattr {k:?} on"), abs)?;
     }
     Ok(())
 }
@@ -272,11 +218,7 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
                 rustix::fs::openat(
                     dir,
                     name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 ),
                 "create",
@@ -288,22 +230,16 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
                 data = &data[n..];
             }
         }
-        FileType::Symlink => sys(
-            rustix::fs::symlinkat(node.target.as_deref().unwrap_or_default(), dir, name),
-            "symlink",
-            abs,
-        )?,
+        FileType::Symlink => {
+            sys(rustix::fs::symlinkat(node.target.as_deref().unwrap_or_default(), dir, name), "symlink", abs)?
+        }
         FileType::Char | FileType::Block | FileType::Fifo => {
             let ft = match node.kind {
                 FileType::Char => rustix::fs::FileType::CharacterDevice,
                 FileType::Block => rustix::fs::FileType::BlockDevice,
                 _ => rustix::fs::FileType::Fifo,
             };
-            let dev = if node.kind == FileType::Fifo {
-                0
-            } else {
-                rustix::fs::makedev(maj, min)
-            };
+            let dev = if node.kind == FileType::Fifo { 0 } else { rustix::fs::makedev(maj, min) };
             sys(rustix::fs::mknodat(dir, name, ft, mode, dev), "mknod", abs)?;
         }
     }
@@ -313,9 +249,7 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
 fn put_at(layer: &OwnedFd, abs: &str, path: &str, node: &FlatNode) -> Result<(), BackendError> {
     let comps = components(path)?;
     let Some((name, parents)) = comps.split_last() else {
-        return Err(BackendError::Usage(
-            "a node needs a path below the layer root".into(),
-        ));
+        return Err(BackendError::Usage("a node needs a path below the layer root".into()));
     };
     let parent = make_parents(layer, abs, parents)?;
     let shown = join(abs, &comps);
@@ -338,9 +272,7 @@ fn put_link_at(layer: &OwnedFd, abs: &str, path: &str, to: &str) -> Result<bool,
     }
     let comps = components(path)?;
     let Some((name, parents)) = comps.split_last() else {
-        return Err(BackendError::Usage(
-            "a link needs a path below the layer root".into(),
-        ));
+        return Err(BackendError::Usage("a link needs a path below the layer root".into()));
     };
     if comps == to_comps {
         return Ok(true);
@@ -360,11 +292,7 @@ fn put_link_at(layer: &OwnedFd, abs: &str, path: &str, to: &str) -> Result<bool,
 /// [`crate::layer::Layer::from_flat`] does: entries in order, each put with its parents,
 /// a link to a missing or directory target skipped; the root's metadata on `abs` itself.
 pub(super) fn build(abs: &str, flat: &FlatLayer) -> Result<(), BackendError> {
-    sys(
-        rustix::fs::mkdirat(CWD, abs, Mode::from_raw_mode(0o755)),
-        "mkdir",
-        abs,
-    )?;
+    sys(rustix::fs::mkdirat(CWD, abs, Mode::from_raw_mode(0o755)), "mkdir", abs)?;
     let layer = open_layer(abs)?;
     for entry in &flat.entries {
         match entry {
@@ -412,8 +340,7 @@ fn xattrs_of(abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
         .map(|s| {
-            String::from_utf8(s.to_vec())
-                .map_err(|_| failed(format!("an xattr name on {abs} is not UTF-8: {s:?}")))
+            String::from_utf8(s.to_vec()).map_err(|_| failed(format!("an xattr name on {abs} is not UTF-8: {s:?}")))
         })
         .collect::<Result<_, _>>()?;
     let mut out = BTreeMap::new();
@@ -421,28 +348,16 @@ fn xattrs_of(abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
         if is_bookkeeping(&name) {
             continue;
         }
-        let n = sys(
-            rustix::fs::lgetxattr(abs, name.as_str(), &mut buf[..]),
-            &format!("lgetxattr {name:?} of"),
-            abs,
-        )?;
+        let n = sys(rustix::fs::lgetxattr(abs, name.as_str(), &mut buf[..]), &format!("lgetxattr {name:?} of"), abs)?;
         out.insert(name, buf[..n].to_vec());
     }
     Ok(out)
 }
 
 /// The flat node for `name` in `dir` (at `abs`), whose `lstat` is `st`.
-fn node_of(
-    dir: BorrowedFd<'_>,
-    name: &str,
-    abs: &str,
-    st: &rustix::fs::Stat,
-) -> Result<FlatNode, BackendError> {
+fn node_of(dir: BorrowedFd<'_>, name: &str, abs: &str, st: &rustix::fs::Stat) -> Result<FlatNode, BackendError> {
     let kind = FileType::from_ifmt(mode_of(st)).ok_or_else(|| {
-        failed(format!(
-            "{abs} has file type {:o}, which a layer cannot hold",
-            mode_of(st) & 0o170000
-        ))
+        failed(format!("{abs} has file type {:o}, which a layer cannot hold", mode_of(st) & 0o170000))
     })?;
     let mut node = FlatNode {
         kind,
@@ -478,17 +393,11 @@ fn node_of(
             node.data = Some(data);
         }
         FileType::Symlink => {
-            let t = sys(
-                rustix::fs::readlinkat(dir, name, Vec::new()),
-                "readlink",
-                abs,
-            )?;
-            node.target = Some(t.into_string().map_err(|e| {
-                failed(format!(
-                    "the target of {abs} is not UTF-8: {:?}",
-                    e.into_cstring()
-                ))
-            })?);
+            let t = sys(rustix::fs::readlinkat(dir, name, Vec::new()), "readlink", abs)?;
+            node.target = Some(
+                t.into_string()
+                    .map_err(|e| failed(format!("the target of {abs} is not UTF-8: {:?}", e.into_cstring())))?,
+            );
         }
         FileType::Char | FileType::Block => {
             node.rdev = Some((rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev)));
@@ -508,33 +417,23 @@ fn dump_dir(
     seen: &mut Seen,
 ) -> Result<(), BackendError> {
     for name in list(dir, abs)? {
-        let name = String::from_utf8(name)
-            .map_err(|e| failed(format!("a name in {abs} is not UTF-8: {:?}", e.as_bytes())))?;
+        let name =
+            String::from_utf8(name).map_err(|e| failed(format!("a name in {abs} is not UTF-8: {:?}", e.as_bytes())))?;
         let path = format!("{rel}/{name}");
         let child_abs = format!("{abs}/{name}");
-        let st = sys(
-            rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW),
-            "lstat",
-            &child_abs,
-        )?;
+        let st = sys(rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW), "lstat", &child_abs)?;
         let whiteout = FileType::from_ifmt(mode_of(&st)) == Some(FileType::Char) && st.st_rdev == 0;
         if !is_dir(&st) && !whiteout && st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
             if let Some(to) = seen.get(&key) {
-                out.push(FlatEntry::Link {
-                    path,
-                    to: to.clone(),
-                });
+                out.push(FlatEntry::Link { path, to: to.clone() });
                 continue;
             }
             seen.insert(key, path.clone());
         }
         let node = node_of(dir.as_fd(), &name, &child_abs, &st)?;
         let descend = node.kind == FileType::Dir;
-        out.push(FlatEntry::Node {
-            path: path.clone(),
-            node,
-        });
+        out.push(FlatEntry::Node { path: path.clone(), node });
         if descend {
             let sub = sys(open_dir_at(dir, &name), "opening", &child_abs)?;
             dump_dir(&sub, &child_abs, &path, out, seen)?;
@@ -547,11 +446,7 @@ fn dump_dir(
 /// (see the module docs of [`crate::kernel`] for what is normalised).
 pub(super) fn dump(abs: &str) -> Result<FlatLayer, BackendError> {
     let layer = open_layer(abs)?;
-    let st = sys(
-        rustix::fs::statat(CWD, abs, AtFlags::SYMLINK_NOFOLLOW),
-        "lstat",
-        abs,
-    )?;
+    let st = sys(rustix::fs::statat(CWD, abs, AtFlags::SYMLINK_NOFOLLOW), "lstat", abs)?;
     let root = node_of(CWD, abs, abs, &st)?;
     let mut entries = Vec::new();
     dump_dir(&layer, abs, "", &mut entries, &mut Seen::new())?;

@@ -140,37 +140,29 @@ impl KernelBackend {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = spawn(cmd).map_err(|e| {
-            BackendError::Failed(format!(
-                "cannot start the kernel worker {}: {e}",
-                worker.display()
-            ))
-        })?;
+        let mut child = spawn(cmd)
+            .map_err(|e| BackendError::Failed(format!("cannot start the kernel worker {}: {e}", worker.display())))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr_pipe = child.stderr.take();
         let (tx, replies) = mpsc::channel();
         if let Some(out) = stdout {
-            let spawned = std::thread::Builder::new()
-                .name("ovlsim-kernel-stdout".into())
-                .spawn(move || {
-                    for line in BufReader::new(out).lines() {
-                        match line {
-                            Ok(l) => {
-                                if tx.send(l).is_err() {
-                                    break;
-                                }
+            let spawned = std::thread::Builder::new().name("ovlsim-kernel-stdout".into()).spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    match line {
+                        Ok(l) => {
+                            if tx.send(l).is_err() {
+                                break;
                             }
-                            Err(_) => break,
                         }
+                        Err(_) => break,
                     }
-                });
+                }
+            });
             if let Err(e) = spawned {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(BackendError::Failed(format!(
-                    "cannot start a reader thread for the kernel worker: {e}"
-                )));
+                return Err(BackendError::Failed(format!("cannot start a reader thread for the kernel worker: {e}")));
             }
         }
         let stderr = Arc::new(Mutex::new(Vec::new()));
@@ -178,22 +170,20 @@ impl KernelBackend {
             let tail = Arc::clone(&stderr);
             // Without this thread the worker's stderr is simply not collected; a failed
             // spawn is not worth failing the backend for.
-            let _ = std::thread::Builder::new()
-                .name("ovlsim-kernel-stderr".into())
-                .spawn(move || {
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = err.read(&mut buf) {
-                        if n == 0 {
-                            break;
-                        }
-                        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
-                        t.extend_from_slice(&buf[..n]);
-                        if t.len() > STDERR_TAIL_MAX {
-                            let cut = t.len() - STDERR_TAIL_MAX;
-                            t.drain(..cut);
-                        }
+            let _ = std::thread::Builder::new().name("ovlsim-kernel-stderr".into()).spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
                     }
-                });
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    t.extend_from_slice(&buf[..n]);
+                    if t.len() > STDERR_TAIL_MAX {
+                        let cut = t.len() - STDERR_TAIL_MAX;
+                        t.drain(..cut);
+                    }
+                }
+            });
         }
         let pid = child.id();
         let mut backend = KernelBackend {
@@ -207,16 +197,10 @@ impl KernelBackend {
         };
         match backend.receive("the worker's setup")? {
             Ok(Reply::Done) => Ok(backend),
-            Ok(other) => Err(backend.fail(
-                "the worker's setup",
-                format!("unexpected first reply {other:?}"),
-            )),
+            Ok(other) => Err(backend.fail("the worker's setup", format!("unexpected first reply {other:?}"))),
             Err(e) => {
                 backend.kill();
-                Err(BackendError::Failed(format!(
-                    "the kernel worker could not set up: {}",
-                    message(&e)
-                )))
+                Err(BackendError::Failed(format!("the kernel worker could not set up: {}", message(&e))))
             }
         }
     }
@@ -227,14 +211,9 @@ impl KernelBackend {
     pub fn find_worker() -> Result<PathBuf, String> {
         if let Some(p) = std::env::var_os(WORKER_ENV) {
             let p = PathBuf::from(p);
-            return if p.is_file() {
-                Ok(p)
-            } else {
-                Err(format!("{WORKER_ENV}={} is not a file", p.display()))
-            };
+            return if p.is_file() { Ok(p) } else { Err(format!("{WORKER_ENV}={} is not a file", p.display())) };
         }
-        let exe = std::env::current_exe()
-            .map_err(|e| format!("cannot find the current executable: {e}"))?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
         let name = format!("{WORKER_NAME}{}", std::env::consts::EXE_SUFFIX);
         let mut tried = Vec::new();
         let mut dir = exe.parent();
@@ -263,23 +242,15 @@ impl KernelBackend {
         }
         let euid = rustix::process::geteuid();
         if !euid.is_root() {
-            return Err(format!(
-                "not root (euid {}); mounting needs root",
-                euid.as_raw()
-            ));
+            return Err(format!("not root (euid {}); mounting needs root", euid.as_raw()));
         }
-        let fss = std::fs::read_to_string("/proc/filesystems")
-            .map_err(|e| format!("cannot read /proc/filesystems: {e}"))?;
-        if !fss
-            .lines()
-            .any(|l| l.split_whitespace().last() == Some("overlay"))
-        {
+        let fss =
+            std::fs::read_to_string("/proc/filesystems").map_err(|e| format!("cannot read /proc/filesystems: {e}"))?;
+        if !fss.lines().any(|l| l.split_whitespace().last() == Some("overlay")) {
             return Err("no overlay in /proc/filesystems (try `modprobe overlay`)".into());
         }
         let worker = KernelBackend::find_worker()?;
-        KernelBackend::with_worker(worker)
-            .map(drop)
-            .map_err(|e| message(&e))
+        KernelBackend::with_worker(worker).map(drop).map_err(|e| message(&e))
     }
 
     /// The timeout of one command.
@@ -310,10 +281,9 @@ impl KernelBackend {
                 let shown: String = line.chars().take(200).collect();
                 self.fail(what, format!("unreadable reply {shown:?}: {e}"))
             }),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(self.fail(
-                what,
-                format!("no reply within {:?}; the worker was killed", self.timeout),
-            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                Err(self.fail(what, format!("no reply within {:?}; the worker was killed", self.timeout)))
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = self.reap();
                 Err(self.fail(what, format!("the kernel worker died ({status})")))
@@ -382,12 +352,10 @@ impl Backend for KernelBackend {
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         let what = describe(cmd);
         if let Some(why) = &self.gone {
-            return Err(BackendError::Failed(format!(
-                "{what}: the kernel worker is gone (earlier: {why})"
-            )));
+            return Err(BackendError::Failed(format!("{what}: the kernel worker is gone (earlier: {why})")));
         }
-        let mut line = serde_json::to_string(cmd)
-            .map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
+        let mut line =
+            serde_json::to_string(cmd).map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
         line.push('\n');
         let written = match self.stdin.as_mut() {
             Some(w) => w.write_all(line.as_bytes()).and_then(|()| w.flush()),
@@ -395,10 +363,7 @@ impl Backend for KernelBackend {
         };
         if let Err(e) = written {
             let status = self.reap();
-            return Err(self.fail(
-                &what,
-                format!("cannot write to the kernel worker ({e}; it {status})"),
-            ));
+            return Err(self.fail(&what, format!("cannot write to the kernel worker ({e}; it {status})")));
         }
         self.receive(&what)?
     }
@@ -428,11 +393,8 @@ fn describe(cmd: &Command) -> String {
     match cmd {
         Command::Layer { name, .. } => format!("creating layer {name:?}"),
         Command::Mount { lowers, upper, .. } => {
-            let lowers = if lowers.len() > 8 {
-                format!("{} lowers", lowers.len())
-            } else {
-                format!("lowers {lowers:?}")
-            };
+            let lowers =
+                if lowers.len() > 8 { format!("{} lowers", lowers.len()) } else { format!("lowers {lowers:?}") };
             format!("mount ({lowers}, upper {upper:?})")
         }
         Command::Unmount => "unmount".into(),
@@ -460,20 +422,16 @@ fn spawn(cmd: std::process::Command) -> std::io::Result<Child> {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
         // If the thread cannot start, `rx` is dropped and every send below fails, which
         // falls back to spawning from the calling thread.
-        let _ = std::thread::Builder::new()
-            .name("ovlsim-kernel-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            });
+        let _ = std::thread::Builder::new().name("ovlsim-kernel-spawner".into()).spawn(move || {
+            for (mut cmd, reply) in rx {
+                let _ = reply.send(cmd.spawn());
+            }
+        });
         tx
     });
     let (reply_tx, reply_rx) = mpsc::channel();
     match tx.send((cmd, reply_tx)) {
-        Ok(()) => reply_rx
-            .recv()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone"))),
+        Ok(()) => reply_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone"))),
         Err(mpsc::SendError((mut cmd, _))) => cmd.spawn(),
     }
 }

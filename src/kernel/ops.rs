@@ -56,16 +56,11 @@ fn check_nul(op: &Op) -> Result<(), BackendError> {
     let mut strings: Vec<&str> = op.paths();
     match op {
         Op::Symlink { target, .. } => strings.push(target),
-        Op::Setxattr { name, .. } | Op::Getxattr { name, .. } | Op::Removexattr { name, .. } => {
-            strings.push(name)
-        }
+        Op::Setxattr { name, .. } | Op::Getxattr { name, .. } | Op::Removexattr { name, .. } => strings.push(name),
         _ => {}
     }
     match strings.iter().find(|s| s.contains('\0')) {
-        Some(s) => Err(BackendError::Usage(format!(
-            "{:?} contains a NUL byte, which no syscall can take",
-            s
-        ))),
+        Some(s) => Err(BackendError::Usage(format!("{:?} contains a NUL byte, which no syscall can take", s))),
         None => Ok(()),
     }
 }
@@ -94,21 +89,13 @@ fn open_flags(f: &OpenFlags) -> OFlags {
 /// `open(2)` as the worker does it: with `O_NONBLOCK` (a FIFO must not block the worker)
 /// and `O_CLOEXEC`.
 fn open(path: &str, flags: OFlags, mode: u32) -> Result<OwnedFd, Fail> {
-    Ok(rustix::fs::open(
-        path,
-        flags | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::from_bits_retain(mode),
-    )?)
+    Ok(rustix::fs::open(path, flags | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::from_bits_retain(mode))?)
 }
 
 fn stat_of(st: &rustix::fs::Stat) -> Result<Stat, Fail> {
     let mode = mode_of(st);
-    let kind = FileType::from_ifmt(mode).ok_or_else(|| {
-        harness(format!(
-            "file type {:o} has no name in the model",
-            mode & 0o170000
-        ))
-    })?;
+    let kind = FileType::from_ifmt(mode)
+        .ok_or_else(|| harness(format!("file type {:o} has no name in the model", mode & 0o170000)))?;
     Ok(Stat {
         kind,
         mode: mode & 0o7777,
@@ -130,11 +117,7 @@ fn file_type(t: rustix::fs::FileType) -> Result<FileType, Fail> {
         T::CharacterDevice => FileType::Char,
         T::BlockDevice => FileType::Block,
         T::Fifo => FileType::Fifo,
-        other => {
-            return Err(harness(format!(
-                "d_type {other:?} has no name in the model"
-            )))
-        }
+        other => return Err(harness(format!("d_type {other:?} has no name in the model"))),
     })
 }
 
@@ -185,26 +168,17 @@ fn read_to_end(fd: &OwnedFd, path: &str) -> Result<Vec<u8>, Fail> {
         }
         out.extend_from_slice(&buf[..n]);
         if out.len() > READ_MAX {
-            return Err(harness(format!(
-                "read of {path:?} went past {} MiB without reaching the end",
-                READ_MAX >> 20
-            )));
+            return Err(harness(format!("read of {path:?} went past {} MiB without reaching the end", READ_MAX >> 20)));
         }
     }
 }
 
 fn exec(op: &Op) -> Result<Outcome, Fail> {
     Ok(match op {
-        Op::Stat { path } => Outcome::Stat(stat_of(&rustix::fs::statat(
-            CWD,
-            path.as_str(),
-            AtFlags::empty(),
-        )?)?),
-        Op::Lstat { path } => Outcome::Stat(stat_of(&rustix::fs::statat(
-            CWD,
-            path.as_str(),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?)?),
+        Op::Stat { path } => Outcome::Stat(stat_of(&rustix::fs::statat(CWD, path.as_str(), AtFlags::empty())?)?),
+        Op::Lstat { path } => {
+            Outcome::Stat(stat_of(&rustix::fs::statat(CWD, path.as_str(), AtFlags::SYMLINK_NOFOLLOW)?)?)
+        }
         Op::Open { path, flags, mode } => {
             drop(open(path, open_flags(flags), *mode)?);
             Outcome::Ok
@@ -265,12 +239,10 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
         }
         Op::Readlink { path } => {
             let t = rustix::fs::readlinkat(CWD, path.as_str(), Vec::new())?;
-            Outcome::Target(t.into_string().map_err(|e| {
-                harness(format!(
-                    "the target of {path:?} is not UTF-8: {:?}",
-                    e.into_cstring()
-                ))
-            })?)
+            Outcome::Target(
+                t.into_string()
+                    .map_err(|e| harness(format!("the target of {path:?} is not UTF-8: {:?}", e.into_cstring())))?,
+            )
         }
         Op::Readdir { path } => {
             let fd = open(path, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
@@ -283,23 +255,14 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
                 if name == b"." || name == b".." {
                     continue;
                 }
-                let name = String::from_utf8(name.to_vec()).map_err(|e| {
-                    harness(format!(
-                        "a name in {path:?} is not UTF-8: {:?}",
-                        e.as_bytes()
-                    ))
-                })?;
+                let name = String::from_utf8(name.to_vec())
+                    .map_err(|e| harness(format!("a name in {path:?} is not UTF-8: {:?}", e.as_bytes())))?;
                 entries.insert(name, file_type(entry.file_type())?);
             }
             Outcome::Entries(entries)
         }
         Op::Chmod { path, mode } => {
-            rustix::fs::chmodat(
-                CWD,
-                path.as_str(),
-                Mode::from_bits_retain(*mode),
-                AtFlags::empty(),
-            )?;
+            rustix::fs::chmodat(CWD, path.as_str(), Mode::from_bits_retain(*mode), AtFlags::empty())?;
             Outcome::Ok
         }
         Op::Chown { path, uid, gid } => {
@@ -330,9 +293,8 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
                 .split(|b| *b == 0)
                 .filter(|s| !s.is_empty())
                 .map(|s| {
-                    String::from_utf8(s.to_vec()).map_err(|_| {
-                        harness(format!("an xattr name of {path:?} is not UTF-8: {s:?}"))
-                    })
+                    String::from_utf8(s.to_vec())
+                        .map_err(|_| harness(format!("an xattr name of {path:?} is not UTF-8: {s:?}")))
                 })
                 .collect::<Result<BTreeSet<_>, _>>()?;
             // The kernel's bookkeeping xattrs show through a later mount whose private

@@ -27,9 +27,7 @@ const MERGED: &str = "/m";
 /// exits at once if its parent is already someone else.
 pub fn worker_main() -> ExitCode {
     let parent = parent_pid_arg();
-    if let Err(e) =
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    {
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
         eprintln!("ovlsim-kernel-worker: PR_SET_PDEATHSIG: {e}");
         return ExitCode::FAILURE;
     }
@@ -69,9 +67,7 @@ pub fn worker_main() -> ExitCode {
         }
         let reply = match serde_json::from_str::<Command>(&line) {
             Ok(cmd) => worker.exec(&cmd),
-            Err(e) => Err(BackendError::Failed(format!(
-                "the worker cannot read the command: {e}"
-            ))),
+            Err(e) => Err(BackendError::Failed(format!("the worker cannot read the command: {e}"))),
         };
         if send(&mut out, &reply).is_err() {
             return ExitCode::FAILURE;
@@ -120,47 +116,25 @@ impl Worker {
     /// Namespace, tmpfs, chroot, umask.
     fn setup() -> Result<Worker, String> {
         // SAFETY: the worker is single-threaded here, and CLONE_NEWNS touches no fd table.
-        step("unshare(CLONE_NEWNS)", unsafe {
-            rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)
-        })?;
+        step("unshare(CLONE_NEWNS)", unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) })?;
         step(
             "making / recursively private",
-            rustix::mount::mount_change(
-                "/",
-                MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-            ),
+            rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC),
         )?;
         let base = std::env::temp_dir();
         step(
             &format!("mounting a tmpfs on {}", base.display()),
-            rustix::mount::mount(
-                "ovlsim",
-                &base,
-                "tmpfs",
-                MountFlags::NODEV,
-                Some(c"mode=0755"),
-            ),
+            rustix::mount::mount("ovlsim", &base, "tmpfs", MountFlags::NODEV, Some(c"mode=0755")),
         )?;
         let root = step(
             "opening the tmpfs",
-            rustix::fs::open(
-                &base,
-                OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-            ),
+            rustix::fs::open(&base, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty()),
         )?;
-        let worker = Worker {
-            root,
-            layers: BTreeMap::new(),
-            mounted: None,
-        };
+        let worker = Worker { root, layers: BTreeMap::new(), mounted: None };
         step("chroot into the tmpfs", worker.enter_root())?;
         rustix::process::umask(Mode::empty());
         for d in [LAYERS, WORKDIRS, MERGED] {
-            step(
-                &format!("mkdir {d}"),
-                rustix::fs::mkdirat(CWD, d, Mode::from_raw_mode(0o755)),
-            )?;
+            step(&format!("mkdir {d}"), rustix::fs::mkdirat(CWD, d, Mode::from_raw_mode(0o755)))?;
         }
         Ok(worker)
     }
@@ -180,9 +154,7 @@ impl Worker {
                     layers::remove_dir(&layer_dir(old))?;
                     layers::remove_dir(&work_dir(old))?;
                 }
-                let n = (0..)
-                    .find(|n| !self.layers.values().any(|v| v == n))
-                    .expect("a free layer number");
+                let n = (0..).find(|n| !self.layers.values().any(|v| v == n)).expect("a free layer number");
                 let dir = layer_dir(n);
                 match layers::build(&dir, content) {
                     Ok(()) => {
@@ -195,18 +167,11 @@ impl Worker {
                     }
                 }
             }
-            Command::Mount {
-                lowers,
-                upper,
-                options,
-            } => {
+            Command::Mount { lowers, upper, options } => {
                 if self.mounted.is_some() {
                     return Err(usage("mount while mounted"));
                 }
-                let lowers = lowers
-                    .iter()
-                    .map(|n| self.named(n))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let lowers = lowers.iter().map(|n| self.named(n)).collect::<Result<Vec<_>, _>>()?;
                 let upper = upper.as_deref().map(|n| self.named(n)).transpose()?;
                 self.mount(&lowers, upper, options)
             }
@@ -224,9 +189,7 @@ impl Worker {
                     Edit::Put { path, node } => layers::put(&dir, path, node)?,
                     Edit::Link { path, to } => {
                         if !layers::put_link(&dir, path, to)? {
-                            return Err(usage(&format!(
-                                "link target {to:?} is missing or a directory"
-                            )));
+                            return Err(usage(&format!("link target {to:?} is missing or a directory")));
                         }
                     }
                     Edit::Remove { path } => layers::remove(&dir, path)?,
@@ -266,19 +229,11 @@ impl Worker {
     }
 
     fn named(&self, name: &str) -> Result<u32, BackendError> {
-        self.layers
-            .get(name)
-            .copied()
-            .ok_or_else(|| usage(&format!("no layer named {name:?}")))
+        self.layers.get(name).copied().ok_or_else(|| usage(&format!("no layer named {name:?}")))
     }
 
     /// Legacy `mount(2)` of the overlay on `/m`, then a chroot into it.
-    fn mount(
-        &mut self,
-        lowers: &[u32],
-        upper: Option<u32>,
-        options: &Options,
-    ) -> Result<Reply, BackendError> {
+    fn mount(&mut self, lowers: &[u32], upper: Option<u32>, options: &Options) -> Result<Reply, BackendError> {
         let mut data = Vec::new();
         if !lowers.is_empty() {
             let dirs: Vec<String> = lowers.iter().map(|n| layer_dir(*n)).collect();
@@ -301,8 +256,7 @@ impl Worker {
             data.push(format!("workdir={work}"));
         }
         data.push(options.to_mount_string());
-        let data = std::ffi::CString::new(data.join(","))
-            .map_err(|_| usage("mount options contain a NUL byte"))?;
+        let data = std::ffi::CString::new(data.join(",")).map_err(|_| usage("mount options contain a NUL byte"))?;
         let mut flags = MountFlags::NODEV;
         if options.read_only {
             flags |= MountFlags::RDONLY;
@@ -316,17 +270,13 @@ impl Worker {
                 ))),
             };
         }
-        let merged = rustix::fs::open(
-            MERGED,
-            OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .and_then(|fd| {
-            rustix::process::fchdir(&fd)?;
-            rustix::process::chroot(".")?;
-            rustix::process::chdir("/")?;
-            Ok(fd)
-        });
+        let merged = rustix::fs::open(MERGED, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
+            .and_then(|fd| {
+                rustix::process::fchdir(&fd)?;
+                rustix::process::chroot(".")?;
+                rustix::process::chdir("/")?;
+                Ok(fd)
+            });
         match merged {
             Ok(fd) => {
                 self.mounted = Some(fd);
@@ -345,13 +295,10 @@ impl Worker {
         if self.mounted.take().is_none() {
             return Err(usage("unmount while unmounted"));
         }
-        self.enter_root()
-            .map_err(|e| failed(format!("escaping the merged root: {e}")))?;
+        self.enter_root().map_err(|e| failed(format!("escaping the merged root: {e}")))?;
         if let Err(e) = rustix::mount::unmount(MERGED, UnmountFlags::empty()) {
             let _ = rustix::mount::unmount(MERGED, UnmountFlags::DETACH);
-            return Err(failed(format!(
-                "umount {MERGED}: {e} (detached it instead)"
-            )));
+            return Err(failed(format!("umount {MERGED}: {e} (detached it instead)")));
         }
         Ok(Reply::Done)
     }

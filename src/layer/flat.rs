@@ -87,11 +87,7 @@ impl FlatNode {
             data,
             target,
             rdev,
-            xattrs: inode
-                .xattrs
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_vec()))
-                .collect(),
+            xattrs: inode.xattrs.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect(),
         }
     }
 
@@ -101,9 +97,7 @@ impl FlatNode {
         let kind = match self.kind {
             FileType::Dir => NodeKind::Dir(Default::default()),
             FileType::File => NodeKind::File(Arc::from(self.data.as_deref().unwrap_or_default())),
-            FileType::Symlink => {
-                NodeKind::Symlink(Arc::from(self.target.as_deref().unwrap_or_default()))
-            }
+            FileType::Symlink => NodeKind::Symlink(Arc::from(self.target.as_deref().unwrap_or_default())),
             FileType::Char => NodeKind::Char(rdev.0, rdev.1),
             FileType::Block => NodeKind::Block(rdev.0, rdev.1),
             FileType::Fifo => NodeKind::Fifo,
@@ -111,11 +105,7 @@ impl FlatNode {
         let mut inode = Inode::new(kind, self.mode);
         inode.uid = self.uid;
         inode.gid = self.gid;
-        inode.xattrs = self
-            .xattrs
-            .iter()
-            .map(|(k, v)| (k.clone(), Arc::<[u8]>::from(&v[..])))
-            .collect();
+        inode.xattrs = self.xattrs.iter().map(|(k, v)| (k.clone(), Arc::<[u8]>::from(&v[..]))).collect();
         inode
     }
 }
@@ -133,23 +123,14 @@ impl Layer {
                 continue;
             }
             match first_seen.get(&ino) {
-                Some(to) => entries.push(FlatEntry::Link {
-                    path,
-                    to: to.clone(),
-                }),
+                Some(to) => entries.push(FlatEntry::Link { path, to: to.clone() }),
                 None => {
                     first_seen.insert(ino, path.clone());
-                    entries.push(FlatEntry::Node {
-                        path,
-                        node: FlatNode::of(self.get(ino)),
-                    });
+                    entries.push(FlatEntry::Node { path, node: FlatNode::of(self.get(ino)) });
                 }
             }
         }
-        FlatLayer {
-            root: FlatNode::of(self.get(self.root())),
-            entries,
-        }
+        FlatLayer { root: FlatNode::of(self.get(self.root())), entries }
     }
 
     /// A layer built from its flat form, under a fresh identity.
@@ -195,17 +176,7 @@ mod tests {
         let back = Layer::from_flat(&flat);
         assert_eq!(back.to_flat(), flat);
         assert_eq!(back.get(back.walk(["f"]).unwrap()).nlink, 2);
-        let links: Vec<_> = flat
-            .entries
-            .iter()
-            .filter(|e| matches!(e, FlatEntry::Link { .. }))
-            .collect();
-        assert_eq!(
-            links,
-            [&FlatEntry::Link {
-                path: "/f".into(),
-                to: "/d/f2".into()
-            }]
-        );
+        let links: Vec<_> = flat.entries.iter().filter(|e| matches!(e, FlatEntry::Link { .. })).collect();
+        assert_eq!(links, [&FlatEntry::Link { path: "/f".into(), to: "/d/f2".into() }]);
     }
 }

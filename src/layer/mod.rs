@@ -161,21 +161,8 @@ pub struct Inode {
 impl Inode {
     /// A new inode of the given kind, mode, owner root, no xattrs and no link yet.
     pub fn new(kind: NodeKind, mode: u32) -> Inode {
-        let nlink = if matches!(kind, NodeKind::Dir(_)) {
-            2
-        } else {
-            0
-        };
-        Inode {
-            kind,
-            mode: mode & 0o7777,
-            uid: 0,
-            gid: 0,
-            xattrs: Xattrs::new(),
-            nlink,
-            origin: None,
-            impure: false,
-        }
+        let nlink = if matches!(kind, NodeKind::Dir(_)) { 2 } else { 0 };
+        Inode { kind, mode: mode & 0o7777, uid: 0, gid: 0, xattrs: Xattrs::new(), nlink, origin: None, impure: false }
     }
 
     /// An empty directory.
@@ -291,12 +278,7 @@ impl Layer {
         root.nlink = 2;
         let mut inodes = imbl::GenericHashMap::default();
         inodes.insert(ROOT_INO, Arc::new(root));
-        Layer {
-            id: LayerId::fresh(),
-            inodes,
-            root: ROOT_INO,
-            next_ino: ROOT_INO + 1,
-        }
+        Layer { id: LayerId::fresh(), inodes, root: ROOT_INO, next_ino: ROOT_INO + 1 }
     }
 
     /// This layer's identity.
@@ -404,9 +386,7 @@ impl Layer {
     /// If there is no such name.
     pub fn unlink(&mut self, dir: Ino, name: &str) -> Ino {
         let ino = self.update(dir, |d| match &mut d.kind {
-            NodeKind::Dir(e) => e
-                .remove(name)
-                .expect("layer invariant: unlink of a present name"),
+            NodeKind::Dir(e) => e.remove(name).expect("layer invariant: unlink of a present name"),
             _ => panic!("layer invariant: unlink in a non-directory"),
         });
         if self.get(ino).is_dir() {
@@ -426,10 +406,7 @@ impl Layer {
 
     /// Drops a detached directory and everything under it.
     fn drop_tree(&mut self, ino: Ino) {
-        let inode = self
-            .inodes
-            .remove(&ino)
-            .expect("layer invariant: inode number is live");
+        let inode = self.inodes.remove(&ino).expect("layer invariant: inode number is live");
         if let NodeKind::Dir(entries) = &inode.kind {
             for (_, child) in entries.iter() {
                 if self.get(*child).is_dir() {
@@ -503,9 +480,8 @@ impl Layer {
             return None;
         }
         let (dir, name) = self.put_parents(path);
-        if self.try_get(ino).is_none() {
-            return None;
-        }
+        // Making the parents may have removed `existing` itself.
+        self.try_get(ino)?;
         match self.child(dir, name) {
             Some(same) if same == ino => return Some(ino),
             Some(_) => {
