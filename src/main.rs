@@ -73,6 +73,10 @@ struct RecordArgs {
     /// The backend to record from (default: the kernel when available, else the model).
     #[arg(long, value_enum)]
     backend: Option<OneBackend>,
+    /// Print a machine-readable result (JSON) on stdout: the file, the backend, where the
+    /// scenario went, and the error if any. With `-o -` the scenario is in the JSON too.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -231,13 +235,34 @@ fn cmd_run(a: RunArgs) -> ExitCode {
 
 fn cmd_record(a: RecordArgs) -> ExitCode {
     let file = a.file.display().to_string();
-    let mut s = match scenario::load(&a.file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let json = a.json;
+    let result = record_one(&a);
+    let ok = result.is_ok();
+    if json {
+        let (backend, output, yaml, error) = match &result {
+            Ok((backend, output, yaml)) => (Some(*backend), Some(output.clone()), yaml.clone(), None),
+            Err((backend, e)) => (*backend, None, None, Some(e.clone())),
+        };
+        let out = serde_json::json!({
+            "file": file, "ok": ok, "backend": backend, "output": output, "scenario": yaml, "error": error,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("a result serialises"));
+    } else if let Err((_, e)) = &result {
+        eprintln!("{e}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Records one scenario: `(backend, where it went, the YAML when it went to stdout)`, or
+/// `(backend if chosen, the error)`.
+#[allow(clippy::type_complexity)]
+fn record_one(a: &RecordArgs) -> Result<(&'static str, String, Option<String>), (Option<&'static str>, String)> {
+    let file = a.file.display().to_string();
+    let mut s = scenario::load(&a.file).map_err(|e| (None, e.to_string()))?;
     let which = match a.backend {
         Some(b) => b,
         None => match KernelBackend::available() {
@@ -252,37 +277,25 @@ fn cmd_record(a: RecordArgs) -> ExitCode {
         OneBackend::Model => "model",
         OneBackend::Kernel => "kernel",
     };
-    let mut b = match backend(which) {
-        Ok(b) => b,
-        Err(why) => {
-            eprintln!("ovlsim: {why}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let mut b = backend(which).map_err(|why| (Some(name), format!("ovlsim: {why}")))?;
     eprintln!("ovlsim: recording {file} with the {name} backend");
-    if let Err(e) = scenario::record(&mut s, b.as_mut()) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
+    scenario::record(&mut s, b.as_mut()).map_err(|e| (Some(name), e.to_string()))?;
     let yaml = s.to_yaml();
     if let Err(e) = scenario::parse(&yaml, &file) {
-        eprintln!("ovlsim: internal error: the recorded scenario does not read back:\n{e}\n{yaml}");
-        return ExitCode::FAILURE;
+        return Err((
+            Some(name),
+            format!("ovlsim: internal error: the recorded scenario does not read back:\n{e}\n{yaml}"),
+        ));
     }
-    let written = match a.output.as_deref() {
+    let cannot = |e: std::io::Error| (Some(name), format!("ovlsim: cannot write the scenario: {e}"));
+    match a.output.as_deref() {
+        Some("-") if a.json => Ok((name, "-".into(), Some(yaml))),
         Some("-") => {
             print!("{yaml}");
-            Ok(())
+            Ok((name, "-".into(), None))
         }
-        Some(out) => std::fs::write(out, &yaml),
-        None => std::fs::write(&a.file, &yaml),
-    };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ovlsim: cannot write the scenario: {e}");
-            ExitCode::FAILURE
-        }
+        Some(out) => std::fs::write(out, &yaml).map(|()| (name, out.to_owned(), None)).map_err(cannot),
+        None => std::fs::write(&a.file, &yaml).map(|()| (name, file.clone(), None)).map_err(cannot),
     }
 }
 
