@@ -66,6 +66,11 @@ impl Overlay {
         chain[1..].iter().map(|d| format!("/{}", d.name)).collect()
     }
 
+    /// The merged path of `name` in the directory at the end of `chain`.
+    pub(crate) fn child_path(chain: &[Dentry], name: &str) -> String {
+        format!("{}/{name}", Overlay::chain_path(chain).trim_end_matches('/'))
+    }
+
     /// Resolves `path` to a positive object.
     ///
     /// Errors, in precedence order along the walk: ENOENT (empty path, a missing component

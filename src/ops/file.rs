@@ -50,11 +50,8 @@ impl Overlay {
                                 return Err(Errno::ELOOP);
                             }
                             let target = self.symlink_target(&d);
-                            let next = if target.starts_with('/') {
-                                target
-                            } else {
-                                format!("{}/{target}", Overlay::chain_path(&chain).trim_end_matches('/'))
-                            };
+                            let next =
+                                if target.starts_with('/') { target } else { Overlay::child_path(&chain, &target) };
                             return self.open_at(&next, flags, mode, links + 1);
                         }
                         Some(_) => {

@@ -82,7 +82,7 @@ impl Overlay {
         }
         let ino = upper.create(dir, &new.name, inode);
         if opaque {
-            let path = format!("{}/{}", Overlay::chain_path(&new.chain).trim_end_matches('/'), new.name);
+            let path = Overlay::child_path(&new.chain, &new.name);
             self.set_opaque(ino, path);
         }
         ino
@@ -254,7 +254,7 @@ impl Overlay {
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         let dir = chain[depth].upper.expect("parent copied up");
-        let path = format!("{}/{}", Overlay::chain_path(&chain).trim_end_matches('/'), d.name);
+        let path = Overlay::child_path(&chain, &d.name);
         if lower_positive {
             self.put_whiteout(dir, &d.name, path);
         } else {

@@ -120,8 +120,8 @@ impl Overlay {
         if overwrite && new_is_dir && !new.is_pure_upper(self) && self.check_empty_dir(&new).is_none() {
             return Err(Errno::ENOTEMPTY);
         }
-        let old_path = format!("{}/{}", Overlay::chain_path(old_chain).trim_end_matches('/'), old.name);
-        let new_path = format!("{}/{}", Overlay::chain_path(new_chain).trim_end_matches('/'), new.name);
+        let old_path = Overlay::child_path(old_chain, &old.name);
+        let new_path = Overlay::child_path(new_chain, &new.name);
         // Decided before any copy-up, as the kernel does.
         let whiteout_source = overwrite && self.lower_positive(old_chain.last().expect("chain"), &old);
         let new_pure_upper = new.is_pure_upper(self);
