@@ -197,7 +197,6 @@ pub struct ModelBackend {
 #[derive(Clone, Debug)]
 struct Mounted {
     overlay: Overlay,
-    lowers: Vec<String>,
     upper: Option<String>,
 }
 
@@ -253,7 +252,7 @@ impl Backend for ModelBackend {
                 let upper_layer = upper.as_deref().map(|n| self.named(n).cloned()).transpose()?;
                 match Overlay::mount(lower_layers, upper_layer, *options) {
                     Ok(overlay) => {
-                        self.mounted = Some(Mounted { overlay, lowers: lowers.clone(), upper: upper.clone() });
+                        self.mounted = Some(Mounted { overlay, upper: upper.clone() });
                         Ok(Reply::Done)
                     }
                     Err(MountError::Refused { errno, .. }) => Ok(Reply::MountRefused(errno)),
@@ -262,7 +261,6 @@ impl Backend for ModelBackend {
             }
             Command::Unmount => {
                 let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
-                let _ = &m.lowers;
                 if let (Some(name), Some(upper)) = (&m.upper, m.overlay.upper()) {
                     self.layers.insert(name.clone(), upper.clone());
                 }

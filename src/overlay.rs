@@ -7,7 +7,7 @@
 
 use crate::errno::Errno;
 use crate::layer::Layer;
-use crate::mount::{MountError, Options, Xino, LOWER_COUNT_MAX};
+use crate::mount::{MountError, Options, LOWER_COUNT_MAX};
 use crate::ops::{Op, Outcome};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -109,7 +109,6 @@ impl Overlay {
                 return Err(MountError::NotModelled(what.to_owned()));
             }
         }
-        let _ = Xino::Off;
         let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
         Ok(Overlay { lowers: lowers.into(), upper, options, events: Vec::new(), xwhiteout_layers })
     }

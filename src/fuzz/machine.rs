@@ -172,6 +172,47 @@ fn made_path(cmd: &Command, answer: &Answer) -> Option<String> {
     plain.then(|| p.to_owned())
 }
 
+/// Whether `edit` of layer `name` takes a whiteout away: removes it, or puts something in
+/// its place or in place of a directory that holds one. Upper edits never do: the lower
+/// object it hid could show again while its inode is also the copy-up origin of a renamed
+/// copy, and the kernel then answers by its inode cache (ESTALE for whichever name it looks
+/// up second), which is out of the model's contract.
+fn drops_whiteout(state: &RefState, name: &str, edit: &Edit) -> bool {
+    let Some(before) = state.model.layer(name) else { return false };
+    let whiteouts = |l: &crate::layer::Layer| -> std::collections::BTreeSet<String> {
+        l.to_flat()
+            .entries
+            .into_iter()
+            .filter_map(|e| match e {
+                FlatEntry::Node { path, node } if is_whiteout(&node) => Some(path),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut after = before.clone();
+    match edit {
+        Edit::Put { path, node } => {
+            after.put(path, node.to_inode());
+        }
+        Edit::Link { path, to } => {
+            after.put_link(path, to);
+        }
+        Edit::Remove { path } => {
+            after.remove(path);
+        }
+    }
+    !whiteouts(&before).is_subset(&whiteouts(&after))
+}
+
+/// Whether a layer node is a whiteout: a char 0/0, or a zero-size file with an overlay
+/// `whiteout` xattr.
+fn is_whiteout(node: &crate::layer::FlatNode) -> bool {
+    (node.kind == FileType::Char && node.rdev == Some((0, 0)))
+        || (node.kind == FileType::File
+            && node.data.as_ref().is_none_or(|d| d.is_empty())
+            && node.xattrs.keys().any(|k| k.ends_with("overlay.whiteout")))
+}
+
 /// The model as a reference state machine over [`Command`]s.
 #[derive(Debug)]
 pub struct ModelMachine;
@@ -231,7 +272,11 @@ impl ReferenceStateMachine for ModelMachine {
                 !state.mounted && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
             }
             Command::Edit { layer, edit } => {
-                !state.mounted && state.start.has_layer(layer) && state.lower_edits && gen::edit_is_valid(edit)
+                !state.mounted
+                    && state.start.has_layer(layer)
+                    && state.lower_edits
+                    && gen::edit_is_valid(edit)
+                    && !(state.start.is_upper(layer) && drops_whiteout(state, layer, edit))
             }
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
             Command::Layer { .. } => false,
