@@ -85,9 +85,15 @@ impl Dentry {
         }
     }
 
-    /// Has a copy-up origin in a lower layer (kernel: `OVL_TYPE_ORIGIN`).
-    pub fn has_origin(&self) -> bool {
-        self.upper.is_some() && !self.lowers.is_empty()
+    /// Has a copy-up origin in a lower layer (kernel: `OVL_TYPE_ORIGIN`): an upper directory
+    /// with lowers, or an upper non-directory whose copy-up recorded an origin (a copy that
+    /// broke a lower hard link recorded none).
+    pub fn has_origin(&self, ov: &Overlay) -> bool {
+        match ov.upper_inode(self) {
+            Some(_) if self.is_dir() => !self.lowers.is_empty(),
+            Some(inode) => inode.origin.is_some() && !self.lowers.is_empty(),
+            None => false,
+        }
     }
 }
 

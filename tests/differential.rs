@@ -15,7 +15,7 @@
 use ovlsim::fuzz::{self, machine, ModelMachine};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 use proptest_state_machine::ReferenceStateMachine;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::Path;
 use std::time::Instant;
 
@@ -74,12 +74,18 @@ fn model_agrees_with_kernel_on_random_stacks_and_commands() {
     let start = Instant::now();
     let (cases, shrinks, failed) = (Cell::new(0u64), Cell::new(0u64), Cell::new(false));
     let steps_before = machine::kernel_steps();
+    // The last failing case: proptest-state-machine may end its shrinking on a passing one.
+    let last_failing = RefCell::new(None);
     let result = runner.run(&strategy, |(state, transitions, seen)| {
         let counter = if failed.get() { &shrinks } else { &cases };
         counter.set(counter.get() + 1);
+        let case = machine::case_of(&state, &transitions);
         // KernelMachine::test_sequential, with its divergence panic caught.
         let r = fuzz::check_on_kernel(state, transitions, seen);
-        failed.set(failed.get() || r.is_err());
+        if r.is_err() {
+            failed.set(true);
+            *last_failing.borrow_mut() = Some(case);
+        }
         r
     });
     let secs = start.elapsed().as_secs_f64();
@@ -92,7 +98,7 @@ fn model_agrees_with_kernel_on_random_stacks_and_commands() {
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, (state, transitions, _))) => {
-            let case = machine::case_of(&state, &transitions);
+            let case = last_failing.take().unwrap_or_else(|| machine::case_of(&state, &transitions));
             let found = fuzz::record_failure(Path::new(OUT_DIR), &case, why.message(), false);
             for p in &found.files {
                 eprintln!("divergence written to {}", p.display());
@@ -111,13 +117,19 @@ fn model_keeps_its_invariants_on_random_stacks_and_commands() {
     machine::install_panic_filter();
     let mut runner = TestRunner::new(config(cases(MODEL_CASES_DEFAULT)));
     let strategy = ModelMachine::sequential_strategy(1..=fuzz::STEPS_MAX_DEFAULT);
+    let last_failing = RefCell::new(None);
     let result = runner.run(&strategy, |(state, transitions, _)| {
-        fuzz::invariants::check_case(&machine::case_of(&state, &transitions)).map(drop).map_err(TestCaseError::fail)
+        let case = machine::case_of(&state, &transitions);
+        let r = fuzz::invariants::check_case(&case).map(drop).map_err(TestCaseError::fail);
+        if r.is_err() {
+            *last_failing.borrow_mut() = Some(case);
+        }
+        r
     });
     match result {
         Ok(()) => {}
         Err(TestError::Fail(why, (state, transitions, _))) => {
-            let case = machine::case_of(&state, &transitions);
+            let case = last_failing.take().unwrap_or_else(|| machine::case_of(&state, &transitions));
             let found = fuzz::record_failure(Path::new(OUT_DIR), &case, why.message(), true);
             for p in &found.files {
                 eprintln!("broken invariant written to {}", p.display());

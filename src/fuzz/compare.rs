@@ -7,10 +7,11 @@
 
 use super::case::Answer;
 use crate::backend::{BackendError, Command, MergedEntry, MergedTree, Reply};
+use crate::layer::FileType;
 use crate::layer::{FlatEntry, FlatLayer};
 use crate::ops::{Outcome, Stat};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 /// Inode labels of one side: raw `st_ino` to the order of first sighting.
@@ -72,6 +73,23 @@ impl Comparer {
         match (a, b) {
             (Outcome::Stat(x), Outcome::Stat(y)) => self.stats(x, y),
             _ if a == b => None,
+            (Outcome::Entries(x), Outcome::Entries(y)) => {
+                let only = |p: &BTreeMap<String, FileType>, q: &BTreeMap<String, FileType>| -> Vec<String> {
+                    p.keys().filter(|k| !q.contains_key(*k)).cloned().collect()
+                };
+                let (model, kernel) = (only(x, y), only(y, x));
+                let mut out = Vec::new();
+                if !kernel.is_empty() {
+                    out.push(format!("only the kernel lists {kernel:?}"));
+                }
+                if !model.is_empty() {
+                    out.push(format!("only the model lists {model:?}"));
+                }
+                if out.is_empty() {
+                    out.push("the d_types differ".to_owned());
+                }
+                Some(format!("entries differ: {}", out.join("; ")))
+            }
             _ => Some("the outcomes differ".to_owned()),
         }
     }
@@ -364,7 +382,6 @@ pub fn answer_short(a: &Answer) -> String {
 mod tests {
     use super::*;
     use crate::errno::Errno;
-    use crate::layer::FileType;
 
     fn stat(ino: u64, nlink: u32) -> Stat {
         Stat { kind: FileType::File, mode: 0o644, size: 0, nlink, uid: 0, gid: 0, rdev: (0, 0), ino }

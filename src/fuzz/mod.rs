@@ -467,6 +467,10 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
         let shrinking = Cell::new(false);
         let shrink_start: Cell<Option<Instant>> = Cell::new(None);
         let first_signature = RefCell::new(String::new());
+        // The last case that failed, shrinking included: proptest-state-machine can end its
+        // shrinking on an initial state that passes (it keeps a simplified initial state
+        // when it cannot complicate it back), so its final value is not trusted.
+        let last_failing: RefCell<Option<Case>> = RefCell::new(None);
         let result = runner.run(&strategy, |(state, transitions, seen)| {
             let new_case = !shrinking.get();
             if new_case {
@@ -474,8 +478,8 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
             }
             let note = if new_case { "" } else { "shrinking" };
             progress.borrow_mut().draw(done_before + cases.get(), found_before, note, false);
+            let case = machine::case_of(&state, &transitions);
             let (r, signature) = if config.model_only {
-                let case = machine::case_of(&state, &transitions);
                 match invariants::check_case(&case) {
                     Ok(n) => {
                         if new_case {
@@ -497,6 +501,9 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
                 let sig = machine::take_last_divergence().map(|d| d.signature());
                 (r, sig)
             };
+            if r.is_err() {
+                *last_failing.borrow_mut() = Some(case);
+            }
             if r.is_err() && new_case {
                 let sig = signature.unwrap_or_default();
                 if config.keep_going {
@@ -521,7 +528,7 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
             Ok(()) => break,
             Err(TestError::Fail(msg, (state, transitions, _))) => {
                 progress.borrow_mut().draw(report.cases, found_before, "recording", true);
-                let case = machine::case_of(&state, &transitions);
+                let case = last_failing.take().unwrap_or_else(|| machine::case_of(&state, &transitions));
                 let mut f = record_failure(&config.out_dir, &case, msg.message(), config.model_only);
                 f.seed = seeds.0.lock().unwrap_or_else(|p| p.into_inner()).last().cloned();
                 let index = match report.divergences.iter().position(|d| d.signature == f.signature) {

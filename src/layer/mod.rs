@@ -458,7 +458,8 @@ impl Layer {
     }
 
     /// Puts `inode` at `path` (`/`-separated, from the root), creating missing parents as
-    /// directories with mode 0755 and replacing whatever was there. For building layers.
+    /// directories with mode 0755 (see [`Layer::new_parent`]) and replacing whatever was
+    /// there. For building layers and for offline edits.
     ///
     /// # Panics
     /// If `path` names the root, which cannot be replaced: callers check.
@@ -517,12 +518,28 @@ impl Layer {
                 Some(c) if self.get(c).is_dir() => c,
                 Some(_) => {
                     self.unlink(dir, part);
-                    self.create(dir, part, Inode::dir(0o755))
+                    let made = self.new_parent(dir);
+                    self.create(dir, part, made)
                 }
-                None => self.create(dir, part, Inode::dir(0o755)),
+                None => {
+                    let made = self.new_parent(dir);
+                    self.create(dir, part, made)
+                }
             };
         }
         (dir, name)
+    }
+
+    /// A directory made as a missing parent inside `dir`: mode 0755, owned by root, and, as
+    /// `mkdir(2)` does, with the group and the set-group-ID bit of a set-group-ID `dir`.
+    fn new_parent(&self, dir: Ino) -> Inode {
+        let parent = self.get(dir);
+        let mut made = Inode::dir(0o755);
+        if parent.mode & 0o2000 != 0 {
+            made.mode |= 0o2000;
+            made.gid = parent.gid;
+        }
+        made
     }
 
     /// Every inode reachable from the root, with one path to it, parents before children,

@@ -168,6 +168,11 @@ impl Overlay {
         let pdepth = new.chain.len() - 1;
         self.copy_up(&mut new.chain, pdepth);
         let dir = new.chain[pdepth].upper.expect("parent copied up");
+        // Linking a file with a copy-up origin into a parent marks the parent impure
+        // (kernel: `ovl_create_or_link` with `origin`).
+        if old[depth].has_origin(self) {
+            self.upper_mut().update(dir, |p| p.impure = true);
+        }
         let over_whiteout = new.dentry.is_whiteout();
         let upper = self.upper_mut();
         if over_whiteout && upper.child(dir, &new.name).is_some() {

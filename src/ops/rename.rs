@@ -148,11 +148,12 @@ impl Overlay {
         let old_dir = old_chain.last().expect("chain").upper.expect("copied up");
         let new_dir_ino = new_chain.last().expect("chain").upper.expect("copied up");
         if !samedir {
+            let (old_origin, new_origin) = (old.has_origin(self), new.has_origin(self));
             let upper = self.upper_mut();
-            if old.has_origin() {
+            if old_origin {
                 upper.update(new_dir_ino, |p| p.impure = true);
             }
-            if !overwrite && new.has_origin() {
+            if !overwrite && new_origin {
                 upper.update(old_dir, |p| p.impure = true);
             }
         }
