@@ -65,9 +65,8 @@ impl Overlay {
         if (src.is_dir() || src.nlink == 1) && can_hold {
             copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
         }
-        let upper = self.upper.as_mut().expect("model invariant: copy-up needs an upper");
-        // The parent may now hold non-pure upper entries (kernel: `ovl_set_impure`).
-        upper.update(parent, |p| p.impure = true);
-        upper.create(parent, &d.name, copy)
+        // The parent may now hold non-pure upper entries.
+        self.set_impure(parent);
+        self.upper_mut().create(parent, &d.name, copy)
     }
 }

@@ -162,6 +162,12 @@ impl Overlay {
         self.events.push(Event::Whiteout { path });
     }
 
+    /// Marks upper directory `dir` impure: it may hold entries with a copy-up origin, so its
+    /// readdir looks them up again (kernel: `ovl_set_impure`).
+    pub(crate) fn set_impure(&mut self, dir: Ino) {
+        self.upper_mut().update(dir, |d| d.impure = true);
+    }
+
     /// Marks upper directory `ino` opaque (kernel: `ovl_set_opaque`).
     pub(crate) fn set_opaque(&mut self, ino: Ino, path: String) {
         let name = self.names().opaque;

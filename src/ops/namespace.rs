@@ -171,7 +171,7 @@ impl Overlay {
         // Linking a file with a copy-up origin into a parent marks the parent impure
         // (kernel: `ovl_create_or_link` with `origin`).
         if old[depth].has_origin(self) {
-            self.upper_mut().update(dir, |p| p.impure = true);
+            self.set_impure(dir);
         }
         let over_whiteout = new.dentry.is_whiteout();
         let upper = self.upper_mut();

@@ -139,25 +139,22 @@ impl Overlay {
             self.copy_up(new_chain, depth);
             new = new_chain.pop().expect("pushed");
         }
-        // Moving an object with a copy-up origin to a new parent marks that parent impure
-        // (kernel: `ovl_set_impure` in `ovl_rename`).
         // Merged as the parents are after their copy-up (kernel: `ovl_type_merge` runs after
         // `ovl_copy_up` in `ovl_rename`).
         let old_parent_merge = old_chain.last().expect("chain").is_merge_dir();
         let new_parent_merge = new_chain.last().expect("chain").is_merge_dir();
         let old_dir = old_chain.last().expect("chain").upper.expect("copied up");
-        let new_dir_ino = new_chain.last().expect("chain").upper.expect("copied up");
+        let new_dir = new_chain.last().expect("chain").upper.expect("copied up");
+        // Moving an object with a copy-up origin to a new parent marks that parent impure
+        // (kernel: `ovl_set_impure` in `ovl_rename`).
         if !samedir {
-            let (old_origin, new_origin) = (old.has_origin(self), new.has_origin(self));
-            let upper = self.upper_mut();
-            if old_origin {
-                upper.update(new_dir_ino, |p| p.impure = true);
+            if old.has_origin(self) {
+                self.set_impure(new_dir);
             }
-            if !overwrite && new_origin {
-                upper.update(old_dir, |p| p.impure = true);
+            if !overwrite && new.has_origin(self) {
+                self.set_impure(old_dir);
             }
         }
-        let new_dir = new_chain.last().expect("chain").upper.expect("copied up");
         let old_ino = old.upper.expect("copied up");
 
         if is_dir && old.is_merge_or_lower() {

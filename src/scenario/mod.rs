@@ -280,6 +280,23 @@ pub struct StatExpect {
     pub ino: Option<String>,
 }
 
+impl StatExpect {
+    /// The fields this expectation gives, filled from `st`; the inode label is `ino` when
+    /// this expectation gives one.
+    pub fn with_values_of(&self, st: &crate::ops::Stat, ino: Option<String>) -> StatExpect {
+        StatExpect {
+            kind: self.kind.map(|_| st.kind),
+            mode: self.mode.map(|_| st.mode),
+            size: self.size.map(|_| st.size),
+            nlink: self.nlink.map(|_| st.nlink),
+            uid: self.uid.map(|_| st.uid),
+            gid: self.gid.map(|_| st.gid),
+            rdev: self.rdev.map(|_| st.rdev),
+            ino: self.ino.as_ref().and(ino),
+        }
+    }
+}
+
 /// A step by number (from 1) and kind, for messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct StepRef {

@@ -3,10 +3,10 @@
 use super::locate::{Pos, Seg};
 use super::runner::{execute, full_stat, nth_label, FinalWant, Obs, SetupError, Trace};
 use super::tree::{tree_from_flat, tree_from_merged, walk, TreeNode};
-use super::{Action, Check, Expect, MountChange, Scenario, StatExpect, Step, StepRef};
+use super::{Action, Check, Expect, MountChange, Scenario, Step, StepRef};
 use crate::backend::{Backend, MergedTree};
 use crate::layer::FlatLayer;
-use crate::ops::{Outcome, Stat};
+use crate::ops::Outcome;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
@@ -143,7 +143,7 @@ fn expect_from(o: &Outcome, old: Option<&Expect>, labels: &HashMap<u64, String>)
         Outcome::Stat(st) => {
             let label = labels.get(&st.ino).cloned();
             match old {
-                Some(Expect::Stat(se)) => Expect::Stat(keep_fields(st, se, label)),
+                Some(Expect::Stat(se)) => Expect::Stat(se.with_values_of(st, label.or_else(|| se.ino.clone()))),
                 _ => Expect::Stat(full_stat(st, label)),
             }
         }
@@ -154,20 +154,6 @@ fn expect_from(o: &Outcome, old: Option<&Expect>, labels: &HashMap<u64, String>)
             _ => Expect::Entries(m.clone()),
         },
         Outcome::XattrNames(n) => Expect::Names(n.clone()),
-    }
-}
-
-/// The fields the old expectation gave, with the new values.
-fn keep_fields(st: &Stat, se: &StatExpect, label: Option<String>) -> StatExpect {
-    StatExpect {
-        kind: se.kind.map(|_| st.kind),
-        mode: se.mode.map(|_| st.mode),
-        size: se.size.map(|_| st.size),
-        nlink: se.nlink.map(|_| st.nlink),
-        uid: se.uid.map(|_| st.uid),
-        gid: se.gid.map(|_| st.gid),
-        rdev: se.rdev.map(|_| st.rdev),
-        ino: se.ino.as_ref().and(label.or_else(|| se.ino.clone())),
     }
 }
 

@@ -388,20 +388,6 @@ pub(crate) fn full_stat(st: &Stat, ino: Option<String>) -> StatExpect {
     }
 }
 
-/// The fields of `st` that `se` gives, for showing a mismatch.
-fn restrict(st: &Stat, se: &StatExpect, labels: &Labels) -> StatExpect {
-    StatExpect {
-        kind: se.kind.map(|_| st.kind),
-        mode: se.mode.map(|_| st.mode),
-        size: se.size.map(|_| st.size),
-        nlink: se.nlink.map(|_| st.nlink),
-        uid: se.uid.map(|_| st.uid),
-        gid: se.gid.map(|_| st.gid),
-        rdev: se.rdev.map(|_| st.rdev),
-        ino: se.ino.as_ref().map(|_| labels.show(st.ino)),
-    }
-}
-
 /// An outcome in the notation of expectations.
 pub(crate) fn outcome_y(o: &Outcome, ino: &mut dyn FnMut(u64) -> Option<String>) -> Y {
     match o {
@@ -617,7 +603,9 @@ impl Checker<'_> {
             return;
         }
         let actual = match (exp, o) {
-            (Expect::Stat(se), Outcome::Stat(st)) => one_line(&stat_y(&restrict(st, se, labels))),
+            (Expect::Stat(se), Outcome::Stat(st)) => {
+                one_line(&stat_y(&se.with_values_of(st, Some(labels.show(st.ino)))))
+            }
             (Expect::Names(_), Outcome::Entries(a)) => one_line(&Y::seq(a.keys().map(|k| Y::s(k.clone())).collect())),
             _ => one_line(&outcome_y(o, &mut |ino| Some(labels.show(ino)))),
         };
