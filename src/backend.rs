@@ -3,6 +3,7 @@
 //! [`Reply`]. The scenario runner and the property tests drive either backend, or both, with
 //! the same commands and compare the replies.
 
+use crate::dcache::CachePolicy;
 use crate::errno::Errno;
 use crate::layer::{FlatLayer, FlatNode, Layer};
 use crate::mount::{MountError, Options};
@@ -192,6 +193,7 @@ pub struct ModelBackend {
     layers: BTreeMap<String, Layer>,
     mounted: Option<Mounted>,
     events: Vec<Event>,
+    cache_policy: CachePolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -204,6 +206,21 @@ impl ModelBackend {
     /// A backend with no layers.
     pub fn new() -> ModelBackend {
         ModelBackend::default()
+    }
+
+    /// A backend whose mounts use `policy` for their lookup cache (see [`crate::dcache`]).
+    /// The answers are the same under every policy; tests use [`CachePolicy::Always`] and
+    /// [`CachePolicy::Off`] to check that.
+    pub fn with_cache_policy(policy: CachePolicy) -> ModelBackend {
+        ModelBackend { cache_policy: policy, ..ModelBackend::default() }
+    }
+
+    /// Sets the lookup-cache policy of this backend and of its mounted overlay, if any.
+    pub fn set_cache_policy(&mut self, policy: CachePolicy) {
+        self.cache_policy = policy;
+        if let Some(m) = &mut self.mounted {
+            m.overlay.set_cache_policy(policy);
+        }
     }
 
     /// The mounted overlay, if any.
@@ -251,7 +268,8 @@ impl Backend for ModelBackend {
                 let lower_layers = lowers.iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
                 let upper_layer = upper.as_deref().map(|n| self.named(n).cloned()).transpose()?;
                 match Overlay::mount(lower_layers, upper_layer, *options) {
-                    Ok(overlay) => {
+                    Ok(mut overlay) => {
+                        overlay.set_cache_policy(self.cache_policy);
                         self.mounted = Some(Mounted { overlay, upper: upper.clone() });
                         Ok(Reply::Done)
                     }

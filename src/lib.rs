@@ -84,6 +84,7 @@
 
 pub mod backend;
 pub mod copy_up;
+pub mod dcache;
 pub mod errno;
 pub mod fuzz;
 pub mod inode;
@@ -99,6 +100,7 @@ pub mod scenario;
 pub mod whiteout;
 
 pub use backend::{Backend, Command, ModelBackend, Reply};
+pub use dcache::CachePolicy;
 pub use errno::Errno;
 pub use layer::{FileType, Inode, Layer};
 pub use mount::{Options, RedirectDir};

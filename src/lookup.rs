@@ -3,12 +3,18 @@
 //!
 //! A [`Dentry`] is one object of the merged view: its upper inode, if any, and the stack of
 //! lower inodes that make it up (every merged layer for a directory; the copy-up origin or the
-//! top-most lower object for a non-directory). Lookups never change a layer.
+//! top-most lower object for a non-directory). Lookups never change a lower layer; the upper
+//! they may mark (kernel: `ovl_fix_origin`).
 
+use crate::dcache::{LowerAnswer, Probe};
 use crate::errno::{Errno, SysResult};
 use crate::layer::{FileType, Ino, Inode, Layer};
 use crate::overlay::Overlay;
 use crate::whiteout;
+use std::sync::{Arc, LazyLock};
+
+/// The lower stack of an object with no lower part, shared.
+static EMPTY_STACK: LazyLock<Arc<[LowerPath]>> = LazyLock::new(|| Arc::from([]));
 
 /// The longest name a layer accepts (tmpfs `NAME_MAX`; kernel: `ofs->namelen`).
 pub const NAME_LEN_MAX: usize = 255;
@@ -31,7 +37,7 @@ pub struct Dentry {
     pub upper: Option<Ino>,
     /// The lower stack: for a directory every lower directory that merges, top-most first;
     /// for a non-directory the top-most lower object, or the copy-up origin of an upper one.
-    pub lowers: Vec<LowerPath>,
+    pub lowers: Arc<[LowerPath]>,
     /// For a positive directory, the upper directory is opaque; for a negative dentry, a
     /// whiteout hides the name in the upper (kernel: `OVL_E_OPAQUE`, `ovl_dentry_is_whiteout`).
     pub opaque: bool,
@@ -132,7 +138,7 @@ impl Overlay {
         Dentry {
             name: String::new(),
             upper: self.upper.as_ref().map(|u| u.root()),
-            lowers: self.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect(),
+            lowers: Arc::clone(&self.root_lowers),
             opaque: false,
             redirect: None,
             xwhiteouts: false,
@@ -185,12 +191,7 @@ impl Overlay {
             metacopy: false,
             xwhiteouts: false,
         };
-        let mut poe: std::borrow::Cow<[LowerPath]> = std::borrow::Cow::Borrowed(&parent.lowers);
-        let root_lowers = |ov: &Overlay| -> std::borrow::Cow<'static, [LowerPath]> {
-            std::borrow::Cow::Owned(
-                ov.lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect(),
-            )
-        };
+        let mut poe = Arc::clone(&parent.lowers);
         let mut upper = None;
         let mut upper_redirect = None;
         let mut upper_opaque = false;
@@ -216,57 +217,43 @@ impl Overlay {
                 }
                 upper_redirect = Some(r.clone());
                 if r.starts_with('/') {
-                    poe = root_lowers(self);
+                    poe = Arc::clone(&self.root_lowers);
                     poe_is_root = true;
                 }
             }
             upper_opaque = d.opaque;
         }
-        let mut stack: Vec<LowerPath> = Vec::new();
-        let mut i = 0;
-        while !d.stop && i < poe.len() {
-            let lower = poe[i];
-            if !follow {
-                d.last = i == poe.len() - 1;
-            } else {
-                d.last = lower.layer + 1 == self.lowers.len();
-            }
-            let last = d.last;
-            let this = self.lookup_layer(Which::Lower(lower.layer), lower.ino, &mut d)?;
-            let Some(this) = this else {
-                i += 1;
-                continue;
-            };
-            if d.metacopy && !self.options.metacopy {
-                return Err(Errno::EPERM);
-            }
-            if !last && self.lowers[lower.layer].get(this).is_dir() && self.is_xwhiteouts_dir(lower.layer, this) {
-                self.flag_xwhiteouts(lower.layer);
-            }
-            stack.push(LowerPath { layer: lower.layer, ino: this });
-            if d.redirect.is_some() && !follow {
-                return Err(Errno::EPERM);
-            }
-            if d.stop {
-                break;
-            }
-            match &d.redirect {
-                Some(r) if r.starts_with('/') && !poe_is_root => {
-                    poe = root_lowers(self);
-                    poe_is_root = true;
-                    i = lower.layer + 1;
+        let stack = if d.stop || poe.is_empty() {
+            Arc::clone(&EMPTY_STACK)
+        } else if self.cache_policy.covers(poe.len()) {
+            let probe = Probe { upper_dir: d.is_dir, from_root: poe_is_root };
+            let answer = match self.dcache.get(&poe, &d.name, probe) {
+                Some(answer) => {
+                    for &layer in answer.flagged.iter() {
+                        self.flag_xwhiteouts(layer);
+                    }
+                    answer
                 }
-                _ => i += 1,
-            }
-        }
+                None => {
+                    let key = d.name.clone();
+                    let answer = self.lookup_lowers(poe.clone(), poe_is_root, &mut d, follow)?;
+                    self.dcache.put(&poe, &key, probe, answer.clone());
+                    answer
+                }
+            };
+            d.is_dir = answer.is_dir;
+            d.xwhiteouts = answer.xwhiteouts;
+            answer.stack
+        } else {
+            self.lookup_lowers(poe, poe_is_root, &mut d, follow)?.stack
+        };
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
         }
-        if !d.is_dir && upper.is_some() && stack.is_empty() {
-            if let Some(o) = origin {
-                stack.push(o);
-            }
-        }
+        let stack = match origin {
+            Some(o) if !d.is_dir && upper.is_some() && stack.is_empty() => Arc::from([o]),
+            _ => stack,
+        };
         let ftype = match (upper, stack.first()) {
             (Some(u), _) => Some(self.which(Which::Upper).get(u).file_type()),
             (None, Some(l)) => Some(self.lowers[l.layer].get(l.ino).file_type()),
@@ -281,6 +268,64 @@ impl Overlay {
             xwhiteouts: d.xwhiteouts,
             ftype,
         })
+    }
+
+    /// The lower half of [`Overlay::lookup_child`]: probes `d.name` down the lower stack
+    /// `poe`, top-most first, and merges what it finds (kernel: the lower-layer loop of
+    /// `ovl_lookup`). Merging stops at the first non-directory, whiteout or opaque
+    /// directory; an absolute redirect in a lower directory restarts the probe from the lower
+    /// roots below it. What it finds depends only on the arguments, the lowers and the mount
+    /// options, so [`crate::dcache`] may keep it.
+    ///
+    /// Errors, in precedence order: EINVAL (a malformed redirect xattr), EPERM (a redirect
+    /// with `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy).
+    fn lookup_lowers(
+        &mut self,
+        mut poe: Arc<[LowerPath]>,
+        mut poe_is_root: bool,
+        d: &mut LookupData,
+        follow: bool,
+    ) -> SysResult<LowerAnswer> {
+        let mut stack: Vec<LowerPath> = Vec::new();
+        let mut flagged = Vec::new();
+        let mut i = 0;
+        while !d.stop && i < poe.len() {
+            let lower = poe[i];
+            if !follow {
+                d.last = i == poe.len() - 1;
+            } else {
+                d.last = lower.layer + 1 == self.lowers.len();
+            }
+            let last = d.last;
+            let this = self.lookup_layer(Which::Lower(lower.layer), lower.ino, d)?;
+            let Some(this) = this else {
+                i += 1;
+                continue;
+            };
+            if d.metacopy && !self.options.metacopy {
+                return Err(Errno::EPERM);
+            }
+            if !last && self.lowers[lower.layer].get(this).is_dir() && self.is_xwhiteouts_dir(lower.layer, this) {
+                self.flag_xwhiteouts(lower.layer);
+                flagged.push(lower.layer);
+            }
+            stack.push(LowerPath { layer: lower.layer, ino: this });
+            if d.redirect.is_some() && !follow {
+                return Err(Errno::EPERM);
+            }
+            if d.stop {
+                break;
+            }
+            match &d.redirect {
+                Some(r) if r.starts_with('/') && !poe_is_root => {
+                    poe = Arc::clone(&self.root_lowers);
+                    poe_is_root = true;
+                    i = lower.layer + 1;
+                }
+                _ => i += 1,
+            }
+        }
+        Ok(LowerAnswer { stack: stack.into(), is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
     }
 
     /// Records the origin of a merged directory whose upper has none (an upper made

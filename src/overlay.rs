@@ -5,8 +5,10 @@
 //! [`crate::lookup`], [`crate::path`], [`crate::copy_up`], [`crate::whiteout`],
 //! [`crate::readdir`], [`crate::inode`] and the operation families under [`crate::ops`].
 
+use crate::dcache::{CachePolicy, DentryCache};
 use crate::errno::Errno;
 use crate::layer::Layer;
+use crate::lookup::LowerPath;
 use crate::mount::{MountError, Options, LOWER_COUNT_MAX};
 use crate::ops::{Op, Outcome};
 use serde::{Deserialize, Serialize};
@@ -70,6 +72,12 @@ pub struct Overlay {
     /// The lower layers in which some lookup since the mount met a directory with
     /// `opaque=x`, one bit each (kernel: `ofs->layers[i].has_xwhiteouts`).
     pub(crate) xwhiteout_layers: Vec<u64>,
+    /// The lower roots, top-most first: the root's lower stack, made once.
+    pub(crate) root_lowers: Arc<[LowerPath]>,
+    /// The answers of the lower half of lookups, shared by every clone of this mount.
+    pub(crate) dcache: Arc<DentryCache>,
+    /// When lookups use [`Overlay::dcache`].
+    pub(crate) cache_policy: CachePolicy,
 }
 
 impl Overlay {
@@ -110,7 +118,17 @@ impl Overlay {
             }
         }
         let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
-        Ok(Overlay { lowers: lowers.into(), upper, options, events: Vec::new(), xwhiteout_layers })
+        let root_lowers = lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect();
+        Ok(Overlay {
+            lowers: lowers.into(),
+            upper,
+            options,
+            events: Vec::new(),
+            xwhiteout_layers,
+            root_lowers,
+            dcache: Arc::default(),
+            cache_policy: CachePolicy::default(),
+        })
     }
 
     /// Unmounts, giving back the layers: the lowers unchanged, the upper as the overlay
@@ -183,6 +201,24 @@ impl Overlay {
     /// Whether lower `layer` was marked by [`Overlay::flag_xwhiteouts`].
     pub(crate) fn has_xwhiteouts(&self, layer: usize) -> bool {
         self.xwhiteout_layers[layer / 64] & (1 << (layer % 64)) != 0
+    }
+
+    /// Chooses when lookups answer the lower half from the cache (see [`crate::dcache`]).
+    /// The answers are the same either way; only the time differs.
+    pub fn set_cache_policy(&mut self, policy: CachePolicy) {
+        self.cache_policy = policy;
+    }
+
+    /// Forgets every cached lookup answer of this overlay (other clones keep theirs), as
+    /// `echo 2 > /proc/sys/vm/drop_caches` empties the kernel's dentry cache: the next
+    /// lookups probe every layer again.
+    pub fn drop_caches(&mut self) {
+        self.dcache = Arc::default();
+    }
+
+    /// How many lookup answers the cache holds.
+    pub fn cached_lookups(&self) -> usize {
+        self.dcache.len()
     }
 
     /// The events caused by the last operation, oldest first.

@@ -126,8 +126,7 @@ impl Overlay {
                 }
                 continue;
             }
-            let parent = chain.last().expect("chain has a root").clone();
-            let child = self.lookup_child(&parent, &comp)?;
+            let child = self.lookup_child(chain.last().expect("chain has a root"), &comp)?;
             let Some(ftype) = child.ftype else { return Err(Errno::ENOENT) };
             if ftype == FileType::Symlink && (!is_last || follow_last || dir_required) {
                 *links += 1;

@@ -22,10 +22,13 @@ pub struct CacheEntry {
 
 impl Overlay {
     /// Whether a directory is read through the merge logic rather than straight from its
-    /// one real directory (kernel: `ovl_dir_is_real` is false when `OVL_WHITEOUTS` is set:
-    /// an upper with lowers, several lowers, or an upper directory with a copy-up origin).
+    /// one real directory (kernel: `ovl_dir_is_real` is false when `OVL_WHITEOUTS` is set,
+    /// in `ovl_get_inode`: an upper with lowers, several lowers, or a real directory, the
+    /// upper or else the top-most lower, with a copy-up origin).
+    /// NOTE(kernel): the origin counts on a lower too, as on an old upper mounted as a lower
+    /// (found by the fuzzer: its whiteouts are not listed).
     pub(crate) fn dir_is_merged(&self, d: &Dentry) -> bool {
-        d.is_merge_dir() || self.upper_inode(d).is_some_and(|i| i.origin.is_some())
+        d.is_merge_dir() || self.real_inode(d).origin.is_some()
     }
 
     /// The listing of directory `d`: names with their `d_type`, without `.` and `..`.
@@ -88,7 +91,7 @@ impl Overlay {
         if let Some(u) = d.upper {
             add(self.upper.as_ref().expect("upper"), u, true, false);
         }
-        for l in &d.lowers {
+        for l in d.lowers.iter() {
             let x = check_xwhiteouts && d.xwhiteouts && self.has_xwhiteouts(l.layer);
             add(&self.lowers[l.layer], l.ino, false, x);
         }

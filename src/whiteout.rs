@@ -142,7 +142,7 @@ impl Overlay {
         if d.upper.is_none() {
             return true;
         }
-        for l in &parent.lowers {
+        for l in parent.lowers.iter() {
             let layer = &self.lowers[l.layer];
             if let Some(ino) = layer.child(l.ino, &d.name) {
                 return !is_whiteout(self, layer.get(ino));

@@ -5,6 +5,7 @@
 
 use ovlsim::backend::ModelBackend;
 use ovlsim::scenario::{self, RunReport};
+use ovlsim::CachePolicy;
 use std::path::PathBuf;
 
 mod common;
@@ -20,20 +21,31 @@ fn failures(reports: Vec<RunReport>) -> Vec<String> {
     reports.into_iter().filter(|r| !r.passed()).map(|r| r.details(20)).collect()
 }
 
-#[test]
-fn every_spec_scenario_passes_on_the_model() {
+fn run_on_model(policy: CachePolicy) {
     let reports = scenarios()
         .iter()
         .map(|f| {
             let file = f.display().to_string();
             match scenario::load(f) {
-                Ok(s) => scenario::run(&s, &mut ModelBackend::new()),
+                Ok(s) => scenario::run(&s, &mut ModelBackend::with_cache_policy(policy)),
                 Err(e) => RunReport::from_error(&file, "model", &e),
             }
         })
         .collect();
     let bad = failures(reports);
-    assert!(bad.is_empty(), "{} scenarios fail on the model:\n{}", bad.len(), bad.join("\n"));
+    assert!(bad.is_empty(), "{} scenarios fail on the model ({policy:?}):\n{}", bad.len(), bad.join("\n"));
+}
+
+#[test]
+fn every_spec_scenario_passes_on_the_model() {
+    run_on_model(CachePolicy::Auto);
+}
+
+/// The same, with every lookup answered through the lookup cache (most spec/ stacks are
+/// too short for the default policy to use it).
+#[test]
+fn every_spec_scenario_passes_on_the_model_through_the_lookup_cache() {
+    run_on_model(CachePolicy::Always);
 }
 
 #[test]

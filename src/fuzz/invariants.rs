@@ -17,14 +17,19 @@
 use super::case::{final_commands, Answer, Case};
 use super::machine::exec_quiet;
 use crate::backend::{Command, ModelBackend};
+use crate::dcache::CachePolicy;
 use crate::layer::{FlatLayer, Layer};
 use crate::ops::{Access, Op};
 use std::collections::HashMap;
 
 /// Runs `case` on a fresh model with every invariant checked; the number of commands run,
 /// or the first broken invariant, in words.
+///
+/// The model runs with every lookup through the cache ([`CachePolicy::Always`]), and each
+/// command is also run on a clone that does not use it: the answers must be the same. The
+/// determinism twin shares the cache the first run just filled, so it answers from hits.
 pub fn check_case(case: &Case) -> Result<usize, String> {
-    let mut model = ModelBackend::new();
+    let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
     let names = case.start.layer_names();
     let upper = case.start.upper.as_ref().map(|(n, _)| n.clone());
     let mut mounted = false;
@@ -41,6 +46,12 @@ pub fn check_case(case: &Case) -> Result<usize, String> {
         let again = exec_quiet(&mut twin, cmd);
         if again != answer {
             return fail(format!("not deterministic: {answer:?} then {again:?} from the same state"));
+        }
+        let mut blind = before.clone();
+        blind.set_cache_policy(CachePolicy::Off);
+        let uncached = exec_quiet(&mut blind, cmd);
+        if uncached != answer {
+            return fail(format!("the lookup cache changed the answer: {answer:?} with it, {uncached:?} without"));
         }
         let upper_after = upper.as_deref().and_then(|u| model.layer(u)).map(|l| l.to_flat());
         let twin_upper = upper.as_deref().and_then(|u| twin.layer(u)).map(|l| l.to_flat());

@@ -21,6 +21,7 @@ use super::case::{dumped_layers, final_commands, Answer, Case, CaseStart};
 use super::compare::{Comparer, Divergence};
 use super::gen;
 use crate::backend::{Backend, Command, Edit, ModelBackend, Reply};
+use crate::dcache::CachePolicy;
 use crate::kernel::KernelBackend;
 use crate::layer::{FileType, FlatEntry};
 use crate::mount::RedirectDir;
@@ -69,7 +70,7 @@ impl fmt::Debug for RefState {
 impl RefState {
     /// The state after the setup of `start` on a fresh model.
     pub fn new(start: CaseStart) -> RefState {
-        let mut model = ModelBackend::new();
+        let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
         let setup: Vec<Answer> = start.setup().iter().map(|c| exec_quiet(&mut model, c)).collect();
         let mounted = setup.last().is_some_and(Answer::is_done);
         let (mut paths, mut dirs) = (Vec::new(), Vec::new());
@@ -532,10 +533,12 @@ pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend
 }
 
 /// Replays `case` on a fresh model and `kernel` (unmounted first, whatever an earlier
-/// case left; see [`replay`]).
+/// case left; see [`replay`]). The model answers every lookup it can through its lookup
+/// cache, so that the kernel judges the cached answers (the invariant checks compare them
+/// with uncached ones).
 pub fn replay_with(case: &Case, kernel: &mut KernelBackend) -> Replayed {
     let _ = kernel.exec(&Command::Unmount);
-    replay(case, &mut ModelBackend::new(), kernel)
+    replay(case, &mut ModelBackend::with_cache_policy(CachePolicy::Always), kernel)
 }
 
 /// Replays `case` on a fresh model and this thread's kernel worker (see [`replay`]).

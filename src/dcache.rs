@@ -1,0 +1,156 @@
+//! The lower half of a lookup, remembered: the model's dentry cache (kernel: `fs/dcache.c`,
+//! which keeps `ovl_lookup`'s answers so that a name is probed through the layers once).
+//!
+//! `ovl_lookup` probes the upper layer and then, unless the upper stops it, each layer of the
+//! parent's lower stack. The lower layers cannot change while the overlay is mounted
+//! ([`Overlay::apply`](crate::Overlay::apply) asserts it), and the mount options that name
+//! the private xattrs are fixed at mount. So what the lower probe finds is a function of four
+//! things only: the parent's lower stack, the name probed for (after an upper redirect),
+//! whether the upper found a directory there, and whether the stack is the lower roots.
+//! [`DentryCache`] keeps that function's answers. The upper is probed on every lookup: it
+//! changes.
+//!
+//! The one side effect of the lower probe, flagging a lower layer that holds `opaque=x`
+//! directories (kernel: `ovl_layer_set_xwhiteouts`), is kept with the answer and replayed on
+//! every hit. The cache is shared by the clones of one mount, so a clone that hits an answer
+//! another clone made still sets the flags it would have set itself.
+//!
+//! Stacks are keyed by identity: a lower stack is an `Arc<[LowerPath]>`, and the cache
+//! holds every stack it keys on, so an address cannot be reused while it is a key. Two equal
+//! stacks made apart are two keys: a miss, never a wrong answer.
+
+use crate::lookup::LowerPath;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+/// A lower stack, compared and hashed by identity.
+#[derive(Clone, Debug)]
+struct StackKey(Arc<[LowerPath]>);
+
+impl PartialEq for StackKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StackKey {}
+
+impl Hash for StackKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as *const LowerPath as usize).hash(state);
+    }
+}
+
+/// What the lower half of one lookup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LowerAnswer {
+    /// The lower stack of the child, top-most first.
+    pub stack: Arc<[LowerPath]>,
+    /// Whether the lookup, upper and lowers together, found a directory.
+    pub is_dir: bool,
+    /// A lower copy carries `opaque=x`.
+    pub xwhiteouts: bool,
+    /// The lower layers the probe flagged as holding xattr whiteouts.
+    pub flagged: Box<[usize]>,
+}
+
+/// Which question about one name: whether the upper found a directory, and whether the
+/// stack probed is the lower roots (after an absolute redirect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Probe {
+    /// The upper found a directory of this name.
+    pub upper_dir: bool,
+    /// The stack probed is the lower roots.
+    pub from_root: bool,
+}
+
+impl Probe {
+    fn index(self) -> usize {
+        usize::from(self.upper_dir) | usize::from(self.from_root) << 1
+    }
+}
+
+/// The answers for one parent stack: per name, one slot per [`Probe`].
+type Names = HashMap<Box<str>, [Option<LowerAnswer>; 4]>;
+
+/// The most answers kept, and the most lower entries their stacks may hold together; past
+/// either, the cache starts again empty (as memory pressure shrinks the kernel's dcache).
+/// An answer is about 100 bytes and a stack entry 16, so the cache stays under about 200 MiB.
+const ANSWERS_MAX: usize = 1 << 20;
+const STACK_ENTRIES_MAX: usize = 1 << 23;
+
+/// When lookups use the cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Never: every lookup probes every layer.
+    Off,
+    /// When the parent's lower stack has at least [`AUTO_MIN_LAYERS`] layers, where a hit is
+    /// cheaper than the probes it saves.
+    #[default]
+    Auto,
+    /// On every lookup that reaches the lowers (for tests of the cache itself).
+    Always,
+}
+
+/// The smallest lower stack that [`CachePolicy::Auto`] caches.
+pub const AUTO_MIN_LAYERS: usize = 4;
+
+impl CachePolicy {
+    /// Whether a lower probe through `layers` layers goes through the cache.
+    pub(crate) fn covers(self, layers: usize) -> bool {
+        match self {
+            CachePolicy::Off => false,
+            CachePolicy::Auto => layers >= AUTO_MIN_LAYERS,
+            CachePolicy::Always => true,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    stacks: HashMap<StackKey, Names>,
+    answers: usize,
+    stack_entries: usize,
+}
+
+/// The answers of the lower half of lookups, for one mount and all its clones.
+#[derive(Debug, Default)]
+pub(crate) struct DentryCache {
+    inner: Mutex<Inner>,
+}
+
+impl DentryCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere cannot leave a half-made answer: inserts are whole.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer for `name` probed through `stack`, if one was kept.
+    pub(crate) fn get(&self, stack: &Arc<[LowerPath]>, name: &str, probe: Probe) -> Option<LowerAnswer> {
+        let inner = self.lock();
+        let names = inner.stacks.get(&StackKey(Arc::clone(stack)))?;
+        names.get(name)?[probe.index()].clone()
+    }
+
+    /// Keeps `answer` for `name` probed through `stack`.
+    pub(crate) fn put(&self, stack: &Arc<[LowerPath]>, name: &str, probe: Probe, answer: LowerAnswer) {
+        let mut inner = self.lock();
+        if inner.answers >= ANSWERS_MAX || inner.stack_entries >= STACK_ENTRIES_MAX {
+            *inner = Inner::default();
+        }
+        inner.stack_entries += answer.stack.len();
+        let slot = &mut inner.stacks.entry(StackKey(Arc::clone(stack))).or_default().entry(name.into()).or_default()
+            [probe.index()];
+        let new = slot.is_none();
+        *slot = Some(answer);
+        if new {
+            inner.answers += 1;
+        }
+    }
+
+    /// How many answers are kept.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().answers
+    }
+}
