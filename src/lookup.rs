@@ -11,6 +11,7 @@ use crate::errno::{Errno, SysResult};
 use crate::layer::{FileType, Ino, Inode, Layer};
 use crate::overlay::Overlay;
 use crate::whiteout;
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 /// The lower stack of an object with no lower part, shared.
@@ -105,8 +106,8 @@ impl Dentry {
 
 /// The state `ovl_lookup` threads through the layers (kernel: `struct ovl_lookup_data`).
 #[derive(Debug)]
-struct LookupData {
-    name: String,
+struct LookupData<'a> {
+    name: Cow<'a, str>,
     is_dir: bool,
     opaque: bool,
     stop: bool,
@@ -182,7 +183,7 @@ impl Overlay {
         }
         let follow = self.options.redirect_dir.follows();
         let mut d = LookupData {
-            name: name.to_owned(),
+            name: Cow::Borrowed(name),
             is_dir: false,
             opaque: false,
             stop: false,
@@ -477,7 +478,7 @@ impl Overlay {
             format!("{}{value}{post}", &d.name[..prelen])
         };
         d.redirect = Some(name.clone());
-        d.name = name;
+        d.name = Cow::Owned(name);
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use crate::errno::{Errno, SysResult};
 use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 /// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
@@ -96,7 +97,7 @@ impl Overlay {
             None => Last::Root,
             Some(c) if c == "." => Last::Dot,
             Some(c) if c == ".." => Last::DotDot,
-            Some(name) => Last::Norm { name, slash },
+            Some(name) => Last::Norm { name: name.into_owned(), slash },
         };
         let mut chain = vec![self.root_dentry()];
         let mut links = 0;
@@ -110,7 +111,7 @@ impl Overlay {
     fn walk(
         &mut self,
         chain: &mut Chain,
-        mut comps: VecDeque<String>,
+        mut comps: VecDeque<Cow<'_, str>>,
         follow_last: bool,
         mut dir_required: bool,
         links: &mut u32,
@@ -143,7 +144,8 @@ impl Overlay {
                 if is_last && target.ends_with('/') {
                     dir_required = true;
                 }
-                let mut body = components_of(&target);
+                let mut body: VecDeque<Cow<'_, str>> =
+                    components_of(&target).into_iter().map(|c| Cow::Owned(c.into_owned())).collect();
                 body.append(&mut comps);
                 comps = body;
                 continue;
@@ -169,7 +171,7 @@ impl Overlay {
     }
 }
 
-/// The non-empty components of a path.
-fn components_of(path: &str) -> VecDeque<String> {
-    path.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect()
+/// The non-empty components of a path, borrowed from it.
+fn components_of(path: &str) -> VecDeque<Cow<'_, str>> {
+    path.split('/').filter(|c| !c.is_empty()).map(Cow::Borrowed).collect()
 }
