@@ -612,11 +612,14 @@ impl Checker<'_> {
         self.mismatch(i, step, one_line(&expect_y(exp)), actual);
     }
 
+    /// Checks a tree read from the backend against the expected one. `pos` gives the
+    /// position to report; it is called only when the check fails (finding a position may
+    /// parse the scenario's text again).
     fn tree_check(
         &mut self,
         step: Option<(usize, &Step)>,
         what: &str,
-        pos: Option<Pos>,
+        pos: impl FnOnce() -> Option<Pos>,
         expected: &Option<TreeNode>,
         merged: Option<&MergedTree>,
         upper: Option<&FlatLayer>,
@@ -644,7 +647,7 @@ impl Checker<'_> {
             self.fail(
                 step,
                 what.to_owned(),
-                pos,
+                pos(),
                 "no expected tree; `ovlsim record` fills it in".into(),
                 Extra { diff: a.iter().map(|l| format!("+ {l}")).collect(), ..Extra::default() },
             );
@@ -655,7 +658,7 @@ impl Checker<'_> {
             self.fail(
                 step,
                 what.to_owned(),
-                pos,
+                pos(),
                 "the trees differ (- expected, + actual)".into(),
                 Extra { diff: diff(&e, &a, 3), ..Extra::default() },
             );
@@ -664,10 +667,10 @@ impl Checker<'_> {
 
     fn check(&mut self, i: usize, step: &Step, c: &Check, merged: Option<&MergedTree>, upper: Option<&FlatLayer>) {
         if let Some(exp) = &c.merged {
-            self.tree_check(Some((i, step)), "check merged", step.pos, exp, merged, None);
+            self.tree_check(Some((i, step)), "check merged", || step.pos, exp, merged, None);
         }
         if let Some(exp) = &c.upper {
-            self.tree_check(Some((i, step)), "check upper", step.pos, exp, None, upper);
+            self.tree_check(Some((i, step)), "check upper", || step.pos, exp, None, upper);
         }
     }
 }
@@ -729,13 +732,13 @@ pub(crate) fn check_trace(s: &Scenario, t: &Trace) -> Vec<Failure> {
         match result {
             Ok((merged, upper)) => {
                 if let Some(exp) = &fin.merged {
-                    let pos = s.locate(&[Seg::Key("final".into()), Seg::Key("merged".into())]);
+                    let pos = || s.locate(&[Seg::Key("final".into()), Seg::Key("merged".into())]);
                     if let Some(m) = merged {
                         c.tree_check(None, "final merged", pos, exp, Some(m), None);
                     }
                 }
                 if let Some(exp) = &fin.upper {
-                    let pos = s.locate(&[Seg::Key("final".into()), Seg::Key("upper".into())]);
+                    let pos = || s.locate(&[Seg::Key("final".into()), Seg::Key("upper".into())]);
                     if let Some(u) = upper {
                         c.tree_check(None, "final upper", pos, exp, None, Some(u));
                     }
