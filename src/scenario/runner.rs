@@ -126,6 +126,14 @@ fn expect_done<B: Backend + ?Sized>(b: &mut B, cmd: &Command, what: &str) -> Res
     }
 }
 
+/// Creates a layer ([`Command::Layer`]) and expects it done.
+fn expect_layer_done<B: Backend + ?Sized>(b: &mut B, name: &str, content: &FlatLayer) -> Result<(), String> {
+    match b.exec_layer(name, content).map_err(|e| e.to_string())? {
+        Reply::Done => Ok(()),
+        other => Err(protocol("Layer", &other)),
+    }
+}
+
 fn dump_merged<B: Backend + ?Sized>(b: &mut B) -> Result<MergedTree, String> {
     match exec(b, &Command::DumpMerged)? {
         Reply::Merged(t) => Ok(t),
@@ -150,8 +158,7 @@ pub(crate) fn execute<B: Backend + ?Sized>(
 ) -> Trace {
     let mut trace = Trace { backend: b.name().to_owned(), setup: Ok(()), steps: Vec::new(), final_trees: None };
     for (name, content) in &s.layers {
-        let cmd = Command::Layer { name: name.clone(), content: content.clone() };
-        if let Err(e) = expect_done(b, &cmd, "Layer") {
+        if let Err(e) = expect_layer_done(b, name, content) {
             trace.setup = Err(SetupError::Failed(format!("creating layer {name}: {e}")));
             return trace;
         }
@@ -236,8 +243,7 @@ fn run_step<B: Backend + ?Sized>(
         }
         Action::Edit { layer, replace, edits } => {
             if let Some(content) = replace {
-                let cmd = Command::Layer { name: layer.clone(), content: content.clone() };
-                expect_done(b, &cmd, "Layer")?;
+                expect_layer_done(b, layer, content)?;
             }
             for e in edits {
                 let cmd = Command::Edit { layer: layer.clone(), edit: e.clone() };
