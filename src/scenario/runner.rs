@@ -633,11 +633,11 @@ impl Checker<'_> {
         let actual_tree = match (merged, upper) {
             (Some(m), _) => {
                 let exp_labels: HashMap<String, String> = match expected {
-                    Some(t) => std::iter::once(("/".to_owned(), t))
+                    Some(t) if has_labels(t) => std::iter::once(("/".to_owned(), t))
                         .chain(walk(t))
                         .filter_map(|(p, n)| n.ino.clone().map(|l| (p, l)))
                         .collect(),
-                    None => HashMap::new(),
+                    _ => HashMap::new(),
                 };
                 let labels = &mut self.labels;
                 tree_from_merged(m, |path, ino| {
@@ -684,6 +684,11 @@ impl Checker<'_> {
             self.tree_check(Some((i, step)), "check upper", || step.pos, exp, None, upper);
         }
     }
+}
+
+/// Whether some node of `t` has an inode label.
+fn has_labels(t: &TreeNode) -> bool {
+    t.ino.is_some() || t.entries().is_some_and(|e| e.values().any(has_labels))
 }
 
 fn stat_matches(se: &StatExpect, st: &Stat, labels: &mut Labels) -> bool {
