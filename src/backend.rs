@@ -113,6 +113,12 @@ pub trait Backend {
     fn name(&self) -> &'static str;
     /// Carries out one command.
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError>;
+    /// Carries out [`Command::Layer`] with this name and content, as [`Backend::exec`]
+    /// does; a backend that only reads the content may override it to skip the copy that
+    /// building the command makes.
+    fn exec_layer(&mut self, name: &str, content: &FlatLayer) -> Result<Reply, BackendError> {
+        self.exec(&Command::Layer { name: name.to_owned(), content: content.clone() })
+    }
     /// The overlay events the last command caused, where the backend can tell (the model).
     fn events(&self) -> Vec<Event> {
         Vec::new()
@@ -245,6 +251,13 @@ impl ModelBackend {
         }
     }
 
+    /// [`Command::Layer`]: the named layer, built from `content` (only while unmounted).
+    fn create_layer(&mut self, name: &str, content: &FlatLayer) -> Result<Reply, BackendError> {
+        self.unmounted("creating a layer")?;
+        self.layers.insert(name.to_owned(), Layer::from_flat(content));
+        Ok(Reply::Done)
+    }
+
     fn named(&self, name: &str) -> Result<&Layer, BackendError> {
         self.layers.get(name).ok_or_else(|| BackendError::Usage(format!("no layer named {name:?}")))
     }
@@ -258,11 +271,7 @@ impl Backend for ModelBackend {
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         self.events.clear();
         match cmd {
-            Command::Layer { name, content } => {
-                self.unmounted("creating a layer")?;
-                self.layers.insert(name.clone(), Layer::from_flat(content));
-                Ok(Reply::Done)
-            }
+            Command::Layer { name, content } => self.create_layer(name, content),
             Command::Mount { lowers, upper, options } => {
                 self.unmounted("mount")?;
                 let lower_layers = lowers.iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
@@ -336,6 +345,11 @@ impl Backend for ModelBackend {
                 Ok(Reply::Merged(tree))
             }
         }
+    }
+
+    fn exec_layer(&mut self, name: &str, content: &FlatLayer) -> Result<Reply, BackendError> {
+        self.events.clear();
+        self.create_layer(name, content)
     }
 
     fn events(&self) -> Vec<Event> {

@@ -3,9 +3,9 @@
 //! and how two layers are compared: raw inode numbers, link counts and directory sizes are
 //! left out, because they follow from the structure.
 
-use super::{FileType, Inode, Layer, NodeKind};
+use super::{FileType, Ino, InoHash, Inode, Layer, NodeKind};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// One node of a flat layer.
@@ -113,24 +113,9 @@ impl FlatNode {
 impl Layer {
     /// The flat form of this layer.
     pub fn to_flat(&self) -> FlatLayer {
-        let mut first_seen: std::collections::HashMap<u64, String> = Default::default();
-        let mut entries = Vec::new();
-        for (path, ino) in self.walk_all() {
-            // Char 0/0 whiteouts are never grouped into hard links: the kernel makes every
-            // new whiteout a link to one shared inode, so links between them carry nothing.
-            if matches!(self.get(ino).kind, NodeKind::Char(0, 0)) {
-                entries.push(FlatEntry::Node { path, node: FlatNode::of(self.get(ino)) });
-                continue;
-            }
-            match first_seen.get(&ino) {
-                Some(to) => entries.push(FlatEntry::Link { path, to: to.clone() }),
-                None => {
-                    first_seen.insert(ino, path.clone());
-                    entries.push(FlatEntry::Node { path, node: FlatNode::of(self.get(ino)) });
-                }
-            }
-        }
-        FlatLayer { root: FlatNode::of(self.get(self.root())), entries }
+        let mut flat = FlatWriter { layer: self, first_seen: HashMap::default(), entries: Vec::new() };
+        flat.dir(self.root(), &mut String::new());
+        FlatLayer { root: FlatNode::of(self.get(self.root())), entries: flat.entries }
     }
 
     /// A layer built from its flat form, under a fresh identity.
@@ -145,17 +130,127 @@ impl Layer {
             root_inode.nlink = r.nlink;
             *r = root_inode;
         });
-        for entry in &flat.entries {
-            match entry {
-                FlatEntry::Node { path, node } => {
-                    layer.put(path, node.to_inode());
-                }
-                FlatEntry::Link { path, to } => {
-                    layer.put_link(path, to);
-                }
+        // While the entries come in walk order (each below a directory entry among the
+        // current one's ancestors, under a new name), each is created or linked in its
+        // parent directly, as `put` and `put_link` would after walking to that parent. From
+        // the first entry that does not, each is put by path, which also makes missing
+        // parents, replaces names and skips bad links.
+        let mut ancestors: Vec<(&str, Ino)> = Vec::new();
+        let mut entries = flat.entries.iter();
+        for entry in entries.by_ref() {
+            if !layer.add_in_walk_order(entry, &mut ancestors) {
+                layer.put_entry(entry);
+                break;
             }
         }
+        for entry in entries {
+            layer.put_entry(entry);
+        }
         layer
+    }
+}
+
+/// Writes a layer's entries in walk order ([`Layer::walk_all`]'s), a hard link as a link to
+/// the first path of its inode.
+struct FlatWriter<'l> {
+    layer: &'l Layer,
+    /// Each inode seen so far: the index of its node entry.
+    first_seen: HashMap<Ino, usize, InoHash>,
+    entries: Vec<FlatEntry>,
+}
+
+impl FlatWriter<'_> {
+    /// Writes the entries under directory `dir`, whose path is `path` (empty for the root).
+    fn dir(&mut self, dir: Ino, path: &mut String) {
+        let layer = self.layer;
+        let Some(children) = layer.get(dir).entries() else {
+            return;
+        };
+        for (name, &child) in children.iter() {
+            let len = path.len();
+            path.push('/');
+            path.push_str(name);
+            let inode = layer.get(child);
+            // Char 0/0 whiteouts are never grouped into hard links: the kernel makes every
+            // new whiteout a link to one shared inode, so links between them carry nothing.
+            let first = if matches!(inode.kind, NodeKind::Char(0, 0)) {
+                None
+            } else {
+                match self.first_seen.get(&child) {
+                    Some(&i) => Some(i),
+                    None => {
+                        self.first_seen.insert(child, self.entries.len());
+                        None
+                    }
+                }
+            };
+            let entry = match first {
+                Some(i) => FlatEntry::Link { path: path.clone(), to: self.entries[i].path().to_owned() },
+                None => FlatEntry::Node { path: path.clone(), node: FlatNode::of(inode) },
+            };
+            self.entries.push(entry);
+            if inode.is_dir() {
+                self.dir(child, path);
+            }
+            path.truncate(len);
+        }
+    }
+}
+
+impl Layer {
+    /// Puts one entry of a flat layer by its path.
+    fn put_entry(&mut self, entry: &FlatEntry) {
+        match entry {
+            FlatEntry::Node { path, node } => {
+                self.put(path, node.to_inode());
+            }
+            FlatEntry::Link { path, to } => {
+                self.put_link(path, to);
+            }
+        }
+    }
+
+    /// Adds `entry` in its parent if the parent is one of `ancestors` (the directories made
+    /// by earlier entries from the root down, by path), the name is free, and, for a link,
+    /// the target is a non-directory; then `entry`'s directory, if it is one, becomes the
+    /// last ancestor. Returns whether it did; if not, nothing has changed.
+    fn add_in_walk_order<'f>(&mut self, entry: &'f FlatEntry, ancestors: &mut Vec<(&'f str, Ino)>) -> bool {
+        let path = entry.path();
+        let Some(cut) = path.rfind('/') else {
+            return false;
+        };
+        let (parent_path, name) = (&path[..cut], &path[cut + 1..]);
+        if name.is_empty() || !path.starts_with('/') {
+            return false;
+        }
+        let dir = if parent_path.is_empty() {
+            ancestors.clear();
+            self.root()
+        } else {
+            match ancestors.iter().rposition(|(p, _)| *p == parent_path) {
+                Some(k) => {
+                    ancestors.truncate(k + 1);
+                    ancestors[k].1
+                }
+                None => return false,
+            }
+        };
+        if self.child(dir, name).is_some() {
+            return false;
+        }
+        match entry {
+            FlatEntry::Node { node, .. } => {
+                let ino = self.create(dir, name, node.to_inode());
+                if self.get(ino).is_dir() {
+                    ancestors.push((path, ino));
+                }
+            }
+            FlatEntry::Link { to, .. } => match self.walk(super::components(to)) {
+                Some(ino) if !self.get(ino).is_dir() => self.link(dir, name, ino),
+                _ => return false,
+            },
+        }
+        true
     }
 }
 
@@ -178,5 +273,71 @@ mod tests {
         assert_eq!(back.get(back.walk(["f"]).unwrap()).nlink, 2);
         let links: Vec<_> = flat.entries.iter().filter(|e| matches!(e, FlatEntry::Link { .. })).collect();
         assert_eq!(links, [&FlatEntry::Link { path: "/f".into(), to: "/d/f2".into() }]);
+    }
+
+    /// The layer `from_flat` built before it had a fast path: every entry put by path.
+    fn put_each(flat: &FlatLayer) -> Layer {
+        let mut layer = Layer::new();
+        let root = layer.root();
+        let mut root_inode = flat.root.to_inode();
+        layer.update(root, |r| {
+            root_inode.kind = r.kind.clone();
+            root_inode.nlink = r.nlink;
+            *r = root_inode;
+        });
+        for entry in &flat.entries {
+            match entry {
+                FlatEntry::Node { path, node } => {
+                    layer.put(path, node.to_inode());
+                }
+                FlatEntry::Link { path, to } => {
+                    layer.put_link(path, to);
+                }
+            }
+        }
+        layer
+    }
+
+    /// A layer's every path with its inode number and inode, and the flat form.
+    fn shape(l: &Layer) -> (Vec<(String, Ino, Inode)>, FlatLayer) {
+        let all = l.walk_all().into_iter().map(|(p, i)| (p, i, l.get(i).clone())).collect();
+        (all, l.to_flat())
+    }
+
+    #[test]
+    fn building_entry_by_entry_equals_putting_each_path() {
+        let node = |kind: FileType| FlatNode {
+            kind,
+            mode: 0o2755,
+            uid: 1,
+            gid: 2,
+            data: (kind == FileType::File).then(|| b"x".to_vec()),
+            target: None,
+            rdev: None,
+            xattrs: BTreeMap::from([("user.a".to_owned(), b"v".to_vec())]),
+        };
+        let n = |p: &str, k: FileType| FlatEntry::Node { path: p.into(), node: node(k) };
+        let l = |p: &str, to: &str| FlatEntry::Link { path: p.into(), to: to.into() };
+        use FileType::{Char, Dir, File};
+        let cases: Vec<Vec<FlatEntry>> = vec![
+            vec![],
+            vec![n("/d", Dir), n("/d/f", File), l("/d/g", "/d/f"), l("/h", "/d/g"), n("/w", Char)],
+            // Missing parents, made as plain directories.
+            vec![n("/a/b/c", File), n("/a/x", File)],
+            // A replaced name, a file given as a parent, a directory replaced by a file.
+            vec![n("/f", File), n("/f", Dir), n("/f/g", File)],
+            vec![n("/f", File), n("/f/g", File)],
+            vec![n("/d", Dir), n("/d/f", File), n("/d", File), l("/e", "/d/f")],
+            // Links to a directory, to nothing, to a later path, and over the target itself.
+            vec![n("/d", Dir), l("/e", "/d"), l("/x", "/nope"), l("/y", "/z"), n("/z", File), l("/z", "/z")],
+            vec![n("/f", File), l("/f/g", "/f")],
+            // Paths not written canonically.
+            vec![n("/d", Dir), n("//d/f", File), n("/d//g", File), n("/d/h/", File), n("d/i", File)],
+            vec![n("/d", Dir), n("/d/f", File), l("/g", "/d//f"), n("/./x", File), n("/..", File)],
+        ];
+        for entries in cases {
+            let flat = FlatLayer { root: node(Dir), entries };
+            assert_eq!(shape(&Layer::from_flat(&flat)), shape(&put_each(&flat)), "{flat:?}");
+        }
     }
 }
