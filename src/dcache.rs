@@ -107,7 +107,7 @@ impl CachePolicy {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     stacks: HashMap<StackKey, Names>,
     answers: usize,
@@ -115,9 +115,19 @@ struct Inner {
 }
 
 /// The answers of the lower half of lookups, for one mount and all its clones.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct DentryCache {
     inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for DentryCache {
+    /// The number of answers only: the answers themselves are not worth printing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.inner.try_lock() {
+            Ok(inner) => write!(f, "DentryCache({} answers)", inner.answers),
+            Err(_) => write!(f, "DentryCache(busy)"),
+        }
+    }
 }
 
 impl DentryCache {
@@ -152,5 +162,84 @@ impl DentryCache {
     /// How many answers are kept.
     pub(crate) fn len(&self) -> usize {
         self.lock().answers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::layer::{Inode, Layer};
+    use crate::{CachePolicy, Op, Options, Outcome, Overlay};
+
+    /// Two lowers whose `/d` merges; the top one's carries `opaque=x`, so a lookup through it
+    /// flags lower 0 as holding xattr whiteouts.
+    fn xwhiteout_stack() -> Overlay {
+        let mut top = Layer::new();
+        top.put("/d/f", Inode::file(b"top", 0o644));
+        let d = top.walk(["d"]).expect("/d");
+        top.set_xattr(d, "trusted.overlay.opaque", b"x");
+        let mut bottom = Layer::new();
+        bottom.put("/d/g", Inode::file(b"bottom", 0o644));
+        let mut ov = Overlay::mount(vec![top, bottom], Some(Layer::new()), Options::default()).expect("mount");
+        ov.set_cache_policy(CachePolicy::Always);
+        ov
+    }
+
+    fn stat(ov: &mut Overlay, path: &str) -> Outcome {
+        ov.apply(&Op::Stat { path: path.into() })
+    }
+
+    #[test]
+    fn clones_share_answers_and_a_hit_replays_the_xwhiteout_flag() {
+        let mut first = xwhiteout_stack();
+        let mut forked = first.clone();
+        let mut uncached = first.clone();
+        uncached.set_cache_policy(CachePolicy::Off);
+        assert!(!forked.has_xwhiteouts(0));
+
+        let answer = stat(&mut first, "/d/g");
+        assert!(matches!(answer, Outcome::Stat(_)), "{answer:?}");
+        assert!(first.has_xwhiteouts(0), "the lookup of /d met opaque=x in lower 0");
+        let kept = forked.cached_lookups();
+        assert!(kept >= 2, "the fork sees the answers its sibling made ({kept})");
+
+        // The fork answers from the cache: the same answer, and the same flag set.
+        assert_eq!(stat(&mut forked, "/d/g"), answer);
+        assert_eq!(forked.cached_lookups(), kept, "every lookup of the fork was a hit");
+        assert!(forked.has_xwhiteouts(0), "a hit replays the flag the probe would set");
+
+        assert_eq!(stat(&mut uncached, "/d/g"), answer);
+        assert!(uncached.has_xwhiteouts(0));
+        assert_eq!(first.apply(&Op::Readdir { path: "/d".into() }), uncached.apply(&Op::Readdir { path: "/d".into() }));
+    }
+
+    #[test]
+    fn drop_caches_empties_one_clone_only() {
+        let mut ov = xwhiteout_stack();
+        assert!(matches!(stat(&mut ov, "/d/f"), Outcome::Stat(_)));
+        let mut cold = ov.clone();
+        cold.drop_caches();
+        assert_eq!(cold.cached_lookups(), 0);
+        assert!(ov.cached_lookups() > 0);
+        assert_eq!(stat(&mut cold, "/d/f"), stat(&mut ov, "/d/f"));
+        assert!(cold.cached_lookups() > 0, "the cold clone fills its own cache again");
+    }
+
+    #[test]
+    fn the_default_policy_caches_only_deep_stacks() {
+        let lowers = |n: usize| {
+            (0..n).map(|i| {
+                let mut l = Layer::new();
+                l.put(&format!("/d/f{i}"), Inode::file(b"x", 0o644));
+                l
+            })
+        };
+        let mut shallow =
+            Overlay::mount(lowers(super::AUTO_MIN_LAYERS - 1).collect(), None, Options::default()).expect("mount");
+        assert!(matches!(stat(&mut shallow, "/d/f0"), Outcome::Stat(_)));
+        assert_eq!(shallow.cached_lookups(), 0);
+        let mut deep =
+            Overlay::mount(lowers(super::AUTO_MIN_LAYERS).collect(), None, Options::default()).expect("mount");
+        assert!(matches!(stat(&mut deep, "/d/f0"), Outcome::Stat(_)));
+        assert!(deep.cached_lookups() > 0);
     }
 }

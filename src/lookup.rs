@@ -326,7 +326,8 @@ impl Overlay {
                 _ => i += 1,
             }
         }
-        Ok(LowerAnswer { stack: stack.into(), is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
+        let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { stack.into() };
+        Ok(LowerAnswer { stack, is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
     }
 
     /// Records the origin of a merged directory whose upper has none (an upper made
