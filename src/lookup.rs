@@ -115,6 +115,8 @@ struct LookupData<'a> {
     redirect: Option<String>,
     metacopy: bool,
     xwhiteouts: bool,
+    /// The directory the last probe found carries `opaque=x` (at any depth of a redirect).
+    found_xwhiteouts: bool,
 }
 
 /// Which layer a lookup step is in.
@@ -191,6 +193,7 @@ impl Overlay {
             redirect: None,
             metacopy: false,
             xwhiteouts: false,
+            found_xwhiteouts: false,
         };
         let mut poe = Arc::clone(&parent.lowers);
         let mut upper = None;
@@ -306,7 +309,7 @@ impl Overlay {
             if d.metacopy && !self.options.metacopy {
                 return Err(Errno::EPERM);
             }
-            if !last && self.lowers[lower.layer].get(this).is_dir() && self.is_xwhiteouts_dir(lower.layer, this) {
+            if !last && d.found_xwhiteouts {
                 self.flag_xwhiteouts(lower.layer);
                 flagged.push(lower.layer);
             }
@@ -345,11 +348,6 @@ impl Overlay {
         if let Some(p) = parent_upper {
             layer.update(p, |i| i.impure = true);
         }
-    }
-
-    /// Whether lower `layer`'s directory `ino` carries `opaque=x`.
-    fn is_xwhiteouts_dir(&self, layer: usize, ino: Ino) -> bool {
-        whiteout::opaque_value(self, self.lowers[layer].get(ino)) == Some(b'x')
     }
 
     /// Finds the copy-up origin of an upper non-directory among the mounted lowers
@@ -418,6 +416,7 @@ impl Overlay {
     ) -> SysResult<Option<Ino>> {
         let layer = self.which(which);
         let last_element = post.is_empty();
+        d.found_xwhiteouts = false;
         if name.len() > NAME_LEN_MAX {
             return Ok(None);
         }
@@ -444,6 +443,7 @@ impl Overlay {
             return Ok(Some(ino));
         }
         let val = whiteout::opaque_value(self, inode);
+        d.found_xwhiteouts = val == Some(b'x');
         if last_element && which != Which::Upper && val == Some(b'x') {
             d.xwhiteouts = true;
         } else if val == Some(b'y') {
