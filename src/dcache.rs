@@ -7,7 +7,7 @@
 //! the private xattrs are fixed at mount. So what the lower probe finds is a function of four
 //! things only: the parent's lower stack, the name probed for (after an upper redirect),
 //! whether the upper found a directory there, and whether the stack is the lower roots.
-//! [`DentryCache`] keeps that function's answers. The upper is probed on every lookup: it
+//! `DentryCache` keeps that function's answers. The upper is probed on every lookup: it
 //! changes.
 //!
 //! The one side effect of the lower probe, flagging a lower layer that holds `opaque=x`

@@ -4,7 +4,11 @@
 //! The invariants:
 //! - **no panic** (a panic is a broken model invariant, never an errno);
 //! - **determinism**: the same command on a clone of the state gives the same answer and the
-//!   same upper layer;
+//!   same upper layer (the clone shares the lookup cache the first run filled, so it answers
+//!   from hits);
+//! - **the lookup cache changes no answer**: the model runs with every lookup through the
+//!   cache ([`CachePolicy::Always`]), and the same command on a clone without it
+//!   ([`CachePolicy::Off`]) gives the same answer;
 //! - **reads change nothing**: `stat`, `lstat`, `read`, `readlink`, `readdir`, `getxattr`,
 //!   `listxattr` and a plain read-only `open` leave the upper layer as it was
 //!   (overlayfs.rst, "Non-directories": only writes copy up);

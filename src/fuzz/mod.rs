@@ -15,8 +15,8 @@
 //! - [`compare`]: every answer compared exactly, except `st_ino`, which is compared as an
 //!   identity: each side's inode numbers are labelled by first sighting and the labels must
 //!   match.
-//! - [`invariants`]: the model-only mode's checks (no panic, determinism, reads change
-//!   nothing, well-formed layers).
+//! - [`invariants`]: the model-only mode's checks (no panic, determinism, the lookup cache
+//!   changes no answer, reads change nothing, well-formed layers).
 //! - [`shrink`]: a second shrinking pass over the whole case (steps, layers, entries,
 //!   xattrs, options), because proptest stops shrinking a state machine's initial state
 //!   early.

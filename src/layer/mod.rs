@@ -458,7 +458,7 @@ impl Layer {
     }
 
     /// Puts `inode` at `path` (`/`-separated, from the root), creating missing parents as
-    /// directories with mode 0755 (see [`Layer::new_parent`]) and replacing whatever was
+    /// directories with mode 0755 (see `Layer::new_parent`) and replacing whatever was
     /// there. For building layers and for offline edits.
     ///
     /// # Panics
