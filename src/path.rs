@@ -79,9 +79,10 @@ impl Overlay {
     /// and the lookup errors of [`Overlay::lookup_child`].
     pub(crate) fn resolve(&mut self, path: &str, follow: Follow) -> SysResult<Chain> {
         check_len(path)?;
-        let mut chain = vec![self.root_dentry()];
-        let mut links = 0;
         let comps = components_of(path);
+        let mut chain = Vec::with_capacity(comps.len() + 1);
+        chain.push(self.root_dentry());
+        let mut links = 0;
         let dir_required = path.ends_with('/');
         self.walk(&mut chain, comps, follow == Follow::Yes, dir_required, &mut links)?;
         Ok(chain)
@@ -99,7 +100,8 @@ impl Overlay {
             Some(c) if c == ".." => Last::DotDot,
             Some(name) => Last::Norm { name: name.into_owned(), slash },
         };
-        let mut chain = vec![self.root_dentry()];
+        let mut chain = Vec::with_capacity(comps.len() + 1);
+        chain.push(self.root_dentry());
         let mut links = 0;
         if !comps.is_empty() {
             self.walk(&mut chain, comps, true, true, &mut links)?;
@@ -173,5 +175,7 @@ impl Overlay {
 
 /// The non-empty components of a path, borrowed from it.
 fn components_of(path: &str) -> VecDeque<Cow<'_, str>> {
-    path.split('/').filter(|c| !c.is_empty()).map(Cow::Borrowed).collect()
+    let mut comps = VecDeque::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+    comps.extend(path.split('/').filter(|c| !c.is_empty()).map(Cow::Borrowed));
+    comps
 }
