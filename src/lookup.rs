@@ -11,6 +11,7 @@ use crate::errno::{Errno, SysResult};
 use crate::layer::{FileType, Ino, Inode, Layer};
 use crate::overlay::Overlay;
 use crate::whiteout;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
@@ -290,7 +291,8 @@ impl Overlay {
         d: &mut LookupData,
         follow: bool,
     ) -> SysResult<LowerAnswer> {
-        let mut stack: Vec<LowerPath> = Vec::new();
+        // Most stacks hold one or two layers: kept inline until the one `Arc` is made.
+        let mut stack: SmallVec<[LowerPath; 4]> = SmallVec::new();
         let mut flagged = Vec::new();
         let mut i = 0;
         while !d.stop && i < poe.len() {
@@ -329,7 +331,7 @@ impl Overlay {
                 _ => i += 1,
             }
         }
-        let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { stack.into() };
+        let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { Arc::from(&stack[..]) };
         Ok(LowerAnswer { stack, is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
     }
 

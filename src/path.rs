@@ -11,7 +11,6 @@ use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
 use std::borrow::Cow;
-use std::collections::VecDeque;
 
 /// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
 pub const SYMLINK_COUNT_MAX: u32 = 40;
@@ -79,7 +78,7 @@ impl Overlay {
     /// and the lookup errors of [`Overlay::lookup_child`].
     pub(crate) fn resolve(&mut self, path: &str, follow: Follow) -> SysResult<Chain> {
         check_len(path)?;
-        let comps = components_of(path);
+        let comps = pending_of(path);
         let mut chain = Vec::with_capacity(comps.len() + 1);
         chain.push(self.root_dentry());
         let mut links = 0;
@@ -92,9 +91,9 @@ impl Overlay {
     /// (kernel: `filename_parentat`). The parent chain ends with a directory.
     pub(crate) fn resolve_parent(&mut self, path: &str) -> SysResult<(Chain, Last)> {
         check_len(path)?;
-        let mut comps = components_of(path);
+        let mut comps = pending_of(path);
         let slash = path.ends_with('/');
-        let last = match comps.pop_back() {
+        let last = match (!comps.is_empty()).then(|| comps.remove(0)) {
             None => Last::Root,
             Some(c) if c == "." => Last::Dot,
             Some(c) if c == ".." => Last::DotDot,
@@ -113,12 +112,12 @@ impl Overlay {
     fn walk(
         &mut self,
         chain: &mut Chain,
-        mut comps: VecDeque<Cow<'_, str>>,
+        mut comps: Pending<'_>,
         follow_last: bool,
         mut dir_required: bool,
         links: &mut u32,
     ) -> SysResult<()> {
-        while let Some(comp) = comps.pop_front() {
+        while let Some(comp) = comps.pop() {
             let is_last = comps.is_empty();
             if comp == "." {
                 continue;
@@ -146,10 +145,7 @@ impl Overlay {
                 if is_last && target.ends_with('/') {
                     dir_required = true;
                 }
-                let mut body: VecDeque<Cow<'_, str>> =
-                    components_of(&target).into_iter().map(|c| Cow::Owned(c.into_owned())).collect();
-                body.append(&mut comps);
-                comps = body;
+                comps.extend(target.rsplit('/').filter(|c| !c.is_empty()).map(|c| Cow::Owned(c.to_owned())));
                 continue;
             }
             if !is_last && ftype != FileType::Dir {
@@ -173,9 +169,14 @@ impl Overlay {
     }
 }
 
-/// The non-empty components of a path, borrowed from it.
-fn components_of(path: &str) -> VecDeque<Cow<'_, str>> {
-    let mut comps = VecDeque::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
-    comps.extend(path.split('/').filter(|c| !c.is_empty()).map(Cow::Borrowed));
+/// The components a walk has still to look up, the next one last, so that a symlink's
+/// target goes on top of what follows it.
+type Pending<'p> = Vec<Cow<'p, str>>;
+
+/// The non-empty components of a path, borrowed from it, as [`Pending`] (the first one
+/// last).
+fn pending_of(path: &str) -> Pending<'_> {
+    let mut comps = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+    comps.extend(path.rsplit('/').filter(|c| !c.is_empty()).map(Cow::Borrowed));
     comps
 }
