@@ -26,6 +26,7 @@
 //! | [`mount`] | options and their validation | `params.c` |
 //! | [`path`] | resolution in the merged namespace | `fs/namei.c` |
 //! | [`lookup`] | per-name merge across layers | `namei.c` |
+//! | [`dcache`] | the lower half of lookups, kept per mount ([`CachePolicy`]) | `fs/dcache.c` |
 //! | [`copy_up`] | copy-up, parents first | `copy_up.c` |
 //! | [`whiteout`] | whiteouts, opaque directories, private xattrs | `dir.c`, `util.c`, `xattrs.c` |
 //! | [`readdir`] | merged listing, empty-directory check | `readdir.c` |
