@@ -152,13 +152,28 @@ impl Overlay {
     }
 
     /// Puts a whiteout at `name` in upper directory `dir`, replacing what is there (kernel:
-    /// `ovl_cleanup_and_whiteout`, `ovl_whiteout`).
+    /// `ovl_cleanup_and_whiteout`, `ovl_whiteout`). It is made in the work directory and
+    /// moved in, so it belongs to root and root's group, whatever `dir` is.
     pub(crate) fn put_whiteout(&mut self, dir: Ino, name: &str, path: String) {
         let upper = self.upper_mut();
         if upper.child(dir, name).is_some() {
             upper.unlink(dir, name);
         }
         upper.create(dir, name, Inode::whiteout());
+        self.events.push(Event::Whiteout { path });
+    }
+
+    /// Puts the whiteout that a rename leaves at its source name `name` in upper directory
+    /// `dir` (kernel: `ovl_rename` asks the upper filesystem for `RENAME_WHITEOUT`). The
+    /// upper filesystem makes it in `dir` itself (tmpfs: `shmem_whiteout`, then
+    /// `inode_init_owner`), so a set-group-ID `dir` gives it its group.
+    /// NOTE(kernel): observed on 6.18 (found by the fuzzer); the whiteouts of unlink and
+    /// rmdir ([`Overlay::put_whiteout`]) keep root's group.
+    pub(crate) fn put_rename_whiteout(&mut self, dir: Ino, name: &str, path: String) {
+        let upper = self.upper_mut();
+        let parent = upper.get(dir);
+        let gid = if parent.mode & 0o2000 != 0 { parent.gid } else { 0 };
+        upper.create(dir, name, Inode { gid, ..Inode::whiteout() });
         self.events.push(Event::Whiteout { path });
     }
 

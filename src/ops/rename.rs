@@ -200,7 +200,7 @@ impl Overlay {
         }
         upper.rename(old_dir, &old.name, new_dir, &new.name);
         if whiteout_source {
-            self.put_whiteout(old_dir, &old.name, old_path);
+            self.put_rename_whiteout(old_dir, &old.name, old_path);
         }
         Ok(())
     }
