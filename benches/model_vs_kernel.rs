@@ -20,13 +20,10 @@
 mod common;
 
 use criterion::{BenchmarkId, SamplingMode};
-use ovlsim::backend::{Backend, BackendError, Command, ModelBackend, Reply};
-use ovlsim::fuzz::case::final_commands;
+use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
 use ovlsim::fuzz::gen;
 use ovlsim::kernel::{KernelBackend, WORKER_ENV};
 use ovlsim::scenario::{self, Scenario};
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -38,27 +35,6 @@ fn scenarios() -> Vec<Scenario> {
         return Vec::new();
     }
     scenario::find_files(&[spec]).expect("list spec/").iter().filter_map(|p| scenario::load(p).ok()).collect()
-}
-
-/// Case `seed`: its commands, or `None` when the model refuses its first mount or does not
-/// model it.
-fn case(seed: u64) -> Option<Vec<Command>> {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    let start = gen::case_start().new_tree(&mut runner).expect("a case start").current();
-    let ops = proptest::collection::vec(gen::op(), CASE_OPS).new_tree(&mut runner).expect("operations").current();
-    let mut commands = start.setup();
-    let mut model = ModelBackend::new();
-    for c in &commands {
-        match model.exec(c) {
-            Ok(Reply::Done) => {}
-            _ => return None,
-        }
-    }
-    commands.extend(ops.into_iter().map(Command::Op));
-    commands.extend(final_commands(true, &start.layer_names()));
-    Some(commands)
 }
 
 /// Runs a case's commands; harness errors are answers here, as in the fuzzer.
@@ -97,7 +73,8 @@ fn main() {
     // Quick mode replays a few scenarios only: each one starts a kernel worker.
     let suite: Vec<Scenario> = scenarios().into_iter().take(common::size(usize::MAX, 8)).collect();
     let case_count = common::size(20, 3);
-    let cases: Vec<Vec<Command>> = (0u64..).filter_map(case).take(case_count).collect();
+    let cases: Vec<Vec<Command>> =
+        (0u64..).filter_map(|seed| gen::seeded_commands(seed, CASE_OPS)).take(case_count).collect();
     println!(
         "model_vs_kernel: {} scenarios from spec/, {} generated cases of {CASE_OPS} operations",
         suite.len(),

@@ -6,12 +6,9 @@
 //! under callgrind: `valgrind --tool=callgrind --toggle-collect='profile_model::run_*'
 //! target/release/examples/profile_model both 3`.
 
-use ovlsim::backend::{Backend, BackendError, Command, ModelBackend, Reply};
-use ovlsim::fuzz::case::final_commands;
+use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
 use ovlsim::fuzz::gen;
 use ovlsim::scenario::{self, Scenario};
-use proptest::strategy::{Strategy, ValueTree};
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,27 +20,6 @@ const CASE_OPS: usize = 20;
 fn scenarios() -> Vec<Scenario> {
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec");
     scenario::find_files(&[spec]).expect("list spec/").iter().filter_map(|p| scenario::load(p).ok()).collect()
-}
-
-/// Case `seed` as the bench makes it: its commands, or `None` when the model refuses its
-/// first mount or does not model it.
-fn case(seed: u64) -> Option<Vec<Command>> {
-    let mut bytes = [0u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    let start = gen::case_start().new_tree(&mut runner).expect("a case start").current();
-    let ops = proptest::collection::vec(gen::op(), CASE_OPS).new_tree(&mut runner).expect("operations").current();
-    let mut commands = start.setup();
-    let mut model = ModelBackend::new();
-    for c in &commands {
-        match model.exec(c) {
-            Ok(Reply::Done) => {}
-            _ => return None,
-        }
-    }
-    commands.extend(ops.into_iter().map(Command::Op));
-    commands.extend(final_commands(true, &start.layer_names()));
-    Some(commands)
 }
 
 /// Replays every scenario `rounds` times on a fresh model; the number of failed scenarios.
@@ -87,7 +63,8 @@ fn main() {
         println!("scenarios: {} x {rounds}, {failed} failed, {per:.1} µs per scenario", suite.len());
     }
     if what == "cases" || what == "both" {
-        let cases: Vec<Vec<Command>> = (0u64..).filter_map(case).take(20).collect();
+        let cases: Vec<Vec<Command>> =
+            (0u64..).filter_map(|seed| gen::seeded_commands(seed, CASE_OPS)).take(20).collect();
         let t = Instant::now();
         let failed = run_cases(&cases, rounds);
         let per = t.elapsed().as_secs_f64() * 1e6 / (rounds * cases.len()).max(1) as f64;

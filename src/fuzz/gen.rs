@@ -286,6 +286,31 @@ pub fn case_start() -> impl Strategy<Value = CaseStart> {
         })
 }
 
+/// Case `seed` of a fixed stream, as commands: a [`case_start`] and `ops` operations drawn
+/// from a ChaCha generator seeded with `seed`, then the final dumps
+/// ([`super::case::final_commands`]). `None` when the model refuses the case's first mount
+/// or does not model it. The benchmarks replay this stream on the model and on the kernel.
+pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
+    use crate::backend::{Backend, ModelBackend, Reply};
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    let start = case_start().new_tree(&mut runner).ok()?.current();
+    let ops = proptest::collection::vec(op(), ops).new_tree(&mut runner).ok()?.current();
+    let mut commands = start.setup();
+    let mut model = ModelBackend::new();
+    for c in &commands {
+        if !matches!(model.exec(c), Ok(Reply::Done)) {
+            return None;
+        }
+    }
+    commands.extend(ops.into_iter().map(Command::Op));
+    commands.extend(super::case::final_commands(true, &start.layer_names()));
+    Some(commands)
+}
+
 /// A path in the merged view: mostly `/x`, `/x/y` or `/x/y/z` over [`NAMES`]; sometimes a
 /// trailing slash, a `..` or `.` component, or the root itself.
 pub fn path() -> impl Strategy<Value = String> {

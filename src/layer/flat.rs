@@ -118,18 +118,23 @@ impl Layer {
         FlatLayer { root: FlatNode::of(self.get(self.root())), entries: flat.entries }
     }
 
-    /// A layer built from its flat form, under a fresh identity.
-    ///
-    /// Entries must come parents first; a link to a path not seen yet is skipped.
-    pub fn from_flat(flat: &FlatLayer) -> Layer {
+    /// An empty layer whose root has the attributes of `root` (mode, owner, xattrs).
+    fn with_root_of(root: &FlatNode) -> Layer {
         let mut layer = Layer::new();
-        let root = layer.root();
-        let mut root_inode = flat.root.to_inode();
-        layer.update(root, |r| {
+        let mut root_inode = root.to_inode();
+        layer.update(layer.root(), |r| {
             root_inode.kind = r.kind.clone();
             root_inode.nlink = r.nlink;
             *r = root_inode;
         });
+        layer
+    }
+
+    /// A layer built from its flat form, under a fresh identity.
+    ///
+    /// Entries must come parents first; a link to a path not seen yet is skipped.
+    pub fn from_flat(flat: &FlatLayer) -> Layer {
+        let mut layer = Layer::with_root_of(&flat.root);
         // While the entries come in walk order (each below a directory entry among the
         // current one's ancestors, under a new name), each is created or linked in its
         // parent directly, as `put` and `put_link` would after walking to that parent. From
@@ -277,14 +282,7 @@ mod tests {
 
     /// The layer `from_flat` built before it had a fast path: every entry put by path.
     fn put_each(flat: &FlatLayer) -> Layer {
-        let mut layer = Layer::new();
-        let root = layer.root();
-        let mut root_inode = flat.root.to_inode();
-        layer.update(root, |r| {
-            root_inode.kind = r.kind.clone();
-            root_inode.nlink = r.nlink;
-            *r = root_inode;
-        });
+        let mut layer = Layer::with_root_of(&flat.root);
         for entry in &flat.entries {
             match entry {
                 FlatEntry::Node { path, node } => {
