@@ -135,8 +135,9 @@ pub fn leaf_node() -> impl Strategy<Value = FlatNode> {
         2 => xwhiteout_node(),
         1 => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
         // No metacopy files: their lookup is EPERM (pinned in spec/), and when readdir meets
-        // two of them in a directory with xattr whiteouts, whether it fails depends on how
-        // the kernel's getdents batches entries, which is out of the model's contract.
+        // two of them in a directory with xattr whiteouts, whether it fails depends on the
+        // order of the directory's entries, which the model does not keep (see
+        // `machine::readdir_order_decides`).
     ]
 }
 

@@ -269,8 +269,10 @@ impl ReferenceStateMachine for ModelMachine {
     fn preconditions(state: &RefState, transition: &Command) -> bool {
         match transition {
             Command::Op(_) | Command::Unmount | Command::DumpMerged => state.mounted,
-            Command::Mount { lowers, upper, .. } => {
-                !state.mounted && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
+            Command::Mount { lowers, upper, options } => {
+                !state.mounted
+                    && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
+                    && !readdir_order_decides(state, upper.as_deref(), options)
             }
             Command::Edit { layer, edit } => {
                 !state.mounted
@@ -283,6 +285,32 @@ impl ReferenceStateMachine for ModelMachine {
             Command::Layer { .. } => false,
         }
     }
+}
+
+/// Whether a mount would let a readdir's answer depend on the order of entries in an upper
+/// directory, which the model does not keep: an upper directory holding two or more
+/// redirected subdirectories, mounted with a `redirect_dir` that does not follow, where
+/// each of their lookups is EPERM.
+/// NOTE(kernel): readdir of an impure merged directory looks its upper entries up again. A
+/// failed lookup ends the current `getdents64` call; the error reaches the caller only when
+/// that call has returned nothing yet, and the entry is skipped by the next call. So a
+/// listing fails when two failing entries follow each other in tmpfs's order, with no
+/// listed entry between them, and succeeds without them otherwise (observed on 6.18;
+/// `fs/overlayfs/readdir.c`, `ovl_iterate_merged`, `ovl_cache_update`; `fs/readdir.c`).
+/// The same holds for two metacopy files in a directory with xattr whiteouts, which the
+/// generator never makes.
+fn readdir_order_decides(state: &RefState, upper: Option<&str>, options: &crate::mount::Options) -> bool {
+    if options.redirect_dir.follows() {
+        return false;
+    }
+    let Some(layer) = upper.and_then(|u| state.model.layer(u)) else { return false };
+    let redirected = |ino| {
+        let inode = layer.get(ino);
+        inode.is_dir() && [gen::REDIRECT, "user.overlay.redirect"].iter().any(|x| inode.xattr(x).is_some())
+    };
+    layer.walk_all().into_iter().any(|(_, ino)| {
+        layer.get(ino).entries().is_some_and(|e| e.values().filter(|&&child| redirected(child)).nth(1).is_some())
+    })
 }
 
 /// The kernel as the system under test.
