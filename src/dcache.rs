@@ -76,7 +76,7 @@ type Names = HashMap<Box<str>, [Option<LowerAnswer>; 4]>;
 
 /// The most answers kept, and the most lower entries their stacks may hold together; past
 /// either, the cache starts again empty (as memory pressure shrinks the kernel's dcache).
-/// An answer is about 100 bytes and a stack entry 16, so the cache stays under about 200 MiB.
+/// An answer is about 100 bytes and a stack entry 16, so the cache stays under about 250 MiB.
 const ANSWERS_MAX: usize = 1 << 20;
 const STACK_ENTRIES_MAX: usize = 1 << 23;
 
