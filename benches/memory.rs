@@ -58,6 +58,22 @@ fn small_lower() -> Layer {
     l
 }
 
+/// The RSS growth of `snaps` snapshots of `ov`, each a clone of the one before plus one
+/// write to a different file of the `n` big ones; all are kept alive until measured.
+fn snapshot_growth(ov: Overlay, n: usize, snaps: usize) -> u64 {
+    let mut kept = Vec::with_capacity(snaps + 1);
+    kept.push(ov);
+    let before = rss();
+    for i in 0..snaps {
+        let mut next = kept.last().expect("first").clone();
+        assert_eq!(next.apply(&write(big_path(i * (n / snaps)))), Outcome::Ok);
+        kept.push(next);
+    }
+    let after = rss();
+    black_box(&kept);
+    after.saturating_sub(before)
+}
+
 /// Runs one phase and prints `bytes count` on stdout: the RSS growth and what it is for.
 fn phase(name: &str) {
     let (n, snaps) = sizes();
@@ -78,31 +94,11 @@ fn phase(name: &str) {
         }
         "snapshots_lower" => {
             let ov = Overlay::mount(vec![big_layer(n)], Some(Layer::new()), Options::default()).expect("mount");
-            let mut snaps_v = Vec::with_capacity(snaps + 1);
-            snaps_v.push(ov);
-            let before = rss();
-            for i in 0..snaps {
-                let mut next = snaps_v.last().expect("first").clone();
-                assert_eq!(next.apply(&write(big_path(i * (n / snaps)))), Outcome::Ok);
-                snaps_v.push(next);
-            }
-            let after = rss();
-            black_box(&snaps_v);
-            (after.saturating_sub(before), snaps)
+            (snapshot_growth(ov, n, snaps), snaps)
         }
         "snapshots_upper" => {
             let ov = Overlay::mount(vec![small_lower()], Some(big_layer(n)), Options::default()).expect("mount");
-            let mut snaps_v = Vec::with_capacity(snaps + 1);
-            snaps_v.push(ov);
-            let before = rss();
-            for i in 0..snaps {
-                let mut next = snaps_v.last().expect("first").clone();
-                assert_eq!(next.apply(&write(big_path(i * (n / snaps)))), Outcome::Ok);
-                snaps_v.push(next);
-            }
-            let after = rss();
-            black_box(&snaps_v);
-            (after.saturating_sub(before), snaps)
+            (snapshot_growth(ov, n, snaps), snaps)
         }
         "std_snapshots" => {
             let m = big_std(n);
