@@ -22,7 +22,7 @@ mod common;
 use criterion::{BenchmarkId, SamplingMode};
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
 use ovlsim::fuzz::gen;
-use ovlsim::kernel::{KernelBackend, WORKER_ENV};
+use ovlsim::kernel::KernelBackend;
 use ovlsim::scenario::{self, Scenario};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -50,26 +50,9 @@ fn run_case(b: &mut dyn Backend, commands: &[Command]) -> usize {
     failed
 }
 
-fn kernel_available() -> bool {
-    if std::env::var_os(WORKER_ENV).is_none() {
-        // Before any worker starts; this process has one thread here.
-        std::env::set_var(WORKER_ENV, env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
-    }
-    match KernelBackend::available() {
-        Ok(()) => true,
-        Err(reason) => {
-            if std::env::var("OVLSIM_REQUIRE_KERNEL").as_deref() == Ok("1") {
-                panic!("OVLSIM_REQUIRE_KERNEL=1 but the kernel backend cannot run: {reason}");
-            }
-            println!("SKIPPED: model_vs_kernel's kernel side: {reason}");
-            false
-        }
-    }
-}
-
 fn main() {
     let mut c = common::criterion().sample_size(10);
-    let kernel = kernel_available();
+    let kernel = KernelBackend::gate("model_vs_kernel's kernel side", env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
     // Quick mode replays a few scenarios only: each one starts a kernel worker.
     let suite: Vec<Scenario> = scenarios().into_iter().take(common::size(usize::MAX, 8)).collect();
     let case_count = common::size(20, 3);

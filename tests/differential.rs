@@ -12,6 +12,8 @@
 //! and passes, unless `OVLSIM_REQUIRE_KERNEL=1`. `PROPTEST_CASES` sets the number of cases
 //! (default 2,000).
 
+mod common;
+
 use ovlsim::fuzz::{self, machine, ModelMachine};
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 use proptest_state_machine::ReferenceStateMachine;
@@ -44,28 +46,9 @@ fn config(cases: u32) -> Config {
     }
 }
 
-/// Whether the kernel tier can run; if not, says so loudly (or fails, under
-/// `OVLSIM_REQUIRE_KERNEL=1`).
-fn kernel_or_skip() -> bool {
-    if std::env::var_os(ovlsim::kernel::WORKER_ENV).is_none() {
-        // Set once, before any worker is started.
-        std::env::set_var(ovlsim::kernel::WORKER_ENV, env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
-    }
-    match fuzz::kernel_available() {
-        Ok(()) => true,
-        Err(reason) => {
-            if std::env::var("OVLSIM_REQUIRE_KERNEL").as_deref() == Ok("1") {
-                panic!("OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run: {reason}");
-            }
-            eprintln!("SKIPPED: the differential kernel test needs root and overlayfs: {reason}");
-            false
-        }
-    }
-}
-
 #[test]
 fn model_agrees_with_kernel_on_random_stacks_and_commands() {
-    if !kernel_or_skip() {
+    if !common::kernel_runs("the differential kernel test") {
         return;
     }
     machine::install_panic_filter();

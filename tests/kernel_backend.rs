@@ -1,11 +1,13 @@
 //! The kernel backend against the real kernel: real mounts in a private namespace.
 //!
 //! These tests need root and overlayfs. Without them each test prints
-//! `SKIPPED: kernel tests need root: <reason>` to stderr and passes, unless
+//! `SKIPPED: kernel backend tests: ...` to stderr and passes, unless
 //! `OVLSIM_REQUIRE_KERNEL=1`, where that is a failure.
 
+mod common;
+
 use ovlsim::backend::{Backend, BackendError, Command, Edit, ModelBackend, Reply};
-use ovlsim::kernel::{KernelBackend, WORKER_ENV};
+use ovlsim::kernel::KernelBackend;
 use ovlsim::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
 use ovlsim::mount::RedirectDir;
 use ovlsim::ops::{Op, Outcome, RenameFlags, Stat, WriteAt};
@@ -37,25 +39,9 @@ fn assert_no_leaked_mounts() {
 
 /// A fresh kernel backend, or `None` (after a loud message) when the tier cannot run.
 fn kernel() -> Option<KernelBackend> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    let available = AVAILABLE.get_or_init(|| {
-        baseline();
-        if std::env::var_os(WORKER_ENV).is_none() {
-            // Set once, before any worker is started; every test goes through here.
-            std::env::set_var(WORKER_ENV, env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
-        }
-        KernelBackend::available()
-    });
-    match available {
-        Ok(()) => Some(KernelBackend::new().expect("start the kernel worker")),
-        Err(reason) => {
-            if std::env::var("OVLSIM_REQUIRE_KERNEL").as_deref() == Ok("1") {
-                panic!("OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run: {reason}");
-            }
-            eprintln!("SKIPPED: kernel tests need root: {reason}");
-            None
-        }
-    }
+    // The mounts that were there before any worker started; every test goes through here.
+    baseline();
+    common::kernel_or_skip("kernel backend tests")
 }
 
 fn node(kind: FileType, mode: u32) -> FlatNode {

@@ -87,7 +87,7 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the second shrinking pass ([`shrink::minimize`]) may take per failure.
@@ -291,11 +291,9 @@ pub fn append_regression(path: &Path, seed: &str, comment: &str) -> std::io::Res
     std::fs::write(path, text)
 }
 
-/// Whether the kernel tier can run here ([`KernelBackend::available`], asked once per
-/// process).
+/// Whether the kernel tier can run here ([`KernelBackend::available_once`]).
 pub fn kernel_available() -> Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE.get_or_init(KernelBackend::available).clone()
+    KernelBackend::available_once()
 }
 
 /// The proptest RNG for a seed.

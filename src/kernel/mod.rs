@@ -253,6 +253,32 @@ impl KernelBackend {
         KernelBackend::with_worker(worker).map(drop).map_err(|e| message(&e))
     }
 
+    /// [`KernelBackend::available`], asked once per process (it starts a worker).
+    pub fn available_once() -> Result<(), String> {
+        static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+        AVAILABLE.get_or_init(KernelBackend::available).clone()
+    }
+
+    /// The kernel tier's gate for tests and benchmarks: whether it runs here. `worker` is the
+    /// worker binary, used when [`WORKER_ENV`] is not set (call this before any thread
+    /// starts a worker). When the tier cannot run, the gate says so loudly on stderr
+    /// (`SKIPPED: <what>: ...`) and returns false; under `OVLSIM_REQUIRE_KERNEL=1`, which
+    /// `.ci/run` sets, it panics instead, so that the kernel tier never skips in CI.
+    pub fn gate(what: &str, worker: &str) -> bool {
+        if std::env::var_os(WORKER_ENV).is_none() {
+            std::env::set_var(WORKER_ENV, worker);
+        }
+        match KernelBackend::available_once() {
+            Ok(()) => true,
+            Err(reason) => {
+                let required = std::env::var("OVLSIM_REQUIRE_KERNEL").is_ok_and(|v| v == "1");
+                assert!(!required, "OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run ({what}): {reason}");
+                eprintln!("SKIPPED: {what}: the kernel tier needs root and overlayfs: {reason}");
+                false
+            }
+        }
+    }
+
     /// The timeout of one command.
     pub fn timeout(&self) -> Duration {
         self.timeout

@@ -2,19 +2,20 @@
 
 use ovlsim::kernel::KernelBackend;
 
+/// Whether the kernel tier runs here ([`KernelBackend::gate`], with this package's worker
+/// binary): after a loud skip notice, false; under `OVLSIM_REQUIRE_KERNEL=1` (set by
+/// `.ci/run`) a kernel that cannot run is a failure, never a skip.
+#[allow(dead_code)]
+pub fn kernel_runs(what: &str) -> bool {
+    KernelBackend::gate(what, env!("CARGO_BIN_EXE_ovlsim-kernel-worker"))
+}
+
 /// A kernel backend, or `None` after a loud skip notice when the kernel tier cannot run
-/// here. With `OVLSIM_REQUIRE_KERNEL=1` (set by `.ci/run`) a kernel that cannot run is a
-/// failure, never a skip.
+/// here (see [`kernel_runs`]).
 #[allow(dead_code)]
 pub fn kernel_or_skip(what: &str) -> Option<KernelBackend> {
-    let required = std::env::var("OVLSIM_REQUIRE_KERNEL").is_ok_and(|v| v == "1");
-    if let Err(why) = KernelBackend::available() {
-        assert!(!required, "OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run: {why}");
-        eprintln!("SKIPPED: {what}: the kernel tests need root and overlayfs: {why}");
+    if !kernel_runs(what) {
         return None;
-    }
-    if std::env::var_os("OVLSIM_KERNEL_WORKER").is_none() {
-        std::env::set_var("OVLSIM_KERNEL_WORKER", env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
     }
     match KernelBackend::new() {
         Ok(k) => Some(k),
