@@ -10,7 +10,11 @@
 //!   `CASE_OPS` operations from `fuzz::gen::op`, then `fuzz::case::final_commands`), fixed
 //!   seeds, only cases whose first mount succeeds on the model; every command sent
 //!   through `Backend::exec`, on a fresh `ModelBackend` per case and on one kernel worker
-//!   for all of them (as the fuzzer keeps its worker).
+//!   for all of them (as the fuzzer keeps its worker);
+//! - `cases_without_ops`: the same cases with their operations left out: building the
+//!   layers, mounting, dumping the merged view and the layers, unmounting. It is the part of
+//!   a case that does not depend on its length; the difference between the two case
+//!   workloads is the cost of the operations alone, printed as its own ratio.
 //!
 //! The kernel side runs when `KernelBackend::available()` is Ok (root, overlayfs, the worker
 //! binary); otherwise it is skipped with a message, or fails when `OVLSIM_REQUIRE_KERNEL=1`.
@@ -50,6 +54,24 @@ fn run_case(b: &mut dyn Backend, commands: &[Command]) -> usize {
     failed
 }
 
+/// The operations alone: each side's cases less the same cases without their operations,
+/// per operation, and the ratio of the two.
+fn print_ops_alone(case_id: &str, ops: usize) {
+    let per_op = |side: &str| {
+        let with = common::median_ns(&format!("model_vs_kernel/{side}_cases/{case_id}"))?;
+        let without = common::median_ns(&format!("model_vs_kernel/{side}_cases_without_ops/{case_id}"))?;
+        Some((with - without) / ops as f64)
+    };
+    if let (Some(model), Some(kernel)) = (per_op("model"), per_op("kernel")) {
+        println!(
+            "model_vs_kernel: the operations alone (cases less cases without ops, per operation): model {}, kernel {}, model/kernel {}",
+            common::human(model),
+            common::human(kernel),
+            common::show_ratio(model / kernel)
+        );
+    }
+}
+
 fn main() {
     let mut c = common::criterion().sample_size(10);
     let kernel = KernelBackend::gate("model_vs_kernel's kernel side", env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
@@ -58,6 +80,8 @@ fn main() {
     let case_count = common::size(20, 3);
     let cases: Vec<Vec<Command>> =
         (0u64..).filter_map(|seed| gen::seeded_commands(seed, CASE_OPS)).take(case_count).collect();
+    let bare: Vec<Vec<Command>> =
+        cases.iter().map(|c| c.iter().filter(|c| !matches!(c, Command::Op(_))).cloned().collect()).collect();
     println!(
         "model_vs_kernel: {} scenarios from spec/, {} generated cases of {CASE_OPS} operations",
         suite.len(),
@@ -87,29 +111,31 @@ fn main() {
             });
         }
     }
-    group.bench_function(BenchmarkId::new("model_cases", &case_id), |b| {
-        b.iter(|| {
-            for cmds in &cases {
-                black_box(run_case(&mut ModelBackend::new(), cmds));
-            }
-        })
-    });
-    if kernel {
-        let mut k = KernelBackend::new().expect("start a kernel worker");
-        let failed: usize = cases.iter().map(|cmds| run_case(&mut k, cmds)).sum();
-        if failed > 0 || !k.is_alive() {
-            println!("model_vs_kernel: {failed} kernel commands failed as a harness error in the check run");
-        }
-        group.bench_function(BenchmarkId::new("kernel_cases", &case_id), |b| {
+    for (workload, stream) in [("cases", &cases), ("cases_without_ops", &bare)] {
+        group.bench_function(BenchmarkId::new(format!("model_{workload}"), &case_id), |b| {
             b.iter(|| {
-                for cmds in &cases {
-                    if !k.is_alive() {
-                        k = KernelBackend::new().expect("restart the kernel worker");
-                    }
-                    black_box(run_case(&mut k, cmds));
+                for cmds in stream {
+                    black_box(run_case(&mut ModelBackend::new(), cmds));
                 }
             })
         });
+        if kernel {
+            let mut k = KernelBackend::new().expect("start a kernel worker");
+            let failed: usize = stream.iter().map(|cmds| run_case(&mut k, cmds)).sum();
+            if failed > 0 || !k.is_alive() {
+                println!("model_vs_kernel: {failed} kernel commands of {workload} failed as a harness error in the check run");
+            }
+            group.bench_function(BenchmarkId::new(format!("kernel_{workload}"), &case_id), |b| {
+                b.iter(|| {
+                    for cmds in stream {
+                        if !k.is_alive() {
+                            k = KernelBackend::new().expect("restart the kernel worker");
+                        }
+                        black_box(run_case(&mut k, cmds));
+                    }
+                })
+            });
+        }
     }
     group.finish();
     c.final_summary();
@@ -126,8 +152,14 @@ fn main() {
                 format!("model_vs_kernel/model_cases/{case_id}"),
                 format!("model_vs_kernel/kernel_cases/{case_id}"),
             ),
+            common::ratio(
+                "the same cases without their operations, model vs kernel",
+                format!("model_vs_kernel/model_cases_without_ops/{case_id}"),
+                format!("model_vs_kernel/kernel_cases_without_ops/{case_id}"),
+            ),
         ],
     );
+    print_ops_alone(&case_id, cases.len() * CASE_OPS);
     common::print_rates(
         "model_vs_kernel",
         &[
@@ -135,6 +167,16 @@ fn main() {
             ("scenarios (kernel)", format!("model_vs_kernel/kernel_scenarios/{scen_id}"), suite.len() as f64),
             ("cases (model)", format!("model_vs_kernel/model_cases/{case_id}"), cases.len() as f64),
             ("cases (kernel)", format!("model_vs_kernel/kernel_cases/{case_id}"), cases.len() as f64),
+            (
+                "cases without ops (model)",
+                format!("model_vs_kernel/model_cases_without_ops/{case_id}"),
+                bare.len() as f64,
+            ),
+            (
+                "cases without ops (kernel)",
+                format!("model_vs_kernel/kernel_cases_without_ops/{case_id}"),
+                bare.len() as f64,
+            ),
         ],
     );
 }

@@ -7,10 +7,12 @@ use crate::dcache::CachePolicy;
 use crate::errno::Errno;
 use crate::layer::{FlatLayer, FlatNode, Layer};
 use crate::mount::{MountError, Options};
-use crate::ops::{Op, Outcome, Stat};
+use crate::ops::{Op, Outcome};
 use crate::overlay::{Event, Overlay};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+pub use crate::dump::{dump_merged, MergedEntry, MergedTree};
 
 /// An offline edit of one layer, made while the overlay is unmounted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,74 +125,6 @@ pub trait Backend {
     fn events(&self) -> Vec<Event> {
         Vec::new()
     }
-}
-
-/// One entry of the merged view: what `lstat` says, and the content where there is one.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MergedEntry {
-    /// `lstat` of the entry. A listed name can fail `lstat` (a whiteout in a non-merged
-    /// directory is listed but gives ENOENT).
-    pub stat: Result<Stat, Errno>,
-    /// A regular file's data.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Vec<u8>>,
-    /// A symlink's target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    /// The xattrs visible through the mount.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub xattrs: BTreeMap<String, Vec<u8>>,
-}
-
-/// The merged view: every path reachable by `readdir` from the root (the root is `/`).
-pub type MergedTree = BTreeMap<String, MergedEntry>;
-
-/// Reads the whole merged view through `op`, with readdir, lstat, read, readlink,
-/// listxattr and getxattr only. Both backends use it, so that the view is read the same way.
-pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
-    let mut tree = MergedTree::new();
-    let mut queue = vec!["/".to_owned()];
-    while let Some(path) = queue.pop() {
-        let stat = match op(&Op::Lstat { path: path.clone() }) {
-            Outcome::Stat(s) => Ok(s),
-            Outcome::Err(e) => Err(e),
-            other => panic!("lstat answered {other:?}"),
-        };
-        let mut entry = MergedEntry { stat, data: None, target: None, xattrs: BTreeMap::new() };
-        if let Ok(st) = &entry.stat {
-            match st.kind {
-                crate::layer::FileType::File => {
-                    if let Outcome::Data(d) = op(&Op::Read { path: path.clone() }) {
-                        entry.data = Some(d);
-                    }
-                }
-                crate::layer::FileType::Symlink => {
-                    if let Outcome::Target(t) = op(&Op::Readlink { path: path.clone() }) {
-                        entry.target = Some(t);
-                    }
-                }
-                crate::layer::FileType::Dir => {
-                    if let Outcome::Entries(names) = op(&Op::Readdir { path: path.clone() }) {
-                        for name in names.keys() {
-                            queue.push(if path == "/" { format!("/{name}") } else { format!("{path}/{name}") });
-                        }
-                    }
-                }
-                _ => {}
-            }
-            if st.kind != crate::layer::FileType::Symlink {
-                if let Outcome::XattrNames(names) = op(&Op::Listxattr { path: path.clone() }) {
-                    for name in names {
-                        if let Outcome::Xattr(v) = op(&Op::Getxattr { path: path.clone(), name: name.clone() }) {
-                            entry.xattrs.insert(name, v);
-                        }
-                    }
-                }
-            }
-        }
-        tree.insert(path, entry);
-    }
-    tree
 }
 
 /// The model as a backend: named layers, and an [`Overlay`] while mounted.
@@ -339,9 +273,8 @@ impl Backend for ModelBackend {
                     .ok_or_else(|| BackendError::Usage("dumping the merged view needs a mount".into()))?;
                 // On the overlay itself, not a clone: the kernel's lookups during the dump
                 // record origins and impure parents, and so must the model's.
-                let ov = &mut m.overlay;
-                let tree = dump_merged(|op| ov.apply(op));
-                ov.take_events();
+                let tree = m.overlay.dump_merged();
+                m.overlay.take_events();
                 Ok(Reply::Merged(tree))
             }
         }

@@ -32,6 +32,7 @@
 //! | [`readdir`] | merged listing, empty-directory check | `readdir.c` |
 //! | [`inode`] | what `stat` reports, inode identity | `inode.c` |
 //! | [`ops`] | the syscalls: checks first, then the change | `dir.c`, `file.c`, `inode.c` |
+//! | [`dump`] | the whole merged view, read as a user reads it | |
 //! | [`backend`] | one protocol for the model and the kernel | |
 //! | [`kernel`] | the real-mount backend | |
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
@@ -86,6 +87,7 @@
 pub mod backend;
 pub mod copy_up;
 pub mod dcache;
+pub mod dump;
 pub mod errno;
 pub mod fuzz;
 pub mod inode;

@@ -146,6 +146,10 @@ pub fn human(ns: f64) -> String {
 pub fn num(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
     } else if x >= 0.01 {
         format!("{x:.3}")
     } else {

@@ -9,6 +9,9 @@
 //! - **the lookup cache changes no answer**: the model runs with every lookup through the
 //!   cache ([`CachePolicy::Always`]), and the same command on a clone without it
 //!   ([`CachePolicy::Off`]) gives the same answer;
+//! - **the merged dump walks dentries faithfully**: [`crate::overlay::Overlay::dump_merged`]
+//!   gives the tree that single operations by path give ([`dump_merged`]), and leaves the
+//!   same marks on the overlay;
 //! - **reads change nothing**: `stat`, `lstat`, `read`, `readlink`, `readdir`, `getxattr`,
 //!   `listxattr` and a plain read-only `open` leave the upper layer as it was
 //!   (overlayfs.rst, "Non-directories": only writes copy up);
@@ -20,9 +23,9 @@
 
 use super::case::{final_commands, Answer, Case};
 use super::machine::exec_quiet;
-use crate::backend::{Command, ModelBackend};
+use crate::backend::{dump_merged, Command, ModelBackend, Reply};
 use crate::dcache::CachePolicy;
-use crate::layer::{FlatLayer, Layer};
+use crate::layer::{FlatLayer, Ino, Inode, Layer};
 use crate::ops::{Access, Op};
 use std::collections::HashMap;
 
@@ -57,9 +60,19 @@ pub fn check_case(case: &Case) -> Result<usize, String> {
         if uncached != answer {
             return fail(format!("the lookup cache changed the answer: {answer:?} with it, {uncached:?} without"));
         }
+        if let (Command::DumpMerged, Some(mut ov)) = (cmd, before.overlay().cloned()) {
+            let by_path = Answer::Reply(Reply::Merged(dump_merged(|op| ov.apply(op))));
+            if by_path != answer {
+                return fail(format!("the dentry walk read {answer:?}, single operations {by_path:?}"));
+            }
+            let after = model.overlay().expect("a dump leaves the overlay mounted");
+            if ov.upper().map(exact) != after.upper().map(exact) || ov.xwhiteout_layers != after.xwhiteout_layers {
+                return fail("the dentry walk and single operations left different marks".into());
+            }
+        }
         let upper_after = upper.as_deref().and_then(|u| model.layer(u)).map(|l| l.to_flat());
-        let twin_upper = upper.as_deref().and_then(|u| twin.layer(u)).map(|l| l.to_flat());
-        if twin_upper != upper_after {
+        let exact_of = |b: &ModelBackend| upper.as_deref().and_then(|u| b.layer(u)).map(|l| exact(&l));
+        if exact_of(&twin) != exact_of(&model) {
             return fail("not deterministic: the upper layer differs between two runs".into());
         }
         if let Command::Op(op) = cmd {
@@ -92,6 +105,12 @@ pub fn check_case(case: &Case) -> Result<usize, String> {
         count += 1;
     }
     Ok(count)
+}
+
+/// Every path of a layer with its inode number and its whole inode, the marks the flat form
+/// leaves out (a directory's copy-up origin, `impure`) included.
+fn exact(l: &Layer) -> Vec<(String, Ino, Inode)> {
+    l.walk_all().into_iter().map(|(p, i)| (p, i, l.get(i).clone())).collect()
 }
 
 /// Whether `op` only reads: it must not change the upper layer, whatever it returns.

@@ -4,6 +4,7 @@
 
 use crate::errno::{Errno, SysResult};
 use crate::layer::{FileType, Inode};
+use crate::lookup::Dentry;
 use crate::ops::Stat;
 use crate::overlay::Overlay;
 use crate::path::{Chain, Follow};
@@ -102,13 +103,19 @@ impl Overlay {
         self.setattr(path, Attr::Times)
     }
 
-    /// The object an xattr call acts on, after the VFS's name checks (kernel:
-    /// `import_xattr_name`: an empty or over-long name is ERANGE, before the path walk).
+    /// The object an xattr call acts on, after the VFS's name check ([`Overlay::xattr_name`]).
     fn xattr_target(&mut self, path: &str, name: &str) -> SysResult<Chain> {
+        Self::xattr_name(name)?;
+        self.resolve(path, Follow::Yes)
+    }
+
+    /// The VFS's check of an xattr name, made before the path walk (kernel:
+    /// `import_xattr_name`): an empty or over-long name is ERANGE.
+    pub(crate) fn xattr_name(name: &str) -> SysResult<()> {
         if name.is_empty() || name.len() > XATTR_NAME_LEN_MAX {
             return Err(Errno::ERANGE);
         }
-        self.resolve(path, Follow::Yes)
+        Ok(())
     }
 
     /// The VFS permission check of an xattr name on an object (kernel: `xattr_permission`):
@@ -157,7 +164,11 @@ impl Overlay {
     /// EOPNOTSUPP; ENODATA (not set; overlay's private xattrs are never shown).
     pub(crate) fn getxattr(&mut self, path: &str, name: &str) -> SysResult<Vec<u8>> {
         let chain = self.xattr_target(path, name)?;
-        let d = chain.last().expect("chain");
+        self.getxattr_of(chain.last().expect("chain"), name)
+    }
+
+    /// [`Overlay::getxattr`] after the name check and the walk, on the object `d`.
+    pub(crate) fn getxattr_of(&self, d: &Dentry, name: &str) -> SysResult<Vec<u8>> {
         Self::xattr_permission(d.ftype.expect("positive"), name, false)?;
         if !Self::xattr_supported(name) {
             return Err(Errno::EOPNOTSUPP);
@@ -170,8 +181,13 @@ impl Overlay {
     /// unescaped (kernel: `ovl_listxattr`). Errors: the walk's.
     pub(crate) fn listxattr(&mut self, path: &str) -> SysResult<BTreeSet<String>> {
         let chain = self.resolve(path, Follow::Yes)?;
-        let inode: &Inode = self.real_inode(chain.last().expect("chain"));
-        Ok(inode.xattrs.keys().filter_map(|k| whiteout::unescape_xattr(self, k)).collect())
+        Ok(self.listxattr_of(chain.last().expect("chain")))
+    }
+
+    /// [`Overlay::listxattr`] after the walk, on the object `d`.
+    pub(crate) fn listxattr_of(&self, d: &Dentry) -> BTreeSet<String> {
+        let inode: &Inode = self.real_inode(d);
+        inode.xattrs.keys().filter_map(|k| whiteout::unescape_xattr(self, k)).collect()
     }
 
     /// `removexattr(2)`.

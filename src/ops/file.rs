@@ -134,7 +134,11 @@ impl Overlay {
     /// EISDIR (a directory). A FIFO with no writer reads as empty.
     pub(crate) fn read(&mut self, path: &str) -> SysResult<Vec<u8>> {
         let chain = self.open(path, OpenFlags::default(), 0)?;
-        let d = chain.last().expect("chain");
+        self.read_opened(chain.last().expect("chain"))
+    }
+
+    /// [`Overlay::read`] after the open, on the opened object `d`.
+    pub(crate) fn read_opened(&self, d: &crate::lookup::Dentry) -> SysResult<Vec<u8>> {
         match d.ftype {
             Some(FileType::Dir) => Err(Errno::EISDIR),
             Some(FileType::File) => Ok(self.data_of(d)),

@@ -5,7 +5,7 @@ use super::runner::{check_trace, execute, outcome_y, FinalWant, Labeler, Obs};
 use super::tree::{node_y, tree_from_flat, tree_from_merged, tree_lines, walk, TreeContext};
 use super::write::expect_y;
 use super::{MountSpec, Scenario};
-use crate::backend::{dump_merged, ModelBackend};
+use crate::backend::ModelBackend;
 use crate::overlay::{Event, LayerRef};
 
 fn indent(text: &str, by: usize) -> String {
@@ -53,8 +53,7 @@ fn merged_text(b: &ModelBackend, spec: &MountSpec, lab: &mut Labeler) -> String 
     let Some(ov) = b.overlay() else {
         return "(not mounted)\n".into();
     };
-    let mut copy = ov.clone();
-    let merged = dump_merged(|op| copy.apply(op));
+    let merged = ov.clone().dump_merged();
     let mut inos = std::collections::HashMap::new();
     let tree = tree_from_merged(&merged, |p, i| {
         inos.insert(p.to_owned(), lab.label(i));

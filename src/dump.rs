@@ -1,0 +1,164 @@
+//! The whole merged view, read as a user reads it: `readdir` from the root down, and
+//! `lstat`, `read`, `readlink`, `listxattr` and `getxattr` of every listed name.
+//!
+//! [`dump_merged`] reads it through single operations, by path, so that both backends read
+//! it the same way; the kernel backend uses it. [`Overlay::dump_merged`] reads the same
+//! view on the model by walking dentries, each name looked up once in its parent, as the
+//! kernel's dentry cache would let it. The two give the same tree and leave the overlay in
+//! the same state (the fuzzer's model-only invariants check this on every case).
+
+use crate::errno::{Errno, SysResult};
+use crate::layer::FileType;
+use crate::lookup::Dentry;
+use crate::ops::{Op, Outcome, Stat};
+use crate::overlay::Overlay;
+use crate::path::{Follow, PATH_LEN_MAX};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One entry of the merged view: what `lstat` says, and the content where there is one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedEntry {
+    /// `lstat` of the entry. A listed name can fail `lstat` (a whiteout in a non-merged
+    /// directory is listed but gives ENOENT).
+    pub stat: Result<Stat, Errno>,
+    /// A regular file's data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<u8>>,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The xattrs visible through the mount.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// The merged view: every path reachable by `readdir` from the root (the root is `/`).
+pub type MergedTree = BTreeMap<String, MergedEntry>;
+
+/// Reads the whole merged view through `op`, with readdir, lstat, read, readlink,
+/// listxattr and getxattr only. Both backends use it, so that the view is read the same way.
+pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
+    let mut tree = MergedTree::new();
+    let mut queue = vec!["/".to_owned()];
+    while let Some(path) = queue.pop() {
+        let stat = match op(&Op::Lstat { path: path.clone() }) {
+            Outcome::Stat(s) => Ok(s),
+            Outcome::Err(e) => Err(e),
+            other => panic!("lstat answered {other:?}"),
+        };
+        let mut entry = MergedEntry { stat, data: None, target: None, xattrs: BTreeMap::new() };
+        if let Ok(st) = &entry.stat {
+            match st.kind {
+                crate::layer::FileType::File => {
+                    if let Outcome::Data(d) = op(&Op::Read { path: path.clone() }) {
+                        entry.data = Some(d);
+                    }
+                }
+                crate::layer::FileType::Symlink => {
+                    if let Outcome::Target(t) = op(&Op::Readlink { path: path.clone() }) {
+                        entry.target = Some(t);
+                    }
+                }
+                crate::layer::FileType::Dir => {
+                    if let Outcome::Entries(names) = op(&Op::Readdir { path: path.clone() }) {
+                        for name in names.keys() {
+                            queue.push(if path == "/" { format!("/{name}") } else { format!("{path}/{name}") });
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if st.kind != crate::layer::FileType::Symlink {
+                if let Outcome::XattrNames(names) = op(&Op::Listxattr { path: path.clone() }) {
+                    for name in names {
+                        if let Outcome::Xattr(v) = op(&Op::Getxattr { path: path.clone(), name: name.clone() }) {
+                            entry.xattrs.insert(name, v);
+                        }
+                    }
+                }
+            }
+        }
+        tree.insert(path, entry);
+    }
+    tree
+}
+
+impl Overlay {
+    /// The merged view, as [`dump_merged`] reads it through [`Overlay::apply`], read by
+    /// walking dentries: each listed name is looked up once, in its parent's dentry, instead
+    /// of resolving its whole path for each of the five calls.
+    ///
+    /// The lookups are the ones the path walks make, in the same order, so they leave the
+    /// same marks (a directory's copy-up origin, a layer's xattr-whiteout flag); the calls
+    /// after the walk are the same functions ([`Overlay::getattr`], [`Overlay::read_opened`],
+    /// [`Overlay::symlink_target`], [`Overlay::readdir_entries`],
+    /// [`Overlay::listxattr_of`], [`Overlay::getxattr_of`]). A name that a path walk would
+    /// not take as a plain component (`.` or `..`, which no real layer holds) is resolved by
+    /// path as the calls would.
+    pub fn dump_merged(&mut self) -> MergedTree {
+        let mut tree = MergedTree::new();
+        // Each directory listed so far; the names still to read, with their parent's index.
+        let mut dirs: Vec<Dentry> = Vec::new();
+        let mut queue: Vec<(String, usize)> = Vec::new();
+        let root = self.root_dentry();
+        self.dump_entry(&mut tree, "/".to_owned(), Ok(root), &mut dirs, &mut queue);
+        while let Some((path, parent)) = queue.pop() {
+            let name = &path[path.rfind('/').expect("an absolute path") + 1..];
+            let found = if path.len() >= PATH_LEN_MAX {
+                Err(Errno::ENAMETOOLONG)
+            } else if name == "." || name == ".." {
+                self.resolve(&path, Follow::No).map(|mut chain| chain.pop().expect("chain"))
+            } else {
+                let d = self.lookup_child(&dirs[parent], name);
+                d.and_then(|d| if d.is_positive() { Ok(d) } else { Err(Errno::ENOENT) })
+            };
+            self.dump_entry(&mut tree, path, found, &mut dirs, &mut queue);
+        }
+        tree
+    }
+
+    /// Reads one object of the merged view found at `path` (see [`Overlay::dump_merged`]),
+    /// queueing a directory's names.
+    fn dump_entry(
+        &mut self,
+        tree: &mut MergedTree,
+        path: String,
+        found: SysResult<Dentry>,
+        dirs: &mut Vec<Dentry>,
+        queue: &mut Vec<(String, usize)>,
+    ) {
+        let d = match found {
+            Ok(d) => d,
+            Err(e) => {
+                tree.insert(path, MergedEntry { stat: Err(e), data: None, target: None, xattrs: BTreeMap::new() });
+                return;
+            }
+        };
+        let stat = self.getattr(&d);
+        let mut entry = MergedEntry { stat: Ok(stat), data: None, target: None, xattrs: BTreeMap::new() };
+        match d.ftype.expect("positive") {
+            // `open(O_RDONLY)` of a regular file passes every check of `open_at`.
+            FileType::File => entry.data = self.read_opened(&d).ok(),
+            FileType::Symlink => entry.target = Some(self.symlink_target(&d)),
+            FileType::Dir => {
+                let names = self.readdir_entries(&d);
+                let index = dirs.len();
+                let prefix = if path == "/" { "" } else { path.as_str() };
+                queue.extend(names.into_keys().map(|name| (format!("{prefix}/{name}"), index)));
+            }
+            _ => {}
+        }
+        if d.ftype != Some(FileType::Symlink) {
+            for name in self.listxattr_of(&d) {
+                if let Ok(v) = Overlay::xattr_name(&name).and_then(|()| self.getxattr_of(&d, &name)) {
+                    entry.xattrs.insert(name, v);
+                }
+            }
+        }
+        if d.is_dir() {
+            dirs.push(d);
+        }
+        tree.insert(path, entry);
+    }
+}
