@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo run --release --example profile_model -- [scenarios|cases|both|by-command]
 //! [rounds]`; `by-command` times the cases' commands one by one and prints the time per
-//! case of each kind of command. Under callgrind: `valgrind --tool=callgrind --toggle-collect='profile_model::run_*'
-//! target/release/examples/profile_model both 3`.
+//! case of each kind of command. Under callgrind: `valgrind --tool=callgrind
+//! --toggle-collect='profile_model::run_*' target/release/examples/profile_model both 3`.
 
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
 use ovlsim::fuzz::gen;

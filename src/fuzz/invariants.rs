@@ -25,7 +25,7 @@ use super::case::{final_commands, Answer, Case};
 use super::machine::exec_quiet;
 use crate::backend::{dump_merged, Command, ModelBackend, Reply};
 use crate::dcache::CachePolicy;
-use crate::layer::{FlatLayer, Ino, Inode, Layer};
+use crate::layer::{FlatLayer, Layer};
 use crate::ops::{Access, Op};
 use std::collections::HashMap;
 
@@ -66,12 +66,14 @@ pub fn check_case(case: &Case) -> Result<usize, String> {
                 return fail(format!("the dentry walk read {answer:?}, single operations {by_path:?}"));
             }
             let after = model.overlay().expect("a dump leaves the overlay mounted");
-            if ov.upper().map(exact) != after.upper().map(exact) || ov.xwhiteout_layers != after.xwhiteout_layers {
+            if ov.upper().map(Layer::walk_inodes) != after.upper().map(Layer::walk_inodes)
+                || ov.xwhiteout_layers != after.xwhiteout_layers
+            {
                 return fail("the dentry walk and single operations left different marks".into());
             }
         }
         let upper_after = upper.as_deref().and_then(|u| model.layer(u)).map(|l| l.to_flat());
-        let exact_of = |b: &ModelBackend| upper.as_deref().and_then(|u| b.layer(u)).map(|l| exact(&l));
+        let exact_of = |b: &ModelBackend| upper.as_deref().and_then(|u| b.layer(u)).map(|l| l.walk_inodes());
         if exact_of(&twin) != exact_of(&model) {
             return fail("not deterministic: the upper layer differs between two runs".into());
         }
@@ -105,12 +107,6 @@ pub fn check_case(case: &Case) -> Result<usize, String> {
         count += 1;
     }
     Ok(count)
-}
-
-/// Every path of a layer with its inode number and its whole inode, the marks the flat form
-/// leaves out (a directory's copy-up origin, `impure`) included.
-fn exact(l: &Layer) -> Vec<(String, Ino, Inode)> {
-    l.walk_all().into_iter().map(|(p, i)| (p, i, l.get(i).clone())).collect()
 }
 
 /// Whether `op` only reads: it must not change the upper layer, whatever it returns.

@@ -298,7 +298,7 @@ mod tests {
 
     /// A layer's every path with its inode number and inode, and the flat form.
     fn shape(l: &Layer) -> (Vec<(String, Ino, Inode)>, FlatLayer) {
-        let all = l.walk_all().into_iter().map(|(p, i)| (p, i, l.get(i).clone())).collect();
+        let all = l.walk_inodes();
         (all, l.to_flat())
     }
 

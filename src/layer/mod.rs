@@ -542,6 +542,12 @@ impl Layer {
         made
     }
 
+    /// [`Layer::walk_all`] with a copy of each inode: what the layer holds, the marks that
+    /// the flat form leaves out (a copy-up origin, `impure`) included. For exact comparisons.
+    pub fn walk_inodes(&self) -> Vec<(String, Ino, Inode)> {
+        self.walk_all().into_iter().map(|(p, i)| (p, i, self.get(i).clone())).collect()
+    }
+
     /// Every inode reachable from the root, with one path to it, parents before children,
     /// names in byte order.
     pub fn walk_all(&self) -> Vec<(String, Ino)> {
