@@ -3,8 +3,9 @@
 //! `run_cases` leaves loading and case generation out).
 //!
 //! Run: `cargo run --release --example profile_model -- [scenarios|cases|both|by-command]
-//! [rounds]`; `by-command` times the cases' commands one by one and prints the time per
-//! case of each kind of command. Under callgrind: `valgrind --tool=callgrind
+//! [rounds]`; `by-command` times the cases' commands one by one and prints, for each kind
+//! of command, its time per case and its allocations (counted by this example's global
+//! allocator, which passes every call on to the system's). Under callgrind: `valgrind --tool=callgrind
 //! --toggle-collect='profile_model::run_*' target/release/examples/profile_model both 3`.
 
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
@@ -14,6 +15,38 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
+
+/// The system allocator, counting the allocations made (for `by-command`).
+struct Counting;
+
+static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Operations per generated case, as in the bench.
 const CASE_OPS: usize = 20;
@@ -69,31 +102,34 @@ fn kind(c: &Command) -> String {
 /// Runs every case `rounds` times, timing each command; prints, for each kind of command,
 /// the time it takes per case and per command.
 fn by_command(cases: &[Vec<Command>], rounds: usize) {
-    let mut time: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    let mut time: BTreeMap<String, (f64, usize, u64)> = BTreeMap::new();
     for _ in 0..rounds {
         for cmds in cases {
             let mut b = ModelBackend::new();
             for c in cmds {
-                let t = Instant::now();
-                let _ = black_box(b.exec(c));
-                let spent = t.elapsed().as_secs_f64();
+                let (t, a) = (Instant::now(), allocations());
+                let reply = black_box(b.exec(c));
+                let (spent, made) = (t.elapsed().as_secs_f64(), allocations() - a);
+                drop(reply);
                 let slot = time.entry(kind(c)).or_default();
                 slot.0 += spent;
                 slot.1 += 1;
+                slot.2 += made;
             }
         }
     }
     let runs = (rounds * cases.len()).max(1) as f64;
-    println!("{:<16} {:>12} {:>10} {:>12}", "command", "µs per case", "per case", "ns each");
-    for (k, (spent, count)) in &time {
+    println!("{:<16} {:>12} {:>10} {:>12} {:>12}", "command", "µs per case", "per case", "ns each", "allocs each");
+    for (k, (spent, count, made)) in &time {
         println!(
-            "{k:<16} {:>12.2} {:>10.2} {:>12.0}",
+            "{k:<16} {:>12.2} {:>10.2} {:>12.0} {:>12.1}",
             spent / runs * 1e6,
             *count as f64 / runs,
-            spent / *count as f64 * 1e9
+            spent / *count as f64 * 1e9,
+            *made as f64 / *count as f64
         );
     }
-    let total: f64 = time.values().map(|(s, _)| s).sum();
+    let total: f64 = time.values().map(|(s, _, _)| s).sum();
     println!("{:<16} {:>12.2}", "total", total / runs * 1e6);
 }
 
