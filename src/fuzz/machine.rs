@@ -312,7 +312,8 @@ fn readdir_order_decides(state: &RefState, upper: Option<&str>, options: &crate:
         let inode = layer.get(ino);
         inode.is_dir() && [gen::REDIRECT, "user.overlay.redirect"].iter().any(|x| inode.xattr(x).is_some())
     };
-    layer.walk_all().into_iter().any(|(_, ino)| {
+    // The root too: `walk_all` lists what is below it.
+    std::iter::once(layer.root()).chain(layer.walk_all().into_iter().map(|(_, ino)| ino)).any(|ino| {
         layer.get(ino).entries().is_some_and(|e| e.values().filter(|&&child| redirected(child)).nth(1).is_some())
     })
 }
@@ -666,5 +667,44 @@ mod tests {
             edit: Edit::Put { path: "/a".into(), node: gen::node(FileType::Dir, 0o755) },
         };
         assert!(!ModelMachine::preconditions(&state, &put_a), "uncovers L0's /a/a, the origin of /b");
+    }
+
+    /// Found with seed 71: the two redirected directories that make a readdir depend on
+    /// tmpfs's entry order were in the upper root, which the rule did not look at.
+    #[test]
+    fn redirected_directories_in_the_root_count() {
+        let entry = |path: &str| FlatEntry::Node { path: path.into(), node: gen::node(FileType::Dir, 0o755) };
+        let start = CaseStart {
+            lowers: vec![(
+                "L0".into(),
+                FlatLayer { root: gen::node(FileType::Dir, 0o755), entries: vec![entry("/b"), entry("/b/c")] },
+            )],
+            upper: Some((
+                gen::UPPER.into(),
+                FlatLayer {
+                    root: gen::node(FileType::Dir, 0o755),
+                    entries: vec![entry("/a"), entry("/c"), entry("/c/b")],
+                },
+            )),
+            options: crate::mount::Options { redirect_dir: RedirectDir::On, ..Default::default() },
+        };
+        let rename = |from: &str, to: &str, exchange: bool| {
+            Command::Op(Op::Rename {
+                from: from.into(),
+                to: to.into(),
+                flags: RenameFlags { exchange, ..RenameFlags::default() },
+            })
+        };
+        let mut state = RefState::new(start);
+        for cmd in [rename("/b", "/c", false), rename("/b/c", "/c", true), Command::Unmount] {
+            state = state.step(&cmd);
+        }
+        let mount = |redirect_dir| Command::Mount {
+            lowers: vec!["L0".into()],
+            upper: Some(gen::UPPER.into()),
+            options: crate::mount::Options { redirect_dir, ..Default::default() },
+        };
+        assert!(!ModelMachine::preconditions(&state, &mount(RedirectDir::Nofollow)), "/b and /c are redirected");
+        assert!(ModelMachine::preconditions(&state, &mount(RedirectDir::Follow)));
     }
 }

@@ -542,10 +542,14 @@ impl Layer {
         made
     }
 
-    /// [`Layer::walk_all`] with a copy of each inode: what the layer holds, the marks that
-    /// the flat form leaves out (a copy-up origin, `impure`) included. For exact comparisons.
+    /// The root (as `/`), then [`Layer::walk_all`], with a copy of each inode: what the layer
+    /// holds, the marks that the flat form leaves out (a copy-up origin, `impure`) included.
+    /// For exact comparisons.
     pub fn walk_inodes(&self) -> Vec<(String, Ino, Inode)> {
-        self.walk_all().into_iter().map(|(p, i)| (p, i, self.get(i).clone())).collect()
+        std::iter::once(("/".to_owned(), self.root))
+            .chain(self.walk_all())
+            .map(|(p, i)| (p, i, self.get(i).clone()))
+            .collect()
     }
 
     /// Every inode reachable from the root, with one path to it, parents before children,
