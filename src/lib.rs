@@ -79,9 +79,9 @@
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
 //! - `index`, `metacopy`, `nfs_export` and `volatile` are refused as not modelled. Redirect
 //!   xattrs in lower layers that make two merged directories share one lower directory,
-//!   and an offline upper edit that shows a lower file again while a renamed copy of it
-//!   (with it as its origin) is in the upper, depend on the kernel's inode cache and are out
-//!   of contract.
+//!   and offline edits that show a lower file under a merged name while an upper copy
+//!   elsewhere records it as its copy-up origin, depend on the kernel's inode cache and are
+//!   out of contract.
 //! - Long-lived file descriptors (per-fd readdir cache, reads across a copy-up) are not
 //!   modelled: every operation opens, acts and closes.
 #![deny(missing_docs)]

@@ -174,47 +174,65 @@ fn made_path(cmd: &Command, answer: &Answer) -> Option<String> {
     plain.then(|| p.to_owned())
 }
 
-/// Whether `edit` of the upper layer `name` would show a lower non-directory under its own
-/// name while its inode is also the copy-up origin of an upper one (a copy that a rename
-/// took elsewhere): the edit takes away what hid it, a whiteout or any other upper node (a
-/// FIFO made over the whiteout, a directory holding either). Two merged names then share
-/// one lower inode, and the kernel answers by its inode cache (`ovl_get_inode`,
-/// `ovl_verify_inode`). NOTE(kernel), observed on 6.18: when the copy is looked up first,
-/// the original's name shows the copy (its data); when the original is looked up first,
-/// the copy is ESTALE, and readdir of its impure parent leaves it out as stale. That is out
-/// of the model's contract, so the fuzzer never makes such an edit. Visibility is asked of the model, with and without `userxattr`
-/// (which decides what an xattr whiteout is), over the case's lowers.
-fn uncovers_origin(state: &RefState, name: &str, edit: &Edit) -> bool {
-    let Some(mut after) = state.model.layer(name) else { return false };
-    match edit {
-        Edit::Put { path, node } => {
-            after.put(path, node.to_inode());
+/// Whether, after `edit` of layer `name`, a lower non-directory would be visible under
+/// some merged name while its inode is also the copy-up origin of an upper one. An upper
+/// edit can do that by taking away what hid the original name (a whiteout, a FIFO made over
+/// it, a directory holding either) after a rename moved the copy elsewhere; a lower edit by
+/// giving the origin another name (a hard link, kept when its first name is replaced). Two
+/// merged names then share one lower inode, and the kernel answers by its inode cache
+/// (`ovl_get_inode`, `ovl_verify_inode`). NOTE(kernel), observed on 6.18: when the copy is
+/// looked up first, the other name shows the copy (its data); when the other name is looked
+/// up first, the copy is ESTALE, and readdir of its impure parent leaves it out as stale.
+/// That is out of the model's contract, so the fuzzer never makes such an edit. Visibility
+/// is asked of the model, over the case's lowers and upper, with and without `userxattr`
+/// (which decides what an xattr whiteout is); every name of each lower inode is tried.
+fn shows_an_origin(state: &RefState, name: &str, edit: &Edit) -> bool {
+    let edited = |n: &str| -> Option<Layer> {
+        let mut layer = state.model.layer(n)?;
+        if n == name {
+            match edit {
+                Edit::Put { path, node } => {
+                    layer.put(path, node.to_inode());
+                }
+                Edit::Link { path, to } => {
+                    layer.put_link(path, to);
+                }
+                Edit::Remove { path } => {
+                    layer.remove(path);
+                }
+            }
         }
-        Edit::Link { path, to } => {
-            after.put_link(path, to);
-        }
-        Edit::Remove { path } => {
-            after.remove(path);
-        }
-    }
-    let origins: std::collections::HashSet<crate::layer::Origin> = after
+        Some(layer)
+    };
+    let Some(upper) = state.start.upper.as_ref().and_then(|(n, _)| edited(n)) else { return false };
+    let origins: std::collections::HashSet<crate::layer::Origin> = upper
         .walk_all()
         .into_iter()
-        .filter_map(|(_, ino)| Some(after.get(ino)).filter(|i| !i.is_dir()).and_then(|i| i.origin))
+        .filter_map(|(_, ino)| Some(upper.get(ino)).filter(|i| !i.is_dir()).and_then(|i| i.origin))
         .collect();
     if origins.is_empty() {
         return false;
     }
-    let lowers: Vec<Layer> = state.start.lowers.iter().filter_map(|(n, _)| state.model.layer(n)).collect();
-    [false, true].into_iter().any(|userxattr| {
-        let options = crate::mount::Options { userxattr, ..Default::default() };
-        let Ok(ov) = Overlay::mount(lowers.clone(), Some(after.clone()), options) else { return false };
-        lowers.iter().enumerate().any(|(i, lower)| {
-            lower.walk_all().into_iter().any(|(path, ino)| {
-                origins.contains(&crate::layer::Origin { layer: lower.id(), ino })
-                    && ov.provenance(&path) == Some(vec![LayerRef::Lower(i)])
+    let lowers: Vec<Layer> = state.start.lowers.iter().filter_map(|(n, _)| edited(n)).collect();
+    // Every name of every lower inode that is an origin: hard links included.
+    let origins = &origins;
+    let named: Vec<(usize, String)> = lowers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, lower)| {
+            lower.to_flat().entries.into_iter().filter_map(move |e| {
+                let ino = lower.walk(crate::layer::components(e.path()))?;
+                origins.contains(&crate::layer::Origin { layer: lower.id(), ino }).then(|| (i, e.path().to_owned()))
             })
         })
+        .collect();
+    if named.is_empty() {
+        return false;
+    }
+    [false, true].into_iter().any(|userxattr| {
+        let options = crate::mount::Options { userxattr, ..Default::default() };
+        let Ok(ov) = Overlay::mount(lowers.clone(), Some(upper.clone()), options) else { return false };
+        named.iter().any(|(i, path)| ov.provenance(path) == Some(vec![LayerRef::Lower(*i)]))
     })
 }
 
@@ -283,7 +301,7 @@ impl ReferenceStateMachine for ModelMachine {
                     && state.start.has_layer(layer)
                     && state.lower_edits
                     && gen::edit_is_valid(edit)
-                    && !(state.start.is_upper(layer) && uncovers_origin(state, layer, edit))
+                    && !shows_an_origin(state, layer, edit)
             }
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
             Command::Layer { .. } => false,
@@ -667,6 +685,33 @@ mod tests {
             edit: Edit::Put { path: "/a".into(), node: gen::node(FileType::Dir, 0o755) },
         };
         assert!(!ModelMachine::preconditions(&state, &put_a), "uncovers L0's /a/a, the origin of /b");
+    }
+
+    /// Found with seed 71: a lower edit links a second name to a file that an upper copy
+    /// records as its origin, then replaces the first name, which the copy hides.
+    #[test]
+    fn lower_edits_never_name_a_copy_up_origin() {
+        let file = || FlatNode { data: Some(Vec::new()), ..gen::node(FileType::File, 0o644) };
+        let start = CaseStart {
+            lowers: vec![(
+                "L1".into(),
+                FlatLayer {
+                    root: gen::node(FileType::Dir, 0o755),
+                    entries: vec![FlatEntry::Node { path: "/d".into(), node: file() }],
+                },
+            )],
+            upper: Some((gen::UPPER.into(), FlatLayer { root: gen::node(FileType::Dir, 0o755), entries: Vec::new() })),
+            options: Default::default(),
+        };
+        let write = Op::Write { path: "/d".into(), at: crate::ops::WriteAt::Offset(0), data: Vec::new() };
+        let edit = |edit| Command::Edit { layer: "L1".into(), edit };
+        let link = edit(Edit::Link { path: "/b".into(), to: "/d".into() });
+        let unmounted = RefState::new(start.clone()).step(&Command::Unmount);
+        assert!(ModelMachine::preconditions(&unmounted, &link), "no copy-up yet: a plain hard link");
+        let state = RefState::new(start).step(&Command::Op(write)).step(&Command::Unmount);
+        assert!(!ModelMachine::preconditions(&state, &link), "/b would name the origin of the upper /d");
+        let elsewhere = edit(Edit::Put { path: "/c".into(), node: file() });
+        assert!(ModelMachine::preconditions(&state, &elsewhere));
     }
 
     /// Found with seed 71: the two redirected directories that make a readdir depend on

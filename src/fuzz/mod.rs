@@ -43,9 +43,9 @@
 //!   every layer an offline edit touched.
 //! - **Offline edits stay defined.** Lower layers are edited only while no layer holds a
 //!   redirect and no mount used `redirect_dir=on` or `xino=on` (overlayfs.rst, "Changes to
-//!   underlying filesystems"; kernel: `ovl_allow_offline_changes`); the upper always,
-//!   except where the edit would show a lower file that is also the copy-up origin of an
-//!   upper one, which the kernel answers by its inode cache (`machine::uncovers_origin`).
+//!   underlying filesystems"; kernel: `ovl_allow_offline_changes`); the upper always. No
+//!   edit may show a lower file under a merged name while it is also the copy-up origin of
+//!   an upper one: the kernel answers that by its inode cache (`machine::shows_an_origin`).
 //! - **Not modelled is not a failure.** Options the model does not implement are never
 //!   generated, and a case where the model answers
 //!   [`BackendError::NotModelled`](crate::backend::BackendError::NotModelled) is not
