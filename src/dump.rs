@@ -93,9 +93,8 @@ impl Overlay {
     ///
     /// The lookups are the ones the path walks make, in the same order, so they leave the
     /// same marks (a directory's copy-up origin, a layer's xattr-whiteout flag); the calls
-    /// after the walk are the same functions ([`Overlay::getattr`], [`Overlay::read_opened`],
-    /// [`Overlay::symlink_target`], [`Overlay::readdir_entries`],
-    /// [`Overlay::listxattr_of`], [`Overlay::getxattr_of`]). A name that a path walk would
+    /// after the walk are the same functions (`getattr`, `read_opened`, `symlink_target`,
+    /// `readdir_entries`, `listxattr_of`, `getxattr_of`). A name that a path walk would
     /// not take as a plain component (`.` or `..`, which no real layer holds) is resolved by
     /// path as the calls would.
     pub fn dump_merged(&mut self) -> MergedTree {
