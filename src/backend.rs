@@ -38,6 +38,28 @@ pub enum Edit {
     },
 }
 
+impl Edit {
+    /// Makes this edit in `layer`, as the model does offline. A link that cannot be made
+    /// (its target is missing or a directory, or making its parents would remove the target)
+    /// is an error, in words; the layer may then have new parents.
+    pub fn apply_to(&self, layer: &mut Layer) -> Result<(), String> {
+        match self {
+            Edit::Put { path, node } => {
+                layer.put(path, node.to_inode());
+            }
+            Edit::Link { path, to } => {
+                layer.put_link(path, to).ok_or_else(|| {
+                    format!("link target {to:?} is missing or a directory, or {path:?} would replace it")
+                })?;
+            }
+            Edit::Remove { path } => {
+                layer.remove(path);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One command to a backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -248,21 +270,7 @@ impl Backend for ModelBackend {
                         "an edit needs a path below the layer root, not {path:?}"
                     )));
                 }
-                match edit {
-                    Edit::Put { path, node } => {
-                        l.put(path, node.to_inode());
-                    }
-                    Edit::Link { path, to } => {
-                        l.put_link(path, to).ok_or_else(|| {
-                            BackendError::Usage(format!(
-                                "link target {to:?} is missing or a directory, or {path:?} would replace it"
-                            ))
-                        })?;
-                    }
-                    Edit::Remove { path } => {
-                        l.remove(path);
-                    }
-                }
+                edit.apply_to(l).map_err(BackendError::Usage)?;
                 Ok(Reply::Done)
             }
             Command::DumpLayer { name } => Ok(Reply::Layer(self.named(name)?.to_flat())),

@@ -190,17 +190,8 @@ fn shows_an_origin(state: &RefState, name: &str, edit: &Edit) -> bool {
     let edited = |n: &str| -> Option<Layer> {
         let mut layer = state.model.layer(n)?;
         if n == name {
-            match edit {
-                Edit::Put { path, node } => {
-                    layer.put(path, node.to_inode());
-                }
-                Edit::Link { path, to } => {
-                    layer.put_link(path, to);
-                }
-                Edit::Remove { path } => {
-                    layer.remove(path);
-                }
-            }
+            // A link that cannot be made leaves what it made: the backend does the same.
+            let _ = edit.apply_to(&mut layer);
         }
         Some(layer)
     };
