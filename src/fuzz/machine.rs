@@ -595,51 +595,73 @@ pub fn replay_on_kernel(case: &Case) -> Result<Replayed, crate::backend::Backend
 mod tests {
     use super::*;
     use crate::layer::{FlatLayer, FlatNode};
+    use crate::mount::Options;
     use crate::ops::{Op, RenameFlags};
+
+    fn dir() -> FlatNode {
+        gen::node(FileType::Dir, 0o755)
+    }
+
+    fn empty_file() -> FlatNode {
+        FlatNode { data: Some(Vec::new()), ..gen::node(FileType::File, 0o644) }
+    }
+
+    /// A layer with a 0755 root and these nodes.
+    fn layer(nodes: Vec<(&str, FlatNode)>) -> FlatLayer {
+        let entries = nodes.into_iter().map(|(path, node)| FlatEntry::Node { path: path.into(), node }).collect();
+        FlatLayer { root: dir(), entries }
+    }
+
+    /// A case over these lowers and upper `U`, its first mount with `options`.
+    fn start(lowers: Vec<(&str, FlatLayer)>, upper: FlatLayer, options: Options) -> CaseStart {
+        CaseStart {
+            lowers: lowers.into_iter().map(|(n, l)| (n.to_owned(), l)).collect(),
+            upper: Some((gen::UPPER.into(), upper)),
+            options,
+        }
+    }
+
+    fn rename(from: &str, to: &str, exchange: bool) -> Command {
+        Command::Op(Op::Rename {
+            from: from.into(),
+            to: to.into(),
+            flags: RenameFlags { exchange, ..RenameFlags::default() },
+        })
+    }
+
+    fn edit(layer: &str, edit: Edit) -> Command {
+        Command::Edit { layer: layer.into(), edit }
+    }
+
+    fn put_dir(layer: &str, path: &str) -> Command {
+        edit(layer, Edit::Put { path: path.into(), node: dir() })
+    }
+
+    /// `state` after `commands`.
+    fn after(state: RefState, commands: impl IntoIterator<Item = Command>) -> RefState {
+        commands.into_iter().fold(state, |state, cmd| state.step(&cmd))
+    }
 
     /// The case the fuzzer found (seed 71): a lower file renamed away (so copied up, with
     /// its origin), a FIFO made over the whiteout it left, then an upper edit that replaces
     /// the FIFO's directory.
     #[test]
     fn upper_edits_never_uncover_a_copy_up_origin() {
-        let entry = |path: &str, node: FlatNode| FlatEntry::Node { path: path.into(), node };
-        let lower = FlatLayer {
-            root: gen::node(FileType::Dir, 0o755),
-            entries: vec![
-                entry("/b", gen::node(FileType::Dir, 0o755)),
-                entry("/b/a", gen::node(FileType::Dir, 0o755)),
-                entry("/b/b", gen::node(FileType::Dir, 0o755)),
-                entry("/b/b/a", FlatNode { data: Some(Vec::new()), ..gen::node(FileType::File, 0o644) }),
-            ],
-        };
-        let upper = FlatLayer { root: gen::node(FileType::Dir, 0o755), entries: Vec::new() };
-        let start = CaseStart {
-            lowers: vec![("L1".into(), lower)],
-            upper: Some((gen::UPPER.into(), upper)),
-            options: Default::default(),
-        };
-        let edit = |path: &str| Command::Edit {
-            layer: gen::UPPER.into(),
-            edit: Edit::Put { path: path.into(), node: gen::node(FileType::Dir, 0o755) },
-        };
-        let fifo = Op::Mknod { path: "/b/b/a".into(), kind: crate::ops::MknodKind::Fifo, mode: 0o600 };
-        let rename = Op::Rename { from: "/b/b/a".into(), to: "/b/a/b".into(), flags: RenameFlags::default() };
-        let before_rename = RefState::new(start).step(&Command::Op(fifo.clone()));
-        let before_rename = before_rename.step(&Command::Unmount);
+        let lower = layer(vec![("/b", dir()), ("/b/a", dir()), ("/b/b", dir()), ("/b/b/a", empty_file())]);
+        let start = start(vec![("L1", lower)], layer(Vec::new()), Options::default());
+        let fifo = Command::Op(Op::Mknod { path: "/b/b/a".into(), kind: crate::ops::MknodKind::Fifo, mode: 0o600 });
         // Nothing is a copy-up origin yet: replacing the directory is a plain edit.
-        assert!(ModelMachine::preconditions(&before_rename, &edit("/b/b")));
-        let mut state = RefState::new((*before_rename.start).clone());
-        for cmd in [Command::Op(rename), Command::Op(fifo), Command::Unmount] {
-            state = state.step(&cmd);
-        }
-        assert!(!ModelMachine::preconditions(&state, &edit("/b/b")), "uncovers /b/b/a, the origin of /b/a/b");
-        assert!(!ModelMachine::preconditions(
-            &state,
-            &Command::Edit { layer: gen::UPPER.into(), edit: Edit::Remove { path: "/b/b/a".into() } }
-        ));
+        let unmounted = after(RefState::new(start.clone()), [Command::Unmount]);
+        assert!(ModelMachine::preconditions(&unmounted, &put_dir(gen::UPPER, "/b/b")));
+        let state = after(RefState::new(start), [rename("/b/b/a", "/b/a/b", false), fifo, Command::Unmount]);
+        assert!(
+            !ModelMachine::preconditions(&state, &put_dir(gen::UPPER, "/b/b")),
+            "uncovers /b/b/a, the origin of /b/a/b"
+        );
+        assert!(!ModelMachine::preconditions(&state, &edit(gen::UPPER, Edit::Remove { path: "/b/b/a".into() })));
         // Edits elsewhere stay allowed.
-        assert!(ModelMachine::preconditions(&state, &edit("/c")));
-        assert!(ModelMachine::preconditions(&state, &edit("/b/a/c")));
+        assert!(ModelMachine::preconditions(&state, &put_dir(gen::UPPER, "/c")));
+        assert!(ModelMachine::preconditions(&state, &put_dir(gen::UPPER, "/b/a/c")));
     }
 
     /// The other case it found (seed 71): an exchange copies both sides up, each with its
@@ -647,61 +669,29 @@ mod tests {
     /// other copy.
     #[test]
     fn an_exchange_leaves_two_origins_to_uncover() {
-        let entry = |path: &str, node: FlatNode| FlatEntry::Node { path: path.into(), node };
-        let l0 = FlatLayer {
-            root: gen::node(FileType::Dir, 0o755),
-            entries: vec![
-                entry("/a", gen::node(FileType::Dir, 0o755)),
-                entry("/a/a", FlatNode { target: Some("d/".into()), ..gen::node(FileType::Symlink, 0o777) }),
-            ],
-        };
-        let l1 = FlatLayer {
-            root: gen::node(FileType::Dir, 0o755),
-            entries: vec![entry("/b", FlatNode { data: Some(Vec::new()), ..gen::node(FileType::File, 0o644) })],
-        };
-        let upper = FlatLayer { root: gen::node(FileType::Dir, 0o755), entries: Vec::new() };
-        let start = CaseStart {
-            lowers: vec![("L0".into(), l0), ("L1".into(), l1)],
-            upper: Some((gen::UPPER.into(), upper)),
-            options: Default::default(),
-        };
-        let exchange = Op::Rename {
-            from: "/a/a".into(),
-            to: "/b".into(),
-            flags: RenameFlags { exchange: true, ..RenameFlags::default() },
-        };
-        let state = RefState::new(start).step(&Command::Op(exchange)).step(&Command::Unmount);
-        let put_a = Command::Edit {
-            layer: gen::UPPER.into(),
-            edit: Edit::Put { path: "/a".into(), node: gen::node(FileType::Dir, 0o755) },
-        };
-        assert!(!ModelMachine::preconditions(&state, &put_a), "uncovers L0's /a/a, the origin of /b");
+        let link = FlatNode { target: Some("d/".into()), ..gen::node(FileType::Symlink, 0o777) };
+        let l0 = layer(vec![("/a", dir()), ("/a/a", link)]);
+        let l1 = layer(vec![("/b", empty_file())]);
+        let start = start(vec![("L0", l0), ("L1", l1)], layer(Vec::new()), Options::default());
+        let state = after(RefState::new(start), [rename("/a/a", "/b", true), Command::Unmount]);
+        assert!(
+            !ModelMachine::preconditions(&state, &put_dir(gen::UPPER, "/a")),
+            "uncovers L0's /a/a, the origin of /b"
+        );
     }
 
     /// Found with seed 71: a lower edit links a second name to a file that an upper copy
     /// records as its origin, then replaces the first name, which the copy hides.
     #[test]
     fn lower_edits_never_name_a_copy_up_origin() {
-        let file = || FlatNode { data: Some(Vec::new()), ..gen::node(FileType::File, 0o644) };
-        let start = CaseStart {
-            lowers: vec![(
-                "L1".into(),
-                FlatLayer {
-                    root: gen::node(FileType::Dir, 0o755),
-                    entries: vec![FlatEntry::Node { path: "/d".into(), node: file() }],
-                },
-            )],
-            upper: Some((gen::UPPER.into(), FlatLayer { root: gen::node(FileType::Dir, 0o755), entries: Vec::new() })),
-            options: Default::default(),
-        };
-        let write = Op::Write { path: "/d".into(), at: crate::ops::WriteAt::Offset(0), data: Vec::new() };
-        let edit = |edit| Command::Edit { layer: "L1".into(), edit };
-        let link = edit(Edit::Link { path: "/b".into(), to: "/d".into() });
-        let unmounted = RefState::new(start.clone()).step(&Command::Unmount);
+        let start = start(vec![("L1", layer(vec![("/d", empty_file())]))], layer(Vec::new()), Options::default());
+        let write = Command::Op(Op::Write { path: "/d".into(), at: crate::ops::WriteAt::Offset(0), data: Vec::new() });
+        let link = edit("L1", Edit::Link { path: "/b".into(), to: "/d".into() });
+        let unmounted = after(RefState::new(start.clone()), [Command::Unmount]);
         assert!(ModelMachine::preconditions(&unmounted, &link), "no copy-up yet: a plain hard link");
-        let state = RefState::new(start).step(&Command::Op(write)).step(&Command::Unmount);
+        let state = after(RefState::new(start), [write, Command::Unmount]);
         assert!(!ModelMachine::preconditions(&state, &link), "/b would name the origin of the upper /d");
-        let elsewhere = edit(Edit::Put { path: "/c".into(), node: file() });
+        let elsewhere = edit("L1", Edit::Put { path: "/c".into(), node: empty_file() });
         assert!(ModelMachine::preconditions(&state, &elsewhere));
     }
 
@@ -709,36 +699,17 @@ mod tests {
     /// tmpfs's entry order were in the upper root, which the rule did not look at.
     #[test]
     fn redirected_directories_in_the_root_count() {
-        let entry = |path: &str| FlatEntry::Node { path: path.into(), node: gen::node(FileType::Dir, 0o755) };
-        let start = CaseStart {
-            lowers: vec![(
-                "L0".into(),
-                FlatLayer { root: gen::node(FileType::Dir, 0o755), entries: vec![entry("/b"), entry("/b/c")] },
-            )],
-            upper: Some((
-                gen::UPPER.into(),
-                FlatLayer {
-                    root: gen::node(FileType::Dir, 0o755),
-                    entries: vec![entry("/a"), entry("/c"), entry("/c/b")],
-                },
-            )),
-            options: crate::mount::Options { redirect_dir: RedirectDir::On, ..Default::default() },
-        };
-        let rename = |from: &str, to: &str, exchange: bool| {
-            Command::Op(Op::Rename {
-                from: from.into(),
-                to: to.into(),
-                flags: RenameFlags { exchange, ..RenameFlags::default() },
-            })
-        };
-        let mut state = RefState::new(start);
-        for cmd in [rename("/b", "/c", false), rename("/b/c", "/c", true), Command::Unmount] {
-            state = state.step(&cmd);
-        }
+        let lower = layer(vec![("/b", dir()), ("/b/c", dir())]);
+        let upper = layer(vec![("/a", dir()), ("/c", dir()), ("/c/b", dir())]);
+        let options = Options { redirect_dir: RedirectDir::On, ..Options::default() };
+        let state = after(
+            RefState::new(start(vec![("L0", lower)], upper, options)),
+            [rename("/b", "/c", false), rename("/b/c", "/c", true), Command::Unmount],
+        );
         let mount = |redirect_dir| Command::Mount {
             lowers: vec!["L0".into()],
             upper: Some(gen::UPPER.into()),
-            options: crate::mount::Options { redirect_dir, ..Default::default() },
+            options: Options { redirect_dir, ..Options::default() },
         };
         assert!(!ModelMachine::preconditions(&state, &mount(RedirectDir::Nofollow)), "/b and /c are redirected");
         assert!(ModelMachine::preconditions(&state, &mount(RedirectDir::Follow)));
