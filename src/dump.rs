@@ -33,6 +33,13 @@ pub struct MergedEntry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
+impl MergedEntry {
+    /// An entry with this `lstat` answer and nothing read yet.
+    fn of(stat: Result<Stat, Errno>) -> MergedEntry {
+        MergedEntry { stat, data: None, target: None, xattrs: BTreeMap::new() }
+    }
+}
+
 /// The merged view: every path reachable by `readdir` from the root (the root is `/`).
 pub type MergedTree = BTreeMap<String, MergedEntry>;
 
@@ -49,7 +56,7 @@ pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
             Outcome::Err(e) => Err(e),
             other => panic!("lstat answered {other:?}"),
         };
-        let mut entry = MergedEntry { stat, data: None, target: None, xattrs: BTreeMap::new() };
+        let mut entry = MergedEntry::of(stat);
         if let Ok(st) = &entry.stat {
             match st.kind {
                 crate::layer::FileType::File => {
@@ -132,12 +139,12 @@ impl Overlay {
         let d = match found {
             Ok(d) => d,
             Err(e) => {
-                tree.insert(path, MergedEntry { stat: Err(e), data: None, target: None, xattrs: BTreeMap::new() });
+                tree.insert(path, MergedEntry::of(Err(e)));
                 return;
             }
         };
         let stat = self.getattr(&d);
-        let mut entry = MergedEntry { stat: Ok(stat), data: None, target: None, xattrs: BTreeMap::new() };
+        let mut entry = MergedEntry::of(Ok(stat));
         match d.ftype.expect("positive") {
             // `open(O_RDONLY)` of a regular file passes every check of `open_at`.
             FileType::File => entry.data = self.read_opened(&d).ok(),
