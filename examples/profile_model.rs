@@ -90,12 +90,7 @@ fn run_cases(cases: &[Vec<Command>], rounds: usize) -> usize {
 fn kind(c: &Command) -> String {
     match c {
         Command::Op(op) => format!("op {}", op.name()),
-        Command::Layer { .. } => "layer".into(),
-        Command::Mount { .. } => "mount".into(),
-        Command::Unmount => "unmount".into(),
-        Command::Edit { .. } => "edit".into(),
-        Command::DumpLayer { .. } => "dump layer".into(),
-        Command::DumpMerged => "dump merged".into(),
+        other => other.name().to_owned(),
     }
 }
 

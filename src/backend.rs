@@ -100,6 +100,22 @@ pub enum Command {
     DumpMerged,
 }
 
+impl Command {
+    /// The command's name in reports: an operation's syscall name ([`Op::name`]), or
+    /// `layer`, `mount`, `unmount`, `edit`, `dump-layer`, `dump-merged`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Op(op) => op.name(),
+            Command::Layer { .. } => "layer",
+            Command::Mount { .. } => "mount",
+            Command::Unmount => "unmount",
+            Command::Edit { .. } => "edit",
+            Command::DumpLayer { .. } => "dump-layer",
+            Command::DumpMerged => "dump-merged",
+        }
+    }
+}
+
 /// A backend's answer to one command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {

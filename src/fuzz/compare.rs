@@ -277,15 +277,7 @@ impl Divergence {
     }
 
     fn parts(&self) -> (String, String, String) {
-        let what = match &self.command {
-            Command::Op(op) => op.name().to_owned(),
-            Command::Layer { .. } => "layer".into(),
-            Command::Mount { .. } => "mount".into(),
-            Command::Unmount => "unmount".into(),
-            Command::Edit { .. } => "edit".into(),
-            Command::DumpLayer { .. } => "dump-layer".into(),
-            Command::DumpMerged => "dump-merged".into(),
-        };
+        let what = self.command.name().to_owned();
         let shape = |a: &Answer| match a {
             Answer::Reply(Reply::Outcome(Outcome::Err(e))) => e.to_string(),
             Answer::Reply(Reply::Outcome(Outcome::Ok)) => "ok".into(),
