@@ -12,7 +12,7 @@ use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::ops::{Op, Outcome, Stat};
 use crate::overlay::Overlay;
-use crate::path::{Follow, PATH_LEN_MAX};
+use crate::path::{join, Follow, PATH_LEN_MAX};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -59,26 +59,26 @@ pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
         let mut entry = MergedEntry::of(stat);
         if let Ok(st) = &entry.stat {
             match st.kind {
-                crate::layer::FileType::File => {
+                FileType::File => {
                     if let Outcome::Data(d) = op(&Op::Read { path: path.clone() }) {
                         entry.data = Some(d);
                     }
                 }
-                crate::layer::FileType::Symlink => {
+                FileType::Symlink => {
                     if let Outcome::Target(t) = op(&Op::Readlink { path: path.clone() }) {
                         entry.target = Some(t);
                     }
                 }
-                crate::layer::FileType::Dir => {
+                FileType::Dir => {
                     if let Outcome::Entries(names) = op(&Op::Readdir { path: path.clone() }) {
                         for name in names.keys() {
-                            queue.push(if path == "/" { format!("/{name}") } else { format!("{path}/{name}") });
+                            queue.push(join(&path, name));
                         }
                     }
                 }
                 _ => {}
             }
-            if st.kind != crate::layer::FileType::Symlink {
+            if st.kind != FileType::Symlink {
                 if let Outcome::XattrNames(names) = op(&Op::Listxattr { path: path.clone() }) {
                     for name in names {
                         if let Outcome::Xattr(v) = op(&Op::Getxattr { path: path.clone(), name: name.clone() }) {
@@ -152,8 +152,7 @@ impl Overlay {
             FileType::Dir => {
                 let names = self.readdir_entries(&d);
                 let index = dirs.len();
-                let prefix = if path == "/" { "" } else { path.as_str() };
-                queue.extend(names.into_keys().map(|name| (format!("{prefix}/{name}"), index)));
+                queue.extend(names.into_keys().map(|name| (join(&path, &name), index)));
             }
             _ => {}
         }

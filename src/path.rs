@@ -47,6 +47,16 @@ pub enum Follow {
     No,
 }
 
+/// The absolute path of `name` in the directory at absolute path `parent` (`/` or a path
+/// without a trailing slash).
+pub(crate) fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
 fn check_len(path: &str) -> SysResult<()> {
     if path.is_empty() {
         return Err(Errno::ENOENT);
@@ -68,7 +78,7 @@ impl Overlay {
 
     /// The merged path of `name` in the directory at the end of `chain`.
     pub(crate) fn child_path(chain: &[Dentry], name: &str) -> String {
-        format!("{}/{name}", Overlay::chain_path(chain).trim_end_matches('/'))
+        join(&Overlay::chain_path(chain), name)
     }
 
     /// Resolves `path` to a positive object.

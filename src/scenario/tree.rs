@@ -28,6 +28,7 @@ use super::locate::{Seg, YamlPath};
 use crate::backend::MergedTree;
 use crate::errno::Errno;
 use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use crate::path::join;
 use std::collections::{BTreeMap, HashMap};
 use yaml_serde::Value;
 
@@ -165,14 +166,6 @@ pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext)
         }
     }
     Some(node)
-}
-
-fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
 }
 
 /// Reads one node at layer path `lpath`.
