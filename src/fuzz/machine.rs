@@ -211,9 +211,8 @@ fn shows_an_origin(state: &RefState, name: &str, edit: &Edit) -> bool {
         .iter()
         .enumerate()
         .flat_map(|(i, lower)| {
-            lower.to_flat().entries.into_iter().filter_map(move |e| {
-                let ino = lower.walk(crate::layer::components(e.path()))?;
-                origins.contains(&crate::layer::Origin { layer: lower.id(), ino }).then(|| (i, e.path().to_owned()))
+            lower.walk_all().into_iter().filter_map(move |(path, ino)| {
+                origins.contains(&crate::layer::Origin { layer: lower.id(), ino }).then_some((i, path))
             })
         })
         .collect();

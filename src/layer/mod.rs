@@ -552,8 +552,8 @@ impl Layer {
             .collect()
     }
 
-    /// Every inode reachable from the root, with one path to it, parents before children,
-    /// names in byte order.
+    /// Every name reachable from the root, with the inode it names (a hard-linked inode once
+    /// per name), parents before children, names in byte order.
     pub fn walk_all(&self) -> Vec<(String, Ino)> {
         let mut out = Vec::new();
         self.walk_into(self.root, String::new(), &mut out);
