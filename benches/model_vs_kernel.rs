@@ -38,7 +38,7 @@ fn scenarios() -> Vec<Scenario> {
     if !spec.is_dir() {
         return Vec::new();
     }
-    scenario::find_files(&[spec]).expect("list spec/").iter().filter_map(|p| scenario::load(p).ok()).collect()
+    scenario::find_files(&[spec]).expect("list spec/").files.iter().filter_map(|p| scenario::load(p).ok()).collect()
 }
 
 /// Runs a case's commands; harness errors are answers here, as in the fuzzer.

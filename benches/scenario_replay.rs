@@ -21,7 +21,7 @@ use std::path::PathBuf;
 fn main() {
     let mut c = common::criterion();
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec");
-    let files = if spec.is_dir() { scenario::find_files(&[spec]).expect("list spec/") } else { Vec::new() };
+    let files = if spec.is_dir() { scenario::find_files(&[spec]).expect("list spec/").files } else { Vec::new() };
     let texts: Vec<(String, String)> =
         files.iter().map(|p| (p.display().to_string(), std::fs::read_to_string(p).expect("read a scenario"))).collect();
     let parsed: Vec<Scenario> = texts

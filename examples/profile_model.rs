@@ -54,7 +54,7 @@ const CASE_OPS: usize = 20;
 /// Every `spec/**/*.yaml` that loads.
 fn scenarios() -> Vec<Scenario> {
     let spec = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec");
-    scenario::find_files(&[spec]).expect("list spec/").iter().filter_map(|p| scenario::load(p).ok()).collect()
+    scenario::find_files(&[spec]).expect("list spec/").files.iter().filter_map(|p| scenario::load(p).ok()).collect()
 }
 
 /// Replays every scenario `rounds` times on a fresh model; the number of failed scenarios.

@@ -100,6 +100,7 @@ pub mod mount;
 pub mod ops;
 pub mod overlay;
 pub mod path;
+pub mod persist;
 pub mod readdir;
 pub mod scenario;
 pub mod whiteout;

@@ -7,8 +7,41 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ovlsim::backend::{Backend, ModelBackend};
 use ovlsim::kernel::KernelBackend;
 use ovlsim::scenario::{self, RunReport};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// The exit status of a process killed by `SIGPIPE`, as a shell reports it (128 + 13).
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// Writes to stdout. A reader that went away (`ovlsim run | head -1`) ends the process
+/// quietly with status 141, as a Unix tool killed by `SIGPIPE` would; any other write error
+/// is reported on stderr and ends it with status 2.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        let _ = writeln!(std::io::stderr(), "ovlsim: cannot write to stdout: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// [`out`] with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => { out(&format!("{}\n", format_args!($($arg)*))) };
+}
+
+/// A line on stderr; a closed stderr is no reason to stop (nor to panic, as `eprintln!` does).
+macro_rules! errln {
+    ($($arg:tt)*) => {{ let _ = writeln!(std::io::stderr(), $($arg)*); }};
+}
+
+/// [`out`] without a newline.
+macro_rules! outp {
+    ($($arg:tt)*) => { out(&format!($($arg)*)) };
+}
 
 #[derive(Parser)]
 #[command(name = "ovlsim", version, about = "An exact model of Linux OverlayFS, checked against the real kernel")]
@@ -131,7 +164,7 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         ..Default::default()
     };
     let report = ovlsim::fuzz::run(config);
-    println!("{report}");
+    outln!("{report}");
     if report.is_clean() {
         ExitCode::SUCCESS
     } else {
@@ -194,26 +227,40 @@ fn run_one(path: &std::path::Path, which: RunBackend) -> RunReport {
     }
 }
 
+/// `ovlsim run`: exits 0 when every scenario passed, 1 when one failed (an unreadable file or
+/// directory on the way counts as a failed scenario), 2 when a path does not exist or no
+/// scenario was found at all (a mistyped path in CI must not pass).
 fn cmd_run(a: RunArgs) -> ExitCode {
-    let files = match scenario::find_files(&a.paths) {
+    let found = match scenario::find_files(&a.paths) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("ovlsim: {e}");
+            errln!("ovlsim: {e}");
             return ExitCode::from(2);
         }
     };
-    if files.is_empty() {
-        eprintln!("ovlsim: no scenario files (*.yaml) found");
+    if found.files.is_empty() && found.problems.is_empty() {
+        let paths: Vec<String> = a.paths.iter().map(|p| p.display().to_string()).collect();
+        errln!("ovlsim: no scenario files (*.yaml) found under {}", paths.join(", "));
+        return ExitCode::from(2);
     }
+    let label = match a.backend {
+        RunBackend::Model => "model",
+        RunBackend::Kernel => "kernel",
+        RunBackend::Both => "model+kernel",
+    };
+    let walked = found.problems.iter().map(|(path, why)| {
+        let file = path.display().to_string();
+        let e = scenario::ScenarioError::single(&file, scenario::Pos { line: 1, column: 1 }, None, why.clone());
+        RunReport::from_error(&file, label, &e)
+    });
     let mut reports = Vec::new();
-    for f in &files {
-        let r = run_one(f, a.backend);
+    for r in walked.chain(found.files.iter().map(|f| run_one(f, a.backend))) {
         if !a.json {
             if r.passed() {
-                println!("ok   {} [{}]", r.file, r.backend);
+                outln!("ok   {} [{}]", r.file, r.backend);
             } else {
-                println!("FAIL {} [{}]", r.file, r.backend);
-                print!("{}", r.details(20));
+                outln!("FAIL {} [{}]", r.file, r.backend);
+                outp!("{}", r.details(20));
             }
         }
         reports.push(r);
@@ -222,9 +269,9 @@ fn cmd_run(a: RunArgs) -> ExitCode {
     let failed = reports.len() - passed;
     if a.json {
         let out = serde_json::json!({ "passed": passed, "failed": failed, "results": reports });
-        println!("{}", serde_json::to_string_pretty(&out).expect("reports serialise"));
+        outln!("{}", serde_json::to_string_pretty(&out).expect("reports serialise"));
     } else {
-        println!("{passed} passed, {failed} failed");
+        outln!("{passed} passed, {failed} failed");
     }
     if failed == 0 {
         ExitCode::SUCCESS
@@ -246,9 +293,9 @@ fn cmd_record(a: RecordArgs) -> ExitCode {
         let out = serde_json::json!({
             "file": file, "ok": ok, "backend": backend, "output": output, "scenario": yaml, "error": error,
         });
-        println!("{}", serde_json::to_string_pretty(&out).expect("a result serialises"));
+        outln!("{}", serde_json::to_string_pretty(&out).expect("a result serialises"));
     } else if let Err((_, e)) = &result {
-        eprintln!("{e}");
+        errln!("{e}");
     }
     if ok {
         ExitCode::SUCCESS
@@ -268,7 +315,7 @@ fn record_one(a: &RecordArgs) -> Result<(&'static str, String, Option<String>), 
         None => match KernelBackend::available() {
             Ok(()) => OneBackend::Kernel,
             Err(why) => {
-                eprintln!("ovlsim: the kernel is not available ({why})");
+                errln!("ovlsim: the kernel is not available ({why})");
                 OneBackend::Model
             }
         },
@@ -278,7 +325,7 @@ fn record_one(a: &RecordArgs) -> Result<(&'static str, String, Option<String>), 
         OneBackend::Kernel => "kernel",
     };
     let mut b = backend(which).map_err(|why| (Some(name), format!("ovlsim: {why}")))?;
-    eprintln!("ovlsim: recording {file} with the {name} backend");
+    errln!("ovlsim: recording {file} with the {name} backend");
     scenario::record(&mut s, b.as_mut()).map_err(|e| (Some(name), e.to_string()))?;
     let yaml = s.to_yaml();
     if let Err(e) = scenario::parse(&yaml, &file) {
@@ -287,26 +334,31 @@ fn record_one(a: &RecordArgs) -> Result<(&'static str, String, Option<String>), 
             format!("ovlsim: internal error: the recorded scenario does not read back:\n{e}\n{yaml}"),
         ));
     }
-    let cannot = |e: std::io::Error| (Some(name), format!("ovlsim: cannot write the scenario: {e}"));
+    // Written to a temporary file and renamed: a kill or a full disk leaves the original.
+    let cannot = |e: std::io::Error| (Some(name), format!("ovlsim: cannot write the scenario to {e}"));
     match a.output.as_deref() {
         Some("-") if a.json => Ok((name, "-".into(), Some(yaml))),
         Some("-") => {
-            print!("{yaml}");
+            outp!("{yaml}");
             Ok((name, "-".into(), None))
         }
-        Some(out) => std::fs::write(out, &yaml).map(|()| (name, out.to_owned(), None)).map_err(cannot),
-        None => std::fs::write(&a.file, &yaml).map(|()| (name, file.clone(), None)).map_err(cannot),
+        Some(out) => ovlsim::persist::write_atomic(out.as_ref(), yaml.as_bytes())
+            .map(|()| (name, out.to_owned(), None))
+            .map_err(cannot),
+        None => {
+            ovlsim::persist::write_atomic(&a.file, yaml.as_bytes()).map(|()| (name, file.clone(), None)).map_err(cannot)
+        }
     }
 }
 
 fn cmd_show(a: ShowArgs) -> ExitCode {
     match scenario::load(&a.file) {
         Ok(s) => {
-            print!("{}", scenario::show(&s));
+            outp!("{}", scenario::show(&s));
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             ExitCode::FAILURE
         }
     }

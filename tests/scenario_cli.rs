@@ -411,7 +411,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn examples() -> usize {
-    scenario::find_files(&["spec/examples".into()]).unwrap().len()
+    scenario::find_files(&["spec/examples".into()]).unwrap().files.len()
 }
 
 const GOOD: &str = "\

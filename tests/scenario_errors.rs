@@ -277,7 +277,7 @@ fn mangled_scenarios_never_panic() {
     let mut sources = vec![with_steps(
         "  - stat: /f\n    expect: {kind: file, ino: a}\n  - unmount\n  - edit: L0\n    put: {/g: !symlink f}\n    link: {/h: /f}\n  - mount: {options: {redirect_dir: on}}\n    expect: ok\n  - check:\n      merged: {.: {nlink: 1}, f: hello, g: !symlink f, h: hello}\nfinal:\n  upper: {}\n",
     )];
-    for f in scenario::find_files(&["spec/examples".into()]).unwrap() {
+    for f in scenario::find_files(&["spec/examples".into()]).unwrap().files {
         sources.push(std::fs::read_to_string(f).unwrap());
     }
     let swaps = [":", "-", "{", "}", "[", "!", "\"", " ", "\t", "0", "/", "~"];

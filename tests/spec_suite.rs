@@ -12,7 +12,7 @@ mod common;
 
 fn scenarios() -> Vec<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("spec");
-    let files = scenario::find_files(&[root]).expect("spec/ is readable");
+    let files = scenario::find_files(&[root]).expect("spec/ is readable").files;
     assert!(files.len() >= 80, "spec/ should hold at least 80 scenarios, found {}", files.len());
     files
 }

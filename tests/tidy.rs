@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 fn spec_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec");
-    ovlsim::scenario::find_files(&[root]).expect("spec/ is readable")
+    ovlsim::scenario::find_files(&[root]).expect("spec/ is readable").files
 }
 
 #[test]

@@ -290,7 +290,7 @@ pub fn append_regression(path: &Path, seed: &str, comment: &str) -> std::io::Res
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(path, text)
+    crate::persist::write_atomic(path, text.as_bytes())
 }
 
 /// Whether the kernel tier can run here ([`KernelBackend::available_once`]).

@@ -93,7 +93,7 @@ fn write_files(
     let mut out = Vec::new();
     if let Some(yaml) = yaml {
         let p = dir.join(format!("{stem}.yaml"));
-        std::fs::write(&p, yaml)?;
+        crate::persist::write_atomic(&p, yaml.as_bytes())?;
         out.push(p);
     }
     let file = DivergenceFile {
@@ -105,7 +105,7 @@ fn write_files(
     };
     let p = dir.join(format!("{stem}.json"));
     let text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
-    std::fs::write(&p, text)?;
+    crate::persist::write_atomic(&p, text.as_bytes())?;
     out.push(p);
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! The parsing context: typed readers for YAML values that record a problem, with the path
 //! of the offending node, instead of stopping at the first one.
 
-use super::locate::{locate, Seg, YamlPath};
+use super::locate::{PosIndex, Seg, YamlPath};
 use super::StepRef;
 use crate::errno::Errno;
 use yaml_serde::{Mapping, Value};
@@ -29,6 +29,8 @@ pub(crate) struct Cx<'t> {
     pub step: Option<StepRef>,
     /// The scenario's layer names, for mounts and edits to name.
     pub layers: Vec<String>,
+    /// The positions of the text's nodes, built on first use.
+    index: std::cell::OnceCell<PosIndex>,
 }
 
 /// `path` with one more segment.
@@ -64,7 +66,12 @@ pub(crate) fn type_name(v: &Value) -> String {
 impl<'t> Cx<'t> {
     /// A context for a document with this text.
     pub fn new(text: Option<&'t str>) -> Cx<'t> {
-        Cx { text, problems: Vec::new(), step: None, layers: Vec::new() }
+        Cx { text, problems: Vec::new(), step: None, layers: Vec::new(), index: std::cell::OnceCell::new() }
+    }
+
+    /// The positions of the text's nodes (built once, in one pass; empty without a text).
+    pub fn index(&self) -> &PosIndex {
+        self.index.get_or_init(|| self.text.map(PosIndex::new).unwrap_or_default())
     }
 
     /// Records a problem with the node at `path`.
@@ -221,7 +228,7 @@ impl<'t> Cx<'t> {
             Value::Number(n) if n.is_u64() => {
                 let m = n.as_u64().unwrap_or(u64::MAX);
                 if let Some(text) = self.text {
-                    if let Some(pos) = locate(text, path, false) {
+                    if let Some(pos) = self.index().get(path, false) {
                         let raw = raw_at(text, pos.line, pos.column);
                         if !raw.starts_with("0o") && m > 7 {
                             self.problem(

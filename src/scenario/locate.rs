@@ -9,6 +9,12 @@
 //!
 //! A document that does not parse cannot be probed; [`step_at_line`] then finds the step that
 //! holds a line by a light scan of the text (block style only).
+//!
+//! Many positions at once (every problem of a scenario with thousands of bad steps) are
+//! looked up in a [`PosIndex`] instead: one pass of an event parser (`saphyr-parser`, which
+//! gives every event its span) records the position of every node and key, so that locating
+//! N problems costs one pass, not N parses. Its positions equal the probes' (a test checks
+//! every node of every file under `spec/`).
 
 use serde::de::{
     self, DeserializeSeed, Deserializer, EnumAccess, IgnoredAny, MapAccess, SeqAccess, VariantAccess, Visitor,
@@ -42,6 +48,202 @@ impl fmt::Display for Pos {
     }
 }
 
+/// The position of every node (and of every mapping key) of a YAML document, by path.
+#[derive(Clone, Debug, Default)]
+pub struct PosIndex {
+    /// `path -> (node position, key position)`; the key position is that of the key under
+    /// which the node is the value, when its parent is a mapping.
+    nodes: std::collections::HashMap<YamlPath, (Pos, Option<Pos>)>,
+}
+
+/// The most index entries copied for aliases, in all.
+const ALIAS_COPIES_MAX: usize = 100_000;
+
+/// Where a node sits while the index is built.
+enum Frame {
+    /// A sequence at `path`; `next` is the index of its next item.
+    Seq { path: YamlPath, next: usize },
+    /// A mapping at `path`; `key` is the pending key (its text and position) when the next
+    /// node is a value, `None` when it is a key.
+    Map { path: YamlPath, key: Option<(String, Pos)> },
+    /// A non-scalar key (`? [a, b]: x`), skipped: the nesting depth inside it.
+    Skip(usize),
+}
+
+impl PosIndex {
+    /// The index of `text`, built in one pass; empty past the first document, or when the
+    /// text does not parse (then [`locate`] cannot find anything either).
+    pub fn new(text: &str) -> PosIndex {
+        let mut nodes: std::collections::HashMap<YamlPath, (Pos, Option<Pos>)> = std::collections::HashMap::new();
+        let mut stack: Vec<Frame> = Vec::new();
+        let mut documents = 0;
+        let lines: Vec<&str> = text.split('\n').collect();
+        let mut anchors: std::collections::HashMap<usize, YamlPath> = std::collections::HashMap::new();
+        let mut copied = 0;
+        for ev in saphyr_parser::Parser::new_from_str(text) {
+            let Ok((ev, span)) = ev else { break };
+            use saphyr_parser::Event as E;
+            let mut pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
+            if matches!(ev, E::SequenceStart(..)) && span.start == span.end {
+                // A block sequence starts at its first `-` (where libyaml, and so the probes,
+                // put it); saphyr puts it at the first item's content.
+                pos = dash_before(&lines, pos).unwrap_or(pos);
+            }
+            let (opens, closes) = match &ev {
+                E::DocumentStart(_) => {
+                    documents += 1;
+                    if documents > 1 {
+                        break;
+                    }
+                    continue;
+                }
+                E::Scalar(..) | E::Alias(_) => (false, false),
+                E::SequenceStart(..) | E::MappingStart(..) => (true, false),
+                E::SequenceEnd | E::MappingEnd => (false, true),
+                _ => continue,
+            };
+            if let Some(Frame::Skip(depth)) = stack.last_mut() {
+                if opens {
+                    *depth += 1;
+                } else if closes {
+                    *depth -= 1;
+                }
+                if *depth == 0 {
+                    stack.pop();
+                    if let Some(Frame::Map { key, .. }) = stack.last_mut() {
+                        // Nothing can name the value of a complex key.
+                        *key = Some(("\u{0}complex key".into(), pos));
+                    }
+                }
+                continue;
+            }
+            if closes {
+                stack.pop();
+                continue;
+            }
+            // The node's path, or a key of a mapping.
+            let (path, key_pos) = match stack.last_mut() {
+                None => (Vec::new(), None),
+                Some(Frame::Seq { path, next }) => {
+                    let mut p = path.clone();
+                    p.push(Seg::Index(*next));
+                    *next += 1;
+                    (p, None)
+                }
+                Some(Frame::Map { path, key }) => match key.take() {
+                    Some((k, kpos)) => {
+                        let mut p = path.clone();
+                        p.push(Seg::Key(k));
+                        (p, Some(kpos))
+                    }
+                    None => {
+                        match &ev {
+                            E::Scalar(v, style, _, _) => *key = Some((key_text(v, *style), pos)),
+                            _ if opens => stack.push(Frame::Skip(1)),
+                            _ => *key = Some(("\u{0}alias key".into(), pos)),
+                        }
+                        continue;
+                    }
+                },
+                Some(Frame::Skip(_)) => unreachable!("handled above"),
+            };
+            match &ev {
+                E::SequenceStart(..) => stack.push(Frame::Seq { path: path.clone(), next: 0 }),
+                E::MappingStart(..) => stack.push(Frame::Map { path: path.clone(), key: None }),
+                _ => {}
+            }
+            if let E::Scalar(_, _, id, _) | E::SequenceStart(id, _) | E::MappingStart(id, _) = &ev {
+                if *id != 0 {
+                    anchors.insert(*id, path.clone());
+                }
+            }
+            if let E::Alias(id) = &ev {
+                // An alias reads as its anchored node (as yaml_serde replays it): the same
+                // positions, under this path. Copies are capped against alias bombs.
+                if let Some(from) = anchors.get(id) {
+                    let copies: Vec<(YamlPath, (Pos, Option<Pos>))> = nodes
+                        .iter()
+                        .filter(|(p, _)| p.starts_with(from))
+                        .take(ALIAS_COPIES_MAX.saturating_sub(copied))
+                        .map(|(p, v)| {
+                            let mut q = path.clone();
+                            q.extend_from_slice(&p[from.len()..]);
+                            (q, if p.len() == from.len() { (v.0, key_pos) } else { *v })
+                        })
+                        .collect();
+                    copied += copies.len();
+                    for (q, v) in copies {
+                        nodes.entry(q).or_insert(v);
+                    }
+                    continue;
+                }
+            }
+            nodes.entry(path).or_insert((pos, key_pos));
+        }
+        PosIndex { nodes }
+    }
+
+    /// The position of the node at `path` (or of its key, with `key`), as [`locate`] finds it.
+    pub fn get(&self, path: &[Seg], key: bool) -> Option<Pos> {
+        let (node, k) = self.nodes.get(path)?;
+        if key {
+            *k
+        } else {
+            Some(*node)
+        }
+    }
+
+    /// The position of the node at `path`, or of the nearest ancestor that exists, as
+    /// [`locate_nearest`] finds it.
+    pub fn nearest(&self, path: &[Seg], key: bool) -> Pos {
+        let mut key = key;
+        for len in (0..=path.len()).rev() {
+            if let Some(p) = self.get(&path[..len], key) {
+                return p;
+            }
+            key = false;
+        }
+        Pos { line: 1, column: 1 }
+    }
+}
+
+/// The position of the last `-` before `pos`, on its line or on the lines above it (past
+/// blank and comment lines), where a block sequence's first entry begins.
+fn dash_before(lines: &[&str], pos: Pos) -> Option<Pos> {
+    let mut line = pos.line;
+    let mut text: String = lines.get(line - 1)?.chars().take(pos.column - 1).collect();
+    loop {
+        let code = match text.find(" #") {
+            Some(i) => &text[..i],
+            None if text.trim_start().starts_with('#') => "",
+            None => &text,
+        };
+        let code = code.trim_end();
+        if code.ends_with('-') {
+            return Some(Pos { line, column: code.chars().count() });
+        }
+        if !code.trim().is_empty() || line == 1 {
+            return None;
+        }
+        line -= 1;
+        text = lines[line - 1].to_owned();
+    }
+}
+
+/// A key's text as [`KeySeed`] compares it: plain scalars that YAML reads as null, booleans
+/// or integers in their canonical form, everything else as written.
+fn key_text(v: &str, style: saphyr_parser::ScalarStyle) -> String {
+    if style != saphyr_parser::ScalarStyle::Plain {
+        return v.to_owned();
+    }
+    match v {
+        "~" | "null" | "Null" | "NULL" | "" => "null".into(),
+        "true" | "True" | "TRUE" => "true".into(),
+        "false" | "False" | "FALSE" => "false".into(),
+        _ => v.parse::<i64>().map(|n| n.to_string()).unwrap_or_else(|_| v.to_owned()),
+    }
+}
+
 const MARK: &str = "\u{0}ovlsim-probe";
 
 /// The position of the node at `path` (or of its key, with `key`), if the document parses
@@ -51,23 +253,6 @@ pub fn locate(text: &str, path: &[Seg], key: bool) -> Option<Pos> {
     match (Probe { path, key }).deserialize(de) {
         Err(e) if e.to_string().contains(MARK) => e.location().map(|l| Pos { line: l.line(), column: l.column() }),
         _ => None,
-    }
-}
-
-/// The position of the node at `path`, or of the nearest ancestor that exists; line 1,
-/// column 1 when nothing can be found.
-pub fn locate_nearest(text: &str, path: &[Seg], key: bool) -> Pos {
-    let mut len = path.len();
-    let mut key = key;
-    loop {
-        if let Some(p) = locate(text, &path[..len], key) {
-            return p;
-        }
-        if len == 0 {
-            return Pos { line: 1, column: 1 };
-        }
-        len -= 1;
-        key = false;
     }
 }
 
@@ -290,16 +475,9 @@ fn op_word(text: &str, default: &str) -> String {
     }
 }
 
-/// The position of each of the `count` steps: from the text scan when it agrees with a
-/// probe of the first and the last step, else by probing each one.
-pub fn step_positions(text: &str, count: usize) -> Vec<Option<Pos>> {
-    let probe = |i: usize| locate(text, &[Seg::Key("steps".into()), Seg::Index(i)], false);
-    let (items, _) = scan_steps(text);
-    if count > 0 && items.len() == count && Some(items[0].0) == probe(0) && Some(items[count - 1].0) == probe(count - 1)
-    {
-        return items.into_iter().map(|(p, _)| Some(p)).collect();
-    }
-    (0..count).map(probe).collect()
+/// The position of each of the `count` steps, from the document's index.
+pub fn step_positions(index: &PosIndex, count: usize) -> Vec<Option<Pos>> {
+    (0..count).map(|i| index.get(&[Seg::Key("steps".into()), Seg::Index(i)], false)).collect()
 }
 
 /// The step (index from 0, and its first key, the op) whose text holds line `line`, found by
@@ -331,7 +509,7 @@ mod tests {
         assert_eq!(at(&[k("steps"), Seg::Index(2), k("y"), Seg::Index(1)], false), Some((12, 18)));
         assert_eq!(at(&[k("steps"), Seg::Index(3)], false), Some((13, 3)));
         assert_eq!(at(&[k("steps"), Seg::Index(4)], false), None);
-        let near = locate_nearest(DOC, &[k("steps"), Seg::Index(1), k("nope")], true);
+        let near = PosIndex::new(DOC).nearest(&[k("steps"), Seg::Index(1), k("nope")], true);
         assert_eq!((near.line, near.column), (10, 5));
     }
 
@@ -344,28 +522,61 @@ mod tests {
         assert_eq!(step_at_line(DOC, 4), None);
     }
 
-    #[test]
-    fn scanned_step_positions_equal_the_probes() {
-        let probe_all = |text: &str, n: usize| -> Vec<Option<Pos>> {
-            (0..n).map(|i| locate(text, &[k("steps"), Seg::Index(i)], false)).collect()
-        };
+    /// Every `spec/` file, and the documents above.
+    fn documents() -> Vec<String> {
         let mut docs: Vec<String> = vec![
             DOC.to_owned(),
             "steps: [{stat: /a}, {stat: /b}]\n".to_owned(),
             "steps:\n- stat: /a\n-\n  stat: /b\n# c\n-   unmount\nfinal: {}\n".to_owned(),
+            "? [a, b]\n: {c: 1}\nd: &x {e: [1, !t 2]}\nf: *x\n1: one\n~: n\n'q': {\"r\": !u {s: 1}}\n".to_owned(),
         ];
-        for e in std::fs::read_dir("spec/examples").unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "yaml") {
-                docs.push(std::fs::read_to_string(p).unwrap());
+        let mut dirs = vec![std::path::PathBuf::from("spec")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "yaml") {
+                    docs.push(std::fs::read_to_string(p).unwrap());
+                }
             }
         }
-        for d in &docs {
-            let n = match yaml_serde::from_str::<yaml_serde::Value>(d).unwrap().get("steps") {
+        docs
+    }
+
+    #[test]
+    fn the_index_finds_what_the_probes_find() {
+        let mut checked = 0;
+        for (n, d) in documents().iter().enumerate() {
+            let index = PosIndex::new(d);
+            assert!(!index.nodes.is_empty(), "{d}");
+            let mut paths: Vec<&YamlPath> = index.nodes.keys().collect();
+            paths.sort_by_key(|p| format!("{p:?}"));
+            // Every node of the small documents; a sample of the spec files (a probe is a
+            // whole parse).
+            let stride = if n < 4 { 1 } else { 2 };
+            // Values under a complex or alias key are indexed under a name no path has.
+            let nameable = |p: &&YamlPath| !p.iter().any(|s| matches!(s, Seg::Key(k) if k.starts_with('\u{0}')));
+            for p in paths.into_iter().filter(nameable).skip(n % stride).step_by(stride) {
+                assert_eq!(index.get(p, false), locate(d, p, false), "{p:?} in\n{d}");
+                if let Some(k) = index.get(p, true) {
+                    assert_eq!(Some(k), locate(d, p, true), "key of {p:?} in\n{d}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 1000, "{checked}");
+    }
+
+    #[test]
+    fn step_positions_equal_the_probes() {
+        for d in documents() {
+            let n = match yaml_serde::from_str::<yaml_serde::Value>(&d).unwrap().get("steps") {
                 Some(yaml_serde::Value::Sequence(s)) => s.len(),
                 _ => 0,
             };
-            assert_eq!(step_positions(d, n), probe_all(d, n), "{d}");
+            let probes: Vec<Option<Pos>> = (0..n).map(|i| locate(&d, &[k("steps"), Seg::Index(i)], false)).collect();
+            assert_eq!(step_positions(&PosIndex::new(&d), n), probes, "{d}");
         }
     }
 }

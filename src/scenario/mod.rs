@@ -364,16 +364,48 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
-/// Reads and checks the scenario in `path`.
+/// Reads and checks the scenario in `path`. Only a regular file is read (a FIFO or a device
+/// named `x.yaml` would block or never end): it is opened without blocking and checked
+/// with `fstat` before a byte is read. A file over [`FILE_LEN_MAX`] is refused.
 pub fn load(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
     let path = path.as_ref();
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    let fail = |why: String| ScenarioError::single(&file, Pos { line: 1, column: 1 }, None, why);
+    match read_regular(path) {
         Ok(text) => parse(&text, &file),
-        Err(e) => {
-            Err(ScenarioError::single(&file, Pos { line: 1, column: 1 }, None, format!("cannot read the file: {e}")))
-        }
+        Err(e) => Err(fail(format!("cannot read the file: {e}"))),
     }
+}
+
+/// The largest scenario file read: 64 MiB.
+pub const FILE_LEN_MAX: u64 = 64 << 20;
+
+/// The text of the regular file at `path`: opened with `O_NONBLOCK` (so that a FIFO does
+/// not block the open), refused unless `fstat` says it is a regular file of at most
+/// [`FILE_LEN_MAX`] bytes, and read as UTF-8.
+fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let m = f.metadata()?;
+    if !m.is_file() {
+        let what = if m.is_dir() { "a directory" } else { "not a regular file" };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+    }
+    if m.len() > FILE_LEN_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} bytes, more than the {FILE_LEN_MAX} a scenario may have", m.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(m.len() as usize);
+    f.take(FILE_LEN_MAX + 1).read_to_end(&mut bytes)?;
+    String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 (at byte {})", e.utf8_error().valid_up_to()),
+        )
+    })
 }
 
 /// Reads and checks a scenario from its text; `file` names it in messages.
@@ -381,35 +413,72 @@ pub fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     parse::parse(text, file)
 }
 
+/// What [`find_files`] found: the scenario files, and what it could not read on the way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The scenario files, in order.
+    pub files: Vec<PathBuf>,
+    /// Each entry that could not be read or followed, with why (an unreadable directory, a
+    /// symlink loop): each is a failure, and the walk goes on with the rest.
+    pub problems: Vec<(PathBuf, String)>,
+}
+
 /// The scenario files under `paths`: each file as given, and every `*.yaml` file under each
-/// directory, recursively, sorted by path.
-pub fn find_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    fn visit(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                visit(&p, out)?;
-            } else if p.extension().is_some_and(|e| e == "yaml") {
-                out.push(p);
+/// directory, recursively, sorted by path. Symlinks are followed, but a directory that is
+/// its own ancestor (a symlink loop) is reported in [`Found::problems`] instead of walked
+/// again, as is every entry that cannot be read. The walk keeps its own stack, so no depth
+/// of directories can overflow the process's stack.
+///
+/// Errors: a path in `paths` that does not exist (a mistyped path is a usage error).
+pub fn find_files(paths: &[PathBuf]) -> std::io::Result<Found> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Found::default();
+    for p in paths {
+        let m = std::fs::metadata(p).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        if !m.is_dir() {
+            found.files.push(p.clone());
+            continue;
+        }
+        // Depth-first, in order: each frame is a directory's sorted entries still to visit,
+        // and the (device, inode) of the directory, to find loops.
+        let mut stack: Vec<(std::vec::IntoIter<PathBuf>, (u64, u64))> = Vec::new();
+        let enter = |dir: &Path, id: (u64, u64), stack: &mut Vec<_>, found: &mut Found| match std::fs::read_dir(dir)
+            .and_then(|rd| rd.map(|e| e.map(|e| e.path())).collect::<Result<Vec<_>, _>>())
+        {
+            Ok(mut entries) => {
+                entries.sort();
+                stack.push((entries.into_iter(), id));
+            }
+            Err(e) => found.problems.push((dir.to_path_buf(), format!("cannot read the directory: {e}"))),
+        };
+        enter(p, (m.dev(), m.ino()), &mut stack, &mut found);
+        while let Some((entries, _)) = stack.last_mut() {
+            let Some(e) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            match std::fs::metadata(&e) {
+                Ok(m) if m.is_dir() => {
+                    let id = (m.dev(), m.ino());
+                    if stack.iter().any(|(_, a)| *a == id) {
+                        found.problems.push((e, "a symlink loop: this directory is its own ancestor".into()));
+                    } else {
+                        enter(&e, id, &mut stack, &mut found);
+                    }
+                }
+                Ok(_) if e.extension().is_some_and(|x| x == "yaml") => found.files.push(e),
+                Ok(_) => {}
+                Err(err) => {
+                    // A dangling symlink not named *.yaml is not a scenario; a loop is
+                    // reported whatever its name.
+                    if e.extension().is_some_and(|x| x == "yaml") || err.raw_os_error() == Some(libc::ELOOP) {
+                        found.problems.push((e, format!("cannot follow: {err}")));
+                    }
+                }
             }
         }
-        Ok(())
     }
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            visit(p, &mut out)?;
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("{}: no such file or directory", p.display()),
-            ));
-        }
-    }
-    Ok(out)
+    Ok(found)
 }
 
 impl Scenario {

@@ -1,7 +1,7 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
 use super::cx::{idx, key, type_name, Cx, RawProblem};
-use super::locate::{locate_nearest, step_at_line, step_positions, Pos, Seg, YamlPath};
+use super::locate::{step_at_line, step_positions, Pos, PosIndex, Seg, YamlPath};
 use super::tree::{node_to_flat, parse_node, parse_tree, tree_to_flat, TreeContext, TreeKind};
 use super::{
     Action, Check, Expect, MountChange, MountSpec, Problem, Scenario, ScenarioError, Source, StatExpect, Step, StepRef,
@@ -126,14 +126,14 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     let scenario = read_scenario(&mut cx, &value, text, file);
     if cx.problems.is_empty() {
         if let Some(mut s) = scenario {
-            let positions = step_positions(text, s.steps.len());
+            let positions = step_positions(cx.index(), s.steps.len());
             for (step, pos) in s.steps.iter_mut().zip(positions) {
                 step.pos = pos;
             }
             return Ok(s);
         }
     }
-    Err(resolve(&cx.problems, text, file))
+    Err(resolve(&cx.problems, cx.index(), file))
 }
 
 /// A YAML error message without its ` at line N column M` parts (the position is given
@@ -165,13 +165,13 @@ fn context_pos(text: &str) -> Option<Pos> {
     Some(Pos { line: line.parse().ok()?, column: column.parse().ok()? })
 }
 
-/// Gives each problem its line and column.
-pub(crate) fn resolve(problems: &[RawProblem], text: &str, file: &str) -> ScenarioError {
+/// Gives each problem its line and column, all from one index of the text.
+pub(crate) fn resolve(problems: &[RawProblem], index: &PosIndex, file: &str) -> ScenarioError {
     let mut out: Vec<Problem> = problems
         .iter()
         .map(|p| Problem {
             file: file.to_owned(),
-            pos: locate_nearest(text, &p.path, p.key),
+            pos: index.nearest(&p.path, p.key),
             step: p.step.clone(),
             message: p.message.clone(),
         })
