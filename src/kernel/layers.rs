@@ -201,10 +201,32 @@ fn set_meta(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Resu
     if node.kind != FileType::Symlink {
         sys(rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty()), "chmod", abs)?;
     }
-    for (k, v) in &node.xattrs {
-        sys(rustix::fs::lsetxattr(abs, k.as_str(), v, XattrFlags::empty()), &format!("lsetxattr {k:?} on"), abs)?;
+    in_dir(dir, abs, || {
+        for (k, v) in &node.xattrs {
+            sys(rustix::fs::lsetxattr(name, k.as_str(), v, XattrFlags::empty()), &format!("lsetxattr {k:?} on"), abs)?;
+        }
+        Ok(())
+    })?
+}
+
+/// Runs `f` with the working directory set to `dir`, so that the xattr calls, which take
+/// only a path, can name a node by its name in `dir`: an absolute path to a node deeper
+/// than `PATH_MAX` (4,096 bytes) would fail with `ENAMETOOLONG`. The worker is
+/// single-threaded, and the working directory is put back before returning.
+fn in_dir<T>(dir: BorrowedFd<'_>, abs: &str, f: impl FnOnce() -> T) -> Result<T, BackendError> {
+    use rustix::fd::AsRawFd;
+    if dir.as_raw_fd() == CWD.as_raw_fd() {
+        return Ok(f());
     }
-    Ok(())
+    let back = sys(
+        rustix::fs::open(".", OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()),
+        "open the working directory for",
+        abs,
+    )?;
+    sys(rustix::process::fchdir(dir), "fchdir to the parent of", abs)?;
+    let r = f();
+    sys(rustix::process::fchdir(&back), "fchdir back from the parent of", abs)?;
+    Ok(r)
 }
 
 /// Makes `node` as `name` in `dir` (which has no such name), with its metadata.
@@ -332,10 +354,16 @@ pub(super) fn remove(abs: &str, path: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// The xattrs of the node at `abs` (not following a symlink), bookkeeping left out.
-fn xattrs_of(abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
+/// The xattrs of the node `name` in `dir` (at `abs`, not following a symlink), bookkeeping
+/// left out.
+fn xattrs_of(dir: BorrowedFd<'_>, name: &str, abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
+    in_dir(dir, abs, || xattrs_here(name, abs))?
+}
+
+/// [`xattrs_of`] for `name` relative to the working directory.
+fn xattrs_here(node: &str, abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
     let mut buf = vec![0u8; XATTR_MAX];
-    let n = sys(rustix::fs::llistxattr(abs, &mut buf[..]), "llistxattr", abs)?;
+    let n = sys(rustix::fs::llistxattr(node, &mut buf[..]), "llistxattr", abs)?;
     let names: Vec<String> = buf[..n]
         .split(|b| *b == 0)
         .filter(|s| !s.is_empty())
@@ -344,12 +372,12 @@ fn xattrs_of(abs: &str) -> Result<BTreeMap<String, Vec<u8>>, BackendError> {
         })
         .collect::<Result<_, _>>()?;
     let mut out = BTreeMap::new();
-    for name in names {
-        if is_bookkeeping(&name) {
+    for x in names {
+        if is_bookkeeping(&x) {
             continue;
         }
-        let n = sys(rustix::fs::lgetxattr(abs, name.as_str(), &mut buf[..]), &format!("lgetxattr {name:?} of"), abs)?;
-        out.insert(name, buf[..n].to_vec());
+        let n = sys(rustix::fs::lgetxattr(node, x.as_str(), &mut buf[..]), &format!("lgetxattr {x:?} of"), abs)?;
+        out.insert(x, buf[..n].to_vec());
     }
     Ok(out)
 }
@@ -367,7 +395,7 @@ fn node_of(dir: BorrowedFd<'_>, name: &str, abs: &str, st: &rustix::fs::Stat) ->
         data: None,
         target: None,
         rdev: None,
-        xattrs: xattrs_of(abs)?,
+        xattrs: xattrs_of(dir, name, abs)?,
     };
     match kind {
         FileType::File => {

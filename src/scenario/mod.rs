@@ -66,7 +66,7 @@ pub use runner::{run, run_both, Failure, RunReport};
 pub use show::show;
 pub use tree::{
     default_mode, tree_from_flat, tree_from_merged, tree_lines, tree_to_flat, walk, TreeContext, TreeKind, TreeNode,
-    OPAQUE_XATTR, REDIRECT_XATTR, XWHITEOUT_XATTR,
+    DEPTH_MAX, OPAQUE_XATTR, REDIRECT_XATTR, XWHITEOUT_XATTR,
 };
 
 use crate::backend::Edit;

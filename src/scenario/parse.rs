@@ -98,6 +98,9 @@ pub(crate) fn class_of(op: &Op) -> Class {
 }
 
 pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    // A UTF-8 byte order mark is allowed at the start of a YAML stream, and invisible in an
+    // editor: positions are counted without it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = match yaml_serde::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -110,6 +113,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
                 if let Some(at) = full.find(ctx).and_then(|i| context_pos(&full[i..])) {
                     pos = at;
                 }
+            }
+            // yaml_serde does not say where the second document is.
+            if full.contains("more than one document") {
+                pos = second_document(text).unwrap_or(pos);
             }
             let step = step_at_line(text, pos.line).map(|(i, op)| StepRef { index: i + 1, op });
             let mut msg = strip_positions(&full);
@@ -134,6 +141,15 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         }
     }
     Err(resolve(&cx.problems, cx.index(), file))
+}
+
+/// Where the second document of a stream starts (its `---`), if there is one.
+fn second_document(text: &str) -> Option<Pos> {
+    saphyr_parser::Parser::new_from_str(text)
+        .map_while(Result::ok)
+        .filter(|(ev, _)| matches!(ev, saphyr_parser::Event::DocumentStart(_)))
+        .nth(1)
+        .map(|(_, span)| Pos { line: span.start.line(), column: span.start.col() + 1 })
 }
 
 /// A YAML error message without its ` at line N column M` parts (the position is given

@@ -168,6 +168,12 @@ pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext)
     Some(node)
 }
 
+/// The most path components a node of a tree in a scenario may have below its root. The
+/// kernel has no such limit on a layer, but a path through the merged view is at most
+/// `PATH_MAX` (4,096) bytes, so nothing deeper than 2,048 components can be reached by a
+/// step; half of that keeps every walk of the tree well inside a thread's stack.
+pub const DEPTH_MAX: usize = 1024;
+
 /// Reads one node at layer path `lpath`.
 pub(crate) fn parse_node(
     cx: &mut Cx,
@@ -210,6 +216,15 @@ pub(crate) fn parse_node(
                             "name {name:?} is not a relative path of plain names (no leading, \
                              trailing or double `/`, no `.` or `..`)"
                         ),
+                    );
+                    ok = false;
+                    continue;
+                }
+                let depth = lpath.split('/').filter(|c| !c.is_empty()).count() + parts.len();
+                if depth > DEPTH_MAX {
+                    cx.key_problem(
+                        &kp,
+                        format!("too deep: {depth} path components, more than the {DEPTH_MAX} a tree may have"),
                     );
                     ok = false;
                     continue;
