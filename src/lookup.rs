@@ -118,6 +118,8 @@ struct LookupData<'a> {
     xwhiteouts: bool,
     /// The directory the last probe found carries `opaque=x` (at any depth of a redirect).
     found_xwhiteouts: bool,
+    /// The first lower object found, kept for an error after it (kernel: `stack[0]`).
+    first: Option<LowerPath>,
 }
 
 /// Which layer a lookup step is in.
@@ -196,6 +198,7 @@ impl Overlay {
             metacopy: false,
             xwhiteouts: false,
             found_xwhiteouts: false,
+            first: None,
         };
         let mut poe = Arc::clone(&parent.lowers);
         let mut upper = None;
@@ -242,7 +245,8 @@ impl Overlay {
                 }
                 None => {
                     let key = d.name.clone();
-                    let answer = self.lookup_lowers(poe.clone(), poe_is_root, &mut d, follow)?;
+                    let answer = self.lookup_lowers(poe.clone(), poe_is_root, &mut d, follow);
+                    let answer = self.fix_origin_on_error(parent, upper, &d, answer)?;
                     self.dcache.put(&poe, &key, probe, answer.clone());
                     answer
                 }
@@ -251,7 +255,8 @@ impl Overlay {
             d.xwhiteouts = answer.xwhiteouts;
             answer.stack
         } else {
-            self.lookup_lowers(poe, poe_is_root, &mut d, follow)?.stack
+            let answer = self.lookup_lowers(poe, poe_is_root, &mut d, follow);
+            self.fix_origin_on_error(parent, upper, &d, answer)?.stack
         };
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
@@ -318,6 +323,7 @@ impl Overlay {
                 flagged.push(lower.layer);
             }
             stack.push(LowerPath { layer: lower.layer, ino: this });
+            d.first.get_or_insert(LowerPath { layer: lower.layer, ino: this });
             if d.redirect.is_some() && !follow {
                 return Err(Errno::EPERM);
             }
@@ -335,6 +341,23 @@ impl Overlay {
         }
         let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { Arc::from(&stack[..]) };
         Ok(LowerAnswer { stack, is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
+    }
+
+    /// A lower lookup that fails after it found a first lower directory under an upper one
+    /// has already recorded the origin (kernel: `ovl_lookup` calls `ovl_fix_origin` at the
+    /// first lower, before a later layer's error or the nofollow refusal): the upper keeps
+    /// it, and its parent stays impure, though the lookup fails.
+    fn fix_origin_on_error(
+        &mut self,
+        parent: &Dentry,
+        upper: Option<Ino>,
+        d: &LookupData,
+        answer: SysResult<LowerAnswer>,
+    ) -> SysResult<LowerAnswer> {
+        if let (Err(_), Some(u), Some(first), true) = (&answer, upper, d.first, d.is_dir) {
+            self.fix_origin(parent, u, first);
+        }
+        answer
     }
 
     /// Records the origin of a merged directory whose upper has none (an upper made
