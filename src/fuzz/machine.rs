@@ -751,7 +751,7 @@ mod tests {
         let lower = layer(vec![("/a", broken.clone()), ("/b", broken)]);
         let upper = layer(vec![("/a", dir()), ("/b", dir())]);
         let options = Options { redirect_dir: RedirectDir::Follow, ..Options::default() };
-        let state = after(RefState::new(start(vec![("L0", lower)], upper, options.clone())), [Command::Unmount]);
+        let state = after(RefState::new(start(vec![("L0", lower)], upper, options)), [Command::Unmount]);
         let mount = Command::Mount { lowers: vec!["L0".into()], upper: Some(gen::UPPER.into()), options };
         assert!(!ModelMachine::preconditions(&state, &mount), "/a and /b both fail their lookups");
     }
