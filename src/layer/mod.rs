@@ -17,6 +17,7 @@
 //! directory's `st_size` is 40 plus 20 per entry, and its `st_nlink` is 2 plus one per
 //! subdirectory.
 
+pub mod check;
 mod flat;
 
 pub use flat::{FlatEntry, FlatLayer, FlatNode};
