@@ -509,11 +509,16 @@ pub fn edit(removes: bool) -> impl Strategy<Value = Edit> {
     ]
 }
 
-/// Whether an offline edit is one the generators make (see [`edit`]).
+/// Whether an offline edit is one the generators make (see [`edit`]): a put is also one
+/// a layer can hold ([`crate::layer::check::check_node`]), so a shrunk case never turns
+/// into a refused edit.
 pub fn edit_is_valid(edit: &Edit) -> bool {
     match edit {
         Edit::Link { path, to } => !overlaps(path, to),
-        Edit::Put { path, .. } | Edit::Remove { path } => path.split('/').any(|c| !c.is_empty()),
+        Edit::Put { path, node } => {
+            path.split('/').any(|c| !c.is_empty()) && crate::layer::check::check_node(path, node).is_ok()
+        }
+        Edit::Remove { path } => path.split('/').any(|c| !c.is_empty()),
     }
 }
 
@@ -572,6 +577,7 @@ mod tests {
             let flat = layer().new_tree(&mut runner).expect("a layer").current();
             let built = crate::layer::Layer::from_flat(&flat);
             assert_eq!(built.to_flat(), flat, "generated layers are in canonical order");
+            assert_eq!(crate::layer::check::check_layer(&flat), Ok(()), "a layer can hold every generated node");
             for e in &flat.entries {
                 assert!(e.path().split('/').filter(|c| !c.is_empty()).count() <= DEPTH_MAX);
                 if let FlatEntry::Node { node, .. } = e {
