@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 static EMPTY_STACK: LazyLock<Arc<[LowerPath]>> = LazyLock::new(|| Arc::from([]));
 
 /// The longest name a layer accepts (tmpfs `NAME_MAX`; kernel: `ofs->namelen`).
-pub const NAME_LEN_MAX: usize = 255;
+pub use crate::layer::check::NAME_LEN_MAX;
 
 /// One lower object: lower layer `layer` (0 = top-most), inode `ino` in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
