@@ -41,8 +41,8 @@ pub enum Edit {
 impl Edit {
     /// Makes this edit in `layer`, as the model does offline. A node the layer cannot hold
     /// is refused with the kernel's errno ([`crate::layer::check::check_node`]), and the
-    /// layer is left as it was (the kernel backend keeps what its calls made before the
-    /// refused one: parents, the node without its xattrs). A link that cannot be made (its target is missing or a
+    /// layer is left as it was (the kernel backend removes the node it made, but keeps the
+    /// parents it made, and a node it replaced is gone). A link that cannot be made (its target is missing or a
     /// directory, or making its parents would remove the target) is a usage error; the
     /// layer may then have new parents.
     pub fn apply_to(&self, layer: &mut Layer) -> Result<(), BackendError> {

@@ -493,6 +493,14 @@ fn devices_fifos_and_remounts() {
     assert_no_leaked_mounts();
 }
 
+/// A node with 300 `user.*` xattrs of 250-byte names: more than `listxattr` can list.
+fn many_xattrs(mut n: FlatNode) -> FlatNode {
+    for i in 0..300 {
+        n.xattrs.insert(format!("user.{i:03}{}", "a".repeat(242)), b"v".to_vec());
+    }
+    n
+}
+
 /// Layers the kernel cannot hold are refused by both backends, with the errno tmpfs gives,
 /// whether as a whole layer or as an offline edit (`ovlsim::layer::check::check_node`).
 #[test]
@@ -513,6 +521,7 @@ fn both_backends_refuse_layers_the_kernel_cannot_hold_with_its_errno() {
         ("/f".into(), with_xattr(file(b"x", 0o644), "foo.bar", b"v"), Errno::EOPNOTSUPP),
         ("/f".into(), with_xattr(file(b"x", 0o644), "user.", b"v"), Errno::EINVAL),
         ("/p".into(), with_xattr(node(FileType::Fifo, 0o644), "user.a", b"v"), Errno::EPERM),
+        ("/f".into(), many_xattrs(file(b"x", 0o644)), Errno::E2BIG),
     ];
     make_layer(&mut k, "E", layer(vec![("/g", file(b"good", 0o644))]));
     make_layer(&mut m, "E", layer(vec![("/g", file(b"good", 0o644))]));
@@ -528,8 +537,8 @@ fn both_backends_refuse_layers_the_kernel_cannot_hold_with_its_errno() {
             }
         }
     }
-    // What a refused edit leaves differs: the model changes nothing, the kernel keeps what
-    // its calls made before the refused one (`Edit::apply_to`). The good file is in both.
+    // What a refused edit leaves differs: the model changes nothing, the kernel keeps the
+    // parents it made (`Edit::apply_to`). The good file is in both.
     for b in [&mut k as &mut dyn Backend, &mut m] {
         let view = dump_layer(b, "E");
         assert!(view.entries.contains(&FlatEntry::Node { path: "/g".into(), node: file(b"good", 0o644) }));

@@ -219,6 +219,12 @@ fn set_meta(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Resu
     for (k, v) in &node.xattrs {
         made(rustix::fs::lsetxattr(abs, k.as_str(), v, XattrFlags::empty()), &format!("lsetxattr {k:?} on"), abs)?;
     }
+    if !node.xattrs.is_empty() {
+        // tmpfs holds more names than `listxattr` can list (E2BIG): such a node cannot be
+        // read back, nor copied up.
+        let mut buf = vec![0u8; XATTR_MAX];
+        made(rustix::fs::llistxattr(abs, &mut buf[..]), "llistxattr", abs)?;
+    }
     Ok(())
 }
 
@@ -269,7 +275,12 @@ fn put_at(layer: &OwnedFd, abs: &str, path: &str, node: &FlatNode) -> Result<(),
     let parent = make_parents(layer, abs, parents)?;
     let shown = join(abs, &comps);
     remove_entry(parent.as_fd(), name, &shown)?;
-    create(parent.as_fd(), name, &shown, node)
+    let made = create(parent.as_fd(), name, &shown, node);
+    if let Err(BackendError::Refused(..)) = made {
+        // A node whose metadata was refused is not left half made.
+        remove_entry(parent.as_fd(), name, &shown)?;
+    }
+    made
 }
 
 fn put_link_at(layer: &OwnedFd, abs: &str, path: &str, to: &str) -> Result<bool, BackendError> {

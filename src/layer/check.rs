@@ -18,6 +18,8 @@ pub const PATH_MAX: usize = 4096;
 pub const XATTR_NAME_LEN_MAX: usize = 255;
 /// The largest xattr value (kernel: `XATTR_SIZE_MAX`).
 pub const XATTR_SIZE_MAX: usize = 65536;
+/// The longest list of a node's xattr names, each with its NUL (kernel: `XATTR_LIST_MAX`).
+pub const XATTR_LIST_MAX: usize = 65536;
 
 /// The part of a node that the layer refuses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +89,9 @@ fn refuse(errno: Errno, part: Part, reason: &'static str) -> Result<(), Refusal>
 ///    `security.`; kernel: `xattr_resolve_name`); EINVAL: a namespace prefix alone
 ///    (`user.`).
 ///
+/// Last, E2BIG when the names, each with its NUL, total over 64 KiB: tmpfs sets them all,
+/// but `listxattr` refuses the list (kernel: `XATTR_LIST_MAX`), and so would a copy-up.
+///
 /// NOTE(kernel): a path longer than PATH_MAX is no refusal: the backend makes it one
 /// component at a time (observed: a 4,517-byte path builds and lists).
 pub fn check_node(path: &str, node: &FlatNode) -> Result<(), Refusal> {
@@ -112,6 +117,18 @@ pub fn check_node(path: &str, node: &FlatNode) -> Result<(), Refusal> {
     }
     for (name, value) in &node.xattrs {
         check_xattr(node.kind, name, value)?;
+    }
+    // Each name is listed with its NUL.
+    let mut listed = 0;
+    for name in node.xattrs.keys() {
+        listed += name.len() + 1;
+        if listed > XATTR_LIST_MAX {
+            return refuse(
+                Errno::E2BIG,
+                Part::XattrName(name.clone()),
+                "a node's xattr names total at most 64 KiB, or listxattr (and so copy-up) fails",
+            );
+        }
     }
     Ok(())
 }
