@@ -39,17 +39,22 @@ pub enum Edit {
 }
 
 impl Edit {
-    /// Makes this edit in `layer`, as the model does offline. A link that cannot be made
-    /// (its target is missing or a directory, or making its parents would remove the target)
-    /// is an error, in words; the layer may then have new parents.
-    pub fn apply_to(&self, layer: &mut Layer) -> Result<(), String> {
+    /// Makes this edit in `layer`, as the model does offline. A node the layer cannot hold
+    /// is refused with the kernel's errno ([`crate::layer::check::check_node`]), and the
+    /// layer is left as it was (the kernel backend removes the node it made, but keeps the
+    /// parents it made, and a node it replaced is gone). A link that cannot be made (its target is missing or a
+    /// directory, or making its parents would remove the target) is a usage error; the
+    /// layer may then have new parents.
+    pub fn apply_to(&self, layer: &mut Layer) -> Result<(), BackendError> {
         match self {
             Edit::Put { path, node } => {
-                layer.put(path, node.to_inode());
+                layer.try_put(path, node.to_inode()).map_err(|r| BackendError::Refused(r.errno, r.to_string()))?;
             }
             Edit::Link { path, to } => {
                 layer.put_link(path, to).ok_or_else(|| {
-                    format!("link target {to:?} is missing or a directory, or {path:?} would replace it")
+                    BackendError::Usage(format!(
+                        "link target {to:?} is missing or a directory, or {path:?} would replace it"
+                    ))
                 })?;
             }
             Edit::Remove { path } => {
@@ -145,6 +150,10 @@ pub enum BackendError {
     /// The backend itself failed (the kernel worker died, a setup syscall failed, ...).
     #[error("backend failure: {0}")]
     Failed(String),
+    /// A layer cannot hold this content: the errno the kernel's call gives (the model
+    /// decides it by [`crate::layer::check::check_node`]), and what was refused.
+    #[error("{1}")]
+    Refused(Errno, String),
 }
 
 /// A backend: something that carries out commands.
@@ -226,6 +235,8 @@ impl ModelBackend {
     /// [`Command::Layer`]: the named layer, built from `content` (only while unmounted).
     fn create_layer(&mut self, name: &str, content: &FlatLayer) -> Result<Reply, BackendError> {
         self.unmounted("creating a layer")?;
+        crate::layer::check::check_layer(content)
+            .map_err(|(path, r)| BackendError::Refused(r.errno, format!("{path}: {r}")))?;
         self.layers.insert(name.to_owned(), Layer::from_flat(content));
         Ok(Reply::Done)
     }
@@ -286,7 +297,7 @@ impl Backend for ModelBackend {
                         "an edit needs a path below the layer root, not {path:?}"
                     )));
                 }
-                edit.apply_to(l).map_err(BackendError::Usage)?;
+                edit.apply_to(l)?;
                 Ok(Reply::Done)
             }
             Command::DumpLayer { name } => Ok(Reply::Layer(self.named(name)?.to_flat())),

@@ -21,7 +21,7 @@
 //! # Module map
 //! | module | concept | kernel |
 //! |---|---|---|
-//! | [`layer`] | persistent layer trees, inodes, xattrs | the real filesystems |
+//! | [`layer`] | persistent layer trees, inodes, xattrs; what a layer can hold ([`layer::check`]) | the real filesystems (tmpfs) |
 //! | [`overlay`] | the mounted overlay, `Clone` in O(1) | `super.c` |
 //! | [`mount`] | options and their validation | `params.c` |
 //! | [`path`] | resolution in the merged namespace | `fs/namei.c` |

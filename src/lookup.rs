@@ -19,7 +19,7 @@ use std::sync::{Arc, LazyLock};
 static EMPTY_STACK: LazyLock<Arc<[LowerPath]>> = LazyLock::new(|| Arc::from([]));
 
 /// The longest name a layer accepts (tmpfs `NAME_MAX`; kernel: `ofs->namelen`).
-pub const NAME_LEN_MAX: usize = 255;
+pub use crate::layer::check::NAME_LEN_MAX;
 
 /// One lower object: lower layer `layer` (0 = top-most), inode `ino` in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,6 +118,8 @@ struct LookupData<'a> {
     xwhiteouts: bool,
     /// The directory the last probe found carries `opaque=x` (at any depth of a redirect).
     found_xwhiteouts: bool,
+    /// The first lower object found, kept for an error after it (kernel: `stack[0]`).
+    first: Option<LowerPath>,
 }
 
 /// Which layer a lookup step is in.
@@ -179,7 +181,8 @@ impl Overlay {
     ///
     /// Errors, in precedence order: ENAMETOOLONG (name longer than 255), EINVAL (a malformed
     /// redirect xattr), EIO (a copy-up origin of another type), EPERM (a redirect with
-    /// `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy).
+    /// `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy), EACCES (a
+    /// redirect component a lower layer cannot look up: `.`, `..` or empty).
     pub(crate) fn lookup_child(&mut self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
         if name.len() > NAME_LEN_MAX {
             return Err(Errno::ENAMETOOLONG);
@@ -195,6 +198,7 @@ impl Overlay {
             metacopy: false,
             xwhiteouts: false,
             found_xwhiteouts: false,
+            first: None,
         };
         let mut poe = Arc::clone(&parent.lowers);
         let mut upper = None;
@@ -241,7 +245,8 @@ impl Overlay {
                 }
                 None => {
                     let key = d.name.clone();
-                    let answer = self.lookup_lowers(poe.clone(), poe_is_root, &mut d, follow)?;
+                    let answer = self.lookup_lowers(poe.clone(), poe_is_root, &mut d, follow);
+                    let answer = self.fix_origin_on_error(parent, upper, &d, answer)?;
                     self.dcache.put(&poe, &key, probe, answer.clone());
                     answer
                 }
@@ -250,7 +255,8 @@ impl Overlay {
             d.xwhiteouts = answer.xwhiteouts;
             answer.stack
         } else {
-            self.lookup_lowers(poe, poe_is_root, &mut d, follow)?.stack
+            let answer = self.lookup_lowers(poe, poe_is_root, &mut d, follow);
+            self.fix_origin_on_error(parent, upper, &d, answer)?.stack
         };
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
@@ -283,7 +289,8 @@ impl Overlay {
     /// options, so [`crate::dcache`] may keep it.
     ///
     /// Errors, in precedence order: EINVAL (a malformed redirect xattr), EPERM (a redirect
-    /// with `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy).
+    /// with `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy), EACCES
+    /// (a redirect component a layer cannot look up).
     fn lookup_lowers(
         &mut self,
         mut poe: Arc<[LowerPath]>,
@@ -316,6 +323,7 @@ impl Overlay {
                 flagged.push(lower.layer);
             }
             stack.push(LowerPath { layer: lower.layer, ino: this });
+            d.first.get_or_insert(LowerPath { layer: lower.layer, ino: this });
             if d.redirect.is_some() && !follow {
                 return Err(Errno::EPERM);
             }
@@ -333,6 +341,23 @@ impl Overlay {
         }
         let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { Arc::from(&stack[..]) };
         Ok(LowerAnswer { stack, is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
+    }
+
+    /// A lower lookup that fails after it found a first lower directory under an upper one
+    /// has already recorded the origin (kernel: `ovl_lookup` calls `ovl_fix_origin` at the
+    /// first lower, before a later layer's error or the nofollow refusal): the upper keeps
+    /// it, and its parent stays impure, though the lookup fails.
+    fn fix_origin_on_error(
+        &mut self,
+        parent: &Dentry,
+        upper: Option<Ino>,
+        d: &LookupData,
+        answer: SysResult<LowerAnswer>,
+    ) -> SysResult<LowerAnswer> {
+        if let (Err(_), Some(u), Some(first), true) = (&answer, upper, d.first, d.is_dir) {
+            self.fix_origin(parent, u, first);
+        }
+        answer
     }
 
     /// Records the origin of a merged directory whose upper has none (an upper made
@@ -374,10 +399,11 @@ impl Overlay {
     fn lookup_layer(&self, which: Which, base: Ino, d: &mut LookupData) -> SysResult<Option<Ino>> {
         if !d.name.starts_with('/') {
             // The name moves out and back rather than being cloned: this runs once per
-            // layer per path component.
-            let name = std::mem::take(&mut d.name);
+            // layer per path component. A redirect leaves an owned name in its place (which
+            // may be empty: a value that begins with NUL).
+            let name = std::mem::replace(&mut d.name, Cow::Borrowed(""));
             let found = self.lookup_single(which, base, d, &name, 0, "");
-            if d.name.is_empty() {
+            if let Cow::Borrowed(_) = d.name {
                 d.name = name;
             }
             return found;
@@ -419,6 +445,9 @@ impl Overlay {
         let layer = self.which(which);
         let last_element = post.is_empty();
         d.found_xwhiteouts = false;
+        check_lookup_name(name)?;
+        // NOTE(kernel): the layer's ENAMETOOLONG (an over-long redirect component) reads as
+        // "not found", not as an error.
         if name.len() > NAME_LEN_MAX {
             return Ok(None);
         }
@@ -436,6 +465,11 @@ impl Overlay {
             }
             d.metacopy = whiteout::is_metacopy(self, inode);
             d.stop = !d.metacopy;
+            // A metacopy file's redirect names its data; it is read (and so validated)
+            // before the caller refuses metacopy on a mount without it.
+            if d.metacopy && !d.last {
+                self.check_redirect(inode, d, prelen, post)?;
+            }
             return Ok(Some(ino));
         }
         if last_element {
@@ -459,21 +493,16 @@ impl Overlay {
         Ok(Some(ino))
     }
 
-    /// Follows a directory's redirect xattr (kernel: `ovl_check_redirect`,
-    /// `ovl_get_redirect_xattr`). An absolute redirect restarts the name from the lower roots
-    /// and clears `stop`; a relative one replaces the last component. A relative value with
-    /// a `/`, an empty value, or an absolute one with an empty component is EINVAL.
+    /// Follows a redirect xattr (kernel: `ovl_check_redirect`): a directory's, or a
+    /// metacopy file's. The value is read and validated by [`redirect_value`]; an absolute
+    /// redirect restarts the name from the lower roots and clears `stop`; a relative one
+    /// replaces the last component. Its components are checked only when a layer looks them
+    /// up ([`check_lookup_name`]).
+    ///
+    /// Errors: EINVAL (a malformed value).
     fn check_redirect(&self, inode: &Inode, d: &mut LookupData, prelen: usize, post: &str) -> SysResult<()> {
         let Some(value) = inode.xattr(self.names().redirect) else { return Ok(()) };
-        let Ok(value) = std::str::from_utf8(value) else { return Err(Errno::EINVAL) };
-        let valid = if let Some(rest) = value.strip_prefix('/') {
-            !rest.is_empty() && rest.split('/').all(|c| !c.is_empty())
-        } else {
-            !value.is_empty() && !value.contains('/')
-        };
-        if !valid {
-            return Err(Errno::EINVAL);
-        }
+        let value = redirect_value(value)?;
         let name = if value.starts_with('/') {
             d.stop = false;
             format!("{value}{post}")
@@ -484,4 +513,44 @@ impl Overlay {
         d.name = Cow::Owned(name);
         Ok(())
     }
+}
+
+/// Reads a redirect xattr's value as the kernel does (kernel: `ovl_get_redirect_xattr`,
+/// util.c). The value is a C string: it ends at its first NUL byte. An empty value is invalid;
+/// an absolute value (leading `/`) must have no empty component (`/`, `/a//b` and `/a/` are
+/// invalid); a relative value must not contain `/`. `.` and `..` are valid here: they are
+/// refused only when a layer looks them up ([`check_lookup_name`]).
+///
+/// Bytes that are not UTF-8 are kept as U+FFFD: no layer name can match them, as no layer
+/// name can match the kernel's raw bytes.
+///
+/// Errors: EINVAL (an empty value, an empty absolute component, a `/` in a relative value).
+pub fn redirect_value(raw: &[u8]) -> SysResult<Cow<'_, str>> {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    let value = &raw[..end];
+    // The whole value was empty: invalid. A value that begins with NUL is an empty string
+    // that the kernel accepts as a relative redirect (and then refuses to look up).
+    if raw.is_empty() {
+        return Err(Errno::EINVAL);
+    }
+    let valid = match value.strip_prefix(b"/") {
+        Some(rest) => rest.split(|&b| b == b'/').all(|c| !c.is_empty()),
+        None => !value.contains(&b'/'),
+    };
+    if !valid {
+        return Err(Errno::EINVAL);
+    }
+    Ok(String::from_utf8_lossy(value))
+}
+
+/// Whether a layer may look up `name` (kernel: `lookup_one_common` in fs/namei.c, reached
+/// through `ovl_lookup_single`'s `lookup_one_positive_unlocked`). Only a redirect's components
+/// can reach it with such a name: the merged path walk resolves `.` and `..` itself.
+///
+/// Errors: EACCES (an empty name, `.`, `..`, or a name holding `/` or NUL).
+pub fn check_lookup_name(name: &str) -> SysResult<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Errno::EACCES);
+    }
+    Ok(())
 }

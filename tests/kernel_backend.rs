@@ -492,3 +492,57 @@ fn devices_fifos_and_remounts() {
     drop(k);
     assert_no_leaked_mounts();
 }
+
+/// A node with 300 `user.*` xattrs of 250-byte names: more than `listxattr` can list.
+fn many_xattrs(mut n: FlatNode) -> FlatNode {
+    for i in 0..300 {
+        n.xattrs.insert(format!("user.{i:03}{}", "a".repeat(242)), b"v".to_vec());
+    }
+    n
+}
+
+/// Layers the kernel cannot hold are refused by both backends, with the errno tmpfs gives,
+/// whether as a whole layer or as an offline edit (`ovlsim::layer::check::check_node`).
+#[test]
+fn both_backends_refuse_layers_the_kernel_cannot_hold_with_its_errno() {
+    let Some(mut k) = kernel() else { return };
+    let mut m = ModelBackend::new();
+    let long = "n".repeat(300);
+    let cases: Vec<(String, FlatNode, Errno)> = vec![
+        (format!("/{long}"), file(b"x", 0o644), Errno::ENAMETOOLONG),
+        (format!("/d/{long}/f"), file(b"x", 0o644), Errno::ENAMETOOLONG),
+        ("/s".into(), symlink(""), Errno::ENOENT),
+        ("/s".into(), symlink(&"t".repeat(4096)), Errno::ENAMETOOLONG),
+        ("/f".into(), with_xattr(file(b"x", 0o644), &format!("user.{}", "a".repeat(251)), b"v"), Errno::ERANGE),
+        ("/f".into(), with_xattr(file(b"x", 0o644), "user.a", &[b'v'; 65537]), Errno::E2BIG),
+        ("/f".into(), with_xattr(file(b"x", 0o644), "security.capability", b"x"), Errno::EINVAL),
+        ("/d".into(), with_xattr(dir(0o755), "security.capability", &[0; 20]), Errno::EINVAL),
+        ("/f".into(), with_xattr(file(b"x", 0o644), "system.posix_acl_access", b"x"), Errno::EINVAL),
+        ("/f".into(), with_xattr(file(b"x", 0o644), "foo.bar", b"v"), Errno::EOPNOTSUPP),
+        ("/f".into(), with_xattr(file(b"x", 0o644), "user.", b"v"), Errno::EINVAL),
+        ("/p".into(), with_xattr(node(FileType::Fifo, 0o644), "user.a", b"v"), Errno::EPERM),
+        ("/f".into(), many_xattrs(file(b"x", 0o644)), Errno::E2BIG),
+    ];
+    make_layer(&mut k, "E", layer(vec![("/g", file(b"good", 0o644))]));
+    make_layer(&mut m, "E", layer(vec![("/g", file(b"good", 0o644))]));
+    for (i, (path, bad, errno)) in cases.into_iter().enumerate() {
+        let whole = Command::Layer { name: format!("L{i}"), content: layer(vec![(&path, bad.clone())]) };
+        let edit = Command::Edit { layer: "E".into(), edit: Edit::Put { path: path.clone(), node: bad } };
+        for cmd in [whole, edit] {
+            for b in [&mut k as &mut dyn Backend, &mut m] {
+                match b.exec(&cmd) {
+                    Err(BackendError::Refused(e, msg)) => assert_eq!(e, errno, "{} on {path}: {msg}", b.name()),
+                    other => panic!("{} accepted {path} ({errno}): {other:?}", b.name()),
+                }
+            }
+        }
+    }
+    // What a refused edit leaves differs: the model changes nothing, the kernel keeps the
+    // parents it made (`Edit::apply_to`). The good file is in both.
+    for b in [&mut k as &mut dyn Backend, &mut m] {
+        let view = dump_layer(b, "E");
+        assert!(view.entries.contains(&FlatEntry::Node { path: "/g".into(), node: file(b"good", 0o644) }));
+    }
+    drop(k);
+    assert_no_leaked_mounts();
+}

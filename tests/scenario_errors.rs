@@ -304,3 +304,58 @@ fn mangled_scenarios_never_panic() {
     }
     assert!(cases > 1000);
 }
+
+/// A scenario whose layer `L0` is `layer` (flow or block YAML, indented under `L0:`).
+fn with_layer(layer: &str) -> String {
+    BASE.replace("  L0: {f: hello, d: {}}\n", &format!("  L0:\n{layer}")).replace("{steps}", "")
+}
+
+/// Asserts the one problem is at `line`:`column` and names the kernel's errno.
+#[track_caller]
+fn refused(text: &str, line: usize, column: usize, errno: &str) {
+    let p = one(text, line, None, errno);
+    assert_eq!((p.pos.line, p.pos.column), (line, column), "{p}");
+    assert!(p.to_string().contains("a layer cannot hold"), "{p}");
+}
+
+#[test]
+fn a_layer_name_over_255_bytes_is_enametoolong_at_its_key() {
+    let long = "n".repeat(300);
+    refused(&with_layer(&format!("    d:\n      {long}: x\n")), 7, 7, "ENAMETOOLONG");
+    // A path key: the long component is a parent.
+    refused(&with_layer(&format!("    a/{long}/b: x\n")), 6, 5, "ENAMETOOLONG");
+}
+
+#[test]
+fn an_xattr_the_kernel_refuses_is_located_at_its_name_or_value() {
+    // A name over 255 bytes: ERANGE, at the name.
+    let long = format!("user.{}", "a".repeat(260));
+    refused(&with_layer(&format!("    f: !file\n      data: x\n      xattrs: {{{long}: v}}\n")), 8, 16, "ERANGE");
+    // A value over 64 KiB: E2BIG, at the value.
+    let big = "v".repeat(65537);
+    refused(&with_layer(&format!("    f: !file\n      xattrs:\n        user.a: {big}\n")), 8, 17, "E2BIG");
+    // An invalid security.capability: EINVAL, at the value.
+    refused(&with_layer("    f: !file\n      xattrs:\n        security.capability: !hex \"00\"\n"), 8, 30, "EINVAL");
+    // A namespace tmpfs lacks: EOPNOTSUPP, at the name.
+    refused(&with_layer("    d: {.: {xattrs: {foo.bar: x}}}\n"), 6, 22, "EOPNOTSUPP");
+    // user.* on a FIFO: EPERM, at the name.
+    refused(&with_layer("    p: !fifo {xattrs: {user.a: x}}\n"), 6, 24, "EPERM");
+    // A redirect short form over 64 KiB: at the `redirect` value of `.`.
+    refused(&with_layer(&format!("    d: {{.: {{redirect: {big}}}}}\n")), 6, 23, "E2BIG");
+}
+
+#[test]
+fn a_symlink_target_the_kernel_refuses_is_located_at_the_target() {
+    refused(&with_layer("    s: !symlink {target: \"\"}\n"), 6, 26, "ENOENT");
+    let long = "t".repeat(4096);
+    // A short-form target is placed at its tagged value.
+    refused(&with_layer(&format!("    s: !symlink {long}\n")), 6, 8, "ENAMETOOLONG");
+}
+
+#[test]
+fn an_offline_put_the_kernel_refuses_is_located_in_the_step() {
+    let long = "n".repeat(256);
+    let text = with_steps(&format!("  - unmount\n  - edit: L0\n    put: {{/d/{long}: x}}\n"));
+    let p = one(&text, STEPS_LINE + 2, Some((2, "edit")), "ENAMETOOLONG");
+    assert_eq!(p.pos.column, 11, "{p}");
+}

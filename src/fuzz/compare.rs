@@ -50,6 +50,8 @@ impl Comparer {
                 // Both refuse the command for its place in the script: the messages are the
                 // backends' own.
                 (BackendError::Usage(_), BackendError::Usage(_)) => None,
+                // Both refuse a layer the same way: the messages are the backends' own.
+                (BackendError::Refused(x, _), BackendError::Refused(y, _)) if x == y => None,
                 _ => Some(format!("harness errors differ: kernel {b}, model {a}")),
             },
             (Answer::Panic(p), _) => Some(format!("the model panicked: {p}")),
@@ -291,6 +293,7 @@ impl Divergence {
                 BackendError::Usage(_) => "usage error".into(),
                 BackendError::NotModelled(_) => "not modelled".into(),
                 BackendError::Failed(_) => "harness failure".into(),
+                BackendError::Refused(e, _) => format!("layer refused {e}"),
             },
             Answer::Panic(_) => "panic".into(),
         };

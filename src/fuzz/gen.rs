@@ -49,7 +49,14 @@ const TARGETS: [&str; 12] = ["a", "b", "c/d", "../a", "..", ".", "/a", "/b/c", "
 static FILE_DATA: [&[u8]; 4] = [b"", b"x", b"hi", b"hello"];
 /// Values of `trusted.overlay.whiteout`.
 static XWHITEOUT_VALUES: [&[u8]; 2] = [b"", b"y"];
-/// Redirect values: relative (a sibling) and absolute.
+/// Redirect values that never lead to a directory: malformed ones (EINVAL), ones with a
+/// component no layer may look up (`.`, `..`, empty: EACCES), and ones that find nothing
+/// (a missing parent, an over-long name). See `lookup::redirect_value`.
+static BROKEN_REDIRECTS: [&[u8]; 14] = [
+    b".", b"..", b"", b"/", b"/a//b", b"/a/", b"a/b", b"/a/..", b"/./a", b"/b/.", b"\0", b"\0/", b"/zz/..", &LONG_NAME,
+];
+/// A name over NAME_MAX.
+static LONG_NAME: [u8; 300] = [b'a'; 300];
 /// Data written by operations.
 static OP_DATA: [&[u8]; 4] = [b"", b"x", b"abc", b"y"];
 
@@ -150,11 +157,12 @@ pub fn dir_node() -> impl Strategy<Value = FlatNode> {
         2 => Just(Some((OPAQUE, &b"x"[..]))),
         1 => Just(Some((OPAQUE, &b"yes"[..]))),
         1 => Just(Some(("user.overlay.opaque", &b"y"[..]))),
-        // No redirect xattrs in generated layers: one that names a directory another name
-        // also shows makes two merged directories share a lower one, and the kernel's
-        // answer then depends on its inode cache (ESTALE or not, by lookup order), which
-        // is out of the model's contract. Redirects made by renames under
-        // `redirect_dir=on`, and the spec scenarios, cover them.
+        // Only redirects that lead nowhere: one that names a directory another name also
+        // shows makes two merged directories share a lower one, and the kernel's answer
+        // then depends on its inode cache (ESTALE or not, by lookup order), which is out of
+        // the model's contract. Redirects made by renames under `redirect_dir=on`, and the
+        // spec scenarios, cover working ones.
+        1 => select(&BROKEN_REDIRECTS[..]).prop_map(|v| Some((REDIRECT, v))),
     ];
     (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(), marker, user_xattrs()).prop_map(
         |(mode, (uid, gid), marker, xattrs)| {
@@ -501,11 +509,16 @@ pub fn edit(removes: bool) -> impl Strategy<Value = Edit> {
     ]
 }
 
-/// Whether an offline edit is one the generators make (see [`edit`]).
+/// Whether an offline edit is one the generators make (see [`edit`]): a put is also one
+/// a layer can hold ([`crate::layer::check::check_node`]), so a shrunk case never turns
+/// into a refused edit.
 pub fn edit_is_valid(edit: &Edit) -> bool {
     match edit {
         Edit::Link { path, to } => !overlaps(path, to),
-        Edit::Put { path, .. } | Edit::Remove { path } => path.split('/').any(|c| !c.is_empty()),
+        Edit::Put { path, node } => {
+            path.split('/').any(|c| !c.is_empty()) && crate::layer::check::check_node(path, node).is_ok()
+        }
+        Edit::Remove { path } => path.split('/').any(|c| !c.is_empty()),
     }
 }
 
@@ -564,6 +577,7 @@ mod tests {
             let flat = layer().new_tree(&mut runner).expect("a layer").current();
             let built = crate::layer::Layer::from_flat(&flat);
             assert_eq!(built.to_flat(), flat, "generated layers are in canonical order");
+            assert_eq!(crate::layer::check::check_layer(&flat), Ok(()), "a layer can hold every generated node");
             for e in &flat.entries {
                 assert!(e.path().split('/').filter(|c| !c.is_empty()).count() <= DEPTH_MAX);
                 if let FlatEntry::Node { node, .. } = e {

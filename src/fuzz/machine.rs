@@ -284,7 +284,7 @@ impl ReferenceStateMachine for ModelMachine {
             Command::Mount { lowers, upper, options } => {
                 !state.mounted
                     && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
-                    && !readdir_order_decides(state, upper.as_deref(), options)
+                    && !readdir_order_decides(state, lowers, upper.as_deref(), options)
             }
             Command::Edit { layer, edit } => {
                 !state.mounted
@@ -301,8 +301,11 @@ impl ReferenceStateMachine for ModelMachine {
 
 /// Whether a mount would let a readdir's answer depend on the order of entries in an upper
 /// directory, which the model does not keep: an upper directory holding two or more
-/// redirected subdirectories, mounted with a `redirect_dir` that does not follow, where
-/// each of their lookups is EPERM.
+/// subdirectories whose lookups may fail: those that carry a redirect (EPERM under a
+/// `redirect_dir` that does not follow; under one that follows, a malformed one or one with
+/// a component no layer may look up) or stand over a lower directory at the same path
+/// that carries one (the fuzzer draws only lower redirects that fail, EINVAL or EACCES, or
+/// that find nothing).
 /// NOTE(kernel): readdir of an impure merged directory looks its upper entries up again. A
 /// failed lookup ends the current `getdents64` call; the error reaches the caller only when
 /// that call has returned nothing yet, and the entry is skipped by the next call. So a
@@ -311,18 +314,43 @@ impl ReferenceStateMachine for ModelMachine {
 /// `fs/overlayfs/readdir.c`, `ovl_iterate_merged`, `ovl_cache_update`; `fs/readdir.c`).
 /// The same holds for two metacopy files in a directory with xattr whiteouts, which the
 /// generator never makes.
-fn readdir_order_decides(state: &RefState, upper: Option<&str>, options: &crate::mount::Options) -> bool {
-    if options.redirect_dir.follows() {
-        return false;
-    }
+fn readdir_order_decides(
+    state: &RefState,
+    lowers: &[String],
+    upper: Option<&str>,
+    options: &crate::mount::Options,
+) -> bool {
     let Some(layer) = upper.and_then(|u| state.model.layer(u)) else { return false };
-    let redirected = |ino| {
+    let redirect = |inode: &crate::layer::Inode| {
+        [gen::REDIRECT, "user.overlay.redirect"].iter().find_map(|x| inode.xattr(x)).map(<[u8]>::to_vec)
+    };
+    let has_redirect = |inode: &crate::layer::Inode| redirect(inode).is_some();
+    // A redirect a rename made works under a mode that follows; a drawn one fails.
+    let fails = |v: &[u8]| {
+        crate::lookup::redirect_value(v).map_or(true, |v| {
+            v.split('/').skip(usize::from(v.starts_with('/'))).any(|c| crate::lookup::check_lookup_name(c).is_err())
+        })
+    };
+    let follows = options.redirect_dir.follows();
+    let lower_layers: Vec<_> = lowers.iter().filter_map(|l| state.model.layer(l)).collect();
+    let may_fail = |path: &str, ino| {
         let inode = layer.get(ino);
-        inode.is_dir() && [gen::REDIRECT, "user.overlay.redirect"].iter().any(|x| inode.xattr(x).is_some())
+        if !inode.is_dir() {
+            return false;
+        }
+        if let Some(v) = redirect(inode) {
+            return !follows || fails(&v);
+        }
+        lower_layers.iter().any(|l| {
+            l.walk(path.split('/').filter(|c| !c.is_empty()))
+                .is_some_and(|i| l.get(i).is_dir() && has_redirect(l.get(i)))
+        })
     };
     // The root too: `walk_all` lists what is below it.
-    std::iter::once(layer.root()).chain(layer.walk_all().into_iter().map(|(_, ino)| ino)).any(|ino| {
-        layer.get(ino).entries().is_some_and(|e| e.values().filter(|&&child| redirected(child)).nth(1).is_some())
+    std::iter::once((String::new(), layer.root())).chain(layer.walk_all()).any(|(path, ino)| {
+        layer.get(ino).entries().is_some_and(|e| {
+            e.iter().filter(|&(name, &child)| may_fail(&crate::path::join(&path, name), child)).nth(1).is_some()
+        })
     })
 }
 
@@ -712,5 +740,19 @@ mod tests {
         };
         assert!(!ModelMachine::preconditions(&state, &mount(RedirectDir::Nofollow)), "/b and /c are redirected");
         assert!(ModelMachine::preconditions(&state, &mount(RedirectDir::Follow)));
+    }
+
+    /// Found with seed 1501: two upper directories over lower ones whose redirects fail
+    /// (EACCES) make a readdir of their impure parent depend on tmpfs's entry order.
+    #[test]
+    fn upper_directories_over_failing_lower_redirects_count() {
+        let mut broken = dir();
+        broken.xattrs.insert(gen::REDIRECT.into(), b".".to_vec());
+        let lower = layer(vec![("/a", broken.clone()), ("/b", broken)]);
+        let upper = layer(vec![("/a", dir()), ("/b", dir())]);
+        let options = Options { redirect_dir: RedirectDir::Follow, ..Options::default() };
+        let state = after(RefState::new(start(vec![("L0", lower)], upper, options)), [Command::Unmount]);
+        let mount = Command::Mount { lowers: vec!["L0".into()], upper: Some(gen::UPPER.into()), options };
+        assert!(!ModelMachine::preconditions(&state, &mount), "/a and /b both fail their lookups");
     }
 }

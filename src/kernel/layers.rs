@@ -39,10 +39,23 @@ fn sys<T>(r: rustix::io::Result<T>, what: &str, path: &str) -> Result<T, Backend
     r.map_err(|e| failed(format!("{what} {path}: {e}")))
 }
 
+/// Wraps the error of a call that makes a node or sets its metadata: the layer cannot hold
+/// it, and the errno is the kernel's answer ([`BackendError::Refused`]).
+fn made<T>(r: rustix::io::Result<T>, what: &str, path: &str) -> Result<T, BackendError> {
+    r.map_err(|e| match crate::errno::Errno::from_code(e.raw_os_error()) {
+        Some(errno) => BackendError::Refused(errno, format!("{what} {path}: {e}")),
+        None => failed(format!("{what} {path}: {e}")),
+    })
+}
+
 /// The components of a layer path; `.` and `..` cannot be names in a layer.
 fn components(path: &str) -> Result<Vec<&str>, BackendError> {
     if path.contains('\0') {
-        return Err(BackendError::Usage(format!("layer path {path:?} contains a NUL byte")));
+        // No syscall can pass the name (rustix: EINVAL).
+        return Err(BackendError::Refused(
+            crate::errno::Errno::EINVAL,
+            format!("layer path {path:?} contains a NUL byte"),
+        ));
     }
     let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     if comps.iter().any(|c| *c == "." || *c == "..") {
@@ -88,6 +101,8 @@ fn lstat_at(dir: impl AsFd, name: &str, shown: &str) -> Result<Option<rustix::fs
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(SysErrno::NOENT) => Ok(None),
+        // A name the directory cannot hold (ENAMETOOLONG) is the layer's refusal.
+        Err(e @ SysErrno::NAMETOOLONG) => made(Err(e), "lstat", shown),
         Err(e) => Err(failed(format!("lstat {shown}: {e}"))),
     }
 }
@@ -187,7 +202,7 @@ fn join(abs: &str, comps: &[&str]) -> String {
 /// Sets owner, mode (not on a symlink) and xattrs, in that order: `chown` clears the
 /// set-id bits, so `chmod` comes after it.
 fn set_meta(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result<(), BackendError> {
-    sys(
+    made(
         rustix::fs::chownat(
             dir,
             name,
@@ -199,11 +214,17 @@ fn set_meta(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Resu
         abs,
     )?;
     if node.kind != FileType::Symlink {
-        sys(rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty()), "chmod", abs)?;
+        made(rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode & 0o7777), AtFlags::empty()), "chmod", abs)?;
     }
     in_dir(dir, abs, || {
         for (k, v) in &node.xattrs {
-            sys(rustix::fs::lsetxattr(name, k.as_str(), v, XattrFlags::empty()), &format!("lsetxattr {k:?} on"), abs)?;
+            made(rustix::fs::lsetxattr(name, k.as_str(), v, XattrFlags::empty()), &format!("lsetxattr {k:?} on"), abs)?;
+        }
+        if !node.xattrs.is_empty() {
+            // tmpfs holds more names than `listxattr` can list (E2BIG): such a node cannot be
+            // read back, nor copied up.
+            let mut buf = vec![0u8; XATTR_MAX];
+            made(rustix::fs::llistxattr(name, &mut buf[..]), "llistxattr", abs)?;
         }
         Ok(())
     })?
@@ -234,9 +255,9 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
     let mode = Mode::from_raw_mode(node.mode & 0o7777);
     let (maj, min) = node.rdev.unwrap_or((0, 0));
     match node.kind {
-        FileType::Dir => sys(rustix::fs::mkdirat(dir, name, mode), "mkdir", abs)?,
+        FileType::Dir => made(rustix::fs::mkdirat(dir, name, mode), "mkdir", abs)?,
         FileType::File => {
-            let fd = sys(
+            let fd = made(
                 rustix::fs::openat(
                     dir,
                     name,
@@ -248,12 +269,12 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
             )?;
             let mut data = node.data.as_deref().unwrap_or_default();
             while !data.is_empty() {
-                let n = sys(rustix::io::write(&fd, data), "write", abs)?;
+                let n = made(rustix::io::write(&fd, data), "write", abs)?;
                 data = &data[n..];
             }
         }
         FileType::Symlink => {
-            sys(rustix::fs::symlinkat(node.target.as_deref().unwrap_or_default(), dir, name), "symlink", abs)?
+            made(rustix::fs::symlinkat(node.target.as_deref().unwrap_or_default(), dir, name), "symlink", abs)?
         }
         FileType::Char | FileType::Block | FileType::Fifo => {
             let ft = match node.kind {
@@ -262,7 +283,7 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
                 _ => rustix::fs::FileType::Fifo,
             };
             let dev = if node.kind == FileType::Fifo { 0 } else { rustix::fs::makedev(maj, min) };
-            sys(rustix::fs::mknodat(dir, name, ft, mode, dev), "mknod", abs)?;
+            made(rustix::fs::mknodat(dir, name, ft, mode, dev), "mknod", abs)?;
         }
     }
     set_meta(dir, name, abs, node)
@@ -276,7 +297,12 @@ fn put_at(layer: &OwnedFd, abs: &str, path: &str, node: &FlatNode) -> Result<(),
     let parent = make_parents(layer, abs, parents)?;
     let shown = join(abs, &comps);
     remove_entry(parent.as_fd(), name, &shown)?;
-    create(parent.as_fd(), name, &shown, node)
+    let made = create(parent.as_fd(), name, &shown, node);
+    if let Err(BackendError::Refused(..)) = made {
+        // A node whose metadata was refused is not left half made.
+        remove_entry(parent.as_fd(), name, &shown)?;
+    }
+    made
 }
 
 fn put_link_at(layer: &OwnedFd, abs: &str, path: &str, to: &str) -> Result<bool, BackendError> {

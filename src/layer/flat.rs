@@ -132,7 +132,8 @@ impl Layer {
 
     /// A layer built from its flat form, under a fresh identity.
     ///
-    /// Entries must come parents first; a link to a path not seen yet is skipped.
+    /// Entries must come parents first; a link to a path not seen yet is skipped. Unchecked:
+    /// [`super::check::check_layer`] says whether a real layer could hold it.
     pub fn from_flat(flat: &FlatLayer) -> Layer {
         let mut layer = Layer::with_root_of(&flat.root);
         // While the entries come in walk order (each below a directory entry among the

@@ -17,6 +17,7 @@
 //! directory's `st_size` is 40 plus 20 per entry, and its `st_nlink` is 2 plus one per
 //! subdirectory.
 
+pub mod check;
 mod flat;
 
 pub use flat::{FlatEntry, FlatLayer, FlatNode};
@@ -459,7 +460,8 @@ impl Layer {
 
     /// Puts `inode` at `path` (`/`-separated, from the root), creating missing parents as
     /// directories with mode 0755 (see `Layer::new_parent`) and replacing whatever was
-    /// there. For building layers and for offline edits.
+    /// there. For building layers and for offline edits. It does not ask whether a real
+    /// layer could hold the node: [`Layer::try_put`] does ([`check::check_node`]).
     ///
     /// # Panics
     /// If `path` names the root, which cannot be replaced: callers check.

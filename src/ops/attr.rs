@@ -11,10 +11,7 @@ use crate::path::{Chain, Follow};
 use crate::whiteout;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The longest xattr name (kernel: `XATTR_NAME_MAX`).
-pub const XATTR_NAME_LEN_MAX: usize = 255;
-/// The largest xattr value (kernel: `XATTR_SIZE_MAX`).
-pub const XATTR_SIZE_MAX: usize = 65536;
+pub use crate::layer::check::{XATTR_NAME_LEN_MAX, XATTR_SIZE_MAX};
 
 /// The attribute change of a setattr call.
 enum Attr {

@@ -1085,8 +1085,10 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(
                     };
                     let mut link_paths = Vec::new();
                     match parse_node(cx, nv, &np, TreeContext::Layer, &lp, &mut link_paths) {
-                        Some(node) => flatten_put(&lp, &node, &mut puts),
-                        None => ok = false,
+                        Some(node) if super::tree::check_layer_node(cx, &lp, &node, nv, &np) => {
+                            flatten_put(&lp, &node, &mut puts)
+                        }
+                        _ => ok = false,
                     }
                 }
             }

@@ -148,7 +148,13 @@ pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext)
     let mut links = Vec::new();
     let node = match v {
         Value::Null => TreeNode::dir(),
-        Value::Mapping(_) => parse_node(cx, v, path, ctx, "/", &mut links)?,
+        Value::Mapping(_) => {
+            let node = parse_node(cx, v, path, ctx, "/", &mut links)?;
+            if ctx == TreeContext::Layer && !check_layer_node(cx, "/", &node, v, path) {
+                return None;
+            }
+            node
+        }
         other => {
             cx.problem(path, format!("a tree must be a mapping of names to nodes, not {}", type_name(other)));
             return None;
@@ -234,6 +240,10 @@ pub(crate) fn parse_node(
                     ok = false;
                     continue;
                 };
+                if ctx == TreeContext::Layer && !check_layer_node(cx, &parts.join("/"), &child, val, &kp) {
+                    ok = false;
+                    continue;
+                }
                 if let Err(msg) = insert(&mut entries, &parts, child) {
                     cx.key_problem(&kp, msg);
                     ok = false;
@@ -268,6 +278,50 @@ pub(crate) fn parse_node(
             );
             None
         }
+    }
+}
+
+/// Refuses, where the file writes it, a layer node that no layer can hold
+/// ([`crate::layer::check::check_node`], with the kernel's errno): `names` is the part of
+/// the layer path that this node's key spells, `v` the node's value at `vpath`. A name is
+/// placed at the key, a symlink target at its value, an xattr at its name or its value.
+pub(crate) fn check_layer_node(cx: &mut Cx, names: &str, node: &TreeNode, v: &Value, vpath: &[Seg]) -> bool {
+    use crate::layer::check::{check_node, Part};
+    if matches!(node.kind, TreeKind::Link(_) | TreeKind::Error(_)) {
+        return true;
+    }
+    let Err(refusal) = check_node(names, &node_to_flat(node)) else { return true };
+    let message = refusal.to_string();
+    match &refusal.part {
+        Part::Name(_) => cx.key_problem(vpath, message),
+        Part::Target => match v {
+            Value::Tagged(t) if matches!(t.value, Value::Mapping(_)) => cx.problem(&key(vpath, "target"), message),
+            _ => cx.problem(vpath, message),
+        },
+        Part::XattrName(n) => cx.key_problem(&xattr_at(v, vpath, n), message),
+        Part::XattrValue(n) => cx.problem(&xattr_at(v, vpath, n), message),
+    }
+    false
+}
+
+/// Where a node's xattr `name` is written: under `xattrs`, or as the `opaque` or
+/// `redirect` short form of a directory's `.`.
+fn xattr_at(v: &Value, vpath: &[Seg], name: &str) -> YamlPath {
+    match v {
+        Value::Mapping(m) => {
+            let dot = key(vpath, ".");
+            let attrs = m.iter().find(|(k, _)| k.as_str() == Some(".")).map(|(_, a)| a);
+            let short = match name {
+                OPAQUE_XATTR => Some("opaque"),
+                REDIRECT_XATTR => Some("redirect"),
+                _ => None,
+            };
+            match (attrs, short) {
+                (Some(Value::Mapping(a)), Some(f)) if a.iter().any(|(k, _)| k.as_str() == Some(f)) => key(&dot, f),
+                _ => key(&key(&dot, "xattrs"), name),
+            }
+        }
+        _ => key(&key(vpath, "xattrs"), name),
     }
 }
 
