@@ -16,8 +16,8 @@
 //!   a case that does not depend on its length; the difference between the two case
 //!   workloads is the cost of the operations alone, printed as its own ratio.
 //!
-//! The kernel side runs when `KernelBackend::available()` is Ok (root, overlayfs, the worker
-//! binary); otherwise it is skipped with a message, or fails when `OVLSIM_REQUIRE_KERNEL=1`.
+//! The kernel side runs when `KernelBackend::available()` is Ok (root, overlayfs, the `ovlsim`
+//! binary as the worker); otherwise it is skipped with a message, or fails when `OVLSIM_REQUIRE_KERNEL=1`.
 //!
 //! Run: `cargo bench --bench model_vs_kernel`.
 
