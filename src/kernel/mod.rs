@@ -110,8 +110,8 @@ pub const WORKER_SUBCOMMAND: &str = "kernel-worker";
 /// [`WORKER_SUBCOMMAND`]).
 pub const CLI_NAME: &str = "ovlsim";
 
-/// The environment variable that names the worker program, overriding the search. A
-/// program named `ovlsim` is run with [`WORKER_SUBCOMMAND`]; any other program is run as it is.
+/// The environment variable that names an `ovlsim` binary (under any file name) to run as
+/// the worker, with [`WORKER_SUBCOMMAND`], overriding the search.
 pub const WORKER_ENV: &str = "OVLSIM_KERNEL_WORKER";
 
 /// How to start a worker: a program and the arguments that come before `--parent-pid`.
@@ -138,18 +138,6 @@ impl WorkerCommand {
     /// subcommand: what the `ovlsim` CLI uses (see [`set_default_worker`]).
     pub fn this_cli() -> WorkerCommand {
         WorkerCommand::cli("/proc/self/exe")
-    }
-
-    /// `path` as [`WORKER_ENV`] reads it: [`WorkerCommand::cli`] if its file name is
-    /// `ovlsim`, else the program alone.
-    pub fn from_path(path: impl Into<PathBuf>) -> WorkerCommand {
-        let path = path.into();
-        let cli_name = format!("{CLI_NAME}{}", std::env::consts::EXE_SUFFIX);
-        if path.file_name().is_some_and(|n| *n == *cli_name) {
-            WorkerCommand::cli(path)
-        } else {
-            WorkerCommand::new(path)
-        }
     }
 }
 
@@ -226,8 +214,14 @@ impl KernelBackend {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child =
-            spawn(cmd).map_err(|e| BackendError::Failed(format!("cannot start the kernel worker `{worker}`: {e}")))?;
+        let mut child = spawn(cmd).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(" (set {WORKER_ENV} to the path of an {CLI_NAME} binary)")
+            } else {
+                String::new()
+            };
+            BackendError::Failed(format!("cannot start the kernel worker `{worker}`: {e}{hint}"))
+        })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr_pipe = child.stderr.take();
@@ -299,7 +293,7 @@ impl KernelBackend {
         if let Some(p) = std::env::var_os(WORKER_ENV) {
             let p = PathBuf::from(p);
             return if p.is_file() {
-                Ok(WorkerCommand::from_path(p))
+                Ok(WorkerCommand::cli(p))
             } else {
                 Err(format!(
                     "{WORKER_ENV}={} is not a file (unset {WORKER_ENV}, or set it to the path of an {CLI_NAME} binary)",
