@@ -16,8 +16,8 @@
 //!   a case that does not depend on its length; the difference between the two case
 //!   workloads is the cost of the operations alone, printed as its own ratio.
 //!
-//! The kernel side runs when `KernelBackend::available()` is Ok (root, overlayfs, the worker
-//! binary); otherwise it is skipped with a message, or fails when `OVLSIM_REQUIRE_KERNEL=1`.
+//! The kernel side runs when `KernelBackend::available()` is Ok (root, overlayfs, the `ovlsim`
+//! binary as the worker); otherwise it is skipped with a message, or fails when `OVLSIM_REQUIRE_KERNEL=1`.
 //!
 //! Run: `cargo bench --bench model_vs_kernel`.
 
@@ -26,7 +26,7 @@ mod common;
 use criterion::{BenchmarkId, SamplingMode};
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
 use ovlsim::fuzz::gen;
-use ovlsim::kernel::KernelBackend;
+use ovlsim::kernel::{KernelBackend, WorkerCommand};
 use ovlsim::scenario::{self, Scenario};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -74,7 +74,7 @@ fn print_ops_alone(case_id: &str, ops: usize) {
 
 fn main() {
     let mut c = common::criterion().sample_size(10);
-    let kernel = KernelBackend::gate("model_vs_kernel's kernel side", env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
+    let kernel = KernelBackend::gate("model_vs_kernel's kernel side", WorkerCommand::cli(env!("CARGO_BIN_EXE_ovlsim")));
     // Quick mode replays a few scenarios only: each one starts a kernel worker.
     let suite: Vec<Scenario> = scenarios().into_iter().take(common::size(usize::MAX, 8)).collect();
     let case_count = common::size(20, 3);

@@ -61,6 +61,16 @@ enum Cmd {
     /// Random differential testing: generated layer stacks and operation sequences on the
     /// model and on the kernel, compared step by step.
     Fuzz(FuzzArgs),
+    /// The kernel backend's worker process (started by the kernel backend, not by hand).
+    #[command(hide = true)]
+    KernelWorker(KernelWorkerArgs),
+}
+
+#[derive(clap::Args)]
+struct KernelWorkerArgs {
+    /// The process that expects to own the worker; the worker exits if it is gone.
+    #[arg(long)]
+    parent_pid: Option<i32>,
 }
 
 /// Which backend(s) `run` replays on.
@@ -103,7 +113,8 @@ struct RecordArgs {
     /// Where to write the result: a file, or `-` for stdout (default: the file itself).
     #[arg(short, long)]
     output: Option<String>,
-    /// The backend to record from (default: the kernel when available, else the model).
+    /// The backend to record from (default: the kernel; without one, recording fails unless
+    /// `--backend model` asks for the model).
     #[arg(long, value_enum)]
     backend: Option<OneBackend>,
     /// Print a machine-readable result (JSON) on stdout: the file, the backend, where the
@@ -142,7 +153,10 @@ struct ShowArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The kernel backend's worker is this very binary, re-executed with `kernel-worker`.
+    ovlsim::kernel::set_default_worker(ovlsim::kernel::WorkerCommand::this_cli());
     match cli.command {
+        Cmd::KernelWorker(a) => ovlsim::kernel::worker_main(a.parent_pid),
         Cmd::Run(a) => cmd_run(a),
         Cmd::Record(a) => cmd_record(a),
         Cmd::Show(a) => cmd_show(a),
@@ -310,16 +324,20 @@ fn cmd_record(a: RecordArgs) -> ExitCode {
 fn record_one(a: &RecordArgs) -> Result<(&'static str, String, Option<String>), (Option<&'static str>, String)> {
     let file = a.file.display().to_string();
     let mut s = scenario::load(&a.file).map_err(|e| (None, e.to_string()))?;
-    let which = match a.backend {
-        Some(b) => b,
-        None => match KernelBackend::available() {
-            Ok(()) => OneBackend::Kernel,
-            Err(why) => {
-                errln!("ovlsim: the kernel is not available ({why})");
-                OneBackend::Model
-            }
-        },
-    };
+    let which = a.backend.unwrap_or(OneBackend::Kernel);
+    if which == OneBackend::Kernel {
+        KernelBackend::available().map_err(|why| {
+            let exe = std::env::current_exe().map_or_else(|_| "ovlsim".into(), |p| p.display().to_string());
+            (
+                Some("kernel"),
+                format!(
+                    "ovlsim: cannot record {file} from the kernel: {why}\n\
+                     The kernel backend needs root and overlayfs (e.g. `sudo {exe} record {file}`); \
+                     to record from the model instead, add `--backend model`."
+                ),
+            )
+        })?;
+    }
     let name = match which {
         OneBackend::Model => "model",
         OneBackend::Kernel => "kernel",

@@ -545,4 +545,42 @@ fn both_backends_refuse_layers_the_kernel_cannot_hold_with_its_errno() {
     }
     drop(k);
     assert_no_leaked_mounts();
+
+/// The skip notice reaches a plain `cargo test`'s output: the harness captures `eprintln!`,
+/// so the gate writes to stderr directly. This test runs itself again in a child test
+/// process with a worker that does not exist, with the harness's default capture.
+#[test]
+fn a_skip_is_shown_by_a_plain_cargo_test() {
+    const CHILD: &str = "OVLSIM_TEST_GATE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        assert!(!common::kernel_runs("the gate's child"));
+        return;
+    }
+    let child = |require: Option<&str>| {
+        let mut p = std::process::Command::new(std::env::current_exe().unwrap());
+        p.args(["a_skip_is_shown_by_a_plain_cargo_test", "--exact", "--test-threads=1"])
+            .env(CHILD, "1")
+            .env("OVLSIM_KERNEL_WORKER", "/nonexistent/ovlsim")
+            .env_remove("OVLSIM_REQUIRE_KERNEL")
+            .env_remove("RUST_TEST_NOCAPTURE");
+        if let Some(v) = require {
+            p.env("OVLSIM_REQUIRE_KERNEL", v);
+        }
+        let o = p.output().unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = child(None);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("SKIPPED: the gate's child: the kernel tier needs root and overlayfs:"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    // Under OVLSIM_REQUIRE_KERNEL=1 the same gate fails the test.
+    let (ok, stdout, stderr) = child(Some("1"));
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(stdout.contains("OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run"), "{stdout}{stderr}");
 }

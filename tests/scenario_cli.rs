@@ -383,8 +383,9 @@ fn from_replies_writes_the_backend_answers_as_expectations() {
 // The command line.
 
 fn ovlsim() -> Process {
+    // No OVLSIM_KERNEL_WORKER: the CLI is its own kernel worker.
     let mut p = Process::new(env!("CARGO_BIN_EXE_ovlsim"));
-    p.env("OVLSIM_KERNEL_WORKER", env!("CARGO_BIN_EXE_ovlsim-kernel-worker"));
+    p.env_remove("OVLSIM_KERNEL_WORKER");
     p
 }
 
@@ -521,12 +522,62 @@ fn record_writes_to_stdout_or_in_place_and_keeps_the_rule_comment() {
 }
 
 #[test]
-fn record_says_which_backend_it_used() {
+fn record_uses_the_kernel_by_default() {
+    if !common::kernel_runs("record from the kernel by default") {
+        return;
+    }
     let o = run(ovlsim().args(["record", "spec/examples/unlink-lower-file-whiteout.yaml", "-o", "-"]));
     assert_eq!(o.code, 0, "{}", o.stderr);
-    let kernel = ovlsim::kernel::KernelBackend::available().is_ok();
-    let used = if kernel { "with the kernel backend" } else { "with the model backend" };
-    assert!(o.stderr.contains(used), "{}", o.stderr);
+    assert!(o.stderr.contains("with the kernel backend"), "{}", o.stderr);
+}
+
+#[test]
+fn record_without_a_kernel_fails_unless_the_model_is_asked_for() {
+    let f = "spec/examples/unlink-lower-file-whiteout.yaml";
+    let no_kernel = || {
+        let mut p = ovlsim();
+        p.env("OVLSIM_KERNEL_WORKER", "/nonexistent/ovlsim");
+        p
+    };
+    for extra in [&[][..], &["--backend", "kernel"][..]] {
+        let o = run(no_kernel().args(["record", f, "-o", "-"]).args(extra));
+        assert_eq!(o.code, 1, "{extra:?}: {}", o.stderr);
+        assert!(o.stdout.is_empty(), "{}", o.stdout);
+        for needle in ["cannot record", "from the kernel", "/nonexistent/ovlsim is not a file", "add `--backend model`"]
+        {
+            assert!(o.stderr.contains(needle), "{extra:?}: no {needle:?} in {}", o.stderr);
+        }
+        assert!(!o.stderr.contains("recording"), "{}", o.stderr);
+    }
+    // Following the hint: the model records.
+    let o = run(no_kernel().args(["record", f, "-o", "-", "--backend", "model"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("with the model backend"), "{}", o.stderr);
+    // With --json, the error is in the JSON.
+    let o = run(no_kernel().args(["record", f, "-o", "-", "--json"]));
+    assert_eq!(o.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["backend"], "kernel");
+    assert!(v["error"].as_str().unwrap().contains("--backend model"), "{v}");
+}
+
+#[test]
+fn the_kernel_worker_hint_works_when_followed() {
+    // A wrong OVLSIM_KERNEL_WORKER says to unset it; the CLI then is its own worker.
+    let o = run(ovlsim().env("OVLSIM_KERNEL_WORKER", "/nonexistent/ovlsim").args([
+        "run",
+        "spec/examples/unlink-lower-file-whiteout.yaml",
+        "--backend",
+        "kernel",
+    ]));
+    assert_eq!(o.code, 1);
+    assert!(o.stdout.contains("unset OVLSIM_KERNEL_WORKER"), "{}", o.stdout);
+    if !common::kernel_runs("the kernel worker hint") {
+        return;
+    }
+    let o = run(ovlsim().args(["run", "spec/examples/unlink-lower-file-whiteout.yaml", "--backend", "kernel"]));
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //!
 //! # Shape
 //!
-//! [`KernelBackend`] is the parent side. It spawns one worker process (the
-//! `ovlsim-kernel-worker` binary, which calls [`worker_main`]) and speaks to it over pipes:
+//! [`KernelBackend`] is the parent side. It spawns one worker process (the `ovlsim` binary
+//! run with the hidden subcommand `kernel-worker`, which calls [`worker_main`]; the CLI
+//! re-executes itself through `/proc/self/exe`, see [`KernelBackend::find_worker`] and
+//! [`WorkerCommand`]) and speaks to it over pipes:
 //! one JSON line per [`Command`] on the worker's stdin, one JSON line per
 //! `Result<Reply, BackendError>` on its stdout. Every command has a timeout
 //! ([`KernelBackend::DEFAULT_TIMEOUT`], see [`KernelBackend::set_timeout`]); when it runs out,
@@ -93,6 +95,7 @@ mod worker;
 pub use worker::worker_main;
 
 use crate::backend::{Backend, BackendError, Command, Edit, Reply};
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
@@ -100,11 +103,80 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// The file name of the worker binary.
-pub const WORKER_NAME: &str = "ovlsim-kernel-worker";
+/// The hidden `ovlsim` subcommand that runs the worker ([`worker_main`]).
+pub const WORKER_SUBCOMMAND: &str = "kernel-worker";
 
-/// The environment variable that names the worker binary, overriding the search.
+/// The file name of the `ovlsim` binary, which is also the worker (with
+/// [`WORKER_SUBCOMMAND`]).
+pub const CLI_NAME: &str = "ovlsim";
+
+/// The environment variable that names an `ovlsim` binary (under any file name) to run as
+/// the worker, with [`WORKER_SUBCOMMAND`], overriding the search.
 pub const WORKER_ENV: &str = "OVLSIM_KERNEL_WORKER";
+
+/// How to start a worker: a program and the arguments that come before `--parent-pid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Its leading arguments.
+    pub args: Vec<OsString>,
+}
+
+impl WorkerCommand {
+    /// The program alone, with no leading arguments.
+    pub fn new(program: impl Into<PathBuf>) -> WorkerCommand {
+        WorkerCommand { program: program.into(), args: Vec::new() }
+    }
+
+    /// An `ovlsim` binary, run as `<ovlsim> kernel-worker`.
+    pub fn cli(ovlsim: impl Into<PathBuf>) -> WorkerCommand {
+        WorkerCommand { program: ovlsim.into(), args: vec![WORKER_SUBCOMMAND.into()] }
+    }
+
+    /// The running process itself, re-executed through `/proc/self/exe` with the hidden
+    /// subcommand: what the `ovlsim` CLI uses (see [`set_default_worker`]).
+    pub fn this_cli() -> WorkerCommand {
+        WorkerCommand::cli("/proc/self/exe")
+    }
+}
+
+impl std::fmt::Display for WorkerCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.program.display())?;
+        for a in &self.args {
+            write!(f, " {}", a.to_string_lossy())?;
+        }
+        Ok(())
+    }
+}
+
+impl From<&Path> for WorkerCommand {
+    fn from(p: &Path) -> WorkerCommand {
+        WorkerCommand::new(p)
+    }
+}
+
+impl From<PathBuf> for WorkerCommand {
+    fn from(p: PathBuf) -> WorkerCommand {
+        WorkerCommand::new(p)
+    }
+}
+
+impl From<&str> for WorkerCommand {
+    fn from(p: &str) -> WorkerCommand {
+        WorkerCommand::new(p)
+    }
+}
+
+static DEFAULT_WORKER: OnceLock<WorkerCommand> = OnceLock::new();
+
+/// Sets the process-wide worker that [`KernelBackend::find_worker`] uses when [`WORKER_ENV`]
+/// is not set. Only the first call counts; it returns whether this one did. The `ovlsim` CLI
+/// sets [`WorkerCommand::this_cli`]; [`KernelBackend::gate`] sets the worker it is given.
+pub fn set_default_worker(worker: WorkerCommand) -> bool {
+    DEFAULT_WORKER.set(worker).is_ok()
+}
 
 /// How much of the worker's stderr is kept for error messages.
 const STDERR_TAIL_MAX: usize = 4096;
@@ -131,17 +203,25 @@ impl KernelBackend {
         KernelBackend::with_worker(worker)
     }
 
-    /// Starts the worker binary at `worker`, and waits until it has set up its namespace.
-    pub fn with_worker(worker: impl AsRef<Path>) -> Result<KernelBackend, BackendError> {
-        let worker = worker.as_ref();
-        let mut cmd = std::process::Command::new(worker);
-        cmd.arg("--parent-pid")
+    /// Starts the worker `worker` (a [`WorkerCommand`], or the path of a program run as it
+    /// is), and waits until it has set up its namespace.
+    pub fn with_worker(worker: impl Into<WorkerCommand>) -> Result<KernelBackend, BackendError> {
+        let worker = worker.into();
+        let mut cmd = std::process::Command::new(&worker.program);
+        cmd.args(&worker.args)
+            .arg("--parent-pid")
             .arg(std::process::id().to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = spawn(cmd)
-            .map_err(|e| BackendError::Failed(format!("cannot start the kernel worker {}: {e}", worker.display())))?;
+        let mut child = spawn(cmd).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(" (set {WORKER_ENV} to the path of an {CLI_NAME} binary)")
+            } else {
+                String::new()
+            };
+            BackendError::Failed(format!("cannot start the kernel worker `{worker}`: {e}{hint}"))
+        })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         let stderr_pipe = child.stderr.take();
@@ -205,30 +285,48 @@ impl KernelBackend {
         }
     }
 
-    /// Where the worker binary is: `$OVLSIM_KERNEL_WORKER` if set; else next to the current
-    /// executable; else in its parent directory (test binaries live in `target/<profile>/deps/`,
-    /// the binaries in `target/<profile>/`).
-    pub fn find_worker() -> Result<PathBuf, String> {
+    /// How to start the worker: `$OVLSIM_KERNEL_WORKER` if set (see [`WORKER_ENV`]); else
+    /// the default set by [`set_default_worker`] (the `ovlsim` CLI sets itself); else an
+    /// `ovlsim` binary next to the current executable or in its parent directory (test
+    /// binaries live in `target/<profile>/deps/`, the binaries in `target/<profile>/`).
+    pub fn find_worker() -> Result<WorkerCommand, String> {
         if let Some(p) = std::env::var_os(WORKER_ENV) {
             let p = PathBuf::from(p);
-            return if p.is_file() { Ok(p) } else { Err(format!("{WORKER_ENV}={} is not a file", p.display())) };
+            return if p.is_file() {
+                Ok(WorkerCommand::cli(p))
+            } else {
+                Err(format!(
+                    "{WORKER_ENV}={} is not a file (unset {WORKER_ENV}, or set it to the path of an {CLI_NAME} binary)",
+                    p.display()
+                ))
+            };
+        }
+        if let Some(w) = DEFAULT_WORKER.get() {
+            return Ok(w.clone());
         }
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
-        let name = format!("{WORKER_NAME}{}", std::env::consts::EXE_SUFFIX);
+        let name = format!("{CLI_NAME}{}", std::env::consts::EXE_SUFFIX);
         let mut tried = Vec::new();
+        let mut release = false;
         let mut dir = exe.parent();
         for _ in 0..2 {
             let Some(d) = dir else { break };
             let candidate = d.join(&name);
             if candidate.is_file() {
-                return Ok(candidate);
+                return Ok(WorkerCommand::cli(candidate));
             }
+            release |= d.file_name().is_some_and(|n| n == "release");
             tried.push(candidate.display().to_string());
             dir = d.parent();
         }
+        let build = if release {
+            format!("cargo build --release --bin {CLI_NAME}")
+        } else {
+            format!("cargo build --bin {CLI_NAME}")
+        };
         Err(format!(
-            "the kernel worker binary {name} was not found (tried {}; set {WORKER_ENV}, or \
-             build it with `cargo build --bin {WORKER_NAME}`)",
+            "the kernel worker (the {name} binary, run as `{name} {WORKER_SUBCOMMAND}`) was not found (tried {}); \
+             build it with `{build}`, or set {WORKER_ENV} to the path of an {CLI_NAME} binary",
             tried.join(", ")
         ))
     }
@@ -259,21 +357,24 @@ impl KernelBackend {
         AVAILABLE.get_or_init(KernelBackend::available).clone()
     }
 
-    /// The kernel tier's gate for tests and benchmarks: whether it runs here. `worker` is the
-    /// worker binary, used when [`WORKER_ENV`] is not set (call this before any thread
-    /// starts a worker). When the tier cannot run, the gate says so loudly on stderr
-    /// (`SKIPPED: <what>: ...`) and returns false; under `OVLSIM_REQUIRE_KERNEL=1`, which
-    /// `.ci/run` sets, it panics instead, so that the kernel tier never skips in CI.
-    pub fn gate(what: &str, worker: &str) -> bool {
-        if std::env::var_os(WORKER_ENV).is_none() {
-            std::env::set_var(WORKER_ENV, worker);
-        }
+    /// The kernel tier's gate for tests and benchmarks: whether it runs here. `worker`
+    /// becomes the default worker ([`set_default_worker`]; [`WORKER_ENV`] still overrides
+    /// it), so a test passes `WorkerCommand::cli(env!("CARGO_BIN_EXE_ovlsim"))`. When the
+    /// tier cannot run, the gate says so loudly (`SKIPPED: <what>: ...`) and returns false;
+    /// under `OVLSIM_REQUIRE_KERNEL=1`, which `.ci/run` sets, it panics instead, so that the
+    /// kernel tier never skips in CI.
+    ///
+    /// The notice is written to the process's stderr directly, not with `eprintln!`, which
+    /// the test harness captures: a plain `cargo test` shows it.
+    pub fn gate(what: &str, worker: impl Into<WorkerCommand>) -> bool {
+        set_default_worker(worker.into());
         match KernelBackend::available_once() {
             Ok(()) => true,
             Err(reason) => {
                 let required = std::env::var("OVLSIM_REQUIRE_KERNEL").is_ok_and(|v| v == "1");
                 assert!(!required, "OVLSIM_REQUIRE_KERNEL=1 but the kernel tier cannot run ({what}): {reason}");
-                eprintln!("SKIPPED: {what}: the kernel tier needs root and overlayfs: {reason}");
+                let _ =
+                    writeln!(std::io::stderr(), "SKIPPED: {what}: the kernel tier needs root and overlayfs: {reason}");
                 false
             }
         }

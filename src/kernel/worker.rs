@@ -21,20 +21,20 @@ const WORKDIRS: &str = "/w";
 const MERGED: &str = "/m";
 
 /// The worker's `main`: sets up the namespace and serves commands from stdin until it
-/// closes. Run by the `ovlsim-kernel-worker` binary; not meant to be called otherwise.
+/// closes. Run by `ovlsim kernel-worker` (a hidden subcommand); not meant to be called
+/// otherwise.
 ///
-/// Arguments: `--parent-pid <pid>`, the process that expects to own the worker. The worker
-/// exits at once if its parent is already someone else.
-pub fn worker_main() -> ExitCode {
-    let parent = parent_pid_arg();
+/// `parent` (`--parent-pid <pid>` on the command line) is the process that expects to own
+/// the worker. The worker exits at once if its parent is already someone else.
+pub fn worker_main(parent: Option<i32>) -> ExitCode {
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
-        eprintln!("ovlsim-kernel-worker: PR_SET_PDEATHSIG: {e}");
+        eprintln!("ovlsim kernel-worker: PR_SET_PDEATHSIG: {e}");
         return ExitCode::FAILURE;
     }
     if let Some(parent) = parent {
         let now = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
         if now != Some(parent) {
-            eprintln!("ovlsim-kernel-worker: the parent {parent} is gone");
+            eprintln!("ovlsim kernel-worker: the parent {parent} is gone");
             return ExitCode::FAILURE;
         }
     }
@@ -61,7 +61,7 @@ pub fn worker_main() -> ExitCode {
             Ok(0) => return ExitCode::SUCCESS,
             Ok(_) => {}
             Err(e) => {
-                eprintln!("ovlsim-kernel-worker: reading stdin: {e}");
+                eprintln!("ovlsim kernel-worker: reading stdin: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -73,16 +73,6 @@ pub fn worker_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-}
-
-fn parent_pid_arg() -> Option<i32> {
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--parent-pid" {
-            return args.next().and_then(|p| p.parse().ok());
-        }
-    }
-    None
 }
 
 fn send(out: &mut impl Write, reply: &Result<Reply, BackendError>) -> std::io::Result<()> {
