@@ -545,6 +545,7 @@ fn both_backends_refuse_layers_the_kernel_cannot_hold_with_its_errno() {
     }
     drop(k);
     assert_no_leaked_mounts();
+}
 
 /// The skip notice reaches a plain `cargo test`'s output: the harness captures `eprintln!`,
 /// so the gate writes to stderr directly. This test runs itself again in a child test
