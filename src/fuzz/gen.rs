@@ -49,12 +49,14 @@ const TARGETS: [&str; 12] = ["a", "b", "c/d", "../a", "..", ".", "/a", "/b/c", "
 static FILE_DATA: [&[u8]; 4] = [b"", b"x", b"hi", b"hello"];
 /// Values of `trusted.overlay.whiteout`.
 static XWHITEOUT_VALUES: [&[u8]; 2] = [b"", b"y"];
-/// Redirect values that never lead to a directory: malformed ones (EINVAL), ones with a
-/// component no layer may look up (`.`, `..`, empty: EACCES), and ones that find nothing
-/// (a missing parent, an over-long name). See `lookup::redirect_value`.
-static BROKEN_REDIRECTS: [&[u8]; 14] = [
-    b".", b"..", b"", b"/", b"/a//b", b"/a/", b"a/b", b"/a/..", b"/./a", b"/b/.", b"\0", b"\0/", b"/zz/..", &LONG_NAME,
-];
+/// Redirect values that lead nowhere without an error: a missing parent (its `..` is never
+/// looked up) and an over-long name (ENAMETOOLONG in a layer reads as "not found"). See
+/// `lookup::redirect_value`. Redirects whose lookup fails (malformed: EINVAL; `.`, `..` or
+/// an empty component: EACCES) are pinned by kernel-recorded scenarios in `spec/lookup/`
+/// but not drawn: a readdir of an impure directory that meets an entry whose lookup fails
+/// ends its `getdents64` call there, so what it lists depends on tmpfs's entry order, which
+/// the model does not keep (found by the differential fuzzer, seed 9217).
+static FRUITLESS_REDIRECTS: [&[u8]; 2] = [b"/zz/..", &LONG_NAME];
 /// A name over NAME_MAX.
 static LONG_NAME: [u8; 300] = [b'a'; 300];
 /// Data written by operations.
@@ -162,7 +164,7 @@ pub fn dir_node() -> impl Strategy<Value = FlatNode> {
         // then depends on its inode cache (ESTALE or not, by lookup order), which is out of
         // the model's contract. Redirects made by renames under `redirect_dir=on`, and the
         // spec scenarios, cover working ones.
-        1 => select(&BROKEN_REDIRECTS[..]).prop_map(|v| Some((REDIRECT, v))),
+        1 => select(&FRUITLESS_REDIRECTS[..]).prop_map(|v| Some((REDIRECT, v))),
     ];
     (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(), marker, user_xattrs()).prop_map(
         |(mode, (uid, gid), marker, xattrs)| {

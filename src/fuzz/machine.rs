@@ -235,7 +235,10 @@ impl ReferenceStateMachine for ModelMachine {
     type Transition = Command;
 
     fn init_state() -> BoxedStrategy<RefState> {
-        gen::case_start().prop_map(RefState::new).boxed()
+        gen::case_start()
+            .prop_map(RefState::new)
+            .prop_filter("a readdir would depend on tmpfs's entry order", |s| !start_readdir_order_decides(s))
+            .boxed()
     }
 
     fn transitions(state: &RefState) -> BoxedStrategy<Command> {
@@ -297,6 +300,14 @@ impl ReferenceStateMachine for ModelMachine {
             Command::Layer { .. } => false,
         }
     }
+}
+
+/// [`readdir_order_decides`] for the mount a case starts with (which is no `Mount`
+/// transition, so no precondition sees it).
+fn start_readdir_order_decides(state: &RefState) -> bool {
+    let lowers: Vec<String> = state.start.lowers.iter().map(|(n, _)| n.clone()).collect();
+    let upper = state.start.upper.as_ref().map(|(n, _)| n.as_str());
+    state.mounted && readdir_order_decides(state, &lowers, upper, &state.start.options)
 }
 
 /// Whether a mount would let a readdir's answer depend on the order of entries in an upper
@@ -754,5 +765,26 @@ mod tests {
         let state = after(RefState::new(start(vec![("L0", lower)], upper, options)), [Command::Unmount]);
         let mount = Command::Mount { lowers: vec!["L0".into()], upper: Some(gen::UPPER.into()), options };
         assert!(!ModelMachine::preconditions(&state, &mount), "/a and /b both fail their lookups");
+    }
+
+    /// Found by CI's differential test: the mount a case starts with is no `Mount`
+    /// transition, and an upper `/a` with a redirect `.` beside an upper `/b` over a lower
+    /// `/b` redirected to `/./a` (both lookups EACCES) made the kernel's readdir of `/`
+    /// depend on tmpfs's entry order. Such a start is not drawn.
+    #[test]
+    fn a_start_with_two_failing_upper_directories_is_not_drawn() {
+        let mut dot = dir();
+        dot.xattrs.insert(gen::REDIRECT.into(), b".".to_vec());
+        let mut via = dir();
+        via.xattrs.insert(gen::REDIRECT.into(), b"/./a".to_vec());
+        let lower = layer(vec![("/b", via)]);
+        let upper = layer(vec![("/a", dot), ("/b", dir()), ("/d", empty_file())]);
+        let options = Options { redirect_dir: RedirectDir::Off, ..Options::default() };
+        let state = RefState::new(start(vec![("L0", lower)], upper, options));
+        assert!(state.mounted);
+        assert!(start_readdir_order_decides(&state), "/a and /b both fail their lookups");
+        let one = layer(vec![("/a", dir()), ("/b", dir()), ("/d", empty_file())]);
+        let state = RefState::new(start(vec![("L0", layer(vec![]))], one, options));
+        assert!(!start_readdir_order_decides(&state), "nothing fails");
     }
 }
