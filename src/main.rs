@@ -84,6 +84,17 @@ enum RunBackend {
     Both,
 }
 
+impl RunBackend {
+    /// How reports name the backend(s).
+    fn label(self) -> &'static str {
+        match self {
+            RunBackend::Model => "model",
+            RunBackend::Kernel => "kernel",
+            RunBackend::Both => "model+kernel",
+        }
+    }
+}
+
 /// Which backend `record` uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum OneBackend {
@@ -219,11 +230,7 @@ fn backend_failure(file: &str, name: &str, why: String) -> RunReport {
 
 fn run_one(path: &std::path::Path, which: RunBackend) -> RunReport {
     let file = path.display().to_string();
-    let label = match which {
-        RunBackend::Model => "model",
-        RunBackend::Kernel => "kernel",
-        RunBackend::Both => "model+kernel",
-    };
+    let label = which.label();
     let s = match scenario::load(path) {
         Ok(s) => s,
         Err(e) => return RunReport::from_error(&file, label, &e),
@@ -257,11 +264,7 @@ fn cmd_run(a: RunArgs) -> ExitCode {
         errln!("ovlsim: no scenario files (*.yaml) found under {}", paths.join(", "));
         return ExitCode::from(2);
     }
-    let label = match a.backend {
-        RunBackend::Model => "model",
-        RunBackend::Kernel => "kernel",
-        RunBackend::Both => "model+kernel",
-    };
+    let label = a.backend.label();
     let walked = found.problems.iter().map(|(path, why)| {
         let file = path.display().to_string();
         let e = scenario::ScenarioError::single(&file, scenario::Pos { line: 1, column: 1 }, None, why.clone());

@@ -56,6 +56,22 @@ pub struct PosIndex {
     nodes: std::collections::HashMap<YamlPath, (Pos, Option<Pos>)>,
 }
 
+impl Pos {
+    /// The position of a `saphyr-parser` marker (whose column counts from 0).
+    fn of(m: saphyr_parser::Marker) -> Pos {
+        Pos { line: m.line(), column: m.col() + 1 }
+    }
+}
+
+/// Where the second document of a stream starts (its `---`), if there is one.
+pub fn second_document(text: &str) -> Option<Pos> {
+    saphyr_parser::Parser::new_from_str(text)
+        .map_while(Result::ok)
+        .filter(|(ev, _)| matches!(ev, saphyr_parser::Event::DocumentStart(_)))
+        .nth(1)
+        .map(|(_, span)| Pos::of(span.start))
+}
+
 /// The most index entries copied for aliases, in all.
 const ALIAS_COPIES_MAX: usize = 100_000;
 
@@ -83,7 +99,7 @@ impl PosIndex {
         for ev in saphyr_parser::Parser::new_from_str(text) {
             let Ok((ev, span)) = ev else { break };
             use saphyr_parser::Event as E;
-            let mut pos = Pos { line: span.start.line(), column: span.start.col() + 1 };
+            let mut pos = Pos::of(span.start);
             if matches!(ev, E::SequenceStart(..)) && span.start == span.end {
                 // A block sequence starts at its first `-` (where libyaml, and so the probes,
                 // put it); saphyr puts it at the first item's content.

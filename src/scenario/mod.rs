@@ -370,10 +370,11 @@ impl std::error::Error for ScenarioError {}
 pub fn load(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
     let path = path.as_ref();
     let file = path.display().to_string();
-    let fail = |why: String| ScenarioError::single(&file, Pos { line: 1, column: 1 }, None, why);
     match read_regular(path) {
         Ok(text) => parse(&text, &file),
-        Err(e) => Err(fail(format!("cannot read the file: {e}"))),
+        Err(e) => {
+            Err(ScenarioError::single(&file, Pos { line: 1, column: 1 }, None, format!("cannot read the file: {e}")))
+        }
     }
 }
 

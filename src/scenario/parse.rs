@@ -1,7 +1,7 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
 use super::cx::{idx, key, type_name, Cx, RawProblem};
-use super::locate::{step_at_line, step_positions, Pos, PosIndex, Seg, YamlPath};
+use super::locate::{second_document, step_at_line, step_positions, Pos, PosIndex, Seg, YamlPath};
 use super::tree::{node_to_flat, parse_node, parse_tree, tree_to_flat, TreeContext, TreeKind};
 use super::{
     Action, Check, Expect, MountChange, MountSpec, Problem, Scenario, ScenarioError, Source, StatExpect, Step, StepRef,
@@ -141,15 +141,6 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
         }
     }
     Err(resolve(&cx.problems, cx.index(), file))
-}
-
-/// Where the second document of a stream starts (its `---`), if there is one.
-fn second_document(text: &str) -> Option<Pos> {
-    saphyr_parser::Parser::new_from_str(text)
-        .map_while(Result::ok)
-        .filter(|(ev, _)| matches!(ev, saphyr_parser::Event::DocumentStart(_)))
-        .nth(1)
-        .map(|(_, span)| Pos { line: span.start.line(), column: span.start.col() + 1 })
 }
 
 /// A YAML error message without its ` at line N column M` parts (the position is given
