@@ -92,6 +92,7 @@ pub mod dcache;
 pub mod dump;
 pub mod errno;
 pub mod fuzz;
+pub mod harness;
 pub mod inode;
 pub mod kernel;
 pub mod layer;

@@ -844,8 +844,38 @@ fn trees_lines(m: Option<&MergedTree>, u: Option<&FlatLayer>, lab: &mut Labeler)
 pub fn run_both(s: &Scenario, a: &mut dyn Backend, b: &mut dyn Backend) -> RunReport {
     let ta = execute(s, a, FinalWant::all(), |_| {});
     let tb = execute(s, b, FinalWant::all(), |_| {});
+    let mut failures = trace_differences(s, &ta, &tb);
+    // A failure both backends share is reported once, for both.
+    let mut fb = check_trace(s, &tb);
+    for f in check_trace(s, &ta) {
+        let same = |g: &Failure| Failure { backend: f.backend.clone(), ..g.clone() } == f;
+        match fb.iter().position(same) {
+            Some(k) => {
+                fb.remove(k);
+                failures.push(Failure { backend: format!("{}+{}", ta.backend, tb.backend), ..f });
+            }
+            None => failures.push(f),
+        }
+    }
+    failures.extend(fb);
+    report(s, format!("{}+{}", ta.backend, tb.backend), ta.steps.len().max(tb.steps.len()), failures)
+}
+
+/// Replays `s` on `reference` and on `sut` and reports every step where the two show
+/// different results, without checking the scenario's own expectations: the comparison a
+/// conformance check makes, with the model as the reference. The report's `steps_run` is
+/// the longer of the two replays.
+pub fn differences(s: &Scenario, reference: &mut dyn Backend, sut: &mut dyn Backend) -> RunReport {
+    let ta = execute(s, reference, FinalWant::all(), |_| {});
+    let tb = execute(s, sut, FinalWant::all(), |_| {});
+    let failures = trace_differences(s, &ta, &tb);
+    report(s, format!("{}/{}", ta.backend, tb.backend), ta.steps.len().max(tb.steps.len()), failures)
+}
+
+/// The steps where two traces of `s` differ, one [`Failure`] each (setup, steps, final).
+fn trace_differences(s: &Scenario, ta: &Trace, tb: &Trace) -> Vec<Failure> {
     let mut failures = Vec::new();
-    let (na, nb) = (normalize(&ta), normalize(&tb));
+    let (na, nb) = (normalize(ta), normalize(tb));
     let pair = format!("{}/{}", ta.backend, tb.backend);
     for k in 0..na.len().max(nb.len()) {
         let not_run = || vec!["(not run)".to_owned()];
@@ -875,18 +905,5 @@ pub fn run_both(s: &Scenario, a: &mut dyn Backend, b: &mut dyn Backend) -> RunRe
         };
         failures.push(Failure { backend: pair.clone(), step, what, pos, message, expected, actual, diff: d });
     }
-    // A failure both backends share is reported once, for both.
-    let mut fb = check_trace(s, &tb);
-    for f in check_trace(s, &ta) {
-        let same = |g: &Failure| Failure { backend: f.backend.clone(), ..g.clone() } == f;
-        match fb.iter().position(same) {
-            Some(k) => {
-                fb.remove(k);
-                failures.push(Failure { backend: format!("{}+{}", ta.backend, tb.backend), ..f });
-            }
-            None => failures.push(f),
-        }
-    }
-    failures.extend(fb);
-    report(s, format!("{}+{}", ta.backend, tb.backend), ta.steps.len().max(tb.steps.len()), failures)
+    failures
 }

@@ -1,0 +1,102 @@
+//! The in-process route of checking an implementation: the `vfs` crate's `OverlayFS`
+//! through the adapter of `examples/vfs_conformance/`, on every scenario of `spec/`.
+//!
+//! The set of failing scenarios must equal `conformance/vfs/failing.txt`, the committed
+//! report's list: a change in `vfs`, in the adapter, in the model or in `spec/` that moves
+//! a scenario in or out of it shows here. Regenerate the report with
+//! `cargo run --release --example vfs_conformance -- --out conformance/vfs > conformance/vfs/REPORT.md`.
+
+#[path = "../examples/vfs_conformance/adapter.rs"]
+mod adapter;
+
+use adapter::{VfsBackend, OBSERVES};
+use ovlsim::backend::{Backend, BackendError, Command, ModelBackend, Reply};
+use ovlsim::harness::{check_files, check_scenario, replayable, Observes, Verdict};
+use ovlsim::ops::{Op, Outcome};
+use std::path::PathBuf;
+
+fn spec() -> Vec<PathBuf> {
+    vec![PathBuf::from("spec")]
+}
+
+fn in_crate() {
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+}
+
+#[test]
+fn vfs_failing_set_equals_the_committed_report() {
+    in_crate();
+    let report = check_files("vfs", &spec(), OBSERVES, || Box::new(VfsBackend::new())).unwrap();
+    let committed = std::fs::read_to_string("conformance/vfs/failing.txt").unwrap();
+    let committed: Vec<String> = committed.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    assert_eq!(
+        report.failing(),
+        committed,
+        "the vfs failures moved; regenerate conformance/vfs (see this file's header)"
+    );
+    let (pass, fail, na, err) = report.counts();
+    assert_eq!(err, 0, "{}", report.to_markdown());
+    assert!(pass > 0 && fail > 0 && na > 0, "pass {pass}, fail {fail}, n/a {na}");
+}
+
+/// Each committed minimal scenario passes on the model (whose answers it records) and
+/// still fails on vfs.
+#[test]
+fn vfs_committed_failures_replay() {
+    in_crate();
+    let report =
+        check_files("vfs", &[PathBuf::from("conformance/vfs")], OBSERVES, || Box::new(VfsBackend::new())).unwrap();
+    let committed = std::fs::read_to_string("conformance/vfs/failing.txt").unwrap();
+    assert_eq!(report.results.len(), committed.lines().count());
+    for r in &report.results {
+        assert!(matches!(r.verdict, Verdict::Fail(_)), "{}: {}", r.file.display(), r.verdict.label());
+        let s = r.scenario.as_ref().unwrap();
+        let on_model = ovlsim::scenario::run(s, &mut ModelBackend::new());
+        assert!(on_model.passed(), "{}", on_model.details(5));
+    }
+}
+
+/// The model checked against itself: every scenario passes, none is not applicable.
+#[test]
+fn model_against_itself_passes_everything() {
+    in_crate();
+    let report = check_files("model", &spec(), Observes::ALL, || Box::new(ModelBackend::new())).unwrap();
+    let (pass, fail, na, err) = report.counts();
+    assert_eq!((fail, na, err), (0, 0, 0), "{}", report.to_markdown());
+    assert!(pass > 100);
+}
+
+/// A backend that answers one operation wrongly: the model with every `readdir` missing
+/// its last name.
+struct DropsLastName(ModelBackend);
+
+impl Backend for DropsLastName {
+    fn name(&self) -> &'static str {
+        "drops-last-name"
+    }
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        let mut r = self.0.exec(cmd)?;
+        if let (Command::Op(Op::Readdir { .. }), Reply::Outcome(Outcome::Entries(e))) = (cmd, &mut r) {
+            e.pop_last();
+        }
+        Ok(r)
+    }
+}
+
+#[test]
+fn a_wrong_answer_fails_and_a_refusal_is_not_applicable() {
+    in_crate();
+    let s = ovlsim::scenario::load("spec/readdir/readdir-merged-union-dtype.yaml").unwrap();
+    let verdict = check_scenario(&s, &mut DropsLastName(ModelBackend::new()), Observes::ALL);
+    let Verdict::Fail(report) = verdict else { panic!("{}", verdict.label()) };
+    // The minimal replayable scenario passes on the model and still fails.
+    let min = replayable(&s, &report).unwrap();
+    assert!(min.steps.len() <= s.steps.len());
+    assert!(ovlsim::scenario::run(&min, &mut ModelBackend::new()).passed());
+    assert!(matches!(check_scenario(&min, &mut DropsLastName(ModelBackend::new()), Observes::ALL), Verdict::Fail(_)));
+
+    // A layer with a symlink, which vfs cannot hold: not applicable, never a pass.
+    let with_symlink = ovlsim::scenario::load("spec/symlink_path/open-nofollow-symlink-eloop.yaml").unwrap();
+    let verdict = check_scenario(&with_symlink, &mut VfsBackend::new(), OBSERVES);
+    assert!(matches!(&verdict, Verdict::NotApplicable(why) if why.contains("symlink")), "{verdict:?}");
+}
