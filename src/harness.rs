@@ -32,6 +32,7 @@
 
 use crate::backend::{Backend, BackendError, Command, MergedTree, ModelBackend, Reply};
 use crate::errno::Errno;
+use crate::fuzz::{Case, GenConfig, RefState};
 use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
 use crate::ops::{Outcome, Stat};
 use crate::overlay::Event;
@@ -40,6 +41,8 @@ use crate::scenario::{self, RunReport, Scenario};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// The lines of a tree diff a Markdown report shows per failure.
 const DIFF_LINES_MAX: usize = 12;
@@ -462,4 +465,90 @@ impl Conformance {
         written.push(list_path);
         Ok(written)
     }
+}
+
+/// What [`fuzz_backend`] found.
+#[derive(Clone, Debug, Default)]
+pub struct FuzzSummary {
+    /// The seed the cases were drawn from.
+    pub seed: u64,
+    /// Cases drawn.
+    pub cases: u64,
+    /// Cases where the implementation showed what the model shows.
+    pub passed: u64,
+    /// Cases the implementation refused part of (a `NotModelled`): with a configuration
+    /// that matches the implementation, none.
+    pub not_applicable: u64,
+    /// Cases the model itself did not run (outside its contract); nothing learnt.
+    pub errors: u64,
+    /// Each failing case, shrunk, with the report of its first divergences: the scenario
+    /// as drawn (no expectations; [`replayable`] records them from the model).
+    pub failures: Vec<(Scenario, RunReport)>,
+}
+
+/// Draws `cases` random cases by `config` (the fuzzer's own generator, with what the
+/// implementation lacks switched off), checks each on the model and on a fresh backend
+/// from `make` under `observes`, and shrinks every failing case to a small one before
+/// going on. The same `seed` and `config` draw the same cases.
+///
+/// Errors: a configuration that [`GenConfig::check`] refuses.
+pub fn fuzz_backend(
+    config: &GenConfig,
+    observes: Observes,
+    cases: u64,
+    seed: u64,
+    steps_max: usize,
+    mut make: impl FnMut() -> Box<dyn Backend>,
+) -> Result<FuzzSummary, String> {
+    use crate::fuzz::machine::ModelMachine;
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, TestRunner};
+    use proptest_state_machine::ReferenceStateMachine;
+
+    config.check()?;
+    let mut summary = FuzzSummary { seed, ..FuzzSummary::default() };
+    crate::fuzz::with_config(config.clone(), || {
+        let strategy = ModelMachine::sequential_strategy(1..=steps_max.max(1));
+        let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(seed));
+        for i in 0..cases {
+            let mut tree = strategy.new_tree(&mut runner).map_err(|e| format!("drawing case {i}: {e}"))?;
+            let name = format!("fuzz-{seed}-{i}");
+            let mut check = |(state, steps, seen): (RefState, Vec<Command>, Option<Arc<AtomicUsize>>)| {
+                // Every transition is run (the comparison is of whole replays), so the
+                // shrinker may delete any of them.
+                if let Some(seen) = seen {
+                    seen.store(steps.len(), Ordering::SeqCst);
+                }
+                let case = Case { start: (*state.start).clone(), steps };
+                let commands = crate::fuzz::report::commands_until(&case, None);
+                let rule =
+                    format!("Drawn by ovlsim's generator (seed {seed}, case {i}) and checked against the model.");
+                let s = Scenario::from_commands(&name, &rule, &commands);
+                let verdict = check_scenario(&s, make().as_mut(), observes);
+                (s, verdict)
+            };
+            summary.cases += 1;
+            match check(tree.current()) {
+                (_, Verdict::Pass) => summary.passed += 1,
+                (_, Verdict::NotApplicable(_)) => summary.not_applicable += 1,
+                (_, Verdict::Error(_)) => summary.errors += 1,
+                (mut s, Verdict::Fail(mut report)) => {
+                    // Shrink as proptest does: keep a simpler case while it still fails.
+                    while tree.simplify() {
+                        match check(tree.current()) {
+                            (t, Verdict::Fail(r)) => (s, report) = (t, r),
+                            _ => {
+                                if !tree.complicate() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    summary.failures.push((s, report));
+                }
+            }
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok(summary)
 }

@@ -11,7 +11,8 @@ mod adapter;
 
 use adapter::{VfsBackend, OBSERVES};
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend, Reply};
-use ovlsim::harness::{check_files, check_scenario, replayable, Observes, Verdict};
+use ovlsim::fuzz::GenConfig;
+use ovlsim::harness::{check_files, check_scenario, fuzz_backend, replayable, Observes, Verdict};
 use ovlsim::ops::{Op, Outcome};
 use std::path::PathBuf;
 
@@ -39,15 +40,18 @@ fn vfs_failing_set_equals_the_committed_report() {
     assert!(pass > 0 && fail > 0 && na > 0, "pass {pass}, fail {fail}, n/a {na}");
 }
 
-/// Each committed minimal scenario passes on the model (whose answers it records) and
-/// still fails on vfs.
+/// Each committed minimal scenario (from spec/ and from random cases) passes on the model
+/// (whose answers it records) and still fails on vfs.
 #[test]
 fn vfs_committed_failures_replay() {
     in_crate();
     let report =
         check_files("vfs", &[PathBuf::from("conformance/vfs")], OBSERVES, || Box::new(VfsBackend::new())).unwrap();
+    // The spec failures (failing.txt) and the smallest random case of each kind (fuzz/).
     let committed = std::fs::read_to_string("conformance/vfs/failing.txt").unwrap();
-    assert_eq!(report.results.len(), committed.lines().count());
+    let fuzz = report.results.iter().filter(|r| r.folder == "fuzz").count();
+    assert_eq!(report.results.len(), committed.lines().count() + fuzz);
+    assert!(fuzz > 0);
     for r in &report.results {
         assert!(matches!(r.verdict, Verdict::Fail(_)), "{}: {}", r.file.display(), r.verdict.label());
         let s = r.scenario.as_ref().unwrap();
@@ -99,4 +103,43 @@ fn a_wrong_answer_fails_and_a_refusal_is_not_applicable() {
     let with_symlink = ovlsim::scenario::load("spec/symlink_path/open-nofollow-symlink-eloop.yaml").unwrap();
     let verdict = check_scenario(&with_symlink, &mut VfsBackend::new(), OBSERVES);
     assert!(matches!(&verdict, Verdict::NotApplicable(why) if why.contains("symlink")), "{verdict:?}");
+}
+
+/// Random cases drawn for what vfs does (files, directories, eight calls) find its bugs,
+/// and each shrunk failure, with expectations recorded from the model, passes on the
+/// model and still fails on vfs.
+#[test]
+fn vfs_random_cases_fail_and_replay() {
+    let summary = fuzz_backend(&adapter::config(), OBSERVES, 150, 1, 24, || Box::new(VfsBackend::new())).unwrap();
+    assert_eq!(summary.cases, 150);
+    assert_eq!(summary.not_applicable, 0, "the configuration draws only what the adapter maps");
+    assert!(!summary.failures.is_empty() && summary.passed > 0, "{summary:?}");
+    for (s, r) in summary.failures.iter().take(10) {
+        let min = replayable(s, r).unwrap();
+        assert!(ovlsim::scenario::run(&min, &mut ModelBackend::new()).passed(), "{}", min.to_yaml());
+        assert!(
+            matches!(check_scenario(&min, &mut VfsBackend::new(), OBSERVES), Verdict::Fail(_)),
+            "{}",
+            min.to_yaml()
+        );
+    }
+}
+
+/// The model against itself on random cases of the full generator: no divergence and
+/// nothing not applicable.
+#[test]
+fn model_against_itself_on_random_cases() {
+    let summary =
+        fuzz_backend(&GenConfig::default(), Observes::ALL, 100, 7, 24, || Box::new(ModelBackend::new())).unwrap();
+    assert!(summary.failures.is_empty(), "{:?}", summary.failures.first().map(|f| f.1.details(5)));
+    assert_eq!(summary.not_applicable, 0);
+    assert!(summary.passed >= 90, "{summary:?}");
+}
+
+#[test]
+fn a_configuration_is_checked() {
+    assert!(GenConfig::minimal().without_ops(&["rename"]).is_ok());
+    assert!(GenConfig::default().without_ops(&["renameat"]).is_err());
+    let none = GenConfig { ops: Default::default(), ..GenConfig::minimal() };
+    assert!(fuzz_backend(&none, OBSERVES, 1, 1, 4, || Box::new(VfsBackend::new())).is_err());
 }

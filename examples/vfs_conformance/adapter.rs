@@ -23,6 +23,7 @@
 
 use ovlsim::backend::{Backend, BackendError, Command, Reply};
 use ovlsim::dump::{dump_merged, MergedTree};
+use ovlsim::fuzz::GenConfig;
 use ovlsim::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
 use ovlsim::ops::{Op, Outcome, Stat, WriteAt};
 use ovlsim::{Errno, Options};
@@ -42,6 +43,13 @@ pub const OBSERVES: ovlsim::harness::Observes = ovlsim::harness::Observes {
     xattrs: false,
     upper: true,
 };
+
+/// What the fuzzer's generator may draw for `vfs`: files and directories in layers, one
+/// mount with an upper and default options, plain absolute paths, and the operations the
+/// adapter maps ([`GenConfig::minimal`]).
+pub fn config() -> GenConfig {
+    GenConfig::minimal()
+}
 
 /// Where `vfs` keeps its whiteouts, in the upper layer's root.
 const WHITEOUT_DIR: &str = ".whiteout";

@@ -2,10 +2,13 @@
 //! writes a conformance report.
 //!
 //! ```sh
-//! cargo run --release --example vfs_conformance -- [--out DIR] [PATH...]
+//! cargo run --release --example vfs_conformance -- [--out DIR] [--fuzz-cases N] [--seed S] [PATH...]
 //! ```
 //!
-//! PATH defaults to `spec/`. The Markdown report goes to stdout; with `--out DIR`, each
+//! PATH defaults to `spec/`. With `--fuzz-cases N`, N random cases are also drawn by the
+//! fuzzer's generator with what `vfs` lacks switched off ([`config`]), checked the same
+//! way, and each failing one shrunk; the smallest case of each kind of divergence goes to
+//! `DIR/fuzz/`. The Markdown report goes to stdout; with `--out DIR`, each
 //! failing scenario is also written to `DIR/<rule folder>/<file>` as a minimal replayable
 //! scenario (its steps up to the first divergence, every expectation recorded from the
 //! model, which agrees with the kernel on all of `spec/`), and the failing files to
@@ -16,20 +19,31 @@
 
 mod adapter;
 
-use adapter::{VfsBackend, OBSERVES};
-use ovlsim::harness::{check_files, Verdict};
+use adapter::{config, VfsBackend, OBSERVES};
+use ovlsim::harness::{check_files, fuzz_backend, replayable, Verdict};
 use std::path::PathBuf;
 
 fn main() {
     let mut out = None;
     let mut paths = Vec::new();
+    let (mut fuzz_cases, mut seed) = (0u64, 1u64);
     let mut args = std::env::args_os().skip(1);
+    let number = |args: &mut dyn Iterator<Item = std::ffi::OsString>, what: &str| -> u64 {
+        match args.next().and_then(|v| v.to_str().and_then(|v| v.parse().ok())) {
+            Some(n) => n,
+            None => usage(&format!("{what} needs a number")),
+        }
+    };
     while let Some(a) = args.next() {
         if a == "--out" {
             match args.next() {
                 Some(d) => out = Some(PathBuf::from(d)),
                 None => usage("--out needs a directory"),
             }
+        } else if a == "--fuzz-cases" {
+            fuzz_cases = number(&mut args, "--fuzz-cases");
+        } else if a == "--seed" {
+            seed = number(&mut args, "--seed");
         } else if a == "--help" || a == "-h" {
             usage("");
         } else {
@@ -47,6 +61,75 @@ fn main() {
         }
     };
     print!("{}", report.to_markdown());
+    if fuzz_cases > 0 {
+        let summary = match fuzz_backend(&config(), OBSERVES, fuzz_cases, seed, 24, || Box::new(VfsBackend::new())) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("vfs_conformance: {e}");
+                std::process::exit(2);
+            }
+        };
+        println!(
+            "\n### Random cases\n\n{} cases (seed {seed}, at most 24 steps, generator: `adapter::config()`): {} passed, {} failed (each shrunk), {} not applicable, {} not run by the model.\n",
+            summary.cases,
+            summary.passed,
+            summary.failures.len(),
+            summary.not_applicable,
+            summary.errors
+        );
+        // One line per kind of divergence: the operation, and what each side answered
+        // (the model's errno is masked; see the header).
+        let mut kinds: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+        for (s, r) in &summary.failures {
+            let first = &r.failures[0];
+            let op = first.what.split_whitespace().next().unwrap_or("?");
+            // `ok`, an errno, or "a result" (a stat, data, a listing).
+            let short = |a: &Option<String>| {
+                a.as_deref().map(|t| {
+                    let errno = t.len() > 1 && t.starts_with('E') && t.chars().all(|c| c.is_ascii_uppercase());
+                    if t == "ok" || errno {
+                        t.to_owned()
+                    } else {
+                        "a result".to_owned()
+                    }
+                })
+            };
+            let kind = match (short(&first.expected), short(&first.actual)) {
+                (Some(m), Some(v)) => format!("{op}: model {m}, vfs {v}"),
+                _ => format!("{op}: the trees differ"),
+            };
+            kinds.entry(kind).or_default().push(&s.name);
+        }
+        println!("| first divergence | cases | smallest example |");
+        println!("|---|---:|---|");
+        let mut smallest_of_each = Vec::new();
+        for (kind, names) in &kinds {
+            let smallest = summary
+                .failures
+                .iter()
+                .filter(|(s, _)| names.contains(&s.name.as_str()))
+                .min_by_key(|(s, _)| (s.steps.len(), s.name.len()))
+                .map(|(s, _)| s.name.as_str())
+                .unwrap_or("");
+            println!("| {kind} | {} | `{smallest}` |", names.len());
+            smallest_of_each.push(smallest);
+        }
+        let smallest = smallest_of_each;
+        // The smallest case of each kind, as a replayable scenario.
+        if let Some(dir) = &out {
+            for (s, r) in summary.failures.iter().filter(|(s, _)| smallest.contains(&s.name.as_str())) {
+                let written = replayable(s, r).map_err(std::io::Error::other).and_then(|min| {
+                    let path = dir.join("fuzz").join(format!("{}.yaml", s.name));
+                    std::fs::create_dir_all(dir.join("fuzz"))?;
+                    ovlsim::persist::write_atomic(&path, min.to_yaml().as_bytes())
+                });
+                if let Err(e) = written {
+                    eprintln!("vfs_conformance: writing {}: {e}", s.name);
+                    std::process::exit(2);
+                }
+            }
+        }
+    }
     if let Some(dir) = out {
         match report.write_failures(&dir) {
             Ok(written) => eprintln!("wrote {} files under {}", written.len(), dir.display()),
@@ -67,6 +150,6 @@ fn usage(problem: &str) -> ! {
     if !problem.is_empty() {
         eprintln!("vfs_conformance: {problem}");
     }
-    eprintln!("usage: vfs_conformance [--out DIR] [PATH...]   (PATH defaults to spec/)");
+    eprintln!("usage: vfs_conformance [--out DIR] [--fuzz-cases N] [--seed S] [PATH...]   (PATH defaults to spec/)");
     std::process::exit(if problem.is_empty() { 0 } else { 2 });
 }

@@ -8,12 +8,14 @@
 //! whiteout (char 0/0).
 
 use super::case::CaseStart;
+use super::config::GenConfig;
 use crate::backend::{Command, Edit};
 use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
 use crate::mount::{Options, RedirectDir, Xino};
 use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
 use proptest::prelude::*;
 use proptest::sample::select;
+use proptest::strategy::Union;
 use std::collections::BTreeMap;
 
 /// The name alphabet of layers and paths.
@@ -97,24 +99,26 @@ pub fn name() -> impl Strategy<Value = String> {
 }
 
 /// `user.*` xattrs that a regular file or a directory may carry.
-fn user_xattrs() -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
+fn user_xattrs(cfg: &GenConfig) -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
+    let on = cfg.user_xattrs;
     prop_oneof![
         8 => Just(BTreeMap::new()),
-        1 => Just(BTreeMap::from([("user.a".to_owned(), b"1".to_vec())])),
-        1 => Just(BTreeMap::from([
+        GenConfig::weight(on, 1) => Just(BTreeMap::from([("user.a".to_owned(), b"1".to_vec())])),
+        GenConfig::weight(on, 1) => Just(BTreeMap::from([
             ("user.a".to_owned(), b"2".to_vec()),
             ("user.b".to_owned(), Vec::new()),
         ])),
     ]
 }
 
-fn owner() -> impl Strategy<Value = (u32, u32)> {
-    prop_oneof![9 => Just((0, 0)), 1 => Just((1000, 1000)), 1 => Just((1, 0))]
+fn owner(cfg: &GenConfig) -> impl Strategy<Value = (u32, u32)> {
+    let w = GenConfig::weight(cfg.owners, 1);
+    prop_oneof![9 => Just((0, 0)), w => Just((1000, 1000)), w => Just((1, 0))]
 }
 
 /// A regular file with tiny data, sometimes with `user.*` xattrs or another owner.
-fn file_node() -> impl Strategy<Value = FlatNode> {
-    (select(&FILE_DATA[..]), select(&[0o644u32, 0o644, 0o600, 0o755, 0o444, 0o4755][..]), owner(), user_xattrs())
+fn file_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
+    (select(&FILE_DATA[..]), select(&[0o644u32, 0o644, 0o600, 0o755, 0o444, 0o4755][..]), owner(cfg), user_xattrs(cfg))
         .prop_map(|(data, mode, (uid, gid), xattrs)| {
             let mut n = file(data, mode);
             n.uid = uid;
@@ -136,13 +140,13 @@ fn xwhiteout_node() -> impl Strategy<Value = FlatNode> {
 }
 
 /// A non-directory node of a layer (no hard links: see [`layer`]).
-pub fn leaf_node() -> impl Strategy<Value = FlatNode> {
+pub fn leaf_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
     prop_oneof![
-        10 => file_node(),
-        3 => select(&TARGETS[..]).prop_map(symlink),
-        3 => Just(whiteout()),
-        2 => xwhiteout_node(),
-        1 => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
+        10 => file_node(cfg),
+        GenConfig::weight(cfg.symlinks, 3) => select(&TARGETS[..]).prop_map(symlink),
+        GenConfig::weight(cfg.whiteouts, 3) => Just(whiteout()),
+        GenConfig::weight(cfg.xattr_whiteouts, 2) => xwhiteout_node(),
+        GenConfig::weight(cfg.fifos, 1) => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
         // No metacopy files: their lookup is EPERM (pinned in spec/), and when readdir meets
         // two of them in a directory with xattr whiteouts, whether it fails depends on the
         // order of the directory's entries, which the model does not keep (see
@@ -152,21 +156,22 @@ pub fn leaf_node() -> impl Strategy<Value = FlatNode> {
 
 /// A directory's own metadata: mode, owner, sometimes an opaque marker (`y`, `x`, or a
 /// value that is not opaque), rarely a redirect, sometimes `user.*` xattrs.
-pub fn dir_node() -> impl Strategy<Value = FlatNode> {
+pub fn dir_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
+    let opaque = |w| GenConfig::weight(cfg.opaque_dirs, w);
     let marker = prop_oneof![
         14 => Just(None),
-        4 => Just(Some((OPAQUE, &b"y"[..]))),
-        2 => Just(Some((OPAQUE, &b"x"[..]))),
-        1 => Just(Some((OPAQUE, &b"yes"[..]))),
-        1 => Just(Some(("user.overlay.opaque", &b"y"[..]))),
+        opaque(4) => Just(Some((OPAQUE, &b"y"[..]))),
+        opaque(2) => Just(Some((OPAQUE, &b"x"[..]))),
+        opaque(1) => Just(Some((OPAQUE, &b"yes"[..]))),
+        opaque(1) => Just(Some(("user.overlay.opaque", &b"y"[..]))),
         // Only redirects that lead nowhere: one that names a directory another name also
         // shows makes two merged directories share a lower one, and the kernel's answer
         // then depends on its inode cache (ESTALE or not, by lookup order), which is out of
         // the model's contract. Redirects made by renames under `redirect_dir=on`, and the
         // spec scenarios, cover working ones.
-        1 => select(&FRUITLESS_REDIRECTS[..]).prop_map(|v| Some((REDIRECT, v))),
+        GenConfig::weight(cfg.redirects, 1) => select(&FRUITLESS_REDIRECTS[..]).prop_map(|v| Some((REDIRECT, v))),
     ];
-    (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(), marker, user_xattrs()).prop_map(
+    (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(cfg), marker, user_xattrs(cfg)).prop_map(
         |(mode, (uid, gid), marker, xattrs)| {
             let mut n = node(FileType::Dir, mode);
             n.uid = uid;
@@ -192,17 +197,17 @@ enum Shape {
 }
 
 /// The children of a directory at `depth` (the root's children are at depth 1).
-fn children(depth: usize) -> BoxedStrategy<Vec<(String, Shape)>> {
+fn children(cfg: &GenConfig, depth: usize) -> BoxedStrategy<Vec<(String, Shape)>> {
     let leaf = prop_oneof![
-        12 => leaf_node().prop_map(Shape::Leaf),
-        1 => (0..8usize).prop_map(Shape::Link),
+        12 => leaf_node(cfg).prop_map(Shape::Leaf),
+        GenConfig::weight(cfg.hard_links, 1) => (0..8usize).prop_map(Shape::Link),
     ];
     let child = if depth >= DEPTH_MAX {
         leaf.boxed()
     } else {
         prop_oneof![
             3 => leaf,
-            2 => (dir_node(), children(depth + 1)).prop_map(|(n, c)| Shape::Dir(n, c)),
+            2 => (dir_node(cfg), children(cfg, depth + 1)).prop_map(|(n, c)| Shape::Dir(n, c)),
         ]
         .boxed()
     };
@@ -244,14 +249,14 @@ fn flatten(prefix: &str, kids: Vec<(String, Shape)>, out: &mut FlatLayer, linkab
 /// One layer: a tree of depth at most [`DEPTH_MAX`] over [`NAMES`], with files, directories,
 /// symlinks, whiteouts, xattr whiteouts, opaque directories, FIFOs and hard links. The
 /// entries are in the canonical order of [`crate::layer::Layer::to_flat`].
-pub fn layer() -> impl Strategy<Value = FlatLayer> {
+pub fn layer(cfg: &GenConfig) -> impl Strategy<Value = FlatLayer> {
     let root = prop_oneof![
         12 => Just(node(FileType::Dir, 0o755)),
         // The opaque marker on the upper root is ignored.
-        1 => Just(with_xattr(node(FileType::Dir, 0o755), OPAQUE, b"y")),
+        GenConfig::weight(cfg.opaque_dirs, 1) => Just(with_xattr(node(FileType::Dir, 0o755), OPAQUE, b"y")),
         1 => Just(node(FileType::Dir, 0o700)),
     ];
-    (root, children(1)).prop_map(|(root, kids)| {
+    (root, children(cfg, 1)).prop_map(|(root, kids)| {
         let mut out = FlatLayer { root, entries: Vec::new() };
         flatten("", kids, &mut out, &mut Vec::new());
         out
@@ -264,30 +269,39 @@ pub fn layer() -> impl Strategy<Value = FlatLayer> {
 /// and the kernel's `st_ino` for such a copy then depends on whether its dentry was cached
 /// before the copy-up, which is out of the model's contract (`userxattr` is pinned in
 /// spec/mount/).
-pub fn options() -> impl Strategy<Value = Options> {
+pub fn options(cfg: &GenConfig) -> impl Strategy<Value = Options> {
+    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
     let redirect = prop_oneof![
         14 => Just(RedirectDir::Off),
-        3 => Just(RedirectDir::On),
-        2 => Just(RedirectDir::Nofollow),
-        1 => Just(RedirectDir::Follow),
+        rd(3) => Just(RedirectDir::On),
+        rd(2) => Just(RedirectDir::Nofollow),
+        rd(1) => Just(RedirectDir::Follow),
     ];
-    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03)).prop_map(|(redirect_dir, read_only, xino)| {
-        Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
-    })
+    // Drawn whatever the configuration, then masked, so that a configuration that allows
+    // them draws exactly as the fixed generator did.
+    let (ro_on, xino_on) = (cfg.read_only, cfg.xino);
+    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03)).prop_map(
+        move |(redirect_dir, read_only, xino)| {
+            let (read_only, xino) = (read_only && ro_on, xino && xino_on);
+            Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
+        },
+    )
 }
 
 /// A layer stack and the options of its first mount: 1 to [`LOWER_COUNT_MAX`] lowers and,
 /// most of the time, an upper (without one, at least two lowers, so that the mount is
 /// valid).
-pub fn case_start() -> impl Strategy<Value = CaseStart> {
+pub fn case_start(cfg: &GenConfig) -> impl Strategy<Value = CaseStart> {
+    let lower_only = cfg.lower_only_mounts;
     (
-        1..=LOWER_COUNT_MAX,
+        1..=cfg.lowers_max,
         prop::bool::weighted(0.85),
-        proptest::collection::vec(layer(), LOWER_COUNT_MAX),
-        layer(),
-        options(),
+        proptest::collection::vec(layer(cfg), cfg.lowers_max),
+        layer(cfg),
+        options(cfg),
     )
-        .prop_map(|(count, has_upper, lowers, upper, options)| {
+        .prop_map(move |(count, has_upper, lowers, upper, options)| {
+            let has_upper = has_upper || !lower_only;
             let count = if has_upper { count } else { count.max(2) };
             CaseStart {
                 lowers: lowers.into_iter().take(count).enumerate().map(|(i, l)| (lower_name(i), l)).collect(),
@@ -308,7 +322,8 @@ pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
-    let start = case_start().new_tree(&mut runner).ok()?.current();
+    let cfg = GenConfig::default();
+    let start = case_start(&cfg).new_tree(&mut runner).ok()?.current();
     let ops = proptest::collection::vec(op(), ops).new_tree(&mut runner).ok()?.current();
     let mut commands = start.setup();
     let mut model = ModelBackend::new();
@@ -324,19 +339,20 @@ pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
 
 /// A path in the merged view: mostly `/x`, `/x/y` or `/x/y/z` over [`NAMES`]; sometimes a
 /// trailing slash, a `..` or `.` component, or the root itself.
-pub fn path() -> impl Strategy<Value = String> {
+pub fn path(cfg: &GenConfig) -> impl Strategy<Value = String> {
     let comps = || proptest::collection::vec(name(), 1..=DEPTH_MAX);
     let join = |c: Vec<String>| format!("/{}", c.join("/"));
+    let odd = |w| GenConfig::weight(cfg.odd_paths, w);
     prop_oneof![
         24 => proptest::collection::vec(name(), 1..=2).prop_map(join),
         6 => comps().prop_map(join),
-        2 => comps().prop_map(move |c| format!("{}/", join(c))),
-        2 => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
+        odd(2) => comps().prop_map(move |c| format!("{}/", join(c))),
+        odd(2) => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
             let at = i.min(c.len());
             c.insert(at, "..".to_owned());
             format!("/{}", c.join("/"))
         }),
-        1 => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
+        odd(1) => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
             let at = i.min(c.len());
             c.insert(at, ".".to_owned());
             format!("/{}", c.join("/"))
@@ -408,75 +424,95 @@ fn id() -> impl Strategy<Value = u32> {
 /// One operation on the merged view, any [`Op`] variant, weighted towards the ones that
 /// change the upper layer, on paths from [`path`].
 pub fn op() -> impl Strategy<Value = Op> {
-    op_on(&[], &[])
+    op_on(&GenConfig::default(), &[], &[])
 }
 
 /// A path that is often one of `known` (paths the layers hold or earlier operations made),
 /// a new name in one of the directories among `dirs` (or the root), or one of those with
 /// a trailing slash; else a [`path`].
-pub fn path_from(known: &[String], dirs: &[String]) -> BoxedStrategy<String> {
+pub fn path_from(cfg: &GenConfig, known: &[String], dirs: &[String]) -> BoxedStrategy<String> {
     if known.is_empty() {
-        return path().boxed();
+        return path(cfg).boxed();
     }
     let mut parents = vec![String::new()];
     parents.extend(dirs.iter().cloned());
     let slashed = if dirs.is_empty() { known.to_vec() } else { dirs.to_vec() };
     prop_oneof![
-        4 => path(),
+        4 => path(cfg),
         4 => select(known.to_vec()),
         3 => (select(parents), name()).prop_map(|(p, n)| format!("{p}/{n}")),
-        1 => select(slashed).prop_map(|p| format!("{p}/")),
+        GenConfig::weight(cfg.odd_paths, 1) => select(slashed).prop_map(|p| format!("{p}/")),
     ]
     .boxed()
 }
 
 /// One operation, as [`op`], on paths drawn by [`path_from`].
-pub fn op_on(known: &[String], dirs: &[String]) -> BoxedStrategy<Op> {
-    let path = || path_from(known, dirs);
+pub fn op_on(cfg: &GenConfig, known: &[String], dirs: &[String]) -> BoxedStrategy<Op> {
+    let path = || path_from(cfg, known, dirs);
+    let w = |name, weight| GenConfig::weight(cfg.op(name), weight);
     let mode = || select(&[0o755u32, 0o644, 0o700, 0o777, 0o1777, 0o2755, 0o600, 0][..]);
-    prop_oneof![
-        6 => path().prop_map(|path| Op::Stat { path }),
-        4 => path().prop_map(|path| Op::Lstat { path }),
-        6 => (path(), open_flags(), select(&[0o644u32, 0o600, 0o4755][..]))
-            .prop_map(|(path, flags, mode)| Op::Open { path, flags, mode }),
-        5 => path().prop_map(|path| Op::Read { path }),
-        6 => (
-            path(),
-            prop_oneof![3 => (0..4u64).prop_map(WriteAt::Offset), 1 => Just(WriteAt::Append)],
-            small_data(),
-        )
-            .prop_map(|(path, at, data)| Op::Write { path, at, data }),
-        3 => (path(), 0..6u64).prop_map(|(path, len)| Op::Truncate { path, len }),
-        6 => (path(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }),
-        4 => path().prop_map(|path| Op::Rmdir { path }),
-        5 => path().prop_map(|path| Op::Unlink { path }),
-        9 => (path(), path(), rename_flags())
-            .prop_map(|(from, to, flags)| Op::Rename { from, to, flags }),
-        3 => (path(), path()).prop_map(|(from, to)| Op::Link { from, to }),
-        3 => (select(&TARGETS[..]), path())
-            .prop_map(|(t, path)| Op::Symlink { target: t.to_owned(), path }),
-        2 => path().prop_map(|path| Op::Readlink { path }),
-        5 => path().prop_map(|path| Op::Readdir { path }),
-        2 => (path(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }),
-        2 => (path(), id(), id()).prop_map(|(path, uid, gid)| Op::Chown { path, uid, gid }),
-        1 => path().prop_map(|path| Op::Utimes { path }),
-        3 => (path(), xattr_name(), small_data())
-            .prop_map(|(path, name, value)| Op::Setxattr { path, name, value }),
-        2 => (path(), xattr_name()).prop_map(|(path, name)| Op::Getxattr { path, name }),
-        2 => path().prop_map(|path| Op::Listxattr { path }),
-        2 => (path(), xattr_name()).prop_map(|(path, name)| Op::Removexattr { path, name }),
-        2 => (
-            path(),
-            prop_oneof![
-                2 => Just(MknodKind::Fifo),
-                1 => Just(MknodKind::File),
-                1 => Just(MknodKind::Char(0, 0)),
-            ],
-            select(&[0o644u32, 0o600, 0][..]),
-        )
-            .prop_map(|(path, kind, mode)| Op::Mknod { path, kind, mode }),
-    ]
-    .boxed()
+    // Built as the `prop_oneof!` of more than ten arms is (a `Union` of boxed arms, in
+    // this order), so the default configuration draws exactly as before; an arm switched
+    // off is left out, since a `Union` refuses a weight of 0.
+    let arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
+        (w("stat", 6), path().prop_map(|path| Op::Stat { path }).boxed()),
+        (w("lstat", 4), path().prop_map(|path| Op::Lstat { path }).boxed()),
+        (
+            w("open", 6),
+            (path(), open_flags(), select(&[0o644u32, 0o600, 0o4755][..]))
+                .prop_map(|(path, flags, mode)| Op::Open { path, flags, mode })
+                .boxed(),
+        ),
+        (w("read", 5), path().prop_map(|path| Op::Read { path }).boxed()),
+        (
+            w("write", 6),
+            (path(), prop_oneof![3 => (0..4u64).prop_map(WriteAt::Offset), 1 => Just(WriteAt::Append)], small_data())
+                .prop_map(|(path, at, data)| Op::Write { path, at, data })
+                .boxed(),
+        ),
+        (w("truncate", 3), (path(), 0..6u64).prop_map(|(path, len)| Op::Truncate { path, len }).boxed()),
+        (w("mkdir", 6), (path(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }).boxed()),
+        (w("rmdir", 4), path().prop_map(|path| Op::Rmdir { path }).boxed()),
+        (w("unlink", 5), path().prop_map(|path| Op::Unlink { path }).boxed()),
+        (
+            w("rename", 9),
+            (path(), path(), rename_flags()).prop_map(|(from, to, flags)| Op::Rename { from, to, flags }).boxed(),
+        ),
+        (w("link", 3), (path(), path()).prop_map(|(from, to)| Op::Link { from, to }).boxed()),
+        (
+            w("symlink", 3),
+            (select(&TARGETS[..]), path()).prop_map(|(t, path)| Op::Symlink { target: t.to_owned(), path }).boxed(),
+        ),
+        (w("readlink", 2), path().prop_map(|path| Op::Readlink { path }).boxed()),
+        (w("readdir", 5), path().prop_map(|path| Op::Readdir { path }).boxed()),
+        (w("chmod", 2), (path(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }).boxed()),
+        (w("chown", 2), (path(), id(), id()).prop_map(|(path, uid, gid)| Op::Chown { path, uid, gid }).boxed()),
+        (w("utimes", 1), path().prop_map(|path| Op::Utimes { path }).boxed()),
+        (
+            w("setxattr", 3),
+            (path(), xattr_name(), small_data())
+                .prop_map(|(path, name, value)| Op::Setxattr { path, name, value })
+                .boxed(),
+        ),
+        (w("getxattr", 2), (path(), xattr_name()).prop_map(|(path, name)| Op::Getxattr { path, name }).boxed()),
+        (w("listxattr", 2), path().prop_map(|path| Op::Listxattr { path }).boxed()),
+        (w("removexattr", 2), (path(), xattr_name()).prop_map(|(path, name)| Op::Removexattr { path, name }).boxed()),
+        (
+            w("mknod", 2),
+            (
+                path(),
+                prop_oneof![
+                    2 => Just(MknodKind::Fifo),
+                    1 => Just(MknodKind::File),
+                    1 => Just(MknodKind::Char(0, 0)),
+                ],
+                select(&[0o644u32, 0o600, 0][..]),
+            )
+                .prop_map(|(path, kind, mode)| Op::Mknod { path, kind, mode })
+                .boxed(),
+        ),
+    ];
+    Union::new_weighted(arms.into_iter().filter(|(w, _)| *w > 0).collect()).boxed()
 }
 
 /// A path inside a layer, for an offline edit.
@@ -500,12 +536,12 @@ fn overlaps(a: &str, b: &str) -> bool {
 /// a lower file again whose inode is also the copy-up origin of the renamed copy, and the
 /// kernel then answers by the order of its inode cache (ESTALE for whichever name comes
 /// second), which is out of the model's contract. Edits of the upper are made that way.
-pub fn edit(removes: bool) -> impl Strategy<Value = Edit> {
+pub fn edit(cfg: &GenConfig, removes: bool) -> impl Strategy<Value = Edit> {
     prop_oneof![
-        5 => (layer_path(), prop_oneof![3 => leaf_node(), 1 => dir_node()])
+        5 => (layer_path(), prop_oneof![3 => leaf_node(cfg), 1 => dir_node(cfg)])
             .prop_map(|(path, node)| Edit::Put { path, node }),
         if removes { 3 } else { 0 } => layer_path().prop_map(|path| Edit::Remove { path }),
-        1 => (layer_path(), layer_path())
+        GenConfig::weight(cfg.hard_links, 1) => (layer_path(), layer_path())
             .prop_filter("a link overlapping its target", |(p, t)| !overlaps(p, t))
             .prop_map(|(path, to)| Edit::Link { path, to }),
     ]
@@ -526,10 +562,10 @@ pub fn edit_is_valid(edit: &Edit) -> bool {
 
 /// The mounts a case may make after an unmount: the same layers again, or (when there is
 /// an upper) a lower-only mount of the old upper over the lowers, or the lowers alone.
-pub fn mounts(start: &CaseStart) -> Vec<(Vec<String>, Option<String>)> {
+pub fn mounts(cfg: &GenConfig, start: &CaseStart) -> Vec<(Vec<String>, Option<String>)> {
     let lowers: Vec<String> = start.lowers.iter().map(|(n, _)| n.clone()).collect();
     let mut out = vec![(lowers.clone(), start.upper.as_ref().map(|(n, _)| n.clone()))];
-    if let Some((u, _)) = &start.upper {
+    if let Some((u, _)) = start.upper.as_ref().filter(|_| cfg.lower_only_mounts) {
         let mut with_upper = vec![u.clone()];
         with_upper.extend(lowers.iter().cloned());
         out.push((with_upper, None));
@@ -542,8 +578,8 @@ pub fn mounts(start: &CaseStart) -> Vec<(Vec<String>, Option<String>)> {
 
 /// A mount command for this case (see [`mounts`]), mostly with the layers of the first
 /// mount.
-pub fn mount(start: &CaseStart) -> BoxedStrategy<Command> {
-    let choices = mounts(start);
+pub fn mount(cfg: &GenConfig, start: &CaseStart) -> BoxedStrategy<Command> {
+    let choices = mounts(cfg, start);
     let first = choices[0].clone();
     let which = if choices.len() > 1 {
         prop_oneof![3 => Just(first), 1 => select(choices)].boxed()
@@ -554,7 +590,7 @@ pub fn mount(start: &CaseStart) -> BoxedStrategy<Command> {
     // impure marks without the xattr namespace the kernel wrote them in, so switching
     // namespaces on one upper is outside what it models.
     let userxattr = start.options.userxattr;
-    (which, options())
+    (which, options(cfg))
         .prop_map(move |((lowers, upper), mut options)| {
             if options.userxattr != userxattr {
                 options.userxattr = userxattr;
@@ -576,7 +612,7 @@ mod tests {
     fn generated_layers_are_canonical_and_shallow() {
         let mut runner = TestRunner::deterministic();
         for _ in 0..200 {
-            let flat = layer().new_tree(&mut runner).expect("a layer").current();
+            let flat = layer(&GenConfig::default()).new_tree(&mut runner).expect("a layer").current();
             let built = crate::layer::Layer::from_flat(&flat);
             assert_eq!(built.to_flat(), flat, "generated layers are in canonical order");
             assert_eq!(crate::layer::check::check_layer(&flat), Ok(()), "a layer can hold every generated node");

@@ -19,6 +19,7 @@
 
 use super::case::{dumped_layers, final_commands, Answer, Case, CaseStart};
 use super::compare::{Comparer, Divergence};
+use super::config::GenConfig;
 use super::gen;
 use crate::backend::{Backend, Command, Edit, ModelBackend, Reply};
 use crate::dcache::CachePolicy;
@@ -59,6 +60,8 @@ pub struct RefState {
     pub paths: Arc<Vec<String>>,
     /// The directories among them (directories in some layer, or made by `mkdir`).
     pub dirs: Arc<Vec<String>>,
+    /// What the generator draws for this case.
+    pub config: Arc<GenConfig>,
 }
 
 impl fmt::Debug for RefState {
@@ -69,8 +72,14 @@ impl fmt::Debug for RefState {
 }
 
 impl RefState {
-    /// The state after the setup of `start` on a fresh model.
+    /// The state after the setup of `start` on a fresh model, drawing by the default
+    /// configuration.
     pub fn new(start: CaseStart) -> RefState {
+        RefState::with_config(start, Arc::new(GenConfig::default()))
+    }
+
+    /// The state after the setup of `start` on a fresh model, drawing by `config`.
+    pub fn with_config(start: CaseStart, config: Arc<GenConfig>) -> RefState {
         let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
         let setup: Vec<Answer> = start.setup().iter().map(|c| exec_quiet(&mut model, c)).collect();
         let mounted = setup.last().is_some_and(Answer::is_done);
@@ -99,6 +108,7 @@ impl RefState {
             edits: Vec::new(),
             paths,
             dirs,
+            config,
         }
     }
 
@@ -234,18 +244,22 @@ impl ReferenceStateMachine for ModelMachine {
     type State = RefState;
     type Transition = Command;
 
+    /// A case's start, drawn by this thread's configuration ([`super::config::current`],
+    /// set with [`super::with_config`]; the default draws everything).
     fn init_state() -> BoxedStrategy<RefState> {
-        gen::case_start()
-            .prop_map(RefState::new)
+        let config = super::config::current();
+        gen::case_start(&config)
+            .prop_map(move |start| RefState::with_config(start, config.clone()))
             .prop_filter("a readdir would depend on tmpfs's entry order", |s| !start_readdir_order_decides(s))
             .boxed()
     }
 
     fn transitions(state: &RefState) -> BoxedStrategy<Command> {
+        let cfg = &state.config;
         if state.mounted {
             return prop_oneof![
-                40 => gen::op_on(&state.paths, &state.dirs).prop_map(Command::Op),
-                2 => Just(Command::Unmount),
+                40 => gen::op_on(cfg, &state.paths, &state.dirs).prop_map(Command::Op),
+                GenConfig::weight(cfg.remounts, 2) => Just(Command::Unmount),
                 1 => Just(Command::DumpMerged),
             ]
             .boxed();
@@ -255,9 +269,9 @@ impl ReferenceStateMachine for ModelMachine {
             // Once redirects may exist, no layer is edited offline, the upper included: a
             // node put where a redirected directory left its whiteout makes two merged
             // directories share a lower one, and the kernel then answers by its inode cache.
-            names.iter().filter(|_| state.lower_edits).cloned().collect();
+            names.iter().filter(|_| state.lower_edits && cfg.offline_edits).cloned().collect();
         let mut choices: Vec<(u32, BoxedStrategy<Command>)> = vec![
-            (5, gen::mount(&state.start)),
+            (5, gen::mount(cfg, &state.start)),
             (1, select(names).prop_map(|name| Command::DumpLayer { name }).boxed()),
         ];
         if !editable.is_empty() {
@@ -265,10 +279,10 @@ impl ReferenceStateMachine for ModelMachine {
                 4,
                 select(editable)
                     .prop_flat_map({
-                        let start = state.start.clone();
+                        let (start, cfg) = (state.start.clone(), cfg.clone());
                         move |layer| {
                             let removes = !start.is_upper(&layer);
-                            gen::edit(removes).prop_map(move |edit| Command::Edit { layer: layer.clone(), edit })
+                            gen::edit(&cfg, removes).prop_map(move |edit| Command::Edit { layer: layer.clone(), edit })
                         }
                     })
                     .boxed(),
@@ -282,15 +296,20 @@ impl ReferenceStateMachine for ModelMachine {
     }
 
     fn preconditions(state: &RefState, transition: &Command) -> bool {
+        let cfg = &state.config;
         match transition {
-            Command::Op(_) | Command::Unmount | Command::DumpMerged => state.mounted,
+            // A shrunk case never gains what its configuration switched off.
+            Command::Op(op) => state.mounted && cfg.op(op.name()),
+            Command::Unmount => state.mounted && cfg.remounts,
+            Command::DumpMerged => state.mounted,
             Command::Mount { lowers, upper, options } => {
                 !state.mounted
                     && lowers.iter().chain(upper).all(|n| state.start.has_layer(n))
                     && !readdir_order_decides(state, lowers, upper.as_deref(), options)
             }
             Command::Edit { layer, edit } => {
-                !state.mounted
+                cfg.offline_edits
+                    && !state.mounted
                     && state.start.has_layer(layer)
                     && state.lower_edits
                     && gen::edit_is_valid(edit)

@@ -72,6 +72,7 @@
 
 pub mod case;
 pub mod compare;
+pub mod config;
 pub mod gen;
 pub mod invariants;
 pub mod machine;
@@ -80,6 +81,7 @@ pub mod shrink;
 
 pub use case::{Answer, Case, CaseStart};
 pub use compare::{Comparer, Divergence};
+pub use config::{with_config, GenConfig};
 pub use machine::{KernelMachine, KernelSut, ModelMachine, RefState, Replayed};
 
 use crate::kernel::KernelBackend;

@@ -45,7 +45,7 @@ pub fn stem(signature: &str, case: &Case) -> String {
 
 /// The command list up to and including step `step` (all of it when `None`), for replay by
 /// hand.
-fn commands_until(case: &Case, step: Option<usize>) -> Vec<Command> {
+pub(crate) fn commands_until(case: &Case, step: Option<usize>) -> Vec<Command> {
     let mut all = case.commands();
     let mounted_at_end = {
         // Whether the case ends mounted, as the model saw it: enough to list the final
