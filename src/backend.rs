@@ -181,6 +181,9 @@ pub struct ModelBackend {
     mounted: Option<Mounted>,
     events: Vec<Event>,
     cache_policy: CachePolicy,
+    /// The upper layers whose workdir a volatile mount has left marked
+    /// ([`crate::mount::leaves_volatile_marker`]).
+    volatile_marked: std::collections::BTreeSet<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +260,10 @@ impl Backend for ModelBackend {
             Command::Layer { name, content } => self.create_layer(name, content),
             Command::Mount { lowers, upper, options } => {
                 self.unmounted("mount")?;
+                if upper.as_ref().is_some_and(|u| self.volatile_marked.contains(u)) {
+                    // Only an option conflict, EINVAL too, comes before the workdir check.
+                    return Ok(Reply::MountRefused(Errno::EINVAL));
+                }
                 let lower_layers = lowers.iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
                 let upper_layer = upper.as_deref().map(|n| self.named(n).cloned()).transpose()?;
                 match Overlay::mount(lower_layers, upper_layer, *options) {
@@ -273,6 +280,9 @@ impl Backend for ModelBackend {
                 let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
                 if let (Some(name), Some(upper)) = (&m.upper, m.overlay.upper()) {
                     self.layers.insert(name.clone(), upper.clone());
+                    if crate::mount::leaves_volatile_marker(m.overlay.options(), true) {
+                        self.volatile_marked.insert(name.clone());
+                    }
                 }
                 Ok(Reply::Done)
             }

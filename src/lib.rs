@@ -77,7 +77,7 @@
 //!   instead. The kernel backend drops them when it reads a layer back.
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
-//! - `index`, `metacopy`, `nfs_export` and `volatile` are refused as not modelled. Redirect
+//! - `index`, `metacopy` and `nfs_export` are refused as not modelled. Redirect
 //!   xattrs in lower layers that make two merged directories share one lower directory,
 //!   and offline edits that show a lower file under a merged name while an upper copy
 //!   elsewhere records it as its copy-up origin, depend on the kernel's inode cache and are

@@ -203,6 +203,21 @@ impl Options {
     }
 }
 
+/// Whether a mount with these (effective) options leaves `work/incompat/volatile` in its
+/// upper layer's workdir when it is unmounted: a `volatile` mount with an upper (without
+/// one, `volatile` is ignored, [`Options::verify`]). Every later mount with that upper
+/// layer, and so that workdir, is then refused with EINVAL ("overlay with incompat feature
+/// 'volatile' cannot be mounted"): volatile or not, read-only or not, until the directory is
+/// removed; the upper layer used as a lower layer, with no workdir, still mounts.
+///
+/// Source: overlayfs.rst "Volatile mount"; fs/overlayfs/super.c, `ovl_make_workdir` and
+/// `ovl_check_incompat` (the check is made when the workdir is set up, so only an option
+/// conflict, also EINVAL, can come first). Observed on Linux 6.18
+/// (`spec/volatile/mount-volatile-leftover-refuses-remount.yaml`).
+pub fn leaves_volatile_marker(options: &Options, has_upper: bool) -> bool {
+    options.volatile && has_upper
+}
+
 fn on_off(b: bool) -> &'static str {
     if b {
         "on"

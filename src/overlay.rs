@@ -86,8 +86,10 @@ impl Overlay {
     /// Kernel: `ovl_get_lowerstack`, `ovl_fs_params_verify`, `ovl_check_layer`. Errors, in
     /// the kernel's order: EINVAL (no lower; more than 500 lowers; a single lower without an
     /// upper; conflicting options), ELOOP (the same layer twice, or a lower that is the
-    /// upper). Options the model does not implement yet (`index`, `metacopy`, `nfs_export`,
-    /// `volatile`) give [`MountError::NotModelled`], never a silently wrong answer. `xino` is
+    /// upper). Options the model does not implement yet (`index`, `metacopy`, `nfs_export`)
+    /// give [`MountError::NotModelled`], never a silently wrong answer. `volatile` changes
+    /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
+    /// backend's to keep ([`crate::mount::leaves_volatile_marker`]). `xino` is
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
     pub fn mount(lowers: Vec<Layer>, upper: Option<Layer>, options: Options) -> Result<Overlay, MountError> {
         let refused = |errno, reason: &str| Err(MountError::Refused { errno, reason: reason.to_owned() });
@@ -111,7 +113,6 @@ impl Overlay {
             (options.index, "index=on"),
             (options.metacopy, "metacopy=on"),
             (options.nfs_export, "nfs_export=on"),
-            (options.volatile, "volatile"),
         ] {
             if on {
                 return Err(MountError::NotModelled(what.to_owned()));

@@ -4,8 +4,8 @@
 //! Everything is drawn from a small name alphabet ([`NAMES`]) and a shallow depth
 //! ([`DEPTH_MAX`]), so that names collide across layers and operations hit what the layers
 //! hold. Data stays tiny. What the model declares not modelled (`index`, `metacopy`,
-//! `nfs_export`, `volatile`) is never generated, and no device node is made other than a
-//! whiteout (char 0/0).
+//! `nfs_export`) is never generated, nor is `volatile` (pinned in spec/volatile/), and no
+//! device node is made other than a whiteout (char 0/0).
 
 use super::case::CaseStart;
 use super::config::GenConfig;
