@@ -16,6 +16,7 @@ pub use crate::dump::{dump_merged, MergedEntry, MergedTree};
 
 /// An offline edit of one layer, made while the overlay is unmounted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Edit {
     /// Put `node` at `path`, making missing parents (mode 0755) and replacing what was there.
     Put {
@@ -67,6 +68,7 @@ impl Edit {
 
 /// One command to a backend.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Command {
     /// Create the named layer with this content. Names are the scenario's own (`L0`,
     /// `upper`, ...). Only while unmounted.
@@ -123,6 +125,7 @@ impl Command {
 
 /// A backend's answer to one command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Reply {
     /// The command was carried out.
     Done,
@@ -140,6 +143,7 @@ pub enum Reply {
 /// place, a layer that does not exist, a mount the model cannot represent, a kernel that
 /// cannot be reached.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum BackendError {
     /// The command does not fit the backend's state (for example, an op while unmounted).
     #[error("{0}")]

@@ -13,6 +13,7 @@ macro_rules! errnos {
         /// The errno values the model can return, with their Linux x86_64 numbers.
         #[allow(clippy::upper_case_acronyms)]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[non_exhaustive]
         pub enum Errno {
             $(#[doc = $text] $name,)*
         }

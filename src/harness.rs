@@ -218,6 +218,7 @@ impl Backend for Masked<'_> {
 
 /// The result of checking one scenario.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Verdict {
     /// The implementation showed what the model shows, at every step and in the trees.
     Pass,

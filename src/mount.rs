@@ -104,6 +104,7 @@ pub struct Options {
 
 /// Why a mount was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MountError {
     /// The kernel refuses this mount with `errno`; `reason` is its log message.
     #[error("{errno}: {reason}")]

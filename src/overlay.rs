@@ -17,6 +17,7 @@ use std::sync::Arc;
 /// Something the overlay did to its upper layer, reported so that a user can see why a
 /// result is what it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Event {
     /// An object was copied up from a lower layer (parents are reported first).
     CopyUp {

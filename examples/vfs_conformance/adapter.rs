@@ -288,6 +288,8 @@ impl VfsBackend {
                     None => Ok(Reply::Merged(tree)),
                 }
             }
+            // A command added to the protocol after this adapter was written.
+            other => Err(not_modelled(format!("the command {}", other.name()))),
         }
     }
 }

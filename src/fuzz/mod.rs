@@ -77,7 +77,7 @@ pub mod gen;
 pub mod invariants;
 pub mod machine;
 pub mod report;
-pub mod shrink;
+pub(crate) mod shrink;
 
 pub use case::{Answer, Case, CaseStart};
 pub use compare::{Comparer, Divergence};

@@ -62,6 +62,7 @@ pub struct Origin {
 
 /// What kind of node an inode is, with its payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NodeKind {
     /// A directory and its entries.
     Dir(Entries),
@@ -80,6 +81,7 @@ pub enum NodeKind {
 /// The file type alone, as `d_type` or the `S_IFMT` bits report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum FileType {
     /// A directory.
     Dir,

@@ -81,6 +81,7 @@ pub enum WriteAt {
 
 /// The kind of node `mknod(2)` makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum MknodKind {
     /// A regular file (`S_IFREG`).
     File,
@@ -94,6 +95,7 @@ pub enum MknodKind {
 
 /// One operation on the merged view. Paths are absolute, with the merged root as `/`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Op {
     /// `stat(2)`: follows a final symlink.
     Stat {
@@ -327,6 +329,7 @@ pub struct Stat {
 
 /// What an operation returned.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Success with nothing to report.
     Ok,

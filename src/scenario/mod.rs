@@ -209,6 +209,7 @@ impl Step {
 
 /// What a step does.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Action {
     /// An operation on the merged view.
     Op(Op),
@@ -242,6 +243,7 @@ pub struct Check {
 
 /// The expected result of an operation or a mount.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Expect {
     /// Success, whatever the value (`ok`).
     Ok,
