@@ -245,7 +245,8 @@ impl Verdict {
 
 /// Replays `s` on the model and on `sut`, compares them under `observes`, and gives the
 /// verdict. A scenario where `sut` refused something with [`BackendError::NotModelled`]
-/// is not applicable, whatever else happened.
+/// is not applicable, unless the two differed before the refusal (a failure, reported up
+/// to the refusal).
 pub fn check_scenario(s: &Scenario, sut: &mut dyn Backend, observes: Observes) -> Verdict {
     let mut model = ModelBackend::new();
     let mut reference = Masked { inner: &mut model, observes, not_modelled: None };
@@ -255,7 +256,21 @@ pub fn check_scenario(s: &Scenario, sut: &mut dyn Backend, observes: Observes) -
         return Verdict::Error(format!("the model does not model it: {what}"));
     }
     if let Some(what) = tested.not_modelled {
-        return Verdict::NotApplicable(what);
+        // The replay stopped where the implementation refused; a divergence before that
+        // point is still a failure.
+        let refused = |f: &scenario::Failure| {
+            let mark = "not modelled";
+            f.message.contains(mark)
+                || f.actual.as_deref().is_some_and(|a| a.contains(mark))
+                || f.diff.iter().any(|l| l.contains(mark))
+        };
+        let before = report.failures.iter().take_while(|f| !refused(f)).count();
+        if before == 0 {
+            return Verdict::NotApplicable(what);
+        }
+        let mut report = report;
+        report.failures.truncate(before);
+        return Verdict::Fail(report);
     }
     if report.failures.is_empty() {
         Verdict::Pass

@@ -110,11 +110,9 @@ impl Overlay {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return refused(Errno::ELOOP, "conflicting lowerdir path");
         }
-        for (on, what) in [
-            (options.index, "index=on"),
-            (options.metacopy, "metacopy=on"),
-            (options.nfs_export, "nfs_export=on"),
-        ] {
+        for (on, what) in
+            [(options.index, "index=on"), (options.metacopy, "metacopy=on"), (options.nfs_export, "nfs_export=on")]
+        {
             if on {
                 return Err(MountError::NotModelled(what.to_owned()));
             }

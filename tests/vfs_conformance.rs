@@ -143,3 +143,35 @@ fn a_configuration_is_checked() {
     let none = GenConfig { ops: Default::default(), ..GenConfig::minimal() };
     assert!(fuzz_backend(&none, OBSERVES, 1, 1, 4, || Box::new(VfsBackend::new())).is_err());
 }
+
+/// The model, with `readdir` answers wrong when `wrong`, refusing to dump the merged view.
+struct RefusesDump {
+    inner: DropsLastName,
+    wrong: bool,
+}
+
+impl Backend for RefusesDump {
+    fn name(&self) -> &'static str {
+        "refuses-dump"
+    }
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        match cmd {
+            Command::DumpMerged => Err(BackendError::NotModelled("dumping the merged view".into())),
+            _ if self.wrong => self.inner.exec(cmd),
+            _ => self.inner.0.exec(cmd),
+        }
+    }
+}
+
+/// A refusal makes a scenario not applicable, but a divergence before it is a failure.
+#[test]
+fn a_divergence_before_a_refusal_is_a_failure() {
+    in_crate();
+    let s = ovlsim::scenario::load("spec/readdir/readdir-merged-union-dtype.yaml").unwrap();
+    let mut wrong = RefusesDump { inner: DropsLastName(ModelBackend::new()), wrong: true };
+    let verdict = check_scenario(&s, &mut wrong, Observes::ALL);
+    let Verdict::Fail(report) = &verdict else { panic!("{verdict:?}") };
+    assert!(report.failures.iter().all(|f| !f.message.contains("not modelled")), "{}", report.details(5));
+    let mut right = RefusesDump { inner: DropsLastName(ModelBackend::new()), wrong: false };
+    assert!(matches!(check_scenario(&s, &mut right, Observes::ALL), Verdict::NotApplicable(_)));
+}
