@@ -43,8 +43,22 @@ macro_rules! outp {
     ($($arg:tt)*) => { out(&format!($($arg)*)) };
 }
 
+/// The exit statuses, for `--help`.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    everything passed (run: every scenario; record: recorded; fuzz: every case agreed)
+  1    a scenario failed, a recording failed, or fuzz found a divergence; also when the
+       kernel tier was asked for and cannot run here (not root, no overlay)
+  2    a usage error: bad arguments, a path that does not exist, no scenario found
+  141  stdout was closed by its reader (as `| head` does); the output stopped there";
+
 #[derive(Parser)]
-#[command(name = "ovlsim", version, about = "An exact model of Linux OverlayFS, checked against the real kernel")]
+#[command(
+    name = "ovlsim",
+    version,
+    about = "An exact model of Linux OverlayFS, checked against the real kernel",
+    after_help = EXIT_STATUS
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
