@@ -298,7 +298,7 @@ impl ReferenceStateMachine for ModelMachine {
             a.set(a.get() + 1);
             a.get()
         });
-        if applied % STEP_HOOK_EVERY == 0 {
+        if applied.is_multiple_of(STEP_HOOK_EVERY) {
             STEP_HOOK.with(|h| {
                 if let Some(hook) = h.borrow_mut().as_mut() {
                     hook()
