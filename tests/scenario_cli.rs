@@ -1,5 +1,5 @@
 //! The scenario runner against a scripted fake backend (comparison logic, labels, record,
-//! two backends), and the `ovlsim` command line (run, record, show).
+//! two backends), and the `ovlsim` command line (run, record, show, fuzz).
 
 mod common;
 
@@ -600,6 +600,72 @@ fn show_explains_each_step() {
     let o = run(ovlsim().args(["show", "no-such.yaml"]));
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("no-such.yaml:1:1"), "{}", o.stderr);
+}
+
+/// `fuzz` says its seed before the first case (so that a run stopped early can be repeated),
+/// and again in the summary.
+#[test]
+fn fuzz_prints_its_seed_first() {
+    let o = run(ovlsim().args(["fuzz", "--model-only", "--cases", "3", "--seed", "4711", "--max-steps", "5"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let first = o.stderr.lines().next().unwrap_or("");
+    assert!(first.contains("seed 4711") && first.contains("--seed 4711"), "first line {first:?} of:\n{}", o.stderr);
+    assert!(o.stdout.contains("fuzz (model only), seed 4711: 3 cases"), "{}", o.stdout);
+}
+
+/// The inode label of a `result:` or `expected:` line (`ino: LABEL}`).
+fn ino_label(line: &str) -> &str {
+    line.split("ino: ").nth(1).and_then(|r| r.split([',', '}']).next()).unwrap_or_else(|| panic!("no ino in {line:?}"))
+}
+
+/// `show` names each inode one way throughout: by the label the scenario's expectations
+/// bind to it (as `run` binds them), else `#1`, `#2`, ... So a stat result shows its
+/// expectation's label exactly when the two agree, and a disagreement is marked right
+/// under the expectation. (It used to label inodes by its own first sighting, so an
+/// agreeing result read `ino: b` next to `expected: ... ino: a`.)
+#[test]
+fn show_labels_inodes_as_the_scenario_does_and_marks_a_mismatch() {
+    let file = "spec/regressions/write-hardlink-copy-has-no-origin.yaml";
+    let o = run(ovlsim().args(["show", file]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("every expectation holds on the model"), "{}", o.stdout);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let results: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].trim_start().starts_with("result:") && lines[i].contains("ino: "))
+        .collect();
+    assert_eq!(results.len(), 4, "four stats in {file}:\n{}", o.stdout);
+    for &i in &results {
+        assert!(lines[i + 1].trim_start().starts_with("expected:"), "{}", o.stdout);
+        assert_eq!(ino_label(lines[i]), ino_label(lines[i + 1]), "an agreeing result, another label:\n{}", o.stdout);
+    }
+    // The merged views use the same labels: /b is `a` (the copy), /c/d is `b`; the
+    // directories, which no expectation labels, are `#1` and `#2`.
+    let merged_ino = |prefix: &str| -> Vec<&str> {
+        lines.iter().filter(|l| l.trim_start().starts_with(prefix)).filter_map(|l| l.rsplit("  ino ").next()).collect()
+    };
+    for (prefix, want) in [("/b: x", "a"), ("/c/d:", "b"), ("/ {", "#1"), ("/c/ ", "#2")] {
+        let got = merged_ino(prefix);
+        assert!(!got.is_empty() && got.iter().all(|l| *l == want), "{prefix}: {got:?}, not {want}:\n{}", o.stdout);
+    }
+
+    // The same scenario with /c/d expected to be /b's inode: a mismatch, marked under it,
+    // and the result keeps the label the rest of the output gives /c/d.
+    let text = std::fs::read_to_string(file).unwrap();
+    let wrong = text.replacen("nlink: 2, uid: 0, gid: 0, ino: b}", "nlink: 2, uid: 0, gid: 0, ino: a}", 1);
+    assert_ne!(wrong, text);
+    let dir = scratch("show-labels");
+    let path = dir.join("wrong.yaml");
+    std::fs::write(&path, wrong).unwrap();
+    let o = run(ovlsim().args(["show".as_ref(), path.as_os_str()]));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    let step = lines.iter().position(|l| l.starts_with("step 3,")).expect("step 3");
+    let (result, expected, mark) = (lines[step + 1], lines[step + 2], lines[step + 3]);
+    assert!(result.trim_start().starts_with("result:") && expected.trim_start().starts_with("expected:"));
+    assert_eq!((ino_label(result), ino_label(expected)), ("b", "a"), "{}", o.stdout);
+    assert!(mark.trim_start().starts_with("MISMATCH:"), "not marked:\n{}", o.stdout);
+    assert!(o.stdout.contains("1 expectation(s) fail on the model"), "{}", o.stdout);
 }
 
 #[test]

@@ -17,6 +17,7 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The name alphabet of layers and paths.
 pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
@@ -424,30 +425,44 @@ fn id() -> impl Strategy<Value = u32> {
 /// One operation on the merged view, any [`Op`] variant, weighted towards the ones that
 /// change the upper layer, on paths from [`path`].
 pub fn op() -> impl Strategy<Value = Op> {
-    op_on(&GenConfig::default(), &[], &[])
+    op_on(&GenConfig::default(), &Arc::default(), &Arc::default())
+}
+
+/// One element of `v`, drawn as `select(v)` draws it (an index in `0..v.len()`, shrinking
+/// towards the first) without copying `v`: a strategy made for every transition of a long
+/// case must not cost the length of the case.
+fn pick(v: &Arc<Vec<String>>) -> impl Strategy<Value = String> {
+    let v = Arc::clone(v);
+    (0..v.len()).prop_map(move |i| v[i].clone())
 }
 
 /// A path that is often one of `known` (paths the layers hold or earlier operations made),
 /// a new name in one of the directories among `dirs` (or the root), or one of those with
 /// a trailing slash; else a [`path`].
-pub fn path_from(cfg: &GenConfig, known: &[String], dirs: &[String]) -> BoxedStrategy<String> {
+///
+/// The vectors are shared, never copied (see [`pick`]): the draws are those of `select` over
+/// the same elements, so a seed gives the same case as before they were shared.
+pub fn path_from(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<String> {
     if known.is_empty() {
         return path(cfg).boxed();
     }
-    let mut parents = vec![String::new()];
-    parents.extend(dirs.iter().cloned());
-    let slashed = if dirs.is_empty() { known.to_vec() } else { dirs.to_vec() };
+    // The root ("") and then `dirs`, as `select` over `[""] + dirs` draws them.
+    let parents = {
+        let dirs = Arc::clone(dirs);
+        (0..dirs.len() + 1).prop_map(move |i| if i == 0 { String::new() } else { dirs[i - 1].clone() })
+    };
+    let slashed = if dirs.is_empty() { known } else { dirs };
     prop_oneof![
         4 => path(cfg),
-        4 => select(known.to_vec()),
-        3 => (select(parents), name()).prop_map(|(p, n)| format!("{p}/{n}")),
-        GenConfig::weight(cfg.odd_paths, 1) => select(slashed).prop_map(|p| format!("{p}/")),
+        4 => pick(known),
+        3 => (parents, name()).prop_map(|(p, n)| format!("{p}/{n}")),
+        GenConfig::weight(cfg.odd_paths, 1) => pick(slashed).prop_map(|p| format!("{p}/")),
     ]
     .boxed()
 }
 
 /// One operation, as [`op`], on paths drawn by [`path_from`].
-pub fn op_on(cfg: &GenConfig, known: &[String], dirs: &[String]) -> BoxedStrategy<Op> {
+pub fn op_on(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<Op> {
     let path = || path_from(cfg, known, dirs);
     let w = |name, weight| GenConfig::weight(cfg.op(name), weight);
     let mode = || select(&[0o755u32, 0o644, 0o700, 0o777, 0o1777, 0o2755, 0o600, 0][..]);

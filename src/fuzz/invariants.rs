@@ -20,6 +20,10 @@
 //! - **layers are well formed**: every non-directory's `nlink` is its number of names, every
 //!   directory's is 2 plus its subdirectories, every inode is reachable, and the flat form
 //!   round-trips.
+//!
+//! The checks that walk whole layers run on a schedule (every step of a short case, then at
+//! doubling steps and at the end: [`whole_layer_check_due`]), so that a long case costs
+//! time linear in its length.
 
 use super::case::{final_commands, Answer, Case};
 use super::machine::exec_quiet;
@@ -29,66 +33,126 @@ use crate::layer::{FlatLayer, Layer};
 use crate::ops::{Access, Op};
 use std::collections::HashMap;
 
+/// Every step up to this one gets the whole-layer checks (see [`whole_layer_check_due`]):
+/// a case of the default length ([`super::STEPS_MAX_DEFAULT`]) is checked at every step.
+pub const WHOLE_LAYER_EVERY_STEP_MAX: usize = 32;
+
+// A case of the default length is checked at every step.
+const _: () = assert!(WHOLE_LAYER_EVERY_STEP_MAX >= super::STEPS_MAX_DEFAULT);
+
+/// Whether step `i` of a case (counted from 0, the setup included) gets the checks that
+/// walk whole layers: every step up to [`WHOLE_LAYER_EVERY_STEP_MAX`], then steps 64, 128,
+/// 256, … (each power of two), and always the last step of a case ([`check_case`]).
+///
+/// A whole-layer check costs the size of the layers, which grows with a long case; at every
+/// step, a case of n steps would cost O(n²). On this schedule it costs O(n) in all. What is
+/// given up: a layer that is malformed, or an upper that differs between two runs of one
+/// command, at an unchecked step and put right again before the next checked one is not
+/// seen; one that stays wrong is seen at the next checked step or at the end, and the
+/// shrinker ([`super::shrink`]) then finds the first step that breaks it, since a shorter
+/// case ends there and is checked at its end.
+pub fn whole_layer_check_due(i: usize) -> bool {
+    i <= WHOLE_LAYER_EVERY_STEP_MAX || i.is_power_of_two()
+}
+
+/// Whether `a` and `b` are the same layer tree (or both absent): O(1) when one is an
+/// unchanged clone of the other ([`Layer::ptr_eq`]), else by their flat forms.
+fn same_tree(a: Option<&Layer>, b: Option<&Layer>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.ptr_eq(b) || a.to_flat() == b.to_flat(),
+        _ => false,
+    }
+}
+
 /// Runs `case` on a fresh model with every invariant checked; the number of commands run,
 /// or the first broken invariant, in words.
 ///
 /// The model runs with every lookup through the cache ([`CachePolicy::Always`]), and each
 /// command is also run on a clone that does not use it: the answers must be the same. The
 /// determinism twin shares the cache the first run just filled, so it answers from hits.
+///
+/// Answers, panics and "reads change nothing" are checked at every step; the checks that
+/// walk whole layers (well-formed layers, the upper after a twin run equal to the upper
+/// after the first run, and every re-run of a dump of the merged view: on the twin, without
+/// the cache, and as single operations) on the schedule of [`whole_layer_check_due`] and at
+/// the last step, so that a long case costs linear time (at the other steps, the twin's
+/// upper must only hold as many inodes).
 pub fn check_case(case: &Case) -> Result<usize, String> {
+    check_case_with_progress(case, &mut |_| {})
+}
+
+/// How often [`check_case_with_progress`] reports, in commands.
+pub const PROGRESS_EVERY: usize = 1024;
+
+/// [`check_case`], telling `progress` the number of commands run every [`PROGRESS_EVERY`]
+/// commands (for a progress line during a long case).
+pub fn check_case_with_progress(case: &Case, progress: &mut dyn FnMut(usize)) -> Result<usize, String> {
     let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
     let names = case.start.layer_names();
     let upper = case.start.upper.as_ref().map(|(n, _)| n.clone());
     let mut mounted = false;
     let mut count = 0;
-    let mut run = |cmd: &Command, mounted: &mut bool, i: usize| -> Result<(), String> {
+    let mut run = |cmd: &Command, mounted: &mut bool, i: usize, whole: bool| -> Result<(), String> {
         let before = model.clone();
-        let upper_before = upper.as_deref().and_then(|u| before.layer(u)).map(|l| l.to_flat());
         let answer = exec_quiet(&mut model, cmd);
         let fail = |what: String| Err(format!("step {i} ({cmd:?}): {what}"));
         if let Answer::Panic(p) = &answer {
             return fail(format!("the model panicked: {p}"));
         }
-        let mut twin = before.clone();
-        let again = exec_quiet(&mut twin, cmd);
-        if again != answer {
-            return fail(format!("not deterministic: {answer:?} then {again:?} from the same state"));
-        }
-        let mut blind = before.clone();
-        blind.set_cache_policy(CachePolicy::Off);
-        let uncached = exec_quiet(&mut blind, cmd);
-        if uncached != answer {
-            return fail(format!("the lookup cache changed the answer: {answer:?} with it, {uncached:?} without"));
-        }
-        if let (Command::DumpMerged, Some(mut ov)) = (cmd, before.overlay().cloned()) {
-            let by_path = Answer::Reply(Reply::Merged(dump_merged(|op| ov.apply(op))));
-            if by_path != answer {
-                return fail(format!("the dentry walk read {answer:?}, single operations {by_path:?}"));
+        // A dump of the merged view walks the whole tree: it is run again (on the twin,
+        // without the cache, and as single operations) only on the whole-layer schedule.
+        let rerun = whole || !matches!(cmd, Command::DumpMerged);
+        let upper_of = |b: &ModelBackend| upper.as_deref().and_then(|u| b.layer(u));
+        let upper_model = upper_of(&model);
+        if rerun {
+            let mut twin = before.clone();
+            let again = exec_quiet(&mut twin, cmd);
+            if again != answer {
+                return fail(format!("not deterministic: {answer:?} then {again:?} from the same state"));
             }
-            let after = model.overlay().expect("a dump leaves the overlay mounted");
-            if ov.upper().map(Layer::walk_inodes) != after.upper().map(Layer::walk_inodes)
-                || ov.xwhiteout_layers != after.xwhiteout_layers
-            {
-                return fail("the dentry walk and single operations left different marks".into());
+            let mut blind = before.clone();
+            blind.set_cache_policy(CachePolicy::Off);
+            let uncached = exec_quiet(&mut blind, cmd);
+            if uncached != answer {
+                return fail(format!("the lookup cache changed the answer: {answer:?} with it, {uncached:?} without"));
             }
-        }
-        let upper_after = upper.as_deref().and_then(|u| model.layer(u)).map(|l| l.to_flat());
-        let exact_of = |b: &ModelBackend| upper.as_deref().and_then(|u| b.layer(u)).map(|l| l.walk_inodes());
-        if exact_of(&twin) != exact_of(&model) {
-            return fail("not deterministic: the upper layer differs between two runs".into());
+            if let (Command::DumpMerged, Some(mut ov)) = (cmd, before.overlay().cloned()) {
+                let by_path = Answer::Reply(Reply::Merged(dump_merged(|op| ov.apply(op))));
+                if by_path != answer {
+                    return fail(format!("the dentry walk read {answer:?}, single operations {by_path:?}"));
+                }
+                let after = model.overlay().expect("a dump leaves the overlay mounted");
+                if ov.upper().map(Layer::walk_inodes) != after.upper().map(Layer::walk_inodes)
+                    || ov.xwhiteout_layers != after.xwhiteout_layers
+                {
+                    return fail("the dentry walk and single operations left different marks".into());
+                }
+            }
+            let twin_differs = match (&upper_model, &upper_of(&twin)) {
+                (Some(m), Some(t)) if m.ptr_eq(t) => false,
+                (Some(m), Some(t)) if !whole => m.inode_count() != t.inode_count(),
+                (m, t) => m.as_ref().map(Layer::walk_inodes) != t.as_ref().map(Layer::walk_inodes),
+            };
+            if twin_differs {
+                return fail("not deterministic: the upper layer differs between two runs".into());
+            }
         }
         if let Command::Op(op) = cmd {
-            if reads_only(op) && upper_before != upper_after {
-                return fail("a read changed the upper layer".into());
-            }
             let read_only_mount = before.overlay().is_some_and(|o| o.upper().is_none() || o.options().read_only);
-            if read_only_mount && upper_before != upper_after {
-                return fail("an operation on a read-only mount changed the upper layer".into());
+            if (reads_only(op) || read_only_mount) && !same_tree(upper_of(&before).as_ref(), upper_model.as_ref()) {
+                return fail(if reads_only(op) {
+                    "a read changed the upper layer".into()
+                } else {
+                    "an operation on a read-only mount changed the upper layer".into()
+                });
             }
         }
-        for n in &names {
-            if let Some(l) = model.layer(n) {
-                well_formed(&l).or_else(|e| fail(format!("layer {n}: {e}")))?;
+        if whole {
+            for n in &names {
+                if let Some(l) = model.layer(n) {
+                    well_formed(&l).or_else(|e| fail(format!("layer {n}: {e}")))?;
+                }
             }
         }
         match cmd {
@@ -99,11 +163,16 @@ pub fn check_case(case: &Case) -> Result<usize, String> {
         Ok(())
     };
     for cmd in case.commands() {
-        run(&cmd, &mut mounted, count)?;
+        run(&cmd, &mut mounted, count, whole_layer_check_due(count))?;
         count += 1;
+        if count % PROGRESS_EVERY == 0 {
+            progress(count);
+        }
     }
-    for cmd in final_commands(mounted, &names) {
-        run(&cmd, &mut mounted, count)?;
+    let finals = final_commands(mounted, &names);
+    let last = finals.len();
+    for (k, cmd) in finals.iter().enumerate() {
+        run(cmd, &mut mounted, count, whole_layer_check_due(count) || k + 1 == last)?;
         count += 1;
     }
     Ok(count)
@@ -164,4 +233,32 @@ pub fn well_formed(l: &Layer) -> Result<(), String> {
         return Err("the flat form does not round-trip".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz::machine::{case_of, ModelMachine};
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::{Config, TestRunner};
+    use proptest_state_machine::ReferenceStateMachine;
+
+    #[test]
+    fn whole_layer_checks_run_at_every_short_step_then_at_doubling_steps() {
+        assert!((0..=WHOLE_LAYER_EVERY_STEP_MAX).all(whole_layer_check_due));
+        let late: Vec<usize> = (WHOLE_LAYER_EVERY_STEP_MAX + 1..5000).filter(|&i| whole_layer_check_due(i)).collect();
+        assert_eq!(late, [64, 128, 256, 512, 1024, 2048, 4096]);
+    }
+
+    #[test]
+    fn a_long_case_reports_progress_and_runs_to_its_end() {
+        let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(3));
+        let (state, transitions, _) =
+            ModelMachine::sequential_strategy(3000..=3000).new_tree(&mut runner).expect("a case").current();
+        let case = case_of(&state, &transitions);
+        let mut seen = Vec::new();
+        let n = check_case_with_progress(&case, &mut |k| seen.push(k)).expect("the model keeps its invariants");
+        assert!(n > 3000, "every command and the final dumps ran: {n}");
+        assert_eq!(seen, [1024, 2048, 3072][..n / PROGRESS_EVERY]);
+    }
 }

@@ -62,6 +62,10 @@ pub struct RefState {
     pub dirs: Arc<Vec<String>>,
     /// What the generator draws for this case.
     pub config: Arc<GenConfig>,
+    /// The transitions while mounted, over `paths` and `dirs` ([`mounted_transitions`]):
+    /// built when they change, not at every transition, so that a long case does not build
+    /// (and keep) a fresh strategy per step. The draws are the same either way.
+    ops: BoxedStrategy<Command>,
 }
 
 impl fmt::Debug for RefState {
@@ -97,6 +101,7 @@ impl RefState {
             v.dedup();
         }
         let (paths, dirs) = (Arc::new(paths), Arc::new(dirs));
+        let ops = mounted_transitions(&config, &paths, &dirs);
         let lower_edits = !(start.has_redirects() || mounted && forbids_offline(&start.options));
         RefState {
             start: Arc::new(start),
@@ -109,6 +114,7 @@ impl RefState {
             paths,
             dirs,
             config,
+            ops,
         }
     }
 
@@ -132,6 +138,7 @@ impl RefState {
             self.edits.push(cmd.clone());
         }
         if let Some(p) = made_path(cmd, &answer) {
+            let known = (self.paths.len(), self.dirs.len());
             let is_dir = matches!(cmd, Command::Op(crate::ops::Op::Mkdir { .. }))
                 || matches!(cmd, Command::Edit { edit: Edit::Put { node, .. }, .. } if node.kind == FileType::Dir);
             if is_dir && !self.dirs.contains(&p) {
@@ -139,6 +146,9 @@ impl RefState {
             }
             if !self.paths.contains(&p) {
                 Arc::make_mut(&mut self.paths).push(p);
+            }
+            if known != (self.paths.len(), self.dirs.len()) {
+                self.ops = mounted_transitions(&self.config, &self.paths, &self.dirs);
             }
         }
         self.last = Some(answer);
@@ -149,6 +159,17 @@ impl RefState {
     pub fn not_modelled(&self) -> bool {
         self.setup.iter().any(Answer::is_not_modelled) || self.last.as_ref().is_some_and(Answer::is_not_modelled)
     }
+}
+
+/// The transitions while mounted: mostly an operation on `paths` and `dirs`
+/// ([`gen::op_on`]), sometimes an unmount or a dump of the merged view.
+fn mounted_transitions(cfg: &GenConfig, paths: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<Command> {
+    prop_oneof![
+        40 => gen::op_on(cfg, paths, dirs).prop_map(Command::Op),
+        GenConfig::weight(cfg.remounts, 2) => Just(Command::Unmount),
+        1 => Just(Command::DumpMerged),
+    ]
+    .boxed()
 }
 
 /// Whether a mount with `options` makes later offline changes to lower layers undefined
@@ -257,12 +278,7 @@ impl ReferenceStateMachine for ModelMachine {
     fn transitions(state: &RefState) -> BoxedStrategy<Command> {
         let cfg = &state.config;
         if state.mounted {
-            return prop_oneof![
-                40 => gen::op_on(cfg, &state.paths, &state.dirs).prop_map(Command::Op),
-                GenConfig::weight(cfg.remounts, 2) => Just(Command::Unmount),
-                1 => Just(Command::DumpMerged),
-            ]
-            .boxed();
+            return state.ops.clone();
         }
         let names = state.start.layer_names();
         let editable: Vec<String> =
@@ -292,6 +308,17 @@ impl ReferenceStateMachine for ModelMachine {
     }
 
     fn apply(state: RefState, transition: &Command) -> RefState {
+        let applied = APPLIED.with(|a| {
+            a.set(a.get() + 1);
+            a.get()
+        });
+        if applied.is_multiple_of(STEP_HOOK_EVERY) {
+            STEP_HOOK.with(|h| {
+                if let Some(hook) = h.borrow_mut().as_mut() {
+                    hook()
+                }
+            });
+        }
         state.step(transition)
     }
 
@@ -473,7 +500,23 @@ impl StateMachineTest for KernelMachine {
     }
 }
 
+/// How many transitions [`ModelMachine::apply`] makes between two calls of the step hook
+/// ([`set_step_hook`]).
+pub const STEP_HOOK_EVERY: u64 = 1024;
+
+/// Sets (or, with `None`, removes) this thread's step hook: a function called every
+/// [`STEP_HOOK_EVERY`] transitions the reference state machine applies (while proptest
+/// generates a case, or shrinks one), so that a long case can show progress. Returns the
+/// hook that was set before.
+pub fn set_step_hook(hook: Option<Box<dyn FnMut()>>) -> Option<Box<dyn FnMut()>> {
+    STEP_HOOK.with(|h| std::mem::replace(&mut *h.borrow_mut(), hook))
+}
+
 thread_local! {
+    /// Called every [`STEP_HOOK_EVERY`] transitions ([`set_step_hook`]).
+    static STEP_HOOK: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    /// Transitions [`ModelMachine::apply`] has made on this thread.
+    static APPLIED: Cell<u64> = const { Cell::new(0) };
     /// This thread's kernel worker, kept between cases.
     static POOL: RefCell<Option<KernelBackend>> = const { RefCell::new(None) };
     /// Commands run on the kernel by this thread, for throughput reports.

@@ -91,6 +91,7 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -407,6 +408,22 @@ pub fn check_on_kernel(
     })
 }
 
+/// Sets the step hook ([`machine::set_step_hook`]) and removes it when dropped.
+struct StepHookGuard;
+
+impl StepHookGuard {
+    fn set(hook: Box<dyn FnMut()>) -> StepHookGuard {
+        machine::set_step_hook(Some(hook));
+        StepHookGuard
+    }
+}
+
+impl Drop for StepHookGuard {
+    fn drop(&mut self) {
+        machine::set_step_hook(None);
+    }
+}
+
 /// Searches for divergences between the model and the kernel (or, with
 /// [`FuzzConfig::model_only`], for broken model invariants), shrinks each one, writes it
 /// under [`FuzzConfig::out_dir`], and reports.
@@ -439,8 +456,24 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
             return report;
         }
     }
+    if config.progress {
+        // First, so that a run stopped early can be repeated.
+        eprintln!(
+            "fuzz ({mode}), seed {seed}: {} cases of at most {} steps (repeat with --seed {seed})",
+            config.cases, config.max_steps
+        );
+    }
     let strategy = ModelMachine::sequential_strategy(1..=config.max_steps.max(1));
-    let progress = RefCell::new(report::Progress::new(config.progress, config.cases, "fuzz"));
+    let progress = Rc::new(RefCell::new(report::Progress::new(config.progress, config.cases, "fuzz")));
+    // The case being generated, for the progress line of a long case: steps made so far.
+    let generated = Rc::new(Cell::new(0u64));
+    let _hook = config.progress.then(|| {
+        let (progress, generated) = (Rc::clone(&progress), Rc::clone(&generated));
+        StepHookGuard::set(Box::new(move || {
+            generated.set(generated.get() + machine::STEP_HOOK_EVERY);
+            progress.borrow_mut().note(&format!("generating a case: {} steps", generated.get()));
+        }))
+    });
     // Signatures already found (shrunk, and as first seen), with the index of their entry
     // in `report.divergences`; and the repeats counted without shrinking, by index.
     let known: RefCell<Vec<(String, usize)>> = RefCell::new(Vec::new());
@@ -480,9 +513,13 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
             }
             let note = if new_case { "" } else { "shrinking" };
             progress.borrow_mut().draw(done_before + cases.get(), found_before, note, false);
+            generated.set(0);
             let case = machine::case_of(&state, &transitions);
             let (r, signature) = if config.model_only {
-                match invariants::check_case(&case) {
+                let total = case.start.setup().len() + case.steps.len();
+                let mut long_case =
+                    |n: usize| progress.borrow_mut().note(&format!("checking a case: {n}/{total} steps"));
+                match invariants::check_case_with_progress(&case, &mut long_case) {
                     Ok(n) => {
                         if new_case {
                             steps.set(steps.get() + n as u64);

@@ -144,11 +144,13 @@ pub struct Progress {
     start: Instant,
     last: Option<Instant>,
     label: String,
+    /// Cases done and divergences at the last draw.
+    counts: (u64, usize),
 }
 
 impl Progress {
     /// A bar for `total` cases, drawn only when `enabled`. When stderr is not a terminal,
-    /// the bar is a plain line every ten seconds instead.
+    /// the bar is a plain line every five seconds instead.
     pub fn new(enabled: bool, total: u64, label: &str) -> Progress {
         Progress {
             enabled,
@@ -157,16 +159,25 @@ impl Progress {
             start: Instant::now(),
             last: None,
             label: label.to_owned(),
+            counts: (0, 0),
         }
+    }
+
+    /// Redraws the bar (if due) with the counts of the last draw and a new note: progress
+    /// within a long case.
+    pub fn note(&mut self, note: &str) {
+        let (done, divergences) = self.counts;
+        self.draw(done, divergences, note, false);
     }
 
     /// Redraws the bar (if due, or if `force`).
     pub fn draw(&mut self, done: u64, divergences: usize, note: &str, force: bool) {
+        self.counts = (done, divergences);
         if !self.enabled {
             return;
         }
         let now = Instant::now();
-        let every = if self.terminal { Duration::from_millis(100) } else { Duration::from_secs(10) };
+        let every = if self.terminal { Duration::from_millis(100) } else { Duration::from_secs(5) };
         if !force && self.last.is_some_and(|l| now - l < every) {
             return;
         }

@@ -155,7 +155,7 @@ fn check_xattr(kind: FileType, name: &str, value: &[u8]) -> Result<(), Refusal> 
     if name == "system.posix_acl_access" || name == "system.posix_acl_default" {
         // NOTE(kernel): a well-formed ACL is applied (and may change the mode), which the
         // model does not do; only the malformed header is refused here.
-        let header_ok = value.len() >= 4 && (value.len() - 4) % 8 == 0 && value[..4] == 2u32.to_le_bytes();
+        let header_ok = value.len() >= 4 && (value.len() - 4).is_multiple_of(8) && value[..4] == 2u32.to_le_bytes();
         if !header_ok {
             return refuse(Errno::EINVAL, Part::XattrValue(name.to_owned()), "a POSIX ACL needs a version 2 header");
         }

@@ -300,6 +300,13 @@ impl Layer {
         self.root
     }
 
+    /// Whether `self` and `other` share their whole inode table (one is an unchanged clone of
+    /// the other), in O(1): `true` means the same tree; `false` says nothing (an update that
+    /// changed nothing may still have copied the table's path).
+    pub fn ptr_eq(&self, other: &Layer) -> bool {
+        self.inodes.ptr_eq(&other.inodes) && self.root == other.root && self.next_ino == other.next_ino
+    }
+
     /// The number of inodes, the root included.
     pub fn inode_count(&self) -> usize {
         self.inodes.len()

@@ -333,7 +333,7 @@ fn raw_at(text: &str, line: usize, column: usize) -> String {
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> =
         s.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     Some(digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect())

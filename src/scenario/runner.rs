@@ -324,6 +324,8 @@ fn final_trees<B: Backend + ?Sized>(
 pub(crate) struct Labels {
     by_label: HashMap<String, u64>,
     by_ino: HashMap<u64, String>,
+    /// Names for display only (`#1`, `#2`, ...) of inodes no label is bound to.
+    unlabeled: HashMap<u64, String>,
 }
 
 impl Labels {
@@ -340,11 +342,21 @@ impl Labels {
         }
     }
 
-    /// How to show inode `ino`: its label, or that it has none.
+    /// How to show inode `ino`: its label, or that it has none (its name from
+    /// [`Labels::name_unlabeled`], else `#` and its number).
     pub fn show(&self, ino: u64) -> String {
-        match self.by_ino.get(&ino) {
+        match self.by_ino.get(&ino).or_else(|| self.unlabeled.get(&ino)) {
             Some(l) => l.clone(),
             None => format!("#{ino}"),
+        }
+    }
+
+    /// Gives inode `ino`, if no label is bound to it, the next display name `#1`, `#2`, ...
+    /// (no label is bound to it by that: [`Labels::check`] is unchanged).
+    pub fn name_unlabeled(&mut self, ino: u64) {
+        if !self.by_ino.contains_key(&ino) && !self.unlabeled.contains_key(&ino) {
+            let name = format!("#{}", self.unlabeled.len() + 1);
+            self.unlabeled.insert(ino, name);
         }
     }
 }
@@ -707,11 +719,21 @@ fn stat_matches(se: &StatExpect, st: &Stat, labels: &mut Labels) -> bool {
 
 /// Checks a trace against the scenario's expectations.
 pub(crate) fn check_trace(s: &Scenario, t: &Trace) -> Vec<Failure> {
-    let mut c = Checker { s, backend: t.backend.clone(), labels: Labels::default(), failures: Vec::new() };
+    check_trace_labeled(s, t, Labels::default()).0
+}
+
+/// [`check_trace`], starting from the label bindings `labels`, and the bindings at the end.
+///
+/// Checking again from the bindings a first check ended with gives the same failures (a
+/// label is bound once, at its first sighting, and never rebound), with every inode shown
+/// by the label it has anywhere in the trace: `show` does this so that its whole output
+/// names each inode one way.
+pub(crate) fn check_trace_labeled(s: &Scenario, t: &Trace, labels: Labels) -> (Vec<Failure>, Labels) {
+    let mut c = Checker { s, backend: t.backend.clone(), labels, failures: Vec::new() };
     if let Err(e) = &t.setup {
         let pos = c.s.locate(&[Seg::Key("mount".into())]);
         c.fail(None, "setup".into(), pos, e.to_string(), Extra::default());
-        return c.failures;
+        return (c.failures, c.labels);
     }
     for (i, step) in s.steps.iter().enumerate() {
         let Some(so) = t.steps.get(i) else { break };
@@ -766,7 +788,7 @@ pub(crate) fn check_trace(s: &Scenario, t: &Trace) -> Vec<Failure> {
             }
         }
     }
-    c.failures
+    (c.failures, c.labels)
 }
 
 fn report(s: &Scenario, backend: String, steps_run: usize, failures: Vec<Failure>) -> RunReport {

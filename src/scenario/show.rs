@@ -1,7 +1,7 @@
 //! Explaining a scenario step by step on the model.
 
 use super::emit::{one_line, write_map, Y};
-use super::runner::{check_trace, execute, outcome_y, FinalWant, Labeler, Obs};
+use super::runner::{check_trace_labeled, execute, outcome_y, FinalWant, Labels, Obs};
 use super::tree::{node_y, tree_from_flat, tree_from_merged, tree_lines, walk, TreeContext};
 use super::write::expect_y;
 use super::{MountSpec, Scenario};
@@ -48,15 +48,56 @@ fn layer_name(r: LayerRef, spec: &MountSpec) -> String {
     }
 }
 
+/// Where inode `ino` is shown, until the labels are known ([`resolve_inos`]).
+fn ino_mark(ino: u64) -> String {
+    format!("\u{e000}{ino}\u{e001}")
+}
+
+/// The inode numbers of the [`ino_mark`]s in `text`, in order.
+fn marked_inos(text: &str) -> Vec<u64> {
+    text.split('\u{e000}').skip(1).filter_map(|t| t.split('\u{e001}').next()?.parse().ok()).collect()
+}
+
+/// `text` with every [`ino_mark`] replaced by the inode's label in `labels`. A mark the
+/// emitter quoted (in a result) becomes the label as the emitter writes it, quoted only if
+/// it must be, as in an expectation.
+fn resolve_inos(text: &str, labels: &Labels) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\u{e000}') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + '\u{e000}'.len_utf8()..];
+        match tail.find('\u{e001}').and_then(|end| Some((end, tail[..end].parse::<u64>().ok()?))) {
+            Some((end, ino)) => {
+                rest = &tail[end + '\u{e001}'.len_utf8()..];
+                let quoted = out.ends_with('"') && rest.starts_with('"');
+                if quoted {
+                    out.pop();
+                    rest = &rest[1..];
+                    out.push_str(&one_line(&Y::s(labels.show(ino))));
+                } else {
+                    out.push_str(&labels.show(ino));
+                }
+            }
+            None => {
+                out.push('\u{e000}');
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The merged view with the layer(s) each entry comes from.
-fn merged_text(b: &ModelBackend, spec: &MountSpec, lab: &mut Labeler) -> String {
+fn merged_text(b: &ModelBackend, spec: &MountSpec) -> String {
     let Some(ov) = b.overlay() else {
         return "(not mounted)\n".into();
     };
     let merged = ov.clone().dump_merged();
     let mut inos = std::collections::HashMap::new();
     let tree = tree_from_merged(&merged, |p, i| {
-        inos.insert(p.to_owned(), lab.label(i));
+        inos.insert(p.to_owned(), ino_mark(i));
         None
     });
     let lines = tree_lines(&tree, TreeContext::Merged);
@@ -77,8 +118,13 @@ fn merged_text(b: &ModelBackend, spec: &MountSpec, lab: &mut Labeler) -> String 
 /// Replays `s` on the model and explains it: after each step, the step and its result (and
 /// whether it is what the scenario expects), the overlay events it caused, the merged view
 /// with each entry's layers (`Overlay::provenance`), and the upper layer as on disk
-/// (whiteouts, opaque directories and redirects shown plainly). Inode numbers are shown as
-/// labels by first sighting. Plain text.
+/// (whiteouts, opaque directories and redirects shown plainly). Plain text.
+///
+/// An inode is shown by one name throughout: the label the scenario's expectations give it
+/// (bound as `run` binds them: one to one, by first sighting), else `#1`, `#2`, ... by first
+/// sighting in the output. So
+/// a result and its expectation show the same label exactly when they agree, and a step
+/// whose result differs is marked `MISMATCH` right under its expectation.
 pub fn show(s: &Scenario) -> String {
     let mut out = format!("scenario {} ({})\n", s.name, s.file());
     for r in &s.rules {
@@ -96,8 +142,8 @@ pub fn show(s: &Scenario) -> String {
         out.push_str(&format!("\nmount: {}\n", mount_line(m)));
     }
     let mut b = ModelBackend::new();
-    let mut lab = Labeler::default();
-    let mut blocks: Vec<String> = Vec::new();
+    // Each step as its head (the step, its result and expectation) and the rest.
+    let mut blocks: Vec<(String, String)> = Vec::new();
     let trace = execute(s, &mut b, FinalWant::of(s), |v| {
         let mut t = String::new();
         let line = v.step.pos.map(|p| format!(", line {}", p.line)).unwrap_or_default();
@@ -107,7 +153,7 @@ pub fn show(s: &Scenario) -> String {
         }
         let result = match &v.obs.obs {
             Err(e) => format!("backend error: {e}"),
-            Ok(Obs::Outcome(o)) => one_line(&outcome_y(o, &mut |i| Some(lab.label(i)))),
+            Ok(Obs::Outcome(o)) => one_line(&outcome_y(o, &mut |i| Some(ino_mark(i)))),
             Ok(Obs::Mount(Ok(()))) => format!("ok ({})", v.spec.map(mount_line).unwrap_or_default()),
             Ok(Obs::Mount(Err(e))) => format!("refused with {e}"),
             Ok(Obs::Done) => "done".into(),
@@ -117,6 +163,7 @@ pub fn show(s: &Scenario) -> String {
         if let Some(e) = &v.step.expect {
             t.push_str(&format!("  expected: {}\n", one_line(&expect_y(e))));
         }
+        let head = std::mem::take(&mut t);
         if !v.obs.events.is_empty() {
             let ev: Vec<String> = v.obs.events.iter().map(event_text).collect();
             t.push_str(&format!("  events:   {}\n", ev.join("; ")));
@@ -130,7 +177,7 @@ pub fn show(s: &Scenario) -> String {
         if let Some(spec) = v.spec {
             if v.mounted {
                 t.push_str("  merged:\n");
-                t.push_str(&indent(&merged_text(v.backend, spec, &mut lab), 4));
+                t.push_str(&indent(&merged_text(v.backend, spec), 4));
             }
             if let Some(u) = &spec.upper {
                 if let Some(layer) = v.backend.layer(u) {
@@ -139,20 +186,30 @@ pub fn show(s: &Scenario) -> String {
                 }
             }
         }
-        blocks.push(t);
+        blocks.push((head, t));
     });
-    let failures = check_trace(s, &trace);
+    // The labels a whole check binds, then the check again from them: its messages then
+    // name each inode as the rest of the output does.
+    // Inodes with no label get `#1`, `#2`, ... by first sighting in the output.
+    let (_, mut labels) = check_trace_labeled(s, &trace, Labels::default());
+    for (head, rest) in &blocks {
+        for ino in marked_inos(head).into_iter().chain(marked_inos(rest)) {
+            labels.name_unlabeled(ino);
+        }
+    }
+    let (failures, labels) = check_trace_labeled(s, &trace, labels);
     if let Err(e) = &trace.setup {
         out.push_str(&format!("\nsetup failed: {e}\n"));
     }
-    for (i, block) in blocks.iter().enumerate() {
-        out.push_str(block);
+    for (i, (head, rest)) in blocks.iter().enumerate() {
+        out.push_str(&resolve_inos(head, &labels));
         for f in failures.iter().filter(|f| f.step.as_ref().is_some_and(|r| r.index == i + 1)) {
             out.push_str(&format!("  MISMATCH: {}\n", f.message));
             for l in &f.diff {
                 out.push_str(&format!("    {l}\n"));
             }
         }
+        out.push_str(&resolve_inos(rest, &labels));
     }
     for f in failures.iter().filter(|f| f.step.is_none()) {
         out.push_str(&format!("\n{}: {}\n", f.what, f.message));
