@@ -53,7 +53,7 @@ fn dir(mode: u32) -> FlatNode {
 }
 
 fn file(data: &[u8], mode: u32) -> FlatNode {
-    FlatNode { data: Some(data.to_vec()), ..node(FileType::File, mode) }
+    FlatNode { data: Some(data.into()), ..node(FileType::File, mode) }
 }
 
 fn symlink(target: &str) -> FlatNode {
