@@ -270,6 +270,11 @@ fn write_data(fd: &OwnedFd, data: Option<&FileData>, abs: &str) -> Result<(), Ba
 /// Calls `f` on each data region of the open regular file `fd` of length `size`, in
 /// order, as (offset, bytes) pieces of at most 1 MiB: the regions `SEEK_DATA`/`SEEK_HOLE`
 /// find, so that the holes of a sparse file are never read.
+///
+/// tmpfs's `SEEK_DATA` never finds the last page an `loff_t` can address (from
+/// `i64::MAX - 4095`; seen on Linux 6.18: a byte written at `i64::MAX - 1` is data to
+/// `pread` but `SEEK_DATA` answers ENXIO), so that page, if the file reaches it, is read
+/// whole with `pread` after the regions found.
 pub(super) fn for_each_data(fd: &OwnedFd, size: u64, mut f: impl FnMut(u64, &[u8])) -> rustix::io::Result<()> {
     use rustix::fs::SeekFrom;
     let mut buf = vec![0u8; 1 << 20];
@@ -292,6 +297,17 @@ pub(super) fn for_each_data(fd: &OwnedFd, size: u64, mut f: impl FnMut(u64, &[u8
             at += n as u64;
         }
         pos = hole;
+    }
+    let last_page = (i64::MAX as u64) & !4095;
+    let mut at = pos.max(last_page);
+    while at < size {
+        let want = ((size - at) as usize).min(buf.len());
+        let n = rustix::io::pread(fd, &mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        f(at, &buf[..n]);
+        at += n as u64;
     }
     Ok(())
 }
