@@ -230,7 +230,7 @@ fn entry_short(e: &FlatEntry) -> String {
                 s.push_str(&format!(" {}:{}", node.uid, node.gid));
             }
             if let Some(d) = &node.data {
-                s.push_str(&format!(" {:?}", String::from_utf8_lossy(&d.to_vec())));
+                s.push_str(&format!(" {:?}", d));
             }
             if let Some(t) = &node.target {
                 s.push_str(&format!(" -> {t}"));

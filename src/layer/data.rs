@@ -2,9 +2,11 @@
 //! them that read as zeros, as tmpfs keeps a sparse file.
 //!
 //! A [`FileData`] costs what it holds, not its length: `truncate(f, 10^12)` is one number,
-//! and a write at offset 10^12 holds the bytes written. A clone is O(1) (the extents are a
-//! persistent map of shared buffers), and a write or a shrinking truncate copies no byte
-//! that was already there (an extent cut in two keeps its buffer, with a narrower range).
+//! and a write at offset 10^12 holds the bytes written. A clone is O(1) (a shared list of
+//! shared buffers; a file written once from the start is one buffer, as `Arc<[u8]>` was),
+//! and a write or a shrinking truncate copies no byte that was already there (an extent cut
+//! in two keeps its buffer, with a narrower range; only a small append joins the extent
+//! before it). An edit copies the list of extents, so it costs their number too.
 //!
 //! Two files are equal when their contents are, whatever their extents: a hole and an
 //! extent of zeros read the same.
@@ -31,6 +33,10 @@ struct Extent {
 }
 
 impl Extent {
+    fn whole(buf: Arc<[u8]>) -> Extent {
+        Extent { hi: buf.len(), buf, lo: 0 }
+    }
+
     fn bytes(&self) -> &[u8] {
         &self.buf[self.lo..self.hi]
     }
@@ -49,13 +55,29 @@ impl Extent {
     }
 }
 
+/// Where the bytes are. Most files are written once from the start: they are one shared
+/// buffer at offset 0, one allocation as a plain `Arc<[u8]>` would be.
+#[derive(Clone, Default)]
+enum Body {
+    /// All hole.
+    #[default]
+    Empty,
+    /// The whole buffer at offset 0 (the length may go past it: a hole at the end).
+    Dense(Arc<[u8]>),
+    /// Extents by file offset: sorted, not overlapping, none empty, all below the length.
+    Sparse(Arc<[(u64, Extent)]>),
+}
+
+/// The most bytes a write copies to join the extent that ends where it starts, so that
+/// small appends do not pile up extents.
+const JOIN_MAX: u64 = 4096;
+
 /// A regular file's data (see the module docs).
 #[derive(Clone, Default)]
 pub struct FileData {
     /// `st_size`.
     len: u64,
-    /// Extents by file offset: sorted, not overlapping, none empty, all below `len`.
-    extents: imbl::OrdMap<u64, Extent>,
+    body: Body,
 }
 
 impl FileData {
@@ -66,7 +88,7 @@ impl FileData {
 
     /// A file of `len` bytes, all a hole.
     pub fn hole(len: u64) -> FileData {
-        FileData { len, extents: imbl::OrdMap::new() }
+        FileData { len, body: Body::Empty }
     }
 
     /// A file holding exactly `bytes`.
@@ -89,12 +111,35 @@ impl FileData {
     /// The bytes held, as (offset, bytes) in offset order; the rest reads as zeros. They
     /// may hold zeros too.
     pub fn extents(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
-        self.extents.iter().map(|(k, e)| (*k, e.bytes()))
+        let (dense, sparse): (Option<&[u8]>, &[(u64, Extent)]) = match &self.body {
+            Body::Empty => (None, &[]),
+            Body::Dense(b) => (Some(b), &[]),
+            Body::Sparse(v) => (None, v),
+        };
+        dense.map(|b| (0, b)).into_iter().chain(sparse.iter().map(|(o, e)| (*o, e.bytes())))
     }
 
     /// The number of bytes held (what the file costs), which is at most its length.
     pub fn held(&self) -> u64 {
-        self.extents.values().map(Extent::len).sum()
+        self.extents().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    /// The extents as a list to edit.
+    fn pieces(&self) -> Vec<(u64, Extent)> {
+        match &self.body {
+            Body::Empty => Vec::new(),
+            Body::Dense(b) => vec![(0, Extent::whole(b.clone()))],
+            Body::Sparse(v) => v.to_vec(),
+        }
+    }
+
+    /// Sets the extents from an edited list.
+    fn set(&mut self, pieces: Vec<(u64, Extent)>) {
+        self.body = match pieces.as_slice() {
+            [] => Body::Empty,
+            [(0, e)] if e.lo == 0 && e.hi == e.buf.len() => Body::Dense(e.buf.clone()),
+            _ => Body::Sparse(pieces.into()),
+        };
     }
 
     /// Writes `bytes` at `offset`, extending the length if the write ends past it.
@@ -106,38 +151,29 @@ impl FileData {
             return;
         }
         let end = offset.checked_add(bytes.len() as u64).expect("a write ends within u64");
-        self.punch(offset, end);
-        let buf: Arc<[u8]> = Arc::from(bytes);
-        self.extents.insert(offset, Extent { hi: buf.len(), buf, lo: 0 });
+        let mut pieces = punch(self.pieces(), offset, end);
+        let i = pieces.partition_point(|(s, _)| *s < offset);
+        let joins = i > 0 && {
+            let (s, e) = &pieces[i - 1];
+            s + e.len() == offset && e.len() + bytes.len() as u64 <= JOIN_MAX
+        };
+        if joins {
+            let (s, e) = &pieces[i - 1];
+            let joined: Arc<[u8]> = [e.bytes(), bytes].concat().into();
+            pieces[i - 1] = (*s, Extent::whole(joined));
+        } else {
+            pieces.insert(i, (offset, Extent::whole(Arc::from(bytes))));
+        }
+        self.set(pieces);
         self.len = self.len.max(end);
-    }
-
-    /// Removes what the extents hold in `[from, to)`, keeping what lies either side.
-    fn punch(&mut self, from: u64, to: u64) {
-        // The extent that starts before `from` may reach into the range.
-        if let Some((&start, e)) = self.extents.get_prev(&from) {
-            if start < from && start + e.len() > from {
-                let e = e.clone();
-                self.extents.insert(start, e.cut(start, start, from));
-                if start + e.len() > to {
-                    self.extents.insert(to, e.cut(start, to, start + e.len()));
-                }
-            }
-        }
-        let inside: Vec<(u64, Extent)> = self.extents.range(from..to).map(|(k, e)| (*k, e.clone())).collect();
-        for (start, e) in inside {
-            self.extents.remove(&start);
-            if start + e.len() > to {
-                self.extents.insert(to, e.cut(start, to, start + e.len()));
-            }
-        }
     }
 
     /// Sets the length: a shorter file drops what lies past it, a longer one ends in a
     /// hole.
     pub fn truncate(&mut self, len: u64) {
         if len < self.len {
-            self.punch(len, self.len);
+            let pieces = punch(self.pieces(), len, self.len);
+            self.set(pieces);
         }
         self.len = len;
     }
@@ -149,14 +185,14 @@ impl FileData {
             return Vec::new();
         }
         let mut out = vec![0u8; (end - offset) as usize];
-        let first = match self.extents.get_prev(&offset) {
-            Some((&s, _)) => s,
-            None => offset,
-        };
-        for (&start, e) in self.extents.range(first..end) {
-            let part = e.cut(start, offset, end);
-            let at = (start.max(offset) - offset) as usize;
-            out[at..at + part.bytes().len()].copy_from_slice(part.bytes());
+        for (start, b) in self.extents() {
+            let stop = start + b.len() as u64;
+            if stop <= offset || start >= end {
+                continue;
+            }
+            let (from, to) = (start.max(offset), stop.min(end));
+            out[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&b[(from - start) as usize..(to - start) as usize]);
         }
         out
     }
@@ -232,6 +268,25 @@ impl From<Vec<u8>> for FileData {
     fn from(b: Vec<u8>) -> FileData {
         FileData::from_bytes(&b)
     }
+}
+
+/// Removes what `pieces` hold in `[from, to)`, keeping what lies either side.
+fn punch(pieces: Vec<(u64, Extent)>, from: u64, to: u64) -> Vec<(u64, Extent)> {
+    let mut out = Vec::with_capacity(pieces.len() + 1);
+    for (start, e) in pieces {
+        let stop = start + e.len();
+        if stop <= from || start >= to {
+            out.push((start, e));
+            continue;
+        }
+        if start < from {
+            out.push((start, e.cut(start, start, from)));
+        }
+        if stop > to {
+            out.push((to, e.cut(start, to, stop)));
+        }
+    }
+    out
 }
 
 /// The wire form: the length and the extents, each as an offset and hex digits.
@@ -464,6 +519,23 @@ mod tests {
         assert_eq!(d.read(500_000_000_000, 10), b"m");
         assert_eq!(d.held(), 1);
         assert_ne!(d.digest(), FileData::hole(500_000_000_001).digest());
+    }
+
+    #[test]
+    fn a_file_written_from_the_start_is_one_buffer_and_small_appends_join() {
+        let d = FileData::from_bytes(b"0123456789abcdef");
+        assert!(matches!(d.body, Body::Dense(ref b) if b.len() == 16));
+        let mut log = FileData::new();
+        for i in 0..100u64 {
+            log.write(log.len(), format!("line {i:03}\n").as_bytes());
+        }
+        assert_eq!(log.extents().count(), 1, "1,000 bytes of small appends are one extent");
+        assert!(matches!(log.body, Body::Dense(_)));
+        let mut big = FileData::new();
+        for _ in 0..3 {
+            big.write(big.len(), &[1; 3000]);
+        }
+        assert_eq!(big.extents().count(), 3, "appends past JOIN_MAX are not copied together");
     }
 
     #[test]
