@@ -178,12 +178,12 @@ impl Overlay {
         if d.ftype != Some(FileType::File) {
             return Ok(());
         }
-        let bytes = &bytes[..bytes.len().min(WRITE_COUNT_MAX)];
         if let WriteAt::Offset(o) = at {
             if o.checked_add(bytes.len() as u64).is_none_or(|end| end > FILE_SIZE_MAX) {
                 return Err(Errno::EINVAL);
             }
         }
+        let bytes = &bytes[..bytes.len().min(WRITE_COUNT_MAX)];
         if bytes.is_empty() {
             return Ok(());
         }
