@@ -253,7 +253,14 @@ impl std::fmt::Debug for FileData {
         if self.len <= 64 {
             write!(f, "{:?}", String::from_utf8_lossy(&self.to_vec()))
         } else {
-            write!(f, "FileData {{ len: {}, runs: {:?} }}", self.len, self.runs(32))
+            // At most a few runs, each cut short: a file may hold gigabytes.
+            let runs: Vec<(u64, String)> = self
+                .runs(32)
+                .iter()
+                .take(4)
+                .map(|(o, b)| (*o, String::from_utf8_lossy(&b[..b.len().min(32)]).into_owned()))
+                .collect();
+            write!(f, "FileData {{ len: {}, held: {}, runs: {runs:?}.. }}", self.len, self.held())
         }
     }
 }
