@@ -313,7 +313,17 @@ impl Serialize for FileData {
 impl<'de> Deserialize<'de> for FileData {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FileData, D::Error> {
         use serde::de::Error;
-        let w = Wire::deserialize(d)?;
+        /// The wire form, or the plain byte list that `data` was before extents.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Wire(Wire),
+            Bytes(Vec<u8>),
+        }
+        let w = match Either::deserialize(d)? {
+            Either::Wire(w) => w,
+            Either::Bytes(b) => return Ok(FileData::from_bytes(&b)),
+        };
         let mut data = FileData::hole(w.len);
         for (offset, hex) in w.extents {
             let bytes = hex
@@ -550,5 +560,7 @@ mod tests {
         let bad = r#"{"len":2,"extents":[[1,"6162"]]}"#;
         assert!(serde_json::from_str::<FileData>(bad).is_err());
         assert!(serde_json::from_str::<FileData>(r#"{"len":2,"extents":[[0,"6"]]}"#).is_err());
+        // Cases saved before extents wrote the bytes as a list; they still load.
+        assert_eq!(serde_json::from_str::<FileData>("[104,105]").unwrap(), FileData::from_bytes(b"hi"));
     }
 }
