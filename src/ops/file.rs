@@ -11,8 +11,9 @@ use crate::layer::{FileData, FileType, NodeKind, READ_INLINE_MAX};
 use crate::overlay::Overlay;
 use crate::path::{Chain, Follow, Last, SYMLINK_COUNT_MAX};
 
-/// The largest file size on the upper layer's tmpfs (`s_maxbytes`, `MAX_LFS_FILESIZE`):
-/// `i64::MAX`. An append at it is EFBIG; no `off_t` can name a larger size.
+/// The largest file size (`s_maxbytes`): `MAX_LFS_FILESIZE`, `i64::MAX`, both on the
+/// overlay (`ovl_fill_super`) and on the tmpfs upper (`shmem_fill_super`). An append at it
+/// is EFBIG; no `off_t` can name a larger size.
 pub const FILE_SIZE_MAX: u64 = i64::MAX as u64;
 
 /// The most one `write` call writes (`MAX_RW_COUNT`, `INT_MAX` rounded down to a page):
