@@ -8,7 +8,7 @@
 //! the same state (the fuzzer's model-only invariants check this on every case).
 
 use crate::errno::{Errno, SysResult};
-use crate::layer::FileType;
+use crate::layer::{Digest, FileType};
 use crate::lookup::Dentry;
 use crate::ops::{Op, Outcome, Stat};
 use crate::overlay::Overlay;
@@ -22,9 +22,12 @@ pub struct MergedEntry {
     /// `lstat` of the entry. A listed name can fail `lstat` (a whiteout in a non-merged
     /// directory is listed but gives ENOENT).
     pub stat: Result<Stat, Errno>,
-    /// A regular file's data.
+    /// A regular file's data, when it is at most [`crate::layer::READ_INLINE_MAX`] bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Vec<u8>>,
+    /// A larger regular file's digest, as `read` gives it ([`Outcome::Digest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
     /// A symlink's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -36,7 +39,16 @@ pub struct MergedEntry {
 impl MergedEntry {
     /// An entry with this `lstat` answer and nothing read yet.
     fn of(stat: Result<Stat, Errno>) -> MergedEntry {
-        MergedEntry { stat, data: None, target: None, xattrs: BTreeMap::new() }
+        MergedEntry { stat, data: None, digest: None, target: None, xattrs: BTreeMap::new() }
+    }
+
+    /// Keeps what a `read` of the entry returned: its bytes or its digest.
+    fn read(&mut self, read: Outcome) {
+        match read {
+            Outcome::Data(d) => self.data = Some(d),
+            Outcome::Digest(d) => self.digest = Some(d),
+            _ => {}
+        }
     }
 }
 
@@ -56,13 +68,11 @@ pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
             Outcome::Err(e) => Err(e),
             other => panic!("lstat answered {other:?}"),
         };
-        let mut entry = MergedEntry::of(stat);
-        if let Ok(st) = &entry.stat {
+        let mut entry = MergedEntry::of(stat.clone());
+        if let Ok(st) = &stat {
             match st.kind {
                 FileType::File => {
-                    if let Outcome::Data(d) = op(&Op::Read { path: path.clone() }) {
-                        entry.data = Some(d);
-                    }
+                    entry.read(op(&Op::Read { path: path.clone() }));
                 }
                 FileType::Symlink => {
                     if let Outcome::Target(t) = op(&Op::Readlink { path: path.clone() }) {
@@ -147,7 +157,11 @@ impl Overlay {
         let mut entry = MergedEntry::of(Ok(stat));
         match d.ftype.expect("positive") {
             // `open(O_RDONLY)` of a regular file passes every check of `open_at`.
-            FileType::File => entry.data = self.read_opened(&d).ok(),
+            FileType::File => {
+                if let Ok(read) = self.read_opened(&d) {
+                    entry.read(read);
+                }
+            }
             FileType::Symlink => entry.target = Some(self.symlink_target(&d)),
             FileType::Dir => {
                 let names = self.readdir_entries(&d);

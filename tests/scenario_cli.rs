@@ -60,7 +60,10 @@ fn merged(entries: &[(&str, Stat)]) -> MergedTree {
         .iter()
         .map(|(p, st)| {
             let data = (st.kind == FileType::File).then(|| b"hello".to_vec());
-            (p.to_string(), MergedEntry { stat: Ok(st.clone()), data, target: None, xattrs: BTreeMap::new() })
+            (
+                p.to_string(),
+                MergedEntry { stat: Ok(st.clone()), data, digest: None, target: None, xattrs: BTreeMap::new() },
+            )
         })
         .collect()
 }

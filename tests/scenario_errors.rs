@@ -359,3 +359,37 @@ fn an_offline_put_the_kernel_refuses_is_located_in_the_step() {
     let p = one(&text, STEPS_LINE + 2, Some((2, "edit")), "ENAMETOOLONG");
     assert_eq!(p.pos.column, 11, "{p}");
 }
+
+/// `!sparse` content that overlaps, ends past the size or has no offset, and `!digest` in a
+/// layer or with a bad hash, are located errors.
+#[test]
+fn sparse_and_digest_mistakes_are_located() {
+    let layer = |node: &str| {
+        format!(
+            "# r\nname: x\nrules: [r]\nlayers:\n  L0:\n    f: {node}\nmount: {{lowers: [L0]}}\nsteps:\n  - stat: /f\n    expect: ok\n"
+        )
+    };
+    one(&layer("!sparse {size: 4, data: {2: abc}}"), 6, None, "ends at 5, past the size 4");
+    one(&layer("!sparse {size: 9, data: {0: abc, 2: x}}"), 6, None, "overlaps the content before it");
+    one(&layer("!sparse {size: 9, data: {x: abc}}"), 6, None, "is not an offset");
+    one(&layer("!sparse {data: {0: a}}"), 6, None, "needs a `size`");
+    one(&layer("!digest {size: 9, hash: 0000000000000000}"), 6, None, "!digest is for merged trees");
+    let read = |e: &str| with_steps(&format!("  - read: /f\n    expect: {e}\n"));
+    one(&read("!digest {size: 9, hash: xyz}"), STEPS_LINE + 1, Some((1, "read")), "not 16 hex digits");
+    one(&read("!sparse {size: 1, data: {0: ab}}"), STEPS_LINE + 1, Some((1, "read")), "past the size 1");
+}
+
+/// A read expected as `!sparse` content is compared as a read shows it: bytes up to
+/// 64 KiB, a digest above.
+#[test]
+fn a_sparse_read_expectation_is_bytes_or_a_digest() {
+    use ovlsim::layer::FileData;
+    use ovlsim::scenario::Expect;
+    let s = |e: &str| scenario::parse(&with_steps(&format!("  - read: /f\n    expect: {e}\n")), "ok.yaml").unwrap();
+    let small = s("!sparse {size: 4, data: {1: a}}");
+    assert_eq!(small.steps[0].expect, Some(Expect::Data(b"\0a\0\0".to_vec())));
+    let big = s("!sparse {size: 100000, data: {99999: z}}");
+    let mut want = FileData::hole(100_000);
+    want.write(99_999, b"z");
+    assert_eq!(big.steps[0].expect, Some(Expect::Digest(want.digest())));
+}

@@ -24,7 +24,7 @@
 use ovlsim::backend::{Backend, BackendError, Command, Reply};
 use ovlsim::dump::{dump_merged, MergedTree};
 use ovlsim::fuzz::GenConfig;
-use ovlsim::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use ovlsim::layer::{FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use ovlsim::ops::{Op, Outcome, Stat, WriteAt};
 use ovlsim::{Errno, Options};
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +50,10 @@ pub const OBSERVES: ovlsim::harness::Observes = ovlsim::harness::Observes {
 pub fn config() -> GenConfig {
     GenConfig::minimal()
 }
+
+/// The largest layer file the adapter builds in a `MemoryFS`, which holds every byte (a
+/// sparse file of a scenario may be 10^12 bytes long).
+const FILE_LEN_MAX: u64 = 64 << 20;
 
 /// Where `vfs` keeps its whiteouts, in the upper layer's root.
 const WHITEOUT_DIR: &str = ".whiteout";
@@ -103,11 +107,13 @@ impl VfsBackend {
                 return Err(not_modelled("xattrs in a layer (so whiteout, opaque and redirect markers)"));
             }
             let at = root.join(&path[1..]).map_err(|e| not_modelled(format!("a layer path vfs rejects: {e}")))?;
+            let data = node.data.clone().unwrap_or_default();
+            if data.len() > FILE_LEN_MAX {
+                return Err(not_modelled("a layer file over 64 MiB (MemoryFS holds every byte)"));
+            }
             let made = match node.kind {
                 FileType::Dir => at.create_dir(),
-                FileType::File => {
-                    at.create_file().and_then(|mut f| Ok(f.write_all(node.data.as_deref().unwrap_or_default())?))
-                }
+                FileType::File => at.create_file().and_then(|mut f| Ok(f.write_all(&data.to_vec())?)),
                 FileType::Symlink => return Err(not_modelled("symlinks in a layer")),
                 _ => return Err(not_modelled("devices or FIFOs in a layer (so whiteouts)")),
             };
@@ -139,11 +145,21 @@ impl VfsBackend {
                 failed(fs.open_file(&p)).and_then(|mut f| {
                     let mut data = Vec::new();
                     f.read_to_end(&mut data).map_err(|_| Outcome::Err(Errno::EIO))?;
-                    Ok(Outcome::Data(data))
+                    // The protocol's form of a read: a big file by its digest.
+                    Ok(if data.len() as u64 > READ_INLINE_MAX {
+                        Outcome::Digest(FileData::from(data).digest())
+                    } else {
+                        Outcome::Data(data)
+                    })
                 })
             }
             Op::Write { path, at, data } => {
                 let p = vfs_path(path)?;
+                if let WriteAt::Offset(off) = at {
+                    if off.saturating_add(data.len() as u64) > FILE_LEN_MAX {
+                        return Err(not_modelled("a write past 64 MiB (MemoryFS holds every byte)"));
+                    }
+                }
                 let exists = failed(fs.exists(&p));
                 exists.and_then(|exists| {
                     let mut f = if exists { failed(fs.append_file(&p))? } else { failed(fs.create_file(&p))? };
@@ -215,7 +231,7 @@ impl VfsBackend {
                 p.open_file().map_err(failed)?.read_to_end(&mut data).map_err(|e| failed(e.into()))?;
                 let mut file = dir(0o644);
                 file.kind = FileType::File;
-                file.data = Some(data);
+                file.data = Some(FileData::from(data));
                 file
             };
             nodes.insert(path, node);

@@ -165,6 +165,9 @@ impl Comparer {
                 a.data.as_deref().map(String::from_utf8_lossy)
             ));
         }
+        if a.digest != b.digest {
+            out.push(format!("digest: kernel {:?}, model {:?}", b.digest, a.digest));
+        }
         if a.target != b.target {
             out.push(format!("target: kernel {:?}, model {:?}", b.target, a.target));
         }
@@ -227,7 +230,7 @@ fn entry_short(e: &FlatEntry) -> String {
                 s.push_str(&format!(" {}:{}", node.uid, node.gid));
             }
             if let Some(d) = &node.data {
-                s.push_str(&format!(" {:?}", String::from_utf8_lossy(d)));
+                s.push_str(&format!(" {:?}", d));
             }
             if let Some(t) = &node.target {
                 s.push_str(&format!(" -> {t}"));

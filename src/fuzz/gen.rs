@@ -79,7 +79,7 @@ pub fn whiteout() -> FlatNode {
 
 fn file(data: &[u8], mode: u32) -> FlatNode {
     let mut n = node(FileType::File, mode);
-    n.data = Some(data.to_vec());
+    n.data = Some(data.into());
     n
 }
 

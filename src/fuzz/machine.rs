@@ -703,7 +703,7 @@ mod tests {
     }
 
     fn empty_file() -> FlatNode {
-        FlatNode { data: Some(Vec::new()), ..gen::node(FileType::File, 0o644) }
+        FlatNode { data: Some(Default::default()), ..gen::node(FileType::File, 0o644) }
     }
 
     /// A layer with a 0755 root and these nodes.

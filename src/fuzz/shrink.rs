@@ -189,7 +189,7 @@ fn simpler_nodes(n: &FlatNode) -> Vec<FlatNode> {
     }
     if n.data.as_ref().is_some_and(|d| !d.is_empty()) {
         let mut m = n.clone();
-        m.data = Some(Vec::new());
+        m.data = Some(Default::default());
         out.push(m);
     }
     out
@@ -393,7 +393,7 @@ mod tests {
         use crate::fuzz::case::CaseStart;
         let file = |d: &[u8]| {
             let mut n = crate::fuzz::gen::node(FileType::File, 0o600);
-            n.data = Some(d.to_vec());
+            n.data = Some(d.into());
             n
         };
         let layer = |paths: &[&str]| FlatLayer {

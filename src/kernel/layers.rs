@@ -9,7 +9,7 @@
 //! in a single-threaded process that nothing else writes to.
 
 use crate::backend::BackendError;
-use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use crate::layer::{FileData, FileType, FlatEntry, FlatLayer, FlatNode};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, XattrFlags, CWD};
 use rustix::io::Errno as SysErrno;
@@ -250,6 +250,77 @@ fn in_dir<T>(dir: BorrowedFd<'_>, abs: &str, f: impl FnOnce() -> T) -> Result<T,
     Ok(r)
 }
 
+/// Writes a new regular file's data as a sparse file: each extent with `pwrite`, then
+/// `ftruncate` to the length, so that holes stay holes.
+fn write_data(fd: &OwnedFd, data: Option<&FileData>, abs: &str) -> Result<(), BackendError> {
+    let Some(data) = data else {
+        return Ok(());
+    };
+    for (offset, mut bytes) in data.extents() {
+        let mut at = offset;
+        while !bytes.is_empty() {
+            let n = made(rustix::io::pwrite(fd, bytes, at), "write", abs)?;
+            bytes = &bytes[n..];
+            at += n as u64;
+        }
+    }
+    made(rustix::fs::ftruncate(fd, data.len()), "truncate", abs)
+}
+
+/// Calls `f` on each data region of the open regular file `fd` of length `size`, in
+/// order, as (offset, bytes) pieces of at most 1 MiB: the regions `SEEK_DATA`/`SEEK_HOLE`
+/// find, so that the holes of a sparse file are never read.
+///
+/// tmpfs's `SEEK_DATA` never finds the last page an `loff_t` can address (from
+/// `i64::MAX - 4095`; seen on Linux 6.18: a byte written at `i64::MAX - 1` is data to
+/// `pread` but `SEEK_DATA` answers ENXIO), so that page, if the file reaches it, is read
+/// whole with `pread` after the regions found.
+pub(super) fn for_each_data(fd: &OwnedFd, size: u64, mut f: impl FnMut(u64, &[u8])) -> rustix::io::Result<()> {
+    use rustix::fs::SeekFrom;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(SysErrno::NXIO) => break,
+            Err(e) => return Err(e),
+        };
+        let hole = rustix::fs::seek(fd, SeekFrom::Hole(data))?;
+        let mut at = data;
+        while at < hole {
+            let want = ((hole - at) as usize).min(buf.len());
+            let n = rustix::io::pread(fd, &mut buf[..want], at)?;
+            if n == 0 {
+                return Ok(());
+            }
+            f(at, &buf[..n]);
+            at += n as u64;
+        }
+        pos = hole;
+    }
+    let last_page = (i64::MAX as u64) & !4095;
+    let mut at = pos.max(last_page);
+    while at < size {
+        let want = ((size - at) as usize).min(buf.len());
+        let n = rustix::io::pread(fd, &mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        f(at, &buf[..n]);
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Reads the data of the open regular file `fd` of length `size`, its holes left holes.
+fn read_data(fd: &OwnedFd, size: u64, abs: &str) -> Result<FileData, BackendError> {
+    let mut data = FileData::hole(size);
+    sys(for_each_data(fd, size, |at, bytes| data.write(at, bytes)), "read", abs)?;
+    // The file cannot change while the worker reads it; a region past `size` would.
+    data.truncate(size);
+    Ok(data)
+}
+
 /// Makes `node` as `name` in `dir` (which has no such name), with its metadata.
 fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result<(), BackendError> {
     let mode = Mode::from_raw_mode(node.mode & 0o7777);
@@ -267,11 +338,7 @@ fn create(dir: BorrowedFd<'_>, name: &str, abs: &str, node: &FlatNode) -> Result
                 "create",
                 abs,
             )?;
-            let mut data = node.data.as_deref().unwrap_or_default();
-            while !data.is_empty() {
-                let n = made(rustix::io::write(&fd, data), "write", abs)?;
-                data = &data[n..];
-            }
+            write_data(&fd, node.data.as_ref(), abs)?;
         }
         FileType::Symlink => {
             made(rustix::fs::symlinkat(node.target.as_deref().unwrap_or_default(), dir, name), "symlink", abs)?
@@ -435,16 +502,7 @@ fn node_of(dir: BorrowedFd<'_>, name: &str, abs: &str, st: &rustix::fs::Stat) ->
                 "open",
                 abs,
             )?;
-            let mut data = Vec::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = sys(rustix::io::read(&fd, &mut buf), "read", abs)?;
-                if n == 0 {
-                    break;
-                }
-                data.extend_from_slice(&buf[..n]);
-            }
-            node.data = Some(data);
+            node.data = Some(read_data(&fd, st.st_size as u64, abs)?);
         }
         FileType::Symlink => {
             let t = sys(rustix::fs::readlinkat(dir, name, Vec::new()), "readlink", abs)?;

@@ -4,7 +4,7 @@
 use super::layers::{mode_of, XATTR_MAX};
 use crate::backend::BackendError;
 use crate::errno::Errno;
-use crate::layer::FileType;
+use crate::layer::{Digester, FileType, READ_INLINE_MAX};
 use crate::ops::{Access, MknodKind, Op, OpenFlags, Outcome, Stat, WriteAt};
 use rustix::fd::OwnedFd;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, XattrFlags, CWD};
@@ -12,8 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::mem::MaybeUninit;
 
-/// The most a `Read` returns before the command fails (a device such as `/dev/zero`
-/// would never reach end of file; nodev stops that, this is the second line).
+/// The most a `Read` of something other than a large regular file returns before the
+/// command fails (a device such as `/dev/zero` would never reach end of file; nodev stops
+/// that, this is the second line). A regular file over [`READ_INLINE_MAX`] is digested in
+/// pieces instead, whatever its size.
 const READ_MAX: usize = 64 << 20;
 
 /// Why an operation did not produce an outcome.
@@ -185,7 +187,16 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
         }
         Op::Read { path } => {
             let fd = open(path, OFlags::RDONLY, 0)?;
-            Outcome::Data(read_to_end(&fd, path)?)
+            let st = rustix::fs::fstat(&fd)?;
+            let size = st.st_size as u64;
+            if FileType::from_ifmt(mode_of(&st)) == Some(FileType::File) && size > READ_INLINE_MAX {
+                // Read as the model digests it: the data regions only, never the holes.
+                let mut d = Digester::new();
+                super::layers::for_each_data(&fd, size, |at, bytes| d.feed(at, bytes))?;
+                Outcome::Digest(d.finish(size))
+            } else {
+                Outcome::Data(read_to_end(&fd, path)?)
+            }
         }
         Op::Write { path, at, data } => {
             let mut flags = OFlags::WRONLY | OFlags::CREATE;

@@ -3,7 +3,7 @@
 //! and how two layers are compared: raw inode numbers, link counts and directory sizes are
 //! left out, because they follow from the structure.
 
-use super::{FileType, Ino, InoHash, Inode, Layer, NodeKind};
+use super::{FileData, FileType, Ino, InoHash, Inode, Layer, NodeKind};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ pub struct FlatNode {
     pub gid: u32,
     /// A regular file's data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Vec<u8>>,
+    pub data: Option<FileData>,
     /// A symlink's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -74,7 +74,7 @@ impl FlatNode {
     /// The flat form of an inode.
     pub fn of(inode: &Inode) -> FlatNode {
         let (data, target, rdev) = match &inode.kind {
-            NodeKind::File(d) => (Some(d.to_vec()), None, None),
+            NodeKind::File(d) => (Some(d.clone()), None, None),
             NodeKind::Symlink(t) => (None, Some(t.to_string()), None),
             NodeKind::Char(a, b) | NodeKind::Block(a, b) => (None, None, Some((*a, *b))),
             NodeKind::Dir(_) | NodeKind::Fifo => (None, None, None),
@@ -96,7 +96,7 @@ impl FlatNode {
         let rdev = self.rdev.unwrap_or((0, 0));
         let kind = match self.kind {
             FileType::Dir => NodeKind::Dir(Default::default()),
-            FileType::File => NodeKind::File(Arc::from(self.data.as_deref().unwrap_or_default())),
+            FileType::File => NodeKind::File(self.data.clone().unwrap_or_default()),
             FileType::Symlink => NodeKind::Symlink(Arc::from(self.target.as_deref().unwrap_or_default())),
             FileType::Char => NodeKind::Char(rdev.0, rdev.1),
             FileType::Block => NodeKind::Block(rdev.0, rdev.1),
@@ -310,7 +310,7 @@ mod tests {
             mode: 0o2755,
             uid: 1,
             gid: 2,
-            data: (kind == FileType::File).then(|| b"x".to_vec()),
+            data: (kind == FileType::File).then(|| FileData::from_bytes(b"x")),
             target: None,
             rdev: None,
             xattrs: BTreeMap::from([("user.a".to_owned(), b"v".to_vec())]),

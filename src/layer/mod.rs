@@ -18,8 +18,10 @@
 //! subdirectory.
 
 pub mod check;
+mod data;
 mod flat;
 
+pub use data::{Digest, Digester, FileData, READ_INLINE_MAX};
 pub use flat::{FlatEntry, FlatLayer, FlatNode};
 
 use serde::{Deserialize, Serialize};
@@ -67,7 +69,7 @@ pub enum NodeKind {
     /// A directory and its entries.
     Dir(Entries),
     /// A regular file and its data.
-    File(Arc<[u8]>),
+    File(FileData),
     /// A symbolic link and its target.
     Symlink(Arc<str>),
     /// A character device, major and minor. 0/0 is overlay's whiteout.
@@ -175,7 +177,7 @@ impl Inode {
 
     /// A regular file with `data`.
     pub fn file(data: &[u8], mode: u32) -> Inode {
-        Inode::new(NodeKind::File(Arc::from(data)), mode)
+        Inode::new(NodeKind::File(FileData::from_bytes(data)), mode)
     }
 
     /// A symlink to `target` (mode 0777, as Linux creates them).
@@ -210,7 +212,7 @@ impl Inode {
     pub fn size(&self) -> u64 {
         match &self.kind {
             NodeKind::Dir(e) => 40 + 20 * e.len() as u64,
-            NodeKind::File(d) => d.len() as u64,
+            NodeKind::File(d) => d.len(),
             NodeKind::Symlink(t) => t.len() as u64,
             _ => 0,
         }
@@ -626,7 +628,7 @@ mod tests {
         let b = a.clone();
         a.put("/f", Inode::file(b"two", 0o644));
         let fb = b.walk(["f"]).unwrap();
-        assert_eq!(b.get(fb).kind, NodeKind::File(Arc::from(&b"one"[..])));
+        assert_eq!(b.get(fb).kind, NodeKind::File(FileData::from_bytes(b"one")));
         assert_eq!(a.id(), b.id());
     }
 }

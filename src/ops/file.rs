@@ -5,16 +5,20 @@
 //! oracle does, so that a FIFO never blocks and no device is ever opened: opening a device
 //! gives EACCES, and opening a FIFO for writing with no reader gives ENXIO.
 
-use super::{OpenFlags, WriteAt};
+use super::{OpenFlags, Outcome, WriteAt};
 use crate::errno::{Errno, SysResult};
-use crate::layer::{FileType, NodeKind};
+use crate::layer::{FileData, FileType, NodeKind, READ_INLINE_MAX};
 use crate::overlay::Overlay;
 use crate::path::{Chain, Follow, Last, SYMLINK_COUNT_MAX};
-use std::sync::Arc;
 
-/// The largest file the model holds in memory. A write or truncate past it gives EFBIG,
-/// where the kernel would succeed: a limit of the model, not a rule.
-pub const DATA_LEN_MAX: u64 = 64 << 20;
+/// The largest file size (`s_maxbytes`): `MAX_LFS_FILESIZE`, `i64::MAX`, both on the
+/// overlay (`ovl_fill_super`) and on the tmpfs upper (`shmem_fill_super`). An append at it
+/// is EFBIG; no `off_t` can name a larger size.
+pub const FILE_SIZE_MAX: u64 = i64::MAX as u64;
+
+/// The most one `write` call writes (`MAX_RW_COUNT`, `INT_MAX` rounded down to a page):
+/// the kernel cuts a longer write short (`rw_verify_area`).
+pub const WRITE_COUNT_MAX: usize = 0x7fff_f000;
 
 impl Overlay {
     /// `open(2)` and the checks of `do_open` and `may_open`; returns the opened object.
@@ -112,42 +116,57 @@ impl Overlay {
         }
         if truncate {
             let ino = chain.last().expect("chain").upper.expect("copied up");
-            self.set_data(ino, Vec::new());
+            self.set_data(ino, FileData::new());
         }
         Ok(chain)
     }
 
     /// Replaces the data of upper regular file `ino`.
-    fn set_data(&mut self, ino: u64, data: Vec<u8>) {
-        self.upper_mut().update(ino, |i| i.kind = NodeKind::File(Arc::from(data)));
+    fn set_data(&mut self, ino: u64, data: FileData) {
+        self.upper_mut().update(ino, |i| i.kind = NodeKind::File(data));
     }
 
-    /// The data of a regular file dentry.
-    fn data_of(&self, d: &crate::lookup::Dentry) -> Vec<u8> {
+    /// The data of a regular file dentry (an O(1) clone).
+    fn data_of(&self, d: &crate::lookup::Dentry) -> FileData {
         match &self.real_inode(d).kind {
-            NodeKind::File(data) => data.to_vec(),
-            _ => Vec::new(),
+            NodeKind::File(data) => data.clone(),
+            _ => FileData::new(),
         }
     }
 
     /// `open(O_RDONLY)`, read to the end, close. Errors: those of [`Overlay::open`], then
     /// EISDIR (a directory). A FIFO with no writer reads as empty.
-    pub(crate) fn read(&mut self, path: &str) -> SysResult<Vec<u8>> {
+    pub(crate) fn read(&mut self, path: &str) -> SysResult<Outcome> {
         let chain = self.open(path, OpenFlags::default(), 0)?;
         self.read_opened(chain.last().expect("chain"))
     }
 
-    /// [`Overlay::read`] after the open, on the opened object `d`.
-    pub(crate) fn read_opened(&self, d: &crate::lookup::Dentry) -> SysResult<Vec<u8>> {
+    /// [`Overlay::read`] after the open, on the opened object `d`: the bytes
+    /// ([`Outcome::Data`]), or for a regular file over [`READ_INLINE_MAX`] bytes its digest
+    /// ([`Outcome::Digest`]), computed from the extents without reading the holes.
+    pub(crate) fn read_opened(&self, d: &crate::lookup::Dentry) -> SysResult<Outcome> {
         match d.ftype {
             Some(FileType::Dir) => Err(Errno::EISDIR),
-            Some(FileType::File) => Ok(self.data_of(d)),
-            _ => Ok(Vec::new()),
+            Some(FileType::File) => {
+                let data = self.data_of(d);
+                Ok(if data.len() > READ_INLINE_MAX {
+                    Outcome::Digest(data.digest())
+                } else {
+                    Outcome::Data(data.to_vec())
+                })
+            }
+            _ => Ok(Outcome::Data(Vec::new())),
         }
     }
 
-    /// `open(O_WRONLY|O_CREAT [|O_APPEND], 0644)`, one write, close. Errors: those of
-    /// [`Overlay::open`]; EFBIG past the model's [`DATA_LEN_MAX`].
+    /// `open(O_WRONLY|O_CREAT [|O_APPEND], 0644)`, one write, close.
+    ///
+    /// Errors, after those of [`Overlay::open`], in precedence order: EINVAL (an offset,
+    /// or an offset plus the count, past `i64::MAX`: `ksys_pwrite64`, `rw_verify_area`);
+    /// then an empty write succeeds with no change (`ovl_write_iter`); EFBIG (an append to
+    /// a file of [`FILE_SIZE_MAX`] bytes: `generic_write_check_limits`). A write that would
+    /// end past [`FILE_SIZE_MAX`] (an append) or is longer than [`WRITE_COUNT_MAX`] is cut
+    /// short, as the kernel cuts it; the caller sees success either way.
     pub(crate) fn write(&mut self, path: &str, at: WriteAt, bytes: &[u8]) -> SysResult<()> {
         let flags = OpenFlags {
             access: super::Access::WriteOnly,
@@ -160,22 +179,25 @@ impl Overlay {
         if d.ftype != Some(FileType::File) {
             return Ok(());
         }
-        let mut data = self.data_of(d);
-        let offset = match at {
-            WriteAt::Offset(o) => o,
-            WriteAt::Append => data.len() as u64,
-        };
-        let end = offset.checked_add(bytes.len() as u64).ok_or(Errno::EFBIG)?;
-        if end > DATA_LEN_MAX {
-            return Err(Errno::EFBIG);
+        if let WriteAt::Offset(o) = at {
+            if o.checked_add(bytes.len() as u64).is_none_or(|end| end > FILE_SIZE_MAX) {
+                return Err(Errno::EINVAL);
+            }
         }
+        let bytes = &bytes[..bytes.len().min(WRITE_COUNT_MAX)];
         if bytes.is_empty() {
             return Ok(());
         }
-        if (data.len() as u64) < end {
-            data.resize(end as usize, 0);
+        let mut data = self.data_of(d);
+        let offset = match at {
+            WriteAt::Offset(o) => o,
+            WriteAt::Append => data.len(),
+        };
+        if offset >= FILE_SIZE_MAX {
+            return Err(Errno::EFBIG);
         }
-        data[offset as usize..end as usize].copy_from_slice(bytes);
+        let count = bytes.len().min((FILE_SIZE_MAX - offset).min(usize::MAX as u64) as usize);
+        data.write(offset, &bytes[..count]);
         let ino = d.upper.expect("opened for write, so copied up");
         self.set_data(ino, data);
         Ok(())
@@ -185,10 +207,11 @@ impl Overlay {
     ///
     /// Kernel: `do_sys_truncate`, `vfs_truncate`, `ovl_setattr`. Errors, in precedence
     /// order: EINVAL (a negative length); the walk's errors; EISDIR; EINVAL (not a regular
-    /// file); EROFS; EFBIG past the model's [`DATA_LEN_MAX`]. A lower file is copied up
-    /// with its data, then truncated.
+    /// file); EROFS. A lower file is copied up with its data, then truncated. Any length
+    /// an `off_t` holds is within [`FILE_SIZE_MAX`], so `inode_newsize_ok`'s EFBIG cannot
+    /// happen on a tmpfs upper; growing leaves a hole.
     pub(crate) fn truncate(&mut self, path: &str, len: u64) -> SysResult<()> {
-        if len > i64::MAX as u64 {
+        if len > FILE_SIZE_MAX {
             return Err(Errno::EINVAL);
         }
         let mut chain = self.resolve(path, Follow::Yes)?;
@@ -200,14 +223,11 @@ impl Overlay {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
-        if len > DATA_LEN_MAX {
-            return Err(Errno::EFBIG);
-        }
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         let d = chain.last().expect("chain");
         let mut data = self.data_of(d);
-        data.resize(len as usize, 0);
+        data.truncate(len);
         self.set_data(d.upper.expect("copied up"), data);
         Ok(())
     }

@@ -339,6 +339,9 @@ pub enum Outcome {
     Stat(Stat),
     /// The bytes `read` returned.
     Data(Vec<u8>),
+    /// What `read` returned from a regular file over [`crate::layer::READ_INLINE_MAX`]
+    /// bytes: its length and hash, not its bytes (see [`crate::layer::Digest`]).
+    Digest(crate::layer::Digest),
     /// The `readlink` target.
     Target(String),
     /// The `readdir` names (without `.` and `..`) and their `d_type`.
@@ -370,7 +373,7 @@ mod file;
 pub(crate) mod namespace;
 mod rename;
 
-pub use file::DATA_LEN_MAX;
+pub use file::{FILE_SIZE_MAX, WRITE_COUNT_MAX};
 
 use crate::overlay::Overlay;
 use crate::path::Follow;
@@ -382,7 +385,7 @@ pub(crate) fn dispatch(ov: &mut Overlay, op: &Op) -> Outcome {
         Op::Stat { path } => ov.stat(path, Follow::Yes).map(Outcome::Stat),
         Op::Lstat { path } => ov.stat(path, Follow::No).map(Outcome::Stat),
         Op::Open { path, flags, mode } => ov.open(path, *flags, *mode).map(|_| Outcome::Ok),
-        Op::Read { path } => ov.read(path).map(Outcome::Data),
+        Op::Read { path } => ov.read(path),
         Op::Write { path, at, data } => ok(ov.write(path, *at, data)),
         Op::Truncate { path, len } => ok(ov.truncate(path, *len)),
         Op::Mkdir { path, mode } => ok(ov.mkdir(path, *mode)),

@@ -8,7 +8,6 @@ use crate::layer::{Ino, Inode, NodeKind};
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
 use crate::path::{Chain, Follow, Last, PATH_LEN_MAX};
-use std::sync::Arc;
 
 const S_ISGID: u32 = 0o2000;
 const S_ISVTX: u32 = 0o1000;
@@ -111,7 +110,7 @@ impl Overlay {
     pub(crate) fn mknod(&mut self, path: &str, kind: MknodKind, mode: u32) -> SysResult<()> {
         let mut new = self.filename_create(path, false)?;
         let node = match kind {
-            MknodKind::File => NodeKind::File(Arc::from(&b""[..])),
+            MknodKind::File => NodeKind::File(crate::layer::FileData::new()),
             MknodKind::Char(0, 0) => return Err(Errno::EPERM),
             MknodKind::Char(a, b) => NodeKind::Char(a, b),
             MknodKind::Block(a, b) => NodeKind::Block(a, b),

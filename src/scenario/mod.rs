@@ -253,6 +253,9 @@ pub enum Expect {
     Stat(StatExpect),
     /// `read` or `getxattr` success with these bytes.
     Data(Vec<u8>),
+    /// `read` success on a file over [`crate::layer::READ_INLINE_MAX`] bytes, with this
+    /// digest ([`Outcome::Digest`]).
+    Digest(crate::layer::Digest),
     /// `readlink` success with this target.
     Target(String),
     /// `readdir` or `listxattr` success with exactly these names.
@@ -541,7 +544,7 @@ mod tests {
 
     fn kind() -> impl Strategy<Value = NodeKind> {
         prop_oneof![
-            prop::collection::vec(any::<u8>(), 0..6).prop_map(|d| NodeKind::File(Arc::from(&d[..]))),
+            prop::collection::vec(any::<u8>(), 0..6).prop_map(|d| NodeKind::File(d.into())),
             "[a-z/. ]{0,8}".prop_map(|t| NodeKind::Symlink(Arc::from(t.as_str()))),
             Just(NodeKind::Char(0, 0)),
             (0u32..3, 0u32..3).prop_map(|(a, b)| NodeKind::Char(a, b)),
@@ -640,7 +643,7 @@ mod tests {
             mode: 0o600,
             uid: 1,
             gid: 2,
-            data: Some(b"ok".to_vec()),
+            data: Some(b"ok".to_vec().into()),
             target: None,
             rdev: None,
             xattrs: Default::default(),

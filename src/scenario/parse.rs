@@ -880,7 +880,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -
     let what = match class {
         Class::Plain => "ok or an errno such as ENOENT",
         Class::Stat => "ok, an errno, or a mapping of stat fields (kind, mode, size, nlink, uid, gid, rdev, ino)",
-        Class::Data => "ok, an errno, or the content (a string, !data or !hex)",
+        Class::Data => "ok, an errno, or the content (a string, !data, !hex, !sparse or !digest)",
         Class::Target => "ok, an errno, or the target (a string, or !data)",
         Class::Readdir => "ok, an errno, a list of names, or a mapping of names to types",
         Class::Names => "ok, an errno, or a list of xattr names",
@@ -920,6 +920,30 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -
                 None
             }
         },
+        Value::Tagged(t) if (t.tag == "sparse" || t.tag == "digest") && kind == "read" => {
+            let m = cx.mapping(&t.value, path, &format!("!{}", t.tag))?;
+            let keys: &[&str] = if t.tag == "sparse" { &["size", "data"] } else { &["size", "hash"] };
+            let fields = cx.fields(&m, path, keys, &format!("!{}", t.tag));
+            let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+            let Some(size) = get("size") else {
+                cx.problem(path, format!("!{} needs a `size`", t.tag));
+                return None;
+            };
+            if t.tag == "digest" {
+                let Some(hash) = get("hash") else {
+                    cx.problem(path, "!digest needs a `hash`");
+                    return None;
+                };
+                return super::tree::parse_digest(cx, size, hash, path).map(Expect::Digest);
+            }
+            // A read shows a file over READ_INLINE_MAX bytes by its digest.
+            let data = super::tree::parse_sparse(cx, size, get("data"), path)?;
+            Some(if data.len() > crate::layer::READ_INLINE_MAX {
+                Expect::Digest(data.digest())
+            } else {
+                Expect::Data(data.to_vec())
+            })
+        }
         Value::Mapping(m) => match class {
             Class::Stat => read_stat_expect(cx, m, path).map(Expect::Stat),
             Class::Readdir => {

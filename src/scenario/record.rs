@@ -148,6 +148,7 @@ fn expect_from(o: &Outcome, old: Option<&Expect>, labels: &HashMap<u64, String>)
             }
         }
         Outcome::Data(d) | Outcome::Xattr(d) => Expect::Data(d.clone()),
+        Outcome::Digest(d) => Expect::Digest(*d),
         Outcome::Target(t) => Expect::Target(t.clone()),
         Outcome::Entries(m) => match old {
             Some(Expect::Names(_)) => Expect::Names(m.keys().cloned().collect()),

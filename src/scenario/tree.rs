@@ -4,6 +4,8 @@
 //! |------------------------------|----------------------------------------------------------|
 //! | `f: hello`                   | regular file with that content, mode 0644                |
 //! | `f: !hex "00ff"`             | regular file with binary content                         |
+//! | `f: !sparse {size: N, data: {OFFSET: x}}` | a sparse file: holes read as zeros          |
+//! | `f: !digest {size: N, hash: H}` | a file known by its digest (merged trees only)        |
 //! | `d: {}` / `d: {f: x}`        | directory (mode 0755); `.` holds its own attributes      |
 //! | `a/b/c: x`                   | a path key: missing parents are plain directories        |
 //! | `s: !symlink ../t`           | symbolic link (mode 0777)                                |
@@ -27,7 +29,7 @@ use super::emit::{Style, Y};
 use super::locate::{Seg, YamlPath};
 use crate::backend::MergedTree;
 use crate::errno::Errno;
-use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
+use crate::layer::{Digest, FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use crate::path::join;
 use std::collections::{BTreeMap, HashMap};
 use yaml_serde::Value;
@@ -54,7 +56,10 @@ pub enum TreeKind {
     /// A directory and its entries, by name.
     Dir(BTreeMap<String, TreeNode>),
     /// A regular file and its data.
-    File(Vec<u8>),
+    File(FileData),
+    /// A regular file known only by its digest, as a `read` of a file over
+    /// [`READ_INLINE_MAX`] bytes shows it (merged trees only).
+    Digest(Digest),
     /// A symbolic link and its target.
     Symlink(String),
     /// A character device (0/0 is a whiteout).
@@ -135,7 +140,7 @@ pub fn default_mode(kind: &TreeKind) -> u32 {
         TreeKind::Symlink(_) => 0o777,
         TreeKind::Char(0, 0) => 0,
         TreeKind::Link(_) | TreeKind::Error(_) => 0,
-        TreeKind::File(_) | TreeKind::Char(..) | TreeKind::Block(..) | TreeKind::Fifo => 0o644,
+        TreeKind::File(_) | TreeKind::Digest(_) | TreeKind::Char(..) | TreeKind::Block(..) | TreeKind::Fifo => 0o644,
     }
 }
 
@@ -190,7 +195,7 @@ pub(crate) fn parse_node(
     links: &mut Vec<(String, YamlPath)>,
 ) -> Option<TreeNode> {
     match v {
-        Value::String(s) => Some(TreeNode::new(TreeKind::File(s.as_bytes().to_vec()))),
+        Value::String(s) => Some(file_node(s.as_bytes(), ctx)),
         Value::Mapping(m) => {
             let mut dir = TreeNode::dir();
             let mut entries = BTreeMap::new();
@@ -482,15 +487,15 @@ fn parse_tagged(
 ) -> Option<TreeNode> {
     // Short forms first.
     match (tag, v) {
-        ("hex", _) => return Some(TreeNode::new(TreeKind::File(cx.hex(v, path)?))),
-        ("file", Value::String(s)) => return Some(TreeNode::new(TreeKind::File(s.as_bytes().to_vec()))),
+        ("hex", _) => return Some(file_node(&cx.hex(v, path)?, ctx)),
+        ("file", Value::String(s)) => return Some(file_node(s.as_bytes(), ctx)),
         ("symlink", Value::String(_)) => {
             let t = cx.text_no_nul(v, path, "a symlink target")?;
             return Some(TreeNode::new(TreeKind::Symlink(t)));
         }
         ("whiteout", Value::Null) => return Some(TreeNode::new(TreeKind::Char(0, 0))),
         ("xwhiteout", Value::Null) => {
-            let mut n = TreeNode::new(TreeKind::File(Vec::new()));
+            let mut n = TreeNode::new(TreeKind::File(FileData::new()));
             n.xattrs.insert(XWHITEOUT_XATTR.to_owned(), Vec::new());
             return Some(n);
         }
@@ -520,6 +525,12 @@ fn parse_tagged(
     }
     let extra: &[&'static str] = match tag {
         "file" => &["data"],
+        "sparse" => &["size", "data"],
+        "digest" if ctx == TreeContext::Merged => &["size", "hash"],
+        "digest" => {
+            cx.problem(path, "!digest is for merged trees; a layer's file gives its data (!sparse for a large one)");
+            return None;
+        }
         "symlink" => &["target"],
         "char" | "block" => &["rdev"],
         "whiteout" | "xwhiteout" | "fifo" => &[],
@@ -527,8 +538,8 @@ fn parse_tagged(
             cx.problem(
                 path,
                 format!(
-                    "unknown node tag !{other}; expected one of !file, !hex, !symlink, \
-                     !whiteout, !xwhiteout, !fifo, !char, !block, !link, !error"
+                    "unknown node tag !{other}; expected one of !file, !hex, !sparse, !digest, \
+                     !symlink, !whiteout, !xwhiteout, !fifo, !char, !block, !link, !error"
                 ),
             );
             return None;
@@ -541,6 +552,8 @@ fn parse_tagged(
                 "!{tag} takes {}, not {}",
                 match tag {
                     "file" => "a string or a mapping of attributes",
+                    "sparse" => "a mapping: size, data (offsets to content) and attributes",
+                    "digest" => "a mapping: size, hash and attributes",
                     "symlink" => "a target string or a mapping of attributes",
                     "char" | "block" => "[major, minor] or a mapping of attributes",
                     _ => "nothing or a mapping of attributes",
@@ -551,8 +564,11 @@ fn parse_tagged(
         return None;
     };
     let fields = cx.fields(m, path, &allowed(extra, ctx), &format!("!{tag}"));
+    if tag == "sparse" || tag == "digest" {
+        return parse_sized(cx, tag, fields, path, ctx);
+    }
     let kind = match tag {
-        "file" | "xwhiteout" => TreeKind::File(Vec::new()),
+        "file" | "xwhiteout" => TreeKind::File(FileData::new()),
         "symlink" => TreeKind::Symlink(String::new()),
         "char" => TreeKind::Char(0, 0),
         "block" => TreeKind::Block(0, 0),
@@ -570,7 +586,7 @@ fn parse_tagged(
     for (k, v, p) in rest {
         match k.as_str() {
             "data" => match cx.bytes(v, &p, "data") {
-                Some(b) => node.kind = TreeKind::File(b),
+                Some(b) => node.kind = file_node(&b, ctx).kind,
                 None => ok = false,
             },
             "target" => match cx.text_no_nul(v, &p, "a symlink target") {
@@ -603,6 +619,109 @@ fn parse_tagged(
     }
     if tag == "xwhiteout" {
         node.xattrs.entry(XWHITEOUT_XATTR.to_owned()).or_default();
+    }
+    ok.then_some(node)
+}
+
+/// A regular file with `bytes`, as a tree of `ctx` shows it.
+fn file_node(bytes: &[u8], ctx: TreeContext) -> TreeNode {
+    TreeNode::new(file_kind(FileData::from_bytes(bytes), ctx))
+}
+
+/// A regular file's kind in a tree of `ctx`: in a merged tree, a file over
+/// [`READ_INLINE_MAX`] bytes is known by its digest, as `read` shows it.
+fn file_kind(data: FileData, ctx: TreeContext) -> TreeKind {
+    if ctx == TreeContext::Merged && data.len() > READ_INLINE_MAX {
+        TreeKind::Digest(data.digest())
+    } else {
+        TreeKind::File(data)
+    }
+}
+
+/// Reads the data of a sparse file: `size`, and `data`, a mapping of offsets to content
+/// (a string or `!hex`), in increasing order, none overlapping the one before or ending
+/// past `size`. What lies between reads as zeros.
+pub(crate) fn parse_sparse(cx: &mut Cx, size: &Value, data: Option<&Value>, path: &[Seg]) -> Option<FileData> {
+    let size: u64 = cx.uint(size, &key(path, "size"), "size")?;
+    let mut file = FileData::hole(size);
+    let Some(data) = data else {
+        return Some(file);
+    };
+    let dp = key(path, "data");
+    let m = cx.mapping(data, &dp, "data (offsets to content)")?;
+    let mut ok = true;
+    let mut end = 0u64;
+    for (k, v) in cx.fields(&m, &dp, &[], "data") {
+        let p = key(&dp, &k);
+        let Ok(offset) = k.parse::<u64>() else {
+            cx.key_problem(&p, format!("{k:?} is not an offset (a whole number of bytes)"));
+            ok = false;
+            continue;
+        };
+        let Some(bytes) = cx.bytes(v, &p, "content") else {
+            ok = false;
+            continue;
+        };
+        if offset < end {
+            cx.key_problem(&p, format!("offset {offset} overlaps the content before it, which ends at {end}"));
+            ok = false;
+            continue;
+        }
+        end = offset + bytes.len() as u64;
+        if end > size {
+            cx.key_problem(&p, format!("the content at {offset} ends at {end}, past the size {size}"));
+            ok = false;
+            continue;
+        }
+        file.write(offset, &bytes);
+    }
+    ok.then_some(file)
+}
+
+/// Reads a digest: `size` and `hash` (16 hex digits).
+pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &[Seg]) -> Option<Digest> {
+    let size = cx.uint(size, &key(path, "size"), "size");
+    let hp = key(path, "hash");
+    let text = cx.string(hash, &hp, "hash")?;
+    let hash = match u64::from_str_radix(&text, 16) {
+        Ok(h) if text.len() == 16 => h,
+        _ => {
+            cx.problem(&hp, format!("hash {text:?} is not 16 hex digits"));
+            return None;
+        }
+    };
+    Some(Digest { size: size?, hash })
+}
+
+/// The long forms `!sparse {size, data, ...}` and `!digest {size, hash, ...}`.
+fn parse_sized(
+    cx: &mut Cx,
+    tag: &str,
+    fields: Vec<(String, &Value)>,
+    path: &[Seg],
+    ctx: TreeContext,
+) -> Option<TreeNode> {
+    let mut node = TreeNode::new(TreeKind::File(FileData::new()));
+    let (mut ok, rest) = common_attrs(cx, fields, path, &mut node);
+    let get = |k: &str| rest.iter().find(|(name, _, _)| name == k).map(|(_, v, _)| *v);
+    let Some(size) = get("size") else {
+        cx.problem(path, format!("!{tag} needs a `size`"));
+        return None;
+    };
+    if tag == "sparse" {
+        match parse_sparse(cx, size, get("data"), path) {
+            Some(d) => node.kind = file_kind(d, ctx),
+            None => ok = false,
+        }
+    } else {
+        let Some(hash) = get("hash") else {
+            cx.problem(path, "!digest needs a `hash`");
+            return None;
+        };
+        match parse_digest(cx, size, hash, path) {
+            Some(d) => node.kind = TreeKind::Digest(d),
+            None => ok = false,
+        }
     }
     ok.then_some(node)
 }
@@ -651,6 +770,7 @@ pub fn node_to_flat(n: &TreeNode) -> FlatNode {
     let (kind, data, target, rdev) = match &n.kind {
         TreeKind::Dir(_) | TreeKind::Link(_) | TreeKind::Error(_) => (FileType::Dir, None, None, None),
         TreeKind::File(d) => (FileType::File, Some(d.clone()), None, None),
+        TreeKind::Digest(_) => (FileType::File, None, None, None),
         TreeKind::Symlink(t) => (FileType::Symlink, None, Some(t.clone()), None),
         TreeKind::Char(a, b) => (FileType::Char, None, None, Some((*a, *b))),
         TreeKind::Block(a, b) => (FileType::Block, None, None, Some((*a, *b))),
@@ -754,7 +874,10 @@ pub fn tree_from_merged(merged: &MergedTree, mut ino: impl FnMut(&str, u64) -> O
             Ok(st) => {
                 let kind = match st.kind {
                     FileType::Dir => TreeKind::Dir(BTreeMap::new()),
-                    FileType::File => TreeKind::File(e.data.clone().unwrap_or_default()),
+                    FileType::File => match e.digest {
+                        Some(d) => TreeKind::Digest(d),
+                        None => TreeKind::File(FileData::from_bytes(e.data.as_deref().unwrap_or_default())),
+                    },
                     FileType::Symlink => TreeKind::Symlink(e.target.clone().unwrap_or_default()),
                     FileType::Char => TreeKind::Char(st.rdev.0, st.rdev.1),
                     FileType::Block => TreeKind::Block(st.rdev.0, st.rdev.1),
@@ -807,6 +930,10 @@ fn normalize_nlink(n: &mut TreeNode) {
 
 // ---------------------------------------------------------------------------------------
 // Writing the notation.
+
+/// Where a large file written as `!sparse` is cut into pieces: at runs of this many zeros
+/// or more. The pieces depend on the content only, so equal files are written alike.
+const SPARSE_GAP: u64 = 64;
 
 fn data_y(d: &[u8]) -> Y {
     match std::str::from_utf8(d) {
@@ -891,7 +1018,25 @@ pub(crate) fn node_y(n: &TreeNode, ctx: TreeContext) -> Y {
             let leaves = entries.values().all(|c| !matches!(c.kind, TreeKind::Dir(_)));
             Y::Map(m, if leaves { Style::Auto } else { Style::Block })
         }
+        TreeKind::File(d) if d.len() > READ_INLINE_MAX => {
+            let mut all = vec![("size".to_owned(), Y::Raw(d.len().to_string()))];
+            let runs = d.runs(SPARSE_GAP);
+            if !runs.is_empty() {
+                all.push(("data".to_owned(), Y::map(runs.iter().map(|(o, b)| (o.to_string(), data_y(b))).collect())));
+            }
+            all.extend(attr_fields(n, &n.xattrs));
+            Y::tag("sparse", Y::map(all))
+        }
+        TreeKind::Digest(d) => {
+            let mut all = vec![
+                ("size".to_owned(), Y::Raw(d.size.to_string())),
+                ("hash".to_owned(), Y::s(format!("{:016x}", d.hash))),
+            ];
+            all.extend(attr_fields(n, &n.xattrs));
+            Y::tag("digest", Y::map(all))
+        }
         TreeKind::File(d) => {
+            let d = &d.to_vec();
             if d.is_empty() && n.xattrs.get(XWHITEOUT_XATTR).is_some_and(|v| v.is_empty()) {
                 let mut x = n.xattrs.clone();
                 x.remove(XWHITEOUT_XATTR);

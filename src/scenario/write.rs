@@ -208,12 +208,21 @@ pub(crate) fn stat_y(s: &StatExpect) -> Y {
     Y::map(f)
 }
 
+/// A read's digest: `!digest {size: N, hash: H}`.
+pub(crate) fn digest_y(d: &crate::layer::Digest) -> Y {
+    Y::tag(
+        "digest",
+        Y::map(vec![("size".into(), Y::Raw(d.size.to_string())), ("hash".into(), Y::s(format!("{:016x}", d.hash)))]),
+    )
+}
+
 pub(crate) fn expect_y(e: &Expect) -> Y {
     match e {
         Expect::Ok => Y::Raw("ok".into()),
         Expect::Err(e) => Y::Raw(e.name().into()),
         Expect::Stat(s) => stat_y(s),
         Expect::Data(d) => value_y(d),
+        Expect::Digest(d) => digest_y(d),
         Expect::Target(t) => value_y(t.as_bytes()),
         Expect::Names(n) => Y::seq(n.iter().map(|x| Y::s(x.clone())).collect()),
         Expect::Entries(m) if m.is_empty() => Y::seq(Vec::new()),
