@@ -463,6 +463,19 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
             _ => None,
         };
         match k.as_str() {
+            "redirect_dir" | "index" | "metacopy" | "xino" | "nfs_export" => {
+                let n = &mut o.named;
+                *match k.as_str() {
+                    "redirect_dir" => &mut n.redirect_dir,
+                    "index" => &mut n.index,
+                    "metacopy" => &mut n.metacopy,
+                    "xino" => &mut n.xino,
+                    _ => &mut n.nfs_export,
+                } = true;
+            }
+            _ => {}
+        }
+        match k.as_str() {
             "redirect_dir" => match word {
                 Some("on") => o.redirect_dir = RedirectDir::On,
                 Some("follow") => o.redirect_dir = RedirectDir::Follow,
