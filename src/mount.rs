@@ -179,6 +179,20 @@ impl Options {
         }
     }
 
+    /// The same options with [`Options::named`] kept only where the value is the default
+    /// (a value off the default is given anyway): the one spelling of each request, so a
+    /// scenario written and read back compares equal.
+    pub fn canonical(mut self) -> Options {
+        let d = Options::default();
+        let n = &mut self.named;
+        n.redirect_dir &= self.redirect_dir == d.redirect_dir;
+        n.index &= self.index == d.index;
+        n.metacopy &= self.metacopy == d.metacopy;
+        n.xino &= self.xino == d.xino;
+        n.nfs_export &= self.nfs_export == d.nfs_export;
+        self
+    }
+
     /// The effective options after the kernel's implications, or the kernel's refusal.
     ///
     /// Kernel: `ovl_fs_params_verify` in params.c, in its order; "given" is

@@ -512,7 +512,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
             },
         }
     }
-    ok.then_some(o)
+    ok.then_some(o.canonical())
 }
 
 fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
