@@ -138,8 +138,10 @@ impl Overlay {
         }
     }
 
-    /// The root of the merged view: the upper root over every lower root. The upper root's
-    /// opaque xattr is ignored (kernel: `ovl_get_root` builds it without the opaque check).
+    /// The root of the merged view: the upper root over every lower root. No layer root is
+    /// looked up, so `opaque=y` and redirects on any root, and `opaque=x` on the upper root,
+    /// are never read (kernel: `ovl_get_root` builds the root from the mount's layer stack);
+    /// `opaque=x` on a lower root is read once, at mount ([`Overlay::mark_root_xwhiteouts`]).
     pub(crate) fn root_dentry(&self) -> Dentry {
         Dentry {
             name: String::new(),
@@ -147,8 +149,25 @@ impl Overlay {
             lowers: Arc::clone(&self.root_lowers),
             opaque: false,
             redirect: None,
-            xwhiteouts: false,
+            xwhiteouts: self.root_xwhiteouts,
             ftype: Some(FileType::Dir),
+        }
+    }
+
+    /// Reads the xattr-whiteouts marker on the lower roots, at mount: every lower root but
+    /// the lowermost that carries `opaque=x` (in the mount's namespace, `trusted.overlay.` or
+    /// `user.overlay.`) flags its layer, and the merged root then filters xattr whiteouts in
+    /// readdir as a subdirectory does (kernel: `ovl_get_root`, "Look for xwhiteouts marker
+    /// except in the lowermost layer": `ovl_layer_set_xwhiteouts`,
+    /// `ovl_dentry_set_xwhiteouts`). The upper root's marker is not read.
+    pub(crate) fn mark_root_xwhiteouts(&mut self) {
+        let below_top = self.lowers.len().saturating_sub(1);
+        for layer in 0..below_top {
+            let root = self.lowers[layer].get(self.lowers[layer].root());
+            if whiteout::opaque_value(self, root) == Some(b'x') {
+                self.flag_xwhiteouts(layer);
+                self.root_xwhiteouts = true;
+            }
         }
     }
 

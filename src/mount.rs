@@ -74,9 +74,13 @@ impl Xino {
     }
 }
 
-/// The mount options of an overlay. Every field is explicit, because kernel defaults differ
-/// between builds; the defaults here are those of the reference kernel (Linux 6.18,
-/// `REDIRECT_DIR=n`, `INDEX=n`, `METACOPY=n`, `XINO_AUTO=n`).
+/// The mount options of an overlay. Each field holds the value asked for, or the reference
+/// kernel's default (Linux 6.18: `redirect_dir` off, which follows; index, metacopy,
+/// nfs_export and xino off: `REDIRECT_DIR=n`, `REDIRECT_ALWAYS_FOLLOW=y`, `INDEX=n`,
+/// `METACOPY=n`, `XINO_AUTO=n`, `NFS_EXPORT=n`). [`Options::named`] records which options
+/// with a default were named explicitly: only those, and those whose value differs from the
+/// default, are passed to the kernel ([`Options::to_mount_string`]); the others are left to
+/// the kernel's defaults and its implications ([`Options::verify`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
@@ -100,6 +104,35 @@ pub struct Options {
     /// the rest of its options would. The kernel ignores it ("option workdir is useless in a
     /// non-upper mount, ignore"); so does the model.
     pub workdir_without_upper: bool,
+    /// The options named explicitly even at their default value (a scenario's
+    /// `redirect_dir: off`).
+    #[serde(skip_serializing_if = "Named::is_empty")]
+    pub named: Named,
+}
+
+/// Which options that have a kernel default were given explicitly (kernel: `struct
+/// ovl_opt_set`, `ctx->set`, set by `ovl_parse_param`). An option counts as given when it is
+/// named here or its value differs from the default ([`Options::given`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Named {
+    /// `redirect_dir=` was given.
+    pub redirect_dir: bool,
+    /// `index=` was given.
+    pub index: bool,
+    /// `metacopy=` was given.
+    pub metacopy: bool,
+    /// `xino=` was given.
+    pub xino: bool,
+    /// `nfs_export=` was given.
+    pub nfs_export: bool,
+}
+
+impl Named {
+    /// Whether no option is named.
+    pub fn is_empty(&self) -> bool {
+        *self == Named::default()
+    }
 }
 
 /// Why a mount was refused.
@@ -134,73 +167,137 @@ impl MountError {
 }
 
 impl Options {
+    /// The options given explicitly: named, or not at their default value (kernel:
+    /// `ctx->set`).
+    pub fn given(&self) -> Named {
+        let d = Options::default();
+        Named {
+            redirect_dir: self.named.redirect_dir || self.redirect_dir != d.redirect_dir,
+            index: self.named.index || self.index != d.index,
+            metacopy: self.named.metacopy || self.metacopy != d.metacopy,
+            xino: self.named.xino || self.xino != d.xino,
+            nfs_export: self.named.nfs_export || self.nfs_export != d.nfs_export,
+        }
+    }
+
+    /// The same options with [`Options::named`] kept only where the value is the default
+    /// (a value off the default is given anyway): the one spelling of each request, so a
+    /// scenario written and read back compares equal.
+    pub fn canonical(mut self) -> Options {
+        let d = Options::default();
+        let n = &mut self.named;
+        n.redirect_dir &= self.redirect_dir == d.redirect_dir;
+        n.index &= self.index == d.index;
+        n.metacopy &= self.metacopy == d.metacopy;
+        n.xino &= self.xino == d.xino;
+        n.nfs_export &= self.nfs_export == d.nfs_export;
+        self
+    }
+
     /// The effective options after the kernel's implications, or the kernel's refusal.
     ///
-    /// Kernel: `ovl_fs_params_verify` in params.c, in its order. The harness always passes
-    /// `redirect_dir`, `index`, `metacopy` and `xino` explicitly (see
-    /// [`Options::to_mount_string`]), so the kernel's "set explicitly" conflicts apply to
-    /// them:
+    /// Kernel: `ovl_fs_params_verify` in params.c, in its order; "given" is
+    /// [`Options::given`] (`ctx->set`), and an option not given takes the kernel's default
+    /// and may be changed to resolve a conflict:
     /// 1. without an upper, `index` and `volatile` are ignored ("useless in a non-upper
-    ///    mount");
-    /// 2. `metacopy=on` with redirects not `on`: EINVAL ("conflicting options:
-    ///    metacopy=on,redirect_dir=follow"; `off` is shown as `follow`);
+    ///    mount"), and `redirect_dir=follow` (or `off`, which is follow) counts as `on`;
+    /// 2. `metacopy=on` with redirects not `on`: EINVAL when both were given ("conflicting
+    ///    options: metacopy=on,redirect_dir=follow"; `off` is shown as `follow`); else a
+    ///    given `redirect_dir` turns metacopy off, and otherwise redirects become `on`;
     /// 3. `nfs_export=on` without `index`: without an upper and with redirects not
-    ///    `nofollow` it falls back to off; otherwise EINVAL ("nfs_export=on,index=off");
-    /// 4. `nfs_export=on,metacopy=on`: EINVAL;
-    /// 5. `userxattr` with `redirect_dir` other than `nofollow`, or with `metacopy=on`:
-    ///    EINVAL. NOTE(kernel): overlayfs.rst says userxattr implies nofollow; an explicit
-    ///    `redirect_dir=off` is refused on 6.18.
+    ///    `nofollow` it falls back to off; else EINVAL when both were given ("nfs_export=on,
+    ///    index=off"); else a given `index=off` turns nfs_export off, and otherwise index
+    ///    becomes on;
+    /// 4. `nfs_export=on,metacopy=on`: EINVAL when both were given; else the given one wins;
+    /// 5. `userxattr`: EINVAL with a given `redirect_dir` other than `nofollow` (an explicit
+    ///    `off` too) or a given `metacopy=on`; otherwise redirects become `nofollow` and
+    ///    metacopy off ("Silently disable default setting of redirect and metacopy").
+    ///    NOTE(kernel): overlayfs.rst "User xattr" says userxattr implies nofollow; it does
+    ///    not say that an explicit `redirect_dir=off` is refused (observed on 6.18).
     pub fn verify(mut self, has_upper: bool) -> Result<Options, MountError> {
         let conflict = |what: &str| MountError::refused(Errno::EINVAL, format!("conflicting options: {what}"));
-        let shown = |r: RedirectDir| if r == RedirectDir::Off { "follow" } else { r.as_str() };
+        let mut given = self.given();
         if !has_upper {
+            given.index = false;
             self.index = false;
             self.volatile = false;
         }
-        if self.metacopy && !self.redirect_dir.creates() {
-            return Err(conflict(&format!("metacopy=on,redirect_dir={}", shown(self.redirect_dir))));
+        let shown = |r: RedirectDir| if r == RedirectDir::Off { "follow" } else { r.as_str() };
+        // Without an upper the kernel turns follow into on "to make the logic below simpler";
+        // no redirect is made there, so the model keeps the value and asks here.
+        let redirect_on = self.redirect_dir.creates() || (!has_upper && self.redirect_dir.follows());
+        if self.metacopy && !redirect_on {
+            if given.metacopy && given.redirect_dir {
+                return Err(conflict(&format!("metacopy=on,redirect_dir={}", shown(self.redirect_dir))));
+            }
+            if given.redirect_dir {
+                self.metacopy = false;
+            } else {
+                self.redirect_dir = RedirectDir::On;
+            }
         }
         if self.nfs_export && !self.index {
             if !has_upper && self.redirect_dir != RedirectDir::Nofollow {
                 self.nfs_export = false;
-            } else {
+            } else if given.nfs_export && given.index {
                 return Err(conflict("nfs_export=on,index=off"));
+            } else if given.index {
+                self.nfs_export = false;
+            } else {
+                self.index = true;
             }
         }
         if self.nfs_export && self.metacopy {
-            return Err(conflict("nfs_export=on,metacopy=on"));
+            if given.nfs_export && given.metacopy {
+                return Err(conflict("nfs_export=on,metacopy=on"));
+            }
+            if given.metacopy {
+                self.nfs_export = false;
+            } else {
+                self.metacopy = false;
+            }
         }
         if self.userxattr {
-            if self.redirect_dir != RedirectDir::Nofollow {
+            if given.redirect_dir && self.redirect_dir != RedirectDir::Nofollow {
                 return Err(conflict(&format!("userxattr,redirect_dir={}", shown(self.redirect_dir))));
             }
-            if self.metacopy {
+            if self.metacopy && given.metacopy {
                 return Err(conflict("userxattr,metacopy=on"));
             }
+            self.redirect_dir = RedirectDir::Nofollow;
+            self.metacopy = false;
         }
         Ok(self)
     }
 
-    /// The legacy `mount(2)` option string for these options, every option explicit (the
-    /// layer paths are not included).
+    /// The legacy `mount(2)` option string for these options (the layer paths are not
+    /// included): only the options given ([`Options::given`]); the others are left to the
+    /// kernel's defaults, as a mount command that does not name them would.
     pub fn to_mount_string(&self) -> String {
-        let mut s = format!(
-            "redirect_dir={},index={},metacopy={},xino={}",
-            self.redirect_dir.as_str(),
-            on_off(self.index),
-            on_off(self.metacopy),
-            self.xino.as_str()
-        );
-        if self.nfs_export {
-            s.push_str(",nfs_export=on");
+        let given = self.given();
+        let mut parts: Vec<String> = Vec::new();
+        if given.redirect_dir {
+            parts.push(format!("redirect_dir={}", self.redirect_dir.as_str()));
+        }
+        if given.index {
+            parts.push(format!("index={}", on_off(self.index)));
+        }
+        if given.metacopy {
+            parts.push(format!("metacopy={}", on_off(self.metacopy)));
+        }
+        if given.xino {
+            parts.push(format!("xino={}", self.xino.as_str()));
+        }
+        if given.nfs_export {
+            parts.push(format!("nfs_export={}", on_off(self.nfs_export)));
         }
         if self.userxattr {
-            s.push_str(",userxattr");
+            parts.push("userxattr".to_owned());
         }
         if self.volatile {
-            s.push_str(",volatile");
+            parts.push("volatile".to_owned());
         }
-        s
+        parts.join(",")
     }
 }
 
@@ -234,5 +331,53 @@ impl fmt::Display for Options {
             f.write_str(",ro")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The options a mount would take, or its errno.
+    fn effective(o: Options) -> Result<Options, Option<Errno>> {
+        o.verify(true).map_err(|e| e.errno())
+    }
+
+    // The expectations below are what Linux 6.18 showed in /proc/mounts for the same
+    // option strings (an upper mount): `userxattr` alone gives `redirect_dir=nofollow`,
+    // `metacopy=on` alone gives `redirect_dir=on`, `nfs_export=on` alone gives `index=on`,
+    // and `userxattr,redirect_dir=off` is refused with EINVAL.
+
+    #[test]
+    fn options_not_given_are_left_to_the_kernel() {
+        assert_eq!(Options::default().to_mount_string(), "");
+        let ux = Options { userxattr: true, ..Options::default() };
+        assert_eq!(ux.to_mount_string(), "userxattr");
+        let named = Options { userxattr: true, named: Named { redirect_dir: true, ..Named::default() }, ..ux };
+        assert_eq!(named.to_mount_string(), "redirect_dir=off,userxattr");
+        let on = Options { redirect_dir: RedirectDir::On, ..Options::default() };
+        assert_eq!(on.to_mount_string(), "redirect_dir=on");
+    }
+
+    #[test]
+    fn userxattr_defaults_redirect_to_nofollow_and_refuses_a_given_one() {
+        let ux = Options { userxattr: true, ..Options::default() };
+        assert_eq!(effective(ux).map(|o| o.redirect_dir), Ok(RedirectDir::Nofollow));
+        let off = Options { named: Named { redirect_dir: true, ..Named::default() }, ..ux };
+        assert_eq!(effective(off), Err(Some(Errno::EINVAL)));
+        let nofollow = Options { redirect_dir: RedirectDir::Nofollow, ..ux };
+        assert_eq!(effective(nofollow).map(|o| o.redirect_dir), Ok(RedirectDir::Nofollow));
+    }
+
+    #[test]
+    fn implied_options_follow_the_option_given() {
+        let mc = Options { metacopy: true, ..Options::default() };
+        assert_eq!(effective(mc).map(|o| (o.redirect_dir, o.metacopy)), Ok((RedirectDir::On, true)));
+        let mc_off = Options { named: Named { redirect_dir: true, ..Named::default() }, ..mc };
+        assert_eq!(effective(mc_off), Err(Some(Errno::EINVAL)));
+        let nfs = Options { nfs_export: true, ..Options::default() };
+        assert_eq!(effective(nfs).map(|o| (o.index, o.nfs_export)), Ok((true, true)));
+        let nfs_no_index = Options { named: Named { index: true, ..Named::default() }, ..nfs };
+        assert_eq!(effective(nfs_no_index), Err(Some(Errno::EINVAL)));
     }
 }

@@ -75,6 +75,9 @@ pub struct Overlay {
     pub(crate) xwhiteout_layers: Vec<u64>,
     /// The lower roots, top-most first: the root's lower stack, made once.
     pub(crate) root_lowers: Arc<[LowerPath]>,
+    /// A lower root other than the lowermost carries `opaque=x`: readdir of the merged root
+    /// filters xattr whiteouts (set at mount by [`Overlay::mark_root_xwhiteouts`]).
+    pub(crate) root_xwhiteouts: bool,
     /// The answers of the lower half of lookups, shared by every clone of this mount.
     pub(crate) dcache: Arc<DentryCache>,
     /// When lookups use [`Overlay::dcache`].
@@ -119,16 +122,19 @@ impl Overlay {
         }
         let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
         let root_lowers = lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect();
-        Ok(Overlay {
+        let mut ov = Overlay {
             lowers: lowers.into(),
             upper,
             options,
             events: Vec::new(),
             xwhiteout_layers,
             root_lowers,
+            root_xwhiteouts: false,
             dcache: Arc::default(),
             cache_policy: CachePolicy::default(),
-        })
+        };
+        ov.mark_root_xwhiteouts();
+        Ok(ov)
     }
 
     /// Unmounts, giving back the layers: the lowers unchanged, the upper as the overlay

@@ -3,7 +3,9 @@
 //!
 //! Symlinks are followed in the merged view, never inside one layer: an absolute target
 //! starts again at the merged root, `..` never climbs above it, and the 41st link in one
-//! resolution is ELOOP (`MAXSYMLINKS` is 40). A path of 4096 bytes or more is
+//! path walk is ELOOP (`MAXSYMLINKS` is 40), counting the links of the directories on the
+//! way and of the final component together, as open with `O_CREAT` does through a final
+//! symlink (kernel: `nd->total_link_count`). A path of 4096 bytes or more is
 //! ENAMETOOLONG, an empty path ENOENT. A trailing slash asks for a directory.
 
 use crate::errno::{Errno, SysResult};
@@ -100,7 +102,32 @@ impl Overlay {
     /// Resolves everything but the last component of `path`, which it classifies
     /// (kernel: `filename_parentat`). The parent chain ends with a directory.
     pub(crate) fn resolve_parent(&mut self, path: &str) -> SysResult<(Chain, Last)> {
+        let mut links = 0;
+        self.resolve_parent_counted(path, &mut links)
+    }
+
+    /// [`Overlay::resolve_parent`], counting the symlinks it follows into `links`, for a
+    /// caller that goes on walking the same path (open with `O_CREAT` through a final
+    /// symlink, [`Overlay::walk_parent`]).
+    pub(crate) fn resolve_parent_counted(&mut self, path: &str, links: &mut u32) -> SysResult<(Chain, Last)> {
         check_len(path)?;
+        let mut chain = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+        chain.push(self.root_dentry());
+        let last = self.walk_parent(&mut chain, path, links)?;
+        Ok((chain, last))
+    }
+
+    /// Walks everything but the last component of `path` from the end of `chain` (from the
+    /// merged root when `path` is absolute: the root is also the current directory), and
+    /// classifies the last component (kernel: `link_path_walk`, which leaves the last
+    /// component to its caller). `links` counts every symlink of the whole path walk,
+    /// those of the walks before this one included: the 41st is ELOOP (kernel:
+    /// `nd->total_link_count`, checked against `MAXSYMLINKS` in `pick_link`).
+    pub(crate) fn walk_parent(&mut self, chain: &mut Chain, path: &str, links: &mut u32) -> SysResult<Last> {
+        if path.starts_with('/') {
+            chain.truncate(1);
+        }
+        // The path's last component is the first of `comps` (the next one is kept last).
         let mut comps = pending_of(path);
         let slash = path.ends_with('/');
         let last = match (!comps.is_empty()).then(|| comps.remove(0)) {
@@ -109,13 +136,10 @@ impl Overlay {
             Some(c) if c == ".." => Last::DotDot,
             Some(name) => Last::Norm { name: name.into_owned(), slash },
         };
-        let mut chain = Vec::with_capacity(comps.len() + 1);
-        chain.push(self.root_dentry());
-        let mut links = 0;
         if !comps.is_empty() {
-            self.walk(&mut chain, comps, true, true, &mut links)?;
+            self.walk(chain, comps, true, true, links)?;
         }
-        Ok((chain, last))
+        Ok(last)
     }
 
     /// Walks `comps` from the end of `chain`.

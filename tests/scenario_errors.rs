@@ -100,11 +100,12 @@ fn a_missing_argument() {
 }
 
 #[test]
-fn a_relative_path() {
-    let text = with_steps("  - stat: /f\n    expect: ok\n  - unlink: f\n    expect: ok\n");
-    one(&text, STEPS_LINE + 2, Some((2, "unlink")), "is relative");
-    let text = with_steps("  - rename: /f\n    to: g\n    expect: ok\n");
-    one(&text, STEPS_LINE + 1, Some((1, "rename")), "is relative");
+fn an_empty_path() {
+    // Relative paths are steps' paths from the merged root; an empty one is a mistake.
+    let text = with_steps("  - stat: f\n    expect: ok\n  - unlink: \"\"\n    expect: ok\n");
+    one(&text, STEPS_LINE + 2, Some((2, "unlink")), "is empty");
+    let text = with_steps("  - rename: /f\n    to: \"\"\n    expect: ok\n");
+    one(&text, STEPS_LINE + 1, Some((1, "rename")), "is empty");
 }
 
 #[test]
@@ -240,13 +241,14 @@ fn expect_on_a_step_that_has_none() {
 
 #[test]
 fn every_problem_is_reported_not_only_the_first() {
-    let text = with_steps("  - stat: f\n    expect: ok\n  - sta: /f\n  - rename: /f\n    to: /g\n    expect: ENOPE\n")
-        .replace("lowers: [L0]", "lowers: [L9]");
+    let text =
+        with_steps("  - stat: \"\"\n    expect: ok\n  - sta: /f\n  - rename: /f\n    to: /g\n    expect: ENOPE\n")
+            .replace("lowers: [L0]", "lowers: [L9]");
     let ps = problems(&text);
     let shown: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
     assert!(ps.len() >= 4, "{shown:#?}");
     assert!(shown.iter().any(|s| s.contains("unknown layer")), "{shown:#?}");
-    assert!(shown.iter().any(|s| s.contains("step 1 (stat)") && s.contains("relative")), "{shown:#?}");
+    assert!(shown.iter().any(|s| s.contains("step 1 (stat)") && s.contains("empty")), "{shown:#?}");
     assert!(shown.iter().any(|s| s.contains("step 2 (sta)")), "{shown:#?}");
     assert!(shown.iter().any(|s| s.contains("step 3 (rename)") && s.contains("ENOPE")), "{shown:#?}");
     // The error's Display lists them one per line, each with the file.

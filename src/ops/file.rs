@@ -38,47 +38,70 @@ impl Overlay {
         if flags.creat && flags.directory {
             return Err(Errno::EINVAL);
         }
-        self.open_at(path, flags, mode, 0)
+        self.open_at(path, flags, mode)
     }
 
-    fn open_at(&mut self, path: &str, flags: OpenFlags, mode: u32, links: u32) -> SysResult<Chain> {
+    /// The walk of `open`. With `O_CREAT` the parent is walked, then the last component
+    /// looked up; a symlink there (without `O_EXCL` or `O_NOFOLLOW`) is followed by walking
+    /// its target from that parent, and so on, all within one count of symlinks: every link
+    /// of the whole walk counts towards the 40 (kernel: `path_openat`,
+    /// `open_last_lookups`, `nd->total_link_count`).
+    fn open_at(&mut self, path: &str, flags: OpenFlags, mode: u32) -> SysResult<Chain> {
         let mut chain = if flags.creat {
-            let (mut chain, last) = self.resolve_parent(path)?;
-            match last {
-                Last::Norm { slash: true, .. } => return Err(Errno::EISDIR),
-                Last::Norm { name, slash: false } => {
-                    let d = self.lookup_child(chain.last().expect("chain"), &name)?;
-                    match d.ftype {
-                        Some(FileType::Symlink) if !flags.excl && !flags.nofollow => {
-                            if links >= SYMLINK_COUNT_MAX {
-                                return Err(Errno::ELOOP);
+            let mut links = 0;
+            let (mut chain, mut last) = self.resolve_parent_counted(path, &mut links)?;
+            loop {
+                match last {
+                    Last::Norm { slash: true, .. } => return Err(Errno::EISDIR),
+                    Last::Norm { name, slash: false } => {
+                        let d = self.lookup_child(chain.last().expect("chain"), &name)?;
+                        match d.ftype {
+                            Some(FileType::Symlink) if !flags.excl && !flags.nofollow => {
+                                links += 1;
+                                if links > SYMLINK_COUNT_MAX {
+                                    return Err(Errno::ELOOP);
+                                }
+                                let target = self.symlink_target(&d);
+                                if target.is_empty() {
+                                    return Err(Errno::ENOENT);
+                                }
+                                last = self.walk_parent(&mut chain, &target, &mut links)?;
+                                continue;
                             }
-                            let target = self.symlink_target(&d);
-                            let next =
-                                if target.starts_with('/') { target } else { Overlay::child_path(&chain, &target) };
-                            return self.open_at(&next, flags, mode, links + 1);
-                        }
-                        Some(_) => {
-                            chain.push(d);
-                            chain
-                        }
-                        None => {
-                            if self.is_read_only() {
-                                return Err(Errno::EROFS);
+                            Some(_) => {
+                                chain.push(d);
+                                break chain;
                             }
-                            let mut new = crate::ops::namespace::NewName { chain, name, dentry: d };
-                            let ino = self.create_file(&mut new, mode);
-                            let mut chain = new.chain;
-                            let mut dentry = new.dentry;
-                            dentry.upper = Some(ino);
-                            dentry.ftype = Some(FileType::File);
-                            dentry.opaque = false;
-                            chain.push(dentry);
-                            return Ok(chain);
+                            None => {
+                                if self.is_read_only() {
+                                    return Err(Errno::EROFS);
+                                }
+                                let mut new = crate::ops::namespace::NewName { chain, name, dentry: d };
+                                let ino = self.create_file(&mut new, mode);
+                                let mut chain = new.chain;
+                                let mut dentry = new.dentry;
+                                dentry.upper = Some(ino);
+                                dentry.ftype = Some(FileType::File);
+                                dentry.opaque = false;
+                                chain.push(dentry);
+                                return Ok(chain);
+                            }
                         }
                     }
+                    // The last component names a directory: the parent itself, its parent,
+                    // or the root (kernel: `handle_dots`); `O_CREAT` on it is EISDIR below.
+                    Last::Dot => break chain,
+                    Last::DotDot => {
+                        if chain.len() > 1 {
+                            chain.pop();
+                        }
+                        break chain;
+                    }
+                    Last::Root => {
+                        chain.truncate(1);
+                        break chain;
+                    }
                 }
-                Last::Dot | Last::DotDot | Last::Root => self.resolve(path, Follow::Yes)?,
             }
         } else {
             let follow = if flags.nofollow { Follow::No } else { Follow::Yes };

@@ -187,6 +187,21 @@ impl<'t> Cx<'t> {
         Some(s)
     }
 
+    /// A step's path: absolute, or relative to the current directory, which is the merged
+    /// root (`x`, `./x`, `a/../b`); not empty, without NUL.
+    pub fn step_path(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+        let s = self.string(v, path, what)?;
+        if s.contains('\0') {
+            self.problem(path, format!("{what} {s:?} contains a NUL byte"));
+            return None;
+        }
+        if s.is_empty() {
+            self.problem(path, format!("{what} is empty; write `/` or `.` for the root"));
+            return None;
+        }
+        Some(s)
+    }
+
     /// Text without NUL (a symlink target, an xattr name).
     pub fn text_no_nul(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
         let s = self.string(v, path, what)?;

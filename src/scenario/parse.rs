@@ -463,6 +463,19 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
             _ => None,
         };
         match k.as_str() {
+            "redirect_dir" | "index" | "metacopy" | "xino" | "nfs_export" => {
+                let n = &mut o.named;
+                *match k.as_str() {
+                    "redirect_dir" => &mut n.redirect_dir,
+                    "index" => &mut n.index,
+                    "metacopy" => &mut n.metacopy,
+                    "xino" => &mut n.xino,
+                    _ => &mut n.nfs_export,
+                } = true;
+            }
+            _ => {}
+        }
+        match k.as_str() {
             "redirect_dir" => match word {
                 Some("on") => o.redirect_dir = RedirectDir::On,
                 Some("follow") => o.redirect_dir = RedirectDir::Follow,
@@ -499,7 +512,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
             },
         }
     }
-    ok.then_some(o)
+    ok.then_some(o.canonical())
 }
 
 fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
@@ -640,7 +653,7 @@ fn read_op(
     fields: &[(String, &Value)],
 ) -> Option<Op> {
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let target_path = cx.abs_path(subject, sp, &format!("the path of `{kind}`"));
+    let target_path = cx.step_path(subject, sp, &format!("the path of `{kind}`"));
     let mut ok = target_path.is_some();
     let p = target_path.unwrap_or_default();
     let need = |cx: &mut Cx, k: &str| -> Option<(&Value, YamlPath)> {
@@ -705,7 +718,7 @@ fn read_op(
             Some(Op::Chown { path: p, uid: uid?, gid: gid? })
         }
         "rename" => {
-            let to = need(cx, "to").and_then(|(v, tp)| cx.abs_path(v, &tp, "`to`"));
+            let to = need(cx, "to").and_then(|(v, tp)| cx.step_path(v, &tp, "`to`"));
             let flags = match get("flags") {
                 Some(v) => read_rename_flags(cx, v, &key(path, "flags")),
                 None => Some(RenameFlags::default()),
@@ -713,7 +726,7 @@ fn read_op(
             Some(Op::Rename { from: p, to: to?, flags: flags? })
         }
         "link" => {
-            let to = need(cx, "to").and_then(|(v, tp)| cx.abs_path(v, &tp, "`to`"));
+            let to = need(cx, "to").and_then(|(v, tp)| cx.step_path(v, &tp, "`to`"));
             Some(Op::Link { from: p, to: to? })
         }
         "symlink" => {

@@ -73,25 +73,26 @@ pub(crate) fn to_yaml(s: &Scenario) -> String {
 
 fn options_y(o: &Options) -> Option<Y> {
     let d = Options::default();
+    let given = o.given();
     let mut f: Vec<(String, Y)> = Vec::new();
     let mut push = |k: &str, v: &str| f.push((k.to_owned(), Y::Raw(v.to_owned())));
-    if o.redirect_dir != d.redirect_dir {
+    if given.redirect_dir {
         push("redirect_dir", o.redirect_dir.as_str());
     }
     let b = |v: bool| if v { "true" } else { "false" };
-    if o.index != d.index {
+    if given.index {
         push("index", b(o.index));
     }
-    if o.metacopy != d.metacopy {
+    if given.metacopy {
         push("metacopy", b(o.metacopy));
     }
-    if o.xino != d.xino {
+    if given.xino {
         push("xino", o.xino.as_str());
     }
     if o.userxattr != d.userxattr {
         push("userxattr", b(o.userxattr));
     }
-    if o.nfs_export != d.nfs_export {
+    if given.nfs_export {
         push("nfs_export", b(o.nfs_export));
     }
     if o.volatile != d.volatile {
