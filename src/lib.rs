@@ -93,6 +93,7 @@ pub mod dump;
 pub mod errno;
 pub mod fuzz;
 pub mod harness;
+pub mod image;
 pub mod inode;
 pub mod kernel;
 pub mod layer;
