@@ -10,7 +10,9 @@
 //! makes on export (`pkg/archive`, `overlayWhiteoutConverter`).
 //!
 //! In: [`read_tar`] (and [`Layer::from_oci_tar`]) take a plain, gzip or zstd stream, told
-//! apart by its magic bytes. PAX `SCHILY.xattr.NAME` records become xattrs; a hard link
+//! apart by its magic bytes. PAX `SCHILY.xattr.NAME` records become xattrs (a
+//! `trusted.overlay.X` of the image's own stored escaped, as `trusted.overlay.overlay.X`,
+//! as the kernel stores one set through a mount); a hard link
 //! must name an earlier non-directory entry of the same layer. Refused, each with an error
 //! naming the entry: an absolute path or a `..` component, a hard link to a path outside the
 //! layer, a whiteout beside the name it hides in the same layer (layer.md: "Files that are
@@ -24,7 +26,7 @@
 //! the same, byte for byte, for the same layer: entries in walk order (parents first, names
 //! in byte order), mtime 0, numeric owners with empty user and group names, GNU headers.
 //! A whiteout becomes `.wh.NAME`, an opaque directory the directory and `.wh..wh..opq`,
-//! overlay's private xattrs are left out, and a redirected (renamed) directory, whose lower
+//! overlay's private xattrs are left out and escaped ones written as the mount shows them, and a redirected (renamed) directory, whose lower
 //! content a changeset cannot point to, is written opaque with its whole content from the
 //! merged view. The whiteout of the old name is the one the kernel left in the upper.
 
@@ -175,13 +177,33 @@ impl Reader<'_> {
         }
     }
 
-    /// The directory at `comps`, made (mode 0755) if missing, as tar extractors make
-    /// missing parents.
+    /// The directory at `comps`, with its parents, each made (mode 0755) where missing, as
+    /// tar extractors make missing parents; see [`Reader::put_dir`] for one made over a
+    /// non-directory.
     fn dir_at(&mut self, comps: &[&str]) -> crate::layer::Ino {
-        match self.layer.walk(comps.iter().copied()) {
-            Some(ino) if self.layer.get(ino).is_dir() => ino,
-            _ => self.layer.put(&joined(comps), Inode::dir(0o755)),
+        let mut dir = self.layer.root();
+        for k in 1..=comps.len() {
+            dir = match self.layer.child(dir, comps[k - 1]) {
+                Some(ino) if self.layer.get(ino).is_dir() => ino,
+                _ => self.put_dir(&comps[..k], Inode::dir(0o755)),
+            };
         }
+        dir
+    }
+
+    /// Puts directory `inode` at `comps`, whose parents are directories. A directory that
+    /// replaces a non-directory of this same layer is opaque: in the changeset the
+    /// non-directory had already replaced whatever the layers below hold there, and overlay
+    /// would otherwise merge that content back in (the rule of a whiteout followed by a
+    /// `mkdir`: overlayfs.rst, "whiteouts and opaque directories").
+    fn put_dir(&mut self, comps: &[&str], inode: Inode) -> crate::layer::Ino {
+        let path = joined(comps);
+        let replaces = self.layer.walk(comps.iter().copied()).is_some();
+        let ino = self.layer.put(&path, inode);
+        if replaces {
+            self.layer.set_xattr(ino, &format!("{TRUSTED_PREFIX}opaque"), b"y");
+        }
+        ino
     }
 
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>, name: &str) -> Result<(), ImageError> {
@@ -238,7 +260,7 @@ impl Reader<'_> {
                 let ext = ext.map_err(|e| self.err(name, format!("its PAX records: {e}")))?;
                 let key = ext.key().map_err(|_| self.err(name, "a PAX record's key is not UTF-8"))?;
                 if let Some(x) = key.strip_prefix(PAX_XATTR) {
-                    xattrs.insert(x.to_owned(), ext.value_bytes().to_vec());
+                    xattrs.insert(escaped(x), ext.value_bytes().to_vec());
                 }
             }
         }
@@ -313,11 +335,19 @@ impl Reader<'_> {
             self.layer.update(root, |r| keep_entries(r, inode));
             return Ok(());
         }
+        self.dir_at(&comps[..comps.len() - 1]);
         match self.layer.walk(comps.iter().copied()) {
             // A directory entry again: its metadata changes, its content stays (as tar
             // extraction over an existing directory leaves it).
             Some(ino) if inode.is_dir() && self.layer.get(ino).is_dir() => {
+                let opaque = self.layer.get(ino).xattrs.get(&format!("{TRUSTED_PREFIX}opaque")).cloned();
                 self.layer.update(ino, |d| keep_entries(d, inode));
+                if let Some(v) = opaque {
+                    self.layer.set_xattr(ino, &format!("{TRUSTED_PREFIX}opaque"), &v);
+                }
+            }
+            _ if inode.is_dir() => {
+                self.put_dir(&comps, inode);
             }
             _ => {
                 inode.nlink = 0;
@@ -329,6 +359,17 @@ impl Reader<'_> {
 }
 
 type Xattrs = BTreeMap<String, Vec<u8>>;
+
+/// The name under which a file's own xattr `name` is stored in overlay's form: a
+/// `trusted.overlay.X` of the image's file is `trusted.overlay.overlay.X` in a layer, so
+/// that it reads back as itself through the mount and is never taken for overlay's own
+/// mark (overlayfs.rst, "Nesting overlayfs mounts"; kernel: `ovl_xattr_escape_name`).
+fn escaped(name: &str) -> String {
+    match name.strip_prefix(TRUSTED_PREFIX) {
+        Some(rest) => format!("{TRUSTED_PREFIX}overlay.{rest}"),
+        None => name.to_owned(),
+    }
+}
 
 /// Gives directory `d` the metadata of `new`, keeping its entries and link count.
 fn keep_entries(d: &mut Inode, mut new: Inode) {
@@ -490,8 +531,9 @@ impl<W: Write> Writer<'_, W> {
         let xattrs: Vec<(String, &[u8])> = node
             .xattrs
             .iter()
-            .filter(|(k, _)| !k.starts_with(self.prefix))
-            .map(|(k, v)| (format!("{PAX_XATTR}{k}"), &v[..]))
+            .filter_map(|(k, v)| {
+                crate::whiteout::unescape_xattr_under(self.prefix, k).map(|k| (format!("{PAX_XATTR}{k}"), &v[..]))
+            })
             .collect();
         if !xattrs.is_empty() {
             let r = self.tar.append_pax_extensions(xattrs.iter().map(|(k, v)| (k.as_str(), *v)));
