@@ -770,3 +770,99 @@ proptest! {
         prop_assert_eq!(tree, want, "ops {:?}", ops);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The spec scenarios' fixtures.
+
+/// The layer tars that the scenarios under `spec/image/` load, made here: the committed
+/// files must be these bytes. `OVLSIM_BLESS=1 cargo test --test image spec_fixtures` writes
+/// them anew.
+fn spec_fixtures() -> Vec<(&'static str, Vec<u8>)> {
+    let base = tar_of(&[
+        E::Dir("./", 0o755),
+        E::Dir("etc/", 0o755),
+        E::File("etc/hosts", b"127.0.0.1 localhost\n", 0o644),
+        E::File("etc/passwd", b"root:x:0:0::/root:/bin/sh\n", 0o644),
+        E::Hard("etc/passwd-", "etc/passwd"),
+        E::Dir("var/", 0o755),
+        E::Dir("var/cache/", 0o755),
+        E::File("var/cache/old", b"stale\n", 0o644),
+        E::File("var/log", b"", 0o644),
+        E::Dir("bin/", 0o755),
+        E::File("bin/busybox", b"#!busybox\n", 0o755),
+        E::Symlink("bin/sh", "busybox"),
+    ]);
+    let top = tar_of(&[
+        E::Dir("etc/", 0o755),
+        E::File("etc/.wh.passwd", b"", 0o644),
+        E::File("etc/hosts", b"10.0.0.1 app\n", 0o644),
+        E::Dir("var/", 0o755),
+        E::Dir("var/cache/", 0o700),
+        E::File("var/cache/.wh..wh..opq", b"", 0o644),
+        E::File("var/cache/fresh", b"new\n", 0o644),
+        E::XFile("bin/app", b"#!app\n", &[("user.origin", b"build")]),
+    ]);
+    let app = tar_of(&[
+        E::Dir("app/", 0o755),
+        E::Dir("app/lib/", 0o755),
+        E::File("app/lib/a.so", b"a\n", 0o644),
+        E::File("app/lib/b.so", b"b\n", 0o644),
+        E::Dir("app/lib/sub/", 0o755),
+        E::File("app/lib/sub/c", b"c\n", 0o644),
+    ]);
+    vec![("base.tar", base), ("top.tar.gz", gzip(&top)), ("app.tar.zst", zstd(&app))]
+}
+
+#[test]
+fn spec_fixtures_are_up_to_date() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/image/layers");
+    let bless = std::env::var_os("OVLSIM_BLESS").is_some_and(|v| v == "1");
+    for (name, bytes) in spec_fixtures() {
+        let path = dir.join(name);
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            ovlsim::persist::write_atomic(&path, &bytes).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            committed == bytes,
+            "{} differs from what this test makes; OVLSIM_BLESS=1 cargo test --test image spec_fixtures writes it",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_scenario_names_tar_and_dir_layers_relative_to_itself() {
+    let t = TempDir::new("scenario");
+    std::fs::write(t.0.join("l1.tar"), tar_of(&[E::File("f", b"lower\n", 0o644), E::File("g", b"g", 0o644)])).unwrap();
+    std::fs::create_dir_all(t.0.join("l0/d")).unwrap();
+    std::fs::write(t.0.join("l0/d/x"), b"x").unwrap();
+    let bad = tar_of(&[E::File("f", b"x", 0o644), E::File(".wh.f", b"", 0o644)]);
+    std::fs::write(t.0.join("bad.tar"), bad).unwrap();
+    let text = |l0: &str, l1: &str| {
+        format!(
+            "# test\nname: t\nrules: [r]\nlayers:\n  L0: {l0}\n  L1: {l1}\nmount: {{lowers: [L0, L1]}}\nsteps:\n  - read: /f\n    expect: \"lower\\n\"\n  - readdir: /\n    expect: [d, f, g]\n"
+        )
+    };
+    let file = t.0.join("s.yaml");
+    std::fs::write(&file, text("!dir l0", "!tar l1.tar")).unwrap();
+    let s = ovlsim::scenario::load(&file).unwrap();
+    let report = ovlsim::scenario::run(&s, &mut ovlsim::backend::ModelBackend::new());
+    assert!(report.passed(), "{}", report.details(10));
+    // Written back, the layers keep their tags.
+    let yaml = s.to_yaml();
+    assert!(yaml.contains("L0: !dir l0") && yaml.contains("L1: !tar l1.tar"), "{yaml}");
+    // Errors are located at the layer's line and column and name the entry.
+    for (l0, l1, says) in [
+        ("!dir l0", "!tar missing.tar", "missing.tar: opening"),
+        ("!dir l0", "!tar bad.tar", "entry \".wh.f\""),
+        ("!dir nowhere", "!tar l1.tar", "nowhere: opening"),
+        ("!dir [x]", "!tar l1.tar", "takes a path"),
+    ] {
+        std::fs::write(&file, text(l0, l1)).unwrap();
+        let e = ovlsim::scenario::load(&file).unwrap_err().to_string();
+        let line = if says.contains("nowhere") || says.contains("takes") { 5 } else { 6 };
+        assert!(e.contains(&format!("s.yaml:{line}:")) && e.contains(says), "{e}");
+    }
+}

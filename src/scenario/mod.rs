@@ -110,6 +110,9 @@ pub struct Source {
     pub header: String,
     /// The top-level keys in the order written.
     pub key_order: Vec<String>,
+    /// The layers read from a container image layer (`!tar FILE`, `!dir DIR`): the layer's
+    /// name, the tag and the path as written, so that the scenario is written back with them.
+    pub image_layers: Vec<(String, String, String)>,
 }
 
 /// A mount: which layers, and the options.

@@ -248,7 +248,10 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
     }
     let name = get("name").and_then(|v| cx.string(v, &key(&root, "name"), "name"));
     let rules = get("rules").and_then(|v| read_rules(cx, v, &key(&root, "rules")));
-    let layers = get("layers").and_then(|v| read_layers(cx, v, &key(&root, "layers"))).unwrap_or_default();
+    let mut image_layers = Vec::new();
+    let layers = get("layers")
+        .and_then(|v| read_layers(cx, v, &key(&root, "layers"), file, &mut image_layers))
+        .unwrap_or_default();
     let layer_names: Vec<String> = layers.iter().map(|(n, _)| n.clone()).collect();
     cx.layers = layer_names.clone();
     let mount = match get("mount") {
@@ -300,6 +303,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
             text: text.to_owned(),
             header: header_of(text),
             key_order: fields.iter().map(|(k, _)| k.clone()).collect(),
+            image_layers,
         }),
     };
     if ok && cx.problems.is_empty() {
@@ -328,11 +332,22 @@ fn read_rules(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<String>> {
     }
 }
 
-fn read_layers(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, FlatLayer)>> {
+fn read_layers(
+    cx: &mut Cx,
+    v: &Value,
+    path: &[Seg],
+    file: &str,
+    image_layers: &mut Vec<(String, String, String)>,
+) -> Option<Vec<(String, FlatLayer)>> {
     let m = cx.mapping(v, path, "`layers`")?;
     let mut out = Vec::new();
     for (name, lv) in cx.fields(&m, path, &[], "layers") {
         let p = key(path, &name);
+        if let Some((tag, rel, flat)) = read_image_layer(cx, lv, &p, file) {
+            image_layers.push((name.clone(), tag, rel));
+            out.push((name, flat));
+            continue;
+        }
         // A layer with problems is still known by name, so mounts naming it add no noise.
         match parse_tree(cx, lv, &p, TreeContext::Layer).map(|t| tree_to_flat(&t)) {
             Some(Ok(flat)) => out.push((name, flat)),
@@ -344,6 +359,38 @@ fn read_layers(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, Flat
         }
     }
     Some(out)
+}
+
+/// A layer read from a container image layer: `!tar FILE` (an OCI or Docker layer tar,
+/// plain, gzip or zstd) or `!dir DIR` (a directory in overlay's on-disk form), the path
+/// relative to the scenario file's directory (see [`crate::image`]). Returns the tag, the
+/// path as written and the layer (empty after a problem); `None` when `v` is neither tag.
+fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<(String, String, FlatLayer)> {
+    let Value::Tagged(t) = v else { return None };
+    let tag = t.tag.to_string();
+    let tag = tag.trim_start_matches('!');
+    if tag != "tar" && tag != "dir" {
+        return None;
+    }
+    let empty = crate::layer::Layer::new().to_flat();
+    let Value::String(rel) = &t.value else {
+        cx.problem(path, format!("!{tag} takes a path relative to the scenario file, not {}", type_name(&t.value)));
+        return Some((tag.to_owned(), String::new(), empty));
+    };
+    let full = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new("")).join(rel);
+    let read = if tag == "tar" { crate::image::oci::read_tar_file(&full) } else { crate::image::dir::read_dir(&full) };
+    let flat = read.and_then(|flat| {
+        crate::layer::check::check_layer(&flat)
+            .map(|()| flat)
+            .map_err(|(p, r)| crate::image::ImageError::at(&full.display().to_string(), p, r.to_string()))
+    });
+    match flat {
+        Ok(flat) => Some((tag.to_owned(), rel.clone(), flat)),
+        Err(e) => {
+            cx.problem(path, e.to_string());
+            Some((tag.to_owned(), rel.clone(), empty))
+        }
+    }
 }
 
 fn read_lowers(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Vec<String>> {

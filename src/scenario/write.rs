@@ -54,7 +54,17 @@ pub(crate) fn to_yaml(s: &Scenario) -> String {
             "name" => Some(Y::s(s.name.clone())),
             "rules" => Some(Y::Seq(s.rules.iter().map(|r| Y::s(r.clone())).collect(), Style::Block)),
             "layers" => Some(Y::Map(
-                s.layers.iter().map(|(n, l)| (n.clone(), node_y(&tree_from_flat(l), TreeContext::Layer))).collect(),
+                s.layers
+                    .iter()
+                    .map(|(n, l)| {
+                        let image = s.source.as_ref().and_then(|src| src.image_layers.iter().find(|(m, ..)| m == n));
+                        let y = match image {
+                            Some((_, tag, path)) => Y::tag(tag, Y::s(path.clone())),
+                            None => node_y(&tree_from_flat(l), TreeContext::Layer),
+                        };
+                        (n.clone(), y)
+                    })
+                    .collect(),
                 Style::Block,
             )),
             "mount" => s.mount.as_ref().map(mount_y),
