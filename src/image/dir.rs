@@ -15,7 +15,7 @@
 //! [`super::DEPTH_MAX`] components. Xattrs are read through `/proc/self/fd/DIR/NAME`, so
 //! that the last component is never followed and no working directory is changed.
 
-use super::{checked, ImageError, DEPTH_MAX};
+use super::{checked, ImageError, DEPTH_MAX, FILE_SIZE_MAX};
 use crate::kernel::layers::{is_bookkeeping, list, mode_of, node_of, open_dir_at};
 use crate::layer::{FileType, FlatEntry, FlatLayer, Layer};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -33,7 +33,7 @@ impl Layer {
     ///
     /// Errors name the path inside the directory: an unreadable entry, a name or symlink
     /// target that is not UTF-8, a mount point inside, a tree deeper than
-    /// [`super::DEPTH_MAX`].
+    /// [`super::DEPTH_MAX`], a file over [`super::FILE_SIZE_MAX`].
     pub fn from_dir(path: impl AsRef<Path>) -> Result<Layer, ImageError> {
         let shown = path.as_ref().display().to_string();
         let flat = read_dir(path.as_ref())?;
@@ -83,6 +83,9 @@ pub fn read_dir(path: &Path) -> Result<FlatLayer, ImageError> {
                 continue;
             }
             seen.insert(key, rel.clone());
+        }
+        if kind == Some(FileType::File) && st.st_size as u64 > FILE_SIZE_MAX {
+            return Err(at(format!("{} bytes, over the {FILE_SIZE_MAX} a file may have here", st.st_size)));
         }
         let abs = format!("{shown}{rel}");
         let xattrs = xattrs_of(frame.fd.as_fd(), &name, &shown, &rel)?;

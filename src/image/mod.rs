@@ -24,9 +24,10 @@ use crate::layer::Layer;
 /// the layer well inside a thread's stack.
 pub const DEPTH_MAX: usize = crate::scenario::DEPTH_MAX;
 
-/// The largest regular file an imported layer may hold (1 GiB): the model keeps file data
-/// in memory, and a tar header can declare up to 8 GiB (or more, in base-256).
-pub const FILE_SIZE_MAX: u64 = 1 << 30;
+/// The largest regular file an imported layer may hold: the model's own limit
+/// ([`crate::ops::DATA_LEN_MAX`], 64 MiB; it keeps file data in memory), where a tar
+/// header can declare up to 8 GiB (or more, in base-256).
+pub const FILE_SIZE_MAX: u64 = crate::ops::DATA_LEN_MAX;
 
 /// A layer that could not be read or written: where, which entry, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
