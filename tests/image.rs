@@ -3,6 +3,8 @@
 //! made here (as root, with real char 0/0 whiteouts and `trusted.overlay.*` xattrs), the
 //! refusals of bad input, and the export of an upper as a changeset.
 
+mod common;
+
 use ovlsim::image::{oci, ImageError};
 use ovlsim::layer::{FileType, FlatEntry, FlatLayer, FlatNode, Inode, Layer};
 use std::collections::BTreeMap;
@@ -918,4 +920,79 @@ fn run_with(scenario: &std::path::Path, out: &std::path::Path) -> std::process::
         .arg(out)
         .output()
         .unwrap()
+}
+
+/// The round trip on the kernel: the layers built from the imported tars on a real tmpfs,
+/// mounted, the same random operations, the upper read back from disk and exported; the
+/// stack's tars and that export, applied by the plain applier, give the kernel's merged
+/// view (compared as in the model's property above).
+#[test]
+fn kernel_upper_exported_applied_on_the_stack_is_the_merged_view() {
+    use ovlsim::backend::{Backend, Command, Reply};
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let Some(k) = common::kernel_or_skip("the image round trip on the kernel") else {
+        return;
+    };
+    let k = std::cell::RefCell::new(k);
+    let strategy = (
+        proptest::collection::vec(proptest::collection::vec(gen_entry(), 0..8), 1..=3),
+        any::<bool>(),
+        proptest::collection::vec(ovlsim::fuzz::gen::op(), 0..16),
+    );
+    let mut runner = TestRunner::new(Config { cases: 500, failure_persistence: None, ..Config::default() });
+    let result = runner.run(&strategy, |(stack, redirect, ops)| {
+        let fail = |m: String| TestCaseError::fail(m);
+        let mut k = k.borrow_mut();
+        // A case that failed while mounted left the mount up.
+        let _ = k.exec(&Command::Unmount);
+        let tars: Vec<Vec<u8>> = stack.iter().map(|l| gen_tar(l)).collect();
+        let mut lowers = Vec::new();
+        for t in &tars {
+            match oci::read_tar("-", &t[..]) {
+                Ok(flat) => lowers.push(flat),
+                Err(_) => return Ok(()),
+            }
+        }
+        let mut names = Vec::new();
+        for (i, flat) in lowers.iter().enumerate() {
+            let name = format!("L{i}");
+            k.exec(&Command::Layer { name: name.clone(), content: flat.clone() }).map_err(|e| fail(e.to_string()))?;
+            names.push(name);
+        }
+        let empty = Layer::new().to_flat();
+        k.exec(&Command::Layer { name: "U".into(), content: empty }).map_err(|e| fail(e.to_string()))?;
+        let mut options = ovlsim::Options::default();
+        if redirect {
+            options.redirect_dir = ovlsim::mount::RedirectDir::On;
+        }
+        match k.exec(&Command::Mount { lowers: names, upper: Some("U".into()), options }) {
+            Ok(Reply::Done) => {}
+            other => return Err(fail(format!("mount: {other:?}"))),
+        }
+        for op in &ops {
+            k.exec(&Command::Op(op.clone())).map_err(|e| fail(e.to_string()))?;
+        }
+        let merged = match k.exec(&Command::DumpMerged) {
+            Ok(Reply::Merged(m)) => m,
+            other => return Err(fail(format!("dump merged: {other:?}"))),
+        };
+        k.exec(&Command::Unmount).map_err(|e| fail(e.to_string()))?;
+        let upper = match k.exec(&Command::DumpLayer { name: "U".into() }) {
+            Ok(Reply::Layer(l)) => Layer::from_flat(&l),
+            other => return Err(fail(format!("dump upper: {other:?}"))),
+        };
+        let mut out = Vec::new();
+        oci::write_changeset("-", &upper, Some(&merged), "trusted.overlay.", &mut out)
+            .map_err(|e| fail(e.to_string()))?;
+        let mut tree = Tree::new();
+        for t in tars.iter().rev() {
+            apply_changeset(&mut tree, t);
+        }
+        apply_changeset(&mut tree, &out);
+        prop_assert_eq!(tree, merged_as_tree(&merged), "ops {:?}", ops);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
 }
