@@ -463,20 +463,8 @@ proptest! {
     }
 }
 
-/// A node of the plain changeset applier's tree.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Plain {
-    kind: FileType,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    data: Option<Vec<u8>>,
-    target: Option<String>,
-    rdev: Option<(u32, u32)>,
-    xattrs: BTreeMap<String, Vec<u8>>,
-}
-
-type Tree = BTreeMap<String, Plain>;
+/// The plain changeset applier's tree: every path but the root, with its node.
+type Tree = BTreeMap<String, FlatNode>;
 
 fn remove_tree(tree: &mut Tree, path: &str) {
     tree.remove(path);
@@ -498,7 +486,7 @@ fn make_parents(tree: &mut Tree, path: &str) {
         p.push_str(c);
         if tree.get(&p).map(|n| n.kind) != Some(FileType::Dir) {
             remove_tree(tree, &p);
-            let dir = Plain {
+            let dir = FlatNode {
                 kind: FileType::Dir,
                 mode: 0o755,
                 uid: 0,
@@ -536,7 +524,7 @@ enum Change {
     /// `.wh.NAME`: this path.
     Whiteout(String),
     /// A node at this path; a hard link names its target.
-    Add(String, Plain, Option<String>),
+    Add(String, FlatNode, Option<String>),
 }
 
 /// A plain changeset applier, not overlayfs (OCI image spec, layer.md, "Applying
@@ -590,7 +578,7 @@ fn apply_changeset(tree: &mut Tree, tar_bytes: &[u8]) {
             tar::EntryType::Fifo => FileType::Fifo,
             other => panic!("entry type {other:?}"),
         };
-        let node = Plain {
+        let node = FlatNode {
             kind: ft,
             mode: h.mode().unwrap() & 0o7777,
             uid: h.uid().unwrap() as u32,
@@ -647,25 +635,7 @@ fn apply_changeset(tree: &mut Tree, tar_bytes: &[u8]) {
 
 /// The merged view as the applier's tree: every listed path that `lstat` finds, but the root.
 fn merged_as_tree(m: &ovlsim::dump::MergedTree) -> Tree {
-    m.iter()
-        .filter(|(p, _)| p.as_str() != "/")
-        .filter_map(|(p, e)| {
-            let st = e.stat.as_ref().ok()?;
-            Some((
-                p.clone(),
-                Plain {
-                    kind: st.kind,
-                    mode: st.mode & 0o7777,
-                    uid: st.uid,
-                    gid: st.gid,
-                    data: e.data.clone(),
-                    target: e.target.clone(),
-                    rdev: matches!(st.kind, FileType::Char | FileType::Block).then_some(st.rdev),
-                    xattrs: e.xattrs.clone(),
-                },
-            ))
-        })
-        .collect()
+    m.iter().filter(|(p, _)| p.as_str() != "/").filter_map(|(p, e)| Some((p.clone(), oci::merged_node(e)?))).collect()
 }
 
 /// One entry of a generated lower layer tar.

@@ -465,7 +465,7 @@ fn whiteout_name(path: &str) -> String {
 }
 
 /// An entry of the merged view as a node; `None` for a listed name `lstat` cannot find.
-fn merged_node(m: &crate::dump::MergedEntry) -> Option<FlatNode> {
+pub fn merged_node(m: &crate::dump::MergedEntry) -> Option<FlatNode> {
     let st = m.stat.as_ref().ok()?;
     Some(FlatNode {
         kind: st.kind,
