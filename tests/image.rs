@@ -486,17 +486,7 @@ fn make_parents(tree: &mut Tree, path: &str) {
         p.push_str(c);
         if tree.get(&p).map(|n| n.kind) != Some(FileType::Dir) {
             remove_tree(tree, &p);
-            let dir = FlatNode {
-                kind: FileType::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                data: None,
-                target: None,
-                rdev: None,
-                xattrs: BTreeMap::new(),
-            };
-            tree.insert(p.clone(), dir);
+            tree.insert(p.clone(), FlatNode::of(&Inode::dir(0o755)));
         }
     }
 }
