@@ -956,3 +956,107 @@ fn kernel_upper_exported_applied_on_the_stack_is_the_merged_view() {
         panic!("{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// OCI image layouts.
+
+use ovlsim::image::layout;
+
+/// Writes an OCI image layout at `dir` with one manifest named `reference`: `layers` are
+/// (blob, uncompressed tar) pairs, base first. Returns the manifest's digest.
+fn write_layout(dir: &std::path::Path, reference: &str, layers: &[(Vec<u8>, Vec<u8>)]) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = layout::sha256(bytes);
+        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|(_, plain)| format!("{:?}", layout::sha256(plain))).collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let (cd, cs) = put(config.as_bytes());
+    let descs: Vec<String> = layers
+        .iter()
+        .map(|(blob, _)| {
+            let (d, s) = put(blob);
+            format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":{s}}}"#)
+        })
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"layers":[{}]}}"#,
+        descs.join(",")
+    );
+    let (md, ms) = put(manifest.as_bytes());
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms},"annotations":{{"{}":"{reference}"}}}}]}}"#,
+        layout::REF_NAME
+    );
+    std::fs::write(dir.join("index.json"), index).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    md
+}
+
+fn two_layer_image(dir: &std::path::Path) -> String {
+    let base = tar_of(&[E::File("f", b"base\n", 0o644), E::File("gone", b"x", 0o644)]);
+    let top = tar_of(&[E::File(".wh.gone", b"", 0o644), E::File("new", b"top\n", 0o644)]);
+    write_layout(dir, "v1", &[(base.clone(), base), (gzip(&top), top)])
+}
+
+#[test]
+fn an_oci_layout_is_a_verified_lower_stack() {
+    let t = TempDir::new("layout");
+    two_layer_image(&t.0);
+    let stack = layout::read_stack(&t.0, Some("v1")).unwrap();
+    assert_eq!(stack.len(), 2);
+    assert_eq!(node(&stack[0], "/gone").rdev, Some((0, 0)), "layer 0 is the top-most");
+    assert_eq!(node(&stack[1], "/f").data.as_deref(), Some(&b"base\n"[..]));
+    assert_eq!(layout::read_stack(&t.0, None).unwrap(), stack, "one manifest needs no ref");
+    // In a scenario, each layer by its number.
+    std::fs::write(
+        t.0.join("s.yaml"),
+        "# t\nname: t\nrules: [r]\nlayers:\n  L0: !oci {path: ., ref: v1, layer: 0}\n  L1: !oci {path: ., layer: 1}\n\
+         mount: {lowers: [L0, L1]}\nsteps:\n  - readdir: /\n    expect: [f, new]\n",
+    )
+    .unwrap();
+    let s = ovlsim::scenario::load(t.0.join("s.yaml")).unwrap();
+    let report = ovlsim::scenario::run(&s, &mut ovlsim::backend::ModelBackend::new());
+    assert!(report.passed(), "{}", report.details(10));
+    let yaml = s.to_yaml();
+    assert!(yaml.contains("L0: !oci {path: ., ref: v1, layer: 0}"), "{yaml}");
+    assert!(yaml.contains("L1: !oci {path: ., layer: 1}"), "{yaml}");
+}
+
+#[test]
+fn an_oci_layout_that_does_not_verify_is_an_error() {
+    let t = TempDir::new("layout-bad");
+    two_layer_image(&t.0);
+    let e = layout::read_stack(&t.0, Some("v2")).unwrap_err();
+    assert!(e.to_string().contains("0 manifests named \"v2\"; the refs are: v1"), "{e}");
+    // A layer blob changed on disk.
+    let layers = layout::manifest_layers(&t.0, Some("v1")).unwrap();
+    let blob = t.0.join("blobs/sha256").join(layers[1].blob.digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[600] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let e = layout::read_stack(&t.0, Some("v1")).unwrap_err();
+    assert_eq!(e.entry.as_deref(), Some(format!("layer {}", layers[1].blob.digest).as_str()), "{e}");
+    assert!(e.message.contains("digest is sha256:"), "{e}");
+    // A diff_id that does not match: the same layer blob, another config.
+    let t2 = TempDir::new("layout-diffid");
+    let plain = tar_of(&[E::File("f", b"x", 0o644)]);
+    write_layout(&t2.0, "v1", &[(plain.clone(), tar_of(&[E::File("f", b"y", 0o644)]))]);
+    let e = layout::read_stack(&t2.0, None).unwrap_err();
+    assert!(e.message.contains("diff_id"), "{e}");
+    // A digest that would leave blobs/.
+    let index = std::fs::read_to_string(t2.0.join("index.json")).unwrap();
+    let md = index.split("\"digest\":\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    std::fs::write(t2.0.join("index.json"), index.replace(&md, "sha256:../../../../etc/passwd")).unwrap();
+    let e = layout::read_stack(&t2.0, None).unwrap_err();
+    assert!(e.message.contains("64 lower-case hex"), "{e}");
+    // No index at all.
+    let e = layout::read_stack(&t.0.join("nowhere"), None).unwrap_err();
+    assert_eq!(e.entry.as_deref(), Some("index.json"), "{e}");
+}

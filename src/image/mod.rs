@@ -9,12 +9,14 @@
 //! model's upper back into an OCI changeset:
 //!
 //! - [`dir`]: [`Layer::from_dir`], a real directory in overlay's on-disk form.
+//! - [`layout`]: an OCI image layout directory as a lower stack, digests verified.
 //! - [`oci`]: [`Layer::from_oci_tar`] (plain, gzip or zstd) and [`oci::write_changeset`],
 //!   the upper as a deterministic OCI layer tar.
 //!
 //! Every error is an [`ImageError`] naming the file or directory and the entry.
 
 pub mod dir;
+pub mod layout;
 pub mod oci;
 
 use crate::layer::Layer;

@@ -71,7 +71,7 @@ pub fn read_tar_file(path: &std::path::Path) -> Result<FlatLayer, ImageError> {
 
 /// The stream with any gzip or zstd compression taken off, by the magic bytes at its start
 /// (gzip `1f 8b`, RFC 1952; zstd `28 b5 2f fd`, RFC 8878).
-fn decompressed<'r>(source: &str, mut r: impl Read + 'r) -> Result<Box<dyn Read + 'r>, ImageError> {
+pub(crate) fn decompressed<'r>(source: &str, mut r: impl Read + 'r) -> Result<Box<dyn Read + 'r>, ImageError> {
     let mut magic = [0u8; 4];
     let mut n = 0;
     while n < magic.len() {

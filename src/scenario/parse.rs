@@ -337,14 +337,15 @@ fn read_layers(
     v: &Value,
     path: &[Seg],
     file: &str,
-    image_layers: &mut Vec<(String, String, String)>,
+    image_layers: &mut Vec<super::ImageLayerSource>,
 ) -> Option<Vec<(String, FlatLayer)>> {
     let m = cx.mapping(v, path, "`layers`")?;
     let mut out = Vec::new();
     for (name, lv) in cx.fields(&m, path, &[], "layers") {
         let p = key(path, &name);
-        if let Some((tag, rel, flat)) = read_image_layer(cx, lv, &p, file) {
-            image_layers.push((name.clone(), tag, rel));
+        if let Some((mut source, flat)) = read_image_layer(cx, lv, &p, file) {
+            source.name = name.clone();
+            image_layers.push(source);
             out.push((name, flat));
             continue;
         }
@@ -361,34 +362,75 @@ fn read_layers(
     Some(out)
 }
 
-/// A layer read from a container image layer: `!tar FILE` (an OCI or Docker layer tar,
-/// plain, gzip or zstd) or `!dir DIR` (a directory in overlay's on-disk form), the path
-/// relative to the scenario file's directory (see [`crate::image`]). Returns the tag, the
-/// path as written and the layer (empty after a problem); `None` when `v` is neither tag.
-fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<(String, String, FlatLayer)> {
+/// A layer read from a container image: `!tar FILE` (an OCI or Docker layer tar, plain,
+/// gzip or zstd), `!dir DIR` (a directory in overlay's on-disk form), or
+/// `!oci {path: DIR, ref: NAME, layer: N}` (layer N, 0 the top-most, of the image named
+/// NAME in an OCI image layout, digests verified); paths relative to the scenario file's
+/// directory (see [`crate::image`]). Returns the source as written (its name left empty)
+/// and the layer (empty after a problem); `None` when `v` is none of these tags.
+fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<(super::ImageLayerSource, FlatLayer)> {
     let Value::Tagged(t) = v else { return None };
     let tag = t.tag.to_string();
     let tag = tag.trim_start_matches('!');
-    if tag != "tar" && tag != "dir" {
+    if !["tar", "dir", "oci"].contains(&tag) {
         return None;
     }
-    let empty = crate::layer::Layer::new().to_flat();
-    let Value::String(rel) = &t.value else {
-        cx.problem(path, format!("!{tag} takes a path relative to the scenario file, not {}", type_name(&t.value)));
-        return Some((tag.to_owned(), String::new(), empty));
+    let mut source = super::ImageLayerSource {
+        name: String::new(),
+        tag: tag.to_owned(),
+        path: String::new(),
+        reference: None,
+        layer: None,
     };
-    let full = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new("")).join(rel);
-    let read = if tag == "tar" { crate::image::oci::read_tar_file(&full) } else { crate::image::dir::read_dir(&full) };
+    let empty = crate::layer::Layer::new().to_flat();
+    if tag == "oci" {
+        let Some(m) = cx.mapping(&t.value, path, "!oci") else {
+            return Some((source, empty));
+        };
+        for (k, fv) in cx.fields(&m, path, &["path", "ref", "layer"], "!oci") {
+            let kp = key(path, &k);
+            match k.as_str() {
+                "path" => source.path = cx.string(fv, &kp, "path").unwrap_or_default(),
+                "ref" => source.reference = cx.string(fv, &kp, "ref"),
+                _ => source.layer = cx.uint(fv, &kp, "layer"),
+            }
+        }
+        if source.path.is_empty() || source.layer.is_none() {
+            cx.problem(path, "!oci needs `path` (an OCI image layout directory) and `layer` (0 is the top-most)");
+            return Some((source, empty));
+        }
+    } else {
+        let Value::String(rel) = &t.value else {
+            cx.problem(path, format!("!{tag} takes a path relative to the scenario file, not {}", type_name(&t.value)));
+            return Some((source, empty));
+        };
+        source.path = rel.clone();
+    }
+    let full = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new("")).join(&source.path);
+    let read = match tag {
+        "tar" => crate::image::oci::read_tar_file(&full),
+        "dir" => crate::image::dir::read_dir(&full),
+        _ => crate::image::layout::manifest_layers(&full, source.reference.as_deref()).and_then(|layers| {
+            let n = source.layer.unwrap_or(0);
+            match layers.get(n as usize) {
+                Some(l) => crate::image::layout::read_layer(&full, l),
+                None => Err(crate::image::ImageError::whole(
+                    &full.display().to_string(),
+                    format!("layer {n}: the image has {} layers", layers.len()),
+                )),
+            }
+        }),
+    };
     let flat = read.and_then(|flat| {
         crate::layer::check::check_layer(&flat)
             .map(|()| flat)
             .map_err(|(p, r)| crate::image::ImageError::at(&full.display().to_string(), p, r.to_string()))
     });
     match flat {
-        Ok(flat) => Some((tag.to_owned(), rel.clone(), flat)),
+        Ok(flat) => Some((source, flat)),
         Err(e) => {
             cx.problem(path, e.to_string());
-            Some((tag.to_owned(), rel.clone(), empty))
+            Some((source, empty))
         }
     }
 }

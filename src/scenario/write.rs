@@ -57,9 +57,17 @@ pub(crate) fn to_yaml(s: &Scenario) -> String {
                 s.layers
                     .iter()
                     .map(|(n, l)| {
-                        let image = s.source.as_ref().and_then(|src| src.image_layers.iter().find(|(m, ..)| m == n));
+                        let image = s.source.as_ref().and_then(|src| src.image_layers.iter().find(|i| &i.name == n));
                         let y = match image {
-                            Some((_, tag, path)) => Y::tag(tag, Y::s(path.clone())),
+                            Some(i) if i.tag == "oci" => {
+                                let mut fields = vec![("path".to_owned(), Y::s(i.path.clone()))];
+                                if let Some(r) = &i.reference {
+                                    fields.push(("ref".to_owned(), Y::s(r.clone())));
+                                }
+                                fields.push(("layer".to_owned(), Y::n(i.layer.unwrap_or(0))));
+                                Y::tag("oci", Y::map(fields))
+                            }
+                            Some(i) => Y::tag(&i.tag, Y::s(i.path.clone())),
                             None => node_y(&tree_from_flat(l), TreeContext::Layer),
                         };
                         (n.clone(), y)
