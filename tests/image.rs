@@ -150,6 +150,13 @@ fn gzip_and_zstd_read_as_plain() {
     let plain = oci::read_tar("p", &sample()[..]).unwrap();
     assert_eq!(oci::read_tar("g", &gzip(&sample())[..]).unwrap(), plain);
     assert_eq!(oci::read_tar("z", &zstd(&sample())[..]).unwrap(), plain);
+    // A zstd stream of several frames (as pzstd writes), cut in the middle of an entry.
+    let bytes = sample();
+    let mut frames = zstd(&bytes[..1000]);
+    frames.extend(zstd(&bytes[1000..]));
+    assert_eq!(oci::read_tar("z2", &frames[..]).unwrap(), plain);
+    // An empty stream is an empty layer.
+    assert_eq!(oci::read_tar("e", &b""[..]).unwrap(), Layer::new().to_flat());
 }
 
 fn err_of(bytes: &[u8]) -> ImageError {
@@ -203,6 +210,12 @@ fn truncated_corrupt_huge_and_deep_input_are_errors() {
     // Cut inside the data: the entry is named.
     let e = err_of(&tar[..1500]);
     assert!(e.to_string().contains("big") && e.to_string().contains("truncated"), "{e}");
+    // Cut at a block boundary after an entry: no end-of-archive block.
+    let whole = tar_of(&[E::File("a", b"a", 0o644), E::File("b", b"b", 0o644)]);
+    let e = err_of(&whole[..1024]);
+    assert!(e.to_string().contains("end-of-archive") && e.to_string().contains("\"a\""), "{e}");
+    let e = err_of(&zstd(&whole[..2048]));
+    assert!(e.to_string().contains("end-of-archive") && e.to_string().contains("\"b\""), "{e}");
     // Cut inside a header: the stream as a whole.
     let two = tar_of(&[E::File("a", b"a", 0o644), E::File("b", b"b", 0o644)]);
     let e = err_of(&two[..1024 + 100]);

@@ -18,7 +18,8 @@
 //! layer, a whiteout beside the name it hides in the same layer (layer.md: "Files that are
 //! present in the same layer as a whiteout file can only be hidden by whiteout files in
 //! subsequent layers"), a truncated or corrupt stream, a file over
-//! [`super::FILE_SIZE_MAX`], a path deeper than [`super::DEPTH_MAX`], an entry type a layer
+//! [`super::FILE_SIZE_MAX`], a path deeper than [`super::DEPTH_MAX`], a tar without its
+//! end-of-archive block (a stream cut at an entry boundary), an entry type a layer
 //! cannot hold (sparse files, GNU volume headers). Other AUFS metadata names
 //! (`.wh..wh.plnk`, `.wh..wh.aufs`) are skipped, as containerd skips them.
 //!
@@ -86,13 +87,87 @@ pub(crate) fn decompressed<'r>(source: &str, mut r: impl Read + 'r) -> Result<Bo
     Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(head))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(head)
-                .map_err(|e| ImageError::whole(source, format!("zstd stream: {e}")))?,
-        )
+        let peek = Peek { inner: head, head: None };
+        let dec = ruzstd::decoding::StreamingDecoder::new(peek)
+            .map_err(|e| ImageError::whole(source, format!("zstd stream: {e}")))?;
+        Box::new(ZstdFrames { dec: Some(dec) })
     } else {
         Box::new(head)
     })
+}
+
+/// A reader with one byte put back in front.
+struct Peek<R> {
+    inner: R,
+    head: Option<u8>,
+}
+
+impl<R: Read> Read for Peek<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match (self.head.take(), buf.first_mut()) {
+            (Some(b), Some(first)) => {
+                *first = b;
+                Ok(1)
+            }
+            (head, _) => {
+                self.head = head;
+                self.inner.read(buf)
+            }
+        }
+    }
+}
+
+/// A zstd stream of one or more frames, decoded one after the other (RFC 8878, 3.1: a
+/// stream is a sequence of frames; `pzstd` and seekable zstd write several).
+struct ZstdFrames<R: Read> {
+    dec: Option<ruzstd::decoding::StreamingDecoder<Peek<R>, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(dec) = self.dec.as_mut() else { return Ok(0) };
+            let n = dec.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // The frame is done: is there another?
+            let mut rest = self.dec.take().expect("a decoder").into_inner();
+            let mut b = [0u8; 1];
+            let k = loop {
+                match rest.read(&mut b) {
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    other => break other?,
+                }
+            };
+            if k == 0 {
+                return Ok(0);
+            }
+            rest.head = Some(b[0]);
+            let dec = ruzstd::decoding::StreamingDecoder::new(rest)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("zstd frame: {e}")))?;
+            self.dec = Some(dec);
+        }
+    }
+}
+
+/// A reader that remembers whether its source ran dry, and how much it gave: a tar that
+/// ends without its end-of-archive block is truncated.
+struct Ends<R> {
+    inner: R,
+    read: u64,
+    dry: bool,
+}
+
+impl<R: Read> Read for Ends<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.dry = true;
+        }
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// The layer path of a tar entry's name: relative to the layer root, `.` components and a
@@ -141,7 +216,7 @@ struct Reader<'s> {
 /// See [`crate::image::oci`] for what is refused.
 pub fn read_tar(source: &str, reader: impl Read) -> Result<FlatLayer, ImageError> {
     let stream = decompressed(source, reader)?;
-    let mut archive = tar::Archive::new(stream);
+    let mut archive = tar::Archive::new(Ends { inner: stream, read: 0, dry: false });
     let entries = archive.entries().map_err(|e| ImageError::whole(source, format!("reading the tar: {e}")))?;
     let mut r = Reader { source, layer: Layer::new(), whiteouts: BTreeMap::new(), present: BTreeMap::new() };
     let mut last = String::from("(the start)");
@@ -150,6 +225,15 @@ pub fn read_tar(source: &str, reader: impl Read) -> Result<FlatLayer, ImageError
             entry.map_err(|e| ImageError::whole(source, format!("reading the tar after entry {last:?}: {e}")))?;
         last = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         r.entry(entry, &last)?;
+    }
+    // The tar ends at its first zero block (end of archive); a stream that ran dry before
+    // one is cut short, unless it is empty.
+    let ends = archive.into_inner();
+    if ends.dry && ends.read > 0 {
+        return Err(ImageError::whole(
+            source,
+            format!("truncated: the stream ends after entry {last:?} without the tar's end-of-archive block"),
+        ));
     }
     if let Some((path, by)) = r.whiteouts.iter().find(|(p, _)| r.present.contains_key(*p)) {
         return Err(ImageError::at(
@@ -435,7 +519,7 @@ pub fn write_changeset(
                     let under = format!("{path}/");
                     for (p, m) in merged.range(under.clone()..).take_while(|(p, _)| p.starts_with(&under)) {
                         if let Some(n) = merged_node(m) {
-                            w.node(p, &n)?;
+                            w.node_as(p, &n, true)?;
                         }
                     }
                     expanded = Some(path.to_owned());
@@ -500,6 +584,11 @@ fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32) -> tar::Header {
 }
 
 impl<W: Write> Writer<'_, W> {
+    /// Writes the upper's `node` at `path` (see [`Writer::node_as`]).
+    fn node(&mut self, path: &str, node: &FlatNode) -> Result<(), ImageError> {
+        self.node_as(path, node, false)
+    }
+
     fn io(&self, path: &str, r: std::io::Result<()>) -> Result<(), ImageError> {
         r.map_err(|e| ImageError::at(self.source, path, format!("writing: {e}")))
     }
@@ -527,12 +616,16 @@ impl<W: Write> Writer<'_, W> {
         self.io(path, r)
     }
 
-    fn node(&mut self, path: &str, node: &FlatNode) -> Result<(), ImageError> {
+    /// Writes `node` at `path`. Its xattrs are as on disk (overlay's own left out, escaped
+    /// ones unescaped), or, for a node of the merged view (`shown`), as the mount shows them
+    /// already.
+    fn node_as(&mut self, path: &str, node: &FlatNode, shown: bool) -> Result<(), ImageError> {
         let xattrs: Vec<(String, &[u8])> = node
             .xattrs
             .iter()
             .filter_map(|(k, v)| {
-                crate::whiteout::unescape_xattr_under(self.prefix, k).map(|k| (format!("{PAX_XATTR}{k}"), &v[..]))
+                let k = if shown { Some(k.clone()) } else { crate::whiteout::unescape_xattr_under(self.prefix, k) };
+                k.map(|k| (format!("{PAX_XATTR}{k}"), &v[..]))
             })
             .collect();
         if !xattrs.is_empty() {
