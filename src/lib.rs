@@ -36,6 +36,7 @@
 //! | [`backend`] | one protocol for the model and the kernel | |
 //! | [`kernel`] | the real-mount backend | |
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
+//! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //!
 //! # A tour
 //! ```
