@@ -36,6 +36,7 @@
 //! | [`backend`] | one protocol for the model and the kernel | |
 //! | [`kernel`] | the real-mount backend | |
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
+//! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //!
 //! # A tour
 //! ```
@@ -93,6 +94,7 @@ pub mod dump;
 pub mod errno;
 pub mod fuzz;
 pub mod harness;
+pub mod image;
 pub mod inode;
 pub mod kernel;
 pub mod layer;

@@ -75,6 +75,8 @@ enum Cmd {
     /// Random differential testing: generated layer stacks and operation sequences on the
     /// model and on the kernel, compared step by step.
     Fuzz(FuzzArgs),
+    /// Replay a scenario on the model and write the upper at its end as an OCI layer tar.
+    Export(ExportArgs),
     /// The kernel backend's worker process (started by the kernel backend, not by hand).
     #[command(hide = true)]
     KernelWorker(KernelWorkerArgs),
@@ -171,6 +173,15 @@ struct FuzzArgs {
 }
 
 #[derive(clap::Args)]
+struct ExportArgs {
+    /// The scenario file.
+    file: PathBuf,
+    /// Where to write the tar.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct ShowArgs {
     /// The scenario file.
     file: PathBuf,
@@ -186,6 +197,7 @@ fn main() -> ExitCode {
         Cmd::Record(a) => cmd_record(a),
         Cmd::Show(a) => cmd_show(a),
         Cmd::Fuzz(a) => cmd_fuzz(a),
+        Cmd::Export(a) => cmd_export(a),
     }
 }
 
@@ -397,4 +409,25 @@ fn cmd_show(a: ShowArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ovlsim export`: the upper at the end of the scenario, as replayed on the model, as an
+/// OCI layer changeset (see `ovlsim::image::oci`).
+fn cmd_export(a: ExportArgs) -> ExitCode {
+    let export = match ovlsim::image::export_scenario(&a.file) {
+        Ok(x) => x,
+        Err(e) => {
+            errln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if export.failures > 0 {
+        errln!("{}: warning: the model did not meet {} expectation(s)", a.file.display(), export.failures);
+    }
+    if let Err(e) = ovlsim::persist::write_atomic(&a.output, &export.tar) {
+        errln!("{}: cannot write: {e}", a.output.display());
+        return ExitCode::FAILURE;
+    }
+    outln!("{}: {} bytes, diff_id {}", a.output.display(), export.tar.len(), export.diff_id);
+    ExitCode::SUCCESS
 }

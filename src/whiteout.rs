@@ -119,7 +119,11 @@ pub fn escape_xattr(ov: &Overlay, name: &str) -> String {
 /// The name under which a real xattr is listed through the mount, or `None` when it is
 /// hidden (kernel: `ovl_listxattr`, `ovl_can_list`).
 pub fn unescape_xattr(ov: &Overlay, name: &str) -> Option<String> {
-    let prefix = ov.private_prefix();
+    unescape_xattr_under(ov.private_prefix(), name)
+}
+
+/// [`unescape_xattr`] for a mount whose private prefix is `prefix`.
+pub fn unescape_xattr_under(prefix: &str, name: &str) -> Option<String> {
     match name.strip_prefix(prefix) {
         Some(rest) => rest.strip_prefix("overlay.").map(|r| format!("{prefix}{r}")),
         None => Some(name.to_owned()),

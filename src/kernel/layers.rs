@@ -24,7 +24,7 @@ const BOOKKEEPING: [&str; 3] = ["origin", "impure", "uuid"];
 pub(super) const XATTR_MAX: usize = 65536;
 
 /// Whether `name` is one of the kernel's bookkeeping xattrs that dumps leave out.
-pub(super) fn is_bookkeeping(name: &str) -> bool {
+pub(crate) fn is_bookkeeping(name: &str) -> bool {
     ["trusted.overlay.", "user.overlay."]
         .iter()
         .any(|prefix| name.strip_prefix(prefix).is_some_and(|rest| BOOKKEEPING.contains(&rest)))
@@ -67,7 +67,7 @@ fn components(path: &str) -> Result<Vec<&str>, BackendError> {
 }
 
 /// Opens the directory `name` in `dir`, refusing any symlink on the way.
-fn open_dir_at(dir: impl AsFd, name: &str) -> rustix::io::Result<OwnedFd> {
+pub(crate) fn open_dir_at(dir: impl AsFd, name: &str) -> rustix::io::Result<OwnedFd> {
     rustix::fs::openat2(
         dir,
         name,
@@ -88,7 +88,7 @@ fn open_layer(dir: &str) -> Result<OwnedFd, BackendError> {
 
 /// `st_mode` as a `u32` (its type differs between architectures).
 #[allow(clippy::unnecessary_cast)]
-pub(super) fn mode_of(st: &rustix::fs::Stat) -> u32 {
+pub(crate) fn mode_of(st: &rustix::fs::Stat) -> u32 {
     st.st_mode as u32
 }
 
@@ -108,7 +108,7 @@ fn lstat_at(dir: impl AsFd, name: &str, shown: &str) -> Result<Option<rustix::fs
 }
 
 /// The names in directory `dir`, without `.` and `..`, in byte order.
-fn list(dir: impl AsFd, shown: &str) -> Result<Vec<Vec<u8>>, BackendError> {
+pub(crate) fn list(dir: impl AsFd, shown: &str) -> Result<Vec<Vec<u8>>, BackendError> {
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 1 << 16];
     let mut raw = rustix::fs::RawDir::new(dir, &mut buf);
     let mut names = Vec::new();
@@ -475,8 +475,16 @@ fn xattrs_here(node: &str, abs: &str) -> Result<BTreeMap<String, Vec<u8>>, Backe
     Ok(out)
 }
 
-/// The flat node for `name` in `dir` (at `abs`), whose `lstat` is `st`.
-fn node_of(dir: BorrowedFd<'_>, name: &str, abs: &str, st: &rustix::fs::Stat) -> Result<FlatNode, BackendError> {
+/// The flat node for `name` in `dir` (at `abs`), whose `lstat` is `st` and whose xattrs
+/// are `xattrs`. Only a regular file is opened (`O_NOFOLLOW | O_NONBLOCK`); a device or a
+/// FIFO is described by its `lstat` alone.
+pub(crate) fn node_of(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    abs: &str,
+    st: &rustix::fs::Stat,
+    xattrs: BTreeMap<String, Vec<u8>>,
+) -> Result<FlatNode, BackendError> {
     let kind = FileType::from_ifmt(mode_of(st)).ok_or_else(|| {
         failed(format!("{abs} has file type {:o}, which a layer cannot hold", mode_of(st) & 0o170000))
     })?;
@@ -488,7 +496,7 @@ fn node_of(dir: BorrowedFd<'_>, name: &str, abs: &str, st: &rustix::fs::Stat) ->
         data: None,
         target: None,
         rdev: None,
-        xattrs: xattrs_of(dir, name, abs)?,
+        xattrs,
     };
     match kind {
         FileType::File => {
@@ -543,7 +551,7 @@ fn dump_dir(
             }
             seen.insert(key, path.clone());
         }
-        let node = node_of(dir.as_fd(), &name, &child_abs, &st)?;
+        let node = node_of(dir.as_fd(), &name, &child_abs, &st, xattrs_of(dir.as_fd(), &name, &child_abs)?)?;
         let descend = node.kind == FileType::Dir;
         out.push(FlatEntry::Node { path: path.clone(), node });
         if descend {
@@ -559,7 +567,7 @@ fn dump_dir(
 pub(super) fn dump(abs: &str) -> Result<FlatLayer, BackendError> {
     let layer = open_layer(abs)?;
     let st = sys(rustix::fs::statat(CWD, abs, AtFlags::SYMLINK_NOFOLLOW), "lstat", abs)?;
-    let root = node_of(CWD, abs, abs, &st)?;
+    let root = node_of(CWD, abs, abs, &st, xattrs_of(CWD, abs, abs)?)?;
     let mut entries = Vec::new();
     dump_dir(&layer, abs, "", &mut entries, &mut Seen::new())?;
     Ok(FlatLayer { root, entries })

@@ -88,7 +88,7 @@
 //!
 //! [`FlatLayer`]: crate::layer::FlatLayer
 
-mod layers;
+pub(crate) mod layers;
 mod ops;
 mod worker;
 

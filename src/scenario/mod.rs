@@ -110,6 +110,24 @@ pub struct Source {
     pub header: String,
     /// The top-level keys in the order written.
     pub key_order: Vec<String>,
+    /// The layers read from container images (`!tar FILE`, `!dir DIR`, `!oci {...}`), as
+    /// written, so that the scenario is written back with them.
+    pub image_layers: Vec<ImageLayerSource>,
+}
+
+/// A scenario layer read from a container image, as the scenario names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageLayerSource {
+    /// The layer's name in the scenario.
+    pub name: String,
+    /// `tar`, `dir` or `oci`.
+    pub tag: String,
+    /// The file or directory, relative to the scenario file, as written.
+    pub path: String,
+    /// `!oci`: the image's ref name, if given.
+    pub reference: Option<String>,
+    /// `!oci`: which layer, 0 the top-most.
+    pub layer: Option<u64>,
 }
 
 /// A mount: which layers, and the options.

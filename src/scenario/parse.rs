@@ -248,7 +248,10 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
     }
     let name = get("name").and_then(|v| cx.string(v, &key(&root, "name"), "name"));
     let rules = get("rules").and_then(|v| read_rules(cx, v, &key(&root, "rules")));
-    let layers = get("layers").and_then(|v| read_layers(cx, v, &key(&root, "layers"))).unwrap_or_default();
+    let mut image_layers = Vec::new();
+    let layers = get("layers")
+        .and_then(|v| read_layers(cx, v, &key(&root, "layers"), file, &mut image_layers))
+        .unwrap_or_default();
     let layer_names: Vec<String> = layers.iter().map(|(n, _)| n.clone()).collect();
     cx.layers = layer_names.clone();
     let mount = match get("mount") {
@@ -300,6 +303,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
             text: text.to_owned(),
             header: header_of(text),
             key_order: fields.iter().map(|(k, _)| k.clone()).collect(),
+            image_layers,
         }),
     };
     if ok && cx.problems.is_empty() {
@@ -328,11 +332,23 @@ fn read_rules(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<String>> {
     }
 }
 
-fn read_layers(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, FlatLayer)>> {
+fn read_layers(
+    cx: &mut Cx,
+    v: &Value,
+    path: &[Seg],
+    file: &str,
+    image_layers: &mut Vec<super::ImageLayerSource>,
+) -> Option<Vec<(String, FlatLayer)>> {
     let m = cx.mapping(v, path, "`layers`")?;
     let mut out = Vec::new();
     for (name, lv) in cx.fields(&m, path, &[], "layers") {
         let p = key(path, &name);
+        if let Some((mut source, flat)) = read_image_layer(cx, lv, &p, file) {
+            source.name = name.clone();
+            image_layers.push(source);
+            out.push((name, flat));
+            continue;
+        }
         // A layer with problems is still known by name, so mounts naming it add no noise.
         match parse_tree(cx, lv, &p, TreeContext::Layer).map(|t| tree_to_flat(&t)) {
             Some(Ok(flat)) => out.push((name, flat)),
@@ -344,6 +360,79 @@ fn read_layers(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, Flat
         }
     }
     Some(out)
+}
+
+/// A layer read from a container image: `!tar FILE` (an OCI or Docker layer tar, plain,
+/// gzip or zstd), `!dir DIR` (a directory in overlay's on-disk form), or
+/// `!oci {path: DIR, ref: NAME, layer: N}` (layer N, 0 the top-most, of the image named
+/// NAME in an OCI image layout, digests verified); paths relative to the scenario file's
+/// directory (see [`crate::image`]). Returns the source as written (its name left empty)
+/// and the layer (empty after a problem); `None` when `v` is none of these tags.
+fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<(super::ImageLayerSource, FlatLayer)> {
+    let Value::Tagged(t) = v else { return None };
+    let tag = t.tag.to_string();
+    let tag = tag.trim_start_matches('!');
+    if !["tar", "dir", "oci"].contains(&tag) {
+        return None;
+    }
+    let mut source = super::ImageLayerSource {
+        name: String::new(),
+        tag: tag.to_owned(),
+        path: String::new(),
+        reference: None,
+        layer: None,
+    };
+    let empty = crate::layer::Layer::new().to_flat();
+    if tag == "oci" {
+        let Some(m) = cx.mapping(&t.value, path, "!oci") else {
+            return Some((source, empty));
+        };
+        for (k, fv) in cx.fields(&m, path, &["path", "ref", "layer"], "!oci") {
+            let kp = key(path, &k);
+            match k.as_str() {
+                "path" => source.path = cx.string(fv, &kp, "path").unwrap_or_default(),
+                "ref" => source.reference = cx.string(fv, &kp, "ref"),
+                _ => source.layer = cx.uint(fv, &kp, "layer"),
+            }
+        }
+        if source.path.is_empty() || source.layer.is_none() {
+            cx.problem(path, "!oci needs `path` (an OCI image layout directory) and `layer` (0 is the top-most)");
+            return Some((source, empty));
+        }
+    } else {
+        let Value::String(rel) = &t.value else {
+            cx.problem(path, format!("!{tag} takes a path relative to the scenario file, not {}", type_name(&t.value)));
+            return Some((source, empty));
+        };
+        source.path = rel.clone();
+    }
+    let full = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new("")).join(&source.path);
+    let read = match tag {
+        "tar" => crate::image::oci::read_tar_file(&full),
+        "dir" => crate::image::dir::read_dir(&full),
+        _ => crate::image::layout::manifest_layers(&full, source.reference.as_deref()).and_then(|layers| {
+            let n = source.layer.unwrap_or(0);
+            match layers.get(n as usize) {
+                Some(l) => crate::image::layout::read_layer(&full, l),
+                None => Err(crate::image::ImageError::whole(
+                    &full.display().to_string(),
+                    format!("layer {n}: the image has {} layers", layers.len()),
+                )),
+            }
+        }),
+    };
+    let flat = read.and_then(|flat| {
+        crate::layer::check::check_layer(&flat)
+            .map(|()| flat)
+            .map_err(|(p, r)| crate::image::ImageError::at(&full.display().to_string(), p, r.to_string()))
+    });
+    match flat {
+        Ok(flat) => Some((source, flat)),
+        Err(e) => {
+            cx.problem(path, e.to_string());
+            Some((source, empty))
+        }
+    }
 }
 
 fn read_lowers(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Vec<String>> {

@@ -54,7 +54,25 @@ pub(crate) fn to_yaml(s: &Scenario) -> String {
             "name" => Some(Y::s(s.name.clone())),
             "rules" => Some(Y::Seq(s.rules.iter().map(|r| Y::s(r.clone())).collect(), Style::Block)),
             "layers" => Some(Y::Map(
-                s.layers.iter().map(|(n, l)| (n.clone(), node_y(&tree_from_flat(l), TreeContext::Layer))).collect(),
+                s.layers
+                    .iter()
+                    .map(|(n, l)| {
+                        let image = s.source.as_ref().and_then(|src| src.image_layers.iter().find(|i| &i.name == n));
+                        let y = match image {
+                            Some(i) if i.tag == "oci" => {
+                                let mut fields = vec![("path".to_owned(), Y::s(i.path.clone()))];
+                                if let Some(r) = &i.reference {
+                                    fields.push(("ref".to_owned(), Y::s(r.clone())));
+                                }
+                                fields.push(("layer".to_owned(), Y::n(i.layer.unwrap_or(0))));
+                                Y::tag("oci", Y::map(fields))
+                            }
+                            Some(i) => Y::tag(&i.tag, Y::s(i.path.clone())),
+                            None => node_y(&tree_from_flat(l), TreeContext::Layer),
+                        };
+                        (n.clone(), y)
+                    })
+                    .collect(),
                 Style::Block,
             )),
             "mount" => s.mount.as_ref().map(mount_y),

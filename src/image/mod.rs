@@ -1,0 +1,117 @@
+//! Container image layers in and out of the model.
+//!
+//! A container image is a stack of layer changesets. On disk an overlay-based engine keeps
+//! each layer in overlay's own form (Docker's overlay2 `diff/`, containerd's snapshots, a
+//! kernel upper directory: whiteouts as character devices 0/0, opaque directories marked by
+//! `trusted.overlay.opaque`); in a registry or an image tarball each layer is a tar in the
+//! OCI image spec's form ("Representing Changes", `layer.md`: `.wh.NAME` whiteouts and
+//! `.wh..wh..opq` opaque markers). This module translates both into a [`Layer`] and the
+//! model's upper back into an OCI changeset:
+//!
+//! - [`dir`]: [`Layer::from_dir`], a real directory in overlay's on-disk form.
+//! - [`layout`]: an OCI image layout directory as a lower stack, digests verified.
+//! - [`oci`]: [`Layer::from_oci_tar`] (plain, gzip or zstd) and [`oci::write_changeset`],
+//!   the upper as a deterministic OCI layer tar.
+//!
+//! Every error is an [`ImageError`] naming the file or directory and the entry.
+
+pub mod dir;
+pub mod layout;
+pub mod oci;
+
+use crate::layer::Layer;
+
+/// The most path components an imported entry may have below its layer root: the same
+/// bound as a scenario's trees ([`crate::scenario::DEPTH_MAX`]), which keeps every walk of
+/// the layer well inside a thread's stack.
+pub const DEPTH_MAX: usize = crate::scenario::DEPTH_MAX;
+
+/// The largest regular file an imported layer may hold, 64 MiB: an import reads each file's
+/// bytes into memory, where a tar header can declare up to 8 GiB (or more, in base-256).
+pub const FILE_SIZE_MAX: u64 = 64 << 20;
+
+/// A layer that could not be read or written: where, which entry, and why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{}{}: {message}", file, entry.as_ref().map(|e| format!(": entry {e:?}")).unwrap_or_default())]
+pub struct ImageError {
+    /// The file or directory read or written (`-` for a stream with no name).
+    pub file: String,
+    /// The entry of the layer the error is about, if one.
+    pub entry: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ImageError {
+    /// An error about `entry` of `source`.
+    pub fn at(source: &str, entry: impl Into<String>, message: impl Into<String>) -> ImageError {
+        ImageError { file: source.to_owned(), entry: Some(entry.into()), message: message.into() }
+    }
+
+    /// An error about `source` as a whole.
+    pub fn whole(source: &str, message: impl Into<String>) -> ImageError {
+        ImageError { file: source.to_owned(), entry: None, message: message.into() }
+    }
+}
+
+/// Checks that a real layer directory could hold `flat` ([`crate::layer::check::check_layer`])
+/// and builds the layer.
+fn checked(source: &str, flat: &crate::layer::FlatLayer) -> Result<Layer, ImageError> {
+    crate::layer::check::check_layer(flat).map_err(|(path, r)| ImageError::at(source, path, r.to_string()))?;
+    Ok(Layer::from_flat(flat))
+}
+
+/// What [`export_scenario`] made: the changeset tar and its digest.
+#[derive(Clone, Debug)]
+pub struct Export {
+    /// The uncompressed layer tar.
+    pub tar: Vec<u8>,
+    /// `sha256:` and the hex digest of [`Export::tar`]: the layer's `DiffID` in an image
+    /// config (OCI image spec, `config.md`).
+    pub diff_id: String,
+    /// How many of the scenario's expectations the model did not meet (the export is of
+    /// the model's state all the same).
+    pub failures: usize,
+}
+
+/// Replays the scenario at `path` on the model and writes the upper at its end as an OCI
+/// changeset ([`oci::write_changeset`], with the mount's merged view for redirected
+/// directories). The scenario must end mounted with an upper layer.
+pub fn export_scenario(path: &std::path::Path) -> Result<Export, String> {
+    use crate::backend::ModelBackend;
+    use sha2::Digest;
+    let s = crate::scenario::load(path).map_err(|e| e.to_string())?;
+    let mut b = ModelBackend::new();
+    let report = crate::scenario::run(&s, &mut b);
+    let shown = path.display().to_string();
+    // The replay unmounts at its end: mount again as the last mount did, with the layers as
+    // the steps left them (a mount shows the same tree each time it is made on them).
+    let mut spec = s.mount.clone();
+    for step in &s.steps {
+        if let crate::scenario::Action::Mount(c) = &step.action {
+            if let Ok(m) = c.apply(spec.as_ref()) {
+                spec = Some(m);
+            }
+        }
+    }
+    let spec = spec.ok_or_else(|| format!("{shown}: the scenario never mounts"))?;
+    let mount = crate::backend::Command::Mount { lowers: spec.lowers, upper: spec.upper, options: spec.options };
+    match crate::backend::Backend::exec(&mut b, &mount) {
+        Ok(crate::backend::Reply::Done) => {}
+        other => return Err(format!("{shown}: mounting the scenario's last mount again on the model: {other:?}")),
+    }
+    let overlay = b.overlay().ok_or_else(|| format!("{shown}: the scenario's last mount did not come up"))?;
+    let upper = overlay.upper().ok_or_else(|| format!("{shown}: the last mount has no upper layer to export"))?;
+    let prefix =
+        if overlay.options().userxattr { crate::whiteout::USER_PREFIX } else { crate::whiteout::TRUSTED_PREFIX };
+    let merged = overlay.clone().dump_merged();
+    let mut tar = Vec::new();
+    oci::write_changeset(&shown, upper, Some(&merged), prefix, &mut tar).map_err(|e| e.to_string())?;
+    let diff_id = format!("sha256:{}", hex(&sha2::Sha256::digest(&tar)));
+    Ok(Export { tar, diff_id, failures: report.failures.len() })
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
