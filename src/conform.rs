@@ -113,6 +113,110 @@ pub struct Entry {
     pub yaml: Option<String>,
 }
 
+/// What `ovlsim conform` does.
+#[derive(Clone, Debug)]
+pub struct ConformConfig {
+    /// The implementation.
+    pub mount: MountConfig,
+    /// Scenario files or directories (`spec/`).
+    pub paths: Vec<std::path::PathBuf>,
+    /// Fuzz cases to run after the scenarios (0: none).
+    pub fuzz_cases: u64,
+    /// The fuzz seed.
+    pub seed: Option<u64>,
+    /// Where the report (`REPORT.md`) and the failures' YAML files go.
+    pub out: std::path::PathBuf,
+    /// A progress bar for the fuzz cases.
+    pub progress: bool,
+}
+
+/// Runs the scenarios and the fuzz cases on `config.mount`, writes each failing scenario
+/// (its expectations are the kernel's, which the model agrees with) as
+/// `OUT/<rule folder>/<name>.yaml`, each shrunk fuzz divergence under `OUT/fuzz/`, and the
+/// report as `OUT/REPORT.md`. Returns the entries, or why it could not run.
+pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
+    let found = crate::scenario::find_files(&config.paths).map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    for (path, why) in &found.problems {
+        entries.push(Entry {
+            folder: folder_of(path),
+            file: path.display().to_string(),
+            verdict: Verdict::Failed(why.clone()),
+            yaml: None,
+        });
+    }
+    for path in &found.files {
+        let file = path.display().to_string();
+        let folder = folder_of(path);
+        let s = match crate::scenario::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                entries.push(Entry { folder, file, verdict: Verdict::Failed(e.to_string()), yaml: None });
+                continue;
+            }
+        };
+        let (verdict, yaml) = match run_scenario(&s, &config.mount) {
+            Err(why) => (Verdict::NotApplicable(why), None),
+            Ok(r) if r.passed() => (Verdict::Passed, None),
+            Ok(r) => {
+                let to = config.out.join(&folder).join(format!("{}.yaml", s.name));
+                let text = s.source.as_ref().map_or_else(|| s.to_yaml(), |src| src.text.clone());
+                if let Some(dir) = to.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                crate::persist::write_atomic(&to, text.as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+                (Verdict::Failed(r.details(3)), Some(to.display().to_string()))
+            }
+        };
+        entries.push(Entry { folder, file, verdict, yaml });
+    }
+    if config.fuzz_cases > 0 {
+        let report = crate::fuzz::run(crate::fuzz::FuzzConfig {
+            cases: config.fuzz_cases,
+            seed: config.seed,
+            out_dir: config.out.join("fuzz"),
+            keep_going: true,
+            progress: config.progress,
+            against: Some(config.mount.clone()),
+            ..Default::default()
+        });
+        if let Some(why) = &report.skipped {
+            return Err(format!("the fuzz cases could not run: {why}"));
+        }
+        let failed: usize = report.divergences.iter().map(|d| d.occurrences).sum();
+        for d in &report.divergences {
+            let yaml = d.files.iter().find(|f| f.extension().is_some_and(|e| e == "yaml"));
+            entries.push(Entry {
+                folder: "fuzz".into(),
+                file: format!("{} ({} case(s), seed {})", d.signature, d.occurrences, report.seed),
+                verdict: Verdict::Failed(d.message.clone()),
+                yaml: yaml.map(|y| y.display().to_string()),
+            });
+        }
+        let passed = (report.cases as usize).saturating_sub(failed);
+        for i in 0..passed {
+            entries.push(Entry {
+                folder: "fuzz".into(),
+                file: format!("case {i}"),
+                verdict: Verdict::Passed,
+                yaml: None,
+            });
+        }
+    }
+    let title = config.mount.template.split_whitespace().next().unwrap_or("mount command").to_owned();
+    let md = markdown(&title, &config.mount.template, config.mount.dialect, &entries);
+    std::fs::create_dir_all(&config.out).map_err(|e| format!("cannot create {}: {e}", config.out.display()))?;
+    let to = config.out.join("REPORT.md");
+    crate::persist::write_atomic(&to, md.as_bytes()).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    Ok(entries)
+}
+
+/// The rule folder of a scenario file: its parent directory's name.
+fn folder_of(path: &std::path::Path) -> String {
+    path.parent().and_then(|p| p.file_name()).map_or_else(|| ".".into(), |n| n.to_string_lossy().into_owned())
+}
+
 /// The Markdown report: a table by rule folder, then every failure and every scenario that
 /// was not applicable, with the reason.
 pub fn markdown(title: &str, command: &str, dialect: Dialect, entries: &[Entry]) -> String {

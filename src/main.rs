@@ -61,6 +61,10 @@ enum Cmd {
     /// Random differential testing: generated layer stacks and operation sequences on the
     /// model and on the kernel, compared step by step.
     Fuzz(FuzzArgs),
+    /// Check another overlay implementation: replay scenarios and fuzz cases on it through a
+    /// mount command, and write a conformance report (exit 0: every applicable check passed,
+    /// 1: failures, 2: the report could not be made).
+    Conform(ConformArgs),
     /// The kernel backend's worker process (started by the kernel backend, not by hand).
     #[command(hide = true)]
     KernelWorker(KernelWorkerArgs),
@@ -114,11 +118,16 @@ fn parse_run_backend(s: &str) -> Result<RunBackend, String> {
     }
 }
 
-/// `kernel` or `mount:TEMPLATE`: the system `fuzz` and `conform` test against the model.
-fn parse_against(s: &str) -> Result<Option<String>, String> {
+/// The system `fuzz` and `conform` test against the model: the kernel (`None`) or a mount
+/// command template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Against(Option<String>);
+
+/// `kernel` or `mount:TEMPLATE`.
+fn parse_against(s: &str) -> Result<Against, String> {
     match parse_run_backend(s)? {
-        RunBackend::Kernel => Ok(None),
-        RunBackend::Mount(t) => Ok(Some(t)),
+        RunBackend::Kernel => Ok(Against(None)),
+        RunBackend::Mount(t) => Ok(Against(Some(t))),
         _ => Err("expected kernel or mount:TEMPLATE".into()),
     }
 }
@@ -210,8 +219,8 @@ struct FuzzArgs {
         "The system under test, compared with the model: kernel (a real overlay mount, the \
          default) or mount:TEMPLATE.\n\n{MOUNT_HELP}\n\nA mount the model refuses and the \
          command fails to make counts as agreement (a command reports no errno); a case the \
-         dialect cannot express is discarded and counted."))]
-    against: Option<String>,
+         dialect cannot express is discarded, as a case the model does not model is."))]
+    against: Against,
     /// The dialect of a mount:TEMPLATE system under test (kernel, userxattr, fuse-overlayfs).
     #[arg(long, value_parser = parse_dialect, default_value = "kernel")]
     dialect: ovlsim::dialect::Dialect,
@@ -219,6 +228,32 @@ struct FuzzArgs {
 
 fn parse_dialect(s: &str) -> Result<ovlsim::dialect::Dialect, String> {
     s.parse()
+}
+
+#[derive(clap::Args)]
+struct ConformArgs {
+    /// Scenario files, or directories searched recursively for `*.yaml`.
+    #[arg(default_value = "spec/")]
+    paths: Vec<PathBuf>,
+    /// The implementation: mount:TEMPLATE (or kernel, for mount(2) itself).
+    #[arg(long, value_parser = parse_against, long_help = format!(
+        "The implementation: mount:TEMPLATE.\n\n{MOUNT_HELP}"))]
+    against: Against,
+    /// How layers are written for it and its upper read back: kernel, userxattr or
+    /// fuse-overlayfs (see the README's dialect table).
+    #[arg(long, value_parser = parse_dialect, default_value = "kernel")]
+    dialect: ovlsim::dialect::Dialect,
+    /// How many fuzz cases to run after the scenarios.
+    #[arg(long, default_value_t = 0)]
+    fuzz_cases: u64,
+    /// The fuzz seed (default: a random one, named in the report).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where REPORT.md and each failure's replayable scenario YAML go (one folder per rule
+    /// folder; fuzz divergences under fuzz/). The YAML files' expectations are the kernel's,
+    /// which the model agrees with.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -237,6 +272,7 @@ fn main() -> ExitCode {
         Cmd::Record(a) => cmd_record(a),
         Cmd::Show(a) => cmd_show(a),
         Cmd::Fuzz(a) => cmd_fuzz(a),
+        Cmd::Conform(a) => cmd_conform(a),
     }
 }
 
@@ -251,6 +287,7 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         keep_going: a.keep_going,
         progress: true,
         model_only: a.model_only,
+        against: a.against.0.map(|template| ovlsim::kernel::MountConfig { template, dialect: a.dialect }),
         ..Default::default()
     };
     let report = ovlsim::fuzz::run(config);
@@ -259,6 +296,44 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `ovlsim conform`: see [`Cmd::Conform`].
+fn cmd_conform(a: ConformArgs) -> ExitCode {
+    let Some(template) = a.against.0 else {
+        errln!("ovlsim conform: --against kernel is the reference itself; give mount:TEMPLATE");
+        return ExitCode::from(2);
+    };
+    let config = ovlsim::conform::ConformConfig {
+        mount: ovlsim::kernel::MountConfig { template, dialect: a.dialect },
+        paths: a.paths,
+        fuzz_cases: a.fuzz_cases,
+        seed: a.seed,
+        out: a.out.clone(),
+        progress: true,
+    };
+    match ovlsim::conform::conform(&config) {
+        Ok(entries) => {
+            let count = |f: fn(&ovlsim::conform::Verdict) -> bool| entries.iter().filter(|e| f(&e.verdict)).count();
+            use ovlsim::conform::Verdict;
+            let failed = count(|v| matches!(v, Verdict::Failed(_)));
+            outln!(
+                "{} passed, {failed} failed, {} not applicable; report: {}",
+                count(|v| matches!(v, Verdict::Passed)),
+                count(|v| matches!(v, Verdict::NotApplicable(_))),
+                a.out.join("REPORT.md").display()
+            );
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            errln!("ovlsim conform: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

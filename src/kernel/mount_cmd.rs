@@ -131,6 +131,8 @@ pub fn mount(argv: &[String], merged: &str) -> Result<Option<Daemon>, BackendErr
         let mounted = mounts_on(merged) > before;
         match child.try_wait() {
             Ok(Some(status)) => {
+                // Read again: the command may have mounted and exited since the first look.
+                let mounted = mounts_on(merged) > before;
                 if status.success() && mounted {
                     return Ok(None);
                 }
