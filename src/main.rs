@@ -138,12 +138,12 @@ mount:TEMPLATE runs the kernel backend's worker (private mount namespace, privat
 mounts with a command instead of mount(2). The template is split into words without a shell \
 ('…' and \"…\" quote, \\ escapes; no variables, globs or redirections); placeholders \
 {lowerdir} (colon-joined, top-most first), {upperdir}, {workdir}, {merged}, {options} (the \
-whole overlay option string the kernel backend passes, with lowerdir=…,upperdir=…,workdir=…) \
-are replaced inside words; {{ and }} are literal braces. The command sees the host's /usr, \
+whole overlay option string the kernel backend passes, with lowerdir=…,upperdir=…,workdir=…), \
+{dirs} (lowerdir=… and, with an upper, ,upperdir=…,workdir=…) are replaced inside words; {{ and }} are literal braces. The command sees the host's /usr, \
 /bin, /sbin, /lib*, /etc read-only, /dev/fuse and /proc. Run FUSE daemons in the foreground \
 (-f): the daemon is stopped and reaped after each unmount. Examples: \
 'mount:mount -t overlay overlay -o {options} {merged}' (the kernel, through the generic path), \
-'mount:fuse-overlayfs -f -o lowerdir={lowerdir},upperdir={upperdir},workdir={workdir} {merged}' \
+'mount:fuse-overlayfs -f -o {dirs} {merged}' \
 (with --dialect fuse-overlayfs).";
 
 /// Which backend `record` uses.

@@ -20,6 +20,7 @@
 //! | `{upperdir}` | the upper directory (empty without an upper layer) |
 //! | `{workdir}`  | the work directory (empty without one) |
 //! | `{merged}`   | the mount point |
+//! | `{dirs}`     | the directory part of `{options}` alone: `lowerdir=…`, then `,upperdir=…,workdir=…` only when there is an upper (for implementations without the kernel's options, such as fuse-overlayfs, which refuses an empty `upperdir=`) |
 //! | `{options}`  | the whole overlay option string the kernel backend passes to `mount(2)`: `lowerdir=…,upperdir=…,workdir=…`, the scenario's options (`redirect_dir=…,index=…,metacopy=…,xino=…`, then `nfs_export=on`, `userxattr`, `volatile` when set), and `ro` for a read-only mount |
 //!
 //! `{{` and `}}` stand for literal braces. Any other `{name}` is an error, found when the
@@ -28,7 +29,7 @@
 use std::fmt;
 
 /// The placeholders a template may use.
-pub const PLACEHOLDERS: [&str; 5] = ["lowerdir", "upperdir", "workdir", "merged", "options"];
+pub const PLACEHOLDERS: [&str; 6] = ["lowerdir", "upperdir", "workdir", "merged", "options", "dirs"];
 
 /// One piece of a template word.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Values {
     pub merged: String,
     /// `{options}`.
     pub options: String,
+    /// `{dirs}`.
+    pub dirs: String,
 }
 
 impl Values {
@@ -66,6 +69,7 @@ impl Values {
             "upperdir" => &self.upperdir,
             "workdir" => &self.workdir,
             "merged" => &self.merged,
+            "dirs" => &self.dirs,
             _ => &self.options,
         }
     }
@@ -216,6 +220,7 @@ mod tests {
             workdir: "/w/2".into(),
             merged: "/m".into(),
             options: "lowerdir=/l/1:/l/0,upperdir=/l/2,workdir=/w/2,redirect_dir=off".into(),
+            dirs: "lowerdir=/l/1:/l/0,upperdir=/l/2,workdir=/w/2".into(),
         }
     }
 
@@ -241,6 +246,8 @@ mod tests {
         let t =
             Template::parse("fuse-overlayfs -f -o lowerdir={lowerdir},upperdir={upperdir},workdir={workdir} {merged}")
                 .unwrap();
+        assert_eq!(t.argv(&values())[3], "lowerdir=/l/1:/l/0,upperdir=/l/2,workdir=/w/2");
+        let t = Template::parse("fuse-overlayfs -f -o {dirs} {merged}").unwrap();
         assert_eq!(t.argv(&values())[3], "lowerdir=/l/1:/l/0,upperdir=/l/2,workdir=/w/2");
     }
 

@@ -271,6 +271,7 @@ impl Worker {
             }
             data.push(format!("workdir={work}"));
         }
+        let dirs = data.join(",");
         data.push(options.to_mount_string());
         if let Some(template) = &self.command {
             if options.read_only {
@@ -286,6 +287,7 @@ impl Worker {
                 },
                 merged: MERGED.into(),
                 options: data.join(","),
+                dirs,
             };
             self.daemon = mount_cmd::mount(&template.argv(&values), MERGED)?;
             if let Err(e) = restrict(options.read_only) {
