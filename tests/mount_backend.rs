@@ -114,3 +114,91 @@ fn fuse_overlayfs_fails_exactly_the_committed_scenarios() {
     );
     assert!(passed > 0, "no scenario passed on fuse-overlayfs: the harness is broken");
 }
+
+/// An empty layer, for the command tests.
+fn one_layer() -> ovlsim::layer::FlatLayer {
+    ovlsim::layer::Layer::new().to_flat()
+}
+
+/// Mounts one lower and one upper with `template`; the error when it fails.
+fn mount_with(template: &str) -> Result<(), ovlsim::backend::BackendError> {
+    use ovlsim::backend::{Backend, Command, Reply};
+    let mut b = ovlsim::kernel::KernelBackend::with_mount(MountConfig::new(template, Dialect::Kernel).unwrap())?;
+    for name in ["L0", "U"] {
+        b.exec(&Command::Layer { name: name.into(), content: one_layer() })?;
+    }
+    let r = b.exec(&Command::Mount {
+        lowers: vec!["L0".into()],
+        upper: Some("U".into()),
+        options: ovlsim::Options::default(),
+    })?;
+    assert_eq!(r, Reply::Done);
+    b.exec(&Command::Unmount).map(drop)
+}
+
+/// Processes whose command line holds `needle`.
+fn running(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            let c = String::from_utf8_lossy(&c).replace('\0', " ");
+            if c.contains(needle) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_failing_or_hanging_command_is_named_and_leaves_nothing_running() {
+    if !common::kernel_runs("mount-command failures") {
+        return;
+    }
+    let e = mount_with("sh -c 'echo ovlsim-test-oops >&2; exit 3' {merged}").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("sh -c echo ovlsim-test-oops >&2; exit 3 /m") && msg.contains("exit status: 3"), "{msg}");
+    assert!(msg.contains("ovlsim-test-oops"), "the command's stderr is in the error: {msg}");
+    let e = mount_with("true").unwrap_err().to_string();
+    assert!(e.contains("nothing is mounted on /m"), "{e}");
+    let e = mount_with("sleep 4321.5").unwrap_err().to_string();
+    assert!(e.contains("did not mount within"), "{e}");
+    assert!(running("sleep 4321.5").is_empty(), "the hanging command still runs: {:?}", running("sleep 4321.5"));
+    // And the generic path itself mounts and unmounts cleanly.
+    mount_with("mount -t overlay overlay -o {options} {merged}").expect("the kernel mounts through mount(8)");
+}
+
+/// The children of process `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+        if after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_fuse_daemon_is_stopped_and_reaped_after_unmount() {
+    use ovlsim::backend::{Backend, Command, Reply};
+    if !common::kernel_runs("fuse-overlayfs daemon reaping") || !fuse_runs() {
+        return;
+    }
+    let config = MountConfig::new(FUSE_TEMPLATE, Dialect::FuseOverlayfs).unwrap();
+    let mut b = ovlsim::kernel::KernelBackend::with_mount(config).expect("the worker starts");
+    for name in ["L0", "U"] {
+        b.exec(&Command::Layer { name: name.into(), content: one_layer() }).expect("a layer");
+    }
+    let mount =
+        Command::Mount { lowers: vec!["L0".into()], upper: Some("U".into()), options: ovlsim::Options::default() };
+    assert_eq!(b.exec(&mount), Ok(Reply::Done));
+    let daemons = children_of(b.worker_pid());
+    assert_eq!(daemons.len(), 1, "one fuse-overlayfs daemon while mounted");
+    assert_eq!(b.exec(&Command::Unmount), Ok(Reply::Done));
+    assert!(children_of(b.worker_pid()).is_empty(), "the daemon outlived its unmount");
+    assert!(!Path::new(&format!("/proc/{}", daemons[0])).exists(), "the daemon was not reaped");
+}
