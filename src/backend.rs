@@ -158,6 +158,24 @@ pub enum BackendError {
     /// decides it by [`crate::layer::check::check_node`]), and what was refused.
     #[error("{1}")]
     Refused(Errno, String),
+    /// A mount command (the mount-command backend, [`crate::kernel::MountConfig`]) did not
+    /// mount: it exited non-zero, exited 0 without mounting, was killed by a signal, or ran
+    /// out of time. A refused mount gives this, not [`Reply::MountRefused`]: a command reports
+    /// an exit status, not an errno.
+    #[error("the mount command `{command}` failed ({status}); its output: {stderr}")]
+    MountCommand {
+        /// The command as run (its argv, space-joined).
+        command: String,
+        /// How it ended.
+        status: String,
+        /// The end of its stdout and stderr.
+        stderr: String,
+    },
+    /// The implementation's on-disk dialect cannot express what the command asks for (an
+    /// xattr whiteout, a redirect, an option it does not have): the scenario or case is
+    /// not applicable to it, which is never a pass.
+    #[error("not applicable: {0}")]
+    NotApplicable(String),
 }
 
 /// A backend: something that carries out commands.

@@ -197,7 +197,7 @@ impl Backend for Masked<'_> {
 
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         let mut reply = self.inner.exec(cmd).inspect_err(|e| {
-            if let BackendError::NotModelled(what) = e {
+            if let BackendError::NotModelled(what) | BackendError::NotApplicable(what) = e {
                 self.not_modelled.get_or_insert_with(|| format!("{}: {what}", cmd.name()));
             }
         })?;
@@ -259,10 +259,11 @@ pub fn check_scenario(s: &Scenario, sut: &mut dyn Backend, observes: Observes) -
         // The replay stopped where the implementation refused; a divergence before that
         // point is still a failure.
         let refused = |f: &scenario::Failure| {
-            let mark = "not modelled";
-            f.message.contains(mark)
-                || f.actual.as_deref().is_some_and(|a| a.contains(mark))
-                || f.diff.iter().any(|l| l.contains(mark))
+            ["not modelled", "not applicable"].iter().any(|mark| {
+                f.message.contains(mark)
+                    || f.actual.as_deref().is_some_and(|a| a.contains(mark))
+                    || f.diff.iter().any(|l| l.contains(mark))
+            })
         };
         let before = report.failures.iter().take_while(|f| !refused(f)).count();
         if before == 0 {

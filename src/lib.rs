@@ -88,8 +88,10 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod conform;
 pub mod copy_up;
 pub mod dcache;
+pub mod dialect;
 pub mod dump;
 pub mod errno;
 pub mod fuzz;

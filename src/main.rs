@@ -77,6 +77,10 @@ enum Cmd {
     Fuzz(FuzzArgs),
     /// Replay a scenario on the model and write the upper at its end as an OCI layer tar.
     Export(ExportArgs),
+    /// Check another overlay implementation: replay scenarios and fuzz cases on it through a
+    /// mount command, and write a conformance report (exit 0: every applicable check passed,
+    /// 1: failures, 2: the report could not be made).
+    Conform(ConformArgs),
     /// The kernel backend's worker process (started by the kernel backend, not by hand).
     #[command(hide = true)]
     KernelWorker(KernelWorkerArgs),
@@ -87,10 +91,13 @@ struct KernelWorkerArgs {
     /// The process that expects to own the worker; the worker exits if it is gone.
     #[arg(long)]
     parent_pid: Option<i32>,
+    /// Mount with this command template instead of `mount(2)` (the mount-command backend).
+    #[arg(long)]
+    mount_command: Option<String>,
 }
 
 /// Which backend(s) `run` replays on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum RunBackend {
     /// The in-memory model.
     Model,
@@ -98,18 +105,62 @@ enum RunBackend {
     Kernel,
     /// Both, comparing them step by step.
     Both,
+    /// The kernel backend's worker, mounting with this command template.
+    Mount(String),
 }
 
 impl RunBackend {
     /// How reports name the backend(s).
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             RunBackend::Model => "model",
             RunBackend::Kernel => "kernel",
             RunBackend::Both => "model+kernel",
+            RunBackend::Mount(_) => "mount",
         }
     }
 }
+
+/// `model`, `kernel`, `both` or `mount:TEMPLATE` (the template checked here).
+fn parse_run_backend(s: &str) -> Result<RunBackend, String> {
+    match s {
+        "model" => Ok(RunBackend::Model),
+        "kernel" => Ok(RunBackend::Kernel),
+        "both" => Ok(RunBackend::Both),
+        _ => match s.strip_prefix(ovlsim::kernel::MOUNT_PREFIX) {
+            Some(t) => ovlsim::kernel::template::Template::parse(t).map(|_| RunBackend::Mount(t.to_owned())),
+            None => Err("expected model, kernel, both or mount:TEMPLATE".into()),
+        },
+    }
+}
+
+/// The system `fuzz` and `conform` test against the model: the kernel (`None`) or a mount
+/// command template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Against(Option<String>);
+
+/// `kernel` or `mount:TEMPLATE`.
+fn parse_against(s: &str) -> Result<Against, String> {
+    match parse_run_backend(s)? {
+        RunBackend::Kernel => Ok(Against(None)),
+        RunBackend::Mount(t) => Ok(Against(Some(t))),
+        _ => Err("expected kernel or mount:TEMPLATE".into()),
+    }
+}
+
+/// The help shared by `--backend mount:…`, `--against` and `--dialect`.
+const MOUNT_HELP: &str = "\
+mount:TEMPLATE runs the kernel backend's worker (private mount namespace, private tmpfs) but \
+mounts with a command instead of mount(2). The template is split into words without a shell \
+('…' and \"…\" quote, \\ escapes; no variables, globs or redirections); placeholders \
+{lowerdir} (colon-joined, top-most first), {upperdir}, {workdir}, {merged}, {options} (the \
+whole overlay option string the kernel backend passes, with lowerdir=…,upperdir=…,workdir=…), \
+{dirs} (lowerdir=… and, with an upper, ,upperdir=…,workdir=…) are replaced inside words; {{ and }} are literal braces. The command sees the host's /usr, \
+/bin, /sbin, /lib*, /etc read-only, /dev/fuse and /proc. Run FUSE daemons in the foreground \
+(-f): the daemon is stopped and reaped after each unmount. Examples: \
+'mount:mount -t overlay overlay -o {options} {merged}' (the kernel, through the generic path), \
+'mount:fuse-overlayfs -f -o {dirs} {merged}' \
+(with --dialect fuse-overlayfs).";
 
 /// Which backend `record` uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -125,9 +176,18 @@ struct RunArgs {
     /// Scenario files, or directories searched recursively for `*.yaml`.
     #[arg(default_value = "spec/")]
     paths: Vec<PathBuf>,
-    /// The backend to replay on.
-    #[arg(long, value_enum, default_value_t = RunBackend::Model)]
+    /// The backend to replay on: model, kernel, both, or mount:TEMPLATE (see below).
+    #[arg(long, value_parser = parse_run_backend, default_value = "model", long_help = format!(
+        "The backend to replay on: model (the in-memory model), kernel (a real overlay mount), \
+         both (comparing them step by step), or mount:TEMPLATE.\n\n{MOUNT_HELP}\n\n\
+         A scenario a mount command cannot judge (one that expects a mount refused with an errno, \
+         or that its dialect cannot express) is reported as not applicable, not as a pass; \
+         the summary counts them."))]
     backend: RunBackend,
+    /// How layers are written for a mount:TEMPLATE backend and its upper read back:
+    /// kernel, userxattr or fuse-overlayfs (see the README's dialect table).
+    #[arg(long, value_parser = parse_dialect, default_value = "kernel")]
+    dialect: ovlsim::dialect::Dialect,
     /// Print machine-readable results (JSON) instead of text.
     #[arg(long)]
     json: bool,
@@ -170,6 +230,46 @@ struct FuzzArgs {
     /// Run the model alone, checking its invariants (no kernel needed).
     #[arg(long)]
     model_only: bool,
+    /// The system under test: kernel (default) or mount:TEMPLATE.
+    #[arg(long, value_parser = parse_against, default_value = "kernel", long_help = format!(
+        "The system under test, compared with the model: kernel (a real overlay mount, the \
+         default) or mount:TEMPLATE.\n\n{MOUNT_HELP}\n\nA mount the model refuses and the \
+         command fails to make counts as agreement (a command reports no errno); a case the \
+         dialect cannot express is discarded, as a case the model does not model is."))]
+    against: Against,
+    /// The dialect of a mount:TEMPLATE system under test (kernel, userxattr, fuse-overlayfs).
+    #[arg(long, value_parser = parse_dialect, default_value = "kernel")]
+    dialect: ovlsim::dialect::Dialect,
+}
+
+fn parse_dialect(s: &str) -> Result<ovlsim::dialect::Dialect, String> {
+    s.parse()
+}
+
+#[derive(clap::Args)]
+struct ConformArgs {
+    /// Scenario files, or directories searched recursively for `*.yaml`.
+    #[arg(default_value = "spec/")]
+    paths: Vec<PathBuf>,
+    /// The implementation: mount:TEMPLATE (or kernel, for mount(2) itself).
+    #[arg(long, value_parser = parse_against, long_help = format!(
+        "The implementation: mount:TEMPLATE.\n\n{MOUNT_HELP}"))]
+    against: Against,
+    /// How layers are written for it and its upper read back: kernel, userxattr or
+    /// fuse-overlayfs (see the README's dialect table).
+    #[arg(long, value_parser = parse_dialect, default_value = "kernel")]
+    dialect: ovlsim::dialect::Dialect,
+    /// How many fuzz cases to run after the scenarios.
+    #[arg(long, default_value_t = 0)]
+    fuzz_cases: u64,
+    /// The fuzz seed (default: a random one, named in the report).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where REPORT.md and each failure's replayable scenario YAML go (one folder per rule
+    /// folder; fuzz divergences under fuzz/). The YAML files' expectations are the kernel's,
+    /// which the model agrees with.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -192,12 +292,13 @@ fn main() -> ExitCode {
     // The kernel backend's worker is this very binary, re-executed with `kernel-worker`.
     ovlsim::kernel::set_default_worker(ovlsim::kernel::WorkerCommand::this_cli());
     match cli.command {
-        Cmd::KernelWorker(a) => ovlsim::kernel::worker_main(a.parent_pid),
+        Cmd::KernelWorker(a) => ovlsim::kernel::worker_main_with(a.parent_pid, a.mount_command.as_deref()),
         Cmd::Run(a) => cmd_run(a),
         Cmd::Record(a) => cmd_record(a),
         Cmd::Show(a) => cmd_show(a),
         Cmd::Fuzz(a) => cmd_fuzz(a),
         Cmd::Export(a) => cmd_export(a),
+        Cmd::Conform(a) => cmd_conform(a),
     }
 }
 
@@ -212,6 +313,7 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         keep_going: a.keep_going,
         progress: true,
         model_only: a.model_only,
+        against: a.against.0.map(|template| ovlsim::kernel::MountConfig { template, dialect: a.dialect }),
         ..Default::default()
     };
     let report = ovlsim::fuzz::run(config);
@@ -220,6 +322,44 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `ovlsim conform`: see [`Cmd::Conform`].
+fn cmd_conform(a: ConformArgs) -> ExitCode {
+    let Some(template) = a.against.0 else {
+        errln!("ovlsim conform: --against kernel is the reference itself; give mount:TEMPLATE");
+        return ExitCode::from(2);
+    };
+    let config = ovlsim::conform::ConformConfig {
+        mount: ovlsim::kernel::MountConfig { template, dialect: a.dialect },
+        paths: a.paths,
+        fuzz_cases: a.fuzz_cases,
+        seed: a.seed,
+        out: a.out.clone(),
+        progress: true,
+    };
+    match ovlsim::conform::conform(&config) {
+        Ok(entries) => {
+            let count = |f: fn(&ovlsim::conform::Verdict) -> bool| entries.iter().filter(|e| f(&e.verdict)).count();
+            use ovlsim::conform::Verdict;
+            let failed = count(|v| matches!(v, Verdict::Failed(_)));
+            outln!(
+                "{} passed, {failed} failed, {} not applicable; report: {}",
+                count(|v| matches!(v, Verdict::Passed)),
+                count(|v| matches!(v, Verdict::NotApplicable(_))),
+                a.out.join("REPORT.md").display()
+            );
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            errln!("ovlsim conform: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -254,14 +394,28 @@ fn backend_failure(file: &str, name: &str, why: String) -> RunReport {
     }
 }
 
-fn run_one(path: &std::path::Path, which: RunBackend) -> RunReport {
+/// A scenario's run, or why a mount command cannot judge it.
+enum Ran {
+    Report(RunReport),
+    NotApplicable { file: String, why: String },
+}
+
+fn run_one(path: &std::path::Path, which: &RunBackend, dialect: ovlsim::dialect::Dialect) -> Ran {
     let file = path.display().to_string();
     let label = which.label();
     let s = match scenario::load(path) {
         Ok(s) => s,
-        Err(e) => return RunReport::from_error(&file, label, &e),
+        Err(e) => return Ran::Report(RunReport::from_error(&file, label, &e)),
     };
-    match which {
+    if let RunBackend::Mount(t) = which {
+        let config = ovlsim::kernel::MountConfig { template: t.clone(), dialect };
+        return match ovlsim::conform::run_scenario(&s, &config) {
+            Ok(r) => Ran::Report(r),
+            Err(why) => Ran::NotApplicable { file, why },
+        };
+    }
+    Ran::Report(match which {
+        RunBackend::Mount(_) => unreachable!("handled above"),
         RunBackend::Model => scenario::run(&s, &mut ModelBackend::new()),
         RunBackend::Kernel => match backend(OneBackend::Kernel) {
             Ok(mut k) => scenario::run(&s, k.as_mut()),
@@ -271,12 +425,13 @@ fn run_one(path: &std::path::Path, which: RunBackend) -> RunReport {
             Ok(mut k) => scenario::run_both(&s, &mut ModelBackend::new(), k.as_mut()),
             Err(why) => backend_failure(&file, &s.name, why),
         },
-    }
+    })
 }
 
 /// `ovlsim run`: exits 0 when every scenario passed, 1 when one failed (an unreadable file or
 /// directory on the way counts as a failed scenario), 2 when a path does not exist or no
-/// scenario was found at all (a mistyped path in CI must not pass).
+/// scenario was found at all (a mistyped path in CI must not pass). With `mount:TEMPLATE`,
+/// a scenario the command cannot judge is listed as not applicable and counted apart.
 fn cmd_run(a: RunArgs) -> ExitCode {
     let found = match scenario::find_files(&a.paths) {
         Ok(f) => f,
@@ -297,7 +452,19 @@ fn cmd_run(a: RunArgs) -> ExitCode {
         RunReport::from_error(&file, label, &e)
     });
     let mut reports = Vec::new();
-    for r in walked.chain(found.files.iter().map(|f| run_one(f, a.backend))) {
+    let mut not_applicable = Vec::new();
+    let ran = found.files.iter().map(|f| run_one(f, &a.backend, a.dialect));
+    for r in walked.map(Ran::Report).chain(ran) {
+        let r = match r {
+            Ran::Report(r) => r,
+            Ran::NotApplicable { file, why } => {
+                if !a.json {
+                    outln!("n/a  {file} [{label}]: {why}");
+                }
+                not_applicable.push(serde_json::json!({ "file": file, "why": why }));
+                continue;
+            }
+        };
         if !a.json {
             if r.passed() {
                 outln!("ok   {} [{}]", r.file, r.backend);
@@ -310,9 +477,14 @@ fn cmd_run(a: RunArgs) -> ExitCode {
     }
     let passed = reports.iter().filter(|r| r.passed()).count();
     let failed = reports.len() - passed;
+    let na = not_applicable.len();
     if a.json {
-        let out = serde_json::json!({ "passed": passed, "failed": failed, "results": reports });
+        let out = serde_json::json!({
+            "passed": passed, "failed": failed, "not_applicable": not_applicable, "results": reports,
+        });
         outln!("{}", serde_json::to_string_pretty(&out).expect("reports serialise"));
+    } else if na > 0 {
+        outln!("{passed} passed, {failed} failed, {na} not applicable");
     } else {
         outln!("{passed} passed, {failed} failed");
     }

@@ -54,6 +54,8 @@ impl Comparer {
                 (BackendError::Refused(x, _), BackendError::Refused(y, _)) if x == y => None,
                 _ => Some(format!("harness errors differ: kernel {b}, model {a}")),
             },
+            // Both refuse the mount; a mount command reports an exit status, not an errno.
+            (Answer::Reply(Reply::MountRefused(_)), Answer::Error(BackendError::MountCommand { .. })) => None,
             (Answer::Panic(p), _) => Some(format!("the model panicked: {p}")),
             (_, Answer::Panic(p)) => Some(format!("the system under test panicked: {p}")),
             (Answer::Error(e), _) => Some(format!("only the model failed the command: {e}")),
@@ -297,6 +299,8 @@ impl Divergence {
                 BackendError::NotModelled(_) => "not modelled".into(),
                 BackendError::Failed(_) => "harness failure".into(),
                 BackendError::Refused(e, _) => format!("layer refused {e}"),
+                BackendError::MountCommand { status, .. } => format!("mount command failed ({status})"),
+                BackendError::NotApplicable(_) => "not applicable".into(),
             },
             Answer::Panic(_) => "panic".into(),
         };

@@ -23,7 +23,7 @@ use super::config::GenConfig;
 use super::gen;
 use crate::backend::{Backend, Command, Edit, ModelBackend, Reply};
 use crate::dcache::CachePolicy;
-use crate::kernel::KernelBackend;
+use crate::kernel::{KernelBackend, MountConfig};
 use crate::layer::{FileType, FlatEntry, Layer};
 use crate::mount::RedirectDir;
 use crate::overlay::{LayerRef, Overlay};
@@ -451,6 +451,11 @@ impl KernelSut {
         let kernel = self.kernel.as_mut().expect("the kernel is checked out");
         let answer = Answer::from(kernel.exec(cmd));
         STEPS.with(|s| s.set(s.get() + 1));
+        if matches!(answer, Answer::Error(crate::backend::BackendError::NotApplicable(_))) {
+            // The implementation's dialect cannot express this case: discarded, not passed.
+            self.discarded = true;
+            return;
+        }
         if let Some(detail) = self.cmp.differ(model, &answer) {
             let d = Divergence { step: self.step, command: cmd.clone(), model: model.clone(), kernel: answer, detail };
             LAST_DIVERGENCE.with(|l| *l.borrow_mut() = Some(d.clone()));
@@ -539,12 +544,26 @@ pub fn kernel_steps() -> u64 {
     STEPS.with(Cell::get)
 }
 
-/// This thread's kernel worker, started if there is none or the last one died, and
-/// unmounted (an earlier case may have stopped while mounted).
+/// The system under test of every later [`checkout`] in this process.
+static SYSTEM_UNDER_TEST: std::sync::RwLock<Option<MountConfig>> = std::sync::RwLock::new(None);
+
+/// Sets the system under test of every later [`checkout`] in this process: `None` for the
+/// kernel's `mount(2)` (the default), or a mount command.
+pub fn set_system_under_test(mount: Option<MountConfig>) {
+    *SYSTEM_UNDER_TEST.write().unwrap_or_else(|p| p.into_inner()) = mount;
+}
+
+/// This thread's kernel worker, started if there is none, the last one died or it mounts
+/// another way than [`set_system_under_test`] asks, and unmounted (an earlier case may have
+/// stopped while mounted).
 pub fn checkout() -> Result<KernelBackend, crate::backend::BackendError> {
+    let sut = SYSTEM_UNDER_TEST.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut k = match POOL.with(|p| p.borrow_mut().take()) {
-        Some(k) if k.is_alive() => k,
-        _ => KernelBackend::new()?,
+        Some(k) if k.is_alive() && k.mount_config() == sut.as_ref() => k,
+        _ => match sut {
+            Some(m) => KernelBackend::with_mount(m)?,
+            None => KernelBackend::new()?,
+        },
     };
     // A usage error when not mounted; anything else is found by the next command.
     let _ = k.exec(&Command::Unmount);
@@ -644,6 +663,10 @@ pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend
             return Some(Replayed::NotModelled);
         }
         let answer = exec_quiet(tested, cmd);
+        if matches!(answer, Answer::Error(crate::backend::BackendError::NotApplicable(_))) {
+            // The implementation's dialect cannot express the case: not compared further.
+            return Some(Replayed::NotModelled);
+        }
         if let Some(detail) = cmp.differ(&model, &answer) {
             return Some(Replayed::Diverged(Box::new(Divergence {
                 step,

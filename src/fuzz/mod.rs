@@ -125,6 +125,9 @@ pub struct FuzzConfig {
     /// replays it first. The seeds replay the same cases only with the default
     /// `max_steps` ([`STEPS_MAX_DEFAULT`]); with another, nothing is written.
     pub regressions: Option<PathBuf>,
+    /// The system under test: `None` for the kernel's `mount(2)`, or a mount command
+    /// ([`crate::kernel::KernelBackend::with_mount`]).
+    pub against: Option<crate::kernel::MountConfig>,
 }
 
 impl Default for FuzzConfig {
@@ -138,6 +141,7 @@ impl Default for FuzzConfig {
             progress: false,
             model_only: false,
             regressions: None,
+            against: None,
         }
     }
 }
@@ -437,7 +441,12 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
     machine::install_panic_filter();
     let start = Instant::now();
     let seed = config.seed.unwrap_or_else(random_seed);
-    let mode = if config.model_only { "model only" } else { "model vs kernel" };
+    machine::set_system_under_test(config.against.clone());
+    let mode = match (config.model_only, &config.against) {
+        (true, _) => "model only",
+        (false, None) => "model vs kernel",
+        (false, Some(_)) => "model vs mount command",
+    };
     let mut report = FuzzReport {
         mode,
         seed,

@@ -89,12 +89,16 @@
 //! [`FlatLayer`]: crate::layer::FlatLayer
 
 pub(crate) mod layers;
+mod mount_cmd;
 mod ops;
+pub mod template;
 mod worker;
 
-pub use worker::worker_main;
+pub use mount_cmd::{MOUNT_TIMEOUT, STOP_GRACE};
+pub use worker::{worker_main, worker_main_with};
 
 use crate::backend::{Backend, BackendError, Command, Edit, Reply};
+use crate::dialect::Dialect;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -178,6 +182,36 @@ pub fn set_default_worker(worker: WorkerCommand) -> bool {
     DEFAULT_WORKER.set(worker).is_ok()
 }
 
+/// The mount-command backend's configuration: the same worker, mounting with a command
+/// instead of `mount(2)` (see [`template`] for the placeholders and the quoting, and
+/// [`KernelBackend::with_mount`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountConfig {
+    /// The command template, e.g. `mount -t overlay overlay -o {options} {merged}`.
+    pub template: String,
+    /// How layers are written for the implementation and its upper read back.
+    pub dialect: Dialect,
+}
+
+impl MountConfig {
+    /// A configuration, with the template checked.
+    pub fn new(template: &str, dialect: Dialect) -> Result<MountConfig, String> {
+        template::Template::parse(template)?;
+        Ok(MountConfig { template: template.to_owned(), dialect })
+    }
+
+    /// The command line option that selects it: `mount:TEMPLATE`.
+    pub fn spec(&self) -> String {
+        format!("{MOUNT_PREFIX}{}", self.template)
+    }
+}
+
+/// The prefix of a mount-command backend's name on the command line (`mount:TEMPLATE`).
+pub const MOUNT_PREFIX: &str = "mount:";
+
+/// The hidden worker option that carries the mount command.
+pub const MOUNT_COMMAND_ARG: &str = "--mount-command";
+
 /// How much of the worker's stderr is kept for error messages.
 const STDERR_TAIL_MAX: usize = 4096;
 
@@ -191,6 +225,7 @@ pub struct KernelBackend {
     timeout: Duration,
     pid: u32,
     gone: Option<String>,
+    mount: Option<MountConfig>,
 }
 
 impl KernelBackend {
@@ -201,6 +236,27 @@ impl KernelBackend {
     pub fn new() -> Result<KernelBackend, BackendError> {
         let worker = KernelBackend::find_worker().map_err(BackendError::Failed)?;
         KernelBackend::with_worker(worker)
+    }
+
+    /// Starts a worker found by [`KernelBackend::find_worker`] that mounts with
+    /// `config`'s command and writes and reads layers in its dialect. It is the kernel
+    /// backend in every other way: the same namespace, tmpfs, layer builder, syscalls and
+    /// read-back. A command that does not mount gives [`BackendError::MountCommand`]; what the
+    /// dialect cannot express gives [`BackendError::NotApplicable`].
+    pub fn with_mount(config: MountConfig) -> Result<KernelBackend, BackendError> {
+        let mut worker = KernelBackend::find_worker().map_err(BackendError::Failed)?;
+        worker.args.push(MOUNT_COMMAND_ARG.into());
+        worker.args.push(config.template.clone().into());
+        let mut k = KernelBackend::with_worker(worker)?;
+        // Mounting, stopping a daemon and reaping it take their own timeouts inside the worker.
+        k.timeout = k.timeout.max(MOUNT_TIMEOUT + STOP_GRACE * 3);
+        k.mount = Some(config);
+        Ok(k)
+    }
+
+    /// The mount command this backend mounts with, if any.
+    pub fn mount_config(&self) -> Option<&MountConfig> {
+        self.mount.as_ref()
     }
 
     /// Starts the worker `worker` (a [`WorkerCommand`], or the path of a program run as it
@@ -274,6 +330,7 @@ impl KernelBackend {
             timeout: KernelBackend::DEFAULT_TIMEOUT,
             pid,
             gone: None,
+            mount: None,
         };
         match backend.receive("the worker's setup")? {
             Ok(Reply::Done) => Ok(backend),
@@ -471,12 +528,33 @@ impl Drop for KernelBackend {
     }
 }
 
-impl Backend for KernelBackend {
-    fn name(&self) -> &'static str {
-        "kernel"
+impl KernelBackend {
+    /// [`Backend::exec`] through the dialect: layers written in it, checked against it, and
+    /// layer dumps read back from it.
+    fn exec_dialect(&mut self, dialect: Dialect, cmd: &Command) -> Result<Reply, BackendError> {
+        let na = BackendError::NotApplicable;
+        match cmd {
+            Command::Layer { name, content } => {
+                let content = dialect.write(content).map_err(|e| na(format!("{dialect}: layer {name}: {e}")))?;
+                self.exec_raw(&Command::Layer { name: name.clone(), content })
+            }
+            Command::Edit { edit: Edit::Put { path, node }, layer } => {
+                dialect.check_node(path, node).map_err(|e| na(format!("{dialect}: edit of layer {layer}: {e}")))?;
+                self.exec_raw(cmd)
+            }
+            Command::Mount { options, .. } => {
+                dialect.check_options(options).map_err(|e| na(format!("{dialect}: {e}")))?;
+                self.exec_raw(cmd)
+            }
+            Command::DumpLayer { .. } => match self.exec_raw(cmd)? {
+                Reply::Layer(l) => Ok(Reply::Layer(dialect.read(l))),
+                other => Ok(other),
+            },
+            _ => self.exec_raw(cmd),
+        }
     }
 
-    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+    fn exec_raw(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         let what = describe(cmd);
         if let Some(why) = &self.gone {
             return Err(BackendError::Failed(format!("{what}: the kernel worker is gone (earlier: {why})")));
@@ -493,6 +571,24 @@ impl Backend for KernelBackend {
             return Err(self.fail(&what, format!("cannot write to the kernel worker ({e}; it {status})")));
         }
         self.receive(&what)?
+    }
+}
+
+impl Backend for KernelBackend {
+    /// `kernel`, or `mount` for a mount-command backend.
+    fn name(&self) -> &'static str {
+        if self.mount.is_some() {
+            "mount"
+        } else {
+            "kernel"
+        }
+    }
+
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        match self.mount.as_ref().map(|m| m.dialect) {
+            Some(d) => self.exec_dialect(d, cmd),
+            None => self.exec_raw(cmd),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The worker process: a private mount namespace, a tmpfs as its whole world, and a loop
 //! that carries out one command per stdin line.
 
+use super::mount_cmd::{self, Daemon};
+use super::template::{Template, Values};
 use super::{layers, ops};
 use crate::backend::{dump_merged, BackendError, Command, Edit, Reply};
 use crate::errno::Errno;
@@ -27,6 +29,20 @@ const MERGED: &str = "/m";
 /// `parent` (`--parent-pid <pid>` on the command line) is the process that expects to own
 /// the worker. The worker exits at once if its parent is already someone else.
 pub fn worker_main(parent: Option<i32>) -> ExitCode {
+    worker_main_with(parent, None)
+}
+
+/// [`worker_main`], mounting with `mount_command` (a template, see
+/// [`MountConfig`](super::MountConfig); `--mount-command` on the command line) instead of
+/// `mount(2)` when it is given.
+pub fn worker_main_with(parent: Option<i32>, mount_command: Option<&str>) -> ExitCode {
+    let command = match mount_command.map(Template::parse).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ovlsim kernel-worker: --mount-command: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)) {
         eprintln!("ovlsim kernel-worker: PR_SET_PDEATHSIG: {e}");
         return ExitCode::FAILURE;
@@ -40,7 +56,7 @@ pub fn worker_main(parent: Option<i32>) -> ExitCode {
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut worker = match Worker::setup() {
+    let mut worker = match Worker::setup(command) {
         Ok(w) => {
             if send(&mut out, &Ok(Reply::Done)).is_err() {
                 return ExitCode::FAILURE;
@@ -58,7 +74,10 @@ pub fn worker_main(parent: Option<i32>) -> ExitCode {
     loop {
         line.clear();
         match input.read_line(&mut line) {
-            Ok(0) => return ExitCode::SUCCESS,
+            Ok(0) => {
+                worker.stop();
+                return ExitCode::SUCCESS;
+            }
             Ok(_) => {}
             Err(e) => {
                 eprintln!("ovlsim kernel-worker: reading stdin: {e}");
@@ -100,11 +119,15 @@ struct Worker {
     layers: BTreeMap<String, u32>,
     /// While mounted: the merged root fd (the process root).
     mounted: Option<OwnedFd>,
+    /// The mount command, if the worker mounts with one instead of `mount(2)`.
+    command: Option<Template>,
+    /// While mounted with a command that keeps running: its process.
+    daemon: Option<Daemon>,
 }
 
 impl Worker {
-    /// Namespace, tmpfs, chroot, umask.
-    fn setup() -> Result<Worker, String> {
+    /// Namespace, tmpfs, the host's programs for a mount command, chroot, umask.
+    fn setup(command: Option<Template>) -> Result<Worker, String> {
         // SAFETY: the worker is single-threaded here, and CLONE_NEWNS touches no fd table.
         step("unshare(CLONE_NEWNS)", unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) })?;
         step(
@@ -120,7 +143,10 @@ impl Worker {
             "opening the tmpfs",
             rustix::fs::open(&base, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty()),
         )?;
-        let worker = Worker { root, layers: BTreeMap::new(), mounted: None };
+        if command.is_some() {
+            mount_cmd::expose_host(&base)?;
+        }
+        let worker = Worker { root, layers: BTreeMap::new(), mounted: None, command, daemon: None };
         step("chroot into the tmpfs", worker.enter_root())?;
         rustix::process::umask(Mode::empty());
         for d in [LAYERS, WORKDIRS, MERGED] {
@@ -245,7 +271,31 @@ impl Worker {
             }
             data.push(format!("workdir={work}"));
         }
+        let dirs = data.join(",");
         data.push(options.to_mount_string());
+        if let Some(template) = &self.command {
+            if options.read_only {
+                data.push("ro".into());
+            }
+            let values = Values {
+                lowerdir: lowers.iter().map(|n| layer_dir(*n)).collect::<Vec<_>>().join(":"),
+                upperdir: upper.map(layer_dir).unwrap_or_default(),
+                workdir: match upper {
+                    Some(u) => work_dir(u),
+                    None if options.workdir_without_upper => format!("{WORKDIRS}/stray"),
+                    None => String::new(),
+                },
+                merged: MERGED.into(),
+                options: data.join(","),
+                dirs,
+            };
+            self.daemon = mount_cmd::mount(&template.argv(&values), MERGED)?;
+            if let Err(e) = restrict(options.read_only) {
+                let _ = mount_cmd::unmount(MERGED, self.daemon.take());
+                return Err(failed(format!("mount_setattr(nodev) on {MERGED}: {e}")));
+            }
+            return self.enter_merged();
+        }
         let data = std::ffi::CString::new(data.join(",")).map_err(|_| usage("mount options contain a NUL byte"))?;
         let mut flags = MountFlags::NODEV;
         if options.read_only {
@@ -260,6 +310,11 @@ impl Worker {
                 ))),
             };
         }
+        self.enter_merged()
+    }
+
+    /// Makes the merged directory the process root and cwd.
+    fn enter_merged(&mut self) -> Result<Reply, BackendError> {
         let merged = rustix::fs::open(MERGED, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
             .and_then(|fd| {
                 rustix::process::fchdir(&fd)?;
@@ -274,7 +329,11 @@ impl Worker {
             }
             Err(e) => {
                 let _ = self.enter_root();
-                let _ = rustix::mount::unmount(MERGED, UnmountFlags::DETACH);
+                if self.command.is_some() {
+                    let _ = mount_cmd::unmount(MERGED, self.daemon.take());
+                } else {
+                    let _ = rustix::mount::unmount(MERGED, UnmountFlags::DETACH);
+                }
                 Err(failed(format!("entering the merged root: {e}")))
             }
         }
@@ -286,11 +345,66 @@ impl Worker {
             return Err(usage("unmount while unmounted"));
         }
         self.enter_root().map_err(|e| failed(format!("escaping the merged root: {e}")))?;
+        if self.command.is_some() {
+            return mount_cmd::unmount(MERGED, self.daemon.take()).map(|()| Reply::Done);
+        }
         if let Err(e) = rustix::mount::unmount(MERGED, UnmountFlags::empty()) {
             let _ = rustix::mount::unmount(MERGED, UnmountFlags::DETACH);
             return Err(failed(format!("umount {MERGED}: {e} (detached it instead)")));
         }
         Ok(Reply::Done)
+    }
+}
+
+impl Worker {
+    /// Unmounts and stops a mount command's processes before the worker exits (its
+    /// namespace would take the mount, but not a daemon).
+    fn stop(&mut self) {
+        if self.command.is_some() {
+            if self.mounted.take().is_some() {
+                let _ = self.enter_root();
+                let _ = mount_cmd::unmount(MERGED, self.daemon.take());
+            }
+            mount_cmd::reap_children();
+        }
+    }
+}
+
+/// Sets `nodev` (and `rdonly` for a read-only mount) on the mount a command made, as the
+/// `mount(2)` path passes `MS_NODEV` (see the module documentation of [`super`]), with
+/// `mount_setattr(2)`, which changes only these flags.
+fn restrict(read_only: bool) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    const MOUNT_ATTR_NODEV: u64 = 0x4;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_NODEV | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let path = c"/m";
+    // SAFETY: the path is a NUL-terminated string and `attr` a live struct of the size given.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0u32,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -1,0 +1,275 @@
+//! Conformance of another overlay implementation: which scenarios apply to it, and the
+//! report by rule folder that `ovlsim conform` writes.
+//!
+//! A scenario is *not applicable* to a mount-command backend ([`crate::kernel::MountConfig`])
+//! when it cannot say anything about the implementation, and then it is never counted as a
+//! pass:
+//! - it expects a mount to be refused with an errno: a command reports an exit status, not
+//!   an errno (fuzzing still compares such mounts as "both refused");
+//! - its dialect ([`Dialect`]) cannot express one of its layers or edits, or the
+//!   implementation lacks one of its mount options.
+
+use crate::dialect::Dialect;
+use crate::kernel::{KernelBackend, MountConfig};
+use crate::layer::FlatLayer;
+use crate::scenario::{Action, Expect, RunReport, Scenario};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Why `s` is not applicable to a mount command in `dialect`, or `None` when it is.
+pub fn not_applicable(s: &Scenario, dialect: Dialect) -> Option<String> {
+    let layer = |name: &str, l: &FlatLayer| dialect.write(l).err().map(|e| format!("{dialect}: layer {name}: {e}"));
+    for (name, l) in &s.layers {
+        if let Some(why) = layer(name, l) {
+            return Some(why);
+        }
+    }
+    let mut spec = s.mount.clone();
+    if let Some(m) = &spec {
+        if let Err(e) = dialect.check_options(&m.options) {
+            return Some(format!("{dialect}: {e}"));
+        }
+    }
+    for (i, step) in s.steps.iter().enumerate() {
+        let at = match step.pos {
+            Some(p) => format!("step {} (line {})", i + 1, p.line),
+            None => format!("step {}", i + 1),
+        };
+        match &step.action {
+            Action::Mount(change) => {
+                if let Some(Expect::Err(e)) = step.expect {
+                    return Some(format!(
+                        "{at} expects the mount to be refused with {e}; a mount command reports an exit status, not an errno"
+                    ));
+                }
+                if let Ok(m) = change.apply(spec.as_ref()) {
+                    if let Err(e) = dialect.check_options(&m.options) {
+                        return Some(format!("{at}: {dialect}: {e}"));
+                    }
+                    spec = Some(m);
+                }
+            }
+            Action::Edit { layer: name, replace, edits } => {
+                if let Some(why) = replace.as_ref().and_then(|l| layer(name, l)) {
+                    return Some(format!("{at}: {why}"));
+                }
+                for e in edits {
+                    if let crate::backend::Edit::Put { path, node } = e {
+                        if let Err(why) = dialect.check_node(path, node) {
+                            return Some(format!("{at}: {dialect}: edit of layer {name}: {why}"));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Replays `s` on a fresh mount-command backend, or says why it is not applicable. A
+/// backend that cannot start, or a [`crate::backend::BackendError::NotApplicable`] the
+/// static check missed, is a failed report, never a pass.
+pub fn run_scenario(s: &Scenario, config: &MountConfig) -> Result<RunReport, String> {
+    if let Some(why) = not_applicable(s, config.dialect) {
+        return Err(why);
+    }
+    match KernelBackend::with_mount(config.clone()) {
+        Ok(mut b) => Ok(crate::scenario::run(s, &mut b)),
+        Err(e) => {
+            let file = s.source.as_ref().map_or_else(|| s.name.clone(), |src| src.file.clone());
+            let e = crate::scenario::ScenarioError::single(
+                &file,
+                crate::scenario::Pos { line: 1, column: 1 },
+                None,
+                format!("the mount-command backend cannot start: {e}"),
+            );
+            Ok(RunReport::from_error(&file, "mount", &e))
+        }
+    }
+}
+
+/// How one scenario or case ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every expectation held.
+    Passed,
+    /// An expectation failed; the first failure, in words.
+    Failed(String),
+    /// Not applicable, and why.
+    NotApplicable(String),
+}
+
+/// One line of a conformance report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The rule folder (`spec/<folder>/`), or `fuzz`.
+    pub folder: String,
+    /// The scenario's file, or the fuzz case's.
+    pub file: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Where its replayable YAML was written, for a failure.
+    pub yaml: Option<String>,
+}
+
+/// What `ovlsim conform` does.
+#[derive(Clone, Debug)]
+pub struct ConformConfig {
+    /// The implementation.
+    pub mount: MountConfig,
+    /// Scenario files or directories (`spec/`).
+    pub paths: Vec<std::path::PathBuf>,
+    /// Fuzz cases to run after the scenarios (0: none).
+    pub fuzz_cases: u64,
+    /// The fuzz seed.
+    pub seed: Option<u64>,
+    /// Where the report (`REPORT.md`) and the failures' YAML files go.
+    pub out: std::path::PathBuf,
+    /// A progress bar for the fuzz cases.
+    pub progress: bool,
+}
+
+/// Runs the scenarios and the fuzz cases on `config.mount`, writes each failing scenario
+/// (its expectations are the kernel's, which the model agrees with) as
+/// `OUT/<rule folder>/<name>.yaml`, each shrunk fuzz divergence under `OUT/fuzz/`, and the
+/// report as `OUT/REPORT.md`. Returns the entries, or why it could not run.
+pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
+    let found = crate::scenario::find_files(&config.paths).map_err(|e| e.to_string())?;
+    let mut entries = Vec::new();
+    for (path, why) in &found.problems {
+        entries.push(Entry {
+            folder: folder_of(path),
+            file: path.display().to_string(),
+            verdict: Verdict::Failed(why.clone()),
+            yaml: None,
+        });
+    }
+    for path in &found.files {
+        let file = path.display().to_string();
+        let folder = folder_of(path);
+        let s = match crate::scenario::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                entries.push(Entry { folder, file, verdict: Verdict::Failed(e.to_string()), yaml: None });
+                continue;
+            }
+        };
+        let (verdict, yaml) = match run_scenario(&s, &config.mount) {
+            Err(why) => (Verdict::NotApplicable(why), None),
+            Ok(r) if r.passed() => (Verdict::Passed, None),
+            Ok(r) => {
+                let to = config.out.join(&folder).join(format!("{}.yaml", s.name));
+                let text = s.source.as_ref().map_or_else(|| s.to_yaml(), |src| src.text.clone());
+                if let Some(dir) = to.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                }
+                crate::persist::write_atomic(&to, text.as_bytes())
+                    .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+                (Verdict::Failed(r.details(3)), Some(to.display().to_string()))
+            }
+        };
+        entries.push(Entry { folder, file, verdict, yaml });
+    }
+    if config.fuzz_cases > 0 {
+        let report = crate::fuzz::run(crate::fuzz::FuzzConfig {
+            cases: config.fuzz_cases,
+            seed: config.seed,
+            out_dir: config.out.join("fuzz"),
+            keep_going: true,
+            progress: config.progress,
+            against: Some(config.mount.clone()),
+            ..Default::default()
+        });
+        if let Some(why) = &report.skipped {
+            return Err(format!("the fuzz cases could not run: {why}"));
+        }
+        let failed: usize = report.divergences.iter().map(|d| d.occurrences).sum();
+        for d in &report.divergences {
+            let yaml = d.files.iter().find(|f| f.extension().is_some_and(|e| e == "yaml"));
+            entries.push(Entry {
+                folder: "fuzz".into(),
+                file: format!("{} ({} case(s), seed {})", d.signature, d.occurrences, report.seed),
+                verdict: Verdict::Failed(d.message.clone()),
+                yaml: yaml.map(|y| y.display().to_string()),
+            });
+        }
+        let passed = (report.cases as usize).saturating_sub(failed);
+        for i in 0..passed {
+            entries.push(Entry {
+                folder: "fuzz".into(),
+                file: format!("case {i}"),
+                verdict: Verdict::Passed,
+                yaml: None,
+            });
+        }
+    }
+    let title = config.mount.template.split_whitespace().next().unwrap_or("mount command").to_owned();
+    let md = markdown(&title, &config.mount.template, config.mount.dialect, &entries);
+    std::fs::create_dir_all(&config.out).map_err(|e| format!("cannot create {}: {e}", config.out.display()))?;
+    let to = config.out.join("REPORT.md");
+    crate::persist::write_atomic(&to, md.as_bytes()).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    Ok(entries)
+}
+
+/// The rule folder of a scenario file: its parent directory's name.
+fn folder_of(path: &std::path::Path) -> String {
+    path.parent().and_then(|p| p.file_name()).map_or_else(|| ".".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// The Markdown report: a table by rule folder, then every failure and every scenario that
+/// was not applicable, with the reason.
+pub fn markdown(title: &str, command: &str, dialect: Dialect, entries: &[Entry]) -> String {
+    let mut by: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
+    for e in entries {
+        let c = by.entry(&e.folder).or_default();
+        match e.verdict {
+            Verdict::Passed => c[0] += 1,
+            Verdict::Failed(_) => c[1] += 1,
+            Verdict::NotApplicable(_) => c[2] += 1,
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "# Conformance: {title}\n");
+    let _ = writeln!(out, "Mount command: `{command}`, dialect `{dialect}`.\n");
+    let _ = writeln!(out, "| rule folder | passed | failed | not applicable |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    let mut total = [0; 3];
+    for (folder, c) in &by {
+        let _ = writeln!(out, "| {folder} | {} | {} | {} |", c[0], c[1], c[2]);
+        for i in 0..3 {
+            total[i] += c[i];
+        }
+    }
+    let _ = writeln!(out, "| **total** | **{}** | **{}** | **{}** |\n", total[0], total[1], total[2]);
+    let failed: Vec<&Entry> = entries.iter().filter(|e| matches!(e.verdict, Verdict::Failed(_))).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "## Failures\n");
+        for e in failed {
+            if let Verdict::Failed(why) = &e.verdict {
+                let yaml = e.yaml.as_deref().map(|y| format!(" (replay: `{y}`)")).unwrap_or_default();
+                let _ = writeln!(out, "- `{}`{yaml}: {}", e.file, one_line(why));
+            }
+        }
+        let _ = writeln!(out);
+    }
+    let na: Vec<&Entry> = entries.iter().filter(|e| matches!(e.verdict, Verdict::NotApplicable(_))).collect();
+    if !na.is_empty() {
+        let _ = writeln!(out, "## Not applicable\n");
+        for e in na {
+            if let Verdict::NotApplicable(why) = &e.verdict {
+                let _ = writeln!(out, "- `{}`: {}", e.file, one_line(why));
+            }
+        }
+    }
+    out
+}
+
+/// `s` on one line, cut to 300 characters.
+fn one_line(s: &str) -> String {
+    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match s.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
