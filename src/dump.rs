@@ -60,6 +60,32 @@ pub type MergedTree = BTreeMap<String, MergedEntry>;
 /// [`Overlay::dump_merged`] must give the same tree, and the fuzzer's invariants check that
 /// it does.
 pub fn dump_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
+    match try_dump_merged(|o| Ok::<_, std::convert::Infallible>(op(o))) {
+        Ok(tree) => tree,
+        Err(never) => match never {},
+    }
+}
+
+/// [`dump_merged`] through an `op` that can fail as a whole (a backend that cannot carry
+/// an operation out, as opposed to one that answers an errno): the first such failure is
+/// the result. The walk goes on past it (the failed operation reads as EIO), so `op` sees
+/// the same calls either way.
+pub fn try_dump_merged<E>(mut op: impl FnMut(&Op) -> Result<Outcome, E>) -> Result<MergedTree, E> {
+    let mut failure = None;
+    let tree = walk_merged(|o| match op(o) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            failure.get_or_insert(e);
+            Outcome::Err(Errno::EIO)
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(tree),
+    }
+}
+
+fn walk_merged(mut op: impl FnMut(&Op) -> Outcome) -> MergedTree {
     let mut tree = MergedTree::new();
     let mut queue = vec!["/".to_owned()];
     while let Some(path) = queue.pop() {

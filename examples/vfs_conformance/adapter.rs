@@ -22,7 +22,7 @@
 //! both sides ([`OBSERVES`]).
 
 use ovlsim::backend::{Backend, BackendError, Command, Reply};
-use ovlsim::dump::{dump_merged, MergedTree};
+use ovlsim::dump::try_dump_merged;
 use ovlsim::fuzz::GenConfig;
 use ovlsim::layer::{FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use ovlsim::ops::{Op, Outcome, Stat, WriteAt};
@@ -291,18 +291,7 @@ impl VfsBackend {
             }
             Command::DumpMerged => {
                 let fs = self.overlay()?;
-                let mut refused = None;
-                let tree: MergedTree = dump_merged(|op| match Self::op(fs, op, true) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        refused.get_or_insert(e);
-                        Outcome::Err(Errno::EIO)
-                    }
-                });
-                match refused {
-                    Some(e) => Err(e),
-                    None => Ok(Reply::Merged(tree)),
-                }
+                try_dump_merged(|op| Self::op(fs, op, true)).map(Reply::Merged)
             }
             // A command added to the protocol after this adapter was written.
             other => Err(not_modelled(format!("the command {}", other.name()))),

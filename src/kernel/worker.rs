@@ -4,10 +4,10 @@
 use super::mount_cmd::{self, Daemon};
 use super::template::{Template, Values};
 use super::{layers, ops};
-use crate::backend::{dump_merged, BackendError, Command, Edit, Reply};
+use crate::backend::{BackendError, Command, Edit, Reply};
+use crate::dump::try_dump_merged;
 use crate::errno::Errno;
 use crate::mount::Options;
-use crate::ops::Outcome;
 use rustix::fd::OwnedFd;
 use rustix::fs::{Mode, OFlags, CWD};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
@@ -221,18 +221,7 @@ impl Worker {
                 if self.mounted.is_none() {
                     return Err(usage("dumping the merged view needs a mount"));
                 }
-                let mut failure = None;
-                let tree = dump_merged(|op| match ops::run(op) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        failure.get_or_insert(e);
-                        Outcome::Err(Errno::EIO)
-                    }
-                });
-                match failure {
-                    Some(e) => Err(e),
-                    None => Ok(Reply::Merged(tree)),
-                }
+                try_dump_merged(ops::run).map(Reply::Merged)
             }
         }
     }
