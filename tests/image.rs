@@ -304,6 +304,47 @@ fn a_redirect_needs_the_merged_view() {
     assert!(e.message.contains("merged view"), "{e}");
 }
 
+/// A file over 64 KiB in a renamed (redirected) directory lives in a lower layer; the
+/// merged view holds it by digest only. The export writes it whole from the model, and
+/// refuses rather than write it short when it has only the merged view.
+#[test]
+fn a_large_file_in_a_redirected_dir_is_exported_whole() {
+    let big: Vec<u8> = (0..200 * 1024u32).map(|i| (i % 251) as u8 + 1).collect();
+    let mut lower = Layer::new();
+    lower.put("/old", Inode::dir(0o755));
+    lower.put("/old/big", Inode::file(&big, 0o644));
+    let options = ovlsim::Options { redirect_dir: ovlsim::mount::RedirectDir::On, ..Default::default() };
+    let mut ov = ovlsim::overlay::Overlay::mount(vec![lower], Some(Layer::new()), options).unwrap();
+    let rename = ovlsim::Op::Rename { from: "/old".into(), to: "/new".into(), flags: Default::default() };
+    assert_eq!(ov.apply(&rename), ovlsim::ops::Outcome::Ok);
+    let merged = ov.clone().dump_merged();
+    assert!(merged["/new/big"].data.is_none() && merged["/new/big"].digest.is_some(), "held by digest");
+
+    let e = oci::write_changeset("-", ov.upper().unwrap(), Some(&merged), "trusted.overlay.", Vec::new()).unwrap_err();
+    assert_eq!(e.entry.as_deref(), Some("/new/big"), "{e}");
+
+    let mut out = Vec::new();
+    oci::write_changeset_with(
+        "-",
+        ov.upper().unwrap(),
+        Some(&merged),
+        &|p| ov.file_data(p),
+        "trusted.overlay.",
+        &mut out,
+    )
+    .unwrap();
+    let mut found = None;
+    for e in tar::Archive::new(&out[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path_bytes().as_ref() == b"new/big" {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+            found = Some(bytes);
+        }
+    }
+    assert!(found.as_ref() == Some(&big), "new/big written whole: {:?} bytes", found.map(|b| b.len()));
+}
+
 // ---------------------------------------------------------------------------------------
 // Directories.
 

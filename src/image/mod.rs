@@ -106,7 +106,8 @@ pub fn export_scenario(path: &std::path::Path) -> Result<Export, String> {
         if overlay.options().userxattr { crate::whiteout::USER_PREFIX } else { crate::whiteout::TRUSTED_PREFIX };
     let merged = overlay.clone().dump_merged();
     let mut tar = Vec::new();
-    oci::write_changeset(&shown, upper, Some(&merged), prefix, &mut tar).map_err(|e| e.to_string())?;
+    oci::write_changeset_with(&shown, upper, Some(&merged), &|p| overlay.file_data(p), prefix, &mut tar)
+        .map_err(|e| e.to_string())?;
     let diff_id = format!("sha256:{}", hex(&sha2::Sha256::digest(&tar)));
     Ok(Export { tar, diff_id, failures: report.failures.len() })
 }

@@ -477,6 +477,38 @@ pub fn write_changeset(
     prefix: &str,
     writer: impl Write,
 ) -> Result<(), ImageError> {
+    write_changeset_with(source, upper, merged, &|_| None, prefix, writer)
+}
+
+/// [`write_changeset`], with `file_data` giving the whole data of a merged regular file by
+/// path where it has it. The merged view holds a file over
+/// [`READ_INLINE_MAX`](crate::layer::READ_INLINE_MAX) bytes by its digest only; such a file
+/// in a redirected directory, or behind a metacopy file, is written from `file_data`, and
+/// without it the export fails rather than write the file short. The model gives it with
+/// [`Overlay::file_data`](crate::Overlay::file_data).
+pub fn write_changeset_with(
+    source: &str,
+    upper: &Layer,
+    merged: Option<&MergedTree>,
+    file_data: &dyn Fn(&str) -> Option<crate::layer::FileData>,
+    prefix: &str,
+    writer: impl Write,
+) -> Result<(), ImageError> {
+    let whole = |path: &str, m: &crate::dump::MergedEntry| -> Result<Option<FlatNode>, ImageError> {
+        let Some(mut n) = merged_node(m) else { return Ok(None) };
+        if n.kind == FileType::File {
+            if let Some(data) = file_data(path) {
+                n.data = Some(data);
+            } else if n.data.is_none() {
+                return Err(ImageError::at(
+                    source,
+                    path,
+                    "a file over 64 KiB whose data lives in a lower layer: the merged view holds only its digest",
+                ));
+            }
+        }
+        Ok(Some(n))
+    };
     let flat = upper.to_flat();
     let mut w = Writer { source, prefix, tar: tar::Builder::new(writer), written: HashMap::new() };
     let nodes: HashMap<&str, &FlatNode> = flat
@@ -518,15 +550,17 @@ pub fn write_changeset(
                     w.marker(path, &format!("{path}/{OPAQUE_MARKER}"))?;
                     let under = format!("{path}/");
                     for (p, m) in merged.range(under.clone()..).take_while(|(p, _)| p.starts_with(&under)) {
-                        if let Some(n) = merged_node(m) {
+                        if let Some(n) = whole(p, m)? {
                             w.node_as(p, &n, true)?;
                         }
                     }
                     expanded = Some(path.to_owned());
                 } else if node.kind == FileType::File && private("metacopy").is_some() {
-                    let m = merged.and_then(|m| m.get(path)).and_then(merged_node).ok_or_else(|| {
-                        ImageError::at(source, path, "a metacopy file: its data needs the merged view")
-                    })?;
+                    let m = match merged.and_then(|m| m.get(path)) {
+                        Some(m) => whole(path, m)?,
+                        None => None,
+                    }
+                    .ok_or_else(|| ImageError::at(source, path, "a metacopy file: its data needs the merged view"))?;
                     w.node(path, &FlatNode { data: m.data, ..node.clone() })?;
                     w.written.insert(path.to_owned(), path.to_owned());
                 } else {

@@ -149,6 +149,17 @@ impl Overlay {
         self.upper_mut().update(ino, |i| i.kind = NodeKind::File(data));
     }
 
+    /// The whole data of the regular file at `path` as `read` would return it, without the
+    /// size cut of [`Overlay::read`] (an O(1) clone of the extents); `None` when `path`
+    /// (no final symlink followed) does not resolve to a regular file. Resolves on a clone,
+    /// so that asking leaves no trace (a lookup may record an origin in the upper).
+    pub fn file_data(&self, path: &str) -> Option<FileData> {
+        let mut ov = self.clone();
+        let chain = ov.resolve(path, Follow::No).ok()?;
+        let d = chain.last()?;
+        (d.ftype == Some(FileType::File)).then(|| ov.data_of(d))
+    }
+
     /// The data of a regular file dentry (an O(1) clone).
     fn data_of(&self, d: &crate::lookup::Dentry) -> FileData {
         match &self.real_inode(d).kind {
