@@ -10,6 +10,7 @@
 //!   implementation lacks one of its mount options.
 
 use crate::dialect::Dialect;
+use crate::harness::Observes;
 use crate::kernel::{KernelBackend, MountConfig};
 use crate::layer::FlatLayer;
 use crate::scenario::{Action, Expect, RunReport, Scenario};
@@ -128,6 +129,11 @@ pub struct ConformConfig {
     pub out: std::path::PathBuf,
     /// A progress bar for the fuzz cases.
     pub progress: bool,
+    /// What is compared. With [`Observes::ALL`] each scenario's recorded expectations are
+    /// checked on the implementation; with fields masked (`--ignore`) each scenario and
+    /// fuzz case is replayed on the model and on the implementation and the two are
+    /// compared with those fields masked on both sides ([`crate::harness::check_scenario`]).
+    pub observes: Observes,
 }
 
 /// Runs the scenarios and the fuzz cases on `config.mount`, writes each failing scenario
@@ -155,23 +161,32 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
                 continue;
             }
         };
-        let (verdict, yaml) = match run_scenario(&s, &config.mount) {
-            Err(why) => (Verdict::NotApplicable(why), None),
-            Ok(r) if r.passed() => (Verdict::Passed, None),
-            Ok(r) => {
-                let to = config.out.join(&folder).join(format!("{}.yaml", s.name));
-                let text = s.source.as_ref().map_or_else(|| s.to_yaml(), |src| src.text.clone());
-                if let Some(dir) = to.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let to = config.out.join(&folder).join(format!("{}.yaml", s.name));
+        let (verdict, yaml) = if config.observes == Observes::ALL {
+            match run_scenario(&s, &config.mount) {
+                Err(why) => (Verdict::NotApplicable(why), None),
+                Ok(r) if r.passed() => (Verdict::Passed, None),
+                Ok(r) => {
+                    let text = s.source.as_ref().map_or_else(|| s.to_yaml(), |src| src.text.clone());
+                    write_yaml(&to, &text)?;
+                    (Verdict::Failed(r.details(3)), Some(to.display().to_string()))
                 }
-                crate::persist::write_atomic(&to, text.as_bytes())
-                    .map_err(|e| format!("cannot write {}: {e}", to.display()))?;
-                (Verdict::Failed(r.details(3)), Some(to.display().to_string()))
+            }
+        } else {
+            match check_masked(&s, &config.mount, config.observes) {
+                Err(why) => (Verdict::NotApplicable(why), None),
+                Ok((verdict, None)) => (verdict, None),
+                Ok((verdict, Some(text))) => {
+                    write_yaml(&to, &text)?;
+                    (verdict, Some(to.display().to_string()))
+                }
             }
         };
         entries.push(Entry { folder, file, verdict, yaml });
     }
-    if config.fuzz_cases > 0 {
+    if config.fuzz_cases > 0 && config.observes != Observes::ALL {
+        fuzz_masked(config, &mut entries)?;
+    } else if config.fuzz_cases > 0 {
         let report = crate::fuzz::run(crate::fuzz::FuzzConfig {
             cases: config.fuzz_cases,
             seed: config.seed,
@@ -205,11 +220,131 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
         }
     }
     let title = config.mount.template.split_whitespace().next().unwrap_or("mount command").to_owned();
-    let md = markdown(&title, &config.mount.template, config.mount.dialect, &entries);
+    let mut md = markdown(&title, &config.mount.template, config.mount.dialect, &entries);
+    if config.observes != Observes::ALL {
+        let masked = config.observes.masked();
+        md = md.replacen(
+            "`.\n",
+            &format!("`.\n\nNot compared (masked on the model's and the implementation's answers alike): {masked}. Each scenario was replayed on the model and on the implementation; a failure's YAML is the scenario up to its first divergence, with the model's answers as expectations.\n"),
+            1,
+        );
+    }
     std::fs::create_dir_all(&config.out).map_err(|e| format!("cannot create {}: {e}", config.out.display()))?;
     let to = config.out.join("REPORT.md");
     crate::persist::write_atomic(&to, md.as_bytes()).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
     Ok(entries)
+}
+
+/// Writes a failure's scenario YAML at `to`, making its folder.
+fn write_yaml(to: &std::path::Path, text: &str) -> Result<(), String> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    crate::persist::write_atomic(to, text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", to.display()))
+}
+
+/// Checks `s` on the model and on a fresh mount-command backend with the fields
+/// `observes` masks hidden on both sides ([`crate::harness::check_scenario`]), or says
+/// why it is not applicable (as [`run_scenario`]). A failure comes with its replayable
+/// scenario ([`crate::harness::replayable`]) as YAML.
+pub fn check_masked(
+    s: &Scenario,
+    config: &MountConfig,
+    observes: Observes,
+) -> Result<(Verdict, Option<String>), String> {
+    use crate::harness::Verdict as H;
+    if let Some(why) = not_applicable(s, config.dialect) {
+        return Err(why);
+    }
+    let mut b = match KernelBackend::with_mount(config.clone()) {
+        Ok(b) => b,
+        Err(e) => return Ok((Verdict::Failed(format!("the mount-command backend cannot start: {e}")), None)),
+    };
+    Ok(match crate::harness::check_scenario(s, &mut b, observes) {
+        H::Pass => (Verdict::Passed, None),
+        H::NotApplicable(why) => return Err(why),
+        H::Error(why) => (Verdict::Failed(format!("nothing learnt: {why}")), None),
+        H::Fail(report) => {
+            let yaml = crate::harness::replayable(s, &report).ok().map(|r| r.to_yaml());
+            (Verdict::Failed(report.details(3)), yaml)
+        }
+    })
+}
+
+/// The fuzz cases of a masked `conform`: [`crate::harness::fuzz_backend`] with the
+/// default generator, each failing case shrunk and written under `OUT/fuzz/`.
+fn fuzz_masked(config: &ConformConfig, entries: &mut Vec<Entry>) -> Result<(), String> {
+    let seed = config.seed.unwrap_or_else(crate::fuzz::random_seed);
+    let mount = config.mount.clone();
+    let summary = crate::harness::fuzz_backend(
+        &gen_config(config.mount.dialect),
+        config.observes,
+        config.fuzz_cases,
+        seed,
+        crate::fuzz::STEPS_MAX_DEFAULT,
+        || match KernelBackend::with_mount(mount.clone()) {
+            Ok(b) => Box::new(b),
+            Err(e) => Box::new(Unstarted(e.to_string())),
+        },
+    )?;
+    for (s, report) in &summary.failures {
+        let to = config.out.join("fuzz").join(format!("{}.yaml", s.name));
+        let yaml = match crate::harness::replayable(s, report) {
+            Ok(r) => {
+                write_yaml(&to, &r.to_yaml())?;
+                Some(to.display().to_string())
+            }
+            Err(_) => None,
+        };
+        entries.push(Entry {
+            folder: "fuzz".into(),
+            file: format!("{} (seed {seed})", s.name),
+            verdict: Verdict::Failed(report.details(3)),
+            yaml,
+        });
+    }
+    let counted = [
+        (summary.passed, None),
+        (summary.not_applicable, Some("the implementation refused part of it")),
+        (summary.errors, Some("the model did not run it")),
+    ];
+    for (n, why) in counted {
+        for i in 0..n {
+            let verdict = match why {
+                None => Verdict::Passed,
+                Some(w) => Verdict::NotApplicable(w.to_owned()),
+            };
+            entries.push(Entry { folder: "fuzz".into(), file: format!("case {i}"), verdict, yaml: None });
+        }
+    }
+    Ok(())
+}
+
+/// The generator's configuration for an implementation in `dialect`: the default, with
+/// what the dialect cannot express switched off (fuse-overlayfs: redirects, xattr
+/// whiteouts, `redirect_dir`), so that the cases drawn can say something about it.
+fn gen_config(dialect: Dialect) -> crate::fuzz::GenConfig {
+    let mut c = crate::fuzz::GenConfig::default();
+    if dialect == Dialect::FuseOverlayfs {
+        c.redirects = false;
+        c.xattr_whiteouts = false;
+        c.redirect_dir = false;
+    }
+    c
+}
+
+/// A backend that could not start: every command fails with why, so that a case run on
+/// it is an error in the report, never a pass.
+struct Unstarted(String);
+
+impl crate::backend::Backend for Unstarted {
+    fn name(&self) -> &'static str {
+        "mount"
+    }
+
+    fn exec(&mut self, _: &crate::backend::Command) -> Result<crate::backend::Reply, crate::backend::BackendError> {
+        Err(crate::backend::BackendError::Failed(format!("the mount-command backend cannot start: {}", self.0)))
+    }
 }
 
 /// The rule folder of a scenario file: its parent directory's name.

@@ -85,6 +85,32 @@ impl Observes {
         upper: true,
     };
 
+    /// Everything but the fields named in `list` (comma-separated: `errno`, `mode`,
+    /// `owner`, `nlink`, `ino`, `dir_size`, `xattrs`, `upper`), as `conform --ignore`
+    /// takes them. An unknown name is an error that lists the known ones.
+    pub fn ignoring(list: &str) -> Result<Observes, String> {
+        let mut o = Observes::ALL;
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let field = match name {
+                "errno" => &mut o.errno,
+                "mode" => &mut o.mode,
+                "owner" => &mut o.owner,
+                "nlink" => &mut o.nlink,
+                "ino" => &mut o.ino,
+                "dir_size" => &mut o.dir_size,
+                "xattrs" => &mut o.xattrs,
+                "upper" => &mut o.upper,
+                _ => {
+                    return Err(format!(
+                        "unknown field {name:?}: give errno, mode, owner, nlink, ino, dir_size, xattrs or upper"
+                    ))
+                }
+            };
+            *field = false;
+        }
+        Ok(o)
+    }
+
     /// The masked fields, named, for reports (`errno, mode, ...`), or `none`.
     pub fn masked(&self) -> String {
         let fields = [

@@ -270,6 +270,12 @@ struct ConformArgs {
     /// which the model agrees with.
     #[arg(long)]
     out: PathBuf,
+    /// Fields not to compare, comma-separated (errno, mode, owner, nlink, ino, dir_size,
+    /// xattrs, upper): each scenario and fuzz case is then replayed on the model and on
+    /// the implementation, with these fields masked on both sides, so that a known
+    /// difference (say fuse-overlayfs's directory link counts) does not hide the others.
+    #[arg(long, value_parser = ovlsim::harness::Observes::ignoring, default_value = "")]
+    ignore: ovlsim::harness::Observes,
 }
 
 #[derive(clap::Args)]
@@ -338,6 +344,7 @@ fn cmd_conform(a: ConformArgs) -> ExitCode {
         seed: a.seed,
         out: a.out.clone(),
         progress: true,
+        observes: a.ignore,
     };
     match ovlsim::conform::conform(&config) {
         Ok(entries) => {

@@ -1,5 +1,6 @@
 //! The mount-command backend: the kernel through the generic path agrees with spec/, and
-//! fuse-overlayfs fails exactly the scenarios committed under `conformance/fuse-overlayfs/`.
+//! fuse-overlayfs fails exactly the scenarios committed under `conformance/fuse-overlayfs/`
+//! (and, with the link count masked, under `conformance/fuse-overlayfs-ignore-nlink/`).
 
 mod common;
 
@@ -79,9 +80,15 @@ fn fuse_runs() -> bool {
 /// The committed failures: every `*.yaml` under `conformance/fuse-overlayfs/<folder>/`
 /// (the fuzz folder aside), as `folder/name.yaml`.
 fn committed() -> BTreeSet<String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/fuse-overlayfs");
+    committed_in("conformance/fuse-overlayfs")
+}
+
+/// The `*.yaml` files one folder deep under `dir` (the fuzz folder aside), as
+/// `folder/name.yaml`.
+fn committed_in(dir: &str) -> BTreeSet<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut out = BTreeSet::new();
-    for folder in std::fs::read_dir(&root).expect("conformance/fuse-overlayfs/ is committed") {
+    for folder in std::fs::read_dir(&root).unwrap_or_else(|e| panic!("{dir}/ is committed: {e}")) {
         let folder: PathBuf = folder.expect("a folder entry").path();
         if !folder.is_dir() || folder.file_name().is_some_and(|n| n == "fuzz") {
             continue;
@@ -113,6 +120,43 @@ fn fuse_overlayfs_fails_exactly_the_committed_scenarios() {
          newly failing: {new:#?}\nno longer failing: {fixed:#?}"
     );
     assert!(passed > 0, "no scenario passed on fuse-overlayfs: the harness is broken");
+}
+
+/// With the link count masked (`ovlsim conform --ignore nlink`), the known difference of
+/// every merged directory's `st_nlink` no longer hides the others: fuse-overlayfs fails
+/// exactly the scenarios committed under `conformance/fuse-overlayfs-ignore-nlink/`, and
+/// passes more than it does unmasked.
+#[test]
+fn fuse_overlayfs_with_nlink_masked_fails_exactly_the_committed_scenarios() {
+    if !common::kernel_runs("fuse-overlayfs conformance, nlink masked") || !fuse_runs() {
+        return;
+    }
+    let config = MountConfig::new(FUSE_TEMPLATE, Dialect::FuseOverlayfs).expect("the template reads");
+    let observes = ovlsim::harness::Observes::ignoring("nlink").expect("a field");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("spec");
+    let found = ovlsim::scenario::find_files(&[root]).expect("spec/ is there");
+    let (mut now, mut passed) = (BTreeSet::new(), 0);
+    for path in &found.files {
+        let s = ovlsim::scenario::load(path).expect("spec/ scenarios load");
+        match ovlsim::conform::check_masked(&s, &config, observes) {
+            Ok((ovlsim::conform::Verdict::Passed, _)) => passed += 1,
+            Ok(_) => {
+                now.insert(key_of(path));
+            }
+            Err(_) => {}
+        }
+    }
+    let want = committed_in("conformance/fuse-overlayfs-ignore-nlink");
+    assert_eq!(
+        now, want,
+        "fuse-overlayfs's failures with nlink masked changed (re-run `ovlsim conform --ignore nlink` and update CONFORMANCE.md)"
+    );
+    let unmasked = committed().len();
+    assert!(
+        passed > 0 && now.len() < unmasked,
+        "masking nlink hid nothing: {} fail masked, {unmasked} unmasked",
+        now.len()
+    );
 }
 
 /// An empty layer, for the command tests.
