@@ -487,6 +487,80 @@ fn a_layer_written_as_a_directory_reads_back() {
     assert_eq!(back.entries, want.entries);
 }
 
+/// `Layer::from_dir` on the upper a real kernel overlay left on disk: a lower is built
+/// here, an overlay is mounted on it with `mount -t overlay` inside a private mount
+/// namespace (`unshare -m`, so nothing is mounted on the host), a file is removed, a
+/// directory removed and made again, a file written, a mode changed and a symlink made,
+/// and the upper read back is the upper the model leaves after the same operations.
+#[test]
+fn from_dir_reads_the_upper_a_kernel_overlay_left() {
+    use ovlsim::Op;
+    if !common::kernel_runs("from_dir of a kernel overlay's upper") {
+        return;
+    }
+    let t = TempDir::new("kernel-upper");
+    let p = |s: &str| t.0.join(s);
+    for d in ["l/d", "l/x", "u", "w", "m"] {
+        std::fs::create_dir_all(p(d)).unwrap();
+    }
+    for (f, data) in [("l/d/f", "lower data"), ("l/g", "gone soon"), ("l/h", "mode"), ("l/x/a", "a"), ("l/x/b", "b")] {
+        std::fs::write(p(f), data).unwrap();
+    }
+    for d in ["l", "l/d", "l/x", "u"] {
+        rustix::fs::chmod(&p(d), 0o755.into()).unwrap();
+    }
+    for f in ["l/d/f", "l/g", "l/h", "l/x/a", "l/x/b"] {
+        rustix::fs::chmod(&p(f), 0o644.into()).unwrap();
+    }
+    let script = r#"set -e
+cd "$1"
+mount -t overlay overlay -o lowerdir=l,upperdir=u,workdir=w m
+trap 'umount m' EXIT
+rm m/g
+rm -r m/x
+mkdir -m 755 m/x
+printf new | dd of=m/d/f conv=notrunc status=none
+chmod 600 m/h
+ln -s d/f m/s
+"#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(&t.0)
+        .output()
+        .expect("unshare runs");
+    assert!(out.status.success(), "the overlay script failed: {}", String::from_utf8_lossy(&out.stderr));
+
+    let upper = Layer::from_dir(&p("u")).unwrap().to_flat();
+    let lower = Layer::from_dir(&p("l")).unwrap();
+    let mut ov = ovlsim::overlay::Overlay::mount(vec![lower], Some(Layer::new()), ovlsim::Options::default()).unwrap();
+    let ops = [
+        Op::Unlink { path: "/g".into() },
+        Op::Unlink { path: "/x/a".into() },
+        Op::Unlink { path: "/x/b".into() },
+        Op::Rmdir { path: "/x".into() },
+        Op::Mkdir { path: "/x".into(), mode: 0o755 },
+        Op::Write { path: "/d/f".into(), at: ovlsim::ops::WriteAt::Offset(0), data: b"new".to_vec() },
+        Op::Chmod { path: "/h".into(), mode: 0o600 },
+        Op::Symlink { target: "d/f".into(), path: "/s".into() },
+    ];
+    for op in &ops {
+        assert_eq!(ov.apply(op), ovlsim::ops::Outcome::Ok, "{op:?} on the model");
+    }
+    let mut model = ov.upper().unwrap().to_flat();
+    // `from_dir` leaves the kernel's bookkeeping out (origin, impure): so does the compare.
+    let bookkeeping = |k: &String| k.starts_with("trusted.overlay.") && !k.ends_with(".opaque");
+    for e in &mut model.entries {
+        if let FlatEntry::Node { node, .. } = e {
+            node.xattrs.retain(|k, _| !bookkeeping(k));
+        }
+    }
+    model.root.xattrs.retain(|k, _| !bookkeeping(k));
+    assert_eq!(upper.entries, model.entries, "the kernel's upper, read by from_dir, against the model's");
+    assert_eq!(node(&upper, "/g").rdev, Some((0, 0)), "a whiteout");
+    assert_eq!(node(&upper, "/x").xattrs.get("trusted.overlay.opaque").map(|v| &v[..]), Some(&b"y"[..]));
+    assert_eq!(node(&upper, "/d/f").data.as_ref().map(|d| d.to_vec()), Some(b"newer data".to_vec()));
+}
+
 // ---------------------------------------------------------------------------------------
 // Properties.
 
