@@ -507,10 +507,10 @@ fn from_dir_reads_the_upper_a_kernel_overlay_left() {
         std::fs::write(p(f), data).unwrap();
     }
     for d in ["l", "l/d", "l/x", "u"] {
-        rustix::fs::chmod(&p(d), 0o755.into()).unwrap();
+        rustix::fs::chmod(p(d), 0o755.into()).unwrap();
     }
     for f in ["l/d/f", "l/g", "l/h", "l/x/a", "l/x/b"] {
-        rustix::fs::chmod(&p(f), 0o644.into()).unwrap();
+        rustix::fs::chmod(p(f), 0o644.into()).unwrap();
     }
     let script = r#"set -e
 cd "$1"
@@ -530,8 +530,8 @@ ln -s d/f m/s
         .expect("unshare runs");
     assert!(out.status.success(), "the overlay script failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let upper = Layer::from_dir(&p("u")).unwrap().to_flat();
-    let lower = Layer::from_dir(&p("l")).unwrap();
+    let upper = Layer::from_dir(p("u")).unwrap().to_flat();
+    let lower = Layer::from_dir(p("l")).unwrap();
     let mut ov = ovlsim::overlay::Overlay::mount(vec![lower], Some(Layer::new()), ovlsim::Options::default()).unwrap();
     let ops = [
         Op::Unlink { path: "/g".into() },
