@@ -81,6 +81,9 @@ enum Cmd {
     /// mount command, and write a conformance report (exit 0: every applicable check passed,
     /// 1: failures, 2: the report could not be made).
     Conform(ConformArgs),
+    /// Read an OCI image layout (every blob verified): list its layers and show the image
+    /// as overlay merges it on the model; with --scenario, write a new scenario over it.
+    Image(ImageArgs),
     /// The kernel backend's worker process (started by the kernel backend, not by hand).
     #[command(hide = true)]
     KernelWorker(KernelWorkerArgs),
@@ -288,6 +291,21 @@ struct ExportArgs {
 }
 
 #[derive(clap::Args)]
+struct ImageArgs {
+    /// The OCI image layout directory (with `index.json` and `blobs/`).
+    dir: PathBuf,
+    /// The image's `org.opencontainers.image.ref.name` (needed when the index holds more
+    /// than one manifest).
+    #[arg(long = "ref")]
+    reference: Option<String>,
+    /// Write a new scenario over the image here (one `!oci` layer per image layer, an empty
+    /// upper, a `readdir /` step); fill its expectations with `ovlsim record FILE`. An
+    /// existing file is not replaced.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct ShowArgs {
     /// The scenario file.
     file: PathBuf,
@@ -305,6 +323,7 @@ fn main() -> ExitCode {
         Cmd::Fuzz(a) => cmd_fuzz(a),
         Cmd::Export(a) => cmd_export(a),
         Cmd::Conform(a) => cmd_conform(a),
+        Cmd::Image(a) => cmd_image(a),
     }
 }
 
@@ -608,5 +627,41 @@ fn cmd_export(a: ExportArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     outln!("{}: {} bytes, diff_id {}", a.output.display(), export.tar.len(), export.diff_id);
+    ExitCode::SUCCESS
+}
+
+/// `ovlsim image`: see [`Cmd::Image`]. Exits 1 when the image cannot be read (an error
+/// naming the file and the entry), 2 when the scenario file exists already.
+fn cmd_image(a: ImageArgs) -> ExitCode {
+    let described = match ovlsim::image::describe_layout(&a.dir, a.reference.as_deref()) {
+        Ok(text) => text,
+        Err(e) => {
+            errln!("ovlsim image: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    outp!("{described}");
+    let Some(file) = a.scenario else { return ExitCode::SUCCESS };
+    if file.exists() {
+        errln!("ovlsim image: {} exists; not replaced", file.display());
+        return ExitCode::from(2);
+    }
+    let text = match ovlsim::image::scenario_for_layout(&a.dir, a.reference.as_deref(), &file) {
+        Ok(text) => text,
+        Err(e) => {
+            errln!("ovlsim image: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = ovlsim::persist::write_atomic(&file, text.as_bytes()) {
+        errln!("{}: cannot write: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    // The scenario must load as written: its layers are read from the image again.
+    if let Err(e) = scenario::load(&file) {
+        errln!("{}: the new scenario does not load: {e}", file.display());
+        return ExitCode::FAILURE;
+    }
+    outln!("wrote {}; fill its expectations from the kernel with `ovlsim record {}`", file.display(), file.display());
     ExitCode::SUCCESS
 }

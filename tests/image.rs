@@ -1209,3 +1209,53 @@ fn an_oci_layout_that_does_not_verify_is_an_error() {
     let e = layout::read_stack(&t.0.join("nowhere"), None).unwrap_err();
     assert_eq!(e.entry.as_deref(), Some("index.json"), "{e}");
 }
+
+/// `ovlsim image DIR --ref TAG`: the layers listed top-most first with their digests, the
+/// image as overlay merges it (the whited-out name gone), and `--scenario FILE` writes a
+/// scenario over it that loads and runs, and is not written over a second time.
+#[test]
+fn image_cli_lists_the_layers_and_writes_a_scenario() {
+    let t = TempDir::new("image-cli");
+    let image = t.0.join("img");
+    std::fs::create_dir(&image).unwrap();
+    two_layer_image(&image);
+    let bin = env!("CARGO_BIN_EXE_ovlsim");
+    let out = std::process::Command::new(bin).arg("image").arg(&image).args(["--ref", "v1"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let top = text.lines().next().unwrap();
+    assert!(top.starts_with("layer 0: sha256:") && top.contains("1 whiteouts"), "{text}");
+    assert!(text.contains("/new: "), "{text}");
+    assert!(text.contains("/f: ") && !text.contains("/gone"), "the whiteout hides /gone: {text}");
+
+    let file = t.0.join("s/image-merged.yaml");
+    std::fs::create_dir(t.0.join("s")).unwrap();
+    let made = std::process::Command::new(bin)
+        .arg("image")
+        .arg(&image)
+        .args(["--ref", "v1", "--scenario"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    assert!(yaml.contains("L1: !oci {path: ../img, ref: v1, layer: 1}"), "{yaml}");
+    let s = ovlsim::scenario::load(&file).unwrap();
+    assert_eq!(s.layers.len(), 3, "two image layers and the upper");
+    let again = std::process::Command::new(bin)
+        .arg("image")
+        .arg(&image)
+        .args(["--ref", "v1", "--scenario"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "an existing scenario is not replaced");
+
+    let bad = std::process::Command::new(bin).arg("image").arg(&image).args(["--ref", "v2"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("the refs are: v1"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -116,3 +116,104 @@ pub fn export_scenario(path: &std::path::Path) -> Result<Export, String> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// What `ovlsim image` prints of an OCI image layout: each layer (top-most first, numbered
+/// as a scenario's `!oci {layer: N}` numbers them) with its digests and what it holds, then
+/// the image as a container sees it: the model's merged view of the stack, mounted with an
+/// empty upper and default options. Every blob is verified as [`layout::read_stack`] does.
+pub fn describe_layout(dir: &std::path::Path, reference: Option<&str>) -> Result<String, String> {
+    use crate::layer::{FileType, FlatEntry, Layer};
+    use std::fmt::Write as _;
+    let layers = layout::manifest_layers(dir, reference).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let mut stack = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let flat = layout::read_layer(dir, l).map_err(|e| e.to_string())?;
+        let (mut whiteouts, mut opaque, mut links) = (0, 0, 0);
+        for e in &flat.entries {
+            match e {
+                FlatEntry::Link { .. } => links += 1,
+                FlatEntry::Node { node, .. } => {
+                    whiteouts += usize::from(node.kind == FileType::Char && node.rdev == Some((0, 0)));
+                    opaque += usize::from(
+                        node.xattrs
+                            .get(&format!("{}opaque", crate::whiteout::TRUSTED_PREFIX))
+                            .is_some_and(|v| v == b"y"),
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "layer {i}: {} ({} bytes), diff_id {}: {} entries, {whiteouts} whiteouts, {opaque} opaque directories, {links} hard links",
+            l.blob.digest,
+            l.blob.size,
+            l.diff_id,
+            flat.entries.len()
+        );
+        stack.push(Layer::from_flat(&flat));
+    }
+    let overlay = crate::Overlay::mount(stack, Some(Layer::new()), crate::Options::default())
+        .map_err(|e| format!("{}: the layers do not mount on the model: {e}", dir.display()))?;
+    let merged = overlay.clone().dump_merged();
+    let tree = crate::scenario::tree_from_merged(&merged, |_, _| None);
+    let _ = writeln!(out, "\nmerged view ({} layers, an empty upper, default options):", layers.len());
+    for line in crate::scenario::tree_lines(&tree, crate::scenario::TreeContext::Merged) {
+        let _ = writeln!(out, "  {line}");
+    }
+    Ok(out)
+}
+
+/// A new scenario over the image at `dir` (named `reference`): one `!oci` layer per image
+/// layer, an empty upper, a mount of them all, and one step that lists the root; its
+/// expectations are left for `ovlsim record` to fill from the kernel. `file` is where the
+/// scenario will be written: the image's path is written relative to its directory.
+pub fn scenario_for_layout(
+    dir: &std::path::Path,
+    reference: Option<&str>,
+    file: &std::path::Path,
+) -> Result<String, String> {
+    use std::fmt::Write as _;
+    let count = layout::manifest_layers(dir, reference).map_err(|e| e.to_string())?.len();
+    let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let rel = relative_to(dir, base)?;
+    let name = file.file_stem().map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    let quote = |s: &str| crate::scenario::yaml_scalar(s);
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "# The image {} as overlay mounts it. State the rule this scenario pins here,", dir.display());
+    let _ =
+        writeln!(out, "# add steps, then fill the expectations from the kernel: `ovlsim record {}`.", file.display());
+    let _ = writeln!(out, "name: {}", quote(&name));
+    let _ = writeln!(out, "rules:\n  - {}", quote(&format!("the merged view of the image {}", rel)));
+    let _ = writeln!(out, "\nlayers:");
+    for i in 0..count {
+        let r = reference.map(|r| format!(", ref: {}", quote(r))).unwrap_or_default();
+        let _ = writeln!(out, "  L{i}: !oci {{path: {}{r}, layer: {i}}}", quote(&rel));
+    }
+    let _ = writeln!(out, "  upper: {{}}");
+    let lowers: Vec<String> = (0..count).map(|i| format!("L{i}")).collect();
+    let _ = writeln!(out, "mount: {{lowers: [{}], upper: upper}}", lowers.join(", "));
+    let _ = writeln!(out, "\nsteps:\n  - readdir: /");
+    Ok(out)
+}
+
+/// `path` relative to directory `base`, both made absolute; `path` itself when they share
+/// nothing but the root.
+fn relative_to(path: &std::path::Path, base: &std::path::Path) -> Result<String, String> {
+    let abs = |p: &std::path::Path| std::path::absolute(p).map_err(|e| format!("{}: {e}", p.display()));
+    let (p, b) = (abs(path)?, abs(base)?);
+    let (pc, bc): (Vec<_>, Vec<_>) = (p.components().collect(), b.components().collect());
+    let common = pc.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    if common <= 1 {
+        return Ok(p.display().to_string());
+    }
+    let mut rel = std::path::PathBuf::new();
+    for _ in common..bc.len() {
+        rel.push("..");
+    }
+    for c in &pc[common..] {
+        rel.push(c);
+    }
+    Ok(if rel.as_os_str().is_empty() { ".".into() } else { rel.display().to_string() })
+}

@@ -64,6 +64,12 @@ pub use locate::{locate, Pos, Seg, YamlPath};
 pub use record::{record, RecordError};
 pub use runner::{differences, run, run_both, Failure, RunReport};
 pub use show::show;
+
+/// `s` as a YAML scalar in the project's style: plain where that reads back as the same
+/// string, quoted otherwise.
+pub fn yaml_scalar(s: &str) -> String {
+    emit::scalar(s)
+}
 pub use tree::{
     default_mode, tree_from_flat, tree_from_merged, tree_lines, tree_to_flat, walk, TreeContext, TreeKind, TreeNode,
     DEPTH_MAX, OPAQUE_XATTR, REDIRECT_XATTR, XWHITEOUT_XATTR,
