@@ -1259,3 +1259,40 @@ fn image_cli_lists_the_layers_and_writes_a_scenario() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// bsdtar (libarchive) writes an xattr as `LIBARCHIVE.xattr.NAME` (the name URL-encoded,
+/// the value base64, unpadded) beside, or instead of, `SCHILY.xattr.NAME`: both are read,
+/// and the raw SCHILY value wins where both are given.
+#[test]
+fn libarchive_xattr_records_are_read() {
+    let mut b = tar::Builder::new(Vec::new());
+    let file = |b: &mut tar::Builder<Vec<u8>>, name: &str| {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_path(name).unwrap();
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+    };
+    // "value" in base64 without padding; the name has an escaped space.
+    b.append_pax_extensions([("LIBARCHIVE.xattr.user.a%20b", &b"dmFsdWU"[..])]).unwrap();
+    file(&mut b, "f");
+    b.append_pax_extensions([("LIBARCHIVE.xattr.user.k", &b"bGli"[..]), ("SCHILY.xattr.user.k", &b"raw"[..])]).unwrap();
+    file(&mut b, "g");
+    b.append_pax_extensions([("LIBARCHIVE.xattr.user.k", &b"!!"[..])]).unwrap();
+    file(&mut b, "h");
+    let bytes = b.into_inner().unwrap();
+    let cut = bytes.len() - 3 * 512 - 1024; // the last entry (its PAX header and itself) and the end
+    let mut good = bytes[..cut].to_vec();
+    good.extend_from_slice(&[0u8; 1024]);
+    let flat = oci::read_tar("t.tar", &good[..]).unwrap();
+    assert_eq!(node(&flat, "/f").xattrs.get("user.a b").map(|v| &v[..]), Some(&b"value"[..]));
+    assert_eq!(node(&flat, "/g").xattrs.get("user.k").map(|v| &v[..]), Some(&b"raw"[..]));
+    let e = oci::read_tar("t.tar", &bytes[..]).unwrap_err();
+    assert_eq!(e.entry.as_deref(), Some("h"), "{e}");
+    assert!(e.message.contains("LIBARCHIVE.xattr.user.k"), "{e}");
+}

@@ -10,7 +10,7 @@
 //! makes on export (`pkg/archive`, `overlayWhiteoutConverter`).
 //!
 //! In: [`read_tar`] (and [`Layer::from_oci_tar`]) take a plain, gzip or zstd stream, told
-//! apart by its magic bytes. PAX `SCHILY.xattr.NAME` records become xattrs (a
+//! apart by its magic bytes. PAX `SCHILY.xattr.NAME` (and libarchive's `LIBARCHIVE.xattr.NAME`) records become xattrs (a
 //! `trusted.overlay.X` of the image's own stored escaped, as `trusted.overlay.overlay.X`,
 //! as the kernel stores one set through a mount); a hard link
 //! must name an earlier non-directory entry of the same layer. Refused, each with an error
@@ -46,6 +46,9 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const META_PREFIX: &str = ".wh..wh.";
 /// The PAX record prefix of an xattr (as GNU tar and libarchive write them).
 const PAX_XATTR: &str = "SCHILY.xattr.";
+/// libarchive's PAX record for an xattr: `LIBARCHIVE.xattr.` and the URL-encoded name, the
+/// value in base64 (libarchive, `archive_write_set_format_pax.c`, `add_pax_attr_binary`).
+const PAX_LIBARCHIVE_XATTR: &str = "LIBARCHIVE.xattr.";
 
 impl Layer {
     /// Reads an OCI or Docker layer tar (plain, gzip or zstd) as a layer in overlay's
@@ -339,14 +342,24 @@ impl Reader<'_> {
         };
         let size = entry.size();
         let mut xattrs: Xattrs = BTreeMap::new();
+        let mut libarchive: Xattrs = BTreeMap::new();
         if let Some(exts) = entry.pax_extensions().map_err(|e| self.err(name, format!("its PAX records: {e}")))? {
             for ext in exts {
                 let ext = ext.map_err(|e| self.err(name, format!("its PAX records: {e}")))?;
                 let key = ext.key().map_err(|_| self.err(name, "a PAX record's key is not UTF-8"))?;
                 if let Some(x) = key.strip_prefix(PAX_XATTR) {
                     xattrs.insert(escaped(x), ext.value_bytes().to_vec());
+                } else if let Some(x) = key.strip_prefix(PAX_LIBARCHIVE_XATTR) {
+                    let (k, v) = libarchive_xattr(x, ext.value_bytes()).ok_or_else(|| {
+                        self.err(name, format!("its PAX record {key:?} is not URL-encoded and base64"))
+                    })?;
+                    libarchive.insert(escaped(&k), v);
                 }
             }
+        }
+        // bsdtar writes each xattr both ways; the SCHILY record, raw bytes, wins.
+        for (k, v) in libarchive {
+            xattrs.entry(k).or_insert(v);
         }
         let path = joined(&comps);
         let link_target = || -> Result<String, ImageError> {
@@ -443,6 +456,45 @@ impl Reader<'_> {
 }
 
 type Xattrs = BTreeMap<String, Vec<u8>>;
+
+/// A `LIBARCHIVE.xattr.NAME` record's name (URL-encoded: `%XX` escapes) and value (base64,
+/// with or without `=` padding), decoded; `None` when either is malformed or the name is not
+/// UTF-8.
+fn libarchive_xattr(name: &str, value: &[u8]) -> Option<(String, Vec<u8>)> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut n = Vec::with_capacity(name.len());
+    let mut bytes = name.bytes();
+    while let Some(c) = bytes.next() {
+        if c == b'%' {
+            let (h, l) = (bytes.next().and_then(hex)?, bytes.next().and_then(hex)?);
+            n.push(h << 4 | l);
+        } else {
+            n.push(c);
+        }
+    }
+    let sextet = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let digits: Vec<u8> = value.strip_suffix(b"==").or(value.strip_suffix(b"=")).unwrap_or(value).to_vec();
+    if digits.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= u32::from(sextet(c)?) << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some((String::from_utf8(n).ok()?, out))
+}
 
 /// The name under which a file's own xattr `name` is stored in overlay's form: a
 /// `trusted.overlay.X` of the image's file is `trusted.overlay.overlay.X` in a layer, so
