@@ -80,7 +80,8 @@ pub struct GenConfig {
     /// The operations drawn, by [`crate::ops::Op::name`] (see [`OP_NAMES`]).
     pub ops: BTreeSet<&'static str>,
     /// The name alphabet of layers and paths (default [`super::gen::NAMES`]): names of 1 to
-    /// 255 bytes, without `/` or NUL, and neither `.` nor `..`.
+    /// 255 bytes, without `/` or NUL, neither `.` nor `..`, distinct and in byte order (the
+    /// order of a layer's entries, so that generated layers are canonical).
     pub names: Vec<String>,
     /// The deepest path in layers and in most operations (default
     /// [`super::gen::DEPTH_MAX`]; at most [`super::gen::DEPTH_LIMIT`]).
@@ -196,7 +197,7 @@ impl GenConfig {
     /// Checks the configuration: at least one operation, 1 to
     /// [`super::gen::LOWER_COUNT_LIMIT`] lowers (`lowers_min` at most `lowers_max`), offline
     /// edits only with remounts, a depth of 1 to [`super::gen::DEPTH_LIMIT`], and an
-    /// alphabet of 1 to 16 distinct names that a layer can hold.
+    /// alphabet of 1 to 16 distinct names that a layer can hold, in byte order.
     pub fn check(&self) -> Result<(), String> {
         if self.ops.is_empty() {
             return Err("the configuration draws no operation".into());
@@ -219,9 +220,10 @@ impl GenConfig {
                 && !n.contains(['/', '\0'])
                 && n != "."
                 && n != "..";
-            if !legal || self.names[..i].contains(n) {
+            if !legal || i > 0 && self.names[i - 1] >= *n {
                 return Err(format!(
-                    "{n:?} is not a name for the alphabet (1 to 255 bytes, no / or NUL, not . or .., distinct)"
+                    "{n:?} is not a name for the alphabet (1 to 255 bytes, no / or NUL, not . or .., \
+                     distinct, in byte order as a layer lists them)"
                 ));
             }
         }

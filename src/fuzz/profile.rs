@@ -167,6 +167,8 @@ pub fn odd_names() -> Vec<String> {
     // 126 two-byte characters and one of three bytes: 255 bytes.
     names.push(format!("{}中", "é".repeat(126)));
     names.extend(["s p", "n\nl", ".h", ".wh.a"].map(str::to_owned));
+    // In byte order, as a layer lists its entries ([`GenConfig::check`]).
+    names.sort();
     names
 }
 
@@ -238,6 +240,7 @@ mod tests {
                 ux += usize::from(start.options.userxattr);
                 for (_, l) in start.layers() {
                     layers += 1;
+                    assert_eq!(&crate::layer::Layer::from_flat(l).to_flat(), l, "{p}: layers are in canonical order");
                     root_marks += usize::from(l.root.xattrs.keys().any(|k| k.contains(".overlay.")));
                     for e in &l.entries {
                         let comps: Vec<&str> = e.path().split('/').filter(|c| !c.is_empty()).collect();
@@ -258,6 +261,31 @@ mod tests {
             let share = root_marks as f64 / layers as f64;
             assert_eq!(share > 0.3, cfg.root_markers, "{p}: markers on {root_marks} of {layers} roots");
             assert_eq!(ux, if cfg.userxattr { 200 } else { 0 }, "{p}: userxattr mounts");
+        }
+    }
+
+    /// A case of odd names (255 bytes, UTF-8, a space, a newline, a leading dot) is written
+    /// as a scenario (as a divergence is) that reads back the same.
+    #[test]
+    fn odd_names_survive_the_scenario_yaml() {
+        for p in [Profile::Names, Profile::Wide] {
+            crate::fuzz::with_config(p.config(), || {
+                let strategy = ModelMachine::sequential_strategy(1..=p.steps_max());
+                let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(3));
+                let mut odd = 0;
+                for i in 0..30 {
+                    let (state, transitions, _) = strategy.new_tree(&mut runner).expect("a case").current();
+                    let case = case_of(&state, &transitions);
+                    let commands = crate::fuzz::report::commands_until(&case, None);
+                    let s = crate::scenario::Scenario::from_commands(&format!("odd-{i}"), "a rule", &commands);
+                    let yaml = s.to_yaml();
+                    odd += usize::from(yaml.contains("n\\nl") || yaml.contains(".wh.a"));
+                    let back = crate::scenario::parse(&yaml, "odd.yaml")
+                        .unwrap_or_else(|e| panic!("{p} case {i}: {e}\n{yaml}"));
+                    assert_eq!(back.to_yaml(), yaml, "{p} case {i}");
+                }
+                assert!(odd > 0, "{p}: some case holds an odd name");
+            });
         }
     }
 }
