@@ -23,6 +23,9 @@
 //! - [`report`]: divergence files under `target/ovlsim-divergences/` (a scenario YAML whose
 //!   expectations are the kernel's answers, and a JSON dump of the case), and a progress
 //!   bar.
+//! - [`profile`]: named generator configurations that reach further than the default
+//!   (many sparse lowers, deep trees, odd names, long sequences, `userxattr`, markers on
+//!   layer roots), for `ovlsim fuzz --profile`.
 //!
 //! # Design
 //!
