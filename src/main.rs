@@ -221,9 +221,9 @@ struct FuzzArgs {
     /// The seed (default: a random one, printed in the summary).
     #[arg(long)]
     seed: Option<u64>,
-    /// The most steps in a case.
-    #[arg(long, default_value_t = ovlsim::fuzz::STEPS_MAX_DEFAULT)]
-    max_steps: usize,
+    /// The most steps in a case (default: the profile's; 24 for the default profile).
+    #[arg(long)]
+    max_steps: Option<usize>,
     /// Where each shrunk divergence is written, as a scenario YAML file.
     #[arg(long, default_value = "target/ovlsim-divergences")]
     out: PathBuf,
@@ -243,6 +243,22 @@ struct FuzzArgs {
     /// The dialect of a mount:TEMPLATE system under test (kernel, userxattr, fuse-overlayfs).
     #[arg(long, value_parser = parse_dialect, default_value = "kernel")]
     dialect: ovlsim::dialect::Dialect,
+    /// What the generator draws: a profile (see the long help, --help).
+    #[arg(long, default_value = "default", value_parser = parse_profile, long_help = profile_help())]
+    profile: ovlsim::fuzz::profile::Profile,
+}
+
+fn parse_profile(s: &str) -> Result<ovlsim::fuzz::profile::Profile, String> {
+    s.parse()
+}
+
+/// `--profile`'s long help: every profile with what it draws.
+fn profile_help() -> String {
+    let mut help = String::from("What the generator draws. `default` is what the fuzzer has always drawn, seed for seed; the others reach further:\n");
+    for p in ovlsim::fuzz::profile::Profile::ALL {
+        help.push_str(&format!("\n  {:<10} {}", p.name(), p.about()));
+    }
+    help
 }
 
 fn parse_dialect(s: &str) -> Result<ovlsim::dialect::Dialect, String> {
@@ -333,12 +349,13 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
     let config = ovlsim::fuzz::FuzzConfig {
         cases: a.cases,
         seed: a.seed,
-        max_steps: a.max_steps,
+        max_steps: a.max_steps.unwrap_or(a.profile.steps_max()),
         out_dir: a.out,
         keep_going: a.keep_going,
         progress: true,
         model_only: a.model_only,
         against: a.against.0.map(|template| ovlsim::kernel::MountConfig { template, dialect: a.dialect }),
+        generator: a.profile.config(),
         ..Default::default()
     };
     let report = ovlsim::fuzz::run(config);

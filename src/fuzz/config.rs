@@ -61,7 +61,7 @@ pub struct GenConfig {
     pub user_xattrs: bool,
     /// Owners other than root in layers.
     pub owners: bool,
-    /// At most this many lower layers (1 to [`super::gen::LOWER_COUNT_MAX`]).
+    /// At most this many lower layers (1 to [`super::gen::LOWER_COUNT_LIMIT`]; the default is [`super::gen::LOWER_COUNT_MAX`]).
     pub lowers_max: usize,
     /// Mounts without an upper layer (read-only overlays).
     pub lower_only_mounts: bool,
@@ -79,6 +79,31 @@ pub struct GenConfig {
     pub odd_paths: bool,
     /// The operations drawn, by [`crate::ops::Op::name`] (see [`OP_NAMES`]).
     pub ops: BTreeSet<&'static str>,
+    /// The name alphabet of layers and paths (default [`super::gen::NAMES`]): names of 1 to
+    /// 255 bytes, without `/` or NUL, neither `.` nor `..`, distinct and in byte order (the
+    /// order of a layer's entries, so that generated layers are canonical).
+    pub names: Vec<String>,
+    /// The deepest path in layers and in most operations (default
+    /// [`super::gen::DEPTH_MAX`]; at most [`super::gen::DEPTH_LIMIT`]).
+    pub depth_max: usize,
+    /// The weight of a subdirectory among a layer directory's children, against 3 for a
+    /// non-directory (default 2): higher draws deeper trees.
+    pub dir_weight: u32,
+    /// At least this many lower layers (default 1; at most `lowers_max`).
+    pub lowers_min: usize,
+    /// Most lower layers sparse: a few entries each, so that the entries of a stack sit in
+    /// few of its lowers (default off: every layer as full as any other).
+    pub sparse_lowers: bool,
+    /// Every mount with `userxattr`, and the markers drawn in layers under `user.overlay.`,
+    /// with `trusted.overlay.` ones as decoys that must be ignored (default off: no
+    /// `userxattr`, markers under `trusted.overlay.` with `user.overlay.` decoys).
+    pub userxattr: bool,
+    /// Markers on layer roots: opaque `y` and `x`, redirects, and the other namespace's
+    /// marker, on lower and upper roots alike (default off: only `trusted.overlay.opaque=y`,
+    /// rarely).
+    pub root_markers: bool,
+    /// `xino=auto` as well as `xino=on`, and either more often (default off).
+    pub xino_auto: bool,
 }
 
 impl Default for GenConfig {
@@ -103,6 +128,14 @@ impl Default for GenConfig {
             offline_edits: true,
             odd_paths: true,
             ops: OP_NAMES.iter().copied().collect(),
+            names: super::gen::NAMES.iter().map(|n| (*n).to_owned()).collect(),
+            depth_max: super::gen::DEPTH_MAX,
+            dir_weight: 2,
+            lowers_min: 1,
+            sparse_lowers: false,
+            userxattr: false,
+            root_markers: false,
+            xino_auto: false,
         }
     }
 }
@@ -132,6 +165,7 @@ impl GenConfig {
             offline_edits: false,
             odd_paths: false,
             ops: ["stat", "lstat", "read", "write", "mkdir", "rmdir", "unlink", "readdir"].into_iter().collect(),
+            ..GenConfig::default()
         }
     }
 
@@ -161,13 +195,37 @@ impl GenConfig {
     }
 
     /// Checks the configuration: at least one operation, 1 to
-    /// [`super::gen::LOWER_COUNT_MAX`] lowers, offline edits only with remounts.
+    /// [`super::gen::LOWER_COUNT_LIMIT`] lowers (`lowers_min` at most `lowers_max`), offline
+    /// edits only with remounts, a depth of 1 to [`super::gen::DEPTH_LIMIT`], and an
+    /// alphabet of 1 to 16 distinct names that a layer can hold, in byte order.
     pub fn check(&self) -> Result<(), String> {
         if self.ops.is_empty() {
             return Err("the configuration draws no operation".into());
         }
-        if !(1..=super::gen::LOWER_COUNT_MAX).contains(&self.lowers_max) {
-            return Err(format!("lowers_max must be 1 to {}", super::gen::LOWER_COUNT_MAX));
+        if !(1..=super::gen::LOWER_COUNT_LIMIT).contains(&self.lowers_max) {
+            return Err(format!("lowers_max must be 1 to {}", super::gen::LOWER_COUNT_LIMIT));
+        }
+        if !(1..=self.lowers_max).contains(&self.lowers_min) {
+            return Err("lowers_min must be 1 to lowers_max".into());
+        }
+        if !(1..=super::gen::DEPTH_LIMIT).contains(&self.depth_max) {
+            return Err(format!("depth_max must be 1 to {}", super::gen::DEPTH_LIMIT));
+        }
+        if !(1..=16).contains(&self.names.len()) {
+            return Err("the name alphabet must have 1 to 16 names".into());
+        }
+        for (i, n) in self.names.iter().enumerate() {
+            let legal = !n.is_empty()
+                && n.len() <= crate::layer::check::NAME_LEN_MAX
+                && !n.contains(['/', '\0'])
+                && n != "."
+                && n != "..";
+            if !legal || i > 0 && self.names[i - 1] >= *n {
+                return Err(format!(
+                    "{n:?} is not a name for the alphabet (1 to 255 bytes, no / or NUL, not . or .., \
+                     distinct, in byte order as a layer lists them)"
+                ));
+            }
         }
         if self.offline_edits && !self.remounts {
             return Err("offline edits need remounts".into());

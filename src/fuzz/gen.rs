@@ -28,6 +28,12 @@ pub const DEPTH_MAX: usize = 3;
 /// The most lower layers in a generated stack.
 pub const LOWER_COUNT_MAX: usize = 4;
 
+/// The most lower layers a [`GenConfig`] may ask for ([`GenConfig::lowers_max`]).
+pub const LOWER_COUNT_LIMIT: usize = 40;
+
+/// The deepest tree a [`GenConfig`] may ask for ([`GenConfig::depth_max`]).
+pub const DEPTH_LIMIT: usize = 8;
+
 /// The name of the generated upper layer.
 pub const UPPER: &str = "U";
 
@@ -99,6 +105,29 @@ pub fn name() -> impl Strategy<Value = String> {
     select(&NAMES[..]).prop_map(str::to_owned)
 }
 
+/// One name of the configuration's alphabet ([`GenConfig::names`]), drawn as [`name`]
+/// draws from an alphabet of the same size.
+fn name_in(cfg: &GenConfig) -> impl Strategy<Value = String> {
+    select(cfg.names.clone())
+}
+
+/// `name`, an overlay marker under `trusted.overlay.` (or its `user.overlay.` decoy), in
+/// the namespace the configuration's mounts read ([`GenConfig::userxattr`]): under
+/// `userxattr` the two namespaces swap, so that the markers are read and the decoys
+/// ignored.
+fn ns(cfg: &GenConfig, name: &'static str) -> &'static str {
+    if !cfg.userxattr {
+        return name;
+    }
+    match name {
+        OPAQUE => "user.overlay.opaque",
+        "user.overlay.opaque" => OPAQUE,
+        XWHITEOUT => "user.overlay.whiteout",
+        REDIRECT => "user.overlay.redirect",
+        other => other,
+    }
+}
+
 /// `user.*` xattrs that a regular file or a directory may carry.
 fn user_xattrs(cfg: &GenConfig) -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
     let on = cfg.user_xattrs;
@@ -136,8 +165,9 @@ fn file_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
 /// a write through the mount makes it zero-size, and then the kernel keeps showing it from
 /// its dentry cache while a fresh lookup would hide it; the model has no dentry cache, so
 /// that case is out of its contract (the sized file itself is pinned in spec/).
-fn xwhiteout_node() -> impl Strategy<Value = FlatNode> {
-    select(&XWHITEOUT_VALUES[..]).prop_map(|value| with_xattr(file(b"", 0o644), XWHITEOUT, value))
+fn xwhiteout_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
+    let marker = ns(cfg, XWHITEOUT);
+    select(&XWHITEOUT_VALUES[..]).prop_map(move |value| with_xattr(file(b"", 0o644), marker, value))
 }
 
 /// A non-directory node of a layer (no hard links: see [`layer`]).
@@ -146,12 +176,15 @@ pub fn leaf_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
         10 => file_node(cfg),
         GenConfig::weight(cfg.symlinks, 3) => select(&TARGETS[..]).prop_map(symlink),
         GenConfig::weight(cfg.whiteouts, 3) => Just(whiteout()),
-        GenConfig::weight(cfg.xattr_whiteouts, 2) => xwhiteout_node(),
+        GenConfig::weight(cfg.xattr_whiteouts, 2) => xwhiteout_node(cfg),
         GenConfig::weight(cfg.fifos, 1) => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
         // No metacopy files: their lookup is EPERM (pinned in spec/), and when readdir meets
         // two of them in a directory with xattr whiteouts, whether it fails depends on the
         // order of the directory's entries, which the model does not keep (see
         // `machine::readdir_order_decides`).
+        // Under `userxattr`, a `trusted.overlay.whiteout` decoy: an ordinary empty file.
+        GenConfig::weight(cfg.xattr_whiteouts && cfg.userxattr, 1) =>
+            select(&XWHITEOUT_VALUES[..]).prop_map(|value| with_xattr(file(b"", 0o644), XWHITEOUT, value)),
     ]
 }
 
@@ -161,16 +194,19 @@ pub fn dir_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
     let opaque = |w| GenConfig::weight(cfg.opaque_dirs, w);
     let marker = prop_oneof![
         14 => Just(None),
-        opaque(4) => Just(Some((OPAQUE, &b"y"[..]))),
-        opaque(2) => Just(Some((OPAQUE, &b"x"[..]))),
-        opaque(1) => Just(Some((OPAQUE, &b"yes"[..]))),
-        opaque(1) => Just(Some(("user.overlay.opaque", &b"y"[..]))),
+        opaque(4) => Just(Some((ns(cfg, OPAQUE), &b"y"[..]))),
+        opaque(2) => Just(Some((ns(cfg, OPAQUE), &b"x"[..]))),
+        opaque(1) => Just(Some((ns(cfg, OPAQUE), &b"yes"[..]))),
+        opaque(1) => Just(Some((ns(cfg, "user.overlay.opaque"), &b"y"[..]))),
         // Only redirects that lead nowhere: one that names a directory another name also
         // shows makes two merged directories share a lower one, and the kernel's answer
         // then depends on its inode cache (ESTALE or not, by lookup order), which is out of
         // the model's contract. Redirects made by renames under `redirect_dir=on`, and the
         // spec scenarios, cover working ones.
-        GenConfig::weight(cfg.redirects, 1) => select(&FRUITLESS_REDIRECTS[..]).prop_map(|v| Some((REDIRECT, v))),
+        GenConfig::weight(cfg.redirects, 1) => {
+            let redirect = ns(cfg, REDIRECT);
+            select(&FRUITLESS_REDIRECTS[..]).prop_map(move |v| Some((redirect, v)))
+        }
     ];
     (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(cfg), marker, user_xattrs(cfg)).prop_map(
         |(mode, (uid, gid), marker, xattrs)| {
@@ -197,24 +233,26 @@ enum Shape {
     Dir(FlatNode, Vec<(String, Shape)>),
 }
 
-/// The children of a directory at `depth` (the root's children are at depth 1).
-fn children(cfg: &GenConfig, depth: usize) -> BoxedStrategy<Vec<(String, Shape)>> {
+/// The children of a directory at `depth` (the root's children are at depth 1): each name of the alphabet is taken with
+/// probability `p[0]` in the root, `p[1]` below it.
+fn children_with(cfg: &GenConfig, depth: usize, p: [f64; 2]) -> BoxedStrategy<Vec<(String, Shape)>> {
     let leaf = prop_oneof![
         12 => leaf_node(cfg).prop_map(Shape::Leaf),
         GenConfig::weight(cfg.hard_links, 1) => (0..8usize).prop_map(Shape::Link),
     ];
-    let child = if depth >= DEPTH_MAX {
+    let child = if depth >= cfg.depth_max {
         leaf.boxed()
     } else {
         prop_oneof![
             3 => leaf,
-            2 => (dir_node(cfg), children(cfg, depth + 1)).prop_map(|(n, c)| Shape::Dir(n, c)),
+            cfg.dir_weight => (dir_node(cfg), children_with(cfg, depth + 1, p)).prop_map(|(n, c)| Shape::Dir(n, c)),
         ]
         .boxed()
     };
-    let p = if depth == 1 { 0.55 } else { 0.35 };
-    proptest::collection::vec(proptest::option::weighted(p, child), NAMES.len())
-        .prop_map(|slots| NAMES.iter().zip(slots).filter_map(|(n, s)| s.map(|s| ((*n).to_owned(), s))).collect())
+    let p = if depth == 1 { p[0] } else { p[1] };
+    let names = cfg.names.clone();
+    proptest::collection::vec(proptest::option::weighted(p, child), names.len())
+        .prop_map(move |slots| names.iter().zip(slots).filter_map(|(n, s)| s.map(|s| (n.clone(), s))).collect())
         .boxed()
 }
 
@@ -225,6 +263,7 @@ fn flatten(prefix: &str, kids: Vec<(String, Shape)>, out: &mut FlatLayer, linkab
             Shape::Leaf(node) => {
                 let is_whiteout = node.kind == FileType::Char
                     || node.xattrs.contains_key(XWHITEOUT)
+                    || node.xattrs.contains_key("user.overlay.whiteout")
                     || node.xattrs.contains_key(METACOPY);
                 if !is_whiteout {
                     linkable.push(path.clone());
@@ -251,17 +290,55 @@ fn flatten(prefix: &str, kids: Vec<(String, Shape)>, out: &mut FlatLayer, linkab
 /// symlinks, whiteouts, xattr whiteouts, opaque directories, FIFOs and hard links. The
 /// entries are in the canonical order of [`crate::layer::Layer::to_flat`].
 pub fn layer(cfg: &GenConfig) -> impl Strategy<Value = FlatLayer> {
-    let root = prop_oneof![
-        12 => Just(node(FileType::Dir, 0o755)),
-        // The opaque marker on the upper root is ignored.
-        GenConfig::weight(cfg.opaque_dirs, 1) => Just(with_xattr(node(FileType::Dir, 0o755), OPAQUE, b"y")),
-        1 => Just(node(FileType::Dir, 0o700)),
-    ];
-    (root, children(cfg, 1)).prop_map(|(root, kids)| {
+    layer_with(cfg, [0.55, 0.35])
+}
+
+/// A layer whose names are taken with probabilities `p` ([`children_with`]), its root
+/// drawn by [`root_node`].
+fn layer_with(cfg: &GenConfig, p: [f64; 2]) -> impl Strategy<Value = FlatLayer> {
+    (root_node(cfg), children_with(cfg, 1, p)).prop_map(|(root, kids)| {
         let mut out = FlatLayer { root, entries: Vec::new() };
         flatten("", kids, &mut out, &mut Vec::new());
         out
     })
+}
+
+/// A layer's root: mostly plain; sometimes opaque. With [`GenConfig::root_markers`], often
+/// a marker: opaque `y` or `x` (`x` on a lower root: it may hold xattr whiteouts), a value
+/// that is not opaque, a redirect, or the other namespace's opaque marker (a decoy).
+fn root_node(cfg: &GenConfig) -> BoxedStrategy<FlatNode> {
+    let dir = || node(FileType::Dir, 0o755);
+    if cfg.root_markers {
+        let marked = |name, value: &'static [u8]| Just(with_xattr(dir(), ns(cfg, name), value));
+        return prop_oneof![
+            6 => Just(dir()),
+            3 => marked(OPAQUE, b"y"),
+            3 => marked(OPAQUE, b"x"),
+            1 => marked(OPAQUE, b"yes"),
+            1 => marked("user.overlay.opaque", b"y"),
+            GenConfig::weight(cfg.redirects, 1) => marked(REDIRECT, b"/a"),
+            GenConfig::weight(cfg.redirects, 1) => marked(REDIRECT, b"/zz/.."),
+            1 => Just(node(FileType::Dir, 0o700)),
+        ]
+        .boxed();
+    }
+    prop_oneof![
+        12 => Just(dir()),
+        // The opaque marker on the upper root is ignored.
+        GenConfig::weight(cfg.opaque_dirs, 1) => Just(with_xattr(dir(), ns(cfg, OPAQUE), b"y")),
+        1 => Just(node(FileType::Dir, 0o700)),
+    ]
+    .boxed()
+}
+
+/// A lower layer: as [`layer`], or, with [`GenConfig::sparse_lowers`], three times in four a
+/// sparse one (a name of the root in eight, few below), so that most entries of a stack sit
+/// in few of its lowers.
+fn lower_layer(cfg: &GenConfig) -> BoxedStrategy<FlatLayer> {
+    if !cfg.sparse_lowers {
+        return layer(cfg).boxed();
+    }
+    prop_oneof![1 => layer(cfg), 3 => layer_with(cfg, [0.12, 0.25])].boxed()
 }
 
 /// Mount options: mostly the defaults; sometimes `redirect_dir=on`, `nofollow` or
@@ -270,7 +347,10 @@ pub fn layer(cfg: &GenConfig) -> impl Strategy<Value = FlatLayer> {
 /// and the kernel's `st_ino` for such a copy then depends on whether its dentry was cached
 /// before the copy-up, which is out of the model's contract (`userxattr` is pinned in
 /// spec/mount/).
-pub fn options(cfg: &GenConfig) -> impl Strategy<Value = Options> {
+pub fn options(cfg: &GenConfig) -> BoxedStrategy<Options> {
+    if cfg.userxattr || cfg.xino_auto {
+        return wide_options(cfg);
+    }
     let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
     let redirect = prop_oneof![
         14 => Just(RedirectDir::Off),
@@ -281,12 +361,48 @@ pub fn options(cfg: &GenConfig) -> impl Strategy<Value = Options> {
     // Drawn whatever the configuration, then masked, so that a configuration that allows
     // them draws exactly as the fixed generator did.
     let (ro_on, xino_on) = (cfg.read_only, cfg.xino);
-    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03)).prop_map(
-        move |(redirect_dir, read_only, xino)| {
+    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03))
+        .prop_map(move |(redirect_dir, read_only, xino)| {
             let (read_only, xino) = (read_only && ro_on, xino && xino_on);
             Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
-        },
-    )
+        })
+        .boxed()
+}
+
+/// The options of [`GenConfig::userxattr`] and [`GenConfig::xino_auto`]: under `userxattr`,
+/// `redirect_dir` left to the kernel's default (which is then `nofollow`) or given as
+/// `nofollow`, the only value it allows (kernel: `ovl_fs_params_verify`); `xino` off, `on`
+/// or `auto`.
+fn wide_options(cfg: &GenConfig) -> BoxedStrategy<Options> {
+    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
+    let redirect = if cfg.userxattr {
+        prop_oneof![3 => Just(RedirectDir::Off), rd(1) => Just(RedirectDir::Nofollow)].boxed()
+    } else {
+        prop_oneof![
+            14 => Just(RedirectDir::Off),
+            rd(3) => Just(RedirectDir::On),
+            rd(2) => Just(RedirectDir::Nofollow),
+            rd(1) => Just(RedirectDir::Follow),
+        ]
+        .boxed()
+    };
+    let x = |w| GenConfig::weight(cfg.xino && cfg.xino_auto, w);
+    let xino = prop_oneof![
+        6 => Just(Xino::Off),
+        x(1) => Just(Xino::On),
+        x(1) => Just(Xino::Auto),
+        GenConfig::weight(cfg.xino && !cfg.xino_auto, 1) => Just(Xino::On),
+    ];
+    let (ro_on, userxattr) = (cfg.read_only, cfg.userxattr);
+    (redirect, prop::bool::weighted(0.08), xino)
+        .prop_map(move |(redirect_dir, read_only, xino)| Options {
+            redirect_dir,
+            read_only: read_only && ro_on,
+            xino,
+            userxattr,
+            ..Options::default()
+        })
+        .boxed()
 }
 
 /// A layer stack and the options of its first mount: 1 to [`LOWER_COUNT_MAX`] lowers and,
@@ -295,9 +411,9 @@ pub fn options(cfg: &GenConfig) -> impl Strategy<Value = Options> {
 pub fn case_start(cfg: &GenConfig) -> impl Strategy<Value = CaseStart> {
     let lower_only = cfg.lower_only_mounts;
     (
-        1..=cfg.lowers_max,
+        cfg.lowers_min..=cfg.lowers_max,
         prop::bool::weighted(0.85),
-        proptest::collection::vec(layer(cfg), cfg.lowers_max),
+        proptest::collection::vec(lower_layer(cfg), cfg.lowers_max),
         layer(cfg),
         options(cfg),
     )
@@ -341,19 +457,20 @@ pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
 /// A path in the merged view: mostly `/x`, `/x/y` or `/x/y/z` over [`NAMES`]; sometimes a
 /// trailing slash, a `..` or `.` component, or the root itself.
 pub fn path(cfg: &GenConfig) -> impl Strategy<Value = String> {
-    let comps = || proptest::collection::vec(name(), 1..=DEPTH_MAX);
+    let depth_max = cfg.depth_max;
+    let comps = || proptest::collection::vec(name_in(cfg), 1..=depth_max);
     let join = |c: Vec<String>| format!("/{}", c.join("/"));
     let odd = |w| GenConfig::weight(cfg.odd_paths, w);
     prop_oneof![
-        24 => proptest::collection::vec(name(), 1..=2).prop_map(join),
+        24 => proptest::collection::vec(name_in(cfg), 1..=2).prop_map(join),
         6 => comps().prop_map(join),
         odd(2) => comps().prop_map(move |c| format!("{}/", join(c))),
-        odd(2) => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
+        odd(2) => (comps(), 0..depth_max).prop_map(|(mut c, i)| {
             let at = i.min(c.len());
             c.insert(at, "..".to_owned());
             format!("/{}", c.join("/"))
         }),
-        odd(1) => (comps(), 0..DEPTH_MAX).prop_map(|(mut c, i)| {
+        odd(1) => (comps(), 0..depth_max).prop_map(|(mut c, i)| {
             let at = i.min(c.len());
             c.insert(at, ".".to_owned());
             format!("/{}", c.join("/"))
@@ -455,7 +572,7 @@ pub fn path_from(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<Strin
     prop_oneof![
         4 => path(cfg),
         4 => pick(known),
-        3 => (parents, name()).prop_map(|(p, n)| format!("{p}/{n}")),
+        3 => (parents, name_in(cfg)).prop_map(|(p, n)| format!("{p}/{n}")),
         GenConfig::weight(cfg.odd_paths, 1) => pick(slashed).prop_map(|p| format!("{p}/")),
     ]
     .boxed()
@@ -531,8 +648,8 @@ pub fn op_on(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>)
 }
 
 /// A path inside a layer, for an offline edit.
-fn layer_path() -> impl Strategy<Value = String> {
-    proptest::collection::vec(name(), 1..=DEPTH_MAX).prop_map(|c| format!("/{}", c.join("/")))
+fn layer_path(cfg: &GenConfig) -> impl Strategy<Value = String> {
+    proptest::collection::vec(name_in(cfg), 1..=cfg.depth_max).prop_map(|c| format!("/{}", c.join("/")))
 }
 
 /// Whether `a` is `b` or one is an ancestor of the other (component-wise).
@@ -553,10 +670,10 @@ fn overlaps(a: &str, b: &str) -> bool {
 /// second), which is out of the model's contract. Edits of the upper are made that way.
 pub fn edit(cfg: &GenConfig, removes: bool) -> impl Strategy<Value = Edit> {
     prop_oneof![
-        5 => (layer_path(), prop_oneof![3 => leaf_node(cfg), 1 => dir_node(cfg)])
+        5 => (layer_path(cfg), prop_oneof![3 => leaf_node(cfg), 1 => dir_node(cfg)])
             .prop_map(|(path, node)| Edit::Put { path, node }),
-        if removes { 3 } else { 0 } => layer_path().prop_map(|path| Edit::Remove { path }),
-        GenConfig::weight(cfg.hard_links, 1) => (layer_path(), layer_path())
+        if removes { 3 } else { 0 } => layer_path(cfg).prop_map(|path| Edit::Remove { path }),
+        GenConfig::weight(cfg.hard_links, 1) => (layer_path(cfg), layer_path(cfg))
             .prop_filter("a link overlapping its target", |(p, t)| !overlaps(p, t))
             .prop_map(|(path, to)| Edit::Link { path, to }),
     ]

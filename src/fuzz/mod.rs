@@ -23,6 +23,9 @@
 //! - [`report`]: divergence files under `target/ovlsim-divergences/` (a scenario YAML whose
 //!   expectations are the kernel's answers, and a JSON dump of the case), and a progress
 //!   bar.
+//! - [`profile`]: named generator configurations that reach further than the default
+//!   (many sparse lowers, deep trees, odd names, long sequences, `userxattr`, markers on
+//!   layer roots), for `ovlsim fuzz --profile`.
 //!
 //! # Design
 //!
@@ -76,6 +79,7 @@ pub mod config;
 pub mod gen;
 pub mod invariants;
 pub mod machine;
+pub mod profile;
 pub mod report;
 pub(crate) mod shrink;
 
@@ -123,11 +127,14 @@ pub struct FuzzConfig {
     /// A proptest regression file (such as `proptest-regressions/differential.txt`) to
     /// which the seed of each distinct divergence is appended, so that the property test
     /// replays it first. The seeds replay the same cases only with the default
-    /// `max_steps` ([`STEPS_MAX_DEFAULT`]); with another, nothing is written.
+    /// `max_steps` ([`STEPS_MAX_DEFAULT`]) and generator; with another, nothing is written.
     pub regressions: Option<PathBuf>,
     /// The system under test: `None` for the kernel's `mount(2)`, or a mount command
     /// ([`crate::kernel::KernelBackend::with_mount`]).
     pub against: Option<crate::kernel::MountConfig>,
+    /// What the generator draws (a [`profile::Profile`]'s configuration, or any other);
+    /// regression seeds are written only for the default one.
+    pub generator: GenConfig,
 }
 
 impl Default for FuzzConfig {
@@ -142,6 +149,7 @@ impl Default for FuzzConfig {
             model_only: false,
             regressions: None,
             against: None,
+            generator: GenConfig::default(),
         }
     }
 }
@@ -438,6 +446,11 @@ impl Drop for StepHookGuard {
 /// Without a usable kernel (and not model-only), nothing runs and the report says why
 /// ([`FuzzReport::skipped`]).
 pub fn run(config: FuzzConfig) -> FuzzReport {
+    with_config(config.generator.clone(), || run_drawing(config))
+}
+
+/// [`run`], drawing by this thread's generator configuration ([`with_config`]).
+fn run_drawing(config: FuzzConfig) -> FuzzReport {
     machine::install_panic_filter();
     let start = Instant::now();
     let seed = config.seed.unwrap_or_else(random_seed);
@@ -459,6 +472,10 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
         cases_per_sec: 0.0,
         skipped: None,
     };
+    if let Err(e) = config.generator.check() {
+        report.errors.push(format!("generator configuration: {e}"));
+        return report;
+    }
     if !config.model_only {
         if let Err(why) = kernel_available() {
             report.skipped = Some(why);
@@ -621,7 +638,7 @@ pub fn run(config: FuzzConfig) -> FuzzReport {
     progress.borrow_mut().draw(report.cases, report.divergences.len(), "", true);
     progress.borrow_mut().finish();
     if let Some(path) = &config.regressions {
-        if config.max_steps == STEPS_MAX_DEFAULT {
+        if config.max_steps == STEPS_MAX_DEFAULT && config.generator == GenConfig::default() {
             for d in &report.divergences {
                 if let Some(seed) = &d.seed {
                     if let Err(e) = append_regression(path, seed, &d.signature) {
