@@ -88,16 +88,20 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod conform;
 pub mod copy_up;
 pub mod dcache;
 pub mod dialect;
 pub mod dump;
 pub mod errno;
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;
+#[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
 pub mod inode;
+#[cfg(all(feature = "kernel", target_os = "linux"))]
 pub mod kernel;
 pub mod layer;
 pub mod lookup;
