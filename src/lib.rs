@@ -38,6 +38,10 @@
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //!
+//! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
+//! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
+//! parsing and replay, and [`harness`] build on any Unix: see the README, "Cargo features".
+//!
 //! # A tour
 //! ```
 //! use ovlsim::layer::{Inode, Layer};
