@@ -32,6 +32,7 @@
 
 use crate::backend::{Backend, BackendError, Command, MergedTree, ModelBackend, Reply};
 use crate::errno::Errno;
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 use crate::fuzz::{Case, GenConfig, RefState};
 use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
 use crate::ops::{Outcome, Stat};
@@ -41,7 +42,9 @@ use crate::scenario::{self, RunReport, Scenario};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 use std::sync::Arc;
 
 /// The lines of a tree diff a Markdown report shows per failure.
@@ -511,6 +514,7 @@ impl Conformance {
 }
 
 /// What [`fuzz_backend`] found.
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 #[derive(Clone, Debug, Default)]
 pub struct FuzzSummary {
     /// The seed the cases were drawn from.
@@ -535,6 +539,9 @@ pub struct FuzzSummary {
 /// going on. The same `seed` and `config` draw the same cases.
 ///
 /// Errors: a configuration that [`GenConfig::check`] refuses.
+///
+/// Feature `proptest` (Linux).
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 pub fn fuzz_backend(
     config: &GenConfig,
     observes: Observes,

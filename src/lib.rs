@@ -38,6 +38,10 @@
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //!
+//! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
+//! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
+//! parsing and replay, and [`harness`] build on any Unix: see the README, "Cargo features".
+//!
 //! # A tour
 //! ```
 //! use ovlsim::layer::{Inode, Layer};
@@ -88,16 +92,20 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod conform;
 pub mod copy_up;
 pub mod dcache;
 pub mod dialect;
 pub mod dump;
 pub mod errno;
+#[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;
+#[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
 pub mod inode;
+#[cfg(all(feature = "kernel", target_os = "linux"))]
 pub mod kernel;
 pub mod layer;
 pub mod lookup;

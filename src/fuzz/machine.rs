@@ -590,6 +590,10 @@ pub fn divergence_panic(d: Divergence) -> ! {
 /// Installs (once per process) a panic hook that stays silent for divergence panics and
 /// for model panics caught by [`exec_quiet`], and passes every other panic to the hook that
 /// was there before. Without it, every shrinking step would print a panic.
+///
+/// The library installs it only when asked: by this call, or by the fuzzer's own runs
+/// ([`crate::fuzz::run`], [`crate::fuzz::check_on_kernel`]), whose output it keeps readable.
+/// [`ModelMachine`] and [`exec_quiet`] alone leave the process's hook as it is.
 pub fn install_panic_filter() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
@@ -619,9 +623,11 @@ fn payload_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs `cmd` on `backend`, turning a panic into [`Answer::Panic`] (message and location).
+/// Runs `cmd` on `backend`, turning a panic into [`Answer::Panic`]: its message, and its
+/// location when the panic filter ([`install_panic_filter`]) is installed, which also keeps
+/// the panic from being printed. Without the filter, the process's own panic hook reports
+/// it as it reports any panic.
 pub fn exec_quiet(backend: &mut dyn Backend, cmd: &Command) -> Answer {
-    install_panic_filter();
     QUIET.with(|q| q.set(true));
     let r = catch_unwind(AssertUnwindSafe(|| backend.exec(cmd)));
     QUIET.with(|q| q.set(false));

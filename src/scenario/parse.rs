@@ -407,25 +407,7 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<
         source.path = rel.clone();
     }
     let full = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new("")).join(&source.path);
-    let read = match tag {
-        "tar" => crate::image::oci::read_tar_file(&full),
-        "dir" => crate::image::dir::read_dir(&full),
-        _ => crate::image::layout::manifest_layers(&full, source.reference.as_deref()).and_then(|layers| {
-            let n = source.layer.unwrap_or(0);
-            match layers.get(n as usize) {
-                Some(l) => crate::image::layout::read_layer(&full, l),
-                None => Err(crate::image::ImageError::whole(
-                    &full.display().to_string(),
-                    format!("layer {n}: the image has {} layers", layers.len()),
-                )),
-            }
-        }),
-    };
-    let flat = read.and_then(|flat| {
-        crate::layer::check::check_layer(&flat)
-            .map(|()| flat)
-            .map_err(|(p, r)| crate::image::ImageError::at(&full.display().to_string(), p, r.to_string()))
-    });
+    let flat = read_image_file(tag, &full, &source);
     match flat {
         Ok(flat) => Some((source, flat)),
         Err(e) => {
@@ -433,6 +415,37 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<
             Some((source, empty))
         }
     }
+}
+
+/// The layer of an image source (see [`read_image_layer`]), checked as a layer.
+#[cfg(all(feature = "image", target_os = "linux"))]
+fn read_image_file(tag: &str, full: &std::path::Path, source: &super::ImageLayerSource) -> Result<FlatLayer, String> {
+    let read = match tag {
+        "tar" => crate::image::oci::read_tar_file(full),
+        "dir" => crate::image::dir::read_dir(full),
+        _ => crate::image::layout::manifest_layers(full, source.reference.as_deref()).and_then(|layers| {
+            let n = source.layer.unwrap_or(0);
+            match layers.get(n as usize) {
+                Some(l) => crate::image::layout::read_layer(full, l),
+                None => Err(crate::image::ImageError::whole(
+                    &full.display().to_string(),
+                    format!("layer {n}: the image has {} layers", layers.len()),
+                )),
+            }
+        }),
+    };
+    read.and_then(|flat| {
+        crate::layer::check::check_layer(&flat)
+            .map(|()| flat)
+            .map_err(|(p, r)| crate::image::ImageError::at(&full.display().to_string(), p, r.to_string()))
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Without the `image` feature (or off Linux), image sources are a problem of the file.
+#[cfg(not(all(feature = "image", target_os = "linux")))]
+fn read_image_file(tag: &str, _: &std::path::Path, _: &super::ImageLayerSource) -> Result<FlatLayer, String> {
+    Err(format!("!{tag} layers need ovlsim's `image` feature (Linux), which this build does not have"))
 }
 
 fn read_lowers(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Vec<String>> {
