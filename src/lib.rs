@@ -104,6 +104,7 @@ pub mod lookup;
 pub mod mount;
 pub mod ops;
 pub mod overlay;
+pub mod params;
 pub mod path;
 pub mod persist;
 pub mod readdir;
