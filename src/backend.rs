@@ -273,6 +273,8 @@ impl ModelBackend {
         crate::layer::check::check_layer(content)
             .map_err(|(path, r)| BackendError::Refused(r.errno, format!("{path}: {r}")))?;
         self.layers.insert(name.to_owned(), Layer::from_flat(content));
+        // A layer made anew has a fresh workdir, as the kernel backend's does.
+        self.volatile_marked.remove(name);
         Ok(Reply::Done)
     }
 
