@@ -37,6 +37,7 @@
 //! | [`kernel`] | the real-mount backend | |
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
+//! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //!
 //! # A tour
 //! ```

@@ -692,6 +692,48 @@ mod tests {
         assert_eq!(errno("lowerdir=a:b,nooverride_creds,ro=x,=x,,"), None);
     }
 
+    /// The model's reasons are the kernel's log lines, as Linux 6.18 printed them (dmesg,
+    /// after each of these strings was given to mount(2) with layers L0, L1 and U).
+    #[test]
+    fn reasons_are_the_kernels_messages() {
+        let reason = |data: &str| match Params::parse_with(data, |_, n| n != "nosuch").and_then(|p| {
+            p.check_options()?;
+            p.check_layers(|_| false)
+        }) {
+            Err(MountError::Refused { reason, .. }) => reason,
+            other => panic!("{data}: {other:?}"),
+        };
+        for (data, logged) in [
+            ("upperdir=U,metacopy=on,redirect_dir=off", "conflicting options: metacopy=on,redirect_dir=follow"),
+            ("lowerdir=L0,upperdir=U", "missing 'workdir'"),
+            ("upperdir=U,workdir=W", "missing 'lowerdir'"),
+            ("foo,lowerdir=nosuch", "Unknown parameter 'foo'"),
+            ("lowerdir=nosuch,foo", "failed to resolve 'nosuch': -2"),
+            ("lowerdir=L0:L1,lowerdir+=L2", "lowerdir+ and datadir+ cannot follow lowerdir"),
+            ("lowerdir=L0:L1,upperdir=", "Bad value for 'upperdir'"),
+            ("lowerdir=L0:L1,userxattr=on", "Unexpected value for 'userxattr'"),
+            ("lowerdir=L0:L1,source=x", "Multiple sources"),
+            ("lowerdir=L0:L1,source", "Non-string source"),
+            ("lowerdir=:L0", "cannot append lower layer"),
+            (
+                "lowerdir=L0:::L1",
+                "only single ':' or double '::' sequences of unescaped colons in lowerdir mount option allowed.",
+            ),
+            ("lowerdir=L0:", "unescaped trailing colons in lowerdir mount option."),
+            ("lowerdir=L0", "at least 2 lowerdir are needed while upperdir nonexistent"),
+            ("lowerdir=L0::L1:L2", "regular lower layers cannot follow data lower layers"),
+            ("datadir+=L0,lowerdir+=L1", "regular lower layers cannot follow data layers"),
+            ("datadir+=L0,datadir+=L1", "at least one non-data lowerdir is required"),
+            ("lowerdir=\\", "empty lowerdir"),
+            ("lowerdir=L0,upperdir=U,workdir=W,userxattr,metacopy=on", "conflicting options: userxattr,metacopy=on"),
+            ("lowerdir=L0:L0,upperdir=U,workdir=W", "conflicting lowerdir path"),
+        ] {
+            assert_eq!(reason(data), logged, "{data}");
+        }
+        let many = format!("lowerdir={}", vec!["L0"; 501].join(":"));
+        assert_eq!(reason(&many), "too many lower directories, limit is 500");
+    }
+
     #[test]
     fn last_value_wins_and_lowerdir_replaces() {
         let p = Params::parse("lowerdir=a:b,lowerdir=c,index=on,index=off,ro,rw,uuid=on,uuid=auto").unwrap();

@@ -299,3 +299,43 @@ fn the_model_answers_option_strings_as_the_kernel_does() {
     );
     assert!(compared >= 200 && mounted >= 40, "too few answers compared: {compared} ({mounted} mounts)");
 }
+
+/// A scenario's `mount: {options: "..."}`: the string is kept as written, written back as
+/// it was, and its layer names are the mount's.
+#[test]
+fn a_scenario_mount_keeps_its_option_string() {
+    let text = "# r\nname: s\nrules: [r]\nlayers:\n  L0: {f: x}\n  'a:b': {g: y}\n  upper: {}\n\
+                mount: {options: 'lowerdir=a\\:b:L0,upperdir=upper,workdir=work,redirect_dir=on'}\n\
+                steps:\n  - read: /f\n    expect: x\n  - unmount\n  - mount:\n    expect: ok\n\
+                final:\n  upper: {}\n";
+    let s = ovlsim::scenario::parse(text, "s.yaml").expect("the scenario loads");
+    let m = s.mount.as_ref().expect("a mount");
+    assert_eq!(m.data.as_deref(), Some("lowerdir=a\\:b:L0,upperdir=upper,workdir=work,redirect_dir=on"));
+    assert_eq!(m.lowers, vec!["a:b".to_owned(), "L0".to_owned()]);
+    assert_eq!(m.upper.as_deref(), Some("upper"));
+    assert_eq!(m.options.redirect_dir, RedirectDir::On);
+    let back = ovlsim::scenario::parse(&s.to_yaml(), "s.yaml").expect("the written scenario loads");
+    assert_eq!(back.mount, s.mount);
+    let report = ovlsim::scenario::run(&s, &mut ModelBackend::new());
+    assert!(report.passed(), "{report}");
+}
+
+/// An option string with `lowers` or `upper` beside it, a path that leaves the layers'
+/// names, or a `workdir=` that names a layer, is an error in the file, located.
+#[test]
+fn a_scenario_option_string_that_cannot_name_layers_is_a_load_error() {
+    for (mount, says) in [
+        ("{lowers: [L0], options: 'lowerdir=L0,upperdir=upper,workdir=work'}", "give no `lowers` or `upper`"),
+        ("{options: 'lowerdir=../L0,upperdir=upper,workdir=work'}", "its paths are layer names"),
+        ("{options: 'lowerdir=L0:..,upperdir=upper,workdir=work'}", "its paths are layer names"),
+        ("{options: 'lowerdir=L0,upperdir=upper,workdir=L0'}", "names a layer"),
+    ] {
+        let text = format!(
+            "# r\nname: s\nrules: [r]\nlayers:\n  L0: {{f: x}}\n  upper: {{}}\nmount: {mount}\n\
+             steps:\n  - read: /f\n    expect: x\n"
+        );
+        let e = ovlsim::scenario::parse(&text, "s.yaml").expect_err(mount);
+        let shown = e.to_string();
+        assert!(shown.contains(says) && shown.starts_with("s.yaml:7:"), "{mount}: {shown}");
+    }
+}
