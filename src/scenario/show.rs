@@ -26,7 +26,7 @@ fn tree_text(y: Y) -> String {
 
 fn mount_line(m: &MountSpec) -> String {
     if let Some(d) = &m.data {
-        return format!("options {d:?}");
+        return format!("options {d}");
     }
     let mut s = format!("lowers {}", m.lowers.join(":"));
     if let Some(u) = &m.upper {
