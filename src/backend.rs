@@ -105,6 +105,15 @@ pub enum Command {
     },
     /// Read the whole merged view. Only while mounted.
     DumpMerged,
+    /// Mount with an option string as `mount -t overlay -o DATA` gives it to `mount(2)`
+    /// (`lowerdir=L0:L1,upperdir=upper,workdir=work,index=off`): its layer paths are layer
+    /// names; a `workdir=` that names no layer is the upper layer's own workdir. The model
+    /// reads it as [`crate::params::Params::parse_with`] does; the kernel backend passes it
+    /// to `mount(2)` unchanged, from a directory where each layer's name is a link to it.
+    MountData {
+        /// The option string.
+        data: String,
+    },
 }
 
 impl Command {
@@ -119,6 +128,7 @@ impl Command {
             Command::Edit { .. } => "edit",
             Command::DumpLayer { .. } => "dump-layer",
             Command::DumpMerged => "dump-merged",
+            Command::MountData { .. } => "mount",
         }
     }
 }
@@ -263,7 +273,47 @@ impl ModelBackend {
         crate::layer::check::check_layer(content)
             .map_err(|(path, r)| BackendError::Refused(r.errno, format!("{path}: {r}")))?;
         self.layers.insert(name.to_owned(), Layer::from_flat(content));
+        // A layer made anew has a fresh workdir, as the kernel backend's does.
+        self.volatile_marked.remove(name);
         Ok(Reply::Done)
+    }
+
+    /// [`Command::MountData`]: the string read and checked in the kernel's order
+    /// ([`crate::params`]), then the volatile marker of the upper's workdir, then the mount
+    /// of its layers ([`Overlay::mount`]). A path that names no layer gives ENOENT; any
+    /// `workdir=` path resolves (it is the upper layer's workdir).
+    fn mount_data(&mut self, data: &str) -> Result<Reply, BackendError> {
+        use crate::params::{Params, PathRole};
+        let refusal = |e: MountError| match e {
+            MountError::Refused { errno, .. } => Ok(Reply::MountRefused(errno)),
+            MountError::NotModelled(what) => Err(BackendError::NotModelled(what)),
+        };
+        let layers = &self.layers;
+        let params = match Params::parse_with(data, |role, name| role == PathRole::Work || layers.contains_key(name)) {
+            Ok(p) => p,
+            Err(e) => return refusal(e),
+        };
+        let options = match params.check_options() {
+            Ok(_) => params.options,
+            Err(e) => return refusal(e),
+        };
+        if params.upper.as_ref().is_some_and(|u| self.volatile_marked.contains(u)) {
+            return Ok(Reply::MountRefused(Errno::EINVAL));
+        }
+        if let Err(e) = params.check_layers(|n| layers.contains_key(n)) {
+            return refusal(e);
+        }
+        let lower_layers =
+            params.regular_lowers().iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
+        let upper_layer = params.upper.as_deref().map(|n| self.named(n).cloned()).transpose()?;
+        match Overlay::mount(lower_layers, upper_layer, options) {
+            Ok(mut overlay) => {
+                overlay.set_cache_policy(self.cache_policy);
+                self.mounted = Some(Mounted { overlay, upper: params.upper.clone() });
+                Ok(Reply::Done)
+            }
+            Err(e) => refusal(e),
+        }
     }
 
     fn named(&self, name: &str) -> Result<&Layer, BackendError> {
@@ -297,6 +347,10 @@ impl Backend for ModelBackend {
                     Err(MountError::Refused { errno, .. }) => Ok(Reply::MountRefused(errno)),
                     Err(MountError::NotModelled(what)) => Err(BackendError::NotModelled(what)),
                 }
+            }
+            Command::MountData { data } => {
+                self.unmounted("mount")?;
+                self.mount_data(data)
             }
             Command::Unmount => {
                 let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;

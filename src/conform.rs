@@ -25,8 +25,12 @@ pub fn not_applicable(s: &Scenario, dialect: Dialect) -> Option<String> {
             return Some(why);
         }
     }
+    let string = "gives an option string, which is passed to mount(2) only (backend::Command::MountData)";
     let mut spec = s.mount.clone();
     if let Some(m) = &spec {
+        if m.data.is_some() {
+            return Some(format!("the mount {string}"));
+        }
         if let Err(e) = dialect.check_options(&m.options) {
             return Some(format!("{dialect}: {e}"));
         }
@@ -44,6 +48,9 @@ pub fn not_applicable(s: &Scenario, dialect: Dialect) -> Option<String> {
                     ));
                 }
                 if let Ok(m) = change.apply(spec.as_ref()) {
+                    if m.data.is_some() {
+                        return Some(format!("{at} {string}"));
+                    }
                     if let Err(e) = dialect.check_options(&m.options) {
                         return Some(format!("{at}: {dialect}: {e}"));
                     }

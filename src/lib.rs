@@ -37,6 +37,7 @@
 //! | [`kernel`] | the real-mount backend | |
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
+//! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
 //! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
@@ -112,6 +113,7 @@ pub mod lookup;
 pub mod mount;
 pub mod ops;
 pub mod overlay;
+pub mod params;
 pub mod path;
 pub mod persist;
 pub mod readdir;

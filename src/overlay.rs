@@ -88,8 +88,8 @@ impl Overlay {
     /// Mounts `lowers` (top-most first, as in `lowerdir=L0:L1`) under an optional `upper`.
     ///
     /// Kernel: `ovl_get_lowerstack`, `ovl_fs_params_verify`, `ovl_check_layer`. Errors, in
-    /// the kernel's order: EINVAL (no lower; more than 500 lowers; a single lower without an
-    /// upper; conflicting options), ELOOP (the same layer twice, or a lower that is the
+    /// the kernel's order: EINVAL (more than 500 lowers; conflicting options; no lower; a
+    /// single lower without an upper), ELOOP (the same layer twice, or a lower that is the
     /// upper). Options the model does not implement yet (`index`, `metacopy`, `nfs_export`)
     /// give [`MountError::NotModelled`], never a silently wrong answer. `volatile` changes
     /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
@@ -97,16 +97,18 @@ impl Overlay {
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
     pub fn mount(lowers: Vec<Layer>, upper: Option<Layer>, options: Options) -> Result<Overlay, MountError> {
         let refused = |errno, reason: &str| Err(MountError::Refused { errno, reason: reason.to_owned() });
-        if lowers.is_empty() {
-            return refused(Errno::EINVAL, "missing 'lowerdir'");
-        }
+        // The count is checked as the string is read (params.c), the options' conflicts
+        // before the layers are looked at (super.c, ovl_fill_super; observed on 6.18).
         if lowers.len() > LOWER_COUNT_MAX {
             return refused(Errno::EINVAL, "too many lower directories, limit is 500");
+        }
+        let options = options.verify(upper.is_some())?;
+        if lowers.is_empty() {
+            return refused(Errno::EINVAL, "missing 'lowerdir'");
         }
         if upper.is_none() && lowers.len() < 2 {
             return refused(Errno::EINVAL, "at least 2 lowerdir are needed while upperdir nonexistent");
         }
-        let options = options.verify(upper.is_some())?;
         let mut ids: Vec<_> = lowers.iter().map(Layer::id).collect();
         ids.extend(upper.as_ref().map(Layer::id));
         ids.sort();

@@ -344,6 +344,8 @@ impl ReferenceStateMachine for ModelMachine {
             }
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
             Command::Layer { .. } => false,
+            // The generator draws no option strings.
+            Command::MountData { .. } => false,
         }
     }
 }

@@ -546,6 +546,7 @@ impl KernelBackend {
                 dialect.check_options(options).map_err(|e| na(format!("{dialect}: {e}")))?;
                 self.exec_raw(cmd)
             }
+            Command::MountData { .. } => Err(na(format!("{dialect}: an option string is passed to mount(2) only"))),
             Command::DumpLayer { .. } => match self.exec_raw(cmd)? {
                 Reply::Layer(l) => Ok(Reply::Layer(dialect.read(l))),
                 other => Ok(other),
@@ -630,6 +631,7 @@ fn describe(cmd: &Command) -> String {
         }
         Command::DumpLayer { name } => format!("dump of layer {name:?}"),
         Command::DumpMerged => "dump of the merged view".into(),
+        Command::MountData { data } => cut(format!("mount -o {data:?}")),
     }
 }
 

@@ -21,6 +21,8 @@ const LAYERS: &str = "/l";
 const WORKDIRS: &str = "/w";
 /// The merged mount point.
 const MERGED: &str = "/m";
+/// The directory an option string's paths are resolved from: a link per layer name.
+const NAMES: &str = "/n";
 
 /// The worker's `main`: sets up the namespace and serves commands from stdin until it
 /// closes. Run by `ovlsim kernel-worker` (a hidden subcommand); not meant to be called
@@ -191,6 +193,12 @@ impl Worker {
                 let upper = upper.as_deref().map(|n| self.named(n)).transpose()?;
                 self.mount(&lowers, upper, options)
             }
+            Command::MountData { data } => {
+                if self.mounted.is_some() {
+                    return Err(usage("mount while mounted"));
+                }
+                self.mount_data(data)
+            }
             Command::Unmount => self.unmount(),
             Command::Op(op) => {
                 if self.mounted.is_none() {
@@ -302,6 +310,58 @@ impl Worker {
         self.enter_merged()
     }
 
+    /// [`Command::MountData`]: legacy `mount(2)` with the option string unchanged, from
+    /// `/n`, a directory where each layer's name is a symbolic link to the layer, and each
+    /// `workdir=` path that is no layer's name a link to the upper layer's workdir (or to
+    /// `/w/stray` without an upper); the kernel resolves the relative paths against the
+    /// cwd. A path that is not a plain name (empty, `.`, `..`, or with a `/`) is a usage
+    /// error: it would reach outside `/n`.
+    fn mount_data(&mut self, data: &str) -> Result<Reply, BackendError> {
+        if self.command.is_some() {
+            return Err(BackendError::NotApplicable("an option string is passed to mount(2) only".into()));
+        }
+        let (lowers, upper, works) = crate::params::Params::names(data);
+        for name in lowers.iter().chain(&upper).chain(&works) {
+            if !plain_name(name) {
+                return Err(usage(&format!("the option string names {name:?}, which is not a layer's name")));
+            }
+        }
+        layers::remove_dir(NAMES)?;
+        let made = |r: rustix::io::Result<()>, what: &str| r.map_err(|e| failed(format!("{what}: {e}")));
+        made(rustix::fs::mkdirat(CWD, NAMES, Mode::from_raw_mode(0o755)), &format!("mkdir {NAMES}"))?;
+        for (name, n) in self.layers.iter().filter(|(name, _)| plain_name(name)) {
+            made(rustix::fs::symlink(layer_dir(*n), format!("{NAMES}/{name}")), &format!("symlink {NAMES}/{name}"))?;
+        }
+        let work = match upper.as_deref().and_then(|u| self.layers.get(u)) {
+            Some(u) => work_dir(*u),
+            None => format!("{WORKDIRS}/stray"),
+        };
+        match rustix::fs::mkdirat(CWD, work.as_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(failed(format!("mkdir {work}: {e}"))),
+        }
+        for w in works.iter().filter(|w| !self.layers.contains_key(*w)) {
+            match rustix::fs::symlink(work.as_str(), format!("{NAMES}/{w}")) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(failed(format!("symlink {NAMES}/{w}: {e}"))),
+            }
+        }
+        let c = std::ffi::CString::new(data).map_err(|_| usage("mount options contain a NUL byte"))?;
+        made(rustix::process::chdir(NAMES), &format!("chdir {NAMES}"))?;
+        let r = rustix::mount::mount("overlay", MERGED, "overlay", MountFlags::NODEV, Some(&*c));
+        made(rustix::process::chdir("/"), "chdir /")?;
+        if let Err(e) = r {
+            return match Errno::from_code(e.raw_os_error()) {
+                Some(errno) => Ok(Reply::MountRefused(errno)),
+                None => Err(failed(format!(
+                    "mount refused with {e} (errno {}), which the model does not know",
+                    e.raw_os_error()
+                ))),
+            };
+        }
+        self.enter_merged()
+    }
+
     /// Makes the merged directory the process root and cwd.
     fn enter_merged(&mut self) -> Result<Reply, BackendError> {
         let merged = rustix::fs::open(MERGED, OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
@@ -395,6 +455,12 @@ fn restrict(read_only: bool) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Whether a layer name can be a link's name in [`NAMES`] (and so a path in an option
+/// string that stays there).
+fn plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
 fn layer_dir(n: u32) -> String {

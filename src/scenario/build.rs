@@ -28,21 +28,36 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                 }
             }
             Command::Mount { lowers, upper, options } => {
-                let new = MountSpec { lowers: lowers.clone(), upper: upper.clone(), options: *options };
+                let new = MountSpec { lowers: lowers.clone(), upper: upper.clone(), options: *options, data: None };
                 let refused = matches!(replies.and_then(|r| r.get(k)), Some(Reply::MountRefused(_)));
                 if !started && !refused {
                     s.mount = Some(new.clone());
                 } else {
                     // Against the previous mount, or against the defaults for a first one.
+                    // After an option string, the whole mount (an empty change repeats it).
                     let (lowers, upper, options) = match &spec {
-                        Some(p) => (Some(&p.lowers), &p.upper, p.options),
-                        None => (None, &None, Default::default()),
+                        Some(p) if p.data.is_none() => (Some(&p.lowers), &p.upper, p.options),
+                        _ => (None, &None, Default::default()),
                     };
+                    let whole = spec.as_ref().is_some_and(|p| p.data.is_some());
                     let change = MountChange {
                         lowers: (lowers != Some(&new.lowers)).then(|| new.lowers.clone()),
-                        upper: (upper != &new.upper).then(|| new.upper.clone()),
-                        options: (options != new.options).then_some(new.options),
+                        upper: (whole || upper != &new.upper).then(|| new.upper.clone()),
+                        options: (whole || options != new.options).then_some(new.options),
+                        data: None,
                     };
+                    s.steps.push(Step::new(Action::Mount(change)));
+                }
+                spec = Some(new);
+                started = true;
+            }
+            Command::MountData { data } => {
+                let new = MountSpec::from_data(data);
+                let refused = matches!(replies.and_then(|r| r.get(k)), Some(Reply::MountRefused(_)));
+                if !started && !refused {
+                    s.mount = Some(new.clone());
+                } else {
+                    let change = MountChange { data: Some(data.clone()), ..MountChange::default() };
                     s.steps.push(Step::new(Action::Mount(change)));
                 }
                 spec = Some(new);
@@ -113,6 +128,8 @@ impl Scenario {
                 (Command::Op(_), Reply::Outcome(o)) => Obs::Outcome(o.clone()),
                 (Command::Mount { .. }, Reply::Done) => Obs::Mount(Ok(())),
                 (Command::Mount { .. }, Reply::MountRefused(e)) => Obs::Mount(Err(*e)),
+                (Command::MountData { .. }, Reply::Done) => Obs::Mount(Ok(())),
+                (Command::MountData { .. }, Reply::MountRefused(e)) => Obs::Mount(Err(*e)),
                 (Command::DumpMerged, Reply::Merged(m)) => Obs::Trees { merged: Some(m.clone()), upper: None },
                 (Command::DumpLayer { .. }, Reply::Layer(l)) => Obs::Trees { merged: None, upper: Some(l.clone()) },
                 _ => Obs::Done,

@@ -145,6 +145,21 @@ pub struct MountSpec {
     pub upper: Option<String>,
     /// The options.
     pub options: Options,
+    /// The option string, when the mount gives one (`options: "lowerdir=L0,..."`): then
+    /// `lowers` and `upper` are the names it gives and `options` what it asks for (the
+    /// defaults if it does not parse), and backends are given the string itself
+    /// ([`crate::backend::Command::MountData`]).
+    pub data: Option<String>,
+}
+
+impl MountSpec {
+    /// The mount an option string describes: its layer names (every lower, data-only
+    /// ones too, [`crate::params::Params::names`]) and options.
+    pub fn from_data(data: &str) -> MountSpec {
+        let (lowers, upper, _) = crate::params::Params::names(data);
+        let options = crate::params::Params::parse(data).map(|p| p.options).unwrap_or_default();
+        MountSpec { lowers, upper, options, data: Some(data.to_owned()) }
+    }
 }
 
 /// A mount step's changes to the previous mount: a field left out keeps its previous value.
@@ -156,11 +171,20 @@ pub struct MountChange {
     pub upper: Option<Option<String>>,
     /// New options (complete: fields not given take their defaults).
     pub options: Option<Options>,
+    /// A new option string, which gives the layers and the options
+    /// ([`MountSpec::from_data`]).
+    pub data: Option<String>,
 }
 
 impl MountChange {
     /// The mount this change makes after `prev`, or why it cannot be made.
     pub fn apply(&self, prev: Option<&MountSpec>) -> Result<MountSpec, String> {
+        if let Some(d) = &self.data {
+            return Ok(MountSpec::from_data(d));
+        }
+        if let (true, Some(p)) = (*self == MountChange::default(), prev) {
+            return Ok(p.clone());
+        }
         let lowers = match (&self.lowers, prev) {
             (Some(l), _) => l.clone(),
             (None, Some(p)) => p.lowers.clone(),
@@ -176,6 +200,7 @@ impl MountChange {
                 Some(o) => *o,
                 None => prev.map(|p| p.options).unwrap_or_default(),
             },
+            data: None,
         })
     }
 }

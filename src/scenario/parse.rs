@@ -498,6 +498,9 @@ fn read_mount_spec(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> O
     let m = cx.mapping(v, path, "`mount`")?;
     let fields = cx.fields(&m, path, &["lowers", "upper", "options"], "mount");
     let change = read_mount_fields(cx, fields, path, layers)?;
+    if change.data.is_some() {
+        return change.apply(None).ok();
+    }
     if change.lowers.is_none() {
         cx.problem(path, "the mount has no `lowers`");
         return None;
@@ -524,6 +527,10 @@ fn read_mount_fields(
                 Some(u) => change.upper = Some(u),
                 None => ok = false,
             },
+            "options" if matches!(v, Value::String(_)) => match read_option_string(cx, v, &p, layers) {
+                Some(d) => change.data = Some(d),
+                None => ok = false,
+            },
             "options" => match read_options(cx, v, &p) {
                 Some(o) => change.options = Some(o),
                 None => ok = false,
@@ -531,7 +538,35 @@ fn read_mount_fields(
             _ => {}
         }
     }
+    if change.data.is_some() && (change.lowers.is_some() || change.upper.is_some()) {
+        cx.problem(path, "an option string names the layers itself: give no `lowers` or `upper` with it");
+        return None;
+    }
     ok.then_some(change)
+}
+
+/// An option string (`options: "lowerdir=L0:L1,upperdir=upper,workdir=work"`): its paths
+/// are layer names, so each must be a plain name (no `/`, not `.` or `..`); a `workdir=`
+/// may not name a layer (it is the upper layer's own workdir). A name that is no layer is
+/// allowed: the mount gives ENOENT, as for a missing path.
+fn read_option_string(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<String> {
+    let data = cx.string(v, path, "an option string")?;
+    let (lowers, upper, works) = crate::params::Params::names(&data);
+    let mut ok = true;
+    for name in lowers.iter().chain(&upper).chain(&works) {
+        if name == "." || name == ".." || name.contains('/') {
+            cx.problem(path, format!("the option string names {name:?}: its paths are layer names, without `/`"));
+            ok = false;
+        }
+    }
+    for w in works.iter().filter(|w| layers.contains(w)) {
+        cx.problem(
+            path,
+            format!("`workdir={w}` names a layer; the workdir is the upper layer's own: give it another name (work)"),
+        );
+        ok = false;
+    }
+    ok.then_some(data)
 }
 
 /// The option fields, as `mount::Options` names them.

@@ -171,7 +171,12 @@ pub fn record(s: &mut Scenario, b: &mut dyn Backend) -> Result<(), RecordError> 
     let mut trace = execute(s, b, FinalWant::all(), |_| {});
     if let Err(SetupError::Refused(_)) = &trace.setup {
         if let Some(m) = s.mount.take() {
-            let change = MountChange { lowers: Some(m.lowers), upper: Some(m.upper), options: Some(m.options) };
+            let change = match m.data {
+                Some(d) => MountChange { data: Some(d), ..MountChange::default() },
+                None => {
+                    MountChange { lowers: Some(m.lowers), upper: Some(m.upper), options: Some(m.options), data: None }
+                }
+            };
             s.steps.insert(0, Step::new(Action::Mount(change)));
             trace = execute(s, b, FinalWant::all(), |_| {});
         }

@@ -112,6 +112,9 @@ fn exec<B: Backend + ?Sized>(b: &mut B, cmd: &Command) -> Result<Reply, String> 
 }
 
 fn mount_cmd(m: &MountSpec) -> Command {
+    if let Some(data) = &m.data {
+        return Command::MountData { data: data.clone() };
+    }
     Command::Mount { lowers: m.lowers.clone(), upper: m.upper.clone(), options: m.options }
 }
 

@@ -25,6 +25,9 @@ fn tree_text(y: Y) -> String {
 }
 
 fn mount_line(m: &MountSpec) -> String {
+    if let Some(d) = &m.data {
+        return format!("options {d}");
+    }
     let mut s = format!("lowers {}", m.lowers.join(":"));
     if let Some(u) = &m.upper {
         s.push_str(&format!(", upper {u}"));

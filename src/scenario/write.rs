@@ -130,6 +130,9 @@ fn lowers_y(l: &[String]) -> Y {
 }
 
 fn mount_y(m: &MountSpec) -> Y {
+    if let Some(d) = &m.data {
+        return Y::map(vec![("options".to_owned(), Y::s(d.clone()))]);
+    }
     let mut f = vec![("lowers".to_owned(), lowers_y(&m.lowers))];
     if let Some(u) = &m.upper {
         f.push(("upper".to_owned(), Y::s(u.clone())));
@@ -156,6 +159,9 @@ fn change_y(c: &MountChange) -> Y {
     }
     if let Some(o) = &c.options {
         f.push(("options".to_owned(), options_y(o).unwrap_or_else(|| Y::map(Vec::new()))));
+    }
+    if let Some(d) = &c.data {
+        f.push(("options".to_owned(), Y::s(d.clone())));
     }
     Y::map(f)
 }
