@@ -10,7 +10,7 @@
 //!   implementation lacks one of its mount options.
 
 use crate::dialect::Dialect;
-use crate::kernel::{KernelBackend, MountConfig};
+use crate::kernel::{KernelBackend, MountConfig, SystemUnderTest};
 use crate::layer::FlatLayer;
 use crate::scenario::{Action, Expect, RunReport, Scenario};
 use std::collections::BTreeMap;
@@ -89,6 +89,39 @@ pub fn run_scenario(s: &Scenario, config: &MountConfig) -> Result<RunReport, Str
     }
 }
 
+/// Replays `s` on a fresh backend on `sut`, checking its expectations, or says why it is not
+/// applicable: for a mount command as [`run_scenario`] does; for another worker program
+/// ([`SystemUnderTest::Worker`]), when the worker refused a command it does not implement
+/// ([`crate::backend::BackendError::NotModelled`] or `NotApplicable`) and nothing failed
+/// before the refusal (a failure before it is reported, up to the refusal). A backend that
+/// cannot start is a failed report, never a pass.
+pub fn run_scenario_on(s: &Scenario, sut: &SystemUnderTest) -> Result<RunReport, String> {
+    if let SystemUnderTest::Mount(m) = sut {
+        return run_scenario(s, m);
+    }
+    match sut.start() {
+        Ok(mut b) => {
+            let mut b = crate::harness::Refusals { inner: &mut b, refused: None };
+            let (report, stop) = crate::scenario::run_stopped(s, &mut b);
+            match crate::harness::verdict_after_refusal(report.clone(), b.refused, stop) {
+                crate::harness::Verdict::NotApplicable(why) => Err(format!("the worker refused it: {why}")),
+                crate::harness::Verdict::Fail(r) => Ok(r),
+                _ => Ok(report),
+            }
+        }
+        Err(e) => {
+            let file = s.source.as_ref().map_or_else(|| s.name.clone(), |src| src.file.clone());
+            let e = crate::scenario::ScenarioError::single(
+                &file,
+                crate::scenario::Pos { line: 1, column: 1 },
+                None,
+                format!("the backend ({}) cannot start: {e}", sut.spec()),
+            );
+            Ok(RunReport::from_error(&file, "worker", &e))
+        }
+    }
+}
+
 /// How one scenario or case ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -116,8 +149,8 @@ pub struct Entry {
 /// What `ovlsim conform` does.
 #[derive(Clone, Debug)]
 pub struct ConformConfig {
-    /// The implementation.
-    pub mount: MountConfig,
+    /// The implementation: a mount command or another worker program.
+    pub against: SystemUnderTest,
     /// Scenario files or directories (`spec/`).
     pub paths: Vec<std::path::PathBuf>,
     /// Fuzz cases to run after the scenarios (0: none).
@@ -155,7 +188,7 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
                 continue;
             }
         };
-        let (verdict, yaml) = match run_scenario(&s, &config.mount) {
+        let (verdict, yaml) = match run_scenario_on(&s, &config.against) {
             Err(why) => (Verdict::NotApplicable(why), None),
             Ok(r) if r.passed() => (Verdict::Passed, None),
             Ok(r) => {
@@ -178,7 +211,7 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
             out_dir: config.out.join("fuzz"),
             keep_going: true,
             progress: config.progress,
-            against: Some(config.mount.clone()),
+            against: config.against.clone(),
             ..Default::default()
         });
         if let Some(why) = &report.skipped {
@@ -204,8 +237,11 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
             });
         }
     }
-    let title = config.mount.template.split_whitespace().next().unwrap_or("mount command").to_owned();
-    let md = markdown(&title, &config.mount.template, config.mount.dialect, &entries);
+    let title = config.against.label();
+    let md = match &config.against {
+        SystemUnderTest::Mount(m) => markdown(&title, &m.template, m.dialect, &entries),
+        other => markdown_for(&title, &format!("System under test: `{}`.", other.spec()), &entries),
+    };
     std::fs::create_dir_all(&config.out).map_err(|e| format!("cannot create {}: {e}", config.out.display()))?;
     let to = config.out.join("REPORT.md");
     crate::persist::write_atomic(&to, md.as_bytes()).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
@@ -220,6 +256,11 @@ fn folder_of(path: &std::path::Path) -> String {
 /// The Markdown report: a table by rule folder, then every failure and every scenario that
 /// was not applicable, with the reason.
 pub fn markdown(title: &str, command: &str, dialect: Dialect, entries: &[Entry]) -> String {
+    markdown_for(title, &format!("Mount command: `{command}`, dialect `{dialect}`."), entries)
+}
+
+/// [`markdown`], with `what` as the line under the title that says what was tested.
+fn markdown_for(title: &str, what: &str, entries: &[Entry]) -> String {
     let mut by: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for e in entries {
         let c = by.entry(&e.folder).or_default();
@@ -231,7 +272,7 @@ pub fn markdown(title: &str, command: &str, dialect: Dialect, entries: &[Entry])
     }
     let mut out = String::new();
     let _ = writeln!(out, "# Conformance: {title}\n");
-    let _ = writeln!(out, "Mount command: `{command}`, dialect `{dialect}`.\n");
+    let _ = writeln!(out, "{what}\n");
     let _ = writeln!(out, "| rule folder | passed | failed | not applicable |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
     let mut total = [0; 3];

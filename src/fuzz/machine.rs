@@ -23,7 +23,7 @@ use super::config::GenConfig;
 use super::gen;
 use crate::backend::{Backend, Command, Edit, ModelBackend, Reply};
 use crate::dcache::CachePolicy;
-use crate::kernel::{KernelBackend, MountConfig};
+use crate::kernel::{KernelBackend, SystemUnderTest};
 use crate::layer::{FileType, FlatEntry, Layer};
 use crate::mount::RedirectDir;
 use crate::overlay::{LayerRef, Overlay};
@@ -545,12 +545,18 @@ pub fn kernel_steps() -> u64 {
 }
 
 /// The system under test of every later [`checkout`] in this process.
-static SYSTEM_UNDER_TEST: std::sync::RwLock<Option<MountConfig>> = std::sync::RwLock::new(None);
+static SYSTEM_UNDER_TEST: std::sync::RwLock<SystemUnderTest> = std::sync::RwLock::new(SystemUnderTest::Kernel);
 
-/// Sets the system under test of every later [`checkout`] in this process: `None` for the
-/// kernel's `mount(2)` (the default), or a mount command.
-pub fn set_system_under_test(mount: Option<MountConfig>) {
-    *SYSTEM_UNDER_TEST.write().unwrap_or_else(|p| p.into_inner()) = mount;
+/// Sets the system under test of every later [`checkout`] in this process: the kernel's
+/// `mount(2)` (the default), a mount command, or another worker program.
+pub fn set_system_under_test(sut: SystemUnderTest) {
+    *SYSTEM_UNDER_TEST.write().unwrap_or_else(|p| p.into_inner()) = sut;
+}
+
+/// The short name of the system under test ([`SystemUnderTest::label`]), as divergence
+/// messages and reports name it: `kernel` by default.
+pub fn sut_label() -> String {
+    SYSTEM_UNDER_TEST.read().unwrap_or_else(|p| p.into_inner()).label()
 }
 
 /// This thread's kernel worker, started if there is none, the last one died or it mounts
@@ -559,11 +565,8 @@ pub fn set_system_under_test(mount: Option<MountConfig>) {
 pub fn checkout() -> Result<KernelBackend, crate::backend::BackendError> {
     let sut = SYSTEM_UNDER_TEST.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut k = match POOL.with(|p| p.borrow_mut().take()) {
-        Some(k) if k.is_alive() && k.mount_config() == sut.as_ref() => k,
-        _ => match sut {
-            Some(m) => KernelBackend::with_mount(m)?,
-            None => KernelBackend::new()?,
-        },
+        Some(k) if k.is_alive() && k.system() == sut => k,
+        _ => sut.start()?,
     };
     // A usage error when not mounted; anything else is found by the next command.
     let _ = k.exec(&Command::Unmount);

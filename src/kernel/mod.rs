@@ -91,6 +91,7 @@
 pub(crate) mod layers;
 mod mount_cmd;
 mod ops;
+pub mod protocol;
 pub mod template;
 mod worker;
 
@@ -209,6 +210,92 @@ impl MountConfig {
 /// The prefix of a mount-command backend's name on the command line (`mount:TEMPLATE`).
 pub const MOUNT_PREFIX: &str = "mount:";
 
+/// The prefix of a worker program on the command line (`worker:COMMAND ARGS`): another
+/// program that speaks the worker protocol (`docs/worker-protocol.md`) stands in for the
+/// `ovlsim` worker.
+pub const WORKER_PREFIX: &str = "worker:";
+
+impl WorkerCommand {
+    /// A worker program from its command line, `COMMAND ARGS`, split into words as a mount
+    /// template is ([`template::split_words`]: quotes and backslashes, no shell).
+    pub fn parse(text: &str) -> Result<WorkerCommand, String> {
+        let mut words = template::split_words(text)?.into_iter();
+        let program = words.next().ok_or("the worker command is empty")?;
+        Ok(WorkerCommand { program: program.into(), args: words.map(OsString::from).collect() })
+    }
+}
+
+/// The system a backend runs on, as the command line names it: the kernel's `mount(2)`
+/// through the `ovlsim` worker (`kernel`), a mount command (`mount:TEMPLATE`), or another
+/// worker program (`worker:COMMAND ARGS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemUnderTest {
+    /// The kernel's `mount(2)`, through the `ovlsim` worker.
+    #[default]
+    Kernel,
+    /// The `ovlsim` worker, mounting with a command ([`KernelBackend::with_mount`]).
+    Mount(MountConfig),
+    /// Another program that speaks the worker protocol ([`KernelBackend::with_program`]).
+    Worker(WorkerCommand),
+}
+
+impl SystemUnderTest {
+    /// Starts a backend on it.
+    pub fn start(&self) -> Result<KernelBackend, BackendError> {
+        match self {
+            SystemUnderTest::Kernel => KernelBackend::new(),
+            SystemUnderTest::Mount(m) => KernelBackend::with_mount(m.clone()),
+            SystemUnderTest::Worker(w) => KernelBackend::with_program(w.clone()),
+        }
+    }
+
+    /// A short name for reports: `kernel`, a mount command's program (`fuse-overlayfs`, or
+    /// `mount -t overlay` for the kernel through the generic path), or a worker program's
+    /// file name (`worker.py`).
+    pub fn label(&self) -> String {
+        match self {
+            SystemUnderTest::Kernel => "kernel".into(),
+            SystemUnderTest::Mount(m) => {
+                let words = template::split_words(&m.template).unwrap_or_default();
+                let program = words.first().map(|w| file_name(w)).unwrap_or_else(|| "mount command".into());
+                match words.get(1..3) {
+                    Some([t, fs]) if program == "mount" && t == "-t" => format!("mount -t {fs}"),
+                    _ => program,
+                }
+            }
+            SystemUnderTest::Worker(w) => {
+                // An interpreter's script names the worker better than the interpreter.
+                let script = w.args.iter().map(|a| a.to_string_lossy()).find(|a| !a.starts_with('-'));
+                let program = file_name(&w.program.to_string_lossy());
+                match script {
+                    Some(s)
+                        if ["python3", "python", "perl", "ruby", "node", "sh", "bash"].contains(&program.as_str()) =>
+                    {
+                        file_name(&s)
+                    }
+                    _ => program,
+                }
+            }
+        }
+    }
+
+    /// The command line option that names it: `kernel`, `mount:TEMPLATE` or
+    /// `worker:COMMAND ARGS`.
+    pub fn spec(&self) -> String {
+        match self {
+            SystemUnderTest::Kernel => "kernel".into(),
+            SystemUnderTest::Mount(m) => m.spec(),
+            SystemUnderTest::Worker(w) => format!("{WORKER_PREFIX}{w}"),
+        }
+    }
+}
+
+/// The last component of a path.
+fn file_name(p: &str) -> String {
+    Path::new(p).file_name().map_or_else(|| p.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
 /// The hidden worker option that carries the mount command.
 pub const MOUNT_COMMAND_ARG: &str = "--mount-command";
 
@@ -226,6 +313,8 @@ pub struct KernelBackend {
     pid: u32,
     gone: Option<String>,
     mount: Option<MountConfig>,
+    /// Another worker program, started by [`KernelBackend::with_program`].
+    program: Option<WorkerCommand>,
 }
 
 impl KernelBackend {
@@ -257,6 +346,24 @@ impl KernelBackend {
     /// The mount command this backend mounts with, if any.
     pub fn mount_config(&self) -> Option<&MountConfig> {
         self.mount.as_ref()
+    }
+
+    /// Starts another program that speaks the worker protocol (`docs/worker-protocol.md`)
+    /// as the system under test: run as `COMMAND ARGS --parent-pid <pid>`, it builds
+    /// layers, mounts and runs operations its own way. [`Backend::name`] is then `worker`.
+    pub fn with_program(worker: WorkerCommand) -> Result<KernelBackend, BackendError> {
+        let mut k = KernelBackend::with_worker(worker.clone())?;
+        k.program = Some(worker);
+        Ok(k)
+    }
+
+    /// What this backend runs on.
+    pub fn system(&self) -> SystemUnderTest {
+        match (&self.mount, &self.program) {
+            (Some(m), _) => SystemUnderTest::Mount(m.clone()),
+            (None, Some(w)) => SystemUnderTest::Worker(w.clone()),
+            (None, None) => SystemUnderTest::Kernel,
+        }
     }
 
     /// Starts the worker `worker` (a [`WorkerCommand`], or the path of a program run as it
@@ -331,14 +438,16 @@ impl KernelBackend {
             pid,
             gone: None,
             mount: None,
+            program: None,
         };
-        match backend.receive("the worker's setup")? {
-            Ok(Reply::Done) => Ok(backend),
-            Ok(other) => Err(backend.fail("the worker's setup", format!("unexpected first reply {other:?}"))),
-            Err(e) => {
+        let line = backend.receive_line("the worker's setup")?;
+        match protocol::read_first_line(&line) {
+            Ok(protocol::FirstLine::Hello(_)) => Ok(backend),
+            Ok(protocol::FirstLine::SetupFailed(e)) => {
                 backend.kill();
-                Err(BackendError::Failed(format!("the kernel worker could not set up: {}", message(&e))))
+                Err(BackendError::Failed(format!("the worker `{worker}` could not set up: {}", message(&e))))
             }
+            Err(why) => Err(backend.fail(&format!("the worker `{worker}`"), why)),
         }
     }
 
@@ -460,11 +569,18 @@ impl KernelBackend {
     /// Waits for one reply line. The outer error is a harness failure (the worker was
     /// killed); the inner result is the worker's answer.
     fn receive(&mut self, what: &str) -> Result<Result<Reply, BackendError>, BackendError> {
+        let line = self.receive_line(what)?;
+        serde_json::from_str(&line).map_err(|e| {
+            let shown: String = line.chars().take(200).collect();
+            self.fail(what, format!("unreadable reply {shown:?}: {e}"))
+        })
+    }
+
+    /// Waits for one line from the worker; a timeout or a dead worker is an error (and the
+    /// worker is killed and reaped).
+    fn receive_line(&mut self, what: &str) -> Result<String, BackendError> {
         match self.replies.recv_timeout(self.timeout) {
-            Ok(line) => serde_json::from_str(&line).map_err(|e| {
-                let shown: String = line.chars().take(200).collect();
-                self.fail(what, format!("unreadable reply {shown:?}: {e}"))
-            }),
+            Ok(line) => Ok(line),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 Err(self.fail(what, format!("no reply within {:?}; the worker was killed", self.timeout)))
             }
@@ -575,10 +691,13 @@ impl KernelBackend {
 }
 
 impl Backend for KernelBackend {
-    /// `kernel`, or `mount` for a mount-command backend.
+    /// `kernel`, `mount` for a mount-command backend, or `worker` for another worker
+    /// program.
     fn name(&self) -> &'static str {
         if self.mount.is_some() {
             "mount"
+        } else if self.program.is_some() {
+            "worker"
         } else {
             "kernel"
         }

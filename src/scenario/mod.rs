@@ -63,6 +63,7 @@ mod write;
 pub use locate::{locate, Pos, Seg, YamlPath};
 pub use record::{record, RecordError};
 pub use runner::{differences, run, run_both, Failure, RunReport};
+pub(crate) use runner::{differences_stopped, failure_position, run_stopped};
 pub use show::show;
 pub use tree::{
     default_mode, tree_from_flat, tree_from_merged, tree_lines, tree_to_flat, walk, TreeContext, TreeKind, TreeNode,
