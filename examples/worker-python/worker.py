@@ -14,8 +14,8 @@ as the kernel stores it). It is a second, independent implementation of the work
 proxy to ovlsim's own.
 
 What it refuses (NotModelled): offline edits of layers; mount options other than the
-defaults (and read-only); rename flags; reads of regular files over 64 KiB (ovlsim answers
-those with a digest); a readdir entry of an unknown type.
+defaults (and read-only); rename flags; a truncate or a write offset past i64::MAX; a
+readdir entry of an unknown type.
 
 Safety: it must run as root. Before it builds anything it enters a new mount namespace,
 makes every mount in it private, and mounts a tmpfs over the temp directory inside that
@@ -76,7 +76,7 @@ ALIASES = {"ENOTSUP": "EOPNOTSUPP", "EWOULDBLOCK": "EAGAIN", "EDEADLOCK": "EDEAD
 # The kernel's bookkeeping xattrs, left out of dumps and listxattr (as ovlsim's worker does).
 BOOKKEEPING = {p + n for p in ("trusted.overlay.", "user.overlay.") for n in ("origin", "impure", "uuid")}
 
-# Files up to this size are read whole; ovlsim digests larger ones (not done here).
+# Files up to this size are read whole; larger ones are answered with a digest.
 READ_INLINE_MAX = 64 << 10
 READ_MAX = 64 << 20
 
@@ -201,23 +201,41 @@ def build_layer(base, content):
         set_meta(p, node)
 
 
+def data_regions(fd, size):
+    """The data regions of a regular file, as (offset, bytes) in offset order, its holes left
+    out (SEEK_DATA and SEEK_HOLE). The last page below i64::MAX is read whatever SEEK_DATA
+    says: tmpfs does not report data there (ovlsim's `layers::for_each_data` does the same)."""
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:
+                break
+            raise
+        hole = os.lseek(fd, start, os.SEEK_HOLE)
+        at = start
+        while at < hole:
+            chunk = os.pread(fd, min(hole - at, 1 << 20), at)
+            if not chunk:
+                return
+            yield at, chunk
+            at += len(chunk)
+        pos = hole
+    at = max(pos, ((1 << 63) - 1) & ~4095)
+    while at < size:
+        chunk = os.pread(fd, min(size - at, 1 << 20), at)
+        if not chunk:
+            break
+        yield at, chunk
+        at += len(chunk)
+
+
 def read_data(p, size):
     """A regular file's data as the protocol's FileData: its data regions, never its holes."""
-    extents = []
     fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        at = 0
-        while at < size:
-            try:
-                start = os.lseek(fd, at, os.SEEK_DATA)
-            except OSError as e:
-                if e.errno == errno.ENXIO:
-                    break
-                raise
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            chunk = os.pread(fd, end - start, start)
-            extents.append([start, chunk.hex()])
-            at = end
+        extents = [[at, chunk.hex()] for at, chunk in data_regions(fd, size)]
     finally:
         os.close(fd)
     return {"len": size, "extents": extents}
@@ -345,17 +363,41 @@ def readdir(path):
     return dict(sorted(entries.items()))
 
 
+MASK = (1 << 64) - 1
+
+
+def mix(x):
+    """SplitMix64's finaliser, as the protocol's digest uses it."""
+    z = (x + 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def digest(fd, size):
+    """The protocol's Digest of a regular file: over its data regions only (never the
+    holes), each non-zero little-endian 8-byte word w at index k adds mix(w ^ mix(k))."""
+    words = {}
+    for at, chunk in data_regions(fd, size):
+        for i, b in enumerate(chunk):
+            if b:
+                k = (at + i) // 8
+                words[k] = words.get(k, 0) | b << (8 * ((at + i) % 8))
+    return {"size": size, "hash": sum(mix(w ^ mix(k)) for k, w in words.items()) & MASK}
+
+
 def read(path):
+    """The bytes read to end of file, or the digest of a regular file over 64 KiB."""
     fd = sys_open(path, os.O_RDONLY)
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode) and st.st_size > READ_INLINE_MAX:
-            raise not_modelled("reading %r: a file over %d bytes is answered with a digest" % (path, READ_INLINE_MAX))
+            return {"Digest": digest(fd, st.st_size)}
         out = b""
         while True:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
-                return out
+                return {"Data": list(out)}
             out += chunk
             if len(out) > READ_MAX:
                 raise failed("read of %r went past %d bytes" % (path, READ_MAX))
@@ -383,9 +425,11 @@ def op_outcome(name, a):
         os.close(sys_open(a["path"], open_flags(a["flags"]), a["mode"]))
         return "Ok"
     if name == "Read":
-        return {"Data": list(read(a["path"]))}
+        return read(a["path"])
     if name == "Write":
         at = a["at"]
+        if at != "Append" and at["Offset"] >= 1 << 63:
+            raise not_modelled("write at an offset past i64::MAX")
         flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if at == "Append" else 0)
         fd = sys_open(a["path"], flags, 0o644)
         try:
@@ -477,6 +521,8 @@ def dump_merged():
             r = run_op({"Read": {"path": path}})
             if "Data" in r:
                 entry["data"] = r["Data"]
+            elif "Digest" in r:
+                entry["digest"] = r["Digest"]
         elif s["kind"] == "symlink":
             r = run_op({"Readlink": {"path": path}})
             if "Target" in r:
@@ -657,6 +703,8 @@ def main(argv):
             reply = {"Err": {"Failed": "%s" % e}}
         except (ValueError, KeyError, TypeError) as e:
             reply = {"Err": {"Failed": "the worker cannot read the command: %r" % e}}
+        except Exception as e:  # noqa: BLE001 -- a bug here is a failed command, not a dead worker
+            reply = {"Err": {"Failed": "the worker failed: %r" % e}}
         send(out, reply)
     worker.stop()
     return 0

@@ -451,8 +451,9 @@ impl KernelSut {
         let kernel = self.kernel.as_mut().expect("the kernel is checked out");
         let answer = Answer::from(kernel.exec(cmd));
         STEPS.with(|s| s.set(s.get() + 1));
-        if matches!(answer, Answer::Error(crate::backend::BackendError::NotApplicable(_))) {
-            // The implementation's dialect cannot express this case: discarded, not passed.
+        if answer.is_refusal() {
+            // The implementation's dialect cannot express this case, or it does not do what
+            // the case asks: discarded, not passed.
             self.discarded = true;
             return;
         }
@@ -666,8 +667,9 @@ pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend
             return Some(Replayed::NotModelled);
         }
         let answer = exec_quiet(tested, cmd);
-        if matches!(answer, Answer::Error(crate::backend::BackendError::NotApplicable(_))) {
-            // The implementation's dialect cannot express the case: not compared further.
+        if answer.is_refusal() {
+            // The implementation's dialect cannot express the case, or it does not do what
+            // the case asks: not compared further.
             return Some(Replayed::NotModelled);
         }
         if let Some(detail) = cmp.differ(&model, &answer) {
