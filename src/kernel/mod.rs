@@ -586,7 +586,7 @@ impl KernelBackend {
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = self.reap();
-                Err(self.fail(what, format!("the kernel worker died ({status})")))
+                Err(self.fail(what, format!("the worker died ({status})")))
             }
         }
     }
@@ -673,7 +673,7 @@ impl KernelBackend {
     fn exec_raw(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         let what = describe(cmd);
         if let Some(why) = &self.gone {
-            return Err(BackendError::Failed(format!("{what}: the kernel worker is gone (earlier: {why})")));
+            return Err(BackendError::Failed(format!("{what}: the worker is gone (earlier: {why})")));
         }
         let mut line =
             serde_json::to_string(cmd).map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
@@ -684,7 +684,7 @@ impl KernelBackend {
         };
         if let Err(e) = written {
             let status = self.reap();
-            return Err(self.fail(&what, format!("cannot write to the kernel worker ({e}; it {status})")));
+            return Err(self.fail(&what, format!("cannot write to the worker ({e}; it {status})")));
         }
         self.receive(&what)?
     }
