@@ -60,7 +60,7 @@ fn a_worker_that_refuses_everything_makes_scenarios_not_applicable() {
     let mut b = KernelBackend::with_program(w.clone()).expect("the worker starts");
     assert_eq!(b.name(), "worker");
     assert_eq!(b.exec(&Command::Unmount), Err(BackendError::NotModelled("nothing at all".into())));
-    let s = ovlsim::scenario::load(&spec().join("copy_up/chmod-fifo-copies-up.yaml")).expect("loads");
+    let s = ovlsim::scenario::load(spec().join("copy_up/chmod-fifo-copies-up.yaml")).expect("loads");
     let why = ovlsim::conform::run_scenario_on(&s, &SystemUnderTest::Worker(w)).expect_err("not applicable");
     assert!(why.contains("nothing at all"), "{why}");
 }
