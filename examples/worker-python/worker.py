@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A stand-in ovlsim worker in Python 3, standard library only.
 
-It speaks the ovlsim worker protocol, version 1 (docs/worker-protocol.md), for a subset of
-the commands, and refuses the rest with a NotModelled reply, which ovlsim reports as "not
-applicable", never as a pass:
+It speaks the ovlsim worker protocol, version 1 (docs/worker-protocol.md), and refuses
+what it does not do with a NotModelled reply, which ovlsim reports as "not applicable",
+never as a pass:
 
     ovlsim run --backend 'worker:python3 examples/worker-python/worker.py' spec/
 
@@ -13,9 +13,10 @@ merged view, and reads layers back into overlay meaning (a whiteout is a char 0/
 as the kernel stores it). It is a second, independent implementation of the worker, not a
 proxy to ovlsim's own.
 
-What it refuses (NotModelled): offline edits of layers; mount options other than the
-defaults (and read-only); rename flags; a truncate or a write offset past i64::MAX; a
-readdir entry of an unknown type.
+What it refuses (NotModelled), to show how a worker declines what it does not do: a
+truncate or a write at an offset past i64::MAX (the syscall takes a signed offset; ovlsim
+passes the bits through, Python cannot), and a readdir entry of a type the protocol has no
+name for.
 
 Safety: it must run as root. Before it builds anything it enters a new mount namespace,
 makes every mount in it private, and mounts a tmpfs over the temp directory inside that
@@ -45,6 +46,9 @@ LIBC.fdopendir.restype = ctypes.c_void_p
 LIBC.readdir.restype = ctypes.c_void_p
 LIBC.readdir.argtypes = [ctypes.c_void_p]
 LIBC.closedir.argtypes = [ctypes.c_void_p]
+LIBC.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+
+AT_FDCWD = -100
 
 CLONE_NEWNS = 0x00020000
 MS_RDONLY = 0x1
@@ -297,6 +301,97 @@ def dump_layer(base):
     return {"root": root, "entries": entries}
 
 
+def components(path):
+    """A layer path's components, refusing `.`, `..` and NUL."""
+    parts = [p for p in path.split("/") if p]
+    if any(p in (".", "..") for p in parts) or "\0" in path:
+        raise usage("bad layer path %r" % path)
+    return parts
+
+
+def is_real_dir(rel):
+    """Whether `rel` (from the current directory) is a directory, not following a symlink."""
+    try:
+        return stat.S_ISDIR(os.lstat(rel).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def remove_entry(rel):
+    """Removes whatever is at `rel`, recursively (a symlink itself, never its target)."""
+    try:
+        st = os.lstat(rel)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(rel)
+    else:
+        os.unlink(rel)
+
+
+def make_parents(parents):
+    """Walks `parents`, making missing directories (mode 0755) and replacing what is not a
+    directory with one."""
+    cur = "."
+    for c in parents:
+        cur = cur + "/" + c
+        if not is_real_dir(cur):
+            remove_entry(cur)
+            os.mkdir(cur, 0o755)
+    return cur
+
+
+def existing_dir(parents):
+    """The path of `parents` when each is an existing directory, else None."""
+    cur = "."
+    for c in parents:
+        cur = cur + "/" + c
+        if not is_real_dir(cur):
+            return None
+    return cur
+
+
+def edit_layer(base, edit):
+    """An offline edit, with the layer directory as the current directory and every path
+    relative to it: `Put`, `Link`, `Remove` as docs/worker-protocol.md describes them."""
+    (kind, a), = edit.items()
+    back = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.chdir(base)
+        comps = components(a["path"])
+        if not comps:
+            raise usage("an edit needs a path below the layer root, not %r" % a["path"])
+        if kind == "Put":
+            p = make_parents(comps[:-1]) + "/" + comps[-1]
+            remove_entry(p)
+            try:
+                make_node(p, a["node"])
+                set_meta(p, a["node"])
+            except OSError as e:
+                remove_entry(p)  # a node whose metadata was refused is not left half made
+                raise Refusal("Refused", [errno_name(e.errno), "%s: %s" % (a["path"], e)])
+        elif kind == "Link":
+            to = components(a["to"])
+            to_dir = existing_dir(to[:-1]) if to else None
+            target = to_dir + "/" + to[-1] if to_dir else None
+            if target is None or not os.path.lexists(target) or is_real_dir(target):
+                raise usage("link target %r is missing or a directory" % a["to"])
+            if to != comps:
+                p = make_parents(comps[:-1]) + "/" + comps[-1]
+                remove_entry(p)
+                os.link(target, p, follow_symlinks=False)
+        elif kind == "Remove":
+            parent = existing_dir(comps[:-1])
+            if parent is not None:
+                remove_entry(parent + "/" + comps[-1])
+        else:
+            raise not_modelled("edit %s" % kind)
+    finally:
+        os.fchdir(back)
+        os.close(back)
+    return {"Ok": "Done"}
+
+
 # ---------------------------------------------------------------------------------------
 # Operations on the merged view (the process root while mounted).
 
@@ -455,9 +550,18 @@ def op_outcome(name, a):
         os.unlink(a["path"])
         return "Ok"
     if name == "Rename":
-        if any(a["flags"].values()):
-            raise not_modelled("rename flags %r" % sorted(k for k, v in a["flags"].items() if v))
-        os.rename(a["from"], a["to"])
+        flags = a["flags"]
+        bits = (1 if flags.get("noreplace") else 0) | (2 if flags.get("exchange") else 0)
+        bits |= 4 if flags.get("whiteout") else 0
+        if not bits:
+            os.rename(a["from"], a["to"])
+            return "Ok"
+        # renameat2(2) through libc: RENAME_NOREPLACE 1, RENAME_EXCHANGE 2, RENAME_WHITEOUT 4.
+        old, new = os.fsencode(a["from"]), os.fsencode(a["to"])
+        if b"\0" in old or b"\0" in new:
+            raise usage("rename: a NUL byte in a path")
+        if LIBC.renameat2(AT_FDCWD, old, AT_FDCWD, new, bits) != 0:
+            return {"Err": errno_name(ctypes.get_errno())}
         return "Ok"
     if name == "Link":
         os.link(a["from"], a["to"], follow_symlinks=False)
@@ -549,10 +653,25 @@ def dump_merged():
 # ---------------------------------------------------------------------------------------
 # The worker.
 
-DEFAULT_OPTIONS = {
-    "redirect_dir": "off", "index": False, "metacopy": False, "xino": "off", "userxattr": False,
-    "nfs_export": False, "volatile": False, "workdir_without_upper": False,
-}
+DEFAULTS = {"redirect_dir": "off", "index": False, "metacopy": False, "xino": "off", "nfs_export": False}
+
+
+def mount_options(options):
+    """The overlay options of a Mount request: each option with a default only when it is
+    given (named, or off its default), as ovlsim's Options::to_mount_string does, so the
+    rest are left to the kernel's own defaults."""
+    named = options.get("named", {})
+    out = []
+    for key, default in DEFAULTS.items():
+        value = options.get(key, default)
+        if named.get(key) or value != default:
+            if isinstance(value, bool):
+                value = "on" if value else "off"
+            out.append("%s=%s" % (key, value))
+    for flag in ("userxattr", "volatile"):
+        if options.get(flag):
+            out.append(flag)
+    return out
 
 
 class Worker:
@@ -624,7 +743,7 @@ class Worker:
             return {"Ok": {"Outcome": run_op(a)}}
         if name == "Edit":
             self.unmounted("an offline edit")
-            raise not_modelled("offline edits of a layer")
+            return edit_layer(self.layer_dir(self.named(a["layer"])), a["edit"])
         if name == "DumpLayer":
             self.unmounted("dumping a layer")
             return {"Ok": {"Layer": dump_layer(self.layer_dir(self.named(a["name"])))}}
@@ -635,11 +754,6 @@ class Worker:
         raise not_modelled("command %s" % name)
 
     def mount(self, lowers, upper, options):
-        for key, default in DEFAULT_OPTIONS.items():
-            if options.get(key, default) != default:
-                raise not_modelled("mount option %s=%s" % (key, json.dumps(options[key])))
-        if options.get("named"):
-            raise not_modelled("options named at their default value")
         # Paths relative to the base directory keep a long stack of lowers inside the one
         # page of options that mount(2) copies.
         os.chdir(self.base)
@@ -651,6 +765,10 @@ class Worker:
             os.makedirs(self.work_dir(u), 0o755, exist_ok=True)
             data.append("upperdir=l/%d" % u)
             data.append("workdir=w/%d" % u)
+        elif options.get("workdir_without_upper"):
+            os.makedirs(os.path.join(self.base, "w", "stray"), 0o755, exist_ok=True)
+            data.append("workdir=w/stray")
+        data.extend(mount_options(options))
         flags = MS_NODEV | (MS_RDONLY if options.get("read_only") else 0)
         merged = os.path.join(self.base, "m")
         ctypes.set_errno(0)
