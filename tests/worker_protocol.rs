@@ -75,6 +75,14 @@ fn a_worker_that_answers_nonsense_is_killed_with_the_reason() {
 }
 
 #[test]
+fn a_missing_worker_program_is_named() {
+    let e = start_error(WorkerCommand::parse("/nonexistent/my-worker --x").expect("splits"));
+    assert!(e.contains("cannot start the worker `/nonexistent/my-worker --x`"), "{e}");
+    // The hint about ovlsim's own worker binary is not for another program.
+    assert!(!e.contains(ovlsim::kernel::WORKER_ENV), "{e}");
+}
+
+#[test]
 fn worker_command_lines_split_without_a_shell() {
     let w = WorkerCommand::parse(r#"python3 'my worker.py' --flag "a b""#).expect("splits");
     assert_eq!(w.program, PathBuf::from("python3"));

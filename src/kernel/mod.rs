@@ -6,9 +6,10 @@
 //! [`KernelBackend`] is the parent side. It spawns one worker process (the `ovlsim` binary
 //! run with the hidden subcommand `kernel-worker`, which calls [`worker_main`]; the CLI
 //! re-executes itself through `/proc/self/exe`, see [`KernelBackend::find_worker`] and
-//! [`WorkerCommand`]) and speaks to it over pipes:
-//! one JSON line per [`Command`] on the worker's stdin, one JSON line per
-//! `Result<Reply, BackendError>` on its stdout. Every command has a timeout
+//! [`WorkerCommand`]) and speaks to it over pipes: after the worker's hello line (the
+//! protocol's version, [`protocol`]), one JSON line per [`Command`] on the worker's stdin,
+//! one JSON line per `Result<Reply, BackendError>` on its stdout. `docs/worker-protocol.md`
+//! documents the protocol for workers in other languages ([`KernelBackend::with_program`]). Every command has a timeout
 //! ([`KernelBackend::DEFAULT_TIMEOUT`], see [`KernelBackend::set_timeout`]); when it runs out,
 //! or the worker dies, the worker is killed and reaped and the command fails with
 //! [`BackendError::Failed`] naming it. Dropping the backend kills and reaps the worker.
@@ -378,12 +379,13 @@ impl KernelBackend {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = spawn(cmd).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            let ours = worker.args.first().is_some_and(|a| a == WORKER_SUBCOMMAND);
+            let hint = if e.kind() == std::io::ErrorKind::NotFound && ours {
                 format!(" (set {WORKER_ENV} to the path of an {CLI_NAME} binary)")
             } else {
                 String::new()
             };
-            BackendError::Failed(format!("cannot start the kernel worker `{worker}`: {e}{hint}"))
+            BackendError::Failed(format!("cannot start the worker `{worker}`: {e}{hint}"))
         })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
