@@ -78,7 +78,7 @@ enum Cmd {
     /// Replay a scenario on the model and write the upper at its end as an OCI layer tar.
     Export(ExportArgs),
     /// Check another overlay implementation: replay scenarios and fuzz cases on it through a
-    /// mount command, and write a conformance report (exit 0: every applicable check passed,
+    /// mount command or a worker program, and write a conformance report (exit 0: every applicable check passed,
     /// 1: failures, 2: the report could not be made).
     Conform(ConformArgs),
     /// The kernel backend's worker process (started by the kernel backend, not by hand).
@@ -461,7 +461,8 @@ fn run_one(path: &std::path::Path, which: &RunBackend, dialect: ovlsim::dialect:
 /// `ovlsim run`: exits 0 when every scenario passed, 1 when one failed (an unreadable file or
 /// directory on the way counts as a failed scenario), 2 when a path does not exist or no
 /// scenario was found at all (a mistyped path in CI must not pass). With `mount:TEMPLATE`,
-/// a scenario the command cannot judge is listed as not applicable and counted apart.
+/// a scenario the command cannot judge is listed as not applicable and counted apart; with
+/// `worker:COMMAND`, one the worker refused.
 fn cmd_run(a: RunArgs) -> ExitCode {
     let found = match scenario::find_files(&a.paths) {
         Ok(f) => f,
