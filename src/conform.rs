@@ -11,7 +11,7 @@
 
 use crate::dialect::Dialect;
 use crate::harness::Observes;
-use crate::kernel::{KernelBackend, MountConfig};
+use crate::kernel::{KernelBackend, MountConfig, SystemUnderTest};
 use crate::layer::FlatLayer;
 use crate::scenario::{Action, Expect, RunReport, Scenario};
 use std::collections::BTreeMap;
@@ -97,6 +97,39 @@ pub fn run_scenario(s: &Scenario, config: &MountConfig) -> Result<RunReport, Str
     }
 }
 
+/// Replays `s` on a fresh backend on `sut`, checking its expectations, or says why it is not
+/// applicable: for a mount command as [`run_scenario`] does; for another worker program
+/// ([`SystemUnderTest::Worker`]), when the worker refused a command it does not implement
+/// ([`crate::backend::BackendError::NotModelled`] or `NotApplicable`) and nothing failed
+/// before the refusal (a failure before it is reported, up to the refusal). A backend that
+/// cannot start is a failed report, never a pass.
+pub fn run_scenario_on(s: &Scenario, sut: &SystemUnderTest) -> Result<RunReport, String> {
+    if let SystemUnderTest::Mount(m) = sut {
+        return run_scenario(s, m);
+    }
+    match sut.start() {
+        Ok(mut b) => {
+            let mut b = crate::harness::Refusals { inner: &mut b, refused: None };
+            let (report, stop) = crate::scenario::run_stopped(s, &mut b);
+            match crate::harness::verdict_after_refusal(report.clone(), b.refused, stop) {
+                crate::harness::Verdict::NotApplicable(why) => Err(format!("the worker refused it: {why}")),
+                crate::harness::Verdict::Fail(r) => Ok(r),
+                _ => Ok(report),
+            }
+        }
+        Err(e) => {
+            let file = s.source.as_ref().map_or_else(|| s.name.clone(), |src| src.file.clone());
+            let e = crate::scenario::ScenarioError::single(
+                &file,
+                crate::scenario::Pos { line: 1, column: 1 },
+                None,
+                format!("the backend ({}) cannot start: {e}", sut.spec()),
+            );
+            Ok(RunReport::from_error(&file, "worker", &e))
+        }
+    }
+}
+
 /// How one scenario or case ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -124,8 +157,8 @@ pub struct Entry {
 /// What `ovlsim conform` does.
 #[derive(Clone, Debug)]
 pub struct ConformConfig {
-    /// The implementation.
-    pub mount: MountConfig,
+    /// The implementation: a mount command or another worker program.
+    pub against: SystemUnderTest,
     /// Scenario files or directories (`spec/`).
     pub paths: Vec<std::path::PathBuf>,
     /// Fuzz cases to run after the scenarios (0: none).
@@ -170,7 +203,7 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
         };
         let to = config.out.join(&folder).join(format!("{}.yaml", s.name));
         let (verdict, yaml) = if config.observes == Observes::ALL {
-            match run_scenario(&s, &config.mount) {
+            match run_scenario_on(&s, &config.against) {
                 Err(why) => (Verdict::NotApplicable(why), None),
                 Ok(r) if r.passed() => (Verdict::Passed, None),
                 Ok(r) => {
@@ -180,7 +213,7 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
                 }
             }
         } else {
-            match check_masked(&s, &config.mount, config.observes) {
+            match check_masked(&s, &config.against, config.observes) {
                 Err(why) => (Verdict::NotApplicable(why), None),
                 Ok((verdict, None)) => (verdict, None),
                 Ok((verdict, Some(text))) => {
@@ -200,7 +233,7 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
             out_dir: config.out.join("fuzz"),
             keep_going: true,
             progress: config.progress,
-            against: Some(config.mount.clone()),
+            against: config.against.clone(),
             ..Default::default()
         });
         if let Some(why) = &report.skipped {
@@ -226,8 +259,11 @@ pub fn conform(config: &ConformConfig) -> Result<Vec<Entry>, String> {
             });
         }
     }
-    let title = config.mount.template.split_whitespace().next().unwrap_or("mount command").to_owned();
-    let mut md = markdown(&title, &config.mount.template, config.mount.dialect, &entries);
+    let title = config.against.label();
+    let mut md = match &config.against {
+        SystemUnderTest::Mount(m) => markdown(&title, &m.template, m.dialect, &entries),
+        other => markdown_for(&title, &format!("System under test: `{}`.", other.spec()), &entries),
+    };
     if config.observes != Observes::ALL {
         let masked = config.observes.masked();
         md = md.replacen(
@@ -256,16 +292,18 @@ fn write_yaml(to: &std::path::Path, text: &str) -> Result<(), String> {
 /// scenario ([`crate::harness::replayable`]) as YAML.
 pub fn check_masked(
     s: &Scenario,
-    config: &MountConfig,
+    sut: &SystemUnderTest,
     observes: Observes,
 ) -> Result<(Verdict, Option<String>), String> {
     use crate::harness::Verdict as H;
-    if let Some(why) = not_applicable(s, config.dialect) {
-        return Err(why);
+    if let SystemUnderTest::Mount(m) = sut {
+        if let Some(why) = not_applicable(s, m.dialect) {
+            return Err(why);
+        }
     }
-    let mut b = match KernelBackend::with_mount(config.clone()) {
+    let mut b = match sut.start() {
         Ok(b) => b,
-        Err(e) => return Ok((Verdict::Failed(format!("the mount-command backend cannot start: {e}")), None)),
+        Err(e) => return Ok((Verdict::Failed(format!("the backend ({}) cannot start: {e}", sut.spec())), None)),
     };
     Ok(match crate::harness::check_scenario(s, &mut b, observes) {
         H::Pass => (Verdict::Passed, None),
@@ -282,14 +320,17 @@ pub fn check_masked(
 /// default generator, each failing case shrunk and written under `OUT/fuzz/`.
 fn fuzz_masked(config: &ConformConfig, entries: &mut Vec<Entry>) -> Result<(), String> {
     let seed = config.seed.unwrap_or_else(crate::fuzz::random_seed);
-    let mount = config.mount.clone();
+    let dialect = match &config.against {
+        SystemUnderTest::Mount(m) => m.dialect,
+        _ => Dialect::Kernel,
+    };
     let summary = crate::harness::fuzz_backend(
-        &gen_config(config.mount.dialect),
+        &gen_config(dialect),
         config.observes,
         config.fuzz_cases,
         seed,
         crate::fuzz::STEPS_MAX_DEFAULT,
-        || match KernelBackend::with_mount(mount.clone()) {
+        || match config.against.start() {
             Ok(b) => Box::new(b),
             Err(e) => Box::new(Unstarted(e.to_string())),
         },
@@ -362,6 +403,11 @@ fn folder_of(path: &std::path::Path) -> String {
 /// The Markdown report: a table by rule folder, then every failure and every scenario that
 /// was not applicable, with the reason.
 pub fn markdown(title: &str, command: &str, dialect: Dialect, entries: &[Entry]) -> String {
+    markdown_for(title, &format!("Mount command: `{command}`, dialect `{dialect}`."), entries)
+}
+
+/// [`markdown`], with `what` as the line under the title that says what was tested.
+fn markdown_for(title: &str, what: &str, entries: &[Entry]) -> String {
     let mut by: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for e in entries {
         let c = by.entry(&e.folder).or_default();
@@ -373,7 +419,7 @@ pub fn markdown(title: &str, command: &str, dialect: Dialect, entries: &[Entry])
     }
     let mut out = String::new();
     let _ = writeln!(out, "# Conformance: {title}\n");
-    let _ = writeln!(out, "Mount command: `{command}`, dialect `{dialect}`.\n");
+    let _ = writeln!(out, "{what}\n");
     let _ = writeln!(out, "| rule folder | passed | failed | not applicable |");
     let _ = writeln!(out, "|---|---:|---:|---:|");
     let mut total = [0; 3];

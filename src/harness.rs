@@ -280,32 +280,62 @@ pub fn check_scenario(s: &Scenario, sut: &mut dyn Backend, observes: Observes) -
     let mut model = ModelBackend::new();
     let mut reference = Masked { inner: &mut model, observes, not_modelled: None };
     let mut tested = Masked { inner: sut, observes, not_modelled: None };
-    let report = scenario::differences(s, &mut reference, &mut tested);
+    let (report, stop) = scenario::differences_stopped(s, &mut reference, &mut tested);
     if let Some(what) = reference.not_modelled {
         return Verdict::Error(format!("the model does not model it: {what}"));
     }
-    if let Some(what) = tested.not_modelled {
-        // The replay stopped where the implementation refused; a divergence before that
-        // point is still a failure.
-        let refused = |f: &scenario::Failure| {
-            ["not modelled", "not applicable"].iter().any(|mark| {
-                f.message.contains(mark)
-                    || f.actual.as_deref().is_some_and(|a| a.contains(mark))
-                    || f.diff.iter().any(|l| l.contains(mark))
-            })
-        };
-        let before = report.failures.iter().take_while(|f| !refused(f)).count();
-        if before == 0 {
+    verdict_after_refusal(report, tested.not_modelled, stop)
+}
+
+/// The verdict of a replay whose system under test may have refused a command (`refused`:
+/// what, when it answered [`BackendError::NotModelled`] or [`BackendError::NotApplicable`])
+/// and stopped there (`stop`, in the order of [`scenario::failure_position`]). A refusal
+/// makes the scenario not applicable, unless something failed before the refusal: a
+/// failure, reported up to the refusal. The refusal is known by the error's kind, never by
+/// the wording of a message.
+pub(crate) fn verdict_after_refusal(mut report: RunReport, refused: Option<String>, stop: Option<usize>) -> Verdict {
+    if let Some(what) = refused {
+        let stop = stop.unwrap_or(usize::MAX);
+        report.failures.retain(|f| scenario::failure_position(f) < stop);
+        if report.failures.is_empty() {
             return Verdict::NotApplicable(what);
         }
-        let mut report = report;
-        report.failures.truncate(before);
         return Verdict::Fail(report);
     }
     if report.failures.is_empty() {
         Verdict::Pass
     } else {
         Verdict::Fail(report)
+    }
+}
+
+/// A backend whose first refusal ([`BackendError::NotModelled`] or
+/// [`BackendError::NotApplicable`]) is remembered, for [`verdict_after_refusal`] (used by
+/// `conform`, which needs the `proptest` feature).
+#[cfg(all(feature = "proptest", target_os = "linux"))]
+pub(crate) struct Refusals<'a> {
+    /// The backend.
+    pub inner: &'a mut dyn Backend,
+    /// The first refusal: the command's name and what was refused.
+    pub refused: Option<String>,
+}
+
+#[cfg(all(feature = "proptest", target_os = "linux"))]
+impl Backend for Refusals<'_> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        self.inner.exec(cmd).inspect_err(|e| {
+            if let BackendError::NotModelled(what) | BackendError::NotApplicable(what) = e {
+                self.refused.get_or_insert_with(|| format!("{}: {what}", cmd.name()));
+            }
+        })
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.inner.events()
     }
 }
 

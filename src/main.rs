@@ -78,7 +78,7 @@ enum Cmd {
     /// Replay a scenario on the model and write the upper at its end as an OCI layer tar.
     Export(ExportArgs),
     /// Check another overlay implementation: replay scenarios and fuzz cases on it through a
-    /// mount command, and write a conformance report (exit 0: every applicable check passed,
+    /// mount command or a worker program, and write a conformance report (exit 0: every applicable check passed,
     /// 1: failures, 2: the report could not be made).
     Conform(ConformArgs),
     /// Read an OCI image layout (every blob verified): list its layers and show the image
@@ -110,6 +110,8 @@ enum RunBackend {
     Both,
     /// The kernel backend's worker, mounting with this command template.
     Mount(String),
+    /// Another program that speaks the worker protocol.
+    Worker(ovlsim::kernel::WorkerCommand),
 }
 
 impl RunBackend {
@@ -120,36 +122,63 @@ impl RunBackend {
             RunBackend::Kernel => "kernel",
             RunBackend::Both => "model+kernel",
             RunBackend::Mount(_) => "mount",
+            RunBackend::Worker(_) => "worker",
         }
     }
 }
 
-/// `model`, `kernel`, `both` or `mount:TEMPLATE` (the template checked here).
+/// `model`, `kernel`, `both`, `mount:TEMPLATE` (the template checked here) or
+/// `worker:COMMAND ARGS`.
 fn parse_run_backend(s: &str) -> Result<RunBackend, String> {
     match s {
         "model" => Ok(RunBackend::Model),
         "kernel" => Ok(RunBackend::Kernel),
         "both" => Ok(RunBackend::Both),
-        _ => match s.strip_prefix(ovlsim::kernel::MOUNT_PREFIX) {
-            Some(t) => ovlsim::kernel::template::Template::parse(t).map(|_| RunBackend::Mount(t.to_owned())),
-            None => Err("expected model, kernel, both or mount:TEMPLATE".into()),
-        },
+        _ => {
+            if let Some(t) = s.strip_prefix(ovlsim::kernel::MOUNT_PREFIX) {
+                ovlsim::kernel::template::Template::parse(t).map(|_| RunBackend::Mount(t.to_owned()))
+            } else if let Some(c) = s.strip_prefix(ovlsim::kernel::WORKER_PREFIX) {
+                ovlsim::kernel::WorkerCommand::parse(c).map(RunBackend::Worker)
+            } else {
+                Err("expected model, kernel, both, mount:TEMPLATE or worker:COMMAND".into())
+            }
+        }
     }
 }
 
-/// The system `fuzz` and `conform` test against the model: the kernel (`None`) or a mount
-/// command template.
+/// The system `fuzz` and `conform` test against the model: the kernel, a mount command
+/// template, or a worker program.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Against(Option<String>);
+struct Against(RunBackend);
 
-/// `kernel` or `mount:TEMPLATE`.
+impl Against {
+    /// The system under test, a mount command's layers in `dialect`.
+    fn sut(self, dialect: ovlsim::dialect::Dialect) -> ovlsim::kernel::SystemUnderTest {
+        use ovlsim::kernel::{MountConfig, SystemUnderTest};
+        match self.0 {
+            RunBackend::Mount(template) => SystemUnderTest::Mount(MountConfig { template, dialect }),
+            RunBackend::Worker(w) => SystemUnderTest::Worker(w),
+            _ => SystemUnderTest::Kernel,
+        }
+    }
+}
+
+/// `kernel`, `mount:TEMPLATE` or `worker:COMMAND`.
 fn parse_against(s: &str) -> Result<Against, String> {
     match parse_run_backend(s)? {
-        RunBackend::Kernel => Ok(Against(None)),
-        RunBackend::Mount(t) => Ok(Against(Some(t))),
-        _ => Err("expected kernel or mount:TEMPLATE".into()),
+        b @ (RunBackend::Kernel | RunBackend::Mount(_) | RunBackend::Worker(_)) => Ok(Against(b)),
+        _ => Err("expected kernel, mount:TEMPLATE or worker:COMMAND".into()),
     }
 }
+
+/// The help on `worker:COMMAND`, shared by `--backend` and `--against`.
+const WORKER_HELP: &str = "\
+worker:COMMAND ARGS runs COMMAND (split into words as a template is, no shell) as the worker, \
+with `--parent-pid PID` appended, and speaks the worker protocol to it over its stdin and \
+stdout (docs/worker-protocol.md): another implementation, in any language, builds the \
+layers, mounts and runs the operations its own way. What it refuses as not modelled is \
+reported as not applicable. Example: \
+'worker:python3 examples/worker-python/worker.py'.";
 
 /// The help shared by `--backend mount:…`, `--against` and `--dialect`.
 const MOUNT_HELP: &str = "\
@@ -179,10 +208,11 @@ struct RunArgs {
     /// Scenario files, or directories searched recursively for `*.yaml`.
     #[arg(default_value = "spec/")]
     paths: Vec<PathBuf>,
-    /// The backend to replay on: model, kernel, both, or mount:TEMPLATE (see below).
+    /// The backend to replay on: model, kernel, both, mount:TEMPLATE or worker:COMMAND
+    /// (see below).
     #[arg(long, value_parser = parse_run_backend, default_value = "model", long_help = format!(
         "The backend to replay on: model (the in-memory model), kernel (a real overlay mount), \
-         both (comparing them step by step), or mount:TEMPLATE.\n\n{MOUNT_HELP}\n\n\
+         both (comparing them step by step), mount:TEMPLATE or worker:COMMAND.\n\n{MOUNT_HELP}\n\n{WORKER_HELP}\n\n\
          A scenario a mount command cannot judge (one that expects a mount refused with an errno, \
          or that its dialect cannot express) is reported as not applicable, not as a pass; \
          the summary counts them."))]
@@ -233,10 +263,10 @@ struct FuzzArgs {
     /// Run the model alone, checking its invariants (no kernel needed).
     #[arg(long)]
     model_only: bool,
-    /// The system under test: kernel (default) or mount:TEMPLATE.
+    /// The system under test: kernel (default), mount:TEMPLATE or worker:COMMAND.
     #[arg(long, value_parser = parse_against, default_value = "kernel", long_help = format!(
         "The system under test, compared with the model: kernel (a real overlay mount, the \
-         default) or mount:TEMPLATE.\n\n{MOUNT_HELP}\n\nA mount the model refuses and the \
+         default), mount:TEMPLATE or worker:COMMAND.\n\n{MOUNT_HELP}\n\n{WORKER_HELP}\n\nA mount the model refuses and the \
          command fails to make counts as agreement (a command reports no errno); a case the \
          dialect cannot express is discarded, as a case the model does not model is."))]
     against: Against,
@@ -270,9 +300,9 @@ struct ConformArgs {
     /// Scenario files, or directories searched recursively for `*.yaml`.
     #[arg(default_value = "spec/")]
     paths: Vec<PathBuf>,
-    /// The implementation: mount:TEMPLATE (or kernel, for mount(2) itself).
+    /// The implementation: mount:TEMPLATE or worker:COMMAND.
     #[arg(long, value_parser = parse_against, long_help = format!(
-        "The implementation: mount:TEMPLATE.\n\n{MOUNT_HELP}"))]
+        "The implementation: mount:TEMPLATE or worker:COMMAND.\n\n{MOUNT_HELP}\n\n{WORKER_HELP}"))]
     against: Against,
     /// How layers are written for it and its upper read back: kernel, userxattr or
     /// fuse-overlayfs (see the README's dialect table).
@@ -354,7 +384,7 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         keep_going: a.keep_going,
         progress: true,
         model_only: a.model_only,
-        against: a.against.0.map(|template| ovlsim::kernel::MountConfig { template, dialect: a.dialect }),
+        against: a.against.sut(a.dialect),
         generator: a.profile.config(),
         ..Default::default()
     };
@@ -369,12 +399,12 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
 
 /// `ovlsim conform`: see [`Cmd::Conform`].
 fn cmd_conform(a: ConformArgs) -> ExitCode {
-    let Some(template) = a.against.0 else {
-        errln!("ovlsim conform: --against kernel is the reference itself; give mount:TEMPLATE");
+    if a.against.0 == RunBackend::Kernel {
+        errln!("ovlsim conform: --against kernel is the reference itself; give mount:TEMPLATE or worker:COMMAND");
         return ExitCode::from(2);
-    };
+    }
     let config = ovlsim::conform::ConformConfig {
-        mount: ovlsim::kernel::MountConfig { template, dialect: a.dialect },
+        against: a.against.sut(a.dialect),
         paths: a.paths,
         fuzz_cases: a.fuzz_cases,
         seed: a.seed,
@@ -450,15 +480,15 @@ fn run_one(path: &std::path::Path, which: &RunBackend, dialect: ovlsim::dialect:
         Ok(s) => s,
         Err(e) => return Ran::Report(RunReport::from_error(&file, label, &e)),
     };
-    if let RunBackend::Mount(t) = which {
-        let config = ovlsim::kernel::MountConfig { template: t.clone(), dialect };
-        return match ovlsim::conform::run_scenario(&s, &config) {
+    if let RunBackend::Mount(_) | RunBackend::Worker(_) = which {
+        let sut = Against(which.clone()).sut(dialect);
+        return match ovlsim::conform::run_scenario_on(&s, &sut) {
             Ok(r) => Ran::Report(r),
             Err(why) => Ran::NotApplicable { file, why },
         };
     }
     Ran::Report(match which {
-        RunBackend::Mount(_) => unreachable!("handled above"),
+        RunBackend::Mount(_) | RunBackend::Worker(_) => unreachable!("handled above"),
         RunBackend::Model => scenario::run(&s, &mut ModelBackend::new()),
         RunBackend::Kernel => match backend(OneBackend::Kernel) {
             Ok(mut k) => scenario::run(&s, k.as_mut()),
@@ -474,7 +504,8 @@ fn run_one(path: &std::path::Path, which: &RunBackend, dialect: ovlsim::dialect:
 /// `ovlsim run`: exits 0 when every scenario passed, 1 when one failed (an unreadable file or
 /// directory on the way counts as a failed scenario), 2 when a path does not exist or no
 /// scenario was found at all (a mistyped path in CI must not pass). With `mount:TEMPLATE`,
-/// a scenario the command cannot judge is listed as not applicable and counted apart.
+/// a scenario the command cannot judge is listed as not applicable and counted apart; with
+/// `worker:COMMAND`, one the worker refused.
 fn cmd_run(a: RunArgs) -> ExitCode {
     let found = match scenario::find_files(&a.paths) {
         Ok(f) => f,

@@ -140,7 +140,7 @@ fn fuse_overlayfs_with_nlink_masked_fails_exactly_the_committed_scenarios() {
     let (mut now, mut passed) = (BTreeSet::new(), 0);
     for path in &found.files {
         let s = ovlsim::scenario::load(path).expect("spec/ scenarios load");
-        match ovlsim::conform::check_masked(&s, &config, observes) {
+        match ovlsim::conform::check_masked(&s, &ovlsim::kernel::SystemUnderTest::Mount(config.clone()), observes) {
             Ok((ovlsim::conform::Verdict::Passed, _)) => passed += 1,
             Ok(_) => {
                 now.insert(key_of(path));

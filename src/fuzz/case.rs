@@ -147,6 +147,14 @@ impl Answer {
         matches!(self, Answer::Error(BackendError::NotModelled(_)))
     }
 
+    /// Whether this is a refusal by a system under test: [`BackendError::NotModelled`] (a
+    /// worker program that does not do what the command asks) or
+    /// [`BackendError::NotApplicable`] (a dialect that cannot express it). The case is
+    /// discarded, never counted as agreement.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Answer::Error(BackendError::NotModelled(_) | BackendError::NotApplicable(_)))
+    }
+
     /// Whether this is a successful mount.
     pub fn is_done(&self) -> bool {
         matches!(self, Answer::Reply(Reply::Done))

@@ -28,6 +28,12 @@ impl Labels {
     }
 }
 
+/// How divergences name the system under test: `kernel`, or the short name of another one
+/// ([`crate::kernel::SystemUnderTest::label`], set by [`super::machine::set_system_under_test`]).
+fn sut() -> String {
+    super::machine::sut_label()
+}
+
 /// Compares answers of a reference (the model) and a system under test (the kernel), and
 /// keeps the inode labels of both across a run.
 #[derive(Clone, Debug, Default)]
@@ -52,14 +58,14 @@ impl Comparer {
                 (BackendError::Usage(_), BackendError::Usage(_)) => None,
                 // Both refuse a layer the same way: the messages are the backends' own.
                 (BackendError::Refused(x, _), BackendError::Refused(y, _)) if x == y => None,
-                _ => Some(format!("harness errors differ: kernel {b}, model {a}")),
+                _ => Some(format!("harness errors differ: {} {b}, model {a}", sut())),
             },
             // Both refuse the mount; a mount command reports an exit status, not an errno.
             (Answer::Reply(Reply::MountRefused(_)), Answer::Error(BackendError::MountCommand { .. })) => None,
             (Answer::Panic(p), _) => Some(format!("the model panicked: {p}")),
             (_, Answer::Panic(p)) => Some(format!("the system under test panicked: {p}")),
             (Answer::Error(e), _) => Some(format!("only the model failed the command: {e}")),
-            (_, Answer::Error(e)) => Some(format!("only the kernel failed the command: {e}")),
+            (_, Answer::Error(e)) => Some(format!("only the {} failed the command: {e}", sut())),
         }
     }
 
@@ -84,7 +90,7 @@ impl Comparer {
                 let (model, kernel) = (only(x, y), only(y, x));
                 let mut out = Vec::new();
                 if !kernel.is_empty() {
-                    out.push(format!("only the kernel lists {kernel:?}"));
+                    out.push(format!("only the {} lists {kernel:?}", sut()));
                 }
                 if !model.is_empty() {
                     out.push(format!("only the model lists {model:?}"));
@@ -104,13 +110,13 @@ impl Comparer {
         macro_rules! field {
             ($f:ident) => {
                 if a.$f != b.$f {
-                    fields.push(format!("{}: kernel {:?}, model {:?}", stringify!($f), b.$f, a.$f));
+                    fields.push(format!("{}: {} {:?}, model {:?}", stringify!($f), sut(), b.$f, a.$f));
                 }
             };
         }
         field!(kind);
         if a.mode != b.mode {
-            fields.push(format!("mode: kernel {:04o}, model {:04o}", b.mode, a.mode));
+            fields.push(format!("mode: {} {:04o}, model {:04o}", sut(), b.mode, a.mode));
         }
         field!(size);
         field!(nlink);
@@ -119,7 +125,7 @@ impl Comparer {
         field!(rdev);
         let (la, lb) = (self.reference.label(a.ino), self.tested.label(b.ino));
         if la != lb {
-            fields.push(format!("inode identity: kernel #{lb}, model #{la}"));
+            fields.push(format!("inode identity: {} #{lb}, model #{la}", sut()));
         }
         if fields.is_empty() {
             None
@@ -138,7 +144,7 @@ impl Comparer {
             out.push(format!("only the model lists {only_a:?}"));
         }
         if !only_b.is_empty() {
-            out.push(format!("only the kernel lists {only_b:?}"));
+            out.push(format!("only the {} lists {only_b:?}", sut()));
         }
         for (path, ea) in a {
             let Some(eb) = b.get(path) else { continue };
@@ -157,24 +163,25 @@ impl Comparer {
         let mut out = Vec::new();
         match (&a.stat, &b.stat) {
             (Ok(x), Ok(y)) => out.extend(self.stats(x, y)),
-            (x, y) if x != y => out.push(format!("lstat: kernel {}, model {}", short(y), short(x))),
+            (x, y) if x != y => out.push(format!("lstat: {} {}, model {}", sut(), short(y), short(x))),
             _ => {}
         }
         if a.data != b.data {
             out.push(format!(
-                "data: kernel {:?}, model {:?}",
+                "data: {} {:?}, model {:?}",
+                sut(),
                 b.data.as_deref().map(String::from_utf8_lossy),
                 a.data.as_deref().map(String::from_utf8_lossy)
             ));
         }
         if a.digest != b.digest {
-            out.push(format!("digest: kernel {:?}, model {:?}", b.digest, a.digest));
+            out.push(format!("digest: {} {:?}, model {:?}", sut(), b.digest, a.digest));
         }
         if a.target != b.target {
-            out.push(format!("target: kernel {:?}, model {:?}", b.target, a.target));
+            out.push(format!("target: {} {:?}, model {:?}", sut(), b.target, a.target));
         }
         if a.xattrs != b.xattrs {
-            out.push(format!("xattrs: kernel {:?}, model {:?}", b.xattrs, a.xattrs));
+            out.push(format!("xattrs: {} {:?}, model {:?}", sut(), b.xattrs, a.xattrs));
         }
         if out.is_empty() {
             None
@@ -199,7 +206,7 @@ fn layers(a: &FlatLayer, b: &FlatLayer) -> Option<String> {
     }
     let mut out = Vec::new();
     if a.root != b.root {
-        out.push(format!("root: kernel {:?}, model {:?}", b.root, a.root));
+        out.push(format!("root: {} {:?}, model {:?}", sut(), b.root, a.root));
     }
     let by_path = |l: &FlatLayer| -> std::collections::BTreeMap<String, FlatEntry> {
         l.entries.iter().map(|e| (e.path().to_owned(), e.clone())).collect()
@@ -208,13 +215,13 @@ fn layers(a: &FlatLayer, b: &FlatLayer) -> Option<String> {
     for (p, ea) in &pa {
         match pb.get(p) {
             None => out.push(format!("only the model has {p} ({})", entry_short(ea))),
-            Some(eb) if eb != ea => out.push(format!("{p}: kernel {}, model {}", entry_short(eb), entry_short(ea))),
+            Some(eb) if eb != ea => out.push(format!("{p}: {} {}, model {}", sut(), entry_short(eb), entry_short(ea))),
             _ => {}
         }
     }
     for (p, eb) in &pb {
         if !pa.contains_key(p) {
-            out.push(format!("only the kernel has {p} ({})", entry_short(eb)));
+            out.push(format!("only the {} has {p} ({})", sut(), entry_short(eb)));
         }
     }
     if out.is_empty() {
@@ -272,7 +279,7 @@ impl Divergence {
         if k == m {
             format!("{what}: {}", detail_kind(&self.detail))
         } else {
-            format!("{what}: kernel {k}, model {m}")
+            format!("{what}: {} {k}, model {m}", sut())
         }
     }
 
@@ -280,7 +287,7 @@ impl Divergence {
     /// answers' shapes only. Shrinking keeps a case while its divergence keeps this kind.
     pub fn kind(&self) -> String {
         let (what, k, m) = self.parts();
-        format!("{what}: kernel {k}, model {m}")
+        format!("{what}: {} {k}, model {m}", sut())
     }
 
     fn parts(&self) -> (String, String, String) {
@@ -311,7 +318,7 @@ impl Divergence {
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "divergence at step {}: {:?}", self.step, self.command)?;
-        writeln!(f, "  kernel: {}", answer_short(&self.kernel))?;
+        writeln!(f, "  {}: {}", sut(), answer_short(&self.kernel))?;
         writeln!(f, "  model:  {}", answer_short(&self.model))?;
         write!(f, "  detail: {}", self.detail)
     }
@@ -337,9 +344,11 @@ fn detail_kind(detail: &str) -> String {
             }
         }
     }
+    let sut = sut();
+    let lstat = format!("lstat: {sut} ");
     let mut rest = detail;
-    while let Some(i) = rest.find("lstat: kernel ") {
-        rest = &rest[i + "lstat: kernel ".len()..];
+    while let Some(i) = rest.find(&lstat) {
+        rest = &rest[i + lstat.len()..];
         let kernel = rest.split(',').next().unwrap_or("").trim();
         let model =
             rest.split_once(", model ").map(|(_, m)| m.split([',', ';']).next().unwrap_or("").trim()).unwrap_or("");
@@ -347,12 +356,12 @@ fn detail_kind(detail: &str) -> String {
     }
     for word in [
         "only the model lists",
-        "only the kernel lists",
+        &format!("only the {sut} lists"),
         "data:",
         "target:",
         "xattrs:",
         "only the model has",
-        "only the kernel has",
+        &format!("only the {sut} has"),
         "root:",
     ] {
         let word = word.trim_end_matches(':');

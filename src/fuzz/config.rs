@@ -257,3 +257,80 @@ pub fn with_config<R>(config: GenConfig, f: impl FnOnce() -> R) -> R {
     let _restore = Restore(CURRENT.with(|c| std::mem::replace(&mut *c.borrow_mut(), Arc::new(config))));
     f()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OP_NAMES;
+    use crate::ops::Op;
+    use std::collections::BTreeSet;
+
+    /// The index of an operation's kind. A new operation does not compile here until it is
+    /// given one, and then the test below fails until `OP_NAMES` and the list there name it.
+    fn kind(op: &Op) -> usize {
+        match op {
+            Op::Stat { .. } => 0,
+            Op::Lstat { .. } => 1,
+            Op::Open { .. } => 2,
+            Op::Read { .. } => 3,
+            Op::Write { .. } => 4,
+            Op::Truncate { .. } => 5,
+            Op::Mkdir { .. } => 6,
+            Op::Rmdir { .. } => 7,
+            Op::Unlink { .. } => 8,
+            Op::Rename { .. } => 9,
+            Op::Link { .. } => 10,
+            Op::Symlink { .. } => 11,
+            Op::Readlink { .. } => 12,
+            Op::Readdir { .. } => 13,
+            Op::Chmod { .. } => 14,
+            Op::Chown { .. } => 15,
+            Op::Utimes { .. } => 16,
+            Op::Setxattr { .. } => 17,
+            Op::Getxattr { .. } => 18,
+            Op::Listxattr { .. } => 19,
+            Op::Removexattr { .. } => 20,
+            Op::Mknod { .. } => 21,
+        }
+    }
+    const KINDS: usize = 22;
+
+    #[test]
+    fn op_names_are_exactly_the_names_of_the_operations() {
+        let ops: Vec<Op> = [
+            r#"{"Stat":{"path":"/"}}"#,
+            r#"{"Lstat":{"path":"/"}}"#,
+            r#"{"Open":{"path":"/f","flags":{"access":"ReadOnly"},"mode":420}}"#,
+            r#"{"Read":{"path":"/f"}}"#,
+            r#"{"Write":{"path":"/f","at":"Append","data":[]}}"#,
+            r#"{"Truncate":{"path":"/f","len":0}}"#,
+            r#"{"Mkdir":{"path":"/d","mode":493}}"#,
+            r#"{"Rmdir":{"path":"/d"}}"#,
+            r#"{"Unlink":{"path":"/f"}}"#,
+            r#"{"Rename":{"from":"/a","to":"/b","flags":{}}}"#,
+            r#"{"Link":{"from":"/a","to":"/b"}}"#,
+            r#"{"Symlink":{"target":"a","path":"/s"}}"#,
+            r#"{"Readlink":{"path":"/s"}}"#,
+            r#"{"Readdir":{"path":"/"}}"#,
+            r#"{"Chmod":{"path":"/f","mode":420}}"#,
+            r#"{"Chown":{"path":"/f","uid":0,"gid":0}}"#,
+            r#"{"Utimes":{"path":"/f"}}"#,
+            r#"{"Setxattr":{"path":"/f","name":"user.k","value":[]}}"#,
+            r#"{"Getxattr":{"path":"/f","name":"user.k"}}"#,
+            r#"{"Listxattr":{"path":"/f"}}"#,
+            r#"{"Removexattr":{"path":"/f","name":"user.k"}}"#,
+            r#"{"Mknod":{"path":"/p","kind":"Fifo","mode":420}}"#,
+        ]
+        .iter()
+        .map(|j| serde_json::from_str(j).unwrap_or_else(|e| panic!("{j}: {e}")))
+        .collect();
+        let kinds: BTreeSet<usize> = ops.iter().map(kind).collect();
+        assert_eq!(kinds, (0..KINDS).collect(), "the list above lacks an operation");
+        let listed: BTreeSet<&str> = OP_NAMES.iter().copied().collect();
+        assert_eq!(listed.len(), OP_NAMES.len(), "OP_NAMES names an operation twice: {OP_NAMES:?}");
+        let names: BTreeSet<&str> = ops.iter().map(Op::name).collect();
+        let unknown: Vec<&&str> = listed.difference(&names).collect();
+        let missing: Vec<&&str> = names.difference(&listed).collect();
+        assert!(unknown.is_empty(), "OP_NAMES names no operation: {unknown:?}");
+        assert!(missing.is_empty(), "OP_NAMES lacks operations: {missing:?}");
+    }
+}

@@ -23,7 +23,7 @@ use super::config::GenConfig;
 use super::gen;
 use crate::backend::{Backend, Command, Edit, ModelBackend, Reply};
 use crate::dcache::CachePolicy;
-use crate::kernel::{KernelBackend, MountConfig};
+use crate::kernel::{KernelBackend, SystemUnderTest};
 use crate::layer::{FileType, FlatEntry, Layer};
 use crate::mount::RedirectDir;
 use crate::overlay::{LayerRef, Overlay};
@@ -453,8 +453,9 @@ impl KernelSut {
         let kernel = self.kernel.as_mut().expect("the kernel is checked out");
         let answer = Answer::from(kernel.exec(cmd));
         STEPS.with(|s| s.set(s.get() + 1));
-        if matches!(answer, Answer::Error(crate::backend::BackendError::NotApplicable(_))) {
-            // The implementation's dialect cannot express this case: discarded, not passed.
+        if answer.is_refusal() {
+            // The implementation's dialect cannot express this case, or it does not do what
+            // the case asks: discarded, not passed.
             self.discarded = true;
             return;
         }
@@ -547,12 +548,18 @@ pub fn kernel_steps() -> u64 {
 }
 
 /// The system under test of every later [`checkout`] in this process.
-static SYSTEM_UNDER_TEST: std::sync::RwLock<Option<MountConfig>> = std::sync::RwLock::new(None);
+static SYSTEM_UNDER_TEST: std::sync::RwLock<SystemUnderTest> = std::sync::RwLock::new(SystemUnderTest::Kernel);
 
-/// Sets the system under test of every later [`checkout`] in this process: `None` for the
-/// kernel's `mount(2)` (the default), or a mount command.
-pub fn set_system_under_test(mount: Option<MountConfig>) {
-    *SYSTEM_UNDER_TEST.write().unwrap_or_else(|p| p.into_inner()) = mount;
+/// Sets the system under test of every later [`checkout`] in this process: the kernel's
+/// `mount(2)` (the default), a mount command, or another worker program.
+pub fn set_system_under_test(sut: SystemUnderTest) {
+    *SYSTEM_UNDER_TEST.write().unwrap_or_else(|p| p.into_inner()) = sut;
+}
+
+/// The short name of the system under test ([`SystemUnderTest::label`]), as divergence
+/// messages and reports name it: `kernel` by default.
+pub fn sut_label() -> String {
+    SYSTEM_UNDER_TEST.read().unwrap_or_else(|p| p.into_inner()).label()
 }
 
 /// This thread's kernel worker, started if there is none, the last one died or it mounts
@@ -561,11 +568,8 @@ pub fn set_system_under_test(mount: Option<MountConfig>) {
 pub fn checkout() -> Result<KernelBackend, crate::backend::BackendError> {
     let sut = SYSTEM_UNDER_TEST.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut k = match POOL.with(|p| p.borrow_mut().take()) {
-        Some(k) if k.is_alive() && k.mount_config() == sut.as_ref() => k,
-        _ => match sut {
-            Some(m) => KernelBackend::with_mount(m)?,
-            None => KernelBackend::new()?,
-        },
+        Some(k) if k.is_alive() && k.system() == sut => k,
+        _ => sut.start()?,
     };
     // A usage error when not mounted; anything else is found by the next command.
     let _ = k.exec(&Command::Unmount);
@@ -671,8 +675,9 @@ pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend
             return Some(Replayed::NotModelled);
         }
         let answer = exec_quiet(tested, cmd);
-        if matches!(answer, Answer::Error(crate::backend::BackendError::NotApplicable(_))) {
-            // The implementation's dialect cannot express the case: not compared further.
+        if answer.is_refusal() {
+            // The implementation's dialect cannot express the case, or it does not do what
+            // the case asks: not compared further.
             return Some(Replayed::NotModelled);
         }
         if let Some(detail) = cmp.differ(&model, &answer) {

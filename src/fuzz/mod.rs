@@ -129,9 +129,10 @@ pub struct FuzzConfig {
     /// replays it first. The seeds replay the same cases only with the default
     /// `max_steps` ([`STEPS_MAX_DEFAULT`]) and generator; with another, nothing is written.
     pub regressions: Option<PathBuf>,
-    /// The system under test: `None` for the kernel's `mount(2)`, or a mount command
-    /// ([`crate::kernel::KernelBackend::with_mount`]).
-    pub against: Option<crate::kernel::MountConfig>,
+    /// The system under test: the kernel's `mount(2)` (the default), a mount command
+    /// ([`crate::kernel::KernelBackend::with_mount`]), or another worker program
+    /// ([`crate::kernel::KernelBackend::with_program`]).
+    pub against: crate::kernel::SystemUnderTest,
     /// What the generator draws (a [`profile::Profile`]'s configuration, or any other);
     /// regression seeds are written only for the default one.
     pub generator: GenConfig,
@@ -148,7 +149,7 @@ impl Default for FuzzConfig {
             progress: false,
             model_only: false,
             regressions: None,
-            against: None,
+            against: crate::kernel::SystemUnderTest::Kernel,
             generator: GenConfig::default(),
         }
     }
@@ -176,8 +177,9 @@ pub struct Found {
 /// What [`run`] did.
 #[derive(Clone, Debug)]
 pub struct FuzzReport {
-    /// `model vs kernel`, or `model only`.
-    pub mode: &'static str,
+    /// `model vs kernel` (`model vs <name>` for another system under test, by
+    /// [`crate::kernel::SystemUnderTest::label`]), or `model only`.
+    pub mode: String,
     /// The seed the run used.
     pub seed: u64,
     /// Cases generated and run (shrinking runs not counted).
@@ -455,13 +457,9 @@ fn run_drawing(config: FuzzConfig) -> FuzzReport {
     let start = Instant::now();
     let seed = config.seed.unwrap_or_else(random_seed);
     machine::set_system_under_test(config.against.clone());
-    let mode = match (config.model_only, &config.against) {
-        (true, _) => "model only",
-        (false, None) => "model vs kernel",
-        (false, Some(_)) => "model vs mount command",
-    };
+    let mode = if config.model_only { "model only".to_owned() } else { format!("model vs {}", config.against.label()) };
     let mut report = FuzzReport {
-        mode,
+        mode: mode.clone(),
         seed,
         cases: 0,
         steps: 0,

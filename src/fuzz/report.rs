@@ -116,7 +116,11 @@ fn write_files(
 /// answer as a note.
 pub fn scenario_yaml(name: &str, case: &Case, d: &Divergence, kernel: &mut dyn Backend) -> Result<String, String> {
     let commands = commands_until(case, Some(d.step));
-    let rule = format!("Found by the differential fuzzer: the model and the kernel disagree ({}).", d.signature());
+    let rule = format!(
+        "Found by the differential fuzzer: the model and the {} disagree ({}).",
+        super::machine::sut_label(),
+        d.signature()
+    );
     let mut s = Scenario::from_commands(name, &rule, &commands);
     let setup = case.start.setup().len();
     if d.step >= setup {

@@ -6,9 +6,10 @@
 //! [`KernelBackend`] is the parent side. It spawns one worker process (the `ovlsim` binary
 //! run with the hidden subcommand `kernel-worker`, which calls [`worker_main`]; the CLI
 //! re-executes itself through `/proc/self/exe`, see [`KernelBackend::find_worker`] and
-//! [`WorkerCommand`]) and speaks to it over pipes:
-//! one JSON line per [`Command`] on the worker's stdin, one JSON line per
-//! `Result<Reply, BackendError>` on its stdout. Every command has a timeout
+//! [`WorkerCommand`]) and speaks to it over pipes: after the worker's hello line (the
+//! protocol's version, [`protocol`]), one JSON line per [`Command`] on the worker's stdin,
+//! one JSON line per `Result<Reply, BackendError>` on its stdout. `docs/worker-protocol.md`
+//! documents the protocol for workers in other languages ([`KernelBackend::with_program`]). Every command has a timeout
 //! ([`KernelBackend::DEFAULT_TIMEOUT`], see [`KernelBackend::set_timeout`]); when it runs out,
 //! or the worker dies, the worker is killed and reaped and the command fails with
 //! [`BackendError::Failed`] naming it. Dropping the backend kills and reaps the worker.
@@ -91,6 +92,7 @@
 pub(crate) mod layers;
 mod mount_cmd;
 mod ops;
+pub mod protocol;
 pub mod template;
 mod worker;
 
@@ -209,6 +211,92 @@ impl MountConfig {
 /// The prefix of a mount-command backend's name on the command line (`mount:TEMPLATE`).
 pub const MOUNT_PREFIX: &str = "mount:";
 
+/// The prefix of a worker program on the command line (`worker:COMMAND ARGS`): another
+/// program that speaks the worker protocol (`docs/worker-protocol.md`) stands in for the
+/// `ovlsim` worker.
+pub const WORKER_PREFIX: &str = "worker:";
+
+impl WorkerCommand {
+    /// A worker program from its command line, `COMMAND ARGS`, split into words as a mount
+    /// template is ([`template::split_words`]: quotes and backslashes, no shell).
+    pub fn parse(text: &str) -> Result<WorkerCommand, String> {
+        let mut words = template::split_words(text)?.into_iter();
+        let program = words.next().ok_or("the worker command is empty")?;
+        Ok(WorkerCommand { program: program.into(), args: words.map(OsString::from).collect() })
+    }
+}
+
+/// The system a backend runs on, as the command line names it: the kernel's `mount(2)`
+/// through the `ovlsim` worker (`kernel`), a mount command (`mount:TEMPLATE`), or another
+/// worker program (`worker:COMMAND ARGS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemUnderTest {
+    /// The kernel's `mount(2)`, through the `ovlsim` worker.
+    #[default]
+    Kernel,
+    /// The `ovlsim` worker, mounting with a command ([`KernelBackend::with_mount`]).
+    Mount(MountConfig),
+    /// Another program that speaks the worker protocol ([`KernelBackend::with_program`]).
+    Worker(WorkerCommand),
+}
+
+impl SystemUnderTest {
+    /// Starts a backend on it.
+    pub fn start(&self) -> Result<KernelBackend, BackendError> {
+        match self {
+            SystemUnderTest::Kernel => KernelBackend::new(),
+            SystemUnderTest::Mount(m) => KernelBackend::with_mount(m.clone()),
+            SystemUnderTest::Worker(w) => KernelBackend::with_program(w.clone()),
+        }
+    }
+
+    /// A short name for reports: `kernel`, a mount command's program (`fuse-overlayfs`, or
+    /// `mount -t overlay` for the kernel through the generic path), or a worker program's
+    /// file name (`worker.py`).
+    pub fn label(&self) -> String {
+        match self {
+            SystemUnderTest::Kernel => "kernel".into(),
+            SystemUnderTest::Mount(m) => {
+                let words = template::split_words(&m.template).unwrap_or_default();
+                let program = words.first().map(|w| file_name(w)).unwrap_or_else(|| "mount command".into());
+                match words.get(1..3) {
+                    Some([t, fs]) if program == "mount" && t == "-t" => format!("mount -t {fs}"),
+                    _ => program,
+                }
+            }
+            SystemUnderTest::Worker(w) => {
+                // An interpreter's script names the worker better than the interpreter.
+                let script = w.args.iter().map(|a| a.to_string_lossy()).find(|a| !a.starts_with('-'));
+                let program = file_name(&w.program.to_string_lossy());
+                match script {
+                    Some(s)
+                        if ["python3", "python", "perl", "ruby", "node", "sh", "bash"].contains(&program.as_str()) =>
+                    {
+                        file_name(&s)
+                    }
+                    _ => program,
+                }
+            }
+        }
+    }
+
+    /// The command line option that names it: `kernel`, `mount:TEMPLATE` or
+    /// `worker:COMMAND ARGS`.
+    pub fn spec(&self) -> String {
+        match self {
+            SystemUnderTest::Kernel => "kernel".into(),
+            SystemUnderTest::Mount(m) => m.spec(),
+            SystemUnderTest::Worker(w) => format!("{WORKER_PREFIX}{w}"),
+        }
+    }
+}
+
+/// The last component of a path.
+fn file_name(p: &str) -> String {
+    Path::new(p).file_name().map_or_else(|| p.to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
 /// The hidden worker option that carries the mount command.
 pub const MOUNT_COMMAND_ARG: &str = "--mount-command";
 
@@ -226,6 +314,8 @@ pub struct KernelBackend {
     pid: u32,
     gone: Option<String>,
     mount: Option<MountConfig>,
+    /// Another worker program, started by [`KernelBackend::with_program`].
+    program: Option<WorkerCommand>,
 }
 
 impl KernelBackend {
@@ -259,6 +349,24 @@ impl KernelBackend {
         self.mount.as_ref()
     }
 
+    /// Starts another program that speaks the worker protocol (`docs/worker-protocol.md`)
+    /// as the system under test: run as `COMMAND ARGS --parent-pid <pid>`, it builds
+    /// layers, mounts and runs operations its own way. [`Backend::name`] is then `worker`.
+    pub fn with_program(worker: WorkerCommand) -> Result<KernelBackend, BackendError> {
+        let mut k = KernelBackend::with_worker(worker.clone())?;
+        k.program = Some(worker);
+        Ok(k)
+    }
+
+    /// What this backend runs on.
+    pub fn system(&self) -> SystemUnderTest {
+        match (&self.mount, &self.program) {
+            (Some(m), _) => SystemUnderTest::Mount(m.clone()),
+            (None, Some(w)) => SystemUnderTest::Worker(w.clone()),
+            (None, None) => SystemUnderTest::Kernel,
+        }
+    }
+
     /// Starts the worker `worker` (a [`WorkerCommand`], or the path of a program run as it
     /// is), and waits until it has set up its namespace.
     pub fn with_worker(worker: impl Into<WorkerCommand>) -> Result<KernelBackend, BackendError> {
@@ -271,12 +379,13 @@ impl KernelBackend {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = spawn(cmd).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            let ours = worker.args.first().is_some_and(|a| a == WORKER_SUBCOMMAND);
+            let hint = if e.kind() == std::io::ErrorKind::NotFound && ours {
                 format!(" (set {WORKER_ENV} to the path of an {CLI_NAME} binary)")
             } else {
                 String::new()
             };
-            BackendError::Failed(format!("cannot start the kernel worker `{worker}`: {e}{hint}"))
+            BackendError::Failed(format!("cannot start the worker `{worker}`: {e}{hint}"))
         })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
@@ -331,14 +440,16 @@ impl KernelBackend {
             pid,
             gone: None,
             mount: None,
+            program: None,
         };
-        match backend.receive("the worker's setup")? {
-            Ok(Reply::Done) => Ok(backend),
-            Ok(other) => Err(backend.fail("the worker's setup", format!("unexpected first reply {other:?}"))),
-            Err(e) => {
+        let line = backend.receive_line("the worker's setup")?;
+        match protocol::read_first_line(&line) {
+            Ok(protocol::FirstLine::Hello(_)) => Ok(backend),
+            Ok(protocol::FirstLine::SetupFailed(e)) => {
                 backend.kill();
-                Err(BackendError::Failed(format!("the kernel worker could not set up: {}", message(&e))))
+                Err(BackendError::Failed(format!("the worker `{worker}` could not set up: {}", message(&e))))
             }
+            Err(why) => Err(backend.fail(&format!("the worker `{worker}`"), why)),
         }
     }
 
@@ -460,17 +571,24 @@ impl KernelBackend {
     /// Waits for one reply line. The outer error is a harness failure (the worker was
     /// killed); the inner result is the worker's answer.
     fn receive(&mut self, what: &str) -> Result<Result<Reply, BackendError>, BackendError> {
+        let line = self.receive_line(what)?;
+        serde_json::from_str(&line).map_err(|e| {
+            let shown: String = line.chars().take(200).collect();
+            self.fail(what, format!("unreadable reply {shown:?}: {e}"))
+        })
+    }
+
+    /// Waits for one line from the worker; a timeout or a dead worker is an error (and the
+    /// worker is killed and reaped).
+    fn receive_line(&mut self, what: &str) -> Result<String, BackendError> {
         match self.replies.recv_timeout(self.timeout) {
-            Ok(line) => serde_json::from_str(&line).map_err(|e| {
-                let shown: String = line.chars().take(200).collect();
-                self.fail(what, format!("unreadable reply {shown:?}: {e}"))
-            }),
+            Ok(line) => Ok(line),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 Err(self.fail(what, format!("no reply within {:?}; the worker was killed", self.timeout)))
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = self.reap();
-                Err(self.fail(what, format!("the kernel worker died ({status})")))
+                Err(self.fail(what, format!("the worker died ({status})")))
             }
         }
     }
@@ -558,7 +676,7 @@ impl KernelBackend {
     fn exec_raw(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         let what = describe(cmd);
         if let Some(why) = &self.gone {
-            return Err(BackendError::Failed(format!("{what}: the kernel worker is gone (earlier: {why})")));
+            return Err(BackendError::Failed(format!("{what}: the worker is gone (earlier: {why})")));
         }
         let mut line =
             serde_json::to_string(cmd).map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
@@ -569,17 +687,20 @@ impl KernelBackend {
         };
         if let Err(e) = written {
             let status = self.reap();
-            return Err(self.fail(&what, format!("cannot write to the kernel worker ({e}; it {status})")));
+            return Err(self.fail(&what, format!("cannot write to the worker ({e}; it {status})")));
         }
         self.receive(&what)?
     }
 }
 
 impl Backend for KernelBackend {
-    /// `kernel`, or `mount` for a mount-command backend.
+    /// `kernel`, `mount` for a mount-command backend, or `worker` for another worker
+    /// program.
     fn name(&self) -> &'static str {
         if self.mount.is_some() {
             "mount"
+        } else if self.program.is_some() {
+            "worker"
         } else {
             "kernel"
         }

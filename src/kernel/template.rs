@@ -116,6 +116,12 @@ impl fmt::Display for Template {
     }
 }
 
+/// Splits `text` into words as a template is split (see the module documentation), with no
+/// placeholders: how `worker:COMMAND ARGS` becomes an argv.
+pub fn split_words(text: &str) -> Result<Vec<String>, String> {
+    split(text)
+}
+
 /// Splits `text` into words (quotes and backslashes as in the module documentation).
 fn split(text: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();

@@ -60,7 +60,12 @@ pub fn worker_main_with(parent: Option<i32>, mount_command: Option<&str>) -> Exi
     let mut out = stdout.lock();
     let mut worker = match Worker::setup(command) {
         Ok(w) => {
-            if send(&mut out, &Ok(Reply::Done)).is_err() {
+            let hello = super::protocol::Hello::new(&format!(
+                "ovlsim {} {}",
+                env!("CARGO_PKG_VERSION"),
+                super::WORKER_SUBCOMMAND
+            ));
+            if send_line(&mut out, &serde_json::to_string(&hello).unwrap_or_default()).is_err() {
                 return ExitCode::FAILURE;
             }
             w
@@ -103,6 +108,10 @@ fn send(out: &mut impl Write, reply: &Result<Reply, BackendError>) -> std::io::R
         ))))
         .unwrap_or_default()
     });
+    send_line(out, &line)
+}
+
+fn send_line(out: &mut impl Write, line: &str) -> std::io::Result<()> {
     out.write_all(line.as_bytes())?;
     out.write_all(b"\n")?;
     out.flush()

@@ -63,6 +63,9 @@ mod write;
 pub use locate::{locate, Pos, Seg, YamlPath};
 pub use record::{record, RecordError};
 pub use runner::{differences, run, run_both, Failure, RunReport};
+pub(crate) use runner::{differences_stopped, failure_position};
+#[cfg(all(feature = "proptest", target_os = "linux"))]
+pub(crate) use runner::run_stopped;
 pub use show::show;
 
 /// `s` as a YAML scalar in the project's style: plain where that reads back as the same

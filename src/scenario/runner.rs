@@ -888,6 +888,57 @@ pub fn run_both(s: &Scenario, a: &mut dyn Backend, b: &mut dyn Backend) -> RunRe
     report(s, format!("{}+{}", ta.backend, tb.backend), ta.steps.len().max(tb.steps.len()), failures)
 }
 
+/// Where a replay stopped on a backend error (a refused command, a dead worker): in the
+/// order of [`failure_position`], 0 for the setup, `k` for step `k` (1-based), and
+/// `usize::MAX` for the final trees; `None` when it did not stop.
+fn stopped_at(t: &Trace) -> Option<usize> {
+    if t.setup.is_err() {
+        return Some(0);
+    }
+    if t.steps.last().is_some_and(|so| so.obs.is_err()) {
+        return Some(t.steps.len());
+    }
+    match &t.final_trees {
+        Some(Err(_)) => Some(usize::MAX),
+        _ => None,
+    }
+}
+
+/// Where in a replay a failure is, in the order of [`stopped_at`]: the setup (and a
+/// scenario that did not load) first, then each step, then the final trees.
+pub(crate) fn failure_position(f: &Failure) -> usize {
+    match &f.step {
+        Some(step) if f.what != "load" => step.index,
+        _ if f.what == "setup" || f.what == "load" => 0,
+        _ => usize::MAX,
+    }
+}
+
+/// [`run`], and where the replay stopped on a backend error ([`stopped_at`]): a caller that
+/// knows the backend refused a command (by the [`crate::backend::BackendError`] it saw)
+/// keeps only the failures before that point.
+#[cfg(all(feature = "proptest", target_os = "linux"))]
+pub(crate) fn run_stopped(s: &Scenario, b: &mut dyn Backend) -> (RunReport, Option<usize>) {
+    let trace = execute(s, b, FinalWant::of(s), |_| {});
+    let failures = check_trace(s, &trace);
+    let stop = stopped_at(&trace);
+    (report(s, trace.backend.clone(), trace.steps.len(), failures), stop)
+}
+
+/// [`differences`], and where the replay on `sut` stopped on a backend error
+/// ([`stopped_at`]).
+pub(crate) fn differences_stopped(
+    s: &Scenario,
+    reference: &mut dyn Backend,
+    sut: &mut dyn Backend,
+) -> (RunReport, Option<usize>) {
+    let ta = execute(s, reference, FinalWant::all(), |_| {});
+    let tb = execute(s, sut, FinalWant::all(), |_| {});
+    let failures = trace_differences(s, &ta, &tb);
+    let stop = stopped_at(&tb);
+    (report(s, format!("{}/{}", ta.backend, tb.backend), ta.steps.len().max(tb.steps.len()), failures), stop)
+}
+
 /// Replays `s` on `reference` and on `sut` and reports every step where the two show
 /// different results, without checking the scenario's own expectations: the comparison a
 /// conformance check makes, with the model as the reference. The report's `steps_run` is
