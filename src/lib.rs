@@ -94,6 +94,7 @@ pub mod dcache;
 pub mod dialect;
 pub mod dump;
 pub mod errno;
+pub mod fd;
 pub mod fuzz;
 pub mod harness;
 pub mod image;
