@@ -55,6 +55,25 @@ impl FdTable {
     pub fn names(&self) -> Vec<String> {
         self.files.keys().cloned().collect()
     }
+
+    /// One line per open handle, for `ovlsim show`: its name, the path it was opened by,
+    /// where its data is now and its position (`f1 /f (upper, pos 4)`).
+    pub fn describe(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .map(|(name, f)| {
+                let real = match (&f.dir, f.dentry.upper) {
+                    (Some(d), _) if d.dead => "removed directory",
+                    (Some(d), _) if d.is_real => "real directory",
+                    (Some(_), _) => "merged directory",
+                    (None, Some(_)) if f.unlinked => "upper, unlinked",
+                    (None, Some(_)) => "upper",
+                    (None, None) => "lower",
+                };
+                format!("{name} {} ({real}, pos {})", f.path, f.pos)
+            })
+            .collect()
+    }
 }
 
 /// One open file description.
