@@ -365,6 +365,9 @@ impl Backend for ModelBackend {
             Command::Op(op) => {
                 let m =
                     self.mounted.as_mut().ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
+                if let Some(what) = crate::fd::not_modelled(&m.overlay, op) {
+                    return Err(BackendError::NotModelled(what));
+                }
                 let outcome = m.overlay.apply(op);
                 self.events = m.overlay.take_events();
                 Ok(Reply::Outcome(outcome))

@@ -88,8 +88,9 @@
 //!   and offline edits that show a lower file under a merged name while an upper copy
 //!   elsewhere records it as its copy-up origin, depend on the kernel's inode cache and are
 //!   out of contract.
-//! - Long-lived file descriptors (per-fd readdir cache, reads across a copy-up) are not
-//!   modelled: every operation opens, acts and closes.
+//! - Files kept open are modelled through named handles ([`ops::FdOp`], [`fd`]): reads
+//!   across a copy-up, the per-handle readdir cache. Handles on FIFOs and seeks to a
+//!   non-merged directory's cookies are refused as not modelled.
 #![deny(missing_docs)]
 
 pub mod backend;
@@ -100,6 +101,7 @@ pub mod dcache;
 pub mod dialect;
 pub mod dump;
 pub mod errno;
+pub mod fd;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;

@@ -82,6 +82,8 @@ pub struct Overlay {
     pub(crate) dcache: Arc<DentryCache>,
     /// When lookups use [`Overlay::dcache`].
     pub(crate) cache_policy: CachePolicy,
+    /// The open handles ([`crate::fd`]).
+    pub(crate) fds: crate::fd::FdTable,
 }
 
 impl Overlay {
@@ -134,6 +136,7 @@ impl Overlay {
             root_xwhiteouts: false,
             dcache: Arc::default(),
             cache_policy: CachePolicy::default(),
+            fds: crate::fd::FdTable::default(),
         };
         ov.mark_root_xwhiteouts();
         Ok(ov)
@@ -177,6 +180,7 @@ impl Overlay {
         self.events.clear();
         let lowers_before = Arc::as_ptr(&self.lowers);
         let outcome = crate::ops::dispatch(self, op);
+        self.fd_after_op();
         debug_assert!(std::ptr::eq(lowers_before, Arc::as_ptr(&self.lowers)), "an operation replaced a lower layer");
         outcome
     }
@@ -227,6 +231,11 @@ impl Overlay {
     /// How many lookup answers the cache holds.
     pub fn cached_lookups(&self) -> usize {
         self.dcache.len()
+    }
+
+    /// The open handles ([`crate::fd`]).
+    pub fn fds(&self) -> &crate::fd::FdTable {
+        &self.fds
     }
 
     /// The events caused by the last operation, oldest first.

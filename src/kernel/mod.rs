@@ -89,6 +89,7 @@
 //!
 //! [`FlatLayer`]: crate::layer::FlatLayer
 
+mod fd;
 pub(crate) mod layers;
 mod mount_cmd;
 mod ops;

@@ -19,7 +19,7 @@ use std::mem::MaybeUninit;
 const READ_MAX: usize = 64 << 20;
 
 /// Why an operation did not produce an outcome.
-enum Fail {
+pub(super) enum Fail {
     /// The syscall failed: an observation.
     Sys(rustix::io::Errno),
     /// The harness failed.
@@ -67,7 +67,7 @@ fn check_nul(op: &Op) -> Result<(), BackendError> {
     }
 }
 
-fn open_flags(f: &OpenFlags) -> OFlags {
+pub(super) fn open_flags(f: &OpenFlags) -> OFlags {
     let mut o = match f.access {
         Access::ReadOnly => OFlags::RDONLY,
         Access::WriteOnly => OFlags::WRONLY,
@@ -94,7 +94,7 @@ fn open(path: &str, flags: OFlags, mode: u32) -> Result<OwnedFd, Fail> {
     Ok(rustix::fs::open(path, flags | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::from_bits_retain(mode))?)
 }
 
-fn stat_of(st: &rustix::fs::Stat) -> Result<Stat, Fail> {
+pub(super) fn stat_of(st: &rustix::fs::Stat) -> Result<Stat, Fail> {
     let mode = mode_of(st);
     let kind = FileType::from_ifmt(mode)
         .ok_or_else(|| harness(format!("file type {:o} has no name in the model", mode & 0o170000)))?;
@@ -329,5 +329,6 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
             rustix::fs::mknodat(CWD, path.as_str(), ft, Mode::from_bits_retain(*mode), dev)?;
             Outcome::Ok
         }
+        Op::Fd(_) => return Err(harness("an operation through a handle is the worker's (kernel::fd)".into())),
     })
 }

@@ -169,9 +169,10 @@ mod doc {
             Op::Listxattr { .. } => 19,
             Op::Removexattr { .. } => 20,
             Op::Mknod { .. } => 21,
+            Op::Fd(_) => 22,
         }
     }
-    const OPS: usize = 22;
+    const OPS: usize = 23;
 
     fn edit_kind(e: &Edit) -> usize {
         match e {
@@ -278,6 +279,7 @@ mod doc {
             Op::Removexattr { path: p("/d/f"), name: p("user.k") },
             Op::Mknod { path: p("/dev0"), kind: MknodKind::Char(1, 3), mode: 0o600 },
             Op::Mknod { path: p("/fifo"), kind: MknodKind::Fifo, mode: 0o644 },
+            Op::Fd(crate::ops::FdOp::Pread { fd: p("f1"), offset: 0, len: 4 }),
         ];
         let mut cmds = vec![
             Command::Layer { name: p("L0"), content: layer() },

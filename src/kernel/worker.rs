@@ -134,6 +134,8 @@ struct Worker {
     command: Option<Template>,
     /// While mounted with a command that keeps running: its process.
     daemon: Option<Daemon>,
+    /// The open handles, closed at every unmount, mount and new layer.
+    handles: super::fd::Handles,
 }
 
 impl Worker {
@@ -157,7 +159,8 @@ impl Worker {
         if command.is_some() {
             mount_cmd::expose_host(&base)?;
         }
-        let worker = Worker { root, layers: BTreeMap::new(), mounted: None, command, daemon: None };
+        let worker =
+            Worker { root, layers: BTreeMap::new(), mounted: None, command, daemon: None, handles: Default::default() };
         step("chroot into the tmpfs", worker.enter_root())?;
         rustix::process::umask(Mode::empty());
         for d in [LAYERS, WORKDIRS, MERGED] {
@@ -174,7 +177,11 @@ impl Worker {
     }
 
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
+        if matches!(cmd, Command::Layer { .. } | Command::Mount { .. } | Command::Unmount) {
+            self.handles.close_all();
+        }
         match cmd {
+            Command::Op(crate::ops::Op::Fd(op)) if self.mounted.is_some() => self.handles.run(op).map(Reply::Outcome),
             Command::Layer { name, content } => {
                 self.unmounted("creating a layer")?;
                 if let Some(old) = self.layers.remove(name) {
@@ -418,6 +425,7 @@ impl Worker {
     /// Unmounts and stops a mount command's processes before the worker exits (its
     /// namespace would take the mount, but not a daemon).
     fn stop(&mut self) {
+        self.handles.close_all();
         if self.command.is_some() {
             if self.mounted.take().is_some() {
                 let _ = self.enter_root();

@@ -327,6 +327,18 @@ impl Layer {
         self.inodes.get(&ino).map(|i| &**i)
     }
 
+    /// Inode `ino` as a shared pointer (an O(1) clone), if it is in this layer: what an open
+    /// file keeps of its inode ([`crate::fd`]).
+    pub(crate) fn get_shared(&self, ino: Ino) -> Option<Arc<Inode>> {
+        self.inodes.get(&ino).cloned()
+    }
+
+    /// Puts inode `ino` back in the map, linked nowhere: the view of an open file whose last
+    /// name is gone ([`crate::fd`]). Only on a throw-away clone.
+    pub(crate) fn restore(&mut self, ino: Ino, inode: Arc<Inode>) {
+        self.inodes.insert(ino, inode);
+    }
+
     /// Changes inode `ino` in place (copying only the map path to it).
     pub fn update<R>(&mut self, ino: Ino, f: impl FnOnce(&mut Inode) -> R) -> R {
         f(Arc::make_mut(self.inodes.get_mut(&ino).expect("layer invariant: inode number is live")))

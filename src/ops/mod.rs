@@ -245,6 +245,8 @@ pub enum Op {
         /// Permission bits.
         mode: u32,
     },
+    /// An operation through a named open file (see [`fd`]).
+    Fd(FdOp),
 }
 
 impl Op {
@@ -273,6 +275,7 @@ impl Op {
             Op::Listxattr { .. } => "listxattr",
             Op::Removexattr { .. } => "removexattr",
             Op::Mknod { .. } => "mknod",
+            Op::Fd(f) => f.name(),
         }
     }
 
@@ -300,6 +303,7 @@ impl Op {
             | Op::Listxattr { path }
             | Op::Removexattr { path, .. }
             | Op::Mknod { path, .. } => vec![path],
+            Op::Fd(f) => f.path().into_iter().collect(),
         }
     }
 }
@@ -369,10 +373,12 @@ impl From<Result<Outcome, Errno>> for Outcome {
 }
 
 mod attr;
+pub mod fd;
 mod file;
 pub(crate) mod namespace;
 mod rename;
 
+pub use fd::{FdOp, Whence};
 pub use file::{FILE_SIZE_MAX, WRITE_COUNT_MAX};
 
 use crate::overlay::Overlay;
@@ -404,6 +410,7 @@ pub(crate) fn dispatch(ov: &mut Overlay, op: &Op) -> Outcome {
         Op::Listxattr { path } => ov.listxattr(path).map(Outcome::XattrNames),
         Op::Removexattr { path, name } => ok(ov.removexattr(path, name)),
         Op::Mknod { path, kind, mode } => ok(ov.mknod(path, *kind, *mode)),
+        Op::Fd(f) => Ok(crate::fd::dispatch(ov, f)),
     };
     r.unwrap_or_else(Outcome::Err)
 }

@@ -52,6 +52,7 @@ mod build;
 mod cx;
 mod diff;
 mod emit;
+mod handle;
 mod locate;
 mod parse;
 mod record;
@@ -247,6 +248,9 @@ impl Step {
                 for p in op.paths() {
                     s.push(' ');
                     s.push_str(p);
+                }
+                if let Op::Fd(f) = op {
+                    s.push_str(&format!(" [{}]", f.fd()));
                 }
                 if let Op::Symlink { target, .. } = op {
                     s.push_str(&format!(" -> {target}"));

@@ -10,7 +10,7 @@ use crate::backend::Edit;
 use crate::errno::Errno;
 use crate::layer::{FileType, FlatLayer};
 use crate::mount::{Options, RedirectDir, Xino};
-use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
+use crate::ops::{Access, FdOp, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
 use std::collections::{BTreeMap, BTreeSet};
 use yaml_serde::{Mapping, Value};
 
@@ -46,12 +46,20 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "unmount",
     "edit",
     "check",
+    "close",
+    "pread",
+    "pwrite",
+    "lseek",
+    "fstat",
+    "ftruncate",
+    "fchmod",
+    "getdents",
 ];
 
 /// The fields a step of this kind takes besides its own key.
 fn step_fields(kind: &str) -> &'static [&'static str] {
     match kind {
-        "open" => &["flags", "mode", "expect", "note"],
+        "open" => &["flags", "mode", "as", "expect", "note"],
         "write" => &["data", "at", "expect", "note"],
         "truncate" => &["len", "expect", "note"],
         "mkdir" | "chmod" | "mkfifo" => &["mode", "expect", "note"],
@@ -93,6 +101,9 @@ pub(crate) fn class_of(op: &Op) -> Class {
         Op::Readlink { .. } => Class::Target,
         Op::Readdir { .. } => Class::Readdir,
         Op::Listxattr { .. } => Class::Names,
+        Op::Fd(FdOp::Read { .. } | FdOp::Pread { .. }) => Class::Data,
+        Op::Fd(FdOp::Fstat { .. }) => Class::Stat,
+        Op::Fd(FdOp::Getdents { .. }) => Class::Readdir,
         _ => Class::Plain,
     }
 }
@@ -790,6 +801,9 @@ fn read_op(
     fields: &[(String, &Value)],
 ) -> Option<Op> {
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    if super::handle::is_handle_step(kind, subject) {
+        return super::handle::read_handle_op(cx, kind, subject, sp, path, fields);
+    }
     let target_path = cx.step_path(subject, sp, &format!("the path of `{kind}`"));
     let mut ok = target_path.is_some();
     let p = target_path.unwrap_or_default();
@@ -824,6 +838,11 @@ fn read_op(
                 None => Some(OpenFlags::default()),
             };
             let mode = mode_or(cx, 0o644);
+            if let Some(v) = get("as") {
+                let op = super::handle::open_as(cx, v, &key(path, "as"), p, flags?, mode?);
+                ok &= op.is_some();
+                return if ok { op } else { None };
+            }
             Some(Op::Open { path: p, flags: flags?, mode: mode? })
         }
         "write" => {
@@ -1323,6 +1342,7 @@ fn flatten_put(lpath: &str, node: &super::tree::TreeNode, out: &mut Vec<Edit>) {
 /// Checks the order of mounts, unmounts, operations, edits and checks.
 fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
     let _ = layers;
+    super::handle::check_handles(cx, s);
     let steps_path = vec![Seg::Key("steps".into())];
     let mut spec = s.mount.clone();
     let mut mounted = spec.is_some();

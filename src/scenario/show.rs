@@ -171,6 +171,9 @@ pub fn show(s: &Scenario) -> String {
             let ev: Vec<String> = v.obs.events.iter().map(event_text).collect();
             t.push_str(&format!("  events:   {}\n", ev.join("; ")));
         }
+        if let Some(ov) = v.backend.overlay().filter(|ov| !ov.fds().is_empty()) {
+            t.push_str(&format!("  handles:  {}\n", ov.fds().describe().join("; ")));
+        }
         if let super::Action::Edit { layer, .. } = &v.step.action {
             if let Some(l) = v.backend.layer(layer) {
                 t.push_str(&format!("  layer {layer} now:\n"));

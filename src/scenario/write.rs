@@ -7,7 +7,7 @@ use crate::backend::Edit;
 use crate::errno::Errno;
 use crate::layer::{FileType, FlatNode};
 use crate::mount::Options;
-use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
+use crate::ops::{Access, FdOp, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
 
 /// The top-level keys in the order a new scenario writes them.
 const ORDER: &[&str] = &["name", "rules", "layers", "mount", "steps", "final"];
@@ -295,6 +295,17 @@ fn op_fields(op: &Op) -> Vec<(String, Y)> {
     let word = op_word(op).to_owned();
     let p = |s: &str| Y::s(s.to_owned());
     match op {
+        Op::Fd(FdOp::Open { fd, path, flags, mode }) => {
+            f.push((word, p(path)));
+            if let Some(y) = open_flags_y(flags) {
+                f.push(("flags".into(), y));
+            }
+            if *mode != 0o644 {
+                f.push(("mode".into(), Y::mode(*mode)));
+            }
+            f.push(("as".into(), p(fd)));
+        }
+        Op::Fd(other) => return super::handle::handle_fields(other, data_y),
         Op::Stat { path }
         | Op::Lstat { path }
         | Op::Read { path }
