@@ -105,11 +105,15 @@ pub enum Command {
     },
     /// Read the whole merged view. Only while mounted.
     DumpMerged,
+    /// Empty the dentry and inode caches, as `echo 2 > /proc/sys/vm/drop_caches` does:
+    /// the kernel backend writes it (system-wide on the host), the model forgets what its
+    /// lookups remembered ([`Overlay::drop_caches`]). Mounted or not.
+    DropCaches,
 }
 
 impl Command {
     /// The command's name in reports: an operation's syscall name ([`Op::name`]), or
-    /// `layer`, `mount`, `unmount`, `edit`, `dump-layer`, `dump-merged`.
+    /// `layer`, `mount`, `unmount`, `edit`, `dump-layer`, `dump-merged`, `drop-caches`.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Op(op) => op.name(),
@@ -119,6 +123,7 @@ impl Command {
             Command::Edit { .. } => "edit",
             Command::DumpLayer { .. } => "dump-layer",
             Command::DumpMerged => "dump-merged",
+            Command::DropCaches => "drop-caches",
         }
     }
 }
@@ -343,6 +348,12 @@ impl Backend for ModelBackend {
                 let tree = m.overlay.dump_merged();
                 m.overlay.take_events();
                 Ok(Reply::Merged(tree))
+            }
+            Command::DropCaches => {
+                if let Some(m) = self.mounted.as_mut() {
+                    m.overlay.drop_caches();
+                }
+                Ok(Reply::Done)
             }
         }
     }

@@ -96,6 +96,7 @@ pub mod dump;
 pub mod errno;
 pub mod fuzz;
 pub mod harness;
+pub(crate) mod icache;
 pub mod image;
 pub mod inode;
 pub mod kernel;

@@ -7,6 +7,7 @@
 
 use crate::dcache::{CachePolicy, DentryCache};
 use crate::errno::Errno;
+use crate::icache::InodeCache;
 use crate::layer::Layer;
 use crate::lookup::LowerPath;
 use crate::mount::{MountError, Options, LOWER_COUNT_MAX};
@@ -82,6 +83,9 @@ pub struct Overlay {
     pub(crate) dcache: Arc<DentryCache>,
     /// When lookups use [`Overlay::dcache`].
     pub(crate) cache_policy: CachePolicy,
+    /// The overlay inodes the kernel would still hold (see [`crate::icache`]): part of the
+    /// state, unlike [`Overlay::dcache`], since they change answers.
+    pub(crate) icache: InodeCache,
 }
 
 impl Overlay {
@@ -132,6 +136,7 @@ impl Overlay {
             root_xwhiteouts: false,
             dcache: Arc::default(),
             cache_policy: CachePolicy::default(),
+            icache: InodeCache::default(),
         };
         ov.mark_root_xwhiteouts();
         Ok(ov)
@@ -215,11 +220,15 @@ impl Overlay {
         self.cache_policy = policy;
     }
 
-    /// Forgets every cached lookup answer of this overlay (other clones keep theirs), as
-    /// `echo 2 > /proc/sys/vm/drop_caches` empties the kernel's dentry cache: the next
-    /// lookups probe every layer again.
+    /// Forgets every cached lookup answer and overlay inode of this overlay (other clones
+    /// keep theirs), as `echo 2 > /proc/sys/vm/drop_caches` empties the kernel's dentry and
+    /// inode caches (kernel: `fs/drop_caches.c`, `drop_slab`): the next lookups probe every
+    /// layer again and make new inodes ([`crate::icache`]). On the kernel this evicts only
+    /// what nothing references; every operation of the model closes what it opens, so
+    /// nothing is.
     pub fn drop_caches(&mut self) {
         self.dcache = Arc::default();
+        self.icache = InodeCache::default();
     }
 
     /// How many lookup answers the cache holds.

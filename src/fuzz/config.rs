@@ -79,6 +79,8 @@ pub struct GenConfig {
     pub odd_paths: bool,
     /// The operations drawn, by [`crate::ops::Op::name`] (see [`OP_NAMES`]).
     pub ops: BTreeSet<&'static str>,
+    /// `drop_caches` steps while mounted. Off by default: it adds an arm to the draws.
+    pub drop_caches: bool,
 }
 
 impl Default for GenConfig {
@@ -103,6 +105,7 @@ impl Default for GenConfig {
             offline_edits: true,
             odd_paths: true,
             ops: OP_NAMES.iter().copied().collect(),
+            drop_caches: false,
         }
     }
 }
@@ -132,6 +135,7 @@ impl GenConfig {
             offline_edits: false,
             odd_paths: false,
             ops: ["stat", "lstat", "read", "write", "mkdir", "rmdir", "unlink", "readdir"].into_iter().collect(),
+            drop_caches: false,
         }
     }
 

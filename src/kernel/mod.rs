@@ -630,6 +630,7 @@ fn describe(cmd: &Command) -> String {
         }
         Command::DumpLayer { name } => format!("dump of layer {name:?}"),
         Command::DumpMerged => "dump of the merged view".into(),
+        Command::DropCaches => "drop_caches".into(),
     }
 }
 

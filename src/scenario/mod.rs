@@ -194,7 +194,7 @@ impl Step {
     }
 
     /// The step's kind as written: the op name (`rename`, `mkfifo`), `mount`, `unmount`,
-    /// `edit` or `check`.
+    /// `edit`, `check` or `drop_caches`.
     pub fn op_name(&self) -> &'static str {
         match &self.action {
             Action::Op(op) => write::op_word(op),
@@ -202,6 +202,7 @@ impl Step {
             Action::Unmount => "unmount",
             Action::Edit { .. } => "edit",
             Action::Check(_) => "check",
+            Action::DropCaches => "drop_caches",
         }
     }
 
@@ -247,6 +248,8 @@ pub enum Action {
     },
     /// A check of the merged view and/or the upper layer.
     Check(Check),
+    /// `drop_caches`: empty the dentry and inode caches (mounted or not).
+    DropCaches,
 }
 
 /// Trees to check: `None` leaves a tree unchecked; `Some(None)` asks for it but has no

@@ -46,6 +46,7 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "unmount",
     "edit",
     "check",
+    "drop_caches",
 ];
 
 /// The fields a step of this kind takes besides its own key.
@@ -62,7 +63,7 @@ fn step_fields(kind: &str) -> &'static [&'static str] {
         "setxattr" => &["name", "value", "expect", "note"],
         "getxattr" | "removexattr" => &["name", "expect", "note"],
         "mknod" => &["kind", "rdev", "mode", "expect", "note"],
-        "unmount" | "check" => &["note"],
+        "unmount" | "check" | "drop_caches" => &["note"],
         "edit" => &["replace", "remove", "put", "link", "note"],
         _ => &["expect", "note"],
     }
@@ -606,7 +607,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
 
 fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
     let m: Mapping = match v {
-        Value::String(s) if s == "unmount" || s == "mount" => {
+        Value::String(s) if s == "unmount" || s == "mount" || s == "drop_caches" => {
             let mut m = Mapping::new();
             m.insert(Value::String(s.clone()), Value::Null);
             m
@@ -717,6 +718,13 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
         }
         "edit" => read_edit(cx, subject, &sp, path, &fields)?,
         "check" => Action::Check(read_check(cx, subject, &sp, "check")?),
+        "drop_caches" => {
+            if !matches!(subject, Value::Null) {
+                cx.problem(&sp, "`drop_caches` takes no value");
+                return None;
+            }
+            Action::DropCaches
+        }
         _ => Action::Op(read_op(cx, &kind, subject, &sp, path, &fields)?),
     };
     let expect = match get("expect") {
@@ -1316,6 +1324,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
                     cx.problem(&p, "`upper:` is checked but the mount has no upper layer");
                 }
             }
+            Action::DropCaches => {}
         }
     }
     cx.step = None;
