@@ -145,3 +145,68 @@ impl Overlay {
         self.icache.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::errno::Errno;
+    use crate::layer::{Inode, Layer};
+    use crate::mount::{Options, RedirectDir};
+    use crate::{Op, Outcome, Overlay};
+
+    /// Lower `/a/f`; upper `/b` redirected to `/a`: two merged directories on one lower one.
+    fn shared_lower() -> Overlay {
+        let mut lower = Layer::new();
+        lower.put("/a/f", Inode::file(b"lower f", 0o644));
+        let mut upper = Layer::new();
+        upper.put("/b/g", Inode::file(b"upper g", 0o644));
+        let b = upper.walk(["b"]).expect("/b");
+        upper.set_xattr(b, "trusted.overlay.redirect", b"/a");
+        Overlay::mount(vec![lower], Some(upper), Options::default()).expect("mount")
+    }
+
+    fn stat(ov: &mut Overlay, path: &str) -> Outcome {
+        ov.apply(&Op::Stat { path: path.into() })
+    }
+
+    fn ino(ov: &mut Overlay, path: &str) -> u64 {
+        match ov.apply(&Op::Lstat { path: path.into() }) {
+            Outcome::Stat(s) => s.ino,
+            other => panic!("lstat {path}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_clone_keeps_its_own_inodes_and_drop_caches_empties_them() {
+        let mut first = shared_lower();
+        let mut fork = first.clone();
+        assert!(matches!(stat(&mut first, "/a"), Outcome::Stat(_)));
+        assert_eq!(stat(&mut first, "/b"), Outcome::Err(Errno::ESTALE));
+        // The fork was cloned before /a's inode was made: /b is its first lookup.
+        assert_eq!(fork.cached_inodes(), 0);
+        assert!(matches!(stat(&mut fork, "/b"), Outcome::Stat(_)));
+        assert_eq!(stat(&mut fork, "/a"), Outcome::Err(Errno::ESTALE));
+        assert_eq!(stat(&mut first, "/b/g"), Outcome::Err(Errno::ESTALE), "the fork's lookups did not reach it");
+        first.drop_caches();
+        assert_eq!(first.cached_inodes(), 0);
+        assert!(matches!(stat(&mut first, "/b/g"), Outcome::Stat(_)));
+        assert_eq!(stat(&mut first, "/a"), Outcome::Err(Errno::ESTALE));
+    }
+
+    #[test]
+    fn a_copy_without_origin_keeps_the_lower_ino_until_drop_caches() {
+        let mut lower = Layer::new();
+        lower.put("/s", Inode::symlink("f"));
+        let options = Options { userxattr: true, redirect_dir: RedirectDir::Nofollow, ..Options::default() };
+        let mut ov = Overlay::mount(vec![lower], Some(Layer::new()), options).expect("mount");
+        let before = ino(&mut ov, "/s");
+        assert_eq!(
+            ov.apply(&Op::Rename { from: "/s".into(), to: "/t".into(), flags: Default::default() }),
+            Outcome::Ok
+        );
+        assert_eq!(ino(&mut ov, "/t"), before, "the renamed dentry keeps its inode");
+        let mut cold = ov.clone();
+        cold.drop_caches();
+        assert_ne!(ino(&mut cold, "/t"), before, "a fresh lookup finds a pure upper symlink");
+        assert_eq!(ino(&mut ov, "/t"), before, "the clone's drop left this overlay's cache alone");
+    }
+}
