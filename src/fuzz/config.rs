@@ -88,7 +88,9 @@ pub struct GenConfig {
     /// while the first one's inode is cached; see [`crate::icache`]). Not in lower layers,
     /// and no lower-only mount of the upper: there they alias non-directories, which is out
     /// of contract. Sequences that remove the directory holding the inode and then reach a
-    /// copied-up child of it through the other name alias too (README, Scope).
+    /// copied-up child of it through the other name alias too, and a readdir can decide by
+    /// tmpfs's entry order which name works (README, Scope): measured on the kernel with
+    /// `examples/cache_fuzz.rs`, 2 of 2,000 cases (seed 3) diverged that way.
     pub shared_redirects: bool,
     /// `userxattr` mounts (with `redirect_dir=nofollow`): symlinks and special files are
     /// then copied up without an origin, and report the lower `st_ino` while cached.
