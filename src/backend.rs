@@ -114,11 +114,15 @@ pub enum Command {
         /// The option string.
         data: String,
     },
+    /// Empty the dentry and inode caches, as `echo 2 > /proc/sys/vm/drop_caches` does:
+    /// the kernel backend writes it (system-wide on the host), the model forgets what its
+    /// lookups remembered ([`Overlay::drop_caches`]). Mounted or not.
+    DropCaches,
 }
 
 impl Command {
     /// The command's name in reports: an operation's syscall name ([`Op::name`]), or
-    /// `layer`, `mount`, `unmount`, `edit`, `dump-layer`, `dump-merged`.
+    /// `layer`, `mount`, `unmount`, `edit`, `dump-layer`, `dump-merged`, `drop-caches`.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Op(op) => op.name(),
@@ -129,6 +133,7 @@ impl Command {
             Command::DumpLayer { .. } => "dump-layer",
             Command::DumpMerged => "dump-merged",
             Command::MountData { .. } => "mount",
+            Command::DropCaches => "drop-caches",
         }
     }
 }
@@ -400,6 +405,12 @@ impl Backend for ModelBackend {
                 let tree = m.overlay.dump_merged();
                 m.overlay.take_events();
                 Ok(Reply::Merged(tree))
+            }
+            Command::DropCaches => {
+                if let Some(m) = self.mounted.as_mut() {
+                    m.overlay.drop_caches();
+                }
+                Ok(Reply::Done)
             }
         }
     }

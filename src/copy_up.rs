@@ -65,8 +65,11 @@ impl Overlay {
         if (src.is_dir() || src.nlink == 1) && can_hold {
             copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
         }
+        let has_origin = copy.origin.is_some();
         // The parent may now hold non-pure upper entries.
         self.set_impure(parent);
-        self.upper_mut().create(parent, &d.name, copy)
+        let ino = self.upper_mut().create(parent, &d.name, copy);
+        self.keep_lower(parent, d, ino, has_origin);
+        ino
     }
 }

@@ -27,6 +27,7 @@
 //! | [`path`] | resolution in the merged namespace | `fs/namei.c` |
 //! | [`lookup`] | per-name merge across layers | `namei.c` |
 //! | [`dcache`] | the lower half of lookups, kept per mount ([`CachePolicy`]) | `fs/dcache.c` |
+//! | [`icache`] | the overlay inodes still cached: ESTALE, kept lowers | `inode.c` (`ovl_get_inode`) |
 //! | [`copy_up`] | copy-up, parents first | `copy_up.c` |
 //! | [`whiteout`] | whiteouts, opaque directories, private xattrs | `dir.c`, `util.c`, `xattrs.c` |
 //! | [`readdir`] | merged listing, empty-directory check | `readdir.c` |
@@ -83,11 +84,11 @@
 //!   instead. The kernel backend drops them when it reads a layer back.
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
-//! - `index`, `metacopy` and `nfs_export` are refused as not modelled. Redirect
-//!   xattrs in lower layers that make two merged directories share one lower directory,
-//!   and offline edits that show a lower file under a merged name while an upper copy
-//!   elsewhere records it as its copy-up origin, depend on the kernel's inode cache and are
-//!   out of contract.
+//! - `index`, `metacopy` and `nfs_export` are refused as not modelled. The kernel's inode
+//!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
+//!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
+//!   non-directory reached under two merged names (an alias of a cached inode), are out
+//!   of contract.
 //! - Files kept open are modelled through named handles ([`ops::FdOp`], [`fd`]): reads
 //!   across a copy-up, the per-handle readdir cache. Handles on FIFOs and seeks to a
 //!   non-merged directory's cookies are refused as not modelled.
@@ -105,6 +106,7 @@ pub mod fd;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;
+pub mod icache;
 #[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
 pub mod inode;

@@ -95,12 +95,13 @@ impl Dentry {
 
     /// Has a copy-up origin in a lower layer (kernel: `OVL_TYPE_ORIGIN`): an upper directory
     /// with lowers, or an upper non-directory whose copy-up recorded an origin (a copy that
-    /// broke a lower hard link recorded none).
+    /// broke a lower hard link recorded none), or whose overlay inode still keeps its lower
+    /// ([`crate::icache`]).
     pub fn has_origin(&self, ov: &Overlay) -> bool {
-        match ov.upper_inode(self) {
-            Some(_) if self.is_dir() => !self.lowers.is_empty(),
-            Some(inode) => inode.origin.is_some() && !self.lowers.is_empty(),
-            None => false,
+        match (ov.upper_inode(self), self.upper) {
+            (Some(_), _) if self.is_dir() => !self.lowers.is_empty(),
+            (Some(inode), Some(u)) => (inode.origin.is_some() || ov.icache.keeps_lower(u)) && !self.lowers.is_empty(),
+            _ => false,
         }
     }
 }
@@ -230,6 +231,9 @@ impl Overlay {
             if let Some(u) = upper {
                 if !d.is_dir {
                     origin = self.check_origin(self.which(Which::Upper).get(u))?;
+                    if origin.is_none() {
+                        origin = self.icache.kept_lower(u, udir, name);
+                    }
                     // NOTE(kernel): refused at once, with or without lower data (observed on
                     // 6.18: EPERM, not the EIO of "metacopy with no lower data").
                     if d.metacopy && !self.options.metacopy {
@@ -289,7 +293,7 @@ impl Overlay {
             (None, Some(l)) => Some(self.lowers[l.layer].get(l.ino).file_type()),
             (None, None) => None,
         };
-        Ok(Dentry {
+        let dentry = Dentry {
             name: name.to_owned(),
             upper,
             lowers: stack,
@@ -297,7 +301,9 @@ impl Overlay {
             redirect: upper_redirect,
             xwhiteouts: d.xwhiteouts,
             ftype,
-        })
+        };
+        self.get_inode(&dentry)?;
+        Ok(dentry)
     }
 
     /// The lower half of [`Overlay::lookup_child`]: probes `d.name` down the lower stack

@@ -7,6 +7,7 @@
 
 use crate::dcache::{CachePolicy, DentryCache};
 use crate::errno::Errno;
+use crate::icache::InodeCache;
 use crate::layer::Layer;
 use crate::lookup::LowerPath;
 use crate::mount::{MountError, Options, LOWER_COUNT_MAX};
@@ -84,6 +85,9 @@ pub struct Overlay {
     pub(crate) cache_policy: CachePolicy,
     /// The open handles ([`crate::fd`]).
     pub(crate) fds: crate::fd::FdTable,
+    /// The overlay inodes the kernel would still hold (see [`crate::icache`]): part of the
+    /// state, unlike [`Overlay::dcache`], since they change answers.
+    pub(crate) icache: InodeCache,
 }
 
 impl Overlay {
@@ -137,6 +141,7 @@ impl Overlay {
             dcache: Arc::default(),
             cache_policy: CachePolicy::default(),
             fds: crate::fd::FdTable::default(),
+            icache: InodeCache::default(),
         };
         ov.mark_root_xwhiteouts();
         Ok(ov)
@@ -221,11 +226,15 @@ impl Overlay {
         self.cache_policy = policy;
     }
 
-    /// Forgets every cached lookup answer of this overlay (other clones keep theirs), as
-    /// `echo 2 > /proc/sys/vm/drop_caches` empties the kernel's dentry cache: the next
-    /// lookups probe every layer again.
+    /// Forgets every cached lookup answer and overlay inode of this overlay (other clones
+    /// keep theirs), as `echo 2 > /proc/sys/vm/drop_caches` empties the kernel's dentry and
+    /// inode caches (kernel: `fs/drop_caches.c`, `drop_slab`): the next lookups probe every
+    /// layer again and make new inodes ([`crate::icache`]). On the kernel this evicts only
+    /// what nothing references; every operation of the model closes what it opens, so
+    /// nothing is.
     pub fn drop_caches(&mut self) {
         self.dcache = Arc::default();
+        self.icache = InodeCache::default();
     }
 
     /// How many lookup answers the cache holds.

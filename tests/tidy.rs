@@ -48,6 +48,7 @@ fn every_promised_topic_has_scenarios() {
         "xattr",
         "offline",
         "seed",
+        "cache",
     ];
     let files = spec_files();
     for topic in topics {

@@ -66,6 +66,9 @@ static XWHITEOUT_VALUES: [&[u8]; 2] = [b"", b"y"];
 /// ends its `getdents64` call there, so what it lists depends on tmpfs's entry order, which
 /// the model does not keep (found by the differential fuzzer, seed 9217).
 static FRUITLESS_REDIRECTS: [&[u8]; 2] = [b"/zz/..", &LONG_NAME];
+/// Redirects to names of the alphabet, relative (a sibling) and absolute (from the lower
+/// roots), drawn with [`GenConfig::shared_redirects`].
+static SHARED_REDIRECTS: [&[u8]; 5] = [b"a", b"b", b"/a", b"/b", b"/a/b"];
 /// A name over NAME_MAX.
 static LONG_NAME: [u8; 300] = [b'a'; 300];
 /// Data written by operations.
@@ -206,7 +209,14 @@ pub fn dir_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
         GenConfig::weight(cfg.redirects, 1) => {
             let redirect = ns(cfg, REDIRECT);
             select(&FRUITLESS_REDIRECTS[..]).prop_map(move |v| Some((redirect, v)))
-        }
+        },
+        // Redirects that may lead to a directory another name shows: which of the two
+        // merged directories works depends on which is looked up first (the model's inode
+        // cache, `crate::icache`). Last, so that switched off it changes no other arm.
+        GenConfig::weight(cfg.shared_redirects, 1) => {
+            let redirect = ns(cfg, REDIRECT);
+            select(&SHARED_REDIRECTS[..]).prop_map(move |v| Some((redirect, v)))
+        },
     ];
     (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(cfg), marker, user_xattrs(cfg)).prop_map(
         |(mode, (uid, gid), marker, xattrs)| {
@@ -342,11 +352,10 @@ fn lower_layer(cfg: &GenConfig) -> BoxedStrategy<FlatLayer> {
 }
 
 /// Mount options: mostly the defaults; sometimes `redirect_dir=on`, `nofollow` or
-/// `follow`, a read-only mount or `xino=on`. Never an option the model does not implement,
-/// and never `userxattr`: under it the upper cannot hold an origin on a symlink or a FIFO,
-/// and the kernel's `st_ino` for such a copy then depends on whether its dentry was cached
-/// before the copy-up, which is out of the model's contract (`userxattr` is pinned in
-/// spec/mount/).
+/// `follow`, a read-only mount or `xino=on`. Never an option the model does not implement.
+/// `userxattr` only with [`GenConfig::userxattr`] (every mount; see [`wide_options`]):
+/// under it a copy of a symlink or a FIFO has no origin, and its `st_ino` depends on the
+/// inode cache (modelled, `crate::icache`).
 pub fn options(cfg: &GenConfig) -> BoxedStrategy<Options> {
     if cfg.userxattr || cfg.xino_auto {
         return wide_options(cfg);
@@ -405,11 +414,28 @@ fn wide_options(cfg: &GenConfig) -> BoxedStrategy<Options> {
         .boxed()
 }
 
+/// `layer` without the redirects of [`SHARED_REDIRECTS`]: drawn in a lower layer, they make
+/// two merged directories whose top-most lower directories differ share the lower
+/// directories below, and so their non-directories, which then alias one cached inode after
+/// a copy-up (out of the model's contract, see [`crate::icache`]). In the upper they make
+/// the second directory ESTALE instead, which the model answers.
+fn upper_only_shared_redirects(mut layer: FlatLayer) -> FlatLayer {
+    for e in &mut layer.entries {
+        if let FlatEntry::Node { node, .. } = e {
+            if node.xattrs.get(REDIRECT).is_some_and(|v| SHARED_REDIRECTS.contains(&v.as_slice())) {
+                node.xattrs.remove(REDIRECT);
+            }
+        }
+    }
+    layer
+}
+
 /// A layer stack and the options of its first mount: 1 to [`LOWER_COUNT_MAX`] lowers and,
 /// most of the time, an upper (without one, at least two lowers, so that the mount is
 /// valid).
 pub fn case_start(cfg: &GenConfig) -> impl Strategy<Value = CaseStart> {
     let lower_only = cfg.lower_only_mounts;
+    let shared = cfg.shared_redirects;
     (
         cfg.lowers_min..=cfg.lowers_max,
         prop::bool::weighted(0.85),
@@ -420,8 +446,10 @@ pub fn case_start(cfg: &GenConfig) -> impl Strategy<Value = CaseStart> {
         .prop_map(move |(count, has_upper, lowers, upper, options)| {
             let has_upper = has_upper || !lower_only;
             let count = if has_upper { count } else { count.max(2) };
+            let lowers =
+                lowers.into_iter().take(count).map(|l| if shared { upper_only_shared_redirects(l) } else { l });
             CaseStart {
-                lowers: lowers.into_iter().take(count).enumerate().map(|(i, l)| (lower_name(i), l)).collect(),
+                lowers: lowers.enumerate().map(|(i, l)| (lower_name(i), l)).collect(),
                 upper: has_upper.then(|| (UPPER.to_owned(), upper)),
                 options,
             }
@@ -697,7 +725,9 @@ pub fn edit_is_valid(edit: &Edit) -> bool {
 pub fn mounts(cfg: &GenConfig, start: &CaseStart) -> Vec<(Vec<String>, Option<String>)> {
     let lowers: Vec<String> = start.lowers.iter().map(|(n, _)| n.clone()).collect();
     let mut out = vec![(lowers.clone(), start.upper.as_ref().map(|(n, _)| n.clone()))];
-    if let Some((u, _)) = start.upper.as_ref().filter(|_| cfg.lower_only_mounts) {
+    // With shared redirects in the upper, no mount uses it as a lower (see
+    // `upper_only_shared_redirects`).
+    if let Some((u, _)) = start.upper.as_ref().filter(|_| cfg.lower_only_mounts && !cfg.shared_redirects) {
         let mut with_upper = vec![u.clone()];
         with_upper.extend(lowers.iter().cloned());
         out.push((with_upper, None));

@@ -168,6 +168,7 @@ fn mounted_transitions(cfg: &GenConfig, paths: &Arc<Vec<String>>, dirs: &Arc<Vec
         40 => gen::op_on(cfg, paths, dirs).prop_map(Command::Op),
         GenConfig::weight(cfg.remounts, 2) => Just(Command::Unmount),
         1 => Just(Command::DumpMerged),
+        GenConfig::weight(cfg.drop_caches, 1) => Just(Command::DropCaches),
     ]
     .boxed()
 }
@@ -343,6 +344,7 @@ impl ReferenceStateMachine for ModelMachine {
                     && !shows_an_origin(state, layer, edit)
             }
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
+            Command::DropCaches => cfg.drop_caches,
             Command::Layer { .. } => false,
             // The generator draws no option strings.
             Command::MountData { .. } => false,

@@ -754,6 +754,7 @@ fn describe(cmd: &Command) -> String {
         Command::DumpLayer { name } => format!("dump of layer {name:?}"),
         Command::DumpMerged => "dump of the merged view".into(),
         Command::MountData { data } => cut(format!("mount -o {data:?}")),
+        Command::DropCaches => "drop_caches".into(),
     }
 }
 

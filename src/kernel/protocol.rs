@@ -141,9 +141,10 @@ mod doc {
             Command::DumpLayer { .. } => 5,
             Command::DumpMerged => 6,
             Command::MountData { .. } => 7,
+            Command::DropCaches => 8,
         }
     }
-    const COMMANDS: usize = 8;
+    const COMMANDS: usize = 9;
 
     fn op_kind(o: &Op) -> usize {
         match o {
@@ -297,6 +298,7 @@ mod doc {
         cmds.extend(ops.into_iter().map(Command::Op));
         cmds.extend([
             Command::MountData { data: p("lowerdir=L1:L0,upperdir=upper,workdir=work,redirect_dir=on") },
+            Command::DropCaches,
             Command::DumpMerged,
             Command::Unmount,
             Command::DumpLayer { name: p("upper") },

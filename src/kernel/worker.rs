@@ -23,6 +23,8 @@ const WORKDIRS: &str = "/w";
 const MERGED: &str = "/m";
 /// The directory an option string's paths are resolved from: a link per layer name.
 const NAMES: &str = "/n";
+/// The sysctl that empties the kernel's caches.
+const DROP_CACHES: &str = "/proc/sys/vm/drop_caches";
 
 /// The worker's `main`: sets up the namespace and serves commands from stdin until it
 /// closes. Run by `ovlsim kernel-worker` (a hidden subcommand); not meant to be called
@@ -136,6 +138,9 @@ struct Worker {
     daemon: Option<Daemon>,
     /// The open handles, closed at every unmount, mount and new layer.
     handles: super::fd::Handles,
+    /// `/proc/sys/vm/drop_caches`, opened before the chroot hides `/proc` (or why it could
+    /// not be).
+    drop_caches: Result<OwnedFd, String>,
 }
 
 impl Worker {
@@ -159,8 +164,17 @@ impl Worker {
         if command.is_some() {
             mount_cmd::expose_host(&base)?;
         }
-        let worker =
-            Worker { root, layers: BTreeMap::new(), mounted: None, command, daemon: None, handles: Default::default() };
+        let drop_caches = rustix::fs::open(DROP_CACHES, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+            .map_err(|e| format!("opening {DROP_CACHES}: {e}"));
+        let worker = Worker {
+            root,
+            layers: BTreeMap::new(),
+            mounted: None,
+            command,
+            daemon: None,
+            handles: Default::default(),
+            drop_caches,
+        };
         step("chroot into the tmpfs", worker.enter_root())?;
         rustix::process::umask(Mode::empty());
         for d in [LAYERS, WORKDIRS, MERGED] {
@@ -247,6 +261,21 @@ impl Worker {
                 }
                 try_dump_merged(ops::run).map(Reply::Merged)
             }
+            Command::DropCaches => self.drop_caches(),
+        }
+    }
+
+    /// Writes `2` to `/proc/sys/vm/drop_caches`: the kernel frees every dentry and inode
+    /// that nothing references (kernel: `fs/drop_caches.c`, `drop_slab`). This is
+    /// system-wide, on the host's caches too; only what is unused goes, so it is safe, and
+    /// it needs root. At offset 0: with `kernel.sysctl_writes_strict` (the default) a write
+    /// at a later offset is ignored.
+    fn drop_caches(&self) -> Result<Reply, BackendError> {
+        let fd = self.drop_caches.as_ref().map_err(|e| BackendError::Failed(e.clone()))?;
+        match rustix::io::pwrite(fd, b"2\n", 0) {
+            Ok(2) => Ok(Reply::Done),
+            Ok(n) => Err(BackendError::Failed(format!("{DROP_CACHES}: a short write ({n} of 2 bytes)"))),
+            Err(e) => Err(BackendError::Failed(format!("writing {DROP_CACHES}: {e}"))),
         }
     }
 

@@ -264,6 +264,10 @@ impl Overlay {
         } else {
             self.upper_mut().unlink(dir, &d.name);
         }
+        self.forget_dir(&d);
+        if let Some(u) = d.upper {
+            self.forget_kept(u, (dir, &d.name));
+        }
         Ok(())
     }
 }

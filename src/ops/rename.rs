@@ -185,6 +185,8 @@ impl Overlay {
             upper.detach(new_dir, &new.name);
             upper.link(new_dir, &new.name, old_ino);
             upper.link(old_dir, &old.name, target);
+            self.move_kept(old_ino, (old_dir, &old.name), (new_dir, &new.name));
+            self.move_kept(target, (new_dir, &new.name), (old_dir, &old.name));
             if switch_whiteouts {
                 self.events.push(Event::Whiteout { path: old_path });
             }
@@ -199,6 +201,11 @@ impl Overlay {
             upper.unlink(new_dir, &new.name);
         }
         upper.rename(old_dir, &old.name, new_dir, &new.name);
+        self.forget_dir(&new);
+        if let Some(t) = new.upper {
+            self.forget_kept(t, (new_dir, &new.name));
+        }
+        self.move_kept(old_ino, (old_dir, &old.name), (new_dir, &new.name));
         if whiteout_source {
             self.put_rename_whiteout(old_dir, &old.name, old_path);
         }

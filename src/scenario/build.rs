@@ -83,6 +83,10 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                 s.steps.push(Step::new(Action::Check(Check { merged: Some(None), upper: None })));
                 started = true;
             }
+            Command::DropCaches => {
+                s.steps.push(Step::new(Action::DropCaches));
+                started = true;
+            }
             Command::DumpLayer { name } => {
                 if spec.as_ref().and_then(|m| m.upper.as_ref()) == Some(name) {
                     s.steps.push(Step::new(Action::Check(Check { merged: None, upper: Some(None) })));

@@ -63,10 +63,10 @@ mod write;
 
 pub use locate::{locate, Pos, Seg, YamlPath};
 pub use record::{record, RecordError};
-pub use runner::{differences, run, run_both, Failure, RunReport};
-pub(crate) use runner::{differences_stopped, failure_position};
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub(crate) use runner::run_stopped;
+pub use runner::{differences, run, run_both, Failure, RunReport};
+pub(crate) use runner::{differences_stopped, failure_position};
 pub use show::show;
 
 /// `s` as a YAML scalar in the project's style: plain where that reads back as the same
@@ -229,7 +229,7 @@ impl Step {
     }
 
     /// The step's kind as written: the op name (`rename`, `mkfifo`), `mount`, `unmount`,
-    /// `edit` or `check`.
+    /// `edit`, `check` or `drop_caches`.
     pub fn op_name(&self) -> &'static str {
         match &self.action {
             Action::Op(op) => write::op_word(op),
@@ -237,6 +237,7 @@ impl Step {
             Action::Unmount => "unmount",
             Action::Edit { .. } => "edit",
             Action::Check(_) => "check",
+            Action::DropCaches => "drop_caches",
         }
     }
 
@@ -285,6 +286,8 @@ pub enum Action {
     },
     /// A check of the merged view and/or the upper layer.
     Check(Check),
+    /// `drop_caches`: empty the dentry and inode caches (mounted or not).
+    DropCaches,
 }
 
 /// Trees to check: `None` leaves a tree unchecked; `Some(None)` asks for it but has no

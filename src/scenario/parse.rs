@@ -54,6 +54,7 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "ftruncate",
     "fchmod",
     "getdents",
+    "drop_caches",
 ];
 
 /// The fields a step of this kind takes besides its own key.
@@ -70,7 +71,7 @@ fn step_fields(kind: &str) -> &'static [&'static str] {
         "setxattr" => &["name", "value", "expect", "note"],
         "getxattr" | "removexattr" => &["name", "expect", "note"],
         "mknod" => &["kind", "rdev", "mode", "expect", "note"],
-        "unmount" | "check" => &["note"],
+        "unmount" | "check" | "drop_caches" => &["note"],
         "edit" => &["replace", "remove", "put", "link", "note"],
         _ => &["expect", "note"],
     }
@@ -665,7 +666,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
 
 fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
     let m: Mapping = match v {
-        Value::String(s) if s == "unmount" || s == "mount" => {
+        Value::String(s) if s == "unmount" || s == "mount" || s == "drop_caches" => {
             let mut m = Mapping::new();
             m.insert(Value::String(s.clone()), Value::Null);
             m
@@ -776,6 +777,13 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
         }
         "edit" => read_edit(cx, subject, &sp, path, &fields)?,
         "check" => Action::Check(read_check(cx, subject, &sp, "check")?),
+        "drop_caches" => {
+            if !matches!(subject, Value::Null) {
+                cx.problem(&sp, "`drop_caches` takes no value");
+                return None;
+            }
+            Action::DropCaches
+        }
         _ => Action::Op(read_op(cx, &kind, subject, &sp, path, &fields)?),
     };
     let expect = match get("expect") {
@@ -1384,6 +1392,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
                     cx.problem(&p, "`upper:` is checked but the mount has no upper layer");
                 }
             }
+            Action::DropCaches => {}
         }
     }
     cx.step = None;

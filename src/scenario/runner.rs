@@ -244,6 +244,10 @@ fn run_step<B: Backend + ?Sized>(
             *mounted = false;
             Ok(Obs::Done)
         }
+        Action::DropCaches => {
+            expect_done(b, &Command::DropCaches, "DropCaches")?;
+            Ok(Obs::Done)
+        }
         Action::Edit { layer, replace, edits } => {
             if let Some(content) = replace {
                 expect_layer_done(b, layer, content)?;

@@ -476,6 +476,12 @@ pub(crate) fn step_y(s: &Step) -> Y {
         }
         Action::Edit { layer, replace, edits } => edit_fields(layer, replace, edits),
         Action::Check(c) => vec![("check".into(), check_y(c))],
+        Action::DropCaches => {
+            if s.note.is_none() {
+                return Y::s("drop_caches");
+            }
+            vec![("drop_caches".into(), Y::Null)]
+        }
     };
     if let Some(e) = &s.expect {
         f.push(("expect".into(), expect_y(e)));
