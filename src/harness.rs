@@ -217,6 +217,9 @@ struct Masked<'a> {
     inner: &'a mut dyn Backend,
     observes: Observes,
     not_modelled: Option<String>,
+    /// The first other error (a command the backend could not carry out at all: a layer
+    /// edit that names a missing link target, say).
+    failed: Option<String>,
 }
 
 impl Backend for Masked<'_> {
@@ -228,6 +231,8 @@ impl Backend for Masked<'_> {
         let mut reply = self.inner.exec(cmd).inspect_err(|e| {
             if let BackendError::NotModelled(what) | BackendError::NotApplicable(what) = e {
                 self.not_modelled.get_or_insert_with(|| format!("{}: {what}", cmd.name()));
+            } else {
+                self.failed.get_or_insert_with(|| format!("{}: {e}", cmd.name()));
             }
         })?;
         match &mut reply {
@@ -275,14 +280,22 @@ impl Verdict {
 /// Replays `s` on the model and on `sut`, compares them under `observes`, and gives the
 /// verdict. A scenario where `sut` refused something with [`BackendError::NotModelled`]
 /// is not applicable, unless the two differed before the refusal (a failure, reported up
-/// to the refusal).
+/// to the refusal). A scenario the model itself cannot run (it does not model it, or a
+/// command fails on it as no valid scenario's can) is an [`Verdict::Error`]: nothing is
+/// learnt about `sut`.
 pub fn check_scenario(s: &Scenario, sut: &mut dyn Backend, observes: Observes) -> Verdict {
     let mut model = ModelBackend::new();
-    let mut reference = Masked { inner: &mut model, observes, not_modelled: None };
-    let mut tested = Masked { inner: sut, observes, not_modelled: None };
+    let mut reference = Masked { inner: &mut model, observes, not_modelled: None, failed: None };
+    let mut tested = Masked { inner: sut, observes, not_modelled: None, failed: None };
     let (report, stop) = scenario::differences_stopped(s, &mut reference, &mut tested);
     if let Some(what) = reference.not_modelled {
         return Verdict::Error(format!("the model does not model it: {what}"));
+    }
+    // A command the model itself cannot carry out (a shrunk case whose offline edit links to
+    // a name an earlier step no longer makes, say) makes the scenario say nothing about the
+    // implementation, whatever the implementation did.
+    if let Some(what) = reference.failed {
+        return Verdict::Error(format!("the model cannot run it: {what}"));
     }
     verdict_after_refusal(report, tested.not_modelled, stop)
 }

@@ -175,3 +175,18 @@ fn a_divergence_before_a_refusal_is_a_failure() {
     let mut right = RefusesDump { inner: DropsLastName(ModelBackend::new()), wrong: false };
     assert!(matches!(check_scenario(&s, &mut right, Observes::ALL), Verdict::NotApplicable(_)));
 }
+
+/// A scenario the model itself cannot run (an offline edit that links to a name the layer
+/// does not hold, as a shrunk case can be) says nothing about the implementation: an error,
+/// never a failure, whatever the implementation answers.
+#[test]
+fn a_case_the_model_cannot_run_is_an_error_not_a_failure() {
+    use ovlsim::backend::Edit;
+    let commands = [
+        Command::Layer { name: "L0".into(), content: ovlsim::layer::Layer::new().to_flat() },
+        Command::Edit { layer: "L0".into(), edit: Edit::Link { path: "/y".into(), to: "/missing".into() } },
+    ];
+    let s = ovlsim::scenario::Scenario::from_commands("edit-link-missing", "a broken case", &commands);
+    let verdict = check_scenario(&s, &mut DropsLastName(ModelBackend::new()), Observes::ALL);
+    assert!(matches!(&verdict, Verdict::Error(why) if why.contains("edit")), "{verdict:?}");
+}
