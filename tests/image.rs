@@ -1296,3 +1296,26 @@ fn libarchive_xattr_records_are_read() {
     assert_eq!(e.entry.as_deref(), Some("h"), "{e}");
     assert!(e.message.contains("LIBARCHIVE.xattr.user.k"), "{e}");
 }
+
+/// An xattr whiteout in the upper (a zero-size file with the private `whiteout` xattr)
+/// hides its name from lookup as a char 0/0 does, and is exported as `.wh.NAME`; a file
+/// with data and the same xattr is an ordinary file, exported as one.
+#[test]
+fn an_xattr_whiteout_in_the_upper_is_exported_as_a_whiteout() {
+    let mut l = Layer::new();
+    let d = l.put("/d", Inode::dir(0o755));
+    l.set_xattr(d, "trusted.overlay.opaque", b"x");
+    let a = l.put("/d/a", Inode::file(b"", 0o644));
+    l.set_xattr(a, "trusted.overlay.whiteout", b"");
+    let b = l.put("/d/b", Inode::file(b"data", 0o644));
+    l.set_xattr(b, "trusted.overlay.whiteout", b"");
+    let mut out = Vec::new();
+    l.to_oci_tar(&mut out).unwrap();
+    let names: Vec<String> = tar::Archive::new(&out[..])
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+        .collect();
+    assert!(names.contains(&"d/.wh.a".to_owned()) && !names.contains(&"d/a".to_owned()), "{names:?}");
+    assert!(names.contains(&"d/b".to_owned()) && !names.contains(&"d/.wh..wh..opq".to_owned()), "{names:?}");
+}

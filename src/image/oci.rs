@@ -592,7 +592,13 @@ pub fn write_changeset_with(
             },
             FlatEntry::Node { node, .. } => {
                 let private = |n: &str| node.xattrs.get(&format!("{prefix}{n}"));
-                if node.kind == FileType::Char && node.rdev == Some((0, 0)) {
+                let xwhiteout = node.kind == FileType::File
+                    && node.data.as_ref().is_none_or(|d| d.is_empty())
+                    && private("whiteout").is_some();
+                if (node.kind == FileType::Char && node.rdev == Some((0, 0))) || xwhiteout {
+                    // An xattr whiteout hides its name from lookup as a char 0/0 does
+                    // (`ovl_path_is_whiteout`; readdir may still list it, which a changeset
+                    // cannot say): both are the changeset's `.wh.NAME`.
                     w.marker(path, &whiteout_name(path))?;
                 } else if node.kind == FileType::Dir && private("redirect").is_some() {
                     let merged = merged.ok_or_else(|| {
