@@ -13,7 +13,7 @@
 //! | `deep` | 1–4 | 6, directory-heavy | `a`..`d` | 32 | |
 //! | `names` | 1–4 | 3 | `a`..`d` and six odd ones | 24 | 255-byte ASCII and UTF-8 names, a space, a newline, a leading dot, `.wh.a` |
 //! | `long` | 1–4 | 3 | `a`..`d` | 120 | |
-//! | `userxattr` | 1–6, most sparse | 3 | `a`..`d` | 24 | every mount `userxattr`; markers under `user.overlay.`, `trusted.overlay.` decoys; markers on roots; no symlinks or FIFOs in layers |
+//! | `userxattr` | 1–6, most sparse | 3 | `a`..`d` | 24 | every mount `userxattr`; markers under `user.overlay.`, `trusted.overlay.` decoys; markers on roots; symlinks and FIFOs in layers copied up without an origin (their `st_ino` from the inode cache) |
 //! | `roots` | 2–6 | 3 | `a`..`d` | 24 | markers on layer roots (opaque `y`/`x`, redirects, decoys), `xino=on`/`auto` |
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
 
@@ -81,7 +81,7 @@ impl Profile {
             Profile::Names => "names a-d and six odd ones: 255-byte ASCII and UTF-8, a space, a newline, a leading dot, .wh.a",
             Profile::Long => "up to 120 steps per case",
             Profile::Userxattr => {
-                "userxattr on every mount, markers under user.overlay. with trusted.overlay. decoys, markers on roots, 1-6 lowers mostly sparse; no symlinks or FIFOs in layers (their copies' st_ino depends on the inode cache)"
+                "userxattr on every mount, markers under user.overlay. with trusted.overlay. decoys, markers on roots, 1-6 lowers mostly sparse; symlinks and FIFOs copied up without an origin"
             }
             Profile::Roots => "markers on layer roots (opaque y/x, redirects, decoys), 2-6 lowers, xino=on/auto",
             Profile::Wide => "6-10 lowers mostly sparse, depth 5, odd names, markers on roots, xino=on/auto, 60 steps",
@@ -115,19 +115,11 @@ impl Profile {
             Profile::Tall => GenConfig { lowers_min: 20, lowers_max: 40, sparse_lowers: true, ..d },
             Profile::Deep => GenConfig { depth_max: 6, dir_weight: 6, ..d },
             Profile::Names => GenConfig { names: odd_names(), ..d },
-            // No symlinks or FIFOs in layers: under `userxattr` the upper cannot hold an
-            // origin on them, and the `st_ino` of their copies then depends on the kernel's
-            // inode cache (issue 16, class 3: out of the model's contract until it models
-            // the caches). Symlinks and FIFOs made through the mount are still drawn.
-            Profile::Userxattr => GenConfig {
-                symlinks: false,
-                fifos: false,
-                lowers_max: 6,
-                sparse_lowers: true,
-                userxattr: true,
-                root_markers: true,
-                ..d
-            },
+            // Under `userxattr` the upper cannot hold an origin on a symlink or a FIFO, and
+            // the `st_ino` of their copies then comes from the inode cache (`crate::icache`).
+            Profile::Userxattr => {
+                GenConfig { lowers_max: 6, sparse_lowers: true, userxattr: true, root_markers: true, ..d }
+            }
             Profile::Roots => GenConfig { lowers_min: 2, lowers_max: 6, root_markers: true, xino_auto: true, ..d },
             Profile::Wide => GenConfig {
                 lowers_min: 6,
