@@ -84,17 +84,15 @@ pub fn run_scenario(s: &Scenario, config: &MountConfig) -> Result<RunReport, Str
     }
     match KernelBackend::with_mount(config.clone()) {
         Ok(mut b) => Ok(crate::scenario::run(s, &mut b)),
-        Err(e) => {
-            let file = s.source.as_ref().map_or_else(|| s.name.clone(), |src| src.file.clone());
-            let e = crate::scenario::ScenarioError::single(
-                &file,
-                crate::scenario::Pos { line: 1, column: 1 },
-                None,
-                format!("the mount-command backend cannot start: {e}"),
-            );
-            Ok(RunReport::from_error(&file, "mount", &e))
-        }
+        Err(e) => Ok(unstarted(s, "mount", format!("the mount-command backend cannot start: {e}"))),
     }
+}
+
+/// The failed report of `s` on a `backend` that could not start: never a pass.
+fn unstarted(s: &Scenario, backend: &str, why: String) -> RunReport {
+    let file = s.source.as_ref().map_or_else(|| s.name.clone(), |src| src.file.clone());
+    let e = crate::scenario::ScenarioError::single(&file, crate::scenario::Pos { line: 1, column: 1 }, None, why);
+    RunReport::from_error(&file, backend, &e)
 }
 
 /// Replays `s` on a fresh backend on `sut`, checking its expectations, or says why it is not
@@ -117,16 +115,7 @@ pub fn run_scenario_on(s: &Scenario, sut: &SystemUnderTest) -> Result<RunReport,
                 _ => Ok(report),
             }
         }
-        Err(e) => {
-            let file = s.source.as_ref().map_or_else(|| s.name.clone(), |src| src.file.clone());
-            let e = crate::scenario::ScenarioError::single(
-                &file,
-                crate::scenario::Pos { line: 1, column: 1 },
-                None,
-                format!("the backend ({}) cannot start: {e}", sut.spec()),
-            );
-            Ok(RunReport::from_error(&file, "worker", &e))
-        }
+        Err(e) => Ok(unstarted(s, "worker", format!("the backend ({}) cannot start: {e}", sut.spec()))),
     }
 }
 
