@@ -375,6 +375,9 @@ impl Backend for ModelBackend {
                 }
                 let outcome = m.overlay.apply(op);
                 self.events = m.overlay.take_events();
+                if let Some(what) = m.overlay.take_unspecified() {
+                    return Err(BackendError::NotModelled(what));
+                }
                 Ok(Reply::Outcome(outcome))
             }
             Command::Edit { layer, edit } => {
@@ -404,6 +407,9 @@ impl Backend for ModelBackend {
                 // record origins and impure parents, and so must the model's.
                 let tree = m.overlay.dump_merged();
                 m.overlay.take_events();
+                if let Some(what) = m.overlay.take_unspecified() {
+                    return Err(BackendError::NotModelled(what));
+                }
                 Ok(Reply::Merged(tree))
             }
             Command::DropCaches => {

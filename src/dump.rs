@@ -141,6 +141,7 @@ impl Overlay {
     /// not take as a plain component (`.` or `..`, which no real layer holds) is resolved by
     /// path as the calls would.
     pub fn dump_merged(&mut self) -> MergedTree {
+        self.unspecified = None;
         let mut tree = MergedTree::new();
         // Each directory listed so far; the names still to read, with their parent's index.
         let mut dirs: Vec<Dentry> = Vec::new();

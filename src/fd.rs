@@ -560,13 +560,17 @@ impl Overlay {
             }
             let cache = Arc::make_mut(d.cache.as_mut().expect("made above"));
             let start = f.pos as usize;
+            let mut failed = Vec::new();
             for e in cache.iter_mut().skip(start) {
                 if e.is_whiteout || !(e.ino_pending || e.check_xwhiteout) {
                     continue;
                 }
-                let stale = !self.lookup_child(&f.dentry, &e.name).is_ok_and(|c| c.is_positive());
+                let found = self.lookup_child(&f.dentry, &e.name);
+                if let Err(errno) = found {
+                    failed.push((e.name.clone(), errno));
+                }
                 e.ino_pending = false;
-                e.is_whiteout = stale;
+                e.is_whiteout = !found.is_ok_and(|c| c.is_positive());
             }
             let mut pos = start;
             while pos < cache.len() && (out.len() as u64) < count {
@@ -577,6 +581,7 @@ impl Overlay {
                 }
             }
             f.pos = pos as u64;
+            self.note_failed_rechecks(&f.dentry, &failed, 1);
         }
         f.dir = Some(d);
         self.fds.files.insert(fd.to_owned(), f);

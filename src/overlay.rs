@@ -88,6 +88,9 @@ pub struct Overlay {
     /// The overlay inodes the kernel would still hold (see [`crate::icache`]): part of the
     /// state, unlike [`Overlay::dcache`], since they change answers.
     pub(crate) icache: InodeCache,
+    /// Why the last operation's answer depends on something overlayfs leaves to the layers'
+    /// filesystem, if it did (see [`Overlay::take_unspecified`]).
+    pub(crate) unspecified: Option<String>,
 }
 
 impl Overlay {
@@ -142,6 +145,7 @@ impl Overlay {
             cache_policy: CachePolicy::default(),
             fds: crate::fd::FdTable::default(),
             icache: InodeCache::default(),
+            unspecified: None,
         };
         ov.mark_root_xwhiteouts();
         Ok(ov)
@@ -183,6 +187,7 @@ impl Overlay {
     /// [`Overlay::take_events`].
     pub fn apply(&mut self, op: &Op) -> Outcome {
         self.events.clear();
+        self.unspecified = None;
         let lowers_before = Arc::as_ptr(&self.lowers);
         let outcome = crate::ops::dispatch(self, op);
         self.fd_after_op();
@@ -250,5 +255,15 @@ impl Overlay {
     /// The events caused by the last operation, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
+    }
+
+    /// Why the answer of the last [`Overlay::apply`] (or [`Overlay::dump_merged`]) is not
+    /// determined by overlayfs's rules alone, if it is not: it then depends on the order in
+    /// which the layers' own filesystem lists a directory, which differs between tmpfs,
+    /// ext4 and xfs, and the model does not keep it (see
+    /// [`Overlay::note_failed_rechecks`]). The answer given is one the kernel can give; a
+    /// comparison should not count it.
+    pub fn take_unspecified(&mut self) -> Option<String> {
+        self.unspecified.take()
     }
 }
