@@ -6,7 +6,7 @@
 //! the same, seed for seed, as before the configuration existed (a switched-off feature
 //! only takes weight away from its arm, so a default configuration consumes the random
 //! stream exactly as the fixed generator did, and saved regression seeds replay the same
-//! cases). The switches added later (`drop_caches`, `shared_redirects`, `userxattr`) are
+//! cases). The switches added later (`drop_caches`, `shared_redirects`, `userxattr`, `handles`) are
 //! off by default for that reason: each adds an arm or a draw. `examples/gen_fingerprint.rs`
 //! hashes the default draws of 500 seeds; the number stayed the same across that change.
 
@@ -117,6 +117,13 @@ pub struct GenConfig {
     /// tmpfs's entry order which name works (README, Scope): measured on the kernel with
     /// `examples/cache_fuzz.rs`, 2 of 2,000 cases (seed 3) diverged that way.
     pub shared_redirects: bool,
+    /// Named handles ([`crate::ops::fd::FdOp`]): files and directories kept open across
+    /// other operations, read, written, truncated, listed and seeked through, closed at
+    /// every unmount (default off). Listings are drawn whole (a `getdents` of
+    /// [`super::gen::GETDENTS_ALL`] entries) and seeks in a directory to 0, 1 or 2 (past `.`
+    /// and `..`): where a batch ends inside a listing depends on the real directories'
+    /// entry order, which the model does not keep (see [`crate::fd`]).
+    pub handles: bool,
 }
 
 impl Default for GenConfig {
@@ -151,6 +158,7 @@ impl Default for GenConfig {
             xino_auto: false,
             drop_caches: false,
             shared_redirects: false,
+            handles: false,
         }
     }
 }

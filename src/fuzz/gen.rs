@@ -675,6 +675,54 @@ pub fn op_on(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>)
     Union::new_weighted(arms.into_iter().filter(|(w, _)| *w > 0).collect()).boxed()
 }
 
+/// The handles a case opens, by name ([`GenConfig::handles`]).
+pub const HANDLES: [&str; 3] = ["f0", "f1", "f2"];
+
+/// The `count` of every generated `getdents`: more than any generated directory holds, so
+/// that a batch is the whole rest of the listing (see [`GenConfig::handles`]).
+pub const GETDENTS_ALL: u64 = 4096;
+
+/// An operation through a handle ([`GenConfig::handles`]): an `open` of a path drawn by
+/// [`path_from`] as one of [`HANDLES`], or (when some are `open`) a call through one of
+/// them. Drawn beside [`op_on`]'s operations by the state machine, which knows which
+/// handles the model holds open, so that the calls name an open handle.
+pub fn handle_op(
+    cfg: &GenConfig,
+    open: &[String],
+    known: &Arc<Vec<String>>,
+    dirs: &Arc<Vec<String>>,
+) -> BoxedStrategy<Op> {
+    use crate::ops::fd::{FdOp, Whence};
+    let opening = (select(&HANDLES[..]), path_from(cfg, known, dirs), open_flags(), select(&[0o644u32, 0o600][..]))
+        .prop_map(|(fd, path, flags, mode)| Op::Fd(FdOp::Open { fd: fd.to_owned(), path, flags, mode }));
+    if open.is_empty() {
+        return opening.boxed();
+    }
+    let fd = || select(open.to_vec());
+    let mode = || select(&[0o755u32, 0o644, 0o700, 0o600, 0o4755][..]);
+    // A seek in a directory: to the start, past `.`, past `..`, or where it is; in a file
+    // the same, or from the end.
+    let seek = prop_oneof![
+        4 => (0..3i64).prop_map(|o| (o, Whence::Set)),
+        1 => Just((0, Whence::Cur)),
+        1 => (-2..1i64).prop_map(|o| (o, Whence::End)),
+    ];
+    prop_oneof![
+        if open.len() < HANDLES.len() { 5 } else { 1 } => opening,
+        2 => fd().prop_map(|fd| FdOp::Close { fd }).prop_map(Op::Fd),
+        3 => (fd(), 1..12u64).prop_map(|(fd, len)| Op::Fd(FdOp::Read { fd, len })),
+        3 => (fd(), small_data()).prop_map(|(fd, data)| Op::Fd(FdOp::Write { fd, data })),
+        2 => (fd(), 0..8u64, 1..12u64).prop_map(|(fd, offset, len)| Op::Fd(FdOp::Pread { fd, offset, len })),
+        2 => (fd(), 0..6u64, small_data()).prop_map(|(fd, offset, data)| Op::Fd(FdOp::Pwrite { fd, offset, data })),
+        2 => (fd(), seek).prop_map(|(fd, (offset, whence))| Op::Fd(FdOp::Lseek { fd, offset, whence })),
+        3 => fd().prop_map(|fd| Op::Fd(FdOp::Fstat { fd })),
+        2 => (fd(), 0..6u64).prop_map(|(fd, len)| Op::Fd(FdOp::Ftruncate { fd, len })),
+        1 => (fd(), mode()).prop_map(|(fd, mode)| Op::Fd(FdOp::Fchmod { fd, mode })),
+        4 => fd().prop_map(|fd| Op::Fd(FdOp::Getdents { fd, count: GETDENTS_ALL })),
+    ]
+    .boxed()
+}
+
 /// A path inside a layer, for an offline edit.
 fn layer_path(cfg: &GenConfig) -> impl Strategy<Value = String> {
     proptest::collection::vec(name_in(cfg), 1..=cfg.depth_max).prop_map(|c| format!("/{}", c.join("/")))
