@@ -93,6 +93,10 @@ pub struct OpenFile {
     unlinked: bool,
     /// For a directory: its stream.
     dir: Option<DirStream>,
+    /// The path it had before a rename in the operation running (see
+    /// [`Overlay::fd_follow_rename`]), for [`Overlay::fd_follow_copy_up`]: a copy-up made
+    /// by that rename is reported at the old path.
+    moved_from: Option<String>,
 }
 
 /// The state of a directory handle (kernel: `struct ovl_dir_file`).
@@ -149,6 +153,16 @@ pub fn not_modelled(ov: &Overlay, op: &Op) -> Option<String> {
             let d = ov.fds.files.get(fd)?.dir.as_ref()?;
             d.dead.then(|| format!("fstat of the directory handle {fd}, whose directory was removed"))
         }
+        FdOp::Fchmod { fd, .. }
+        | FdOp::Fchown { fd, .. }
+        | FdOp::Fsetxattr { fd, .. }
+        | FdOp::Fremovexattr { fd, .. } => {
+            let f = ov.fds.files.get(fd)?;
+            let lower = matches!(Overlay::real_of(f), Real::Lower(..)) && !ov.is_read_only();
+            (lower && ov.fd_copy_up_target(f) == Ok(false)).then(|| {
+                format!("a change through handle {fd} on a lower object whose name {:?} no longer leads to it", f.path)
+            })
+        }
         _ => None,
     }
 }
@@ -168,6 +182,12 @@ pub(crate) fn dispatch(ov: &mut Overlay, op: &FdOp) -> Outcome {
         FdOp::Ftruncate { fd, len } => ok(ov.fd_ftruncate(fd, *len)),
         FdOp::Fchmod { fd, mode } => ok(ov.fd_fchmod(fd, *mode)),
         FdOp::Getdents { fd, count } => ov.fd_getdents(fd, *count).map(Outcome::Entries),
+        FdOp::Fchown { fd, uid, gid } => ok(ov.fd_fchown(fd, *uid, *gid)),
+        FdOp::Fsync { fd } => ok(ov.fd_fsync(fd)),
+        FdOp::Fsetxattr { fd, name, value } => ok(ov.fd_fsetxattr(fd, name, value)),
+        FdOp::Fgetxattr { fd, name } => ov.fd_fgetxattr(fd, name).map(Outcome::Xattr),
+        FdOp::Flistxattr { fd } => ov.fd_flistxattr(fd).map(Outcome::XattrNames),
+        FdOp::Fremovexattr { fd, name } => ok(ov.fd_fremovexattr(fd, name)),
     };
     r.unwrap_or_else(Outcome::Err)
 }
@@ -208,7 +228,16 @@ impl Overlay {
             dead: false,
         });
         let orphan = dentry.upper.and_then(|u| self.upper.as_ref()?.get_shared(u));
-        let file = OpenFile { dentry, path: Overlay::chain_path(&chain), flags, pos: 0, orphan, unlinked: false, dir };
+        let file = OpenFile {
+            dentry,
+            path: Overlay::chain_path(&chain),
+            flags,
+            pos: 0,
+            orphan,
+            unlinked: false,
+            dir,
+            moved_from: None,
+        };
         self.fds.files.insert(fd.to_owned(), file);
         Ok(())
     }
@@ -220,6 +249,11 @@ impl Overlay {
         }
         self.fd_follow_copy_up();
         self.fd_keep_orphans();
+        let moved: Vec<String> =
+            self.fds.files.iter().filter(|(_, f)| f.moved_from.is_some()).map(|(n, _)| n.clone()).collect();
+        for name in moved {
+            self.fds.files.get_mut(&name).expect("listed above").moved_from = None;
+        }
     }
 
     /// A handle opened on a lower object uses the upper copy once there is one, whichever
@@ -260,7 +294,7 @@ impl Overlay {
                     m
                 });
                 map.get(&(lower.id(), l.ino)).copied()
-            } else if copied.contains(&f.path) {
+            } else if copied.contains(&f.path) || f.moved_from.as_ref().is_some_and(|p| copied.contains(p)) {
                 let mut probe = self.clone();
                 probe.fds = FdTable::default();
                 probe.resolve(&f.path, crate::path::Follow::No).ok().and_then(|c| c.last().and_then(|d| d.upper))
@@ -295,8 +329,10 @@ impl Overlay {
             let whited = f.dir.is_some() && whiteouts.contains(&f.path.as_str());
             match f.dentry.upper {
                 Some(u) => match self.upper.as_ref().and_then(|up| up.get_shared(u)) {
-                    Some(now) if !f.orphan.as_ref().is_some_and(|o| Arc::ptr_eq(o, &now)) || whited => {
-                        updates.push((name.clone(), Some(now), false, whited));
+                    // A whiteout at its name while its upper inode lives on is a rename of
+                    // it away (with a lower below), not a removal.
+                    Some(now) if !f.orphan.as_ref().is_some_and(|o| Arc::ptr_eq(o, &now)) => {
+                        updates.push((name.clone(), Some(now), false, false));
                     }
                     Some(_) => {}
                     None if !f.unlinked => updates.push((name.clone(), None, true, true)),
@@ -321,6 +357,97 @@ impl Overlay {
                 d.dead = true;
             }
         }
+    }
+
+    /// The canonical paths of a rename's source and target, taken before it runs, when
+    /// handles are open (see [`Overlay::fd_follow_rename`]).
+    pub(crate) fn fd_rename_paths(&self, op: &Op) -> Option<(String, String, bool)> {
+        let Op::Rename { from, to, flags } = op else { return None };
+        if self.fds.is_empty() {
+            return None;
+        }
+        let mut probe = self.clone();
+        let canonical = |probe: &mut Overlay, p: &str| match probe.resolve_parent(p).ok()? {
+            (chain, crate::path::Last::Norm { name, .. }) => Some(Overlay::child_path(&chain, &name)),
+            _ => None,
+        };
+        Some((canonical(&mut probe, from)?, canonical(&mut probe, to)?, flags.exchange))
+    }
+
+    /// A handle follows its object when a rename moves the object or a directory above it:
+    /// the dentry it holds is moved (kernel: `d_move`; `d_exchange` for `RENAME_EXCHANGE`),
+    /// so a later copy-up through it (fchmod, fsetxattr, ...) lands at the new name.
+    pub(crate) fn fd_follow_rename(&mut self, (from, to, exchange): (String, String, bool)) {
+        let moved = |p: &str, a: &str, b: &str| -> Option<String> {
+            if p == a {
+                return Some(b.to_owned());
+            }
+            p.strip_prefix(a).filter(|rest| rest.starts_with('/')).map(|rest| format!("{b}{rest}"))
+        };
+        let mut updates = Vec::new();
+        for (name, f) in self.fds.files.iter() {
+            let now = moved(&f.path, &from, &to).or_else(|| exchange.then(|| moved(&f.path, &to, &from)).flatten());
+            if let Some(now) = now {
+                updates.push((name.clone(), now));
+            }
+        }
+        for (name, now) in updates {
+            let f = self.fds.files.get_mut(&name).expect("listed above");
+            f.moved_from = Some(std::mem::replace(&mut f.path, now));
+        }
+    }
+
+    /// Where a change through handle `f` on a lower object copies it up (kernel:
+    /// `ovl_copy_up` of the file's dentry, at its current parent and name): `Ok(true)` when
+    /// its name still leads to it, so the copy-up is that of the path call. When the name
+    /// was removed or replaced since the open (the dentry is unhashed) the copy-up still
+    /// makes the copy at that name, where the upper parent now holds a whiteout or the new
+    /// object: a regular file is linked there from a tmpfile (`ovl_copy_up_tmpfile`,
+    /// `ovl_do_link`): EEXIST; a directory is renamed there from the workdir
+    /// (`ovl_copy_up_workdir`, `vfs_rename`): ENOTDIR over a non-directory. Other cases
+    /// (the parent gone too, a directory over a directory) are `Ok(false)`: not modelled.
+    /// NOTE(kernel): found by the differential fuzzer on 6.18 (fchmod through a handle on
+    /// an unlinked lower file: EEXIST; on a removed lower directory: ENOTDIR).
+    fn fd_copy_up_target(&self, f: &OpenFile) -> Result<bool, Errno> {
+        let mut probe = self.clone();
+        probe.fds = FdTable::default();
+        if let Ok(chain) = probe.resolve(&f.path, crate::path::Follow::No) {
+            let d = chain.last().expect("chain");
+            if d.upper.is_none() && d.lowers.first() == f.dentry.lowers.first() {
+                return Ok(true);
+            }
+        }
+        let Ok((chain, crate::path::Last::Norm { name, .. })) = probe.resolve_parent(&f.path) else { return Ok(false) };
+        let Some(up) = chain.last().and_then(|p| p.upper) else { return Ok(false) };
+        let upper = probe.upper.as_ref().expect("an upper parent");
+        let Some(there) = upper.get(up).entries().and_then(|e| e.get(&name).copied()) else { return Ok(false) };
+        match (f.dentry.ftype, upper.get(there).file_type()) {
+            (Some(FileType::File), _) => Err(Errno::EEXIST),
+            (Some(FileType::Dir), t) if t != FileType::Dir => Err(Errno::ENOTDIR),
+            _ => Ok(false),
+        }
+    }
+
+    /// The names an open handle's cache of merged directory `d` lists, if a handle holds
+    /// one. NOTE(kernel): the cache belongs to the directory's inode while any handle holds
+    /// it, and another open of the directory reuses it when the directory's version has not
+    /// changed since (`ovl_cache_get`, `ovl_dentry_version_get`), with the entries the
+    /// handle already looked up and marked (found by the differential fuzzer on 6.18: a
+    /// copy-up below that made the directory impure after a handle listed it, and a later
+    /// readdir still listed an entry whose lookup now fails). The model keeps no version,
+    /// so [`Overlay::readdir_entries`] leaves a listing that differs from the cache
+    /// unspecified.
+    pub(crate) fn fd_cached_listing(&self, d: &Dentry) -> Option<Vec<String>> {
+        self.fds.files.values().find_map(|f| {
+            let cache = f.dir.as_ref()?.cache.as_ref()?;
+            (f.dentry.upper == d.upper && f.dentry.lowers == d.lowers).then(|| {
+                cache
+                    .iter()
+                    .filter(|e| !e.is_whiteout && e.name != "." && e.name != "..")
+                    .map(|e| e.name.clone())
+                    .collect()
+            })
+        })
     }
 
     fn real_of(f: &OpenFile) -> Real {
@@ -470,30 +597,175 @@ impl Overlay {
         Ok(())
     }
 
-    /// `fchmod(2)`: setattr on the overlay object opened, whatever the access mode: it is
-    /// copied up first if it is still lower (kernel: `ovl_setattr`, `ovl_copy_up`), through
-    /// the name it was opened by. Errors: EBADF; EROFS.
+    /// `fchmod(2)`: setattr on the overlay object opened, whatever the access mode (kernel:
+    /// `ovl_setattr`). See [`Overlay::fd_change`]. Errors: EBADF; EROFS.
     fn fd_fchmod(&mut self, fd: &str, mode: u32) -> SysResult<()> {
+        let set = |i: &mut Inode| i.mode = (i.mode & !0o7777) | (mode & 0o7777);
+        self.fd_change(
+            fd,
+            |ov, path| ov.chmod(path, mode),
+            |_, i| {
+                set(i);
+                Ok(())
+            },
+        )
+    }
+
+    /// `fchown(2)`, as [`Overlay::fd_fchmod`] (kernel: `ovl_setattr`; the owner change of
+    /// `chown(2)`: [`crate::ops::set_owner`]). Errors: EBADF; EROFS.
+    fn fd_fchown(&mut self, fd: &str, uid: u32, gid: u32) -> SysResult<()> {
+        let set = |i: &mut Inode| crate::ops::set_owner(i, uid, gid);
+        self.fd_change(
+            fd,
+            |ov, path| ov.chown(path, uid, gid),
+            |_, i| {
+                set(i);
+                Ok(())
+            },
+        )
+    }
+
+    /// `fsetxattr(2)` (kernel: `ovl_xattr_set`, after the VFS's checks of the name and the
+    /// value, made before anything else). A lower object is copied up first, as by
+    /// [`Overlay::setxattr`]. Errors, in precedence order: EBADF; ERANGE; E2BIG; EROFS;
+    /// EPERM (`user.*` on a special file); EOPNOTSUPP.
+    fn fd_fsetxattr(&mut self, fd: &str, name: &str, value: &[u8]) -> SysResult<()> {
+        self.open_file(fd)?;
+        Self::xattr_name(name)?;
+        if value.len() > crate::layer::check::XATTR_SIZE_MAX {
+            return Err(Errno::E2BIG);
+        }
+        self.fd_change(
+            fd,
+            |ov, path| ov.setxattr(path, name, value),
+            |ov, i| {
+                Self::xattr_permission(i.file_type(), name, true)?;
+                if !Self::xattr_supported(name) {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                i.xattrs.insert(crate::whiteout::escape_xattr(ov, name), value.into());
+                Ok(())
+            },
+        )
+    }
+
+    /// `fremovexattr(2)`, as [`Overlay::fd_fsetxattr`] (kernel: `ovl_xattr_set` with no
+    /// value; a lower object as by [`Overlay::removexattr`], its name checked on the lower
+    /// object before any copy-up). Errors, in precedence order: EBADF; ERANGE; EROFS; EPERM
+    /// (`user.*` on a special file); EOPNOTSUPP; ENODATA.
+    fn fd_fremovexattr(&mut self, fd: &str, name: &str) -> SysResult<()> {
+        let f = self.open_file(fd)?.clone();
+        Self::xattr_name(name)?;
+        if let (Real::Lower(l, i), false) = (Overlay::real_of(&f), self.is_read_only()) {
+            // Checked on the lower object before any copy-up, as by `removexattr(2)`.
+            let inode = self.lowers[l].get(i);
+            Self::xattr_permission(inode.file_type(), name, true)?;
+            if !Self::xattr_supported(name) {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if inode.xattr(&crate::whiteout::escape_xattr(self, name)).is_none() {
+                return Err(Errno::ENODATA);
+            }
+        }
+        self.fd_change(
+            fd,
+            |ov, path| ov.removexattr(path, name),
+            |ov, i| {
+                Self::xattr_permission(i.file_type(), name, true)?;
+                if !Self::xattr_supported(name) {
+                    return Err(Errno::EOPNOTSUPP);
+                }
+                i.xattrs.remove(&crate::whiteout::escape_xattr(ov, name)).map(drop).ok_or(Errno::ENODATA)
+            },
+        )
+    }
+
+    /// `fgetxattr(2)`: the xattr of the object opened, as `getxattr(2)` answers it for its
+    /// current real inode ([`Overlay::getxattr_of`]; kernel: `ovl_xattr_get`). Errors:
+    /// EBADF; ERANGE; then those of `getxattr(2)`.
+    fn fd_fgetxattr(&self, fd: &str, name: &str) -> SysResult<Vec<u8>> {
+        let (view, d) = self.fd_view(fd)?;
+        Self::xattr_name(name)?;
+        view.getxattr_of(&d, name)
+    }
+
+    /// `flistxattr(2)`: as `listxattr(2)` of the object opened ([`Overlay::listxattr_of`]).
+    /// Errors: EBADF.
+    fn fd_flistxattr(&self, fd: &str) -> SysResult<std::collections::BTreeSet<String>> {
+        let (view, d) = self.fd_view(fd)?;
+        Ok(view.listxattr_of(&d))
+    }
+
+    /// `fsync(2)`: nothing the merged view shows changes (kernel: `ovl_fsync` syncs the
+    /// upper file, or does nothing for a lower one or under `volatile`;
+    /// `ovl_dir_fsync`). Errors: EBADF.
+    fn fd_fsync(&self, fd: &str) -> SysResult<()> {
+        self.open_file(fd).map(drop)
+    }
+
+    /// A change of the object behind handle `fd`, whatever its access mode (kernel:
+    /// `ovl_setattr`, `ovl_xattr_set`, which act on the file's dentry): an object still
+    /// lower is copied up first, through the name it was opened by, by `by_path` (the path
+    /// call, with its own checks), and every handle then follows the copy
+    /// ([`Overlay::fd_follow_copy_up`]); an upper object, or the inode an unlinked handle
+    /// keeps, is changed in place by `in_place`. Errors: EBADF; EROFS; those of the call.
+    fn fd_change(
+        &mut self,
+        fd: &str,
+        by_path: impl FnOnce(&mut Overlay, &str) -> SysResult<()>,
+        in_place: impl FnOnce(&Overlay, &mut Inode) -> SysResult<()>,
+    ) -> SysResult<()> {
         let f = self.open_file(fd)?.clone();
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
         match Overlay::real_of(&f) {
             Real::Lower(..) => {
-                // Copy up through the name opened, then follow the copy.
-                self.chmod(&f.path, mode)?;
-                self.fd_follow_copy_up();
+                // `not_modelled` refuses the cases `fd_copy_up_target` does not know.
+                match self.fd_copy_up_target(&f) {
+                    Ok(true) => {
+                        by_path(self, &f.path)?;
+                        self.fd_follow_copy_up();
+                    }
+                    Ok(false) => {}
+                    Err(errno) => {
+                        // The parent is marked impure before the copy is made
+                        // (`ovl_do_copy_up`, `ovl_set_impure`), and stays so.
+                        let mut probe = self.clone();
+                        if let Ok((chain, _)) = probe.resolve_parent(&f.path) {
+                            if let Some(up) = chain.last().and_then(|p| p.upper) {
+                                self.set_impure(up);
+                            }
+                        }
+                        return Err(errno);
+                    }
+                }
             }
             Real::Upper(u) => {
-                self.upper_mut().update(u, |i| i.mode = (i.mode & !0o7777) | (mode & 0o7777));
+                let mut inode = self.upper.as_ref().expect("upper").get(u).clone();
+                in_place(self, &mut inode)?;
+                self.upper_mut().update(u, |i| *i = inode);
             }
             Real::Orphan => {
+                let mut inode = (**f.orphan.as_ref().expect("an unlinked handle keeps its inode")).clone();
+                in_place(self, &mut inode)?;
                 let o = self.fds.files.get_mut(fd).expect("open").orphan.as_mut().expect("kept");
-                let i = Arc::make_mut(o);
-                i.mode = (i.mode & !0o7777) | (mode & 0o7777);
+                *o = Arc::new(inode);
             }
         }
         Ok(())
+    }
+
+    /// The overlay as handle `fd` sees it, with the dentry it opened: itself, or for an
+    /// unlinked handle a clone (O(1)) whose upper holds the inode the handle keeps.
+    fn fd_view(&self, fd: &str) -> SysResult<(Overlay, Dentry)> {
+        let f = self.open_file(fd)?;
+        let mut view = self.clone();
+        if f.unlinked {
+            let u = f.dentry.upper.expect("an unlinked handle is upper");
+            view.upper_mut().restore(u, f.orphan.clone().expect("an unlinked handle keeps its inode"));
+        }
+        Ok((view, f.dentry.clone()))
     }
 
     /// `getdents64(2)` of up to `count` entries, "." and ".." left out.

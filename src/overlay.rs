@@ -189,7 +189,13 @@ impl Overlay {
         self.events.clear();
         self.unspecified = None;
         let lowers_before = Arc::as_ptr(&self.lowers);
+        let renamed = self.fd_rename_paths(op);
         let outcome = crate::ops::dispatch(self, op);
+        if outcome == Outcome::Ok {
+            if let Some(r) = renamed {
+                self.fd_follow_rename(r);
+            }
+        }
         self.fd_after_op();
         debug_assert!(std::ptr::eq(lowers_before, Arc::as_ptr(&self.lowers)), "an operation replaced a lower layer");
         outcome

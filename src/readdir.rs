@@ -76,6 +76,15 @@ impl Overlay {
             out.insert(name, e.ftype);
         }
         self.note_failed_rechecks(d, &failed, 2);
+        if let Some(cached) = self.fd_cached_listing(d) {
+            if cached != out.keys().cloned().collect::<Vec<_>>() && self.unspecified.is_none() {
+                let dir = if d.name.is_empty() { "the root".to_owned() } else { format!("{:?}", d.name) };
+                self.unspecified = Some(format!(
+                    "listing directory {dir}, whose cache an open handle holds and which lists other names \
+                     now: the kernel lists from that cache unless the directory's version changed"
+                ));
+            }
+        }
         out
     }
 

@@ -719,6 +719,13 @@ pub fn handle_op(
         2 => (fd(), 0..6u64).prop_map(|(fd, len)| Op::Fd(FdOp::Ftruncate { fd, len })),
         1 => (fd(), mode()).prop_map(|(fd, mode)| Op::Fd(FdOp::Fchmod { fd, mode })),
         4 => fd().prop_map(|fd| Op::Fd(FdOp::Getdents { fd, count: GETDENTS_ALL })),
+        1 => (fd(), id(), id()).prop_map(|(fd, uid, gid)| Op::Fd(FdOp::Fchown { fd, uid, gid })),
+        1 => fd().prop_map(|fd| Op::Fd(FdOp::Fsync { fd })),
+        2 => (fd(), xattr_name(), small_data())
+            .prop_map(|(fd, name, value)| Op::Fd(FdOp::Fsetxattr { fd, name, value })),
+        2 => (fd(), xattr_name()).prop_map(|(fd, name)| Op::Fd(FdOp::Fgetxattr { fd, name })),
+        1 => fd().prop_map(|fd| Op::Fd(FdOp::Flistxattr { fd })),
+        1 => (fd(), xattr_name()).prop_map(|(fd, name)| Op::Fd(FdOp::Fremovexattr { fd, name })),
     ]
     .boxed()
 }

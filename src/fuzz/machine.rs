@@ -910,7 +910,7 @@ mod tests {
         // Per operation name: (drawn, succeeded).
         let mut seen: BTreeMap<&'static str, (u32, u32)> = BTreeMap::new();
         let mut listed = 0;
-        for _ in 0..150 {
+        for _ in 0..300 {
             let start = gen::case_start(&cfg).new_tree(&mut runner).expect("a start").current();
             let mut state = RefState::with_config(start, cfg.clone());
             for _ in 0..40 {
@@ -934,12 +934,30 @@ mod tests {
                 }
             }
         }
-        let names = ["open", "close", "read", "write", "pread", "pwrite", "lseek", "fstat", "ftruncate", "fchmod"];
+        let names = [
+            "open",
+            "close",
+            "read",
+            "write",
+            "pread",
+            "pwrite",
+            "lseek",
+            "fstat",
+            "ftruncate",
+            "fchmod",
+            "fchown",
+            "fsync",
+            "fsetxattr",
+            "fgetxattr",
+            "flistxattr",
+            "fremovexattr",
+        ];
         for name in names.into_iter().chain(["getdents"]) {
             let (drawn, ok) = seen.get(name).copied().unwrap_or_default();
-            assert!(drawn >= 20 && ok >= 5, "{name}: drawn {drawn}, succeeded {ok} ({seen:?})");
+            assert!(drawn >= 20 && ok >= 3, "{name}: drawn {drawn}, succeeded {ok} ({seen:?})");
         }
-        let _ = writeln!(std::io::stderr(), "handle operations (drawn, succeeded): {seen:?}; non-empty listings: {listed}");
+        let _ =
+            writeln!(std::io::stderr(), "handle operations (drawn, succeeded): {seen:?}; non-empty listings: {listed}");
         assert!(listed >= 5, "getdents listed something {listed} times");
     }
 }

@@ -27,7 +27,11 @@ impl Handles {
     /// Carries out `op` and reports what the caller saw: a syscall's errno is an outcome; a
     /// handle that is not open is EBADF, as a closed fd number would be.
     pub(super) fn run(&mut self, op: &FdOp) -> Result<Outcome, BackendError> {
-        if let Some(p) = op.path().filter(|p| p.contains('\0')) {
+        let name = match op {
+            FdOp::Fsetxattr { name, .. } | FdOp::Fgetxattr { name, .. } | FdOp::Fremovexattr { name, .. } => Some(name),
+            _ => None,
+        };
+        if let Some(p) = op.path().or(name.map(String::as_str)).filter(|p| p.contains('\0')) {
             return Err(BackendError::Usage(format!("{p:?} contains a NUL byte, which no syscall can take")));
         }
         match self.exec(op) {
@@ -110,6 +114,36 @@ impl Handles {
                 Outcome::Ok
             }
             FdOp::Getdents { fd, count } => Outcome::Entries(getdents(self.get(fd)?, *count)?),
+            FdOp::Fchown { fd, uid, gid } => {
+                // u32::MAX is -1, "leave unchanged"; rustix spells it None.
+                let uid = (*uid != u32::MAX).then(|| rustix::fs::Uid::from_raw_unchecked(*uid));
+                let gid = (*gid != u32::MAX).then(|| rustix::fs::Gid::from_raw_unchecked(*gid));
+                rustix::fs::fchown(self.get(fd)?, uid, gid)?;
+                Outcome::Ok
+            }
+            FdOp::Fsync { fd } => {
+                rustix::fs::fsync(self.get(fd)?)?;
+                Outcome::Ok
+            }
+            FdOp::Fsetxattr { fd, name, value } => {
+                rustix::fs::fsetxattr(self.get(fd)?, name.as_str(), value, rustix::fs::XattrFlags::empty())?;
+                Outcome::Ok
+            }
+            FdOp::Fgetxattr { fd, name } => {
+                let mut buf = vec![0u8; super::layers::XATTR_MAX];
+                let n = rustix::fs::fgetxattr(self.get(fd)?, name.as_str(), &mut buf[..])?;
+                buf.truncate(n);
+                Outcome::Xattr(buf)
+            }
+            FdOp::Flistxattr { fd } => {
+                let mut buf = vec![0u8; super::layers::XATTR_MAX];
+                let n = rustix::fs::flistxattr(self.get(fd)?, &mut buf[..])?;
+                Outcome::XattrNames(super::ops::xattr_names(&buf[..n], fd)?)
+            }
+            FdOp::Fremovexattr { fd, name } => {
+                rustix::fs::fremovexattr(self.get(fd)?, name.as_str())?;
+                Outcome::Ok
+            }
         })
     }
 }

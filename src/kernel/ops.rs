@@ -300,19 +300,7 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
         Op::Listxattr { path } => {
             let mut buf = vec![0u8; XATTR_MAX];
             let n = rustix::fs::listxattr(path.as_str(), &mut buf[..])?;
-            let names = buf[..n]
-                .split(|b| *b == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    String::from_utf8(s.to_vec())
-                        .map_err(|_| harness(format!("an xattr name of {path:?} is not UTF-8: {s:?}")))
-                })
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            // The kernel's bookkeeping xattrs show through a later mount whose private
-            // prefix differs (an upper written under `userxattr`, say): normalised away,
-            // as in layer dumps.
-            let names = names.into_iter().filter(|n| !super::layers::is_bookkeeping(n)).collect();
-            Outcome::XattrNames(names)
+            Outcome::XattrNames(xattr_names(&buf[..n], path)?)
         }
         Op::Removexattr { path, name } => {
             rustix::fs::removexattr(path.as_str(), name.as_str())?;
@@ -331,4 +319,18 @@ fn exec(op: &Op) -> Result<Outcome, Fail> {
         }
         Op::Fd(_) => return Err(harness("an operation through a handle is the worker's (kernel::fd)".into())),
     })
+}
+
+/// The names of a `listxattr` answer, without the kernel's bookkeeping xattrs: they show
+/// through a later mount whose private prefix differs (an upper written under `userxattr`,
+/// say), and are normalised away, as in layer dumps. `of` names the object in errors.
+pub(super) fn xattr_names(list: &[u8], of: &str) -> Result<BTreeSet<String>, Fail> {
+    let names = list
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            String::from_utf8(s.to_vec()).map_err(|_| harness(format!("an xattr name of {of:?} is not UTF-8: {s:?}")))
+        })
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    Ok(names.into_iter().filter(|n| !super::layers::is_bookkeeping(n)).collect())
 }

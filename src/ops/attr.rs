@@ -65,21 +65,7 @@ impl Overlay {
         let ino = chain[depth].upper.expect("copied up");
         self.upper_mut().update(ino, |i| match attr {
             Attr::Mode(mode) => i.mode = mode & 0o7777,
-            Attr::Owner(uid, gid) => {
-                // -1 leaves that id as it is (kernel: `chown_common`).
-                if uid != u32::MAX {
-                    i.uid = uid;
-                }
-                if gid != u32::MAX {
-                    i.gid = gid;
-                }
-                if !i.is_dir() {
-                    i.mode &= !0o4000;
-                    if i.mode & 0o2010 == 0o2010 {
-                        i.mode &= !0o2000;
-                    }
-                }
-            }
+            Attr::Owner(uid, gid) => set_owner(i, uid, gid),
             Attr::Times => {}
         });
         Ok(())
@@ -118,7 +104,7 @@ impl Overlay {
     /// The VFS permission check of an xattr name on an object (kernel: `xattr_permission`):
     /// `user.*` exists only on regular files and directories (EPERM to write, ENODATA to
     /// read elsewhere). The caller is root, so `trusted.*` is allowed.
-    fn xattr_permission(ftype: FileType, name: &str, write: bool) -> SysResult<()> {
+    pub(crate) fn xattr_permission(ftype: FileType, name: &str, write: bool) -> SysResult<()> {
         if name.starts_with("user.") && !matches!(ftype, FileType::File | FileType::Dir) {
             return Err(if write { Errno::EPERM } else { Errno::ENODATA });
         }
@@ -126,7 +112,7 @@ impl Overlay {
     }
 
     /// Whether the layers' filesystem (tmpfs) has a handler for this namespace.
-    fn xattr_supported(name: &str) -> bool {
+    pub(crate) fn xattr_supported(name: &str) -> bool {
         ["user.", "trusted.", "security."].iter().any(|p| name.starts_with(p))
     }
 
@@ -218,6 +204,24 @@ impl Overlay {
             Ok(())
         } else {
             Err(Errno::ENODATA)
+        }
+    }
+}
+
+/// The change chown makes to an inode: -1 leaves that id as it is (kernel:
+/// `chown_common`); a non-directory loses set-user-ID, and set-group-ID when group-execute
+/// is set (`ATTR_KILL_SUID`, `ATTR_KILL_SGID`).
+pub(crate) fn set_owner(i: &mut Inode, uid: u32, gid: u32) {
+    if uid != u32::MAX {
+        i.uid = uid;
+    }
+    if gid != u32::MAX {
+        i.gid = gid;
+    }
+    if !i.is_dir() {
+        i.mode &= !0o4000;
+        if i.mode & 0o2010 == 0o2010 {
+            i.mode &= !0o2000;
         }
     }
 }

@@ -127,6 +127,48 @@ pub enum FdOp {
         /// How many entries at most (at least 1).
         count: u64,
     },
+    /// `fchown(2)`; an id of `u32::MAX` (-1) is left unchanged.
+    Fchown {
+        /// The handle.
+        fd: String,
+        /// The new owner.
+        uid: u32,
+        /// The new group.
+        gid: u32,
+    },
+    /// `fsync(2)`.
+    Fsync {
+        /// The handle.
+        fd: String,
+    },
+    /// `fsetxattr(2)` with flags 0.
+    Fsetxattr {
+        /// The handle.
+        fd: String,
+        /// The xattr's name.
+        name: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
+    /// `fgetxattr(2)`.
+    Fgetxattr {
+        /// The handle.
+        fd: String,
+        /// The xattr's name.
+        name: String,
+    },
+    /// `flistxattr(2)`.
+    Flistxattr {
+        /// The handle.
+        fd: String,
+    },
+    /// `fremovexattr(2)`.
+    Fremovexattr {
+        /// The handle.
+        fd: String,
+        /// The xattr's name.
+        name: String,
+    },
 }
 
 impl FdOp {
@@ -144,6 +186,12 @@ impl FdOp {
             FdOp::Ftruncate { .. } => "ftruncate",
             FdOp::Fchmod { .. } => "fchmod",
             FdOp::Getdents { .. } => "getdents",
+            FdOp::Fchown { .. } => "fchown",
+            FdOp::Fsync { .. } => "fsync",
+            FdOp::Fsetxattr { .. } => "fsetxattr",
+            FdOp::Fgetxattr { .. } => "fgetxattr",
+            FdOp::Flistxattr { .. } => "flistxattr",
+            FdOp::Fremovexattr { .. } => "fremovexattr",
         }
     }
 
@@ -160,7 +208,13 @@ impl FdOp {
             | FdOp::Fstat { fd }
             | FdOp::Ftruncate { fd, .. }
             | FdOp::Fchmod { fd, .. }
-            | FdOp::Getdents { fd, .. } => fd,
+            | FdOp::Getdents { fd, .. }
+            | FdOp::Fchown { fd, .. }
+            | FdOp::Fsync { fd }
+            | FdOp::Fsetxattr { fd, .. }
+            | FdOp::Fgetxattr { fd, .. }
+            | FdOp::Flistxattr { fd }
+            | FdOp::Fremovexattr { fd, .. } => fd,
         }
     }
 

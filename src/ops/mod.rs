@@ -373,6 +373,7 @@ impl From<Result<Outcome, Errno>> for Outcome {
 }
 
 mod attr;
+pub(crate) use attr::set_owner;
 pub mod fd;
 mod file;
 pub(crate) mod namespace;

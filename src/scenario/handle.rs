@@ -14,8 +14,22 @@ use std::collections::BTreeSet;
 use yaml_serde::Value;
 
 /// The step kinds that only exist through a handle.
-pub(crate) const HANDLE_KINDS: &[&str] =
-    &["close", "pread", "pwrite", "lseek", "fstat", "ftruncate", "fchmod", "getdents"];
+pub(crate) const HANDLE_KINDS: &[&str] = &[
+    "close",
+    "pread",
+    "pwrite",
+    "lseek",
+    "fstat",
+    "ftruncate",
+    "fchmod",
+    "getdents",
+    "fchown",
+    "fsync",
+    "fsetxattr",
+    "fgetxattr",
+    "flistxattr",
+    "fremovexattr",
+];
 
 /// Whether a step of `kind` with this subject acts through a handle: a handle-only kind, or
 /// `read`/`write` whose subject is a mapping (`read: {fd: f1, len: 4}`) rather than a path.
@@ -34,6 +48,9 @@ fn arguments(kind: &str) -> &'static [&'static str] {
         "ftruncate" => &["fd", "len"],
         "fchmod" => &["fd", "mode"],
         "getdents" => &["fd", "count"],
+        "fchown" => &["fd", "uid", "gid"],
+        "fsetxattr" => &["fd", "name", "value"],
+        "fgetxattr" | "fremovexattr" => &["fd", "name"],
         _ => &["fd"],
     }
 }
@@ -166,6 +183,29 @@ pub(crate) fn read_handle_op(
             }
             FdOp::Getdents { fd: fd?, count: count? }
         }
+        "fchown" => {
+            // -1 leaves the id as it is (fchown(2)); it travels as u32::MAX.
+            let id = |cx: &mut Cx, what: &str| match need(cx, what) {
+                Some((Value::Number(n), _)) if n.as_i64() == Some(-1) => Some(u32::MAX),
+                Some((v, p)) => cx.uint(v, &p, &format!("{what} (or -1)")),
+                None => None,
+            };
+            let (uid, gid) = (id(cx, "uid"), id(cx, "gid"));
+            FdOp::Fchown { fd: fd?, uid: uid?, gid: gid? }
+        }
+        "fsync" => FdOp::Fsync { fd: fd? },
+        "flistxattr" => FdOp::Flistxattr { fd: fd? },
+        "fsetxattr" | "fgetxattr" | "fremovexattr" => {
+            let name = need(cx, "name").and_then(|(v, p)| super::parse::xattr_name(cx, v, &p));
+            match kind {
+                "fsetxattr" => {
+                    let value = need(cx, "value").and_then(|(v, p)| cx.bytes(v, &p, "value"));
+                    FdOp::Fsetxattr { fd: fd?, name: name?, value: value? }
+                }
+                "fgetxattr" => FdOp::Fgetxattr { fd: fd?, name: name? },
+                _ => FdOp::Fremovexattr { fd: fd?, name: name? },
+            }
+        }
         _ => unreachable!("handle step kinds are checked before"),
     };
     Some(Op::Fd(op))
@@ -184,7 +224,9 @@ pub(crate) fn handle_fields(op: &FdOp, data_y: impl Fn(&[u8]) -> Y) -> Vec<(Stri
     let fd = ("fd".to_owned(), Y::s(op.fd()));
     let args = match op {
         FdOp::Open { .. } => unreachable!("open is written with its path"),
-        FdOp::Close { fd } | FdOp::Fstat { fd } => return vec![(word, Y::s(fd.clone()))],
+        FdOp::Close { fd } | FdOp::Fstat { fd } | FdOp::Fsync { fd } | FdOp::Flistxattr { fd } => {
+            return vec![(word, Y::s(fd.clone()))]
+        }
         FdOp::Read { len, .. } => vec![fd, ("len".into(), Y::n(*len))],
         FdOp::Pread { offset, len, .. } => vec![fd, ("offset".into(), Y::n(*offset)), ("len".into(), Y::n(*len))],
         FdOp::Write { data, .. } => vec![fd, ("data".into(), data_y(data))],
@@ -199,6 +241,14 @@ pub(crate) fn handle_fields(op: &FdOp, data_y: impl Fn(&[u8]) -> Y) -> Vec<(Stri
         FdOp::Ftruncate { len, .. } => vec![fd, ("len".into(), Y::n(*len))],
         FdOp::Fchmod { mode, .. } => vec![fd, ("mode".into(), Y::mode(*mode))],
         FdOp::Getdents { count, .. } => vec![fd, ("count".into(), Y::n(*count))],
+        FdOp::Fchown { uid, gid, .. } => {
+            let id = |i: u32| if i == u32::MAX { Y::Raw("-1".into()) } else { Y::n(i) };
+            vec![fd, ("uid".into(), id(*uid)), ("gid".into(), id(*gid))]
+        }
+        FdOp::Fsetxattr { name, value, .. } => {
+            vec![fd, ("name".into(), Y::s(name.clone())), ("value".into(), data_y(value))]
+        }
+        FdOp::Fgetxattr { name, .. } | FdOp::Fremovexattr { name, .. } => vec![fd, ("name".into(), Y::s(name.clone()))],
     };
     vec![(word, Y::map(args))]
 }

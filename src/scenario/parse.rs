@@ -55,6 +55,12 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "fchmod",
     "getdents",
     "drop_caches",
+    "fchown",
+    "fsync",
+    "fsetxattr",
+    "fgetxattr",
+    "flistxattr",
+    "fremovexattr",
 ];
 
 /// The fields a step of this kind takes besides its own key.
@@ -102,7 +108,8 @@ pub(crate) fn class_of(op: &Op) -> Class {
         Op::Readlink { .. } => Class::Target,
         Op::Readdir { .. } => Class::Readdir,
         Op::Listxattr { .. } => Class::Names,
-        Op::Fd(FdOp::Read { .. } | FdOp::Pread { .. }) => Class::Data,
+        Op::Fd(FdOp::Read { .. } | FdOp::Pread { .. } | FdOp::Fgetxattr { .. }) => Class::Data,
+        Op::Fd(FdOp::Flistxattr { .. }) => Class::Names,
         Op::Fd(FdOp::Fstat { .. }) => Class::Stat,
         Op::Fd(FdOp::Getdents { .. }) => Class::Readdir,
         _ => Class::Plain,
@@ -947,7 +954,7 @@ fn read_op(
     }
 }
 
-fn xattr_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+pub(super) fn xattr_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
     let n = cx.text_no_nul(v, p, "an xattr name")?;
     if n.is_empty() {
         cx.problem(p, "an xattr name cannot be empty");
