@@ -103,6 +103,8 @@ pub mod dialect;
 pub mod dump;
 pub mod errno;
 pub mod fd;
+#[cfg(all(feature = "fuse", target_os = "linux"))]
+pub mod fuse;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;
