@@ -376,3 +376,75 @@ fn inner_session_in_private_namespace() {
     drop(guard);
     run(Command::new("umount").arg(&dir));
 }
+
+/// `ovlsim mount` with bad input: (exit success, stderr). It must refuse before mounting,
+/// so these run anywhere (no root or FUSE needed).
+fn mount_cli(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ovlsim"))
+        .arg("mount")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ovlsim runs");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(args[args.len() - 1]).status();
+            panic!("ovlsim mount {args:?} did not refuse: it mounted or hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(child.stderr.as_mut().expect("stderr"), &mut err);
+    (status.success(), err)
+}
+
+#[test]
+fn bad_input_is_refused_with_the_kernels_errno_and_nothing_is_mounted() {
+    let dir = TempDir(std::env::temp_dir().join(format!("ovlsim-fuse-bad-{}", std::process::id())));
+    for d in ["l1", "l2", "u", "w", "m"] {
+        std::fs::create_dir_all(dir.0.join(d)).expect("mkdir");
+    }
+    write(&dir.0.join("file"), b"not a directory");
+    let p = |n: &str| dir.0.join(n).display().to_string();
+    let good = format!("lowerdir={}:{},upperdir={},workdir={}", p("l1"), p("l2"), p("u"), p("w"));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        // The mount point: mount(2) resolves it first (observed on 6.18: `mount` says
+        // "mount point does not exist", "mount point is not a directory").
+        (vec!["-o".into(), good.clone(), p("nosuch")], "ENOENT: mount point does not exist"),
+        (vec!["-o".into(), good.clone(), p("file")], "ENOTDIR: mount point is not a directory"),
+        // Layers: a missing path is ENOENT, a file where a directory is needed EINVAL
+        // (kernel log on 6.18: "overlay: f is not a directory").
+        (
+            vec!["-o".into(), format!("lowerdir={},upperdir={},workdir={}", p("nosuch"), p("u"), p("w")), p("m")],
+            "ENOENT",
+        ),
+        (vec!["-o".into(), format!("lowerdir={},upperdir={},workdir={}", p("file"), p("u"), p("w")), p("m")], "EINVAL"),
+        (
+            vec!["-o".into(), format!("lowerdir={},upperdir={},workdir={}", p("l1"), p("file"), p("w")), p("m")],
+            "is not a directory",
+        ),
+        // Option strings the kernel refuses.
+        (vec!["-o".into(), format!("lowerdir={},upperdir={}", p("l1"), p("u")), p("m")], "EINVAL: missing 'workdir'"),
+        (vec!["-o".into(), format!("{good},bogus=1"), p("m")], "EINVAL"),
+        (vec!["-o".into(), format!("lowerdir={}", p("l1")), p("m")], "EINVAL: at least 2 lowerdir are needed"),
+        (vec!["-o".into(), format!("lowerdir={}:{}", p("l1"), p("l1")), p("m")], "ELOOP"),
+        // A scenario that cannot be read.
+        (vec![p("nosuch.yaml"), p("m")], "nosuch.yaml"),
+    ];
+    for (args, want) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, err) = mount_cli(&args);
+        assert!(!ok, "ovlsim mount {args:?} succeeded");
+        assert!(err.contains(want), "ovlsim mount {args:?}: expected {want:?} in: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        assert!(!mounts.contains(&dir.0.display().to_string()), "{args:?} left a mount:\n{mounts}");
+    }
+}
