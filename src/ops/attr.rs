@@ -109,6 +109,7 @@ impl Overlay {
     /// `chmod`, `chown` (`u32::MAX` leaves an id) and `utimensat` of the object at `path`
     /// itself, a final symlink not followed (`lchown`, `AT_SYMLINK_NOFOLLOW`). See
     /// [`Overlay::setattr`].
+    #[cfg(all(feature = "fuse", target_os = "linux"))]
     pub(crate) fn setattr_nofollow(
         &mut self,
         path: &str,
