@@ -373,6 +373,35 @@ fn inner_session_in_private_namespace() {
     let diff = differences(&k_upper, &f_upper);
     assert!(diff.is_empty(), "the uppers differ:\n{}", diff.join("\n"));
     assert!(k_upper.len() > 10, "the kernel's upper holds too little: {k_upper:?}");
+
+    // SIGTERM (as Ctrl-C's SIGINT) unmounts and ends the daemon with status 0.
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ovlsim"))
+        .args(["mount", "-o", &options(&f)])
+        .arg(f.join("m"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ovlsim mount starts");
+    let start = Instant::now();
+    while !is_mounted(&f.join("m")) {
+        assert!(daemon.try_wait().expect("wait").is_none(), "ovlsim mount exited before mounting");
+        assert!(start.elapsed() < Duration::from_secs(30), "ovlsim mount did not mount in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(f.join("m/a.txt")).expect("read through the mount"), b"alpha\nappended\n");
+    // SAFETY: kill(2) on the child's pid.
+    assert_eq!(unsafe { libc::kill(daemon.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    guard.daemon = Some(daemon);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = guard.daemon.as_mut().and_then(|d| d.try_wait().expect("wait")) {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "ovlsim mount did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "ovlsim mount exited with {status} after SIGTERM");
+    assert!(!is_mounted(&f.join("m")), "SIGTERM left the mount in place");
     drop(guard);
     run(Command::new("umount").arg(&dir));
 }
