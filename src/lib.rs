@@ -39,6 +39,7 @@
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
+//! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
 //! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
@@ -103,6 +104,8 @@ pub mod dialect;
 pub mod dump;
 pub mod errno;
 pub mod fd;
+#[cfg(all(feature = "fuse", target_os = "linux"))]
+pub mod fuse;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;

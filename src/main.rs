@@ -87,6 +87,22 @@ enum Cmd {
     /// The kernel backend's worker process (started by the kernel backend, not by hand).
     #[command(hide = true)]
     KernelWorker(KernelWorkerArgs),
+    /// Serve the model as a real filesystem through FUSE, in the foreground, until Ctrl-C
+    /// or `fusermount3 -u MOUNTPOINT`: `mount SCENARIO.yaml MOUNTPOINT` (the scenario's
+    /// layers and mount; its steps are not run) or `mount -o lowerdir=…,upperdir=…,workdir=…
+    /// MOUNTPOINT` (the option string of `mount -t overlay -o`, layers read from real
+    /// directories; every change is written through to the real upper directory).
+    Mount(MountArgs),
+}
+
+#[derive(clap::Args)]
+struct MountArgs {
+    /// The overlay option string, as `mount -t overlay -o` takes it.
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Option<String>,
+    /// SCENARIO.yaml MOUNTPOINT, or MOUNTPOINT alone with -o.
+    #[arg(required = true, num_args = 1..=2, value_name = "[SCENARIO] MOUNTPOINT")]
+    args: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -370,6 +386,7 @@ fn main() -> ExitCode {
         Cmd::Export(a) => cmd_export(a),
         Cmd::Conform(a) => cmd_conform(a),
         Cmd::Image(a) => cmd_image(a),
+        Cmd::Mount(a) => cmd_mount(a),
     }
 }
 
@@ -712,4 +729,66 @@ fn cmd_image(a: ImageArgs) -> ExitCode {
     }
     outln!("wrote {}; fill its expectations from the kernel with `ovlsim record {}`", file.display(), file.display());
     ExitCode::SUCCESS
+}
+
+/// `ovlsim mount`: see [`Cmd::Mount`]. Exits 0 after a clean unmount; 1 when the mount is
+/// refused (the errno the kernel would give, and why) or fails; 2 for bad arguments.
+#[cfg(all(feature = "fuse", target_os = "linux"))]
+fn cmd_mount(a: MountArgs) -> ExitCode {
+    use ovlsim::fuse::setup;
+    let (served, mountpoint) = match (&a.options, a.args.as_slice()) {
+        (Some(o), [mp]) => (setup::from_options(o), mp),
+        (None, [file, mp]) => (setup::from_scenario(file), mp),
+        (Some(_), _) => {
+            errln!("ovlsim mount: with -o, give the mount point alone");
+            return ExitCode::from(2);
+        }
+        (None, _) => {
+            errln!("ovlsim mount: give SCENARIO.yaml MOUNTPOINT, or -o OPTIONS MOUNTPOINT");
+            return ExitCode::from(2);
+        }
+    };
+    // The mount point first, as mount(2) resolves it before the filesystem reads its
+    // options.
+    match std::fs::metadata(mountpoint) {
+        Err(_) => {
+            errln!("ovlsim mount: {}: ENOENT: mount point does not exist", mountpoint.display());
+            return ExitCode::FAILURE;
+        }
+        Ok(m) if !m.is_dir() => {
+            errln!("ovlsim mount: {}: ENOTDIR: mount point is not a directory", mountpoint.display());
+            return ExitCode::FAILURE;
+        }
+        Ok(_) => {}
+    }
+    let served = match served {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("ovlsim mount: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shown = mountpoint.display().to_string();
+    let r = ovlsim::fuse::serve(served, mountpoint, || {
+        errln!("ovlsim mount: the model is mounted on {shown}; Ctrl-C or `fusermount3 -u {shown}` unmounts it");
+    });
+    match r {
+        Ok(()) => {
+            errln!("ovlsim mount: {shown} unmounted");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let name =
+                e.raw_os_error().and_then(ovlsim::Errno::from_code).map(|n| format!("{n}: ")).unwrap_or_default();
+            errln!("ovlsim mount: {shown}: {name}{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ovlsim mount` in a build without the `fuse` feature.
+#[cfg(not(all(feature = "fuse", target_os = "linux")))]
+fn cmd_mount(_: MountArgs) -> ExitCode {
+    errln!("ovlsim mount: this build has no FUSE support (the `fuse` feature, Linux only)");
+    ExitCode::from(2)
 }

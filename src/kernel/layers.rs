@@ -572,3 +572,95 @@ pub(super) fn dump(abs: &str) -> Result<FlatLayer, BackendError> {
     dump_dir(&layer, abs, "", &mut entries, &mut Seen::new())?;
     Ok(FlatLayer { root, entries })
 }
+
+/// Writing the model's upper through to a real upper directory, entry by entry, for
+/// `ovlsim mount` ([`crate::fuse`]). Each new or replaced entry is made under a temporary
+/// name in its parent directory, its data and metadata written, and then renamed over its
+/// name, so that a crash never leaves a half-written entry under a real name. A directory
+/// that stays a directory is changed in place (owner, mode, xattrs), its children kept.
+#[cfg(feature = "fuse")]
+pub(crate) mod through {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A name for an entry being written, unique in this process.
+    fn temp_name() -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        format!(".ovlsim-tmp.{}.{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The parent directory of `path` in the layer at `abs`, which must exist, and the
+    /// last component.
+    fn parent_of<'p>(abs: &str, path: &'p str) -> Result<(OwnedFd, &'p str, String), BackendError> {
+        let layer = open_layer(abs)?;
+        let comps = components(path)?;
+        let Some((name, parents)) = comps.split_last() else {
+            return Err(BackendError::Usage("an entry needs a path below the layer root".into()));
+        };
+        let shown = join(abs, &comps);
+        let dir = walk_existing(&layer, abs, parents)?
+            .ok_or_else(|| failed(format!("the parent directory of {shown} is missing")))?;
+        Ok((dir, name, shown))
+    }
+
+    /// Renames the temporary `tmp` over `name` in `dir`; an entry there that is a
+    /// directory, or that a directory replaces, is removed first (`rename(2)` cannot
+    /// replace across the two kinds, nor a non-empty directory).
+    fn rename_over(dir: &OwnedFd, tmp: &str, name: &str, shown: &str, is_dir_new: bool) -> Result<(), BackendError> {
+        if let Some(st) = lstat_at(dir, name, shown)? {
+            if is_dir(&st) || is_dir_new {
+                remove_entry(dir.as_fd(), name, shown)?;
+            }
+        }
+        sys(rustix::fs::renameat(dir, tmp, dir, name), "rename into place", shown)
+    }
+
+    /// Makes `node` at `path` (its parent exists), replacing whatever is there.
+    pub(crate) fn put(abs: &str, path: &str, node: &FlatNode) -> Result<(), BackendError> {
+        let (dir, name, shown) = parent_of(abs, path)?;
+        let tmp = temp_name();
+        if let Err(e) = create(dir.as_fd(), &tmp, &shown, node) {
+            let _ = remove_entry(dir.as_fd(), &tmp, &shown);
+            return Err(e);
+        }
+        rename_over(&dir, &tmp, name, &shown, node.kind == FileType::Dir)
+    }
+
+    /// Makes `path` another name of the node at `to`, replacing whatever is at `path`.
+    pub(crate) fn link(abs: &str, path: &str, to: &str) -> Result<(), BackendError> {
+        let (to_dir, to_name, to_shown) = parent_of(abs, to)?;
+        let (dir, name, shown) = parent_of(abs, path)?;
+        let tmp = temp_name();
+        sys(
+            rustix::fs::linkat(&to_dir, to_name, &dir, tmp.as_str(), AtFlags::empty()),
+            &format!("link {to_shown} as"),
+            &shown,
+        )?;
+        rename_over(&dir, &tmp, name, &shown, false)
+    }
+
+    /// Sets the owner, mode and xattrs of the directory at `path` (`""`: the layer root)
+    /// to `new`'s, in place, removing the xattrs `old` has and `new` has not.
+    pub(crate) fn set_dir_meta(abs: &str, path: &str, old: &FlatNode, new: &FlatNode) -> Result<(), BackendError> {
+        let gone: Vec<&String> = old.xattrs.keys().filter(|k| !new.xattrs.contains_key(*k)).collect();
+        let apply = |dir: BorrowedFd<'_>, name: &str, shown: &str| -> Result<(), BackendError> {
+            set_meta(dir, name, shown, new)?;
+            in_dir(dir, shown, || {
+                for k in &gone {
+                    sys(rustix::fs::lremovexattr(name, k.as_str()), &format!("lremovexattr {k:?} of"), shown)?;
+                }
+                Ok(())
+            })?
+        };
+        if path.split('/').all(str::is_empty) {
+            return apply(CWD, abs, abs);
+        }
+        let (dir, name, shown) = parent_of(abs, path)?;
+        apply(dir.as_fd(), name, &shown)
+    }
+
+    /// Removes whatever is at `path`, recursively.
+    pub(crate) fn remove(abs: &str, path: &str) -> Result<(), BackendError> {
+        super::remove(abs, path)
+    }
+}

@@ -56,7 +56,13 @@ impl Overlay {
     /// non-directory clears set-user-ID, and set-group-ID when group-execute is set
     /// (kernel: `ATTR_KILL_SUID`, `ATTR_KILL_SGID`).
     fn setattr(&mut self, path: &str, attr: Attr) -> SysResult<()> {
-        let mut chain = self.resolve(path, Follow::Yes)?;
+        self.setattr_with(path, attr, Follow::Yes)
+    }
+
+    /// [`Overlay::setattr`], following a final symlink or not (`lchown`, `utimensat` with
+    /// `AT_SYMLINK_NOFOLLOW`; the FUSE server acts on the object a request names).
+    fn setattr_with(&mut self, path: &str, attr: Attr, follow: Follow) -> SysResult<()> {
+        let mut chain = self.resolve(path, follow)?;
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -86,10 +92,29 @@ impl Overlay {
         self.setattr(path, Attr::Times)
     }
 
+    /// `chmod`, `chown` (`u32::MAX` leaves an id) and `utimensat` of the object at `path`
+    /// itself, a final symlink not followed (`lchown`, `AT_SYMLINK_NOFOLLOW`). See
+    /// [`Overlay::setattr`].
+    #[cfg(all(feature = "fuse", target_os = "linux"))]
+    pub(crate) fn setattr_nofollow(
+        &mut self,
+        path: &str,
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+    ) -> SysResult<()> {
+        let attr = match (mode, owner) {
+            (Some(m), _) => Attr::Mode(m),
+            (None, Some((u, g))) => Attr::Owner(u, g),
+            (None, None) => Attr::Times,
+        };
+        self.setattr_with(path, attr, Follow::No)
+    }
+
     /// The object an xattr call acts on, after the VFS's name check ([`Overlay::xattr_name`]).
-    fn xattr_target(&mut self, path: &str, name: &str) -> SysResult<Chain> {
+    /// A final symlink is followed or not (the `l*xattr` calls).
+    fn xattr_target_with(&mut self, path: &str, name: &str, follow: Follow) -> SysResult<Chain> {
         Self::xattr_name(name)?;
-        self.resolve(path, Follow::Yes)
+        self.resolve(path, follow)
     }
 
     /// The VFS's check of an xattr name, made before the path walk (kernel:
@@ -123,10 +148,15 @@ impl Overlay {
     /// then, after the copy-up, EOPNOTSUPP (a namespace the layers do not support).
     /// overlayfs.rst, "Nesting overlayfs mounts": a private name is stored escaped.
     pub(crate) fn setxattr(&mut self, path: &str, name: &str, value: &[u8]) -> SysResult<()> {
+        self.setxattr_with(path, name, value, Follow::Yes)
+    }
+
+    /// [`Overlay::setxattr`], following a final symlink or not (`lsetxattr`).
+    pub(crate) fn setxattr_with(&mut self, path: &str, name: &str, value: &[u8], follow: Follow) -> SysResult<()> {
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
-        let mut chain = self.xattr_target(path, name)?;
+        let mut chain = self.xattr_target_with(path, name, follow)?;
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
@@ -146,7 +176,12 @@ impl Overlay {
     /// `getxattr(2)`. Errors: ERANGE; the walk's; ENODATA (`user.*` on a special file);
     /// EOPNOTSUPP; ENODATA (not set; overlay's private xattrs are never shown).
     pub(crate) fn getxattr(&mut self, path: &str, name: &str) -> SysResult<Vec<u8>> {
-        let chain = self.xattr_target(path, name)?;
+        self.getxattr_with(path, name, Follow::Yes)
+    }
+
+    /// [`Overlay::getxattr`], following a final symlink or not (`lgetxattr`).
+    pub(crate) fn getxattr_with(&mut self, path: &str, name: &str, follow: Follow) -> SysResult<Vec<u8>> {
+        let chain = self.xattr_target_with(path, name, follow)?;
         self.getxattr_of(chain.last().expect("chain"), name)
     }
 
@@ -163,7 +198,12 @@ impl Overlay {
     /// `listxattr(2)`: the top-most object's xattrs, private ones hidden and escaped ones
     /// unescaped (kernel: `ovl_listxattr`). Errors: the walk's.
     pub(crate) fn listxattr(&mut self, path: &str) -> SysResult<BTreeSet<String>> {
-        let chain = self.resolve(path, Follow::Yes)?;
+        self.listxattr_with(path, Follow::Yes)
+    }
+
+    /// [`Overlay::listxattr`], following a final symlink or not (`llistxattr`).
+    pub(crate) fn listxattr_with(&mut self, path: &str, follow: Follow) -> SysResult<BTreeSet<String>> {
+        let chain = self.resolve(path, follow)?;
         Ok(self.listxattr_of(chain.last().expect("chain")))
     }
 
@@ -179,7 +219,12 @@ impl Overlay {
     /// ERANGE; the walk's; EROFS; EPERM (`user.*` on a special file); ENODATA (not set:
     /// checked on the lower object first, so a missing name copies nothing up); EOPNOTSUPP.
     pub(crate) fn removexattr(&mut self, path: &str, name: &str) -> SysResult<()> {
-        let mut chain = self.xattr_target(path, name)?;
+        self.removexattr_with(path, name, Follow::Yes)
+    }
+
+    /// [`Overlay::removexattr`], following a final symlink or not (`lremovexattr`).
+    pub(crate) fn removexattr_with(&mut self, path: &str, name: &str, follow: Follow) -> SysResult<()> {
+        let mut chain = self.xattr_target_with(path, name, follow)?;
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
