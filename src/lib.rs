@@ -39,6 +39,7 @@
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
+//! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
 //! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
@@ -114,6 +115,7 @@ pub mod inode;
 pub mod kernel;
 pub mod layer;
 pub mod lookup;
+pub mod metacopy;
 pub mod mount;
 pub mod ops;
 pub mod overlay;
