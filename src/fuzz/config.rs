@@ -117,6 +117,12 @@ pub struct GenConfig {
     /// tmpfs's entry order which name works (README, Scope): measured on the kernel with
     /// `examples/cache_fuzz.rs`, 2 of 2,000 cases (seed 3) diverged that way.
     pub shared_redirects: bool,
+    /// `metacopy=on` in about half the mounts (with `redirect_dir` left to its implied `on`
+    /// or drawn as ever, a conflict then refused as the kernel refuses it), and metacopy
+    /// files in layers: an upper or middle lower file with the `metacopy` xattr, whose data
+    /// comes from below (default off, so that campaigns of the other profiles keep their
+    /// meaning; [`crate::metacopy`]).
+    pub metacopy: bool,
 }
 
 impl Default for GenConfig {
@@ -151,6 +157,7 @@ impl Default for GenConfig {
             xino_auto: false,
             drop_caches: false,
             shared_redirects: false,
+            metacopy: false,
         }
     }
 }

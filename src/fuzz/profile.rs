@@ -16,6 +16,7 @@
 //! | `userxattr` | 1–6, most sparse | 3 | `a`..`d` | 24 | every mount `userxattr`; markers under `user.overlay.`, `trusted.overlay.` decoys; markers on roots; symlinks and FIFOs in layers copied up without an origin (their `st_ino` from the inode cache) |
 //! | `roots` | 2–6 | 3 | `a`..`d` | 24 | markers on layer roots (opaque `y`/`x`, redirects, decoys), `xino=on`/`auto` |
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
+//! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
 
 use super::config::GenConfig;
 
@@ -40,11 +41,13 @@ pub enum Profile {
     Roots,
     /// Most of the above at once.
     Wide,
+    /// `metacopy=on` in half the mounts, and metacopy files in layers.
+    Metacopy,
 }
 
 impl Profile {
     /// Every profile, in the order `--help` lists them.
-    pub const ALL: [Profile; 9] = [
+    pub const ALL: [Profile; 10] = [
         Profile::Default,
         Profile::Sparse,
         Profile::Tall,
@@ -54,6 +57,7 @@ impl Profile {
         Profile::Userxattr,
         Profile::Roots,
         Profile::Wide,
+        Profile::Metacopy,
     ];
 
     /// The profile's name, as `--profile` takes it.
@@ -68,6 +72,7 @@ impl Profile {
             Profile::Userxattr => "userxattr",
             Profile::Roots => "roots",
             Profile::Wide => "wide",
+            Profile::Metacopy => "metacopy",
         }
     }
 
@@ -85,6 +90,7 @@ impl Profile {
             }
             Profile::Roots => "markers on layer roots (opaque y/x, redirects, decoys), 2-6 lowers, xino=on/auto",
             Profile::Wide => "6-10 lowers mostly sparse, depth 5, odd names, markers on roots, xino=on/auto, 60 steps",
+            Profile::Metacopy => "metacopy=on in half the mounts, metacopy files in layers (upper and middle lowers), no xattr whiteouts",
         }
     }
 
@@ -132,6 +138,9 @@ impl Profile {
                 xino_auto: true,
                 ..d
             },
+            // Xattr whiteouts off: two metacopy files that fail while readdir checks xattr
+            // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
+            Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
         }
     }
 }
