@@ -505,6 +505,7 @@ impl Overlay {
                 d.stop = true;
                 return Ok(None);
             }
+            self.check_metacopy_xattr(inode)?;
             d.metacopy = whiteout::is_metacopy(self, inode);
             d.stop = !d.metacopy;
             // A metacopy file's redirect names its data; it is read (and so validated)

@@ -76,6 +76,24 @@ impl Overlay {
         file_data(inode)
     }
 
+    /// The `metacopy` xattr of a regular file found by a lookup must be empty or at least
+    /// 4 bytes long (the version, length, flags and digest algorithm of `struct
+    /// ovl_metacopy`); one of 1 to 3 bytes is EIO, whether the mount has metacopy or not
+    /// (kernel: `ovl_check_metacopy_xattr`, "metacopy file has too small xattr",
+    /// `OVL_METACOPY_MIN_SIZE`; observed on 6.18). Its content is not read at lookup.
+    ///
+    /// Errors: EIO.
+    pub(crate) fn check_metacopy_xattr(&self, inode: &Inode) -> SysResult<()> {
+        const METACOPY_MIN_SIZE: usize = 4;
+        if !matches!(inode.kind, NodeKind::File(_)) {
+            return Ok(());
+        }
+        match inode.xattr(self.names().metacopy) {
+            Some(v) if !v.is_empty() && v.len() < METACOPY_MIN_SIZE => Err(Errno::EIO),
+            _ => Ok(()),
+        }
+    }
+
     /// A metacopy lookup must end on the file's data (kernel: `ovl_lookup`, "metacopy with
     /// no lower data found - abort lookup"): a regular non-directory whose upper is a
     /// metacopy file and found nothing below, or whose last lower object found is itself a

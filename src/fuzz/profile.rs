@@ -265,6 +265,36 @@ mod tests {
         }
     }
 
+    /// Only the `metacopy` profile draws `metacopy=on` mounts and metacopy files in layers,
+    /// and it draws both often.
+    #[test]
+    fn only_the_metacopy_profile_draws_metacopy() {
+        use crate::layer::FlatEntry;
+        for p in Profile::ALL {
+            let cfg = p.config();
+            let strategy = crate::fuzz::gen::case_start(&cfg);
+            let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(11));
+            let (mut mounts, mut files) = (0, 0);
+            for _ in 0..200 {
+                let start = strategy.new_tree(&mut runner).expect("a start").current();
+                mounts += usize::from(start.options.metacopy);
+                for (_, l) in start.layers() {
+                    for e in &l.entries {
+                        if let FlatEntry::Node { node, .. } = e {
+                            files += usize::from(node.xattrs.contains_key("trusted.overlay.metacopy"));
+                        }
+                    }
+                }
+            }
+            if p == Profile::Metacopy {
+                assert!((50..150).contains(&mounts), "{p}: {mounts} metacopy mounts of 200");
+                assert!(files > 20, "{p}: {files} metacopy files");
+            } else {
+                assert_eq!((mounts, files), (0, 0), "{p}");
+            }
+        }
+    }
+
     /// A case of odd names (255 bytes, UTF-8, a space, a newline, a leading dot) is written
     /// as a scenario (as a divergence is) that reads back the same.
     #[test]
