@@ -85,7 +85,9 @@
 //!   instead. The kernel backend drops them when it reads a layer back.
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
-//! - `index`, `metacopy` and `nfs_export` are refused as not modelled. The kernel's inode
+//! - `metacopy=on` is modelled ([`metacopy`]), without fs-verity digests or data-only
+//!   layers (both refused as not modelled); `index` and `nfs_export` are refused as not
+//!   modelled. The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
 //!   non-directory reached under two merged names (an alias of a cached inode), are out
