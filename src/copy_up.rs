@@ -14,6 +14,14 @@ impl Overlay {
     /// directory inode only (mode, owner, xattrs), never its entries, and the copy is not
     /// opaque, so it stays merged (kernel: `ovl_copy_up_flags`, `ovl_copy_up_one`).
     pub(crate) fn copy_up(&mut self, chain: &mut [Dentry], upto: usize) {
+        self.copy_up_flags(chain, upto, false);
+    }
+
+    /// [`Overlay::copy_up`], for a copy-up that writes (`data`: an open for write or with
+    /// `O_TRUNC`, a truncate) or not: only a copy-up that does not write may copy a regular
+    /// file's metadata alone ([`Overlay::meta_copy_up_wanted`]); the parents are
+    /// directories, never metadata-only (kernel: `ovl_copy_up_flags`).
+    pub(crate) fn copy_up_flags(&mut self, chain: &mut [Dentry], upto: usize, data: bool) {
         for i in 1..=upto {
             if chain[i].upper.is_some() {
                 continue;
@@ -25,7 +33,7 @@ impl Overlay {
                 chain[i].upper = Some(done);
                 continue;
             }
-            let ino = self.copy_up_one(parent, &chain[i]);
+            let ino = self.copy_up_one(parent, &chain[i], data && i == upto);
             chain[i].upper = Some(ino);
             let path = Overlay::chain_path(&chain[..=i]);
             self.events.push(Event::CopyUp { path });
@@ -40,11 +48,16 @@ impl Overlay {
     /// `ovl_copy_xattr`). It records the lower object as its origin (kernel:
     /// `ovl_set_origin`, kept here outside the xattrs) unless it is a hard link, and marks
     /// the parent impure.
-    fn copy_up_one(&mut self, parent: u64, d: &Dentry) -> u64 {
+    /// A regular file's data is its lower data ([`Overlay::lower_data`]) at the size of the
+    /// top-most lower object; under `metacopy=on` a copy-up that does not write copies no
+    /// data ([`Overlay::meta_copy_up`]).
+    fn copy_up_one(&mut self, parent: u64, d: &Dentry, data: bool) -> u64 {
         let lower = *d.lowers.first().expect("model invariant: copy-up of a lower object");
         let src = self.lowers[lower.layer].get(lower.ino);
+        let meta = !data && self.meta_copy_up_wanted(src);
         let kind = match &src.kind {
             NodeKind::Dir(_) => NodeKind::Dir(Default::default()),
+            NodeKind::File(_) => NodeKind::File(self.copied_data(d, src.size(), meta)),
             other => other.clone(),
         };
         let mut copy = Inode::new(kind, src.mode);
@@ -64,6 +77,9 @@ impl Overlay {
         let can_hold = !self.options.userxattr || matches!(src.kind, NodeKind::File(_) | NodeKind::Dir(_));
         if (src.is_dir() || src.nlink == 1) && can_hold {
             copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
+        }
+        if meta {
+            self.meta_copy_up(&mut copy);
         }
         let has_origin = copy.origin.is_some();
         // The parent may now hold non-pure upper entries.

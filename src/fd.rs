@@ -458,9 +458,11 @@ impl Overlay {
         }
     }
 
-    /// The regular file data behind handle `f`.
+    /// The regular file data behind handle `f`: a metacopy upper file's is its lower data
+    /// ([`Overlay::read_data`]).
     fn fd_data(&self, f: &OpenFile) -> FileData {
         let inode = match Overlay::real_of(f) {
+            Real::Upper(_) if self.is_metacopy_upper(&f.dentry) => return self.read_data(&f.dentry),
             Real::Upper(u) => self.upper.as_ref().expect("upper").get(u),
             Real::Orphan => f.orphan.as_deref().expect("an unlinked handle keeps its inode"),
             Real::Lower(l, i) => self.lowers[l].get(i),

@@ -40,6 +40,7 @@
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
+//! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
 //! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
@@ -85,7 +86,9 @@
 //!   instead. The kernel backend drops them when it reads a layer back.
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
-//! - `index`, `metacopy` and `nfs_export` are refused as not modelled. The kernel's inode
+//! - `metacopy=on` is modelled ([`metacopy`]), without fs-verity digests or data-only
+//!   layers (both refused as not modelled); `index` and `nfs_export` are refused as not
+//!   modelled. The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
 //!   non-directory reached under two merged names (an alias of a cached inode), are out
@@ -117,6 +120,7 @@ pub mod inode;
 pub mod kernel;
 pub mod layer;
 pub mod lookup;
+pub mod metacopy;
 pub mod mount;
 pub mod ops;
 pub mod overlay;

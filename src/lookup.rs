@@ -100,7 +100,10 @@ impl Dentry {
     pub fn has_origin(&self, ov: &Overlay) -> bool {
         match (ov.upper_inode(self), self.upper) {
             (Some(_), _) if self.is_dir() => !self.lowers.is_empty(),
-            (Some(inode), Some(u)) => (inode.origin.is_some() || ov.icache.keeps_lower(u)) && !self.lowers.is_empty(),
+            (Some(inode), Some(u)) => {
+                (inode.origin.is_some() || ov.icache.keeps_lower(u) || ov.metacopy_hashed_by_lower(self))
+                    && !self.lowers.is_empty()
+            }
             _ => false,
         }
     }
@@ -202,7 +205,8 @@ impl Overlay {
     /// Errors, in precedence order: ENAMETOOLONG (name longer than 255), EINVAL (a malformed
     /// redirect xattr), EIO (a copy-up origin of another type), EPERM (a redirect with
     /// `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy), EACCES (a
-    /// redirect component a lower layer cannot look up: `.`, `..` or empty).
+    /// redirect component a lower layer cannot look up: `.`, `..` or empty), EIO (a metacopy
+    /// file with no lower data: [`Overlay::check_lower_data`]).
     pub(crate) fn lookup_child(&mut self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
         if name.len() > NAME_LEN_MAX {
             return Err(Errno::ENAMETOOLONG);
@@ -257,7 +261,7 @@ impl Overlay {
         }
         let stack = if d.stop || poe.is_empty() {
             Arc::clone(&EMPTY_STACK)
-        } else if self.cache_policy.covers(poe.len()) {
+        } else if self.cache_policy.covers(poe.len()) && !d.metacopy {
             let probe = Probe { upper_dir: d.is_dir, from_root: poe_is_root };
             let answer = match self.dcache.get(&poe, &d.name, probe) {
                 Some(answer) => {
@@ -284,6 +288,8 @@ impl Overlay {
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
         }
+        let upper_metacopy = upper.is_some_and(|u| whiteout::is_metacopy(self, self.which(Which::Upper).get(u)));
+        self.check_lower_data(upper_metacopy, d.is_dir, &stack)?;
         let stack = match origin {
             Some(o) if !d.is_dir && upper.is_some() && stack.is_empty() => Arc::from([o]),
             _ => stack,
@@ -347,7 +353,11 @@ impl Overlay {
                 self.flag_xwhiteouts(lower.layer);
                 flagged.push(lower.layer);
             }
-            stack.push(LowerPath { layer: lower.layer, ino: this });
+            // Only the top-most lower metacopy file is kept, and the data below it (kernel:
+            // "Do not store intermediate metacopy dentries in lower chain").
+            if !d.metacopy || stack.is_empty() {
+                stack.push(LowerPath { layer: lower.layer, ino: this });
+            }
             d.first.get_or_insert(LowerPath { layer: lower.layer, ino: this });
             if d.redirect.is_some() && !follow {
                 return Err(Errno::EPERM);
@@ -483,11 +493,19 @@ impl Overlay {
             d.opaque = true;
             return Ok(None);
         }
+        // Below a metacopy file only a regular file can hold its data (kernel:
+        // `ovl_lookup_single`, "This dentry should be a regular file if previous layer
+        // lookup found a metacopy dentry").
+        if last_element && d.metacopy && inode.file_type() != FileType::File {
+            d.stop = true;
+            return Ok(None);
+        }
         if !inode.is_dir() {
             if d.is_dir || !last_element {
                 d.stop = true;
                 return Ok(None);
             }
+            self.check_metacopy_xattr(inode)?;
             d.metacopy = whiteout::is_metacopy(self, inode);
             d.stop = !d.metacopy;
             // A metacopy file's redirect names its data; it is read (and so validated)

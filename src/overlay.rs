@@ -99,8 +99,9 @@ impl Overlay {
     /// Kernel: `ovl_get_lowerstack`, `ovl_fs_params_verify`, `ovl_check_layer`. Errors, in
     /// the kernel's order: EINVAL (more than 500 lowers; conflicting options; no lower; a
     /// single lower without an upper), ELOOP (the same layer twice, or a lower that is the
-    /// upper). Options the model does not implement yet (`index`, `metacopy`, `nfs_export`)
-    /// give [`MountError::NotModelled`], never a silently wrong answer. `volatile` changes
+    /// upper). Options the model does not implement yet (`index`, `nfs_export`) give
+    /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on` is
+    /// modelled ([`crate::metacopy`]). `volatile` changes
     /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
     /// backend's to keep ([`crate::mount::leaves_volatile_marker`]). `xino` is
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
@@ -124,9 +125,7 @@ impl Overlay {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return refused(Errno::ELOOP, "conflicting lowerdir path");
         }
-        for (on, what) in
-            [(options.index, "index=on"), (options.metacopy, "metacopy=on"), (options.nfs_export, "nfs_export=on")]
-        {
+        for (on, what) in [(options.index, "index=on"), (options.nfs_export, "nfs_export=on")] {
             if on {
                 return Err(MountError::NotModelled(what.to_owned()));
             }

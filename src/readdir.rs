@@ -164,6 +164,43 @@ impl Overlay {
         }
         Some(upper_whiteouts)
     }
+
+    /// Listing a directory that is read straight from its upper (not merged) but impure
+    /// first looks up every name of the real directory again, to find the copied-up
+    /// entries' inode numbers; a lookup that fails fails the listing with its errno before
+    /// any entry is returned (kernel: `ovl_iterate`, `ovl_iterate_real` on one filesystem,
+    /// `ovl_cache_get_impure`, `ovl_dir_read_impure`, `ovl_cache_update`). A name that is
+    /// found negative (a whiteout) is only left out of that cache. Observed on 6.18: a
+    /// metacopy file moved into a pure upper directory, on a mount without metacopy
+    /// (`spec/metacopy/readdir-impure-metacopy-off-eperm.yaml`). When lookups fail with
+    /// different errnos, which one is returned depends on the directory's order, which the
+    /// model does not keep ([`Overlay::take_unspecified`]).
+    ///
+    /// Errors: the first failing lookup's.
+    pub(crate) fn check_impure_real_dir(&mut self, d: &Dentry) -> crate::errno::SysResult<()> {
+        if self.dir_is_merged(d) || !self.upper_inode(d).is_some_and(|i| i.impure) {
+            return Ok(());
+        }
+        let names: Vec<String> =
+            self.upper_inode(d).and_then(|i| i.entries()).map(|e| e.keys().cloned().collect()).unwrap_or_default();
+        let mut failed = Vec::new();
+        for name in names {
+            if let Err(errno) = self.lookup_child(d, &name) {
+                failed.push((name, errno));
+            }
+        }
+        let Some(&(_, first)) = failed.first() else { return Ok(()) };
+        if failed.iter().any(|(_, e)| *e != first) && self.unspecified.is_none() {
+            let names: Vec<String> = failed.iter().map(|(n, e)| format!("{n:?} ({})", e.name())).collect();
+            self.unspecified = Some(format!(
+                "listing the impure directory {:?}: lookups of {} failed with different errnos; which one is \
+                 returned depends on the layer's directory order",
+                d.name,
+                names.join(", ")
+            ));
+        }
+        Err(first)
+    }
 }
 
 #[cfg(test)]

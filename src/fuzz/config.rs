@@ -124,6 +124,12 @@ pub struct GenConfig {
     /// and `..`): where a batch ends inside a listing depends on the real directories'
     /// entry order, which the model does not keep (see [`crate::fd`]).
     pub handles: bool,
+    /// `metacopy=on` in about half the mounts (with `redirect_dir` left to its implied `on`
+    /// or drawn as ever, a conflict then refused as the kernel refuses it), and metacopy
+    /// files in layers: an upper or middle lower file with the `metacopy` xattr, whose data
+    /// comes from below (default off, so that campaigns of the other profiles keep their
+    /// meaning; [`crate::metacopy`]).
+    pub metacopy: bool,
 }
 
 impl Default for GenConfig {
@@ -159,6 +165,7 @@ impl Default for GenConfig {
             drop_caches: false,
             shared_redirects: false,
             handles: false,
+            metacopy: false,
         }
     }
 }

@@ -181,13 +181,18 @@ pub fn leaf_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
         GenConfig::weight(cfg.whiteouts, 3) => Just(whiteout()),
         GenConfig::weight(cfg.xattr_whiteouts, 2) => xwhiteout_node(cfg),
         GenConfig::weight(cfg.fifos, 1) => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
-        // No metacopy files: their lookup is EPERM (pinned in spec/), and when readdir meets
-        // two of them in a directory with xattr whiteouts, whether it fails depends on the
-        // order of the directory's entries, which the model does not keep (see
-        // `machine::readdir_order_decides`).
+        // No metacopy files but under `metacopy` (below): their lookup is EPERM without
+        // metacopy=on (pinned in spec/), and when readdir meets two of them in a directory
+        // with xattr whiteouts, whether it fails depends on the order of the directory's
+        // entries, which the model does not keep (see `machine::readdir_order_decides`).
         // Under `userxattr`, a `trusted.overlay.whiteout` decoy: an ordinary empty file.
         GenConfig::weight(cfg.xattr_whiteouts && cfg.userxattr, 1) =>
             select(&XWHITEOUT_VALUES[..]).prop_map(|value| with_xattr(file(b"", 0o644), XWHITEOUT, value)),
+        // Under `metacopy`, metacopy files: an empty `metacopy` xattr, any size and data
+        // (reads take the data below). The profile draws no xattr whiteouts.
+        GenConfig::weight(cfg.metacopy, 2) =>
+            (select(&FILE_DATA[..]), select(&[0o644u32, 0o600][..]))
+                .prop_map(|(data, mode)| with_xattr(file(data, mode), METACOPY, b"")),
     ]
 }
 
@@ -360,6 +365,9 @@ pub fn options(cfg: &GenConfig) -> BoxedStrategy<Options> {
     if cfg.userxattr || cfg.xino_auto {
         return wide_options(cfg);
     }
+    if cfg.metacopy {
+        return metacopy_options(cfg);
+    }
     let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
     let redirect = prop_oneof![
         14 => Just(RedirectDir::Off),
@@ -374,6 +382,29 @@ pub fn options(cfg: &GenConfig) -> BoxedStrategy<Options> {
         .prop_map(move |(redirect_dir, read_only, xino)| {
             let (read_only, xino) = (read_only && ro_on, xino && xino_on);
             Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
+        })
+        .boxed()
+}
+
+/// The options of [`GenConfig::metacopy`]: [`options`]'s draws, with `metacopy=on` in about
+/// half the mounts. Mostly `redirect_dir` is not given (metacopy then implies `on`); a
+/// given mode other than `on` is a conflict the kernel refuses (EINVAL, `ovl_fs_params_verify`).
+fn metacopy_options(cfg: &GenConfig) -> BoxedStrategy<Options> {
+    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
+    let redirect = prop_oneof![
+        14 => Just(RedirectDir::Off),
+        rd(3) => Just(RedirectDir::On),
+        rd(1) => Just(RedirectDir::Nofollow),
+        rd(1) => Just(RedirectDir::Follow),
+    ];
+    let (ro_on, xino_on) = (cfg.read_only, cfg.xino);
+    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03), prop::bool::weighted(0.5))
+        .prop_map(move |(redirect_dir, read_only, xino, metacopy)| Options {
+            redirect_dir,
+            read_only: read_only && ro_on,
+            xino: if xino && xino_on { Xino::On } else { Xino::Off },
+            metacopy,
+            ..Options::default()
         })
         .boxed()
 }

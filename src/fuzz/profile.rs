@@ -17,6 +17,7 @@
 //! | `roots` | 2–6 | 3 | `a`..`d` | 24 | markers on layer roots (opaque `y`/`x`, redirects, decoys), `xino=on`/`auto` |
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
 //! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, getdents, close) among the other operations |
+//! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
 
 use super::config::GenConfig;
 
@@ -43,11 +44,13 @@ pub enum Profile {
     Wide,
     /// Files and directories kept open through named handles.
     Handles,
+    /// `metacopy=on` in half the mounts, and metacopy files in layers.
+    Metacopy,
 }
 
 impl Profile {
     /// Every profile, in the order `--help` lists them.
-    pub const ALL: [Profile; 10] = [
+    pub const ALL: [Profile; 11] = [
         Profile::Default,
         Profile::Sparse,
         Profile::Tall,
@@ -58,6 +61,7 @@ impl Profile {
         Profile::Roots,
         Profile::Wide,
         Profile::Handles,
+        Profile::Metacopy,
     ];
 
     /// The profile's name, as `--profile` takes it.
@@ -73,6 +77,7 @@ impl Profile {
             Profile::Roots => "roots",
             Profile::Wide => "wide",
             Profile::Handles => "handles",
+            Profile::Metacopy => "metacopy",
         }
     }
 
@@ -91,6 +96,7 @@ impl Profile {
             Profile::Roots => "markers on layer roots (opaque y/x, redirects, decoys), 2-6 lowers, xino=on/auto",
             Profile::Wide => "6-10 lowers mostly sparse, depth 5, odd names, markers on roots, xino=on/auto, 60 steps",
             Profile::Handles => "named handles kept open among the other operations, 40 steps",
+            Profile::Metacopy => "metacopy=on in half the mounts, metacopy files in layers (upper and middle lowers), no xattr whiteouts",
         }
     }
 
@@ -140,6 +146,9 @@ impl Profile {
                 ..d
             },
             Profile::Handles => GenConfig { handles: true, ..d },
+            // Xattr whiteouts off: two metacopy files that fail while readdir checks xattr
+            // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
+            Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
         }
     }
 }
@@ -261,6 +270,36 @@ mod tests {
             let share = root_marks as f64 / layers as f64;
             assert_eq!(share > 0.3, cfg.root_markers, "{p}: markers on {root_marks} of {layers} roots");
             assert_eq!(ux, if cfg.userxattr { 200 } else { 0 }, "{p}: userxattr mounts");
+        }
+    }
+
+    /// Only the `metacopy` profile draws `metacopy=on` mounts and metacopy files in layers,
+    /// and it draws both often.
+    #[test]
+    fn only_the_metacopy_profile_draws_metacopy() {
+        use crate::layer::FlatEntry;
+        for p in Profile::ALL {
+            let cfg = p.config();
+            let strategy = crate::fuzz::gen::case_start(&cfg);
+            let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(11));
+            let (mut mounts, mut files) = (0, 0);
+            for _ in 0..200 {
+                let start = strategy.new_tree(&mut runner).expect("a start").current();
+                mounts += usize::from(start.options.metacopy);
+                for (_, l) in start.layers() {
+                    for e in &l.entries {
+                        if let FlatEntry::Node { node, .. } = e {
+                            files += usize::from(node.xattrs.contains_key("trusted.overlay.metacopy"));
+                        }
+                    }
+                }
+            }
+            if p == Profile::Metacopy {
+                assert!((50..150).contains(&mounts), "{p}: {mounts} metacopy mounts of 200");
+                assert!(files > 20, "{p}: {files} metacopy files");
+            } else {
+                assert_eq!((mounts, files), (0, 0), "{p}");
+            }
         }
     }
 

@@ -45,7 +45,9 @@ impl Overlay {
         if !d.is_dir() {
             return Err(Errno::ENOTDIR);
         }
-        Ok(self.readdir_entries(d))
+        let d = d.clone();
+        self.check_impure_real_dir(&d)?;
+        Ok(self.readdir_entries(&d))
     }
 
     /// chmod, chown and utimes (follows a final symlink).

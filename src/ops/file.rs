@@ -135,7 +135,7 @@ impl Overlay {
         }
         if ftype == FileType::File && writes {
             let depth = chain.len() - 1;
-            self.copy_up(&mut chain, depth);
+            self.copy_up_with_data(&mut chain, depth, flags.trunc);
         }
         if truncate {
             let ino = chain.last().expect("chain").upper.expect("copied up");
@@ -162,10 +162,7 @@ impl Overlay {
 
     /// The data of a regular file dentry (an O(1) clone).
     fn data_of(&self, d: &crate::lookup::Dentry) -> FileData {
-        match &self.real_inode(d).kind {
-            NodeKind::File(data) => data.clone(),
-            _ => FileData::new(),
-        }
+        self.read_data(d)
     }
 
     /// `open(O_RDONLY)`, read to the end, close. Errors: those of [`Overlay::open`], then
@@ -258,7 +255,7 @@ impl Overlay {
             return Err(Errno::EROFS);
         }
         let depth = chain.len() - 1;
-        self.copy_up(&mut chain, depth);
+        self.copy_up_with_data(&mut chain, depth, false);
         let d = chain.last().expect("chain");
         let mut data = self.data_of(d);
         data.truncate(len);

@@ -163,6 +163,7 @@ impl Overlay {
         }
         let depth = old.len() - 1;
         self.copy_up(&mut old, depth);
+        self.set_link_redirect(&old)?;
         let target = old[depth].upper.expect("copied up");
         let pdepth = new.chain.len() - 1;
         self.copy_up(&mut new.chain, pdepth);

@@ -159,6 +159,8 @@ impl Overlay {
 
         if is_dir && old.is_merge_or_lower() {
             self.set_redirect(old_chain, &old, &old_path, samedir)?;
+        } else if !is_dir && self.is_metacopy_upper(&old) {
+            self.set_metacopy_redirect(old_chain, &old, &old_path, samedir)?;
         } else if is_dir && !old.opaque && new_parent_merge {
             self.set_opaque(old_ino, new_path.clone());
         }
@@ -166,6 +168,8 @@ impl Overlay {
             let new_ino = new.upper.expect("copied up");
             if new_is_dir && new.is_merge_or_lower() {
                 self.set_redirect(new_chain, &new, &new_path, samedir)?;
+            } else if !new_is_dir && self.is_metacopy_upper(&new) {
+                self.set_metacopy_redirect(new_chain, &new, &new_path, samedir)?;
             } else if new_is_dir && !new.opaque && old_parent_merge {
                 self.set_opaque(new_ino, old_path.clone());
             }
@@ -217,7 +221,7 @@ impl Overlay {
     /// absolute. Otherwise the value is the old name within one parent, or the absolute old
     /// path across parents, built from each ancestor's own redirect where it has one.
     /// Errors: EXDEV (an absolute path longer than `redirect_max`, 256).
-    fn set_redirect(&mut self, chain: &Chain, d: &Dentry, path: &str, samedir: bool) -> SysResult<()> {
+    pub(crate) fn set_redirect(&mut self, chain: &Chain, d: &Dentry, path: &str, samedir: bool) -> SysResult<()> {
         if let Some(r) = &d.redirect {
             if samedir || r.starts_with('/') {
                 return Ok(());
