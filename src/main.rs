@@ -292,6 +292,26 @@ struct FuzzArgs {
     /// What the generator draws: a profile (see the long help, --help).
     #[arg(long, default_value = "default", value_parser = parse_profile, long_help = profile_help())]
     profile: ovlsim::fuzz::profile::Profile,
+    /// Plain model-only mode: draw each case and run it on the model, no invariant checked
+    /// (a panic of the model still fails); the fastest way through many cases.
+    #[arg(long)]
+    plain: bool,
+    /// Threads that run cases, each kernel job with its own worker (default: one per core).
+    /// The results depend only on the seed: case i is drawn from the seed and i.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run only the case indices i with i % N == I (I/N, from 0/N), and write the shard's
+    /// summary.json with its divergence files to --out, for --merge.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: Option<ovlsim::fuzz::campaign::Shard>,
+    /// Join the summaries and divergence files of shards (their --out directories) into
+    /// --out, print the whole campaign's summary, and run nothing.
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    merge: Vec<PathBuf>,
+}
+
+fn parse_shard(s: &str) -> Result<ovlsim::fuzz::campaign::Shard, String> {
+    s.parse()
 }
 
 fn parse_profile(s: &str) -> Result<ovlsim::fuzz::profile::Profile, String> {
@@ -393,6 +413,22 @@ fn main() -> ExitCode {
 /// `ovlsim fuzz`: exits 0 only when every case agreed (a run that could not reach the
 /// kernel is not a pass).
 fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
+    if !a.merge.is_empty() {
+        return match ovlsim::fuzz::campaign::merge(&a.merge, &a.out) {
+            Ok(summary) => {
+                outln!("{summary}");
+                if summary.is_clean() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let config = ovlsim::fuzz::FuzzConfig {
         cases: a.cases,
         seed: a.seed,
@@ -403,15 +439,46 @@ fn cmd_fuzz(a: FuzzArgs) -> ExitCode {
         model_only: a.model_only,
         against: a.against.sut(a.dialect),
         generator: a.profile.config(),
+        plain: a.plain,
+        jobs: a.jobs.unwrap_or(0),
+        shard: a.shard,
+        stop: stop_on_ctrl_c(),
         ..Default::default()
     };
     let report = ovlsim::fuzz::run(config);
     outln!("{report}");
-    if report.is_clean() {
+    if report.interrupted {
+        // As a shell reports a process that SIGINT ended.
+        ExitCode::from(130)
+    } else if report.is_clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Set by the SIGINT handler of `ovlsim fuzz`.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the first Ctrl-C (SIGINT) stop `ovlsim fuzz` between cases, so that it prints the
+/// summary so far; a second one ends the process at once (the default action is back).
+#[cfg(unix)]
+fn stop_on_ctrl_c() -> ovlsim::fuzz::campaign::StopFlag {
+    extern "C" fn on_sigint(_: libc::c_int) {
+        // Async-signal-safe: an atomic store and signal(2).
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: restoring the default disposition of SIGINT from its handler.
+        unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    }
+    // SAFETY: the handler only stores to an atomic and calls signal(2), both
+    // async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    ovlsim::fuzz::campaign::StopFlag(Some(&INTERRUPTED))
+}
+
+#[cfg(not(unix))]
+fn stop_on_ctrl_c() -> ovlsim::fuzz::campaign::StopFlag {
+    ovlsim::fuzz::campaign::StopFlag(Some(&INTERRUPTED))
 }
 
 /// `ovlsim conform`: see [`Cmd::Conform`].

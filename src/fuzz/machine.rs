@@ -361,7 +361,7 @@ impl ReferenceStateMachine for ModelMachine {
 
 /// [`readdir_order_decides`] for the mount a case starts with (which is no `Mount`
 /// transition, so no precondition sees it).
-fn start_readdir_order_decides(state: &RefState) -> bool {
+pub(crate) fn start_readdir_order_decides(state: &RefState) -> bool {
     let lowers: Vec<String> = state.start.lowers.iter().map(|(n, _)| n.clone()).collect();
     let upper = state.start.upper.as_ref().map(|(n, _)| n.as_str());
     state.mounted && readdir_order_decides(state, &lowers, upper, &state.start.options)
@@ -590,6 +590,12 @@ pub fn checkin(k: KernelBackend) {
     if k.is_alive() {
         POOL.with(|p| *p.borrow_mut() = Some(k));
     }
+}
+
+/// Stops this thread's kernel worker, if it has one (a thread that ends drops it too, but
+/// a scoped thread's end is not waited for: a campaign's job calls this last).
+pub fn release_worker() {
+    drop(POOL.with(|p| p.borrow_mut().take()));
 }
 
 /// The start of every divergence panic message.

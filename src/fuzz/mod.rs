@@ -73,6 +73,7 @@
 //!
 //! [`ReferenceStateMachine`]: proptest_state_machine::ReferenceStateMachine
 
+pub mod campaign;
 pub mod case;
 pub mod compare;
 pub mod config;
@@ -136,6 +137,20 @@ pub struct FuzzConfig {
     /// What the generator draws (a [`profile::Profile`]'s configuration, or any other);
     /// regression seeds are written only for the default one.
     pub generator: GenConfig,
+    /// Plain model-only mode: each case is drawn and run on the model with no invariant
+    /// checked (only a panic of the model fails), for speed. Implies `model_only`.
+    pub plain: bool,
+    /// Threads that run cases (each kernel job with its own worker); 0 is one per core. The
+    /// results do not depend on it: case `i` is drawn from the seed and `i`
+    /// ([`campaign`]).
+    pub jobs: usize,
+    /// Run only this shard's share of the case indices, and write its summary
+    /// ([`campaign::Summary`]) with the divergence files to `out_dir`, for
+    /// [`campaign::merge`].
+    pub shard: Option<campaign::Shard>,
+    /// Stops the run between cases when set (the command line's Ctrl-C); the report then
+    /// says what ran ([`FuzzReport::interrupted`]).
+    pub stop: campaign::StopFlag,
 }
 
 impl Default for FuzzConfig {
@@ -151,6 +166,10 @@ impl Default for FuzzConfig {
             regressions: None,
             against: crate::kernel::SystemUnderTest::Kernel,
             generator: GenConfig::default(),
+            plain: false,
+            jobs: 1,
+            shard: None,
+            stop: campaign::StopFlag::default(),
         }
     }
 }
@@ -172,6 +191,8 @@ pub struct Found {
     pub occurrences: usize,
     /// The proptest seed of the generated case (`cc <hex>`), as a regression file holds it.
     pub seed: Option<String>,
+    /// The campaign index of the first case that failed this way.
+    pub first_case: u64,
 }
 
 /// What [`run`] did.
@@ -198,12 +219,51 @@ pub struct FuzzReport {
     pub cases_per_sec: f64,
     /// Why nothing ran (no kernel), if so.
     pub skipped: Option<String>,
+    /// The wrapping sum of [`campaign::case_digest`] over the cases run: equal when two
+    /// runs ran the same cases.
+    pub digest: u64,
+    /// Whether the run was stopped ([`FuzzConfig::stop`]) before its last case.
+    pub interrupted: bool,
+    /// The share of the case indices this run took ([`campaign::Shard::ALL`]: all).
+    pub shard: campaign::Shard,
 }
 
 impl FuzzReport {
     /// Whether the run found nothing wrong (a skipped run is not clean).
     pub fn is_clean(&self) -> bool {
-        self.divergences.is_empty() && self.errors.is_empty() && self.skipped.is_none()
+        self.divergences.is_empty() && self.errors.is_empty() && self.skipped.is_none() && !self.interrupted
+    }
+
+    /// The summary a shard writes ([`campaign::Summary`]), for the run `config` asked for.
+    pub fn summary(&self, config: &FuzzConfig) -> campaign::Summary {
+        let name = |p: &PathBuf| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        campaign::Summary {
+            mode: self.mode.clone(),
+            seed: self.seed,
+            campaign_cases: config.cases,
+            max_steps: config.max_steps,
+            generator: campaign::generator_fingerprint(&config.generator),
+            keep_going: config.keep_going,
+            shards: vec![self.shard],
+            cases: self.cases,
+            steps: self.steps,
+            digest: self.digest,
+            interrupted: self.interrupted,
+            errors: self.errors.clone(),
+            divergences: self
+                .divergences
+                .iter()
+                .map(|d| campaign::SummaryEntry {
+                    signature: d.signature.clone(),
+                    occurrences: d.occurrences as u64,
+                    first_case: d.first_case,
+                    seed: d.seed.clone(),
+                    message: d.message.clone(),
+                    files: d.files.iter().map(name).collect(),
+                })
+                .collect(),
+            elapsed_secs: self.elapsed.as_secs_f64(),
+        }
     }
 }
 
@@ -212,9 +272,10 @@ impl fmt::Display for FuzzReport {
         if let Some(why) = &self.skipped {
             return write!(f, "SKIPPED: fuzz ({}): {why}", self.mode);
         }
+        let shard = if self.shard == campaign::Shard::ALL { String::new() } else { format!(" shard {}", self.shard) };
         writeln!(
             f,
-            "fuzz ({}), seed {}: {} cases, {} steps in {:.1} s, {:.1} s of it shrinking ({:.1} cases/s searching)",
+            "fuzz ({}), seed {}{shard}: {} cases, {} steps in {:.1} s, {:.1} s of it shrinking ({:.1} cases/s searching)",
             self.mode,
             self.seed,
             self.cases,
@@ -223,6 +284,13 @@ impl fmt::Display for FuzzReport {
             self.shrinking.as_secs_f64(),
             self.cases_per_sec
         )?;
+        if self.interrupted {
+            writeln!(
+                f,
+                "interrupted: the summary of the {} cases that ran (repeat with --seed {})",
+                self.cases, self.seed
+            )?;
+        }
         for e in &self.errors {
             writeln!(f, "error: {e}")?;
         }
@@ -233,11 +301,12 @@ impl fmt::Display for FuzzReport {
         for (i, d) in self.divergences.iter().enumerate() {
             writeln!(
                 f,
-                "{:3}. {} ({} case{})",
+                "{:3}. {} ({} case{}, first: case {})",
                 i + 1,
                 d.signature,
                 d.occurrences,
-                if d.occurrences == 1 { "" } else { "s" }
+                if d.occurrences == 1 { "" } else { "s" },
+                d.first_case
             )?;
             for line in d.message.lines() {
                 writeln!(f, "       {line}")?;
@@ -384,7 +453,7 @@ pub fn record_failure(out_dir: &Path, case: &Case, message: &str, model_only: bo
         eprintln!("cannot write the divergence under {}: {e}", out_dir.display());
         Vec::new()
     });
-    Found { signature, case: case.clone(), divergence, message, files, occurrences: 1, seed: None }
+    Found { signature, case: case.clone(), divergence, message, files, occurrences: 1, seed: None, first_case: 0 }
 }
 
 fn invariant_kind(m: &str) -> String {
@@ -457,7 +526,16 @@ fn run_drawing(config: FuzzConfig) -> FuzzReport {
     let start = Instant::now();
     let seed = config.seed.unwrap_or_else(random_seed);
     machine::set_system_under_test(config.against.clone());
-    let mode = if config.model_only { "model only".to_owned() } else { format!("model vs {}", config.against.label()) };
+    let plain = config.plain;
+    let model_only = config.model_only || plain;
+    let mode = if plain {
+        "model only, plain".to_owned()
+    } else if model_only {
+        "model only".to_owned()
+    } else {
+        format!("model vs {}", config.against.label())
+    };
+    let shard = config.shard.unwrap_or(campaign::Shard::ALL);
     let mut report = FuzzReport {
         mode: mode.clone(),
         seed,
@@ -469,27 +547,35 @@ fn run_drawing(config: FuzzConfig) -> FuzzReport {
         shrinking: Duration::ZERO,
         cases_per_sec: 0.0,
         skipped: None,
+        digest: 0,
+        interrupted: false,
+        shard,
     };
     if let Err(e) = config.generator.check() {
         report.errors.push(format!("generator configuration: {e}"));
         return report;
     }
-    if !config.model_only {
+    if !model_only {
         if let Err(why) = kernel_available() {
             report.skipped = Some(why);
             return report;
         }
     }
+    let jobs = if config.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.jobs };
+    let positions = shard.cases_of(config.cases);
     if config.progress {
         // First, so that a run stopped early can be repeated.
+        let of = if config.shard.is_some() { format!(" (shard {shard}: {positions} of them)") } else { String::new() };
         eprintln!(
-            "fuzz ({mode}), seed {seed}: {} cases of at most {} steps (repeat with --seed {seed})",
-            config.cases, config.max_steps
+            "fuzz ({mode}), seed {seed}: {} cases{of} of at most {} steps on {jobs} job{} (repeat with --seed {seed})",
+            config.cases,
+            config.max_steps,
+            if jobs == 1 { "" } else { "s" }
         );
     }
-    let strategy = ModelMachine::sequential_strategy(1..=config.max_steps.max(1));
-    let progress = Rc::new(RefCell::new(report::Progress::new(config.progress, config.cases, "fuzz")));
-    // The case being generated, for the progress line of a long case: steps made so far.
+    let progress = Rc::new(RefCell::new(report::Progress::new(config.progress, positions, "fuzz")));
+    // The case being generated (one job: on this thread), for the progress line of a long
+    // case: steps made so far.
     let generated = Rc::new(Cell::new(0u64));
     let _hook = config.progress.then(|| {
         let (progress, generated) = (Rc::clone(&progress), Rc::clone(&generated));
@@ -498,141 +584,76 @@ fn run_drawing(config: FuzzConfig) -> FuzzReport {
             progress.borrow_mut().note(&format!("generating a case: {} steps", generated.get()));
         }))
     });
-    // Signatures already found (shrunk, and as first seen), with the index of their entry
-    // in `report.divergences`; and the repeats counted without shrinking, by index.
-    let known: RefCell<Vec<(String, usize)>> = RefCell::new(Vec::new());
-    let seeds = SeedCollector::default();
-    let repeats: RefCell<Vec<usize>> = RefCell::new(Vec::new());
-    let mut round = 0u64;
-    while report.cases < config.cases {
-        let remaining = config.cases - report.cases;
-        let proptest_config = Config {
-            cases: remaining.min(u32::MAX as u64) as u32,
-            failure_persistence: Some(Box::new(seeds.clone())),
-            max_shrink_iters: 4096,
-            max_shrink_time: 120_000,
-            max_local_rejects: 1 << 20,
-            ..Config::default()
-        };
-        let mut runner = TestRunner::new_with_rng(
-            proptest_config,
-            rng_for(seed.wrapping_add(round.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
-        );
-        round += 1;
-        let done_before = report.cases;
-        let found_before = report.divergences.len();
-        let cases = Cell::new(0u64);
-        let steps = Cell::new(0u64);
-        let shrinking = Cell::new(false);
-        let shrink_start: Cell<Option<Instant>> = Cell::new(None);
-        let first_signature = RefCell::new(String::new());
-        // The last case that failed, shrinking included: proptest-state-machine can end its
-        // shrinking on an initial state that passes (it keeps a simplified initial state
-        // when it cannot complicate it back), so its final value is not trusted.
-        let last_failing: RefCell<Option<Case>> = RefCell::new(None);
-        let result = runner.run(&strategy, |(state, transitions, seen)| {
-            let new_case = !shrinking.get();
-            if new_case {
-                cases.set(cases.get() + 1);
-            }
-            let note = if new_case { "" } else { "shrinking" };
-            progress.borrow_mut().draw(done_before + cases.get(), found_before, note, false);
+    let run_mode = if plain {
+        campaign::Mode::Plain
+    } else if model_only {
+        campaign::Mode::Invariants
+    } else {
+        campaign::Mode::Kernel
+    };
+    let results = campaign::search(campaign::Search {
+        mode: run_mode,
+        seed,
+        max_steps: config.max_steps,
+        shard,
+        positions,
+        jobs,
+        keep_going: config.keep_going,
+        stop: config.stop,
+        generator: &config.generator,
+        progress: &mut |done, failed| {
             generated.set(0);
-            let case = machine::case_of(&state, &transitions);
-            let (r, signature) = if config.model_only {
-                let total = case.start.setup().len() + case.steps.len();
-                let mut long_case =
-                    |n: usize| progress.borrow_mut().note(&format!("checking a case: {n}/{total} steps"));
-                match invariants::check_case_with_progress(&case, &mut long_case) {
-                    Ok(n) => {
-                        if new_case {
-                            steps.set(steps.get() + n as u64);
-                        }
-                        (Ok(()), None)
-                    }
-                    Err(m) => {
-                        let sig = format!("model invariant: {}", invariant_kind(&m));
-                        (Err(TestCaseError::fail(m)), Some(sig))
-                    }
+            progress.borrow_mut().draw(done, failed, "", false)
+        },
+    });
+    report.interrupted = config.stop.is_set();
+    report.cases = results.len() as u64;
+    for r in &results {
+        report.steps += r.steps;
+        report.digest = report.digest.wrapping_add(campaign::case_digest(r.index, r.steps));
+        if let Some(e) = &r.error {
+            report.errors.push(format!("case {}: {e}", r.index));
+        }
+    }
+    progress.borrow_mut().draw(report.cases, results.iter().filter(|r| r.failure.is_some()).count(), "", true);
+    let shrink_start = Instant::now();
+    // Signatures already found (shrunk, and as first seen), with the index of their entry
+    // in `report.divergences`.
+    let mut known: Vec<(String, usize)> = Vec::new();
+    for r in &results {
+        let Some((first_sig, message)) = &r.failure else { continue };
+        if let Some((_, i)) = known.iter().find(|(s, _)| s == first_sig) {
+            report.divergences[*i].occurrences += 1;
+            continue;
+        }
+        progress.borrow_mut().note("recording");
+        let f = if config.stop.is_set() {
+            // Stopped: recorded as found, not shrunk.
+            unshrunk(&config.out_dir, seed, r.index, config.max_steps, first_sig, message)
+        } else {
+            shrunk(&config.out_dir, seed, r.index, config.max_steps, first_sig, message, model_only)
+        };
+        let index = match report.divergences.iter().position(|d| d.signature == f.signature) {
+            Some(i) => {
+                let d = &mut report.divergences[i];
+                d.occurrences += 1;
+                for p in f.files.iter().filter(|p| !d.files.contains(p)) {
+                    let _ = std::fs::remove_file(p);
                 }
-            } else {
-                let before = machine::kernel_steps();
-                let r = check_on_kernel(state, transitions, seen);
-                if new_case {
-                    steps.set(steps.get() + machine::kernel_steps() - before);
-                }
-                let sig = machine::take_last_divergence().map(|d| d.signature());
-                (r, sig)
-            };
-            if r.is_err() {
-                *last_failing.borrow_mut() = Some(case);
+                i
             }
-            if r.is_err() && new_case {
-                let sig = signature.unwrap_or_default();
-                if config.keep_going {
-                    if let Some((_, i)) = known.borrow().iter().find(|(s, _)| *s == sig) {
-                        let mut rep = repeats.borrow_mut();
-                        if rep.len() <= *i {
-                            rep.resize(*i + 1, 0);
-                        }
-                        rep[*i] += 1;
-                        return Ok(());
-                    }
-                }
-                *first_signature.borrow_mut() = sig;
-                shrinking.set(true);
-                shrink_start.set(Some(Instant::now()));
+            None => {
+                report.divergences.push(f.clone());
+                report.divergences.len() - 1
             }
-            r
-        });
-        report.cases += cases.get();
-        report.steps += steps.get();
-        match result {
-            Ok(()) => break,
-            Err(TestError::Fail(msg, (state, transitions, _))) => {
-                progress.borrow_mut().draw(report.cases, found_before, "recording", true);
-                let case = last_failing.take().unwrap_or_else(|| machine::case_of(&state, &transitions));
-                let mut f = record_failure(&config.out_dir, &case, msg.message(), config.model_only);
-                f.seed = seeds.0.lock().unwrap_or_else(|p| p.into_inner()).last().cloned();
-                let index = match report.divergences.iter().position(|d| d.signature == f.signature) {
-                    Some(i) => {
-                        let d = &mut report.divergences[i];
-                        d.occurrences += 1;
-                        for p in f.files.iter().filter(|p| !d.files.contains(p)) {
-                            let _ = std::fs::remove_file(p);
-                        }
-                        i
-                    }
-                    None => {
-                        report.divergences.push(f.clone());
-                        report.divergences.len() - 1
-                    }
-                };
-                let mut known = known.borrow_mut();
-                for sig in [f.signature, first_signature.take()] {
-                    if !sig.is_empty() && !known.iter().any(|(s, _)| *s == sig) {
-                        known.push((sig, index));
-                    }
-                }
-                drop(known);
-                if let Some(t) = shrink_start.get() {
-                    report.shrinking += t.elapsed();
-                }
-                if !config.keep_going {
-                    break;
-                }
-            }
-            Err(TestError::Abort(why)) => {
-                report.errors.push(why.to_string());
-                break;
+        };
+        for sig in [f.signature, first_sig.clone()] {
+            if !sig.is_empty() && !known.iter().any(|(s, _)| *s == sig) {
+                known.push((sig, index));
             }
         }
     }
-    for (i, n) in repeats.borrow().iter().enumerate() {
-        if let Some(d) = report.divergences.get_mut(i) {
-            d.occurrences += n;
-        }
-    }
+    report.shrinking = shrink_start.elapsed();
     progress.borrow_mut().draw(report.cases, report.divergences.len(), "", true);
     progress.borrow_mut().finish();
     if let Some(path) = &config.regressions {
@@ -649,5 +670,88 @@ fn run_drawing(config: FuzzConfig) -> FuzzReport {
     report.elapsed = start.elapsed();
     let searching = report.elapsed.saturating_sub(report.shrinking);
     report.cases_per_sec = report.cases as f64 / searching.as_secs_f64().max(1e-9);
+    if config.shard.is_some() {
+        if let Err(e) = report.summary(&config).write(&config.out_dir) {
+            report.errors.push(format!("cannot write the summary under {}: {e}", config.out_dir.display()));
+        }
+    }
     report
+}
+
+/// Case `index` of `seed`, which failed with `first_sig`, shrunk by proptest (the state
+/// machine's shrinking, from the same case: [`campaign::case_runner`]) and then by
+/// [`record_failure`], and written under `out_dir`.
+fn shrunk(
+    out_dir: &Path,
+    seed: u64,
+    index: u64,
+    max_steps: usize,
+    first_sig: &str,
+    message: &str,
+    model_only: bool,
+) -> Found {
+    let seeds = SeedCollector::default();
+    let proptest_config = Config { failure_persistence: Some(Box::new(seeds.clone())), ..campaign::proptest_config() };
+    let mut runner = TestRunner::new_with_rng(proptest_config, rng_for(campaign::case_seed(seed, index)));
+    let strategy = ModelMachine::sequential_strategy(1..=max_steps.max(1));
+    // The last case that failed, shrinking included: proptest-state-machine can end its
+    // shrinking on an initial state that passes (it keeps a simplified initial state when
+    // it cannot complicate it back), so its final value is not trusted.
+    let last_failing: RefCell<Option<Case>> = RefCell::new(None);
+    let result = runner.run(&strategy, |(state, transitions, seen)| {
+        let case = machine::case_of(&state, &transitions);
+        let r = if model_only {
+            invariants::check_case(&case).map(drop).map_err(TestCaseError::fail)
+        } else {
+            check_on_kernel(state, transitions, seen)
+        };
+        if r.is_err() {
+            *last_failing.borrow_mut() = Some(case);
+        }
+        r
+    });
+    let mut f = match result {
+        Err(TestError::Fail(msg, (state, transitions, _))) => {
+            let case = last_failing.take().unwrap_or_else(|| machine::case_of(&state, &transitions));
+            record_failure(out_dir, &case, msg.message(), model_only)
+        }
+        // It passed the second time (a kernel that answers otherwise now), or proptest gave
+        // up: kept as first found.
+        _ => unshrunk(out_dir, seed, index, max_steps, &format!("not reproduced: {first_sig}"), message),
+    };
+    f.seed = seeds.0.lock().unwrap_or_else(|p| p.into_inner()).last().cloned();
+    f.first_case = index;
+    f
+}
+
+/// Case `index` of `seed`, which failed with `signature`, written under `out_dir` as it was
+/// drawn.
+fn unshrunk(out_dir: &Path, seed: u64, index: u64, max_steps: usize, signature: &str, message: &str) -> Found {
+    let case = campaign::draw(&mut campaign::case_runner(seed, index), max_steps, false).map(|d| d.case());
+    let (case, files) = match case {
+        Ok(case) => {
+            let files = report::write_message(out_dir, &case, signature, message).unwrap_or_else(|e| {
+                eprintln!("cannot write the divergence under {}: {e}", out_dir.display());
+                Vec::new()
+            });
+            (case, files)
+        }
+        Err(_) => (
+            Case {
+                start: CaseStart { lowers: Vec::new(), upper: None, options: Default::default() },
+                steps: Vec::new(),
+            },
+            Vec::new(),
+        ),
+    };
+    Found {
+        signature: signature.to_owned(),
+        case,
+        divergence: None,
+        message: message.to_owned(),
+        files,
+        occurrences: 1,
+        seed: None,
+        first_case: index,
+    }
 }
