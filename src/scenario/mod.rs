@@ -52,6 +52,7 @@ mod build;
 mod cx;
 mod diff;
 mod emit;
+mod fast;
 mod handle;
 mod locate;
 mod parse;

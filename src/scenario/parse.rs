@@ -115,7 +115,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     // A UTF-8 byte order mark is allowed at the start of a YAML stream, and invisible in an
     // editor: positions are counted without it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value = match yaml_serde::from_str(text) {
+    // The plain block style of scenario files is read by the fast reader; anything else (and
+    // every malformed document) by `yaml_serde`, which reports errors as before.
+    let fast = super::fast::load(text);
+    let value: Value = match fast.map_or_else(|| yaml_serde::from_str(text), Ok) {
         Ok(v) => v,
         Err(e) => {
             let mut pos =
