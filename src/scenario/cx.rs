@@ -95,10 +95,10 @@ impl<'t> Cx<'t> {
     }
 
     /// The mapping at `path`; an empty value counts as an empty mapping.
-    pub fn mapping(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<Mapping> {
+    pub fn mapping<'v>(&mut self, v: &'v Value, path: &[Seg], what: &str) -> Option<std::borrow::Cow<'v, Mapping>> {
         match v {
-            Value::Mapping(m) => Some(m.clone()),
-            Value::Null => Some(Mapping::new()),
+            Value::Mapping(m) => Some(std::borrow::Cow::Borrowed(m)),
+            Value::Null => Some(std::borrow::Cow::Owned(Mapping::new())),
             other => {
                 self.problem(path, format!("{what} must be a mapping, not {}", type_name(other)));
                 None
@@ -129,18 +129,23 @@ impl<'t> Cx<'t> {
     ) -> Vec<(String, &'v Value)> {
         let mut out = Vec::new();
         for (k, v) in m {
-            let kp = match k {
-                Value::String(s) => key(path, s),
-                Value::Number(n) => key(path, &n.to_string()),
-                Value::Bool(b) => key(path, &b.to_string()),
-                _ => path.to_vec(),
-            };
-            let Some(name) = self.key_text(k, &kp) else {
-                continue;
+            // The key's path is made only for a problem.
+            let name = match k {
+                Value::String(s) => s.clone(),
+                Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+                _ => {
+                    let kp = match k {
+                        Value::Number(n) => key(path, &n.to_string()),
+                        Value::Bool(b) => key(path, &b.to_string()),
+                        _ => path.to_vec(),
+                    };
+                    self.key_text(k, &kp);
+                    continue;
+                }
             };
             if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
                 self.key_problem(
-                    &kp,
+                    &key(path, &name),
                     format!("unknown field `{name}` in {what}; expected one of: {}", allowed.join(", ")),
                 );
                 continue;

@@ -491,6 +491,87 @@ fn op_word(text: &str, default: &str) -> String {
     }
 }
 
+/// The position of each step when the top-level `steps:` list is written in plain block
+/// style, found by one scan of its lines instead of an event parse of the whole document;
+/// `ops` are the steps' ops, in order (as read from the parsed document). `None` (then
+/// [`step_positions`] asks a [`PosIndex`]) whenever the text is anything else or the scan
+/// is unsure: no `steps:` line of its own, a flow-style list, tabs in an indentation, an
+/// item that opens with an anchor, alias, tag, quote, `?` or block scalar, lines that do not
+/// nest, or items whose count or first words are not the steps' count and ops. Its positions
+/// equal the index's (a test checks every `spec/` file and mutations of them).
+pub fn block_step_positions(text: &str, ops: &[&str]) -> Option<Vec<Option<Pos>>> {
+    let mut lines = text.lines().enumerate();
+    lines.find(|(_, l)| l.trim_end_matches([' ', '\r']) == "steps:")?;
+    let mut out = Vec::with_capacity(ops.len());
+    let mut item_indent: Option<usize> = None;
+    let mut pending = false;
+    let push = |out: &mut Vec<Option<Pos>>, pos: Pos, rest: &str| {
+        let word = op_word(rest, "");
+        if ops.get(out.len()) != Some(&word.as_str()) {
+            return false;
+        }
+        out.push(Some(pos));
+        true
+    };
+    for (i, l) in lines {
+        let trimmed = l.trim_start_matches(' ');
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed.starts_with(|c: char| c.is_whitespace()) {
+            return None;
+        }
+        let indent = l.len() - trimmed.len();
+        if pending {
+            // The item's node starts on the line after a lone `-`.
+            if item_indent.is_some_and(|d| indent <= d) || !plain_start(trimmed) {
+                return None;
+            }
+            pending = false;
+            if !push(&mut out, Pos { line: i + 1, column: indent + 1 }, trimmed) {
+                return None;
+            }
+            continue;
+        }
+        let dash = trimmed == "-" || trimmed.starts_with("- ");
+        if indent == 0 && !dash {
+            if trimmed.starts_with('-') {
+                return None;
+            }
+            break;
+        }
+        let depth = *item_indent.get_or_insert(indent);
+        if indent < depth || (indent == depth && !dash) {
+            return None;
+        }
+        if indent > depth {
+            continue;
+        }
+        let after = trimmed[1..].trim_start_matches(' ');
+        if after.starts_with(|c: char| c.is_whitespace()) {
+            return None;
+        }
+        if after.is_empty() || after.starts_with('#') {
+            pending = true;
+            continue;
+        }
+        if !plain_start(after) {
+            return None;
+        }
+        let column = indent + 1 + (trimmed.len() - after.len());
+        if !push(&mut out, Pos { line: i + 1, column }, after) {
+            return None;
+        }
+    }
+    (!pending && out.len() == ops.len()).then_some(out)
+}
+
+/// Whether a node written as `text` starts plainly: not with an anchor, alias, tag, quote,
+/// complex key, block scalar or reserved indicator, whose start the scan does not follow.
+fn plain_start(text: &str) -> bool {
+    !text.starts_with(['&', '*', '!', '?', '|', '>', '%', '@', '`', '"', '\'', '-', ':', ',', '[', ']', '}'])
+}
+
 /// The position of each of the `count` steps, from the document's index.
 pub fn step_positions(index: &PosIndex, count: usize) -> Vec<Option<Pos>> {
     (0..count).map(|i| index.get(&[Seg::Key("steps".into()), Seg::Index(i)], false)).collect()
@@ -582,6 +663,73 @@ mod tests {
             }
         }
         assert!(checked > 1000, "{checked}");
+    }
+
+    /// The steps' ops and the index's positions of a document that reads as a scenario.
+    fn index_positions(d: &str) -> Option<(Vec<&'static str>, Vec<Option<Pos>>)> {
+        let s = crate::scenario::parse(d, "spec/x.yaml").ok()?;
+        let ops: Vec<&'static str> = s.steps.iter().map(crate::scenario::Step::op_name).collect();
+        let index = step_positions(&PosIndex::new(d), ops.len());
+        Some((ops, index))
+    }
+
+    #[test]
+    fn the_line_scan_finds_what_the_index_finds() {
+        let mut scanned = 0;
+        let mut docs = documents();
+        docs.extend(
+            [
+                "name: x\nrules: r\nlayers: {}\nsteps:\n  -\n    # c\n    stat: /a\n  - {lstat: /b}\n\n  -   unmount\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n- !x {stat: /a}\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n- 'unmount'\n",
+                "name: x\nrules: r\nlayers: {}\nsteps: [unmount]\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n- expect: ENOENT\n  stat: /a\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n- stat: /a\n  expect: ok\n  note: \"x\n- unlink: /b\"\n",
+            ]
+            .map(str::to_owned),
+        );
+        for d in &docs {
+            let Some((ops, index)) = index_positions(d) else { continue };
+            if let Some(fast) = block_step_positions(d, &ops) {
+                assert_eq!(fast, index, "{d}");
+                scanned += 1;
+            }
+        }
+        // Nearly every spec file takes the scan.
+        assert!(scanned * 10 > docs.len() * 9, "{scanned} of {}", docs.len());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+        /// Line edits of spec files: whenever the scan answers, it answers as the index.
+        #[test]
+        fn the_line_scan_agrees_on_edited_files(
+            i in proptest::prelude::any::<usize>(),
+            edits in proptest::collection::vec((0usize..6, proptest::prelude::any::<usize>()), 1..4),
+        ) {
+            let docs = documents();
+            let mut lines: Vec<String> = docs[i % docs.len()].lines().map(str::to_owned).collect();
+            for (kind, at) in edits {
+                if lines.is_empty() {
+                    break;
+                }
+                let at = at % lines.len();
+                match kind {
+                    0 => { lines.remove(at); }
+                    1 => { let l = lines[at].clone(); lines.insert(at, l); }
+                    2 => lines[at].insert(0, ' '),
+                    3 => lines.insert(at, "- unmount".into()),
+                    4 => lines.insert(at, "  # - stat: /x".into()),
+                    _ => lines[at] = lines[at].trim_start().to_owned(),
+                }
+            }
+            let d = lines.join("\n") + "\n";
+            if let Some((ops, index)) = index_positions(&d) {
+                if let Some(fast) = block_step_positions(&d, &ops) {
+                    proptest::prop_assert_eq!(fast, index, "{}", d);
+                }
+            }
+        }
     }
 
     #[test]

@@ -43,15 +43,22 @@
 //! - [`Scenario::from_commands`] builds a scenario from backend commands (for the property
 //!   tests to write a shrunk failure as a scenario).
 //!
-//! Positions: `yaml_serde` has no spanned values, so the position of a node is found by
-//! probing (see `locate`): the document is deserialised again with a seed that walks to the
-//! node and fails there, and the error's location is the node's line and column. A document
-//! that does not parse at all is scanned as text to find the step that holds the error line.
+//! Reading: the plain block style of scenario files is read by `fast` into a
+//! `yaml_serde::Value`; anything else, and every malformed document, by `yaml_serde`.
+//!
+//! Positions: `Value`s have no spans. The steps' positions come from one scan of a
+//! block-style `steps:` list, checked against the parsed steps, and otherwise, as every
+//! problem's, from a one-pass index of the document (`locate::PosIndex`); `locate` also
+//! finds a single node by probing: the document is deserialised again with a seed that walks
+//! to the node and fails there, and the error's location is the node's line and column. A
+//! document that does not parse at all is scanned as text to find the step that holds the
+//! error line.
 
 mod build;
 mod cx;
 mod diff;
 mod emit;
+mod fast;
 mod handle;
 mod locate;
 mod parse;

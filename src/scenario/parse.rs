@@ -1,7 +1,9 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
 use super::cx::{idx, key, type_name, Cx, RawProblem};
-use super::locate::{second_document, step_at_line, step_positions, Pos, PosIndex, Seg, YamlPath};
+use super::locate::{
+    block_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex, Seg, YamlPath,
+};
 use super::tree::{node_to_flat, parse_node, parse_tree, tree_to_flat, TreeContext, TreeKind};
 use super::{
     Action, Check, Expect, MountChange, MountSpec, Problem, Scenario, ScenarioError, Source, StatExpect, Step, StepRef,
@@ -120,7 +122,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     // A UTF-8 byte order mark is allowed at the start of a YAML stream, and invisible in an
     // editor: positions are counted without it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let value: Value = match yaml_serde::from_str(text) {
+    // The plain block style of scenario files is read by the fast reader; anything else (and
+    // every malformed document) by `yaml_serde`, which reports errors as before.
+    let fast = super::fast::load(text);
+    let value: Value = match fast.map_or_else(|| yaml_serde::from_str(text), Ok) {
         Ok(v) => v,
         Err(e) => {
             let mut pos =
@@ -152,7 +157,9 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     let scenario = read_scenario(&mut cx, &value, text, file);
     if cx.problems.is_empty() {
         if let Some(mut s) = scenario {
-            let positions = step_positions(cx.index(), s.steps.len());
+            let ops: Vec<&str> = s.steps.iter().map(Step::op_name).collect();
+            let positions =
+                block_step_positions(text, &ops).unwrap_or_else(|| step_positions(cx.index(), s.steps.len()));
             for (step, pos) in s.steps.iter_mut().zip(positions) {
                 step.pos = pos;
             }
@@ -672,13 +679,13 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
 }
 
 fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
-    let m: Mapping = match v {
+    let m: std::borrow::Cow<Mapping> = match v {
         Value::String(s) if s == "unmount" || s == "mount" || s == "drop_caches" => {
             let mut m = Mapping::new();
             m.insert(Value::String(s.clone()), Value::Null);
-            m
+            std::borrow::Cow::Owned(m)
         }
-        Value::Mapping(m) => m.clone(),
+        Value::Mapping(m) => std::borrow::Cow::Borrowed(m),
         other => {
             cx.step = Some(StepRef { index: i + 1, op: "?".into() });
             cx.problem(

@@ -1,0 +1,578 @@
+//! A fast reader for the plain block style that scenario files are written in, giving the
+//! same `yaml_serde::Value` as `yaml_serde::from_str` or nothing.
+//!
+//! `yaml_serde` (a port of libyaml, then serde's `Value` visitor) costs about two thirds of
+//! parsing a scenario. Scenario files use a small part of YAML: block mappings and
+//! sequences, one-line flow mappings and sequences, plain and one-line quoted scalars, and
+//! local tags (`!whiteout`, `!hex`, ...). [`load`] reads exactly that part in one pass over
+//! the lines and gives up (`None`) at anything else: anchors, aliases, block scalars,
+//! multi-line scalars or flow collections, complex keys, directives and document markers,
+//! tabs, carriage returns, bytes outside printable ASCII, a duplicate key, a number it does
+//! not read the way `yaml_serde` does, a nesting deeper than [`DEPTH_MAX`], and whatever does
+//! not nest as block style requires. The caller then parses with `yaml_serde`, so every
+//! malformed document is reported exactly as before; a test checks that every `spec/` file
+//! and many mutations of them read the same both ways.
+
+use yaml_serde::value::{Tag, TaggedValue};
+use yaml_serde::{Mapping, Number, Value};
+
+/// The deepest nesting read here (`yaml_serde` stops at 128).
+const DEPTH_MAX: usize = 64;
+
+/// A line with content: its indentation and its text after it.
+#[derive(Clone, Copy)]
+struct Line<'t> {
+    indent: usize,
+    text: &'t str,
+}
+
+/// The document as `yaml_serde::from_str` reads it, or `None` when the text is outside the
+/// subset read here (see the module's documentation).
+pub(crate) fn load(text: &str) -> Option<Value> {
+    if !text.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b)) {
+        return None;
+    }
+    let mut lines = Vec::new();
+    for l in text.split('\n') {
+        let body = l.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = l.len() - body.len();
+        if indent == 0 && (body.starts_with("---") || body.starts_with("...") || body.starts_with('%')) {
+            return None;
+        }
+        lines.push(Line { indent, text: body.trim_end_matches(' ') });
+    }
+    let first = *lines.first()?;
+    if first.indent != 0 {
+        return None;
+    }
+    let mut r = Reader { lines, at: 0 };
+    let v = r.block(0, 0)?;
+    (r.at == r.lines.len()).then_some(v)
+}
+
+struct Reader<'t> {
+    lines: Vec<Line<'t>>,
+    at: usize,
+}
+
+impl<'t> Reader<'t> {
+    fn peek(&self) -> Option<Line<'t>> {
+        self.lines.get(self.at).copied()
+    }
+
+    /// The block node whose first line is the current one, at that line's indentation.
+    fn block(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        if depth > DEPTH_MAX {
+            return None;
+        }
+        let l = self.peek()?;
+        if l.indent != indent {
+            return None;
+        }
+        if is_dash(l.text) {
+            self.sequence(indent, depth)
+        } else if key_end(l.text).is_none() {
+            // A scalar or flow node on a line of its own.
+            self.at += 1;
+            inline(l.text, depth + 1)
+        } else {
+            self.mapping(indent, depth)
+        }
+    }
+
+    /// A block sequence whose items' dashes are at `indent`.
+    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        let mut items = Vec::new();
+        while let Some(l) = self.peek() {
+            if l.indent != indent || !is_dash(l.text) {
+                break;
+            }
+            let rest = l.text[1..].trim_start_matches(' ');
+            if rest.is_empty() || rest.starts_with('#') {
+                self.at += 1;
+                items.push(self.nested(indent, depth)?);
+                continue;
+            }
+            let column = indent + (l.text.len() - rest.len());
+            if is_dash(rest) {
+                return None;
+            }
+            if key_end(rest).is_some() {
+                // A mapping that starts on the dash's line: its keys are at `column`.
+                self.lines[self.at] = Line { indent: column, text: rest };
+                items.push(self.mapping(column, depth + 1)?);
+            } else {
+                self.at += 1;
+                items.push(inline(rest, depth + 1)?);
+            }
+            if self.peek().is_some_and(|n| n.indent > indent) {
+                return None;
+            }
+        }
+        Some(Value::Sequence(items))
+    }
+
+    /// A block mapping whose keys are at `indent`.
+    fn mapping(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        let mut m = Mapping::new();
+        while let Some(l) = self.peek() {
+            if l.indent < indent {
+                break;
+            }
+            if l.indent > indent || is_dash(l.text) {
+                return None;
+            }
+            let (k, rest) = key_end(l.text)?;
+            let key = scalar_text(k)?;
+            self.at += 1;
+            let rest = rest.trim_start_matches(' ');
+            let value = if rest.is_empty() || rest.starts_with('#') {
+                match self.peek() {
+                    // A sequence may sit at its key's indentation.
+                    Some(n) if n.indent == indent && is_dash(n.text) => self.sequence(indent, depth + 1)?,
+                    _ => self.nested(indent, depth)?,
+                }
+            } else {
+                inline(rest, depth + 1)?
+            };
+            if m.insert(key, value).is_some() {
+                return None;
+            }
+        }
+        Some(Value::Mapping(m))
+    }
+
+    /// The block node on the lines after a key or dash at `indent` with nothing after it:
+    /// empty unless the next line is deeper.
+    fn nested(&mut self, indent: usize, depth: usize) -> Option<Value> {
+        match self.peek() {
+            Some(n) if n.indent > indent => self.block(n.indent, depth + 1),
+            _ => Some(Value::Null),
+        }
+    }
+}
+
+/// Whether a line's text is a sequence entry (`-` alone or followed by a space).
+fn is_dash(text: &str) -> bool {
+    text == "-" || text.starts_with("- ")
+}
+
+/// A block mapping key and what follows its `:`, when `text` starts with one: a plain key up
+/// to the first `: ` (or a `:` ending the line), or a quoted key followed by `:`.
+fn key_end(text: &str) -> Option<(&str, &str)> {
+    let end = if text.starts_with(['"', '\'']) {
+        let close = quoted_end(text)?;
+        let after = text[close..].trim_start_matches(' ');
+        if !after.starts_with(':') {
+            return None;
+        }
+        text.len() - after.len()
+    } else {
+        let i = text.find(": ").or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
+        if !plain_ok(text[..i].trim_end_matches(' '), false) {
+            return None;
+        }
+        i
+    };
+    let rest = &text[end + 1..];
+    if !(rest.is_empty() || rest.starts_with(' ')) || end > 1000 {
+        return None;
+    }
+    Some((text[..end].trim_end_matches(' '), rest))
+}
+
+/// The value of a key or sequence entry written on its line (after the indicator and
+/// spaces): a scalar, a tagged node or a flow collection, with nothing but a comment after.
+fn inline(text: &str, depth: usize) -> Option<Value> {
+    if depth > DEPTH_MAX {
+        return None;
+    }
+    if text.starts_with(['{', '[', '"', '\'', '!']) {
+        let mut c = Cursor { s: text.as_bytes(), i: 0 };
+        let v = c.node(depth, true)?;
+        c.spaces();
+        return c.at_end_or_comment().then_some(v);
+    }
+    let plain = match text.find(" #") {
+        Some(i) => text[..i].trim_end_matches(' '),
+        None => text,
+    };
+    if !plain_ok(plain, false) {
+        return None;
+    }
+    resolve(plain)
+}
+
+/// Whether `s` reads as one plain scalar as written here: not empty, not starting with an
+/// indicator, with no `: ` or ` #` (and, in a flow collection, no flow indicator or `:`).
+fn plain_ok(s: &str, flow: bool) -> bool {
+    let Some(first) = s.bytes().next() else { return false };
+    if b"&*!|>?%@`\"'#,[]{}:".contains(&first) || (first == b'-' && (s.len() == 1 || s.as_bytes()[1] == b' ')) {
+        return false;
+    }
+    if s.contains(": ") || s.ends_with(':') || s.contains(" #") {
+        return false;
+    }
+    !(flow && s.bytes().any(|b| b",[]{}:".contains(&b)))
+}
+
+/// The key of a mapping: a plain or quoted scalar, as `yaml_serde` reads it.
+fn scalar_text(k: &str) -> Option<Value> {
+    if k.starts_with(['"', '\'']) {
+        let mut c = Cursor { s: k.as_bytes(), i: 0 };
+        let v = c.quoted()?;
+        return (c.i == k.len()).then_some(v);
+    }
+    resolve(k)
+}
+
+/// A plain scalar as `yaml_serde` reads it (its `visit_untagged_scalar`), or `None` for the
+/// forms whose reading is not copied here (floats, hex and binary, signs, big numbers).
+fn resolve(s: &str) -> Option<Value> {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
+        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    if !matches!(b[0], b'0'..=b'9' | b'+' | b'-' | b'.') {
+        // Neither an integer nor a finite float can start so.
+        return Some(Value::String(s.to_owned()));
+    }
+    let digits = |t: &[u8]| !t.is_empty() && t.iter().all(u8::is_ascii_digit);
+    if digits(b) {
+        if b.len() > 1 && b[0] == b'0' {
+            // Leading zeros: a string (YAML 1.2), as `0644`.
+            return Some(Value::String(s.to_owned()));
+        }
+        return s.parse::<u64>().ok().map(|n| Value::Number(Number::from(n)));
+    }
+    if b[0] == b'-' && digits(&b[1..]) && b[1] != b'0' {
+        return s.parse::<i64>().ok().map(|n| Value::Number(Number::from(n)));
+    }
+    if let Some(oct) = s.strip_prefix("0o") {
+        if !oct.is_empty() && oct.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+            return u64::from_str_radix(oct, 8).ok().map(|n| Value::Number(Number::from(n)));
+        }
+        return None;
+    }
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let special = [".inf", ".nan"].contains(&unsigned.to_ascii_lowercase().as_str());
+    if unsigned.parse::<f64>().is_ok()
+        || special
+        || unsigned.starts_with("0x")
+        || unsigned.starts_with("0b")
+        || unsigned.starts_with("0o")
+        || s.starts_with('+')
+    {
+        return None;
+    }
+    Some(Value::String(s.to_owned()))
+}
+
+/// The end (past the closing quote) of the quoted scalar at the start of `text`.
+fn quoted_end(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let q = b[0];
+    let mut i = 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if q == b'"' => i += 2,
+            c if c == q => {
+                if q == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                    i += 2;
+                } else {
+                    return Some(i + 1);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// A cursor over one line, for flow collections, quoted scalars and tags.
+struct Cursor<'s> {
+    s: &'s [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn spaces(&mut self) {
+        while self.s.get(self.i) == Some(&b' ') {
+            self.i += 1;
+        }
+    }
+
+    fn at_end_or_comment(&self) -> bool {
+        self.i == self.s.len() || (self.s[self.i] == b'#' && self.s[self.i - 1] == b' ')
+    }
+
+    /// A node: a flow collection, a quoted scalar, a tagged node or (inside a flow
+    /// collection) a plain scalar. `block`: the node is a block value, where a plain
+    /// scalar is read by [`inline`] instead.
+    fn node(&mut self, depth: usize, block: bool) -> Option<Value> {
+        if depth > DEPTH_MAX {
+            return None;
+        }
+        match *self.s.get(self.i)? {
+            b'{' => self.flow_mapping(depth),
+            b'[' => self.flow_sequence(depth),
+            b'"' | b'\'' => self.quoted(),
+            b'!' => {
+                let start = self.i + 1;
+                self.i = start;
+                while self.s.get(self.i).is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-') {
+                    self.i += 1;
+                }
+                if self.i == start || !(self.i == self.s.len() || self.s[self.i] == b' ') {
+                    return None;
+                }
+                let tag = std::str::from_utf8(&self.s[start..self.i]).ok()?.to_owned();
+                self.spaces();
+                let value = if self.at_end_or_comment() {
+                    if !block {
+                        return None;
+                    }
+                    Value::Null
+                } else if block && !matches!(self.s[self.i], b'{' | b'[' | b'"' | b'\'' | b'!') {
+                    let rest = std::str::from_utf8(&self.s[self.i..]).ok()?;
+                    let v = inline(rest, depth + 1)?;
+                    self.i = self.s.len();
+                    v
+                } else {
+                    self.node(depth + 1, block)?
+                };
+                Some(Value::Tagged(Box::new(TaggedValue { tag: Tag::new(tag), value })))
+            }
+            _ if !block => {
+                let start = self.i;
+                while self.i < self.s.len() && !b",[]{}".contains(&self.s[self.i]) {
+                    if self.s[self.i] == b':' && self.s.get(self.i + 1).is_none_or(|c| b" ,]}".contains(c)) {
+                        break;
+                    }
+                    self.i += 1;
+                }
+                let text = std::str::from_utf8(&self.s[start..self.i]).ok()?.trim_end_matches(' ');
+                if !plain_ok(text, true) {
+                    return None;
+                }
+                resolve(text)
+            }
+            _ => None,
+        }
+    }
+
+    fn quoted(&mut self) -> Option<Value> {
+        let rest = std::str::from_utf8(&self.s[self.i..]).ok()?;
+        let end = quoted_end(rest)?;
+        let inner = &rest[1..end - 1];
+        let mut out = String::with_capacity(inner.len());
+        if rest.starts_with('\'') {
+            out.push_str(&inner.replace("''", "'"));
+        } else {
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c != '\\' {
+                    out.push(c);
+                    continue;
+                }
+                out.push(match chars.next()? {
+                    'n' => '\n',
+                    't' => '\t',
+                    '0' => '\0',
+                    '\\' => '\\',
+                    '"' => '"',
+                    '/' => '/',
+                    _ => return None,
+                });
+            }
+        }
+        self.i += end;
+        Some(Value::String(out))
+    }
+
+    /// After an entry of a flow collection: `,` and more (true), or the closing `close`.
+    fn separator(&mut self, close: u8) -> Option<bool> {
+        self.spaces();
+        match *self.s.get(self.i)? {
+            b',' => {
+                self.i += 1;
+                self.spaces();
+                // No empty entry, no trailing comma.
+                if matches!(self.s.get(self.i), Some(b',' | b']' | b'}') | None) {
+                    return None;
+                }
+                Some(true)
+            }
+            c if c == close => {
+                self.i += 1;
+                Some(false)
+            }
+            _ => None,
+        }
+    }
+
+    fn flow_sequence(&mut self, depth: usize) -> Option<Value> {
+        self.i += 1;
+        self.spaces();
+        let mut items = Vec::new();
+        if self.s.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Some(Value::Sequence(items));
+        }
+        loop {
+            items.push(self.node(depth + 1, false)?);
+            if self.s.get(self.i) == Some(&b':') {
+                return None;
+            }
+            if !self.separator(b']')? {
+                return Some(Value::Sequence(items));
+            }
+        }
+    }
+
+    fn flow_mapping(&mut self, depth: usize) -> Option<Value> {
+        self.i += 1;
+        self.spaces();
+        let mut m = Mapping::new();
+        if self.s.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Some(Value::Mapping(m));
+        }
+        loop {
+            let key = match self.s.get(self.i)? {
+                b'"' | b'\'' => self.quoted()?,
+                b'{' | b'[' | b'!' => return None,
+                _ => self.node(depth + 1, false)?,
+            };
+            if !matches!(key, Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null) {
+                return None;
+            }
+            self.spaces();
+            if self.s.get(self.i) != Some(&b':') || self.s.get(self.i + 1) != Some(&b' ') {
+                return None;
+            }
+            self.i += 1;
+            self.spaces();
+            if matches!(self.s.get(self.i), Some(b',' | b'}') | None) {
+                return None;
+            }
+            let value = self.node(depth + 1, false)?;
+            if m.insert(key, value).is_some() {
+                return None;
+            }
+            if !self.separator(b'}')? {
+                return Some(Value::Mapping(m));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_documents() -> Vec<String> {
+        let mut docs = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from("spec")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "yaml") {
+                    docs.push(std::fs::read_to_string(p).unwrap());
+                }
+            }
+        }
+        docs.sort();
+        docs
+    }
+
+    /// When the fast reader answers, `yaml_serde` reads the same value (tags and numbers
+    /// included, as their debug forms show).
+    fn same(d: &str) -> bool {
+        let Some(fast) = load(d) else { return false };
+        let slow = yaml_serde::from_str::<Value>(d);
+        assert!(slow.is_ok(), "the fast reader read what yaml_serde refuses ({slow:?}):\n{d}");
+        let slow = slow.unwrap();
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "in\n{d}");
+        assert_eq!(fast, slow);
+        true
+    }
+
+    #[test]
+    fn every_spec_file_reads_as_yaml_serde_reads_it() {
+        let docs = spec_documents();
+        let fast = docs.iter().filter(|d| same(d)).count();
+        // Nearly every file takes the fast path.
+        assert!(fast * 10 > docs.len() * 9, "{fast} of {}", docs.len());
+    }
+
+    #[test]
+    fn forms_outside_the_subset_are_left_to_yaml_serde() {
+        for d in [
+            "a: &x 1\nb: *x\n",
+            "a: |\n  text\n",
+            "a: b\n  c\n",
+            "a: {b: 1,\n  c: 2}\n",
+            "---\na: 1\n",
+            "a: 1\na: 2\n",
+            "a: 1.5\n",
+            "a: 0x1f\n",
+            "a:\tb\n",
+            "a: \"\\u00e9\"\n",
+            "? a\n: b\n",
+            "a: {w: !whiteout}\n",
+            "a: [1, 2,]\n",
+            "a:\n  - - 2\n",
+            "a: 99999999999999999999\n",
+            "",
+        ] {
+            assert_eq!(load(d), None, "{d:?}");
+        }
+        for d in [
+            "a: !whiteout\nb: !hex \"00ff\"\nc: !file {data: x, mode: 0644}\nd: [1, -2, 0o17, '', \"q\\n\"]\n",
+            "steps:\n- stat: /a\n  expect: {kind: dir, ino: a}\n-\n  unmount\n- x # c\nfinal: {}\n",
+            "a:\n  - 1\n  -\n    - 2\n    - 3\n",
+        ] {
+            assert!(load(d).is_some(), "{d:?}");
+            same(d);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Spec files with characters put in, taken out or replaced: whatever the fast reader
+        /// reads, `yaml_serde` reads the same.
+        #[test]
+        fn edited_spec_files_read_the_same(
+            i in proptest::prelude::any::<usize>(),
+            edits in proptest::collection::vec(
+                (0usize..3, proptest::prelude::any::<usize>(), proptest::sample::select(
+                    vec![' ', '-', ':', '#', '{', '}', '[', ']', ',', '!', '"', '\'', '\n', '&', '*', '0', '.', 'a', '~', '?', '|', '\\'],
+                )),
+                1..5,
+            ),
+        ) {
+            let docs = spec_documents();
+            let mut d: Vec<char> = docs[i % docs.len()].chars().collect();
+            for (kind, at, c) in edits {
+                let at = at % (d.len() + 1);
+                match kind {
+                    0 => d.insert(at, c),
+                    1 if at < d.len() => { d.remove(at); }
+                    _ if at < d.len() => d[at] = c,
+                    _ => {}
+                }
+            }
+            let d: String = d.into_iter().collect();
+            same(&d);
+        }
+    }
+}
