@@ -98,6 +98,7 @@ pub mod backend;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod conform;
 pub mod copy_up;
+pub mod cred;
 pub mod dcache;
 pub mod dialect;
 pub mod dump;

@@ -348,6 +348,7 @@ impl ReferenceStateMachine for ModelMachine {
             Command::Layer { .. } => false,
             // The generator draws no option strings.
             Command::MountData { .. } => false,
+            Command::OpAs { .. } => false,
         }
     }
 }

@@ -45,6 +45,7 @@ impl Overlay {
         if !d.is_dir() {
             return Err(Errno::ENOTDIR);
         }
+        self.permission(d, super::perm::MAY_READ)?;
         Ok(self.readdir_entries(d))
     }
 
@@ -60,6 +61,15 @@ impl Overlay {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
+        let checked = match attr {
+            Attr::Mode(mode) => super::perm::SetAttr::Mode(mode),
+            Attr::Owner(uid, gid) => super::perm::SetAttr::Owner(uid, gid),
+            Attr::Times => super::perm::SetAttr::Touch,
+        };
+        let attr = match self.setattr_prepare(chain.last().expect("chain"), checked)? {
+            Some(mode) => Attr::Mode(mode),
+            None => attr,
+        };
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         let ino = chain[depth].upper.expect("copied up");
@@ -145,6 +155,7 @@ impl Overlay {
             return Err(Errno::EROFS);
         }
         let ftype = chain.last().expect("chain").ftype.expect("positive");
+        self.xattr_access(chain.last().expect("chain"), name, true)?;
         Self::xattr_permission(ftype, name, true)?;
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
@@ -161,6 +172,7 @@ impl Overlay {
     /// EOPNOTSUPP; ENODATA (not set; overlay's private xattrs are never shown).
     pub(crate) fn getxattr(&mut self, path: &str, name: &str) -> SysResult<Vec<u8>> {
         let chain = self.xattr_target(path, name)?;
+        self.xattr_access(chain.last().expect("chain"), name, false)?;
         self.getxattr_of(chain.last().expect("chain"), name)
     }
 
@@ -178,7 +190,9 @@ impl Overlay {
     /// unescaped (kernel: `ovl_listxattr`). Errors: the walk's.
     pub(crate) fn listxattr(&mut self, path: &str) -> SysResult<BTreeSet<String>> {
         let chain = self.resolve(path, Follow::Yes)?;
-        Ok(self.listxattr_of(chain.last().expect("chain")))
+        let mut names = self.listxattr_of(chain.last().expect("chain"));
+        names.retain(|n| self.xattr_listed(n));
+        Ok(names)
     }
 
     /// [`Overlay::listxattr`] after the walk, on the object `d`.
@@ -198,6 +212,7 @@ impl Overlay {
             return Err(Errno::EROFS);
         }
         let d = chain.last().expect("chain");
+        self.xattr_access(d, name, true)?;
         Self::xattr_permission(d.ftype.expect("positive"), name, true)?;
         let real = whiteout::escape_xattr(self, name);
         if d.upper.is_none() {
