@@ -117,6 +117,9 @@ pub struct GenConfig {
     /// tmpfs's entry order which name works (README, Scope): measured on the kernel with
     /// `examples/cache_fuzz.rs`, 2 of 2,000 cases (seed 3) diverged that way.
     pub shared_redirects: bool,
+    /// Operations as callers other than root and with umasks
+    /// ([`crate::backend::Command::OpAs`], [`super::gen::cred`]; default off).
+    pub callers: bool,
 }
 
 impl Default for GenConfig {
@@ -151,6 +154,7 @@ impl Default for GenConfig {
             xino_auto: false,
             drop_caches: false,
             shared_redirects: false,
+            callers: false,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | `userxattr` | 1–6, most sparse | 3 | `a`..`d` | 24 | every mount `userxattr`; markers under `user.overlay.`, `trusted.overlay.` decoys; markers on roots; symlinks and FIFOs in layers copied up without an origin (their `st_ino` from the inode cache) |
 //! | `roots` | 2–6 | 3 | `a`..`d` | 24 | markers on layer roots (opaque `y`/`x`, redirects, decoys), `xino=on`/`auto` |
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
+//! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks |
 
 use super::config::GenConfig;
 
@@ -40,11 +41,13 @@ pub enum Profile {
     Roots,
     /// Most of the above at once.
     Wide,
+    /// Operations as other callers, with umasks.
+    Cred,
 }
 
 impl Profile {
     /// Every profile, in the order `--help` lists them.
-    pub const ALL: [Profile; 9] = [
+    pub const ALL: [Profile; 10] = [
         Profile::Default,
         Profile::Sparse,
         Profile::Tall,
@@ -54,6 +57,7 @@ impl Profile {
         Profile::Userxattr,
         Profile::Roots,
         Profile::Wide,
+        Profile::Cred,
     ];
 
     /// The profile's name, as `--profile` takes it.
@@ -68,6 +72,7 @@ impl Profile {
             Profile::Userxattr => "userxattr",
             Profile::Roots => "roots",
             Profile::Wide => "wide",
+            Profile::Cred => "cred",
         }
     }
 
@@ -85,6 +90,7 @@ impl Profile {
             }
             Profile::Roots => "markers on layer roots (opaque y/x, redirects, decoys), 2-6 lowers, xino=on/auto",
             Profile::Wide => "6-10 lowers mostly sparse, depth 5, odd names, markers on roots, xino=on/auto, 60 steps",
+            Profile::Cred => "operations as callers other than root (uids 1000 and 1, groups) and with umasks",
         }
     }
 
@@ -132,6 +138,7 @@ impl Profile {
                 xino_auto: true,
                 ..d
             },
+            Profile::Cred => GenConfig { callers: true, ..d },
         }
     }
 }
@@ -197,6 +204,31 @@ mod tests {
     fn default_draws_are_unchanged() {
         let got = fingerprint(&Profile::Default.config(), 1, 500, crate::fuzz::STEPS_MAX_DEFAULT);
         assert_eq!(got, 0x88e5_5246_987d_07ad, "the default generator's draws changed: fingerprint {got:#x}");
+    }
+
+    /// The `cred` profile runs operations as callers other than root and with umasks, and
+    /// only it does.
+    #[test]
+    fn only_the_cred_profile_draws_callers() {
+        use crate::backend::Command;
+        for p in Profile::ALL {
+            crate::fuzz::with_config(p.config(), || {
+                let strategy = ModelMachine::sequential_strategy(1..=24);
+                let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(5));
+                let (mut users, mut umasks) = (0, 0);
+                for _ in 0..50 {
+                    let (_, transitions, _) = strategy.new_tree(&mut runner).expect("a case").current();
+                    for t in &transitions {
+                        if let Command::OpAs { cred, .. } = t {
+                            users += usize::from(cred.uid != 0);
+                            umasks += usize::from(cred.umask != 0);
+                        }
+                    }
+                }
+                let on = p == Profile::Cred;
+                assert_eq!((users > 0, umasks > 0), (on, on), "{p}: {users} non-root callers, {umasks} umasks");
+            });
+        }
     }
 
     #[test]
