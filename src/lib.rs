@@ -39,6 +39,7 @@
 //! | [`scenario`] | YAML scenarios, runner, recorder | |
 //! | [`image`] | container image layers: OCI tars, image layouts and overlay directories in, the upper out as a changeset | OCI image spec `layer.md` |
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
+//! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
 //! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario

@@ -130,7 +130,8 @@ impl Overlay {
     /// type checks of the target (kernel: `vfs_rename`).
     ///
     /// Errors, in precedence order: those of [`Overlay::may_delete`] for the source; for
-    /// the target those of [`Overlay::may_delete`] when it exists, else of
+    /// the target those of [`Overlay::may_delete`] when it exists, with its type checks
+    /// (ENOTDIR: a directory onto a non-directory; EISDIR: the reverse), else of
     /// [`Overlay::may_create`]; then, when the parents differ, EACCES for a directory the
     /// caller may not write (its `..` changes), the source, then with `RENAME_EXCHANGE` the
     /// target.
@@ -146,6 +147,12 @@ impl Overlay {
         self.may_delete(old_dir, old)?;
         if new.is_positive() {
             self.may_delete(new_dir, new)?;
+            // `may_delete`'s own type checks of the replaced target come before the check
+            // of the moved directory below (seen on 6.18: a directory the caller may not
+            // write, renamed onto a file in another parent, is ENOTDIR).
+            if !exchange && old.is_dir() != new.is_dir() {
+                return Err(if old.is_dir() { Errno::ENOTDIR } else { Errno::EISDIR });
+            }
         } else {
             self.may_create(new_dir)?;
         }
@@ -182,7 +189,9 @@ impl Overlay {
     /// `in_group_or_capable`) and `notify_change` for `ATTR_TOUCH`. Errors, in precedence
     /// order: EPERM (chown to another user by a caller without `CAP_CHOWN`, unless the
     /// owner gives the file to itself); EPERM (chgrp by a non-owner, or to a group the
-    /// caller is not in, without `CAP_CHOWN`); EPERM (chmod by a non-owner without
+    /// caller is not in, without `CAP_CHOWN`); EPERM (chown, even to -1 and -1, of a
+    /// non-directory whose set-ID bits it would clear, by a non-owner: the clearing is a
+    /// mode change, `notify_change`); EPERM (chmod by a non-owner without
     /// `CAP_FOWNER`); EACCES (utimes to now by a non-owner without write permission).
     /// chmod by a caller not in the file's group (and without `CAP_FSETID`) drops
     /// set-group-ID from the new mode: the returned mode is the one to set.
@@ -201,6 +210,14 @@ impl Overlay {
                     return Err(Errno::EPERM);
                 }
                 if gid != u32::MAX && !(cred.uid == inode.uid && (gid == inode.gid || cred.in_group(gid))) {
+                    return Err(Errno::EPERM);
+                }
+                // chown of a non-directory kills its set-ID bits (`chown_common`:
+                // `ATTR_KILL_SUID`, `setattr_should_drop_sgid`), which `notify_change`
+                // turns into a mode change, and only the owner may change the mode: EPERM
+                // even for chown(-1, -1) (seen on 6.18).
+                let sgid_killed = inode.mode & S_ISGID != 0 && (inode.mode & S_IXGRP != 0 || !cred.in_group(inode.gid));
+                if !inode.is_dir() && (inode.mode & S_ISUID != 0 || sgid_killed) && !owner_or_capable(cred, inode) {
                     return Err(Errno::EPERM);
                 }
                 Ok(None)
