@@ -267,8 +267,9 @@ impl Worker {
                     return Err(usage("an operation needs a mount"));
                 }
                 if self.command.is_some() {
-                    return Err(BackendError::NotModelled(
-                        "an operation as another caller on a mount command's file system".into(),
+                    return Err(BackendError::NotApplicable(
+                        "an operation as another caller on a mount command's file system (only its mounter may use it)"
+                            .into(),
                     ));
                 }
                 if let crate::ops::Op::Fd(f) = op {

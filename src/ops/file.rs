@@ -142,7 +142,12 @@ impl Overlay {
             self.copy_up(&mut chain, depth);
         }
         if truncate {
+            // `handle_truncate` clears set-ID bits as truncate(2) does (seen on 6.18).
+            let kill = self.privs_to_kill(chain.last().expect("chain"));
             let ino = chain.last().expect("chain").upper.expect("copied up");
+            if kill != 0 {
+                self.upper_mut().update(ino, |i| i.mode &= !kill);
+            }
             self.set_data(ino, FileData::new());
         }
         Ok(chain)
