@@ -118,6 +118,16 @@ pub enum Command {
     /// the kernel backend writes it (system-wide on the host), the model forgets what its
     /// lookups remembered ([`Overlay::drop_caches`]). Mounted or not.
     DropCaches,
+    /// Run one operation on the merged view as another caller, or with a umask
+    /// ([`crate::cred`]). A backend that cannot switch callers answers
+    /// [`BackendError::NotModelled`]; an operation through a named handle
+    /// ([`crate::ops::FdOp`]) cannot be run so (its handle belongs to the worker).
+    OpAs {
+        /// The caller.
+        cred: crate::cred::Cred,
+        /// The operation.
+        op: Op,
+    },
 }
 
 impl Command {
@@ -134,6 +144,7 @@ impl Command {
             Command::DumpMerged => "dump-merged",
             Command::MountData { .. } => "mount",
             Command::DropCaches => "drop-caches",
+            Command::OpAs { op, .. } => op.name(),
         }
     }
 }
@@ -417,6 +428,19 @@ impl Backend for ModelBackend {
                     m.overlay.drop_caches();
                 }
                 Ok(Reply::Done)
+            }
+            Command::OpAs { cred, op } => {
+                let m =
+                    self.mounted.as_mut().ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
+                if let Op::Fd(f) = op {
+                    return Err(BackendError::NotModelled(format!("{} through a handle as another caller", f.name())));
+                }
+                let outcome = m.overlay.apply_as(op, cred);
+                self.events = m.overlay.take_events();
+                if let Some(what) = m.overlay.take_unspecified() {
+                    return Err(BackendError::NotModelled(what));
+                }
+                Ok(Reply::Outcome(outcome))
             }
         }
     }

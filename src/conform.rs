@@ -82,6 +82,11 @@ pub fn run_scenario(s: &Scenario, config: &MountConfig) -> Result<RunReport, Str
     if let Some(why) = not_applicable(s, config.dialect) {
         return Err(why);
     }
+    if s.steps.iter().any(|st| st.cred(s.umask).is_some()) {
+        return Err("a step runs as another caller or with a umask (`Command::OpAs`): only the mounter may use a \
+                    mount command's file system"
+            .into());
+    }
     match KernelBackend::with_mount(config.clone()) {
         Ok(mut b) => Ok(crate::scenario::run(s, &mut b)),
         Err(e) => Ok(unstarted(s, "mount", format!("the mount-command backend cannot start: {e}"))),

@@ -41,6 +41,7 @@
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
+//! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
 //! `proptest`, `image`; all on by default, Linux only). Without them the model, scenario
@@ -102,6 +103,7 @@ pub mod backend;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod conform;
 pub mod copy_up;
+pub mod cred;
 pub mod dcache;
 pub mod dialect;
 pub mod dump;

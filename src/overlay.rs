@@ -91,6 +91,9 @@ pub struct Overlay {
     /// Why the last operation's answer depends on something overlayfs leaves to the layers'
     /// filesystem, if it did (see [`Overlay::take_unspecified`]).
     pub(crate) unspecified: Option<String>,
+    /// The caller of the operation being carried out ([`Overlay::apply_as`]); root
+    /// otherwise.
+    pub(crate) caller: Arc<crate::cred::Cred>,
 }
 
 impl Overlay {
@@ -145,6 +148,7 @@ impl Overlay {
             fds: crate::fd::FdTable::default(),
             icache: InodeCache::default(),
             unspecified: None,
+            caller: Arc::default(),
         };
         ov.mark_root_xwhiteouts();
         Ok(ov)

@@ -139,6 +139,9 @@ impl Overlay {
         if !comps.is_empty() {
             self.walk(chain, comps, true, true, links)?;
         }
+        if last != Last::Root {
+            self.may_lookup(chain.last().expect("chain has a root"))?;
+        }
         Ok(last)
     }
 
@@ -152,6 +155,7 @@ impl Overlay {
         links: &mut u32,
     ) -> SysResult<()> {
         while let Some(comp) = comps.pop() {
+            self.may_lookup(chain.last().expect("chain has a root"))?;
             let is_last = comps.is_empty();
             if comp == "." {
                 continue;

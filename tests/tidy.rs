@@ -49,6 +49,7 @@ fn every_promised_topic_has_scenarios() {
         "offline",
         "seed",
         "cache",
+        "cred",
     ];
     let files = spec_files();
     for topic in topics {

@@ -130,6 +130,9 @@ pub struct GenConfig {
     /// comes from below (default off, so that campaigns of the other profiles keep their
     /// meaning; [`crate::metacopy`]).
     pub metacopy: bool,
+    /// Operations as callers other than root and with umasks
+    /// ([`crate::backend::Command::OpAs`], [`super::gen::cred`]; default off).
+    pub callers: bool,
 }
 
 impl Default for GenConfig {
@@ -166,6 +169,7 @@ impl Default for GenConfig {
             shared_redirects: false,
             handles: false,
             metacopy: false,
+            callers: false,
         }
     }
 }

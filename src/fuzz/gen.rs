@@ -850,6 +850,20 @@ pub fn mount(cfg: &GenConfig, start: &CaseStart) -> BoxedStrategy<Command> {
         .boxed()
 }
 
+/// A caller for [`crate::backend::Command::OpAs`]: root or one of the users that own layer
+/// objects ([`GenConfig::owners`]: 1000 and 1), with or without a supplementary group,
+/// and a umask.
+pub fn cred() -> BoxedStrategy<crate::cred::Cred> {
+    (
+        select(&[0u32, 1000, 1000, 1][..]),
+        select(&[0u32, 1000][..]),
+        select(vec![Vec::new(), vec![1000u32], vec![0]]),
+        select(&[0u32, 0o022, 0o077, 0o002][..]),
+    )
+        .prop_map(|(uid, gid, groups, umask)| crate::cred::Cred { uid, gid, groups, umask })
+        .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,8 @@ fn mounted_transitions(cfg: &GenConfig, paths: &Arc<Vec<String>>, dirs: &Arc<Vec
         GenConfig::weight(cfg.remounts, 2) => Just(Command::Unmount),
         1 => Just(Command::DumpMerged),
         GenConfig::weight(cfg.drop_caches, 1) => Just(Command::DropCaches),
+        GenConfig::weight(cfg.callers, 30) => (gen::op_on(cfg, paths, dirs), gen::cred())
+            .prop_map(|(op, cred)| Command::OpAs { cred, op }),
     ]
     .boxed()
 }
@@ -189,7 +191,7 @@ fn made_path(cmd: &Command, answer: &Answer) -> Option<String> {
     use crate::ops::{Op, Outcome};
     let ok = matches!(answer, Answer::Reply(Reply::Outcome(Outcome::Ok)));
     let p = match cmd {
-        Command::Op(op) if ok => match op {
+        Command::Op(op) | Command::OpAs { op, .. } if ok => match op {
             Op::Mkdir { path, .. }
             | Op::Symlink { path, .. }
             | Op::Mknod { path, .. }
@@ -355,6 +357,7 @@ impl ReferenceStateMachine for ModelMachine {
             Command::Layer { .. } => false,
             // The generator draws no option strings.
             Command::MountData { .. } => false,
+            Command::OpAs { op, .. } => state.mounted && cfg.callers && cfg.op(op.name()),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
 //! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, getdents, close) among the other operations |
 //! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
+//! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks |
 
 use super::config::GenConfig;
 
@@ -46,11 +47,13 @@ pub enum Profile {
     Handles,
     /// `metacopy=on` in half the mounts, and metacopy files in layers.
     Metacopy,
+    /// Operations as other callers, with umasks.
+    Cred,
 }
 
 impl Profile {
     /// Every profile, in the order `--help` lists them.
-    pub const ALL: [Profile; 11] = [
+    pub const ALL: [Profile; 12] = [
         Profile::Default,
         Profile::Sparse,
         Profile::Tall,
@@ -62,6 +65,7 @@ impl Profile {
         Profile::Wide,
         Profile::Handles,
         Profile::Metacopy,
+        Profile::Cred,
     ];
 
     /// The profile's name, as `--profile` takes it.
@@ -78,6 +82,7 @@ impl Profile {
             Profile::Wide => "wide",
             Profile::Handles => "handles",
             Profile::Metacopy => "metacopy",
+            Profile::Cred => "cred",
         }
     }
 
@@ -97,6 +102,7 @@ impl Profile {
             Profile::Wide => "6-10 lowers mostly sparse, depth 5, odd names, markers on roots, xino=on/auto, 60 steps",
             Profile::Handles => "named handles kept open among the other operations, 40 steps",
             Profile::Metacopy => "metacopy=on in half the mounts, metacopy files in layers (upper and middle lowers), no xattr whiteouts",
+            Profile::Cred => "operations as callers other than root (uids 1000 and 1, groups) and with umasks",
         }
     }
 
@@ -149,6 +155,7 @@ impl Profile {
             // Xattr whiteouts off: two metacopy files that fail while readdir checks xattr
             // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
             Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
+            Profile::Cred => GenConfig { callers: true, ..d },
         }
     }
 }
@@ -214,6 +221,31 @@ mod tests {
     fn default_draws_are_unchanged() {
         let got = fingerprint(&Profile::Default.config(), 1, 500, crate::fuzz::STEPS_MAX_DEFAULT);
         assert_eq!(got, 0x88e5_5246_987d_07ad, "the default generator's draws changed: fingerprint {got:#x}");
+    }
+
+    /// The `cred` profile runs operations as callers other than root and with umasks, and
+    /// only it does.
+    #[test]
+    fn only_the_cred_profile_draws_callers() {
+        use crate::backend::Command;
+        for p in Profile::ALL {
+            crate::fuzz::with_config(p.config(), || {
+                let strategy = ModelMachine::sequential_strategy(1..=24);
+                let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(5));
+                let (mut users, mut umasks) = (0, 0);
+                for _ in 0..50 {
+                    let (_, transitions, _) = strategy.new_tree(&mut runner).expect("a case").current();
+                    for t in &transitions {
+                        if let Command::OpAs { cred, .. } = t {
+                            users += usize::from(cred.uid != 0);
+                            umasks += usize::from(cred.umask != 0);
+                        }
+                    }
+                }
+                let on = p == Profile::Cred;
+                assert_eq!((users > 0, umasks > 0), (on, on), "{p}: {users} non-root callers, {umasks} umasks");
+            });
+        }
     }
 
     #[test]

@@ -89,6 +89,7 @@
 //!
 //! [`FlatLayer`]: crate::layer::FlatLayer
 
+mod caller;
 mod fd;
 pub(crate) mod layers;
 mod mount_cmd;
@@ -755,6 +756,7 @@ fn describe(cmd: &Command) -> String {
         Command::DumpMerged => "dump of the merged view".into(),
         Command::MountData { data } => cut(format!("mount -o {data:?}")),
         Command::DropCaches => "drop_caches".into(),
+        Command::OpAs { cred, op } => cut(format!("op {op:?} as {cred:?}")),
     }
 }
 

@@ -142,9 +142,10 @@ mod doc {
             Command::DumpMerged => 6,
             Command::MountData { .. } => 7,
             Command::DropCaches => 8,
+            Command::OpAs { .. } => 9,
         }
     }
-    const COMMANDS: usize = 9;
+    const COMMANDS: usize = 10;
 
     fn op_kind(o: &Op) -> usize {
         match o {
@@ -299,6 +300,10 @@ mod doc {
         cmds.extend([
             Command::MountData { data: p("lowerdir=L1:L0,upperdir=upper,workdir=work,redirect_dir=on") },
             Command::DropCaches,
+            Command::OpAs {
+                cred: crate::cred::Cred { uid: 1000, gid: 1000, groups: vec![27], umask: 0o022 },
+                op: Op::Mkdir { path: p("/d/e"), mode: 0o777 },
+            },
             Command::DumpMerged,
             Command::Unmount,
             Command::DumpLayer { name: p("upper") },

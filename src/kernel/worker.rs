@@ -262,6 +262,21 @@ impl Worker {
                 try_dump_merged(ops::run).map(Reply::Merged)
             }
             Command::DropCaches => self.drop_caches(),
+            Command::OpAs { cred, op } => {
+                if self.mounted.is_none() {
+                    return Err(usage("an operation needs a mount"));
+                }
+                if self.command.is_some() {
+                    return Err(BackendError::NotApplicable(
+                        "an operation as another caller on a mount command's file system (only its mounter may use it)"
+                            .into(),
+                    ));
+                }
+                if let crate::ops::Op::Fd(f) = op {
+                    return Err(BackendError::NotModelled(format!("{} through a handle as another caller", f.name())));
+                }
+                super::caller::run_as(cred, op).map(Reply::Outcome)
+            }
         }
     }
 

@@ -46,6 +46,7 @@ impl Overlay {
             return Err(Errno::ENOTDIR);
         }
         let d = d.clone();
+        self.permission(&d, super::perm::MAY_READ)?;
         self.check_impure_real_dir(&d)?;
         Ok(self.readdir_entries(&d))
     }
@@ -68,6 +69,15 @@ impl Overlay {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
+        let checked = match attr {
+            Attr::Mode(mode) => super::perm::SetAttr::Mode(mode),
+            Attr::Owner(uid, gid) => super::perm::SetAttr::Owner(uid, gid),
+            Attr::Times => super::perm::SetAttr::Touch,
+        };
+        let attr = match self.setattr_prepare(chain.last().expect("chain"), checked)? {
+            Some(mode) => Attr::Mode(mode),
+            None => attr,
+        };
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         let ino = chain[depth].upper.expect("copied up");
@@ -163,6 +173,7 @@ impl Overlay {
             return Err(Errno::EROFS);
         }
         let ftype = chain.last().expect("chain").ftype.expect("positive");
+        self.xattr_access(chain.last().expect("chain"), name, true)?;
         Self::xattr_permission(ftype, name, true)?;
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
@@ -184,6 +195,7 @@ impl Overlay {
     /// [`Overlay::getxattr`], following a final symlink or not (`lgetxattr`).
     pub(crate) fn getxattr_with(&mut self, path: &str, name: &str, follow: Follow) -> SysResult<Vec<u8>> {
         let chain = self.xattr_target_with(path, name, follow)?;
+        self.xattr_access(chain.last().expect("chain"), name, false)?;
         self.getxattr_of(chain.last().expect("chain"), name)
     }
 
@@ -206,7 +218,9 @@ impl Overlay {
     /// [`Overlay::listxattr`], following a final symlink or not (`llistxattr`).
     pub(crate) fn listxattr_with(&mut self, path: &str, follow: Follow) -> SysResult<BTreeSet<String>> {
         let chain = self.resolve(path, follow)?;
-        Ok(self.listxattr_of(chain.last().expect("chain")))
+        let mut names = self.listxattr_of(chain.last().expect("chain"));
+        names.retain(|n| self.xattr_listed(n));
+        Ok(names)
     }
 
     /// [`Overlay::listxattr`] after the walk, on the object `d`.
@@ -231,6 +245,7 @@ impl Overlay {
             return Err(Errno::EROFS);
         }
         let d = chain.last().expect("chain");
+        self.xattr_access(d, name, true)?;
         Self::xattr_permission(d.ftype.expect("positive"), name, true)?;
         let real = whiteout::escape_xattr(self, name);
         if d.upper.is_none() {

@@ -76,6 +76,7 @@ impl Overlay {
                                 if self.is_read_only() {
                                     return Err(Errno::EROFS);
                                 }
+                                self.may_create(chain.last().expect("chain"))?;
                                 let mut new = crate::ops::namespace::NewName { chain, name, dentry: d };
                                 let ino = self.create_file(&mut new, mode);
                                 let mut chain = new.chain;
@@ -130,15 +131,23 @@ impl Overlay {
             FileType::Dir if writes => return Err(Errno::EISDIR),
             FileType::Char | FileType::Block => return Err(Errno::EACCES),
             FileType::File if flags.access.writes() && self.is_read_only() => return Err(Errno::EROFS),
-            FileType::Fifo if flags.access == super::Access::WriteOnly => return Err(Errno::ENXIO),
             _ => {}
+        }
+        self.may_open(d, flags)?;
+        if ftype == FileType::Fifo && flags.access == super::Access::WriteOnly {
+            return Err(Errno::ENXIO);
         }
         if ftype == FileType::File && writes {
             let depth = chain.len() - 1;
             self.copy_up_with_data(&mut chain, depth, flags.trunc);
         }
         if truncate {
+            // `handle_truncate` clears set-ID bits as truncate(2) does (seen on 6.18).
+            let kill = self.privs_to_kill(chain.last().expect("chain"));
             let ino = chain.last().expect("chain").upper.expect("copied up");
+            if kill != 0 {
+                self.upper_mut().update(ino, |i| i.mode &= !kill);
+            }
             self.set_data(ino, FileData::new());
         }
         Ok(chain)
@@ -219,6 +228,11 @@ impl Overlay {
         if bytes.is_empty() {
             return Ok(());
         }
+        let kill = self.privs_to_kill(d);
+        if kill != 0 {
+            let ino = d.upper.expect("opened for write, so copied up");
+            self.upper_mut().update(ino, |i| i.mode &= !kill);
+        }
         let mut data = self.data_of(d);
         let offset = match at {
             WriteAt::Offset(o) => o,
@@ -254,8 +268,15 @@ impl Overlay {
         if self.is_read_only() {
             return Err(Errno::EROFS);
         }
+        self.permission(chain.last().expect("chain"), super::perm::MAY_WRITE)?;
+        let kill = self.privs_to_kill(chain.last().expect("chain"));
         let depth = chain.len() - 1;
         self.copy_up_with_data(&mut chain, depth, false);
+        let d = chain.last().expect("chain");
+        if kill != 0 {
+            let ino = d.upper.expect("copied up");
+            self.upper_mut().update(ino, |i| i.mode &= !kill);
+        }
         let d = chain.last().expect("chain");
         let mut data = self.data_of(d);
         data.truncate(len);

@@ -5,7 +5,8 @@
 //! backends (the model and the kernel) take the same `Op` and return the same `Outcome`,
 //! so that their answers can be compared field by field.
 //!
-//! Every operation runs as root (uid 0, all capabilities), as the kernel oracle does.
+//! Every operation runs as root (uid 0, all capabilities) with umask 0, as the kernel oracle
+//! does, unless it is run as another caller ([`crate::cred`], [`Overlay::apply_as`]).
 
 use crate::errno::Errno;
 use crate::layer::FileType;
@@ -377,6 +378,7 @@ pub(crate) use attr::set_owner;
 pub mod fd;
 mod file;
 pub(crate) mod namespace;
+pub(crate) mod perm;
 mod rename;
 
 pub use fd::{FdOp, Whence};

@@ -9,7 +9,6 @@ use crate::lookup::Dentry;
 use crate::overlay::Overlay;
 use crate::path::{Chain, Follow, Last, PATH_LEN_MAX};
 
-const S_ISGID: u32 = 0o2000;
 const S_ISVTX: u32 = 0o1000;
 
 /// A name about to be created: the parent chain, the name and its (negative) dentry.
@@ -25,8 +24,18 @@ impl Overlay {
     ///
     /// Errors, in precedence order: the parent walk's errors; EEXIST (`.`, `..` or `/` as
     /// the last component); the lookup errors; EEXIST (the name is visible); ENOENT (a
-    /// trailing slash on a non-directory create); EROFS.
+    /// trailing slash on a non-directory create); EROFS; EACCES (no write and search
+    /// permission on the parent: `may_create`, which the kernel makes in `vfs_mkdir` and
+    /// its siblings, next after these).
     pub(crate) fn filename_create(&mut self, path: &str, dir_ok: bool) -> SysResult<NewName> {
+        let new = self.filename_create_unchecked(path, dir_ok)?;
+        self.may_create(new.chain.last().expect("chain has a root"))?;
+        Ok(new)
+    }
+
+    /// [`Overlay::filename_create`] without its last check, EACCES ([`Overlay::may_create`]),
+    /// which `link(2)` makes after its own.
+    pub(crate) fn filename_create_unchecked(&mut self, path: &str, dir_ok: bool) -> SysResult<NewName> {
         let (chain, last) = self.resolve_parent(path)?;
         let Last::Norm { name, slash } = last else { return Err(Errno::EEXIST) };
         let parent = chain.last().expect("chain has a root");
@@ -45,15 +54,12 @@ impl Overlay {
 
     /// The mode and group of a new object in the parent at the end of `chain` (kernel:
     /// `inode_init_owner`): a set-group-ID parent passes on its group, and its set-group-ID
-    /// bit to new directories. The caller is root, so nothing else is stripped.
+    /// bit to new directories; the umask and the caller's groups apply as
+    /// [`Overlay::new_owner`] says.
     fn init_owner(&self, chain: &Chain, mode: u32, is_dir: bool) -> (u32, u32) {
         let parent = self.real_inode(chain.last().expect("chain has a root"));
-        if parent.mode & S_ISGID != 0 {
-            let mode = if is_dir { mode | S_ISGID } else { mode };
-            (mode, parent.gid)
-        } else {
-            (mode, 0)
-        }
+        let (mode, _, gid) = self.new_owner(parent, mode, is_dir, true);
+        (mode, gid)
     }
 
     /// Creates `inode` at a checked new name and returns its upper inode number.
@@ -73,6 +79,8 @@ impl Overlay {
         let parent_merge = new.chain[depth].is_merge_dir();
         let dir = new.chain[depth].upper.expect("parent copied up");
         let is_dir = inode.is_dir();
+        let mut inode = inode;
+        inode.uid = self.caller().uid;
         let over_whiteout = new.dentry.is_whiteout();
         let opaque = is_dir && (over_whiteout || (parent_merge && !self.allow_offline_changes()));
         let upper = self.upper_mut();
@@ -109,6 +117,13 @@ impl Overlay {
     /// EPERM for a character device 0/0 (kernel: `ovl_mknod` refuses to make a whiteout).
     pub(crate) fn mknod(&mut self, path: &str, kind: MknodKind, mode: u32) -> SysResult<()> {
         let mut new = self.filename_create(path, false)?;
+        if matches!(kind, MknodKind::Char(..) | MknodKind::Block(..))
+            && kind != MknodKind::Char(0, 0)
+            && !self.caller().capable()
+        {
+            // Kernel: `vfs_mknod`, a device without `CAP_MKNOD`.
+            return Err(Errno::EPERM);
+        }
         let node = match kind {
             MknodKind::File => NodeKind::File(crate::layer::FileData::new()),
             MknodKind::Char(0, 0) => return Err(Errno::EPERM),
@@ -157,7 +172,9 @@ impl Overlay {
     /// to its upper inode.
     pub(crate) fn link(&mut self, from: &str, to: &str) -> SysResult<()> {
         let mut old = self.resolve(from, Follow::No)?;
-        let mut new = self.filename_create(to, false)?;
+        let mut new = self.filename_create_unchecked(to, false)?;
+        self.may_linkat(old.last().expect("chain"))?;
+        self.may_create(new.chain.last().expect("chain"))?;
         if old.last().expect("chain").is_dir() {
             return Err(Errno::EPERM);
         }
@@ -204,6 +221,7 @@ impl Overlay {
         if !d.is_positive() {
             return Err(Errno::ENOENT);
         }
+        self.may_delete(chain.last().expect("chain"), &d)?;
         if d.is_dir() {
             return Err(Errno::EISDIR);
         }
@@ -230,6 +248,7 @@ impl Overlay {
         if !d.is_positive() {
             return Err(Errno::ENOENT);
         }
+        self.may_delete(chain.last().expect("chain"), &d)?;
         if !d.is_dir() {
             return Err(Errno::ENOTDIR);
         }

@@ -81,6 +81,14 @@ impl Overlay {
         if old.upper.is_some() && old.upper == new.upper {
             return Ok(());
         }
+        self.may_rename(
+            old_chain.last().expect("chain"),
+            &old,
+            new_chain.last().expect("chain"),
+            &new,
+            flags.exchange,
+            samedir,
+        )?;
         if new.is_positive() && !flags.exchange {
             if old.is_dir() && !new.is_dir() {
                 return Err(Errno::ENOTDIR);

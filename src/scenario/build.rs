@@ -71,6 +71,13 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                 s.steps.push(Step::new(Action::Op(op.clone())));
                 started = true;
             }
+            Command::OpAs { cred, op } => {
+                let mut step = Step::new(Action::Op(op.clone()));
+                step.as_user = Some(crate::cred::User { uid: cred.uid, gid: cred.gid, groups: cred.groups.clone() });
+                step.umask = Some(cred.umask);
+                s.steps.push(step);
+                started = true;
+            }
             Command::Edit { layer, edit } => {
                 s.steps.push(Step::new(Action::Edit {
                     layer: layer.clone(),

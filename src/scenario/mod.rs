@@ -114,6 +114,9 @@ pub struct Scenario {
     pub final_check: Option<Check>,
     /// Where the scenario was read from, if it was.
     pub source: Option<Source>,
+    /// The umask of every operation step that gives none (`umask:` at the top level;
+    /// `None`: 0).
+    pub umask: Option<u32>,
 }
 
 /// The text a scenario was read from.
@@ -227,12 +230,22 @@ pub struct Step {
     pub note: Option<String>,
     /// Where the step is in its file.
     pub pos: Option<Pos>,
+    /// An operation step's caller (`as_user:`; `None`: root).
+    pub as_user: Option<crate::cred::User>,
+    /// An operation step's umask (`umask:`; `None`: the scenario's).
+    pub umask: Option<u32>,
 }
 
 impl Step {
     /// A step with no expectation yet.
     pub fn new(action: Action) -> Step {
-        Step { action, expect: None, note: None, pos: None }
+        Step { action, expect: None, note: None, pos: None, as_user: None, umask: None }
+    }
+
+    /// The caller of an operation step in a scenario whose umask is `default_umask`, or
+    /// `None` for root with umask 0 ([`crate::cred::Cred::of_step`]).
+    pub fn cred(&self, default_umask: Option<u32>) -> Option<crate::cred::Cred> {
+        crate::cred::Cred::of_step(self.as_user.as_ref(), self.umask.or(default_umask))
     }
 
     /// The step's kind as written: the op name (`rename`, `mkfifo`), `mount`, `unmount`,
@@ -564,6 +577,7 @@ impl Scenario {
             steps: Vec::new(),
             final_check: None,
             source: None,
+            umask: None,
         }
     }
 

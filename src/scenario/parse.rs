@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use yaml_serde::{Mapping, Value};
 
 /// The top-level keys.
-const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final"];
+const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final", "umask"];
 
 /// Every step kind, in the order the documentation lists them.
 pub(crate) const STEP_KINDS: &[&str] = &[
@@ -317,7 +317,16 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
         }
         None => None,
     };
+    let umask = match get("umask") {
+        Some(v) => {
+            let r = read_umask(cx, v, &key(&root, "umask"));
+            ok &= r.is_some();
+            r
+        }
+        None => None,
+    };
     let scenario = Scenario {
+        umask,
         name: name.unwrap_or_default(),
         rules: rules.unwrap_or_default(),
         layers,
@@ -749,6 +758,9 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
     cx.step = Some(StepRef { index: i + 1, op: kind.clone() });
     let mut allowed: Vec<&str> = vec![kind.as_str()];
     allowed.extend_from_slice(step_fields(&kind));
+    if !NOT_OPS.contains(&kind.as_str()) {
+        allowed.extend_from_slice(&["as_user", "umask"]);
+    }
     let fields = cx.fields(&m, path, &allowed, &format!("a `{kind}` step"));
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     let subject = get(&kind).expect("the kind key is present");
@@ -811,7 +823,74 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
             Some(read_expect(cx, v, &ep, class, &kind)?)
         }
     };
-    Some(Step { action, expect, note, pos: None })
+    let as_user = match get("as_user") {
+        Some(v) => Some(read_user(cx, v, &key(path, "as_user"))?),
+        None => None,
+    };
+    let umask = match get("umask") {
+        Some(v) => Some(read_umask(cx, v, &key(path, "umask"))?),
+        None => None,
+    };
+    if (as_user.is_some() || umask.is_some()) && matches!(action, Action::Op(Op::Fd(_))) {
+        cx.problem(
+            &key(path, if as_user.is_some() { "as_user" } else { "umask" }),
+            "a step through a handle runs as the caller that opened it; `as_user` and `umask` \
+             go on the step that opens it",
+        );
+        return None;
+    }
+    Some(Step { action, expect, note, pos: None, as_user, umask })
+}
+
+/// The step kinds that are not operations: they take no `as_user` or `umask`.
+const NOT_OPS: &[&str] = &["mount", "unmount", "edit", "check", "drop_caches"];
+
+/// A umask: a mode of permission bits only (`0o022`, `022`).
+fn read_umask(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<u32> {
+    let m = cx.mode(v, path)?;
+    if m > 0o777 {
+        cx.problem(path, format!("a umask has permission bits only (at most 0777), not {m:#o}"));
+        return None;
+    }
+    Some(m)
+}
+
+/// An `as_user`: `{uid: N, gid: N, groups: [N, ...]}` (`groups` may be left out: none).
+fn read_user(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<crate::cred::User> {
+    let Value::Mapping(m) = v else {
+        cx.problem(path, format!("`as_user` is a mapping {{uid, gid, groups}}, not {}", type_name(v)));
+        return None;
+    };
+    let fields = cx.fields(m, path, &["uid", "gid", "groups"], "`as_user`");
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let mut ids = [0u32; 2];
+    for (i, k) in ["uid", "gid"].into_iter().enumerate() {
+        match get(k) {
+            Some(v) => ids[i] = cx.uint::<u32>(v, &key(path, k), k)?,
+            None => {
+                cx.problem(path, format!("`as_user` has no `{k}`"));
+                return None;
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    match get("groups") {
+        None => {}
+        Some(Value::Sequence(items)) => {
+            for (i, g) in items.iter().enumerate() {
+                groups.push(cx.uint::<u32>(g, &idx(&key(path, "groups"), i), "a group id")?);
+            }
+        }
+        Some(other) => {
+            cx.problem(&key(path, "groups"), format!("`groups` is a list of group ids, not {}", type_name(other)));
+            return None;
+        }
+    }
+    if ids.contains(&u32::MAX) || groups.contains(&u32::MAX) {
+        cx.problem(path, "4294967295 is not a user or group id (it is -1)");
+        return None;
+    }
+    Some(crate::cred::User { uid: ids[0], gid: ids[1], groups })
 }
 
 fn read_op(

@@ -187,7 +187,7 @@ pub(crate) fn execute<B: Backend + ?Sized>(
     }
     let mut stopped = false;
     for (i, step) in s.steps.iter().enumerate() {
-        let obs = run_step(b, step, &mut spec, &mut mounted);
+        let obs = run_step(b, step, s.umask, &mut spec, &mut mounted);
         let so = StepObs { events: b.events(), obs };
         stopped = so.obs.is_err();
         trace.steps.push(so);
@@ -215,11 +215,16 @@ pub(crate) fn execute<B: Backend + ?Sized>(
 fn run_step<B: Backend + ?Sized>(
     b: &mut B,
     step: &Step,
+    umask: Option<u32>,
     spec: &mut Option<MountSpec>,
     mounted: &mut bool,
 ) -> Result<Obs, String> {
+    let op_cmd = |op: &crate::ops::Op| match step.cred(umask) {
+        Some(cred) => Command::OpAs { cred, op: op.clone() },
+        None => Command::Op(op.clone()),
+    };
     match &step.action {
-        Action::Op(op) => match exec(b, &Command::Op(op.clone()))? {
+        Action::Op(op) => match exec(b, &op_cmd(op))? {
             Reply::Outcome(o) => Ok(Obs::Outcome(o)),
             other => Err(protocol("Op", &other)),
         },

@@ -10,7 +10,7 @@ use crate::mount::Options;
 use crate::ops::{Access, FdOp, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
 
 /// The top-level keys in the order a new scenario writes them.
-const ORDER: &[&str] = &["name", "rules", "layers", "mount", "steps", "final"];
+const ORDER: &[&str] = &["name", "rules", "layers", "mount", "umask", "steps", "final"];
 
 /// The word a scenario uses for an operation (`mkfifo` for a FIFO mknod).
 pub(crate) fn op_word(op: &Op) -> &'static str {
@@ -76,6 +76,7 @@ pub(crate) fn to_yaml(s: &Scenario) -> String {
                 Style::Block,
             )),
             "mount" => s.mount.as_ref().map(mount_y),
+            "umask" => s.umask.map(Y::mode),
             "steps" => Some(Y::Seq(s.steps.iter().map(step_y).collect(), Style::Block)),
             _ => s.final_check.as_ref().map(check_y),
         };
@@ -483,6 +484,16 @@ pub(crate) fn step_y(s: &Step) -> Y {
             vec![("drop_caches".into(), Y::Null)]
         }
     };
+    if let Some(u) = &s.as_user {
+        let mut who = vec![("uid".to_owned(), Y::n(u.uid)), ("gid".to_owned(), Y::n(u.gid))];
+        if !u.groups.is_empty() {
+            who.push(("groups".to_owned(), Y::seq(u.groups.iter().map(|g| Y::n(*g)).collect())));
+        }
+        f.push(("as_user".into(), Y::map(who)));
+    }
+    if let Some(m) = s.umask {
+        f.push(("umask".into(), Y::mode(m)));
+    }
     if let Some(e) = &s.expect {
         f.push(("expect".into(), expect_y(e)));
     }
