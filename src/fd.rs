@@ -31,7 +31,7 @@ use crate::ops::fd::{FdOp, Whence, FD_READ_MAX};
 use crate::ops::{Op, OpenFlags, Outcome, FILE_SIZE_MAX};
 use crate::overlay::{Event, Overlay};
 use crate::readdir::CacheEntry;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// The open handles of one mount, by name.
@@ -428,24 +428,22 @@ impl Overlay {
         }
     }
 
-    /// The names an open handle's cache of merged directory `d` lists, if a handle holds
-    /// one. NOTE(kernel): the cache belongs to the directory's inode while any handle holds
-    /// it, and another open of the directory reuses it when the directory's version has not
+    /// An open handle's cache of merged directory `d`, if a handle holds one: every name
+    /// it read (whiteouts and entries found stale included), and the names it lists.
+    /// NOTE(kernel): the cache belongs to the directory's inode while any handle holds it,
+    /// and another open of the directory reuses it when the directory's version has not
     /// changed since (`ovl_cache_get`, `ovl_dentry_version_get`), with the entries the
     /// handle already looked up and marked (found by the differential fuzzer on 6.18: a
     /// copy-up below that made the directory impure after a handle listed it, and a later
-    /// readdir still listed an entry whose lookup now fails). The model keeps no version,
-    /// so [`Overlay::readdir_entries`] leaves a listing that differs from the cache
-    /// unspecified.
-    pub(crate) fn fd_cached_listing(&self, d: &Dentry) -> Option<Vec<String>> {
+    /// readdir still listed an entry whose lookup now fails). See
+    /// [`Overlay::readdir_entries`].
+    pub(crate) fn fd_cached_listing(&self, d: &Dentry) -> Option<(BTreeSet<String>, Vec<String>)> {
         self.fds.files.values().find_map(|f| {
             let cache = f.dir.as_ref()?.cache.as_ref()?;
             (f.dentry.upper == d.upper && f.dentry.lowers == d.lowers).then(|| {
-                cache
-                    .iter()
-                    .filter(|e| !e.is_whiteout && e.name != "." && e.name != "..")
-                    .map(|e| e.name.clone())
-                    .collect()
+                let names = cache.iter().filter(|e| e.name != "." && e.name != "..");
+                let all = names.clone().map(|e| e.name.clone()).collect();
+                (all, names.filter(|e| !e.is_whiteout).map(|e| e.name.clone()).collect())
             })
         })
     }

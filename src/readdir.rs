@@ -58,7 +58,8 @@ impl Overlay {
         let impure = self.upper_inode(d).is_some_and(|i| i.impure);
         let mut out = BTreeMap::new();
         let mut failed = Vec::new();
-        for (name, e) in self.read_merged(d, true) {
+        let raw = self.read_merged(d, true);
+        for (name, e) in raw.iter().map(|(n, e)| (n.clone(), *e)) {
             let recheck = e.check_xwhiteout || (impure && e.is_upper);
             if e.is_whiteout {
                 continue;
@@ -76,12 +77,17 @@ impl Overlay {
             out.insert(name, e.ftype);
         }
         self.note_failed_rechecks(d, &failed, 2);
-        if let Some(cached) = self.fd_cached_listing(d) {
-            if cached != out.keys().cloned().collect::<Vec<_>>() && self.unspecified.is_none() {
+        // A handle's cache of this directory is reused while the directory's version is
+        // unchanged. A name added or removed since it was read changed the version
+        // (`ovl_dir_modified`), and the listing is read afresh; the same names with other
+        // answers (a lookup that fails now) leave it to a version the model does not keep.
+        if let Some((read, listed)) = self.fd_cached_listing(d) {
+            let same_names = read.iter().eq(raw.keys());
+            if same_names && listed != out.keys().cloned().collect::<Vec<_>>() && self.unspecified.is_none() {
                 let dir = if d.name.is_empty() { "the root".to_owned() } else { format!("{:?}", d.name) };
                 self.unspecified = Some(format!(
-                    "listing directory {dir}, whose cache an open handle holds and which lists other names \
-                     now: the kernel lists from that cache unless the directory's version changed"
+                    "listing directory {dir}, whose cache an open handle holds: the same names, listed \
+                     otherwise now; the kernel lists from that cache unless the directory's version changed"
                 ));
             }
         }
