@@ -118,7 +118,8 @@ pub struct GenConfig {
     /// `examples/cache_fuzz.rs`, 2 of 2,000 cases (seed 3) diverged that way.
     pub shared_redirects: bool,
     /// Named handles ([`crate::ops::fd::FdOp`]): files and directories kept open across
-    /// other operations, read, written, truncated, listed and seeked through, closed at
+    /// other operations, read, written, truncated, listed, seeked, changed (mode, owner,
+    /// xattrs) and synced through, closed at
     /// every unmount (default off). Listings are drawn whole (a `getdents` of
     /// [`super::gen::GETDENTS_ALL`] entries) and seeks in a directory to 0, 1 or 2 (past `.`
     /// and `..`): where a batch ends inside a listing depends on the real directories'

@@ -16,7 +16,7 @@
 //! | `userxattr` | 1–6, most sparse | 3 | `a`..`d` | 24 | every mount `userxattr`; markers under `user.overlay.`, `trusted.overlay.` decoys; markers on roots; symlinks and FIFOs in layers copied up without an origin (their `st_ino` from the inode cache) |
 //! | `roots` | 2–6 | 3 | `a`..`d` | 24 | markers on layer roots (opaque `y`/`x`, redirects, decoys), `xino=on`/`auto` |
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
-//! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, getdents, close) among the other operations |
+//! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, fchown, fsync, xattrs, getdents, close) among the other operations |
 //! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
 //! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks |
 
