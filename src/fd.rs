@@ -404,11 +404,12 @@ impl Overlay {
     /// makes the copy at that name, where the upper parent now holds a whiteout or the new
     /// object: a regular file is linked there from a tmpfile (`ovl_copy_up_tmpfile`,
     /// `ovl_do_link`): EEXIST; a directory is renamed there from the workdir
-    /// (`ovl_copy_up_workdir`, `vfs_rename`): ENOTDIR over a non-directory. Other cases
-    /// (the parent gone too, a directory over a directory) are `Ok(false)`: not modelled.
+    /// (`ovl_copy_up_workdir`, `vfs_rename`): ENOTDIR over a non-directory; the error comes
+    /// with the upper parent's inode. Other cases (the parent gone too, a directory over a
+    /// directory) are `Ok(false)`: not modelled.
     /// NOTE(kernel): found by the differential fuzzer on 6.18 (fchmod through a handle on
     /// an unlinked lower file: EEXIST; on a removed lower directory: ENOTDIR).
-    fn fd_copy_up_target(&self, f: &OpenFile) -> Result<bool, Errno> {
+    fn fd_copy_up_target(&self, f: &OpenFile) -> Result<bool, (Errno, Ino)> {
         let mut probe = self.clone();
         probe.fds = FdTable::default();
         if let Ok(chain) = probe.resolve(&f.path, crate::path::Follow::No) {
@@ -422,8 +423,8 @@ impl Overlay {
         let upper = probe.upper.as_ref().expect("an upper parent");
         let Some(there) = upper.get(up).entries().and_then(|e| e.get(&name).copied()) else { return Ok(false) };
         match (f.dentry.ftype, upper.get(there).file_type()) {
-            (Some(FileType::File), _) => Err(Errno::EEXIST),
-            (Some(FileType::Dir), t) if t != FileType::Dir => Err(Errno::ENOTDIR),
+            (Some(FileType::File), _) => Err((Errno::EEXIST, up)),
+            (Some(FileType::Dir), t) if t != FileType::Dir => Err((Errno::ENOTDIR, up)),
             _ => Ok(false),
         }
     }
@@ -728,15 +729,10 @@ impl Overlay {
                         self.fd_follow_copy_up();
                     }
                     Ok(false) => {}
-                    Err(errno) => {
+                    Err((errno, parent)) => {
                         // The parent is marked impure before the copy is made
                         // (`ovl_do_copy_up`, `ovl_set_impure`), and stays so.
-                        let mut probe = self.clone();
-                        if let Ok((chain, _)) = probe.resolve_parent(&f.path) {
-                            if let Some(up) = chain.last().and_then(|p| p.upper) {
-                                self.set_impure(up);
-                            }
-                        }
+                        self.set_impure(parent);
                         return Err(errno);
                     }
                 }

@@ -84,10 +84,10 @@ impl Overlay {
         if let Some((read, listed)) = self.fd_cached_listing(d) {
             let same_names = read.iter().eq(raw.keys());
             if same_names && listed != out.keys().cloned().collect::<Vec<_>>() && self.unspecified.is_none() {
-                let dir = if d.name.is_empty() { "the root".to_owned() } else { format!("{:?}", d.name) };
                 self.unspecified = Some(format!(
-                    "listing directory {dir}, whose cache an open handle holds: the same names, listed \
-                     otherwise now; the kernel lists from that cache unless the directory's version changed"
+                    "listing directory {}, whose cache an open handle holds: the same names, listed \
+                     otherwise now; the kernel lists from that cache unless the directory's version changed",
+                    dir_label(d)
                 ));
             }
         }
@@ -113,10 +113,10 @@ impl Overlay {
     pub(crate) fn note_failed_rechecks(&mut self, d: &Dentry, failed: &[(String, Errno)], at_least: usize) {
         if failed.len() >= at_least && self.unspecified.is_none() {
             let names: Vec<String> = failed.iter().map(|(n, e)| format!("{n:?} ({})", e.name())).collect();
-            let dir = if d.name.is_empty() { "the root".to_owned() } else { format!("{:?}", d.name) };
             self.unspecified = Some(format!(
-                "listing directory {dir}: lookups of {} failed while iterating; whether the listing fails depends \
+                "listing directory {}: lookups of {} failed while iterating; whether the listing fails depends \
                  on the layers' directory order",
+                dir_label(d),
                 names.join(", ")
             ));
         }
@@ -206,6 +206,15 @@ impl Overlay {
             ));
         }
         Err(first)
+    }
+}
+
+/// How an unspecified answer names directory `d`: by its name, or as the root.
+fn dir_label(d: &Dentry) -> String {
+    if d.name.is_empty() {
+        "the root".to_owned()
+    } else {
+        format!("{:?}", d.name)
     }
 }
 

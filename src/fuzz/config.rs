@@ -325,8 +325,8 @@ mod tests {
             Op::Listxattr { .. } => 19,
             Op::Removexattr { .. } => 20,
             Op::Mknod { .. } => 21,
-            // Operations through a named handle are not drawn by the generator (it opens,
-            // acts and closes in one operation), so they are not in `OP_NAMES`.
+            // Operations through a named handle are drawn by `gen::handle_op` under
+            // `GenConfig::handles`, not by name, so they are not in `OP_NAMES`.
             Op::Fd(_) => KINDS,
         }
     }

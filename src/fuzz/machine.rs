@@ -943,25 +943,10 @@ mod tests {
                 }
             }
         }
-        let names = [
-            "open",
-            "close",
-            "read",
-            "write",
-            "pread",
-            "pwrite",
-            "lseek",
-            "fstat",
-            "ftruncate",
-            "fchmod",
-            "fchown",
-            "fsync",
-            "fsetxattr",
-            "fgetxattr",
-            "flistxattr",
-            "fremovexattr",
-        ];
-        for name in names.into_iter().chain(["getdents"]) {
+        // Every handle step kind: `open`, `read` and `write` (shared with path steps), and
+        // those only a handle has.
+        let names = ["open", "read", "write"].into_iter().chain(crate::scenario::handle::HANDLE_KINDS.iter().copied());
+        for name in names {
             let (drawn, ok) = seen.get(name).copied().unwrap_or_default();
             assert!(drawn >= 20 && ok >= 3, "{name}: drawn {drawn}, succeeded {ok} ({seen:?})");
         }

@@ -59,7 +59,7 @@ mod cx;
 mod diff;
 mod emit;
 mod fast;
-mod handle;
+pub(crate) mod handle;
 mod locate;
 mod parse;
 mod record;
