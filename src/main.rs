@@ -13,6 +13,7 @@ use std::path::PathBuf;
 /// The binary's heap. Parsing scenarios and drawing fuzz cases make many small, short-lived
 /// allocations; glibc's malloc and free were a third of the instructions of `ovlsim run spec/`
 /// (BENCHMARKS.md, "whole_process"). The library itself leaves the choice to its user.
+#[cfg(target_os = "linux")]
 #[global_allocator]
 static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
