@@ -117,6 +117,7 @@ pub mod harness;
 pub mod icache;
 #[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
+pub mod index;
 pub mod inode;
 #[cfg(all(feature = "kernel", target_os = "linux"))]
 pub mod kernel;

@@ -102,9 +102,11 @@ impl Overlay {
     /// Kernel: `ovl_get_lowerstack`, `ovl_fs_params_verify`, `ovl_check_layer`. Errors, in
     /// the kernel's order: EINVAL (more than 500 lowers; conflicting options; no lower; a
     /// single lower without an upper), ELOOP (the same layer twice, or a lower that is the
-    /// upper). Options the model does not implement yet (`index`, `nfs_export`) give
-    /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on` is
-    /// modelled ([`crate::metacopy`]). `volatile` changes
+    /// upper), then, with `index=on`, ESTALE (an upper first mounted over another top-most
+    /// lower root: [`Overlay::verify_upper_root_origin`]). Options the model does not
+    /// implement yet (`nfs_export`, and `index=on` together with `metacopy=on`) give
+    /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on` and
+    /// `index=on` are modelled ([`crate::metacopy`], [`crate::index`]). `volatile` changes
     /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
     /// backend's to keep ([`crate::mount::leaves_volatile_marker`]). `xino` is
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
@@ -128,7 +130,8 @@ impl Overlay {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return refused(Errno::ELOOP, "conflicting lowerdir path");
         }
-        for (on, what) in [(options.index, "index=on"), (options.nfs_export, "nfs_export=on")] {
+        let index_metacopy = options.index && options.metacopy;
+        for (on, what) in [(options.nfs_export, "nfs_export=on"), (index_metacopy, "index=on with metacopy=on")] {
             if on {
                 return Err(MountError::NotModelled(what.to_owned()));
             }
@@ -151,6 +154,7 @@ impl Overlay {
             caller: Arc::default(),
         };
         ov.mark_root_xwhiteouts();
+        ov.verify_upper_root_origin()?;
         Ok(ov)
     }
 
