@@ -295,6 +295,85 @@ fn is_whiteout(inode: &Inode) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::Layer;
+    use crate::mount::Options;
+    use crate::ops::WriteAt;
+    use crate::{Op, Outcome};
+
+    /// Lower `/h1`, `/h2` and `/d/h3`: one inode with three names.
+    fn hard_links(index: bool) -> Overlay {
+        let mut lower = Layer::new();
+        lower.put("/h1", Inode::file(b"old", 0o644));
+        lower.put_link("/h2", "/h1").expect("link");
+        lower.put_link("/d/h3", "/h1").expect("link");
+        Overlay::mount(vec![lower], Some(Layer::new()), Options { index, ..Options::default() }).expect("mount")
+    }
+
+    fn lstat(ov: &mut Overlay, path: &str) -> crate::ops::Stat {
+        match ov.apply(&Op::Lstat { path: path.into() }) {
+            Outcome::Stat(s) => s,
+            other => panic!("lstat {path}: {other:?}"),
+        }
+    }
+
+    fn write(ov: &mut Overlay, path: &str, data: &[u8]) {
+        let op = Op::Write { path: path.into(), at: WriteAt::Offset(0), data: data.to_vec() };
+        assert_eq!(ov.apply(&op), Outcome::Ok, "write {path}");
+    }
+
+    #[test]
+    fn copy_up_of_a_lower_hard_link_goes_through_the_index() {
+        let mut ov = hard_links(true);
+        let before = lstat(&mut ov, "/h2");
+        write(&mut ov, "/h1", b"new");
+        assert_eq!(ov.index_entries(), vec![("/d/h3".to_owned(), IndexEntry::File)]);
+        for path in ["/h1", "/h2", "/d/h3"] {
+            let st = lstat(&mut ov, path);
+            assert_eq!((st.ino, st.nlink), (before.ino, 3), "{path}");
+        }
+        assert_eq!(ov.apply(&Op::Read { path: "/d/h3".into() }), Outcome::Data(b"new".to_vec()));
+        let upper = ov.upper().expect("upper");
+        let h1 = upper.get(upper.walk(["h1"]).expect("/h1"));
+        assert_eq!(h1.nlink, 2, "the name and the index entry");
+        assert_eq!(h1.xattr("trusted.overlay.nlink"), Some(&b"U+1"[..]));
+    }
+
+    #[test]
+    fn without_index_the_copy_up_breaks_the_link_and_makes_no_index() {
+        let mut ov = hard_links(false);
+        write(&mut ov, "/h1", b"new");
+        assert!(ov.index_entries().is_empty());
+        assert_eq!(lstat(&mut ov, "/h1").nlink, 1);
+        assert_eq!(lstat(&mut ov, "/h2").nlink, 3);
+    }
+
+    #[test]
+    fn the_index_entry_goes_with_the_last_merged_name() {
+        let mut ov = hard_links(true);
+        for path in ["/h1", "/h2"] {
+            assert_eq!(ov.apply(&Op::Unlink { path: path.into() }), Outcome::Ok);
+            assert_eq!(ov.index_entries().len(), 1, "after unlinking {path}");
+        }
+        assert_eq!(lstat(&mut ov, "/d/h3").nlink, 1);
+        assert_eq!(ov.apply(&Op::Unlink { path: "/d/h3".into() }), Outcome::Ok);
+        assert!(ov.index_entries().is_empty());
+    }
+
+    #[test]
+    fn an_index_mount_over_another_top_lower_root_is_estale() {
+        let ov = hard_links(true);
+        let (lowers, upper) = ov.unmount();
+        let other = Layer::new();
+        let refused = Overlay::mount(vec![other.clone()], upper.clone(), Options { index: true, ..Options::default() });
+        assert!(matches!(refused, Err(MountError::Refused { errno: Errno::ESTALE, .. })), "{refused:?}");
+        assert!(
+            Overlay::mount(vec![other.clone()], upper.clone(), Options::default()).is_ok(),
+            "index off never checks"
+        );
+        let below =
+            Overlay::mount(vec![lowers[0].clone(), other], upper, Options { index: true, ..Options::default() });
+        assert!(below.is_ok(), "a lower added below the first is accepted");
+    }
 
     #[test]
     fn nlink_xattr_parses_as_ovl_get_nlink_reads_it() {
