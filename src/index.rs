@@ -287,6 +287,29 @@ impl Overlay {
     }
 }
 
+/// What the workdir's `index/` of `upper` holds, as [`crate::backend::Reply::Index`]
+/// reports it: each entry named `LAYER:/path` after its origin among `layers` (by name), with
+/// its kind; `None` when `upper` has no `index/`.
+pub fn dump_index(
+    upper: &crate::layer::Layer,
+    layers: &std::collections::BTreeMap<String, crate::layer::Layer>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let dir = upper.index_dir()?;
+    let mut out = std::collections::BTreeMap::new();
+    for (name, ino) in upper.get(dir).entries().expect("the index is a directory").iter() {
+        let kind = if is_whiteout(upper.get(*ino)) { IndexEntry::Whiteout } else { IndexEntry::File };
+        let key = parse_index_name(name)
+            .and_then(|o| {
+                let (lname, layer) = layers.iter().find(|(_, l)| l.id() == o.layer)?;
+                let path = layer.walk_all().into_iter().filter(|(_, i)| *i == o.ino).map(|(p, _)| p).min()?;
+                Some(format!("{lname}:{path}"))
+            })
+            .unwrap_or_else(|| "?".to_owned());
+        out.insert(key, kind.as_str().to_owned());
+    }
+    Some(out)
+}
+
 /// A char 0/0 whiteout.
 fn is_whiteout(inode: &Inode) -> bool {
     matches!(inode.kind, NodeKind::Char(0, 0))
