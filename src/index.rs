@@ -31,8 +31,10 @@ use crate::overlay::Overlay;
 /// What an entry of the workdir's `index/` is, as a scenario checks it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IndexEntry {
-    /// A hard link to the upper inode of an indexed lower hard link.
+    /// A hard link to the upper inode of an indexed non-directory.
     File,
+    /// A directory standing for an indexed upper directory (`nfs_export=on`).
+    Dir,
     /// A whiteout.
     Whiteout,
 }
@@ -42,6 +44,7 @@ impl IndexEntry {
     pub fn as_str(self) -> &'static str {
         match self {
             IndexEntry::File => "file",
+            IndexEntry::Dir => "dir",
             IndexEntry::Whiteout => "whiteout",
         }
     }
@@ -80,10 +83,17 @@ fn parse_nlink(value: &[u8]) -> Option<(bool, i64)> {
 
 impl Overlay {
     /// Whether a copy-up of `lower` goes through the index: `index=on` and a lower
-    /// non-directory with more than one link (kernel: `ovl_need_index`, "Index only lower
-    /// hardlinks on copy up").
+    /// non-directory with more than one link, or, with `nfs_export=on`, any lower object
+    /// (kernel: `ovl_need_index`, "Index all files for NFS export and consistency
+    /// verification", "Index only lower hardlinks on copy up").
     pub(crate) fn index_wanted(&self, lower: &Inode) -> bool {
-        self.options.index && !lower.is_dir() && lower.nlink > 1
+        self.options.index && (self.index_all() || (!lower.is_dir() && lower.nlink > 1))
+    }
+
+    /// `nfs_export=on`: every copy-up is indexed, and a removed indexed object leaves a
+    /// whiteout in the index (kernel: `ovl_index_all`).
+    fn index_all(&self) -> bool {
+        self.options.index && self.options.nfs_export
     }
 
     /// The origin that names lower object `l`.
@@ -98,7 +108,9 @@ impl Overlay {
             return None;
         }
         let upper = self.upper.as_ref()?;
-        upper.child(upper.index_dir()?, &index_name(self.origin_of(l))).filter(|&ino| !is_whiteout(upper.get(ino)))
+        upper
+            .child(upper.index_dir()?, &index_name(self.origin_of(l)))
+            .filter(|&ino| !is_whiteout(upper.get(ino)) && !upper.get(ino).is_dir())
     }
 
     /// The index's upper inode of a lower-only non-directory, which the overlay inode uses
@@ -116,10 +128,17 @@ impl Overlay {
     /// lower's) count plus the recorded difference, if positive; otherwise `None` and the
     /// real inode's count stands (kernel: `ovl_get_nlink`, called when the lower has more
     /// than one link).
+    ///
+    /// NOTE(kernel): `ovl_get_nlink` ignores the xattr when the lower has one link, so an
+    /// inode indexed from such a lower (`nfs_export=on`) shows the merged count while its
+    /// overlay inode lives (from the copy-up, `icache.fresh_index`), and the upper's own
+    /// count, the index entry included, once it is read back (observed on 6.18: 1, then 2
+    /// after `drop_caches`).
     pub(crate) fn recorded_nlink(&self, d: &Dentry, real: &Inode) -> Option<u32> {
         let l = d.lowers.first()?;
         let lower = self.lowers[l.layer].get(l.ino);
-        if lower.nlink == 1 || real.is_dir() {
+        let fresh = || d.upper.or_else(|| self.index_alias(d)).is_some_and(|u| self.icache.fresh_index.contains(&u));
+        if (lower.nlink == 1 && !fresh()) || real.is_dir() {
             return None;
         }
         let (upper, diff) = parse_nlink(real.xattr(self.names().nlink)?)?;
@@ -141,14 +160,34 @@ impl Overlay {
     /// origin, and its merged count: the lower's, as the overlay inode had it (kernel:
     /// `ovl_copy_up_workdir` with `c->indexed`: `ovl_create_index`, then
     /// `ovl_set_nlink_upper`).
+    ///
+    /// A directory (`nfs_export=on`) gets an index entry of its own, an empty directory
+    /// that records the upper one (kernel: `ovl_create_index`; its `upper` xattr is not
+    /// modelled).
     pub(crate) fn index_copy_up(&mut self, ino: Ino, l: LowerPath) {
         let origin = self.origin_of(l);
         let merged = self.lowers[l.layer].get(l.ino).nlink;
         let upper = self.upper_mut();
         upper.update(ino, |i| i.origin = Some(origin));
         let dir = upper.index_dir_or_make();
-        upper.link(dir, &index_name(origin), ino);
+        if upper.get(ino).is_dir() {
+            let name = index_name(origin);
+            if upper.child(dir, &name).is_some() {
+                upper.unlink(dir, &name);
+            }
+            upper.create(dir, &name, Inode::dir(0));
+            return;
+        }
+        let name = index_name(origin);
+        if upper.child(dir, &name).is_some() {
+            // A whiteout left by an earlier removal (`nfs_export=on`) is replaced.
+            upper.unlink(dir, &name);
+        }
+        upper.link(dir, &name, ino);
         self.set_nlink_upper(ino, merged);
+        if merged == 1 {
+            self.icache.fresh_index.insert(ino);
+        }
     }
 
     /// The copy-up of a name whose lower inode is already indexed: the index's upper inode
@@ -203,9 +242,11 @@ impl Overlay {
     /// `ovl_nlink_start`, "before whiteout/rename over an indexed lower, copy up to create
     /// the upper index"). Returns the indexed upper inode and its merged count before the
     /// removal.
+    ///
+    /// With `nfs_export=on` a directory is copied up so too, and counts as one name.
     pub(crate) fn nlink_start(&mut self, chain: &mut [Dentry], depth: usize) -> Option<(Ino, u32)> {
         let d = &chain[depth];
-        if !self.options.index || !d.is_positive() || d.is_dir() {
+        if !self.options.index || !d.is_positive() || (d.is_dir() && !self.index_all()) {
             return None;
         }
         let l = *d.lowers.first()?;
@@ -216,22 +257,32 @@ impl Overlay {
             self.copy_up(chain, depth);
         }
         let d = &chain[depth];
+        if d.is_dir() {
+            let upper = self.upper.as_ref()?;
+            upper.child(upper.index_dir()?, &index_name(self.origin_of(l)))?;
+            return d.upper.map(|u| (u, 1));
+        }
         let ino = self.indexed_upper(d)?;
         Some((ino, self.indexed_nlink(d, ino)))
     }
 
     /// After a name of an indexed inode was removed: its merged count drops by one and is
     /// recorded, and when no merged name is left the index entry goes (kernel:
-    /// `ovl_nlink_end`, `ovl_cleanup_index`: the index entry is unlinked, not whited out,
-    /// for a non-directory without `nfs_export`).
+    /// `ovl_nlink_end`, `ovl_cleanup_index`): unlinked for a non-directory without
+    /// `nfs_export`; with it, replaced by a whiteout ("Whiteout orphan index to block future
+    /// open by handle"), as is a removed directory's.
     pub(crate) fn nlink_end(&mut self, d: &Dentry, (ino, merged): (Ino, u32)) {
         let merged = merged.saturating_sub(1);
         let l = *d.lowers.first().expect("model invariant: an indexed dentry has an origin");
         let name = index_name(self.origin_of(l));
         if merged == 0 {
+            let all = self.index_all();
             let upper = self.upper_mut();
             let dir = upper.index_dir().expect("model invariant: an indexed inode has an index");
             upper.unlink(dir, &name);
+            if all {
+                upper.create(dir, &name, Inode::whiteout());
+            }
         } else {
             self.set_nlink_upper(ino, merged);
         }
@@ -247,7 +298,11 @@ impl Overlay {
         let mut out = Vec::new();
         for (name, ino) in entries.iter() {
             let inode = upper.get(*ino);
-            let kind = if is_whiteout(inode) { IndexEntry::Whiteout } else { IndexEntry::File };
+            let kind = match inode {
+                i if is_whiteout(i) => IndexEntry::Whiteout,
+                i if i.is_dir() => IndexEntry::Dir,
+                _ => IndexEntry::File,
+            };
             let path = parse_index_name(name)
                 .and_then(|o| {
                     let layer = self.lowers.iter().find(|l| l.id() == o.layer)?;
@@ -297,7 +352,11 @@ pub fn dump_index(
     let dir = upper.index_dir()?;
     let mut out = std::collections::BTreeMap::new();
     for (name, ino) in upper.get(dir).entries().expect("the index is a directory").iter() {
-        let kind = if is_whiteout(upper.get(*ino)) { IndexEntry::Whiteout } else { IndexEntry::File };
+        let kind = match upper.get(*ino) {
+            i if is_whiteout(i) => IndexEntry::Whiteout,
+            i if i.is_dir() => IndexEntry::Dir,
+            _ => IndexEntry::File,
+        };
         let key = parse_index_name(name)
             .and_then(|o| {
                 let (lname, layer) = layers.iter().find(|(_, l)| l.id() == o.layer)?;

@@ -104,9 +104,9 @@ impl Overlay {
     /// single lower without an upper), ELOOP (the same layer twice, or a lower that is the
     /// upper), then, with `index=on`, ESTALE (an upper first mounted over another top-most
     /// lower root: [`Overlay::verify_upper_root_origin`]). Options the model does not
-    /// implement yet (`nfs_export`, and `index=on` together with `metacopy=on`) give
-    /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on` and
-    /// `index=on` are modelled ([`crate::metacopy`], [`crate::index`]). `volatile` changes
+    /// implement yet (`index=on` together with `metacopy=on`) give
+    /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on`, `index=on`
+    /// and `nfs_export=on` are modelled ([`crate::metacopy`], [`crate::index`]). `volatile` changes
     /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
     /// backend's to keep ([`crate::mount::leaves_volatile_marker`]). `xino` is
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
@@ -130,11 +130,8 @@ impl Overlay {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return refused(Errno::ELOOP, "conflicting lowerdir path");
         }
-        let index_metacopy = options.index && options.metacopy;
-        for (on, what) in [(options.nfs_export, "nfs_export=on"), (index_metacopy, "index=on with metacopy=on")] {
-            if on {
-                return Err(MountError::NotModelled(what.to_owned()));
-            }
+        if options.index && options.metacopy {
+            return Err(MountError::NotModelled("index=on with metacopy=on".to_owned()));
         }
         let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
         let root_lowers = lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect();

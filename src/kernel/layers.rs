@@ -691,7 +691,11 @@ pub(super) fn dump_index(
         }
         let meta = entry.metadata().map_err(|e| failed(format!("lstat {abs}/{name}: {e}")))?;
         use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let kind = if meta.file_type().is_char_device() && meta.rdev() == 0 { "whiteout" } else { "file" };
+        let kind = match meta.file_type() {
+            t if t.is_char_device() && meta.rdev() == 0 => "whiteout",
+            t if t.is_dir() => "dir",
+            _ => "file",
+        };
         let key = index_ino(&name)
             .and_then(|ino| {
                 layers.iter().find_map(|(lname, dir)| {

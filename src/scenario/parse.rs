@@ -1320,14 +1320,17 @@ fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check>
     ok.then_some(c)
 }
 
-/// `final: index:`: a mapping from `LAYER:/path` to `file` or `whiteout`, `{}` for an
+/// `final: index:`: a mapping from `LAYER:/path` to `file`, `dir` or `whiteout`, `{}` for an
 /// empty index, or `~` to be filled in by `record`.
 fn read_index(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Option<BTreeMap<String, String>>> {
     let m = match v {
         Value::Null => return Some(None),
         Value::Mapping(m) => m,
         other => {
-            cx.problem(path, format!("`index` maps `LAYER:/path` to `file` or `whiteout`, not {}", type_name(other)));
+            cx.problem(
+                path,
+                format!("`index` maps `LAYER:/path` to `file`, `dir` or `whiteout`, not {}", type_name(other)),
+            );
             return None;
         }
     };
@@ -1336,11 +1339,11 @@ fn read_index(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Option<BTreeMap<St
     for (k, kv) in cx.fields(m, path, &[], "`index`") {
         let p = key(path, &k);
         match cx.string(kv, &p, "an index entry's kind") {
-            Some(kind) if kind == "file" || kind == "whiteout" => {
+            Some(kind) if kind == "file" || kind == "dir" || kind == "whiteout" => {
                 out.insert(k, kind);
             }
             Some(kind) => {
-                cx.problem(&p, format!("an index entry is `file` or `whiteout`, not {kind:?}"));
+                cx.problem(&p, format!("an index entry is `file`, `dir` or `whiteout`, not {kind:?}"));
                 ok = false;
             }
             None => ok = false,
