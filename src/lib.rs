@@ -41,7 +41,7 @@
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
-//! | [`index`] | `index=on`: hard links copied up through the workdir index, the merged link count, the upper root's origin | `copy_up.c`, `namei.c`, `util.c`, `super.c` |
+//! | [`index`] | `index=on`, `nfs_export=on`: copy-ups through the workdir index, the merged link count, index whiteouts, the upper root's origin | `copy_up.c`, `namei.c`, `util.c`, `super.c` |
 //! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
@@ -89,9 +89,10 @@
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
 //! - `metacopy=on` is modelled ([`metacopy`]), without fs-verity digests or data-only
-//!   layers (both refused as not modelled); `index=on` is modelled for hard links and the
-//!   upper root's origin check ([`index`]); `nfs_export`, and `index` with `metacopy`, are
-//!   refused as not modelled. The kernel's inode
+//!   layers (both refused as not modelled); `index=on` (hard links, the upper root's
+//!   origin check) and `nfs_export=on` (everything indexed, index whiteouts) are modelled
+//!   ([`index`]), without the file-handle calls; `index` with `metacopy` is refused as not
+//!   modelled. The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
 //!   non-directory reached under two merged names (an alias of a cached inode), are out
