@@ -315,6 +315,24 @@ impl Overlay {
         out
     }
 
+    /// What the model cannot answer under `index=on` with `userxattr`: a lower symlink or
+    /// special file that a copy-up would index (more than one link, or any with
+    /// `nfs_export=on`). The kernel fails that copy-up with EPERM, as its upper cannot hold
+    /// the `user.overlay.origin` xattr, and leaves its copy in the index (observed on 6.18:
+    /// `link` of such a symlink is EPERM); the model's copy-ups do not fail, so such a mount
+    /// is not modelled.
+    pub(crate) fn index_copy_up_not_modelled(&self) -> Option<String> {
+        if !self.options.index || !self.options.userxattr || self.upper.is_none() {
+            return None;
+        }
+        let all = self.index_all();
+        let fails = |i: &Inode| {
+            !matches!(i.kind, NodeKind::File(_) | NodeKind::Dir(_)) && !is_whiteout(i) && (all || i.nlink > 1)
+        };
+        let hit = self.lowers.iter().any(|l| l.walk_all().into_iter().any(|(_, ino)| fails(l.get(ino))));
+        hit.then(|| "index=on with userxattr over a lower symlink or special file a copy-up would index".to_owned())
+    }
+
     /// At mount with `index=on`: the upper root records the top-most lower root as its
     /// origin on the first such mount, and a later one over another top-most lower root is
     /// ESTALE, "failed to verify upper root origin" (kernel: `ovl_get_indexdir`,
@@ -439,6 +457,23 @@ mod tests {
         assert_eq!(lstat(&mut ov, "/d/h3").nlink, 1);
         assert_eq!(ov.apply(&Op::Unlink { path: "/d/h3".into() }), Outcome::Ok);
         assert!(ov.index_entries().is_empty());
+    }
+
+    #[test]
+    fn userxattr_over_an_indexed_lower_symlink_is_not_modelled() {
+        let mut lower = Layer::new();
+        lower.put("/s", Inode::symlink("x"));
+        lower.put_link("/t", "/s").expect("link");
+        let userxattr = Options { index: true, userxattr: true, ..Options::default() };
+        let refused = Overlay::mount(vec![lower.clone()], Some(Layer::new()), userxattr);
+        assert!(matches!(refused, Err(MountError::NotModelled(_))), "{refused:?}");
+        assert!(Overlay::mount(vec![lower.clone()], Some(Layer::new()), Options { index: true, ..Options::default() })
+            .is_ok());
+        lower.remove("/t");
+        assert!(
+            Overlay::mount(vec![lower], Some(Layer::new()), userxattr).is_ok(),
+            "a symlink with one link is not indexed"
+        );
     }
 
     #[test]

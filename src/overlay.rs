@@ -104,7 +104,8 @@ impl Overlay {
     /// single lower without an upper), ELOOP (the same layer twice, or a lower that is the
     /// upper), then, with `index=on`, ESTALE (an upper first mounted over another top-most
     /// lower root: [`Overlay::verify_upper_root_origin`]). Options the model does not
-    /// implement yet (`index=on` together with `metacopy=on`) give
+    /// implement yet (`index=on` together with `metacopy=on`; with `userxattr` over lower
+    /// symlinks or special files it would index: [`Overlay::index_copy_up_not_modelled`]) give
     /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on`, `index=on`
     /// and `nfs_export=on` are modelled ([`crate::metacopy`], [`crate::index`]). `volatile` changes
     /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
@@ -152,6 +153,9 @@ impl Overlay {
         };
         ov.mark_root_xwhiteouts();
         ov.verify_upper_root_origin()?;
+        if let Some(what) = ov.index_copy_up_not_modelled() {
+            return Err(MountError::NotModelled(what));
+        }
         Ok(ov)
     }
 
