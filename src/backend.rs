@@ -98,7 +98,9 @@ pub enum Command {
         /// The edit.
         edit: Edit,
     },
-    /// Read back a layer as it is on disk. Only while unmounted.
+    /// Read back a layer as it is on disk. Only while unmounted. A name that is an upper
+    /// layer's name followed by [`INDEX_SUFFIX`] (`upper/index`; no layer name has a `/`)
+    /// reads its workdir's `index/` instead, as [`Reply::Index`].
     DumpLayer {
         /// The layer's name.
         name: String,
@@ -149,6 +151,10 @@ impl Command {
     }
 }
 
+/// The suffix of a [`Command::DumpLayer`] name that reads the named upper layer's workdir
+/// index ([`crate::index`]) rather than the layer.
+pub const INDEX_SUFFIX: &str = "/index";
+
 /// A backend's answer to one command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -163,6 +169,13 @@ pub enum Reply {
     Layer(FlatLayer),
     /// The merged view.
     Merged(MergedTree),
+    /// What the workdir's `index/` of an upper layer holds ([`Command::DumpLayer`] of
+    /// `NAME/index`): each entry named `LAYER:/path` after the lower object whose file
+    /// handle names it (its layer, then the first of its paths in byte order; `?` when no
+    /// layer holds it), with its kind, `file` or `whiteout`; `None` when there is no `index/`
+    /// (no mount with `index=on` used this upper). The kernel's temporary and shared-whiteout
+    /// entries (`#…`) are left out. See [`crate::index::dump_index`].
+    Index(Option<BTreeMap<String, String>>),
 }
 
 /// A failure of the harness or of the scenario, not of the file system: a command out of
@@ -408,7 +421,10 @@ impl Backend for ModelBackend {
                 edit.apply_to(l)?;
                 Ok(Reply::Done)
             }
-            Command::DumpLayer { name } => Ok(Reply::Layer(self.named(name)?.to_flat())),
+            Command::DumpLayer { name } => match name.strip_suffix(INDEX_SUFFIX) {
+                Some(upper) => Ok(Reply::Index(crate::index::dump_index(self.named(upper)?, &self.layers))),
+                None => Ok(Reply::Layer(self.named(name)?.to_flat())),
+            },
             Command::DumpMerged => {
                 let m = self
                     .mounted

@@ -51,9 +51,16 @@ impl Overlay {
     /// A regular file's data is its lower data ([`Overlay::lower_data`]) at the size of the
     /// top-most lower object; under `metacopy=on` a copy-up that does not write copies no
     /// data ([`Overlay::meta_copy_up`]).
+    /// With `index=on`, a lower hard link is copied up through the index, or, when the index
+    /// already holds it, its upper inode is linked under the name ([`crate::index`]).
     fn copy_up_one(&mut self, parent: u64, d: &Dentry, data: bool) -> u64 {
         let lower = *d.lowers.first().expect("model invariant: copy-up of a lower object");
+        if let Some(ino) = self.index_alias(d) {
+            self.index_link_up(parent, d, ino);
+            return ino;
+        }
         let src = self.lowers[lower.layer].get(lower.ino);
+        let indexed = self.index_wanted(src);
         let meta = !data && self.meta_copy_up_wanted(src);
         let kind = match &src.kind {
             NodeKind::Dir(_) => NodeKind::Dir(Default::default()),
@@ -75,7 +82,7 @@ impl Overlay {
         // Under `userxattr` the origin is a `user.*` xattr, which the upper filesystem keeps
         // only on regular files and directories; elsewhere the kernel goes on without one.
         let can_hold = !self.options.userxattr || matches!(src.kind, NodeKind::File(_) | NodeKind::Dir(_));
-        if (src.is_dir() || src.nlink == 1) && can_hold {
+        if (src.is_dir() || src.nlink == 1 || indexed) && can_hold {
             copy.origin = Some(Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino });
         }
         if meta {
@@ -85,6 +92,9 @@ impl Overlay {
         // The parent may now hold non-pure upper entries.
         self.set_impure(parent);
         let ino = self.upper_mut().create(parent, &d.name, copy);
+        if indexed {
+            self.index_copy_up(ino, lower);
+        }
         self.keep_lower(parent, d, ino, has_origin);
         ino
     }

@@ -263,7 +263,9 @@ impl Overlay {
     /// The copy belongs to the same overlay inode when the inode is hashed by its lower
     /// (kernel: `ovl_hash_bylower`: a directory, or a lower non-directory with one link), so
     /// it is found by its copy-up origin; a lower hard link (nlink > 1, index off) gets an
-    /// inode per name, so only a copy-up through the name it was opened by counts.
+    /// inode per name, so only a copy-up through the name it was opened by counts. With
+    /// `index=on` a lower hard link is hashed by its lower too (`ovl_hash_bylower`: an index
+    /// directory), and its copy, through any name, records the origin ([`crate::index`]).
     fn fd_follow_copy_up(&mut self) {
         let copied: Vec<String> = self
             .events
@@ -282,7 +284,7 @@ impl Overlay {
             }
             let l = f.dentry.lowers[0];
             let lower = &self.lowers[l.layer];
-            let by_lower = f.dentry.is_dir() || lower.get(l.ino).nlink == 1;
+            let by_lower = f.dentry.is_dir() || lower.get(l.ino).nlink == 1 || self.options.index;
             let hit = if by_lower {
                 let map = origins.get_or_insert_with(|| {
                     let mut m = BTreeMap::new();
@@ -464,6 +466,8 @@ impl Overlay {
             Real::Upper(_) if self.is_metacopy_upper(&f.dentry) => return self.read_data(&f.dentry),
             Real::Upper(u) => self.upper.as_ref().expect("upper").get(u),
             Real::Orphan => f.orphan.as_deref().expect("an unlinked handle keeps its inode"),
+            // An indexed lower hard link reads the index's upper inode ([`crate::index`]).
+            Real::Lower(..) if self.index_alias(&f.dentry).is_some() => self.real_inode(&f.dentry),
             Real::Lower(l, i) => self.lowers[l].get(i),
         };
         match &inode.kind {

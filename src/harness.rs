@@ -240,7 +240,7 @@ impl Backend for Masked<'_> {
             Reply::MountRefused(e) => *e = self.observes.mask_errno(*e),
             Reply::Layer(l) => self.observes.mask_layer(l),
             Reply::Merged(t) => self.observes.mask_merged(t),
-            Reply::Done => {}
+            Reply::Done | Reply::Index(_) => {}
         }
         Ok(reply)
     }

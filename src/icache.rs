@@ -43,6 +43,10 @@ pub(crate) struct InodeCache {
     /// Upper non-directories copied up without an origin, with the lower their inode keeps
     /// and the one name (upper parent directory, name) whose dentry holds that inode.
     kept: imbl::HashMap<Ino, Kept>,
+    /// Upper inodes copied up through the index from a lower with one link
+    /// (`nfs_export=on`) whose overlay inode still holds the merged count it had from its
+    /// lower; once evicted, it is read back as the upper's own count ([`crate::index`]).
+    pub(crate) fresh_index: imbl::HashSet<Ino>,
 }
 
 /// The lower an inode keeps after a copy-up without an origin, and where its dentry is.

@@ -29,7 +29,9 @@ impl Overlay {
             (Some(u), Some(_)) if d.is_root() => identity(self.upper.as_ref().expect("upper"), u),
             (Some(u), Some(l)) => {
                 let lower = &self.lowers[l.layer];
-                if real.is_dir() || lower.get(l.ino).nlink == 1 {
+                // With `index=on` a copied-up lower hard link keeps the lower's `st_ino`
+                // (kernel: `ovl_getattr`, `ovl_test_flag(OVL_INDEX, ..)`).
+                if real.is_dir() || lower.get(l.ino).nlink == 1 || self.indexed_upper(d).is_some() {
                     identity(lower, l.ino)
                 } else {
                     identity(self.upper.as_ref().expect("upper"), u)
@@ -38,7 +40,13 @@ impl Overlay {
             (Some(u), None) => identity(self.upper.as_ref().expect("upper"), u),
             (None, None) => panic!("model invariant: getattr of a negative dentry"),
         };
-        let nlink = if d.is_merge_dir() { 1 } else { real.nlink };
+        let nlink = if d.is_merge_dir() {
+            1
+        } else if d.lowers.is_empty() || real.is_dir() {
+            real.nlink
+        } else {
+            self.recorded_nlink(d, real).unwrap_or(real.nlink)
+        };
         let rdev = match real.kind {
             NodeKind::Char(a, b) | NodeKind::Block(a, b) => (a, b),
             _ => (0, 0),

@@ -41,6 +41,7 @@
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
+//! | [`index`] | `index=on`, `nfs_export=on`: copy-ups through the workdir index, the merged link count, index whiteouts, the upper root's origin | `copy_up.c`, `namei.c`, `util.c`, `super.c` |
 //! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
@@ -88,7 +89,9 @@
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
 //! - `metacopy=on` is modelled ([`metacopy`]), without fs-verity digests or data-only
-//!   layers (both refused as not modelled); `index` and `nfs_export` are refused as not
+//!   layers (both refused as not modelled); `index=on` (hard links, the upper root's
+//!   origin check) and `nfs_export=on` (everything indexed, index whiteouts) are modelled
+//!   ([`index`]), without the file-handle calls; `index` with `metacopy` is refused as not
 //!   modelled. The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
@@ -117,6 +120,7 @@ pub mod harness;
 pub mod icache;
 #[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
+pub mod index;
 pub mod inode;
 #[cfg(all(feature = "kernel", target_os = "linux"))]
 pub mod kernel;

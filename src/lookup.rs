@@ -180,11 +180,15 @@ impl Overlay {
         d.upper.map(|ino| self.upper.as_ref().expect("model invariant: upper ino with an upper").get(ino))
     }
 
-    /// The real inode that supplies a dentry's attributes: the upper, else the top-most lower
-    /// (kernel: `ovl_path_real`).
+    /// The real inode that supplies a dentry's attributes: the upper, else the index's upper
+    /// inode of an indexed lower hard link ([`Overlay::index_alias`]), else the top-most
+    /// lower (kernel: `ovl_path_real`).
     pub(crate) fn real_inode(&self, d: &Dentry) -> &Inode {
         match d.upper {
             Some(_) => self.upper_inode(d).expect("upper"),
+            None if self.options.index && self.index_alias(d).is_some() => {
+                self.upper.as_ref().expect("upper").get(self.index_alias(d).expect("index alias"))
+            }
             None => {
                 let l = d.lowers.first().expect("model invariant: a positive dentry has a real inode");
                 self.lowers[l.layer].get(l.ino)

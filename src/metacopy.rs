@@ -70,6 +70,7 @@ impl Overlay {
         let inode = match (self.upper_inode(d), self.lower_data(d)) {
             (Some(u), Some(l)) if whiteout::is_metacopy(self, u) => self.lowers[l.layer].get(l.ino),
             (Some(u), _) => u,
+            (None, Some(_)) if self.options.index && self.index_alias(d).is_some() => self.real_inode(d),
             (None, Some(l)) => self.lowers[l.layer].get(l.ino),
             (None, None) => return FileData::new(),
         };

@@ -43,6 +43,9 @@ pub(crate) struct PrivateNames {
     pub whiteout: &'static str,
     /// `metacopy`: a metadata-only copy-up.
     pub metacopy: &'static str,
+    /// `nlink`: the merged link count of an indexed inode, relative to the upper's
+    /// ([`crate::index`]).
+    pub nlink: &'static str,
 }
 
 static TRUSTED_NAMES: PrivateNames = PrivateNames {
@@ -50,6 +53,7 @@ static TRUSTED_NAMES: PrivateNames = PrivateNames {
     redirect: "trusted.overlay.redirect",
     whiteout: "trusted.overlay.whiteout",
     metacopy: "trusted.overlay.metacopy",
+    nlink: "trusted.overlay.nlink",
 };
 
 static USER_NAMES: PrivateNames = PrivateNames {
@@ -57,6 +61,7 @@ static USER_NAMES: PrivateNames = PrivateNames {
     redirect: "user.overlay.redirect",
     whiteout: "user.overlay.whiteout",
     metacopy: "user.overlay.metacopy",
+    nlink: "user.overlay.nlink",
 };
 
 /// Whether a layer inode is a whiteout in lookup.

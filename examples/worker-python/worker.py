@@ -266,6 +266,48 @@ def node_of(p):
     return st, node
 
 
+def dump_index(index, layers):
+    """A workdir's index/ (index=on): each entry named LAYER:/path after the lower inode its
+    file handle names (hex of struct ovl_fb: 5 header bytes, a 16-byte uuid, then tmpfs's
+    handle: generation, then the inode number as two 32-bit words), with its kind; None
+    when there is no index/. Names starting with '#' (temporary files, the shared whiteout)
+    are left out."""
+    try:
+        names = os.listdir(index)
+    except FileNotFoundError:
+        return None
+    out = {}
+    for name in names:
+        if name.startswith("#"):
+            continue
+        st = os.lstat(os.path.join(index, name))
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            kind = "whiteout"
+        elif stat.S_ISDIR(st.st_mode):
+            kind = "dir"
+        else:
+            kind = "file"
+        key = "?"
+        try:
+            fh = bytes.fromhex(name)
+        except ValueError:
+            fh = b""
+        if len(fh) == 33 and fh[1] == 0xFB:
+            ino = int.from_bytes(fh[25:29], "little") | (int.from_bytes(fh[29:33], "little") << 32)
+            for lname, top in layers:
+                found = sorted(
+                    "/" + os.path.relpath(os.path.join(dp, n), top)
+                    for dp, dns, fns in os.walk(top)
+                    for n in dns + fns
+                    if os.lstat(os.path.join(dp, n)).st_ino == ino
+                )
+                if found:
+                    key = "%s:%s" % (lname, found[0])
+                    break
+        out[key] = kind
+    return out
+
+
 def dump_layer(base):
     """The layer as FlatLayer: parents first, names in byte order, a hard link as a Link to
     the first path seen (never between char 0/0 whiteouts)."""
@@ -744,6 +786,11 @@ class Worker:
         if name == "Edit":
             self.unmounted("an offline edit")
             return edit_layer(self.layer_dir(self.named(a["layer"])), a["edit"])
+        if name == "DumpLayer" and a["name"].endswith("/index"):
+            self.unmounted("dumping a layer")
+            upper = self.named(a["name"][: -len("/index")])
+            named = [(n, self.layer_dir(d)) for n, d in sorted(self.layers.items())]
+            return {"Ok": {"Index": dump_index(os.path.join(self.work_dir(upper), "index"), named)}}
         if name == "DumpLayer":
             self.unmounted("dumping a layer")
             return {"Ok": {"Layer": dump_layer(self.layer_dir(self.named(a["name"])))}}

@@ -301,6 +301,7 @@ impl Divergence {
             Answer::Reply(Reply::Done) => "done".into(),
             Answer::Reply(Reply::Layer(_)) => "layer".into(),
             Answer::Reply(Reply::Merged(_)) => "tree".into(),
+            Answer::Reply(Reply::Index(_)) => "index".into(),
             Answer::Error(e) => match e {
                 BackendError::Usage(_) => "usage error".into(),
                 BackendError::NotModelled(_) => "not modelled".into(),

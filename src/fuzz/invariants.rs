@@ -221,6 +221,20 @@ pub fn well_formed(l: &Layer) -> Result<(), String> {
             *names.entry(*ino).or_default() += 1;
         }
     }
+    // The workdir's `index/` of an upper used with `index=on` ([`crate::index`]): a
+    // directory no path reaches, whose entries are names too.
+    if let Some(index) = l.index_dir() {
+        names.insert(index, 1);
+        for (name, ino) in l.get(index).entries().ok_or("the index is not a directory")?.iter() {
+            let inode = l.try_get(*ino).ok_or_else(|| format!("index entry {name} names a dead inode {ino}"))?;
+            if inode.is_dir() {
+                names.insert(*ino, 1);
+                *subdirs.entry(index).or_default() += 1;
+            } else {
+                *names.entry(*ino).or_default() += 1;
+            }
+        }
+    }
     for (ino, count) in &names {
         let inode = l.get(*ino);
         let want = if inode.is_dir() { 2 + subdirs.get(ino).copied().unwrap_or(0) } else { *count };
@@ -250,6 +264,25 @@ mod tests {
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::{Config, TestRunner};
     use proptest_state_machine::ReferenceStateMachine;
+
+    #[test]
+    fn an_upper_with_an_index_is_well_formed_and_its_entries_count() {
+        use crate::layer::Inode;
+        use crate::mount::Options;
+        let mut lower = Layer::new();
+        lower.put("/h1", Inode::file(b"x", 0o644));
+        lower.put_link("/h2", "/h1").expect("link");
+        lower.put("/d/f", Inode::file(b"f", 0o644));
+        let options = Options { index: true, nfs_export: true, ..Options::default() };
+        let mut ov = crate::Overlay::mount(vec![lower], Some(Layer::new()), options).expect("mount");
+        for path in ["/h1", "/d/f"] {
+            assert_eq!(ov.apply(&Op::Chmod { path: path.into(), mode: 0o600 }), crate::Outcome::Ok);
+        }
+        assert_eq!(ov.apply(&Op::Unlink { path: "/d/f".into() }), crate::Outcome::Ok);
+        let upper = ov.upper().expect("upper").clone();
+        assert_eq!(ov.index_entries().len(), 3, "h1, d and f's whiteout");
+        assert_eq!(well_formed(&upper), Ok(()));
+    }
 
     #[test]
     fn whole_layer_checks_run_at_every_short_step_then_at_doubling_steps() {

@@ -664,3 +664,94 @@ pub(crate) mod through {
         super::remove(abs, path)
     }
 }
+
+/// Reads the workdir's `index/` at `abs` as [`crate::backend::Reply::Index`] reports it
+/// (`None` when there is none). An entry's name is the hex of an overlay file handle
+/// (`struct ovl_fb`: version, magic `0xfb`, length, flags, type, the 16-byte uuid, then the
+/// layer's own handle; tmpfs's is the generation, then the inode number as two 32-bit
+/// words: `shmem_encode_fh`); it is shown as `LAYER:/path`, the first layer of `layers`
+/// (name, directory) holding that inode number, and its first path in byte order (`?` when
+/// none does, or the name is not such a handle). Names starting with `#` (the kernel's
+/// temporary files and shared whiteout: the index is also the workdir) are left out.
+pub(super) fn dump_index(
+    abs: &str,
+    layers: &[(String, String)],
+) -> Result<Option<BTreeMap<String, String>>, BackendError> {
+    let read = match std::fs::read_dir(abs) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(failed(format!("reading {abs}: {e}"))),
+    };
+    let mut out = BTreeMap::new();
+    for entry in read {
+        let entry = entry.map_err(|e| failed(format!("reading {abs}: {e}")))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('#') {
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| failed(format!("lstat {abs}/{name}: {e}")))?;
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let kind = match meta.file_type() {
+            t if t.is_char_device() && meta.rdev() == 0 => "whiteout",
+            t if t.is_dir() => "dir",
+            _ => "file",
+        };
+        let key = index_ino(&name)
+            .and_then(|ino| {
+                layers.iter().find_map(|(lname, dir)| {
+                    let mut found = Vec::new();
+                    paths_of_ino(dir, "", ino, &mut found);
+                    found.into_iter().min().map(|p| format!("{lname}:{p}"))
+                })
+            })
+            .unwrap_or_else(|| "?".to_owned());
+        out.insert(key, kind.to_owned());
+    }
+    Ok(Some(out))
+}
+
+/// The tmpfs inode number in an index entry's name (see [`dump_index`]).
+fn index_ino(name: &str) -> Option<u64> {
+    const HEADER: usize = 5 + 16;
+    if !name.len().is_multiple_of(2) || !name.is_ascii() {
+        return None;
+    }
+    let bytes: Vec<u8> =
+        (0..name.len()).step_by(2).map(|i| u8::from_str_radix(&name[i..i + 2], 16)).collect::<Result<_, _>>().ok()?;
+    if bytes.len() != HEADER + 12 || bytes[1] != 0xfb {
+        return None;
+    }
+    let word = |at: usize| u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")));
+    Some(word(HEADER + 4) | (word(HEADER + 8) << 32))
+}
+
+/// Every path below directory `dir` (shown relative to it, under `rel`) whose inode number
+/// is `ino`; symlinks are not followed.
+fn paths_of_ino(dir: &str, rel: &str, ino: u64, out: &mut Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(read) = std::fs::read_dir(format!("{dir}{rel}")) else { return };
+    for entry in read.flatten() {
+        let path = format!("{rel}/{}", entry.file_name().to_string_lossy());
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.ino() == ino {
+            out.push(path.clone());
+        }
+        if meta.file_type().is_dir() {
+            paths_of_ino(dir, &path, ino, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::index_ino;
+
+    #[test]
+    fn an_index_name_gives_the_tmpfs_inode_number() {
+        // Seen on 6.18: the index entry of a lower hard link with st_ino 7.
+        assert_eq!(index_ino("00fb210001c29a9f3bd8724d538d71e3269318181c875c04180700000000000000"), Some(7));
+        assert_eq!(index_ino("00fb210001c29a9f3bd8724d538d71e3269318181c875c0418070000000000000100"), None);
+        assert_eq!(index_ino("#2e833a"), None);
+        assert_eq!(index_ino("00fa210001c29a9f3bd8724d538d71e3269318181c875c04180700000000000000"), None);
+    }
+}

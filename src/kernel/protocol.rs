@@ -198,9 +198,10 @@ mod doc {
             Err(BackendError::Refused(..)) => 8,
             Err(BackendError::MountCommand { .. }) => 9,
             Err(BackendError::NotApplicable(_)) => 10,
+            Ok(Reply::Index(_)) => 11,
         }
     }
-    const REPLIES: usize = 11;
+    const REPLIES: usize = 12;
 
     fn outcome_kind(o: &Outcome) -> usize {
         match o {
@@ -355,6 +356,7 @@ mod doc {
                 stderr: "fuse: device not found".into(),
             }),
             Err(BackendError::NotApplicable("fuse-overlayfs: layer L0: an xattr whiteout".into())),
+            Ok(Reply::Index(Some(BTreeMap::from([("L0:/d/h3".into(), "file".into())])))),
         ]);
         replies
     }

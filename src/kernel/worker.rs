@@ -250,6 +250,13 @@ impl Worker {
                 }
                 Ok(Reply::Done)
             }
+            Command::DumpLayer { name } if name.ends_with(crate::backend::INDEX_SUFFIX) => {
+                self.unmounted("dumping a layer")?;
+                let upper = self.named(name.strip_suffix(crate::backend::INDEX_SUFFIX).expect("the suffix"))?;
+                let named: Vec<(String, String)> =
+                    self.layers.iter().map(|(n, d)| (n.clone(), layer_dir(*d))).collect();
+                layers::dump_index(&format!("{}/index", work_dir(upper)), &named).map(Reply::Index)
+            }
             Command::DumpLayer { name } => {
                 self.unmounted("dumping a layer")?;
                 let dir = layer_dir(self.named(name)?);

@@ -258,6 +258,9 @@ pub struct Layer {
     inodes: imbl::GenericHashMap<Ino, Arc<Inode>, InoHash, imbl::shared_ptr::DefaultSharedPtr>,
     root: Ino,
     next_ino: Ino,
+    /// The workdir's `index/` directory of an upper layer used with `index=on`: a directory
+    /// inode of this table that no path reaches ([`crate::index`]).
+    index: Option<Ino>,
 }
 
 impl PartialEq for Layer {
@@ -283,7 +286,7 @@ impl Layer {
         root.nlink = 2;
         let mut inodes = imbl::GenericHashMap::default();
         inodes.insert(ROOT_INO, Arc::new(root));
-        Layer { id: LayerId::fresh(), inodes, root: ROOT_INO, next_ino: ROOT_INO + 1 }
+        Layer { id: LayerId::fresh(), inodes, root: ROOT_INO, next_ino: ROOT_INO + 1, index: None }
     }
 
     /// This layer's identity.
@@ -307,6 +310,24 @@ impl Layer {
     /// changed nothing may still have copied the table's path).
     pub fn ptr_eq(&self, other: &Layer) -> bool {
         self.inodes.ptr_eq(&other.inodes) && self.root == other.root && self.next_ino == other.next_ino
+    }
+
+    /// The workdir's `index/` directory, if a mount with `index=on` made it
+    /// ([`crate::index`]).
+    pub(crate) fn index_dir(&self) -> Option<Ino> {
+        self.index
+    }
+
+    /// The workdir's `index/` directory, made on first use (kernel: `ovl_get_indexdir`).
+    pub(crate) fn index_dir_or_make(&mut self) -> Ino {
+        match self.index {
+            Some(dir) => dir,
+            None => {
+                let dir = self.alloc(Inode::dir(0));
+                self.index = Some(dir);
+                dir
+            }
+        }
     }
 
     /// The number of inodes, the root included.

@@ -180,6 +180,9 @@ impl Overlay {
         }
         let depth = old.len() - 1;
         self.copy_up(&mut old, depth);
+        // The merged count of an indexed source grows with the new name (kernel: `ovl_link`
+        // between `ovl_nlink_start` and `ovl_nlink_end`).
+        let indexed = self.indexed_upper(&old[depth]).map(|ino| (ino, self.merged_nlink(&old[depth], ino)));
         self.set_link_redirect(&old)?;
         let target = old[depth].upper.expect("copied up");
         let pdepth = new.chain.len() - 1;
@@ -196,6 +199,9 @@ impl Overlay {
             upper.unlink(dir, &new.name);
         }
         upper.link(dir, &new.name, target);
+        if let Some((ino, merged)) = indexed {
+            self.set_nlink_upper(ino, merged + 1);
+        }
         Ok(())
     }
 
@@ -276,6 +282,9 @@ impl Overlay {
             }
         }
         let depth = chain.len() - 1;
+        chain.push(d);
+        let indexed = self.nlink_start(&mut chain, depth + 1);
+        let d = chain.pop().expect("pushed");
         self.copy_up(&mut chain, depth);
         let dir = chain[depth].upper.expect("parent copied up");
         let path = Overlay::child_path(&chain, &d.name);
@@ -283,6 +292,9 @@ impl Overlay {
             self.put_whiteout(dir, &d.name, path);
         } else {
             self.upper_mut().unlink(dir, &d.name);
+        }
+        if let Some(indexed) = indexed {
+            self.nlink_end(&d, indexed);
         }
         self.forget_dir(&d);
         if let Some(u) = d.upper {

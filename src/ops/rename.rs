@@ -81,6 +81,9 @@ impl Overlay {
         if old.upper.is_some() && old.upper == new.upper {
             return Ok(());
         }
+        if self.same_indexed_inode(&old, &new) {
+            return Ok(());
+        }
         self.may_rename(
             old_chain.last().expect("chain"),
             &old,
@@ -141,10 +144,16 @@ impl Overlay {
         old = old_chain.pop().expect("pushed");
         let depth = new_chain.len() - 1;
         self.copy_up(new_chain, depth);
+        let mut indexed_new = None;
         if !overwrite {
             new_chain.push(new);
             let depth = new_chain.len() - 1;
             self.copy_up(new_chain, depth);
+            new = new_chain.pop().expect("pushed");
+        } else if new.is_positive() && !new_is_dir {
+            new_chain.push(new);
+            let depth = new_chain.len() - 1;
+            indexed_new = self.nlink_start(new_chain, depth);
             new = new_chain.pop().expect("pushed");
         }
         // Merged as the parents are after their copy-up (kernel: `ovl_type_merge` runs after
@@ -213,6 +222,9 @@ impl Overlay {
             upper.unlink(new_dir, &new.name);
         }
         upper.rename(old_dir, &old.name, new_dir, &new.name);
+        if let Some(indexed) = indexed_new {
+            self.nlink_end(&new, indexed);
+        }
         self.forget_dir(&new);
         if let Some(t) = new.upper {
             self.forget_kept(t, (new_dir, &new.name));

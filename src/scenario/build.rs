@@ -87,7 +87,7 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                 started = true;
             }
             Command::DumpMerged => {
-                s.steps.push(Step::new(Action::Check(Check { merged: Some(None), upper: None })));
+                s.steps.push(Step::new(Action::Check(Check { merged: Some(None), upper: None, index: None })));
                 started = true;
             }
             Command::DropCaches => {
@@ -96,7 +96,7 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
             }
             Command::DumpLayer { name } => {
                 if spec.as_ref().and_then(|m| m.upper.as_ref()) == Some(name) {
-                    s.steps.push(Step::new(Action::Check(Check { merged: None, upper: Some(None) })));
+                    s.steps.push(Step::new(Action::Check(Check { merged: None, upper: Some(None), index: None })));
                 }
                 started = true;
             }
@@ -147,7 +147,13 @@ impl Scenario {
             };
             steps[i].obs = Ok(obs);
         }
-        let t = Trace { backend: String::new(), setup: Ok::<(), SetupError>(()), steps, final_trees: None };
+        let t = Trace {
+            backend: String::new(),
+            setup: Ok::<(), SetupError>(()),
+            steps,
+            final_trees: None,
+            final_index: None,
+        };
         fill(&mut s, &t, None, None);
         s
     }

@@ -318,6 +318,11 @@ pub struct Check {
     pub merged: Option<Option<TreeNode>>,
     /// The upper layer as on disk.
     pub upper: Option<Option<TreeNode>>,
+    /// What the upper's workdir `index/` holds (`final:` only): each entry, named
+    /// `LAYER:/path` after its origin, with its kind (`file`, `whiteout`); `Some(None)`
+    /// (`index: ~`) asks for it; an empty map says the index is empty (see
+    /// [`crate::backend::Reply::Index`]).
+    pub index: Option<Option<std::collections::BTreeMap<String, String>>>,
 }
 
 /// The expected result of an operation or a mount.

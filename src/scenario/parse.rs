@@ -1292,8 +1292,16 @@ fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check>
     };
     let mut c = Check::default();
     let mut ok = true;
-    for (k, tv) in cx.fields(m, path, &["merged", "upper"], &format!("`{what}`")) {
+    let allowed: &[&str] = if what == "final" { &["merged", "upper", "index"] } else { &["merged", "upper"] };
+    for (k, tv) in cx.fields(m, path, allowed, &format!("`{what}`")) {
         let p = key(path, &k);
+        if k == "index" {
+            match read_index(cx, tv, &p) {
+                Some(i) => c.index = Some(i),
+                None => ok = false,
+            }
+            continue;
+        }
         let (ctx, slot) =
             if k == "merged" { (TreeContext::Merged, &mut c.merged) } else { (TreeContext::Layer, &mut c.upper) };
         if tv.is_null() {
@@ -1305,11 +1313,43 @@ fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check>
             None => ok = false,
         }
     }
-    if ok && c.merged.is_none() && c.upper.is_none() {
+    if ok && c.merged.is_none() && c.upper.is_none() && c.index.is_none() {
         cx.problem(path, format!("`{what}` checks nothing: give `merged:` and/or `upper:`"));
         return None;
     }
     ok.then_some(c)
+}
+
+/// `final: index:`: a mapping from `LAYER:/path` to `file`, `dir` or `whiteout`, `{}` for an
+/// empty index, or `~` to be filled in by `record`.
+fn read_index(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Option<BTreeMap<String, String>>> {
+    let m = match v {
+        Value::Null => return Some(None),
+        Value::Mapping(m) => m,
+        other => {
+            cx.problem(
+                path,
+                format!("`index` maps `LAYER:/path` to `file`, `dir` or `whiteout`, not {}", type_name(other)),
+            );
+            return None;
+        }
+    };
+    let mut out = BTreeMap::new();
+    let mut ok = true;
+    for (k, kv) in cx.fields(m, path, &[], "`index`") {
+        let p = key(path, &k);
+        match cx.string(kv, &p, "an index entry's kind") {
+            Some(kind) if kind == "file" || kind == "dir" || kind == "whiteout" => {
+                out.insert(k, kind);
+            }
+            Some(kind) => {
+                cx.problem(&p, format!("an index entry is `file`, `dir` or `whiteout`, not {kind:?}"));
+                ok = false;
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(Some(out))
 }
 
 fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(String, &Value)]) -> Option<Action> {
@@ -1496,6 +1536,9 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
         }
         if f.upper.is_some() && spec.as_ref().and_then(|m| m.upper.as_ref()).is_none() {
             cx.problem(&key(&fp, "upper"), "`final: upper:` is given but the mount has no upper layer");
+        }
+        if f.index.is_some() && spec.as_ref().and_then(|m| m.upper.as_ref()).is_none() {
+            cx.problem(&key(&fp, "index"), "`final: index:` is given but the mount has no upper layer");
         }
     }
 }

@@ -202,6 +202,9 @@ pub fn record(s: &mut Scenario, b: &mut dyn Backend) -> Result<(), RecordError> 
         None => (None, None),
     };
     fill(s, &trace, final_merged, final_upper);
+    if let Some(Ok(Some(index))) = &trace.final_index {
+        s.final_check.get_or_insert_with(Default::default).index = Some(Some(index.clone()));
+    }
     Ok(())
 }
 
@@ -236,6 +239,7 @@ pub(crate) fn fill(s: &mut Scenario, trace: &Trace, final_merged: Option<MergedT
     let fin = Check {
         merged: final_merged.map(|m| Some(tree_from_merged(&m, label_of))),
         upper: final_upper.map(|u| Some(tree_from_flat(&u))),
+        index: None,
     };
     s.final_check = (fin.merged.is_some() || fin.upper.is_some()).then_some(fin);
 }

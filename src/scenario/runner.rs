@@ -13,7 +13,7 @@ use crate::layer::{FileType, FlatLayer};
 use crate::ops::{Outcome, Stat};
 use crate::overlay::Event;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 // ---------------------------------------------------------------------------------------
@@ -52,6 +52,9 @@ pub(crate) struct Trace {
     pub steps: Vec<StepObs>,
     /// The final trees, when the run got to the end.
     pub final_trees: Option<Result<FinalTrees, String>>,
+    /// The upper's workdir index at the end, when asked for and the run got to the end
+    /// (`None` inside: no `index/`).
+    pub final_index: Option<Result<Option<BTreeMap<String, String>>, String>>,
 }
 
 /// Why the setup failed.
@@ -77,6 +80,8 @@ impl fmt::Display for SetupError {
 pub(crate) struct FinalWant {
     pub merged: bool,
     pub upper: bool,
+    /// The upper's workdir index.
+    pub index: bool,
     /// Read what can be read and skip the rest (recording), instead of failing.
     pub lenient: bool,
 }
@@ -87,13 +92,14 @@ impl FinalWant {
         FinalWant {
             merged: s.final_check.as_ref().is_some_and(|c| c.merged.is_some()),
             upper: s.final_check.as_ref().is_some_and(|c| c.upper.is_some()),
+            index: s.final_check.as_ref().is_some_and(|c| c.index.is_some()),
             lenient: false,
         }
     }
 
     /// Every tree there is.
     pub fn all() -> FinalWant {
-        FinalWant { merged: true, upper: true, lenient: true }
+        FinalWant { merged: true, upper: true, index: true, lenient: true }
     }
 }
 
@@ -159,7 +165,8 @@ pub(crate) fn execute<B: Backend + ?Sized>(
     want: FinalWant,
     mut on_step: impl FnMut(StepView<'_, B>),
 ) -> Trace {
-    let mut trace = Trace { backend: b.name().to_owned(), setup: Ok(()), steps: Vec::new(), final_trees: None };
+    let mut trace =
+        Trace { backend: b.name().to_owned(), setup: Ok(()), steps: Vec::new(), final_trees: None, final_index: None };
     for (name, content) in &s.layers {
         if let Err(e) = expect_layer_done(b, name, content) {
             trace.setup = Err(SetupError::Failed(format!("creating layer {name}: {e}")));
@@ -205,6 +212,9 @@ pub(crate) fn execute<B: Backend + ?Sized>(
     }
     if !stopped {
         trace.final_trees = Some(final_trees(b, want, &spec, &mut mounted));
+        if want.index {
+            trace.final_index = final_index(b, want.lenient, &spec, &mut mounted);
+        }
     }
     if mounted {
         let _ = b.exec(&Command::Unmount);
@@ -326,6 +336,31 @@ fn final_trees<B: Backend + ?Sized>(
         _ => None,
     };
     Ok((merged, upper))
+}
+
+/// The upper's workdir index at the end ([`Command::DumpLayer`] of `NAME/index`), the
+/// overlay unmounted first; `None` when lenient and there is no upper.
+fn final_index<B: Backend + ?Sized>(
+    b: &mut B,
+    lenient: bool,
+    spec: &Option<MountSpec>,
+    mounted: &mut bool,
+) -> Option<Result<Option<BTreeMap<String, String>>, String>> {
+    let Some(name) = spec.as_ref().and_then(|m| m.upper.clone()) else {
+        return (!lenient).then(|| Err("the mount has no upper layer".into()));
+    };
+    let read = |b: &mut B, mounted: &mut bool| {
+        if *mounted {
+            expect_done(b, &Command::Unmount, "Unmount")?;
+            *mounted = false;
+        }
+        let cmd = Command::DumpLayer { name: format!("{name}{}", crate::backend::INDEX_SUFFIX) };
+        match exec(b, &cmd)? {
+            Reply::Index(i) => Ok(i),
+            other => Err(protocol("DumpLayer", &other)),
+        }
+    };
+    Some(read(b, mounted))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -800,6 +835,19 @@ pub(crate) fn check_trace_labeled(s: &Scenario, t: &Trace, labels: Labels) -> (V
                 let pos = s.locate(&[Seg::Key("final".into())]);
                 c.fail(None, "final".into(), pos, e.clone(), Extra::default());
             }
+        }
+    }
+    if let (Some(Some(Some(exp))), Some(result)) = (s.final_check.as_ref().map(|f| &f.index), &t.final_index) {
+        let pos = s.locate(&[Seg::Key("final".into()), Seg::Key("index".into())]);
+        let show = |m: &BTreeMap<String, String>| m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>();
+        let msg = match result {
+            Ok(Some(got)) if got == exp => None,
+            Ok(Some(got)) => Some(format!("index: expected {:?}, got {:?}", show(exp), show(got))),
+            Ok(None) => Some(format!("index: expected {:?}, but the workdir has no index/", show(exp))),
+            Err(e) => Some(e.clone()),
+        };
+        if let Some(msg) = msg {
+            c.fail(None, "final index".into(), pos, msg, Extra::default());
         }
     }
     (c.failures, c.labels)

@@ -180,6 +180,15 @@ pub(crate) fn check_y(c: &Check) -> Y {
             ));
         }
     }
+    if let Some(index) = &c.index {
+        f.push((
+            "index".to_owned(),
+            match index {
+                Some(m) => Y::Map(m.iter().map(|(k, v)| (k.clone(), Y::s(v.clone()))).collect(), Style::Auto),
+                None => Y::Null,
+            },
+        ));
+    }
     Y::Map(f, Style::Block)
 }
 
