@@ -104,6 +104,7 @@ pub mod backend;
 pub mod conform;
 pub mod copy_up;
 pub mod cred;
+pub mod data_only;
 pub mod dcache;
 pub mod dialect;
 pub mod dump;
