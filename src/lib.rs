@@ -41,6 +41,7 @@
 //! | [`params`] | the mount option string (`lowerdir=L0:L1,upperdir=…`), read and checked as `mount(2)` does | `params.c`, `fs_parser.c` |
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
+//! | [`data_only`] | data-only lower layers: lower data found by an absolute redirect | `namei.c`, `util.c` |
 //! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
@@ -87,8 +88,9 @@
 //!   instead. The kernel backend drops them when it reads a layer back.
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
-//! - `metacopy=on` is modelled ([`metacopy`]), without fs-verity digests or data-only
-//!   layers (both refused as not modelled); `index` and `nfs_export` are refused as not
+//! - `metacopy=on` is modelled ([`metacopy`]), and data-only lower layers (`::`,
+//!   `datadir+=`; [`data_only`]); fs-verity digests (`verity=`) are refused as not
+//!   modelled (tmpfs layers have no fs-verity); `index` and `nfs_export` are refused as not
 //!   modelled. The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
