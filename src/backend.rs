@@ -334,8 +334,9 @@ impl ModelBackend {
         }
         let lower_layers =
             params.regular_lowers().iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
+        let data_layers = params.data_lowers().iter().map(|n| self.named(n).cloned()).collect::<Result<Vec<_>, _>>()?;
         let upper_layer = params.upper.as_deref().map(|n| self.named(n).cloned()).transpose()?;
-        match Overlay::mount(lower_layers, upper_layer, options) {
+        match Overlay::mount_with_data(lower_layers, data_layers, upper_layer, options) {
             Ok(mut overlay) => {
                 overlay.set_cache_policy(self.cache_policy);
                 self.mounted = Some(Mounted { overlay, upper: params.upper.clone() });

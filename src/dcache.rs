@@ -53,6 +53,12 @@ pub(crate) struct LowerAnswer {
     pub xwhiteouts: bool,
     /// The lower layers the probe flagged as holding xattr whiteouts.
     pub flagged: Box<[usize]>,
+    /// The lookup ended on a metacopy file whose data is in the data-only layers
+    /// ([`crate::data_only`]): the lower data is the last of `stack` unless
+    /// `lowerdata_error`.
+    pub lazy: bool,
+    /// Why the lookup of the lower data in the data-only layers found none.
+    pub lowerdata_error: Option<crate::errno::Errno>,
 }
 
 /// Which question about one name: whether the upper found a directory, and whether the

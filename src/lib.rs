@@ -42,6 +42,7 @@
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
 //! | [`index`] | `index=on`, `nfs_export=on`: copy-ups through the workdir index, the merged link count, index whiteouts, the upper root's origin | `copy_up.c`, `namei.c`, `util.c`, `super.c` |
+//! | [`data_only`] | data-only lower layers: lower data found by an absolute redirect | `namei.c`, `util.c` |
 //! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
@@ -88,8 +89,9 @@
 //!   instead. The kernel backend drops them when it reads a layer back.
 //! - Timestamps are not modelled. Every call runs as root with umask 0; the harness mounts
 //!   `nodev` and opens with `O_NONBLOCK`, so devices give EACCES and FIFOs never block.
-//! - `metacopy=on` is modelled ([`metacopy`]), without fs-verity digests or data-only
-//!   layers (both refused as not modelled); `index=on` (hard links, the upper root's
+//! - `metacopy=on` is modelled ([`metacopy`]), and data-only lower layers (`::`,
+//!   `datadir+=`; [`data_only`]); fs-verity digests (`verity=`) are refused as not
+//!   modelled (tmpfs layers have no fs-verity); `index=on` (hard links, the upper root's
 //!   origin check) and `nfs_export=on` (everything indexed, index whiteouts) are modelled
 //!   ([`index`]), without the file-handle calls; `index` with `metacopy` is refused as not
 //!   modelled. The kernel's inode
@@ -107,6 +109,7 @@ pub mod backend;
 pub mod conform;
 pub mod copy_up;
 pub mod cred;
+pub mod data_only;
 pub mod dcache;
 pub mod dialect;
 pub mod dump;

@@ -49,6 +49,9 @@ pub struct Dentry {
     pub xwhiteouts: bool,
     /// The file type, or `None` for a negative dentry.
     pub ftype: Option<FileType>,
+    /// The error of the lazy lookup of this regular file's data in the data-only lower
+    /// layers, when it found none ([`Overlay::verify_lower_data`]).
+    pub lowerdata_error: Option<Errno>,
 }
 
 impl Dentry {
@@ -124,6 +127,8 @@ struct LookupData<'a> {
     found_xwhiteouts: bool,
     /// The first lower object found, kept for an error after it (kernel: `stack[0]`).
     first: Option<LowerPath>,
+    /// The last redirect xattr read was absolute (kernel: `d.absolute_redirect`).
+    absolute_redirect: bool,
 }
 
 /// Which layer a lookup step is in.
@@ -155,6 +160,7 @@ impl Overlay {
             redirect: None,
             xwhiteouts: self.root_xwhiteouts,
             ftype: Some(FileType::Dir),
+            lowerdata_error: None,
         }
     }
 
@@ -165,7 +171,7 @@ impl Overlay {
     /// except in the lowermost layer": `ovl_layer_set_xwhiteouts`,
     /// `ovl_dentry_set_xwhiteouts`). The upper root's marker is not read.
     pub(crate) fn mark_root_xwhiteouts(&mut self) {
-        let below_top = self.lowers.len().saturating_sub(1);
+        let below_top = self.regular_lower_count().saturating_sub(1);
         for layer in 0..below_top {
             let root = self.lowers[layer].get(self.lowers[layer].root());
             if whiteout::opaque_value(self, root) == Some(b'x') {
@@ -221,12 +227,13 @@ impl Overlay {
             is_dir: false,
             opaque: false,
             stop: false,
-            last: if follow { false } else { parent.lowers.is_empty() },
+            last: if follow || self.data_layers > 0 { false } else { parent.lowers.is_empty() },
             redirect: None,
             metacopy: false,
             xwhiteouts: false,
             found_xwhiteouts: false,
             first: None,
+            absolute_redirect: false,
         };
         let mut poe = Arc::clone(&parent.lowers);
         let mut upper = None;
@@ -263,8 +270,15 @@ impl Overlay {
             }
             upper_opaque = d.opaque;
         }
-        let stack = if d.stop || poe.is_empty() {
-            Arc::clone(&EMPTY_STACK)
+        let answer = if d.stop || poe.is_empty() {
+            LowerAnswer {
+                stack: Arc::clone(&EMPTY_STACK),
+                is_dir: d.is_dir,
+                xwhiteouts: d.xwhiteouts,
+                flagged: Box::default(),
+                lazy: false,
+                lowerdata_error: None,
+            }
         } else if self.cache_policy.covers(poe.len()) && !d.metacopy {
             let probe = Probe { upper_dir: d.is_dir, from_root: poe_is_root };
             let answer = match self.dcache.get(&poe, &d.name, probe) {
@@ -284,16 +298,19 @@ impl Overlay {
             };
             d.is_dir = answer.is_dir;
             d.xwhiteouts = answer.xwhiteouts;
-            answer.stack
+            answer
         } else {
             let answer = self.lookup_lowers(poe, poe_is_root, &mut d, follow);
-            self.fix_origin_on_error(parent, upper, &d, answer)?.stack
+            self.fix_origin_on_error(parent, upper, &d, answer)?
         };
+        let (stack, lazy, lowerdata_error) = (answer.stack, answer.lazy, answer.lowerdata_error);
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
         }
         let upper_metacopy = upper.is_some_and(|u| whiteout::is_metacopy(self, self.which(Which::Upper).get(u)));
-        self.check_lower_data(upper_metacopy, d.is_dir, &stack)?;
+        if !lazy {
+            self.check_lower_data(upper_metacopy, d.is_dir, &stack)?;
+        }
         let stack = match origin {
             Some(o) if !d.is_dir && upper.is_some() && stack.is_empty() => Arc::from([o]),
             _ => stack,
@@ -311,6 +328,7 @@ impl Overlay {
             redirect: upper_redirect,
             xwhiteouts: d.xwhiteouts,
             ftype,
+            lowerdata_error,
         };
         self.get_inode(&dentry)?;
         Ok(dentry)
@@ -337,12 +355,19 @@ impl Overlay {
         let mut stack: SmallVec<[LowerPath; 4]> = SmallVec::new();
         let mut flagged = Vec::new();
         let mut i = 0;
+        // A metacopy file or a redirect found is refused only when the lookup goes on below
+        // it, or ends on it other than in the data-only layers (kernel: `nextmetacopy`,
+        // `nextredirect`).
+        let mut next_metacopy = false;
+        let mut next_redirect = false;
+        let check_redirect = follow || self.data_layers > 0;
         while !d.stop && i < poe.len() {
             let lower = poe[i];
-            if !follow {
+            self.check_follow(next_metacopy, next_redirect, follow)?;
+            if !check_redirect {
                 d.last = i == poe.len() - 1;
-            } else {
-                d.last = lower.layer + 1 == self.lowers.len();
+            } else if d.is_dir || self.data_layers == 0 {
+                d.last = lower.layer + 1 == self.regular_lower_count();
             }
             let last = d.last;
             let this = self.lookup_layer(Which::Lower(lower.layer), lower.ino, d)?;
@@ -350,9 +375,7 @@ impl Overlay {
                 i += 1;
                 continue;
             };
-            if d.metacopy && !self.options.metacopy {
-                return Err(Errno::EPERM);
-            }
+            next_metacopy |= d.metacopy;
             if !last && d.found_xwhiteouts {
                 self.flag_xwhiteouts(lower.layer);
                 flagged.push(lower.layer);
@@ -363,9 +386,7 @@ impl Overlay {
                 stack.push(LowerPath { layer: lower.layer, ino: this });
             }
             d.first.get_or_insert(LowerPath { layer: lower.layer, ino: this });
-            if d.redirect.is_some() && !follow {
-                return Err(Errno::EPERM);
-            }
+            next_redirect |= d.redirect.is_some();
             if d.stop {
                 break;
             }
@@ -378,8 +399,27 @@ impl Overlay {
                 _ => i += 1,
             }
         }
+        let mut lowerdata_error = None;
+        let lazy = d.metacopy && !stack.is_empty() && self.data_layers > 0 && d.absolute_redirect;
+        if lazy {
+            d.metacopy = false;
+            let redirect = d.redirect.as_deref().expect("model invariant: an absolute redirect was read");
+            match self.lookup_data_layers(redirect) {
+                Ok(data) => stack.push(data),
+                Err(e) => lowerdata_error = Some(e),
+            }
+        } else {
+            self.check_follow(next_metacopy, next_redirect, follow)?;
+        }
         let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { Arc::from(&stack[..]) };
-        Ok(LowerAnswer { stack, is_dir: d.is_dir, xwhiteouts: d.xwhiteouts, flagged: flagged.into() })
+        Ok(LowerAnswer {
+            stack,
+            is_dir: d.is_dir,
+            xwhiteouts: d.xwhiteouts,
+            flagged: flagged.into(),
+            lazy,
+            lowerdata_error,
+        })
     }
 
     /// A lower lookup that fails after it found a first lower directory under an upper one
@@ -548,8 +588,10 @@ impl Overlay {
     ///
     /// Errors: EINVAL (a malformed value).
     fn check_redirect(&self, inode: &Inode, d: &mut LookupData, prelen: usize, post: &str) -> SysResult<()> {
+        d.absolute_redirect = false;
         let Some(value) = inode.xattr(self.names().redirect) else { return Ok(()) };
         let value = redirect_value(value)?;
+        d.absolute_redirect = value.starts_with('/');
         let name = if value.starts_with('/') {
             d.stop = false;
             format!("{value}{post}")

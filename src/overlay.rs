@@ -94,6 +94,9 @@ pub struct Overlay {
     /// The caller of the operation being carried out ([`Overlay::apply_as`]); root
     /// otherwise.
     pub(crate) caller: Arc<crate::cred::Cred>,
+    /// How many of [`Overlay::lowers`] are data-only lower layers: the last ones
+    /// ([`crate::data_only`]).
+    pub(crate) data_layers: usize,
 }
 
 impl Overlay {
@@ -112,6 +115,20 @@ impl Overlay {
     /// backend's to keep ([`crate::mount::leaves_volatile_marker`]). `xino` is
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
     pub fn mount(lowers: Vec<Layer>, upper: Option<Layer>, options: Options) -> Result<Overlay, MountError> {
+        Overlay::mount_with_data(lowers, Vec::new(), upper, options)
+    }
+
+    /// [`Overlay::mount`] with data-only lower layers under the regular ones (`lowerdir=L0::D0`,
+    /// `datadir+=D0`; [`crate::data_only`]): they count with the regular layers towards the
+    /// limits and the checks, and take no part in lookups but those of lower data.
+    pub fn mount_with_data(
+        mut lowers: Vec<Layer>,
+        data: Vec<Layer>,
+        upper: Option<Layer>,
+        options: Options,
+    ) -> Result<Overlay, MountError> {
+        let data_layers = data.len();
+        lowers.extend(data);
         let refused = |errno, reason: &str| Err(MountError::Refused { errno, reason: reason.to_owned() });
         // The count is checked as the string is read (params.c), the options' conflicts
         // before the layers are looked at (super.c, ovl_fill_super; observed on 6.18).
@@ -125,6 +142,9 @@ impl Overlay {
         if upper.is_none() && lowers.len() < 2 {
             return refused(Errno::EINVAL, "at least 2 lowerdir are needed while upperdir nonexistent");
         }
+        if lowers.len() == data_layers {
+            return refused(Errno::EINVAL, "at least one non-data lowerdir is required");
+        }
         let mut ids: Vec<_> = lowers.iter().map(Layer::id).collect();
         ids.extend(upper.as_ref().map(Layer::id));
         ids.sort();
@@ -135,7 +155,11 @@ impl Overlay {
             return Err(MountError::NotModelled("index=on with metacopy=on".to_owned()));
         }
         let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
-        let root_lowers = lowers.iter().enumerate().map(|(layer, l)| LowerPath { layer, ino: l.root() }).collect();
+        let root_lowers = lowers[..lowers.len() - data_layers]
+            .iter()
+            .enumerate()
+            .map(|(layer, l)| LowerPath { layer, ino: l.root() })
+            .collect();
         let mut ov = Overlay {
             lowers: lowers.into(),
             upper,
@@ -150,6 +174,7 @@ impl Overlay {
             icache: InodeCache::default(),
             unspecified: None,
             caller: Arc::default(),
+            data_layers,
         };
         ov.mark_root_xwhiteouts();
         ov.verify_upper_root_origin()?;

@@ -540,8 +540,9 @@ impl Params {
     /// lower layer and no upper ("at least 2 lowerdir are needed while upperdir
     /// nonexistent"; data-only layers count), EINVAL for data-only layers alone ("at least
     /// one non-data lowerdir is required"), ELOOP for a layer named twice ("conflicting
-    /// lowerdir path"); then [`MountError::NotModelled`] for data-only layers, a workdir
-    /// that is a layer (`is_layer`), or an option the model does not model. The regular
+    /// lowerdir path"); then [`MountError::NotModelled`] for a workdir that is a layer
+    /// (`is_layer`) or an option the model does not model. Data-only layers are modelled
+    /// ([`crate::data_only`]). The regular
     /// layers and the upper are then [`crate::overlay::Overlay::mount`]'s.
     pub fn check_layers(&self, is_layer: impl Fn(&str) -> bool) -> Result<(), MountError> {
         if self.upper.is_none() && self.lowers.len() < 2 {
@@ -556,9 +557,6 @@ impl Params {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Err(refused(Errno::ELOOP, "conflicting lowerdir path"));
         }
-        if self.lowers.iter().any(|l| l.data_only) {
-            return Err(MountError::NotModelled("data-only lower layers (`::`, `datadir+`)".into()));
-        }
         if let Some(w) = self.workdir.as_deref().filter(|w| self.upper.is_some() && is_layer(w)) {
             return Err(MountError::NotModelled(format!("a layer ({w:?}) as the workdir")));
         }
@@ -571,6 +569,11 @@ impl Params {
     /// The regular lower layers' names, top-most first.
     pub fn regular_lowers(&self) -> Vec<String> {
         self.lowers.iter().filter(|l| !l.data_only).map(|l| l.name.clone()).collect()
+    }
+
+    /// The data-only lower layers' names, top-most first ([`crate::data_only`]).
+    pub fn data_lowers(&self) -> Vec<String> {
+        self.lowers.iter().filter(|l| l.data_only).map(|l| l.name.clone()).collect()
     }
 
     /// The option string for these parameters: `lowerdir=` (escaped: `\` before each `\`,

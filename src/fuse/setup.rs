@@ -93,8 +93,9 @@ pub fn from_options(data: &str) -> Result<Served, SetupError> {
         Ok(l)
     };
     let lowers = params.regular_lowers().iter().map(|n| layer(n)).collect::<Result<Vec<_>, _>>()?;
+    let data = params.data_lowers().iter().map(|n| layer(n)).collect::<Result<Vec<_>, _>>()?;
     let upper = params.upper.as_deref().map(&mut layer).transpose()?;
-    let overlay = Overlay::mount(lowers, upper, options)?;
+    let overlay = Overlay::mount_with_data(lowers, data, upper, options)?;
     Ok(Served { overlay, upper_dir: params.upper.as_deref().map(PathBuf::from) })
 }
 
@@ -109,16 +110,17 @@ pub fn from_scenario(file: &Path) -> Result<Served, SetupError> {
     let layers: BTreeMap<&str, Layer> = s.layers.iter().map(|(n, f)| (n.as_str(), Layer::from_flat(f))).collect();
     let get =
         |n: &str| layers.get(n).cloned().ok_or_else(|| SetupError::Read(format!("{shown}: no layer named {n:?}")));
-    let (lowers, upper, options) = match &m.data {
+    let (lowers, data, upper, options) = match &m.data {
         Some(data) => {
             let p = Params::parse_with(data, |role, n| role == PathRole::Work || layers.contains_key(n))?;
             let options = p.check_options()?;
             p.check_layers(|n| layers.contains_key(n))?;
-            (p.regular_lowers(), p.upper.clone(), options)
+            (p.regular_lowers(), p.data_lowers(), p.upper.clone(), options)
         }
-        None => (m.lowers.clone(), m.upper.clone(), m.options),
+        None => (m.lowers.clone(), Vec::new(), m.upper.clone(), m.options),
     };
     let lowers = lowers.iter().map(|n| get(n)).collect::<Result<Vec<_>, _>>()?;
+    let data = data.iter().map(|n| get(n)).collect::<Result<Vec<_>, _>>()?;
     let upper = upper.as_deref().map(get).transpose()?;
-    Ok(Served { overlay: Overlay::mount(lowers, upper, options)?, upper_dir: None })
+    Ok(Served { overlay: Overlay::mount_with_data(lowers, data, upper, options)?, upper_dir: None })
 }

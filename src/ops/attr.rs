@@ -78,6 +78,7 @@ impl Overlay {
             Some(mode) => Attr::Mode(mode),
             None => attr,
         };
+        self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         let ino = chain[depth].upper.expect("copied up");
@@ -175,6 +176,7 @@ impl Overlay {
         let ftype = chain.last().expect("chain").ftype.expect("positive");
         self.xattr_access(chain.last().expect("chain"), name, true)?;
         Self::xattr_permission(ftype, name, true)?;
+        self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         if !Self::xattr_supported(name) {
@@ -256,6 +258,7 @@ impl Overlay {
                 return Err(Errno::ENODATA);
             }
         }
+        self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
         self.copy_up(&mut chain, depth);
         if !Self::xattr_supported(name) {

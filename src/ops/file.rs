@@ -137,6 +137,9 @@ impl Overlay {
         if ftype == FileType::Fifo && flags.access == super::Access::WriteOnly {
             return Err(Errno::ENXIO);
         }
+        if ftype == FileType::File {
+            self.verify_lower_data(d)?;
+        }
         if ftype == FileType::File && writes {
             let depth = chain.len() - 1;
             self.copy_up_with_data(&mut chain, depth, flags.trunc);
@@ -270,6 +273,7 @@ impl Overlay {
         }
         self.permission(chain.last().expect("chain"), super::perm::MAY_WRITE)?;
         let kill = self.privs_to_kill(chain.last().expect("chain"));
+        self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
         self.copy_up_with_data(&mut chain, depth, false);
         let d = chain.last().expect("chain");

@@ -178,6 +178,7 @@ impl Overlay {
         if old.last().expect("chain").is_dir() {
             return Err(Errno::EPERM);
         }
+        self.verify_lower_data(old.last().expect("chain"))?;
         let depth = old.len() - 1;
         self.copy_up(&mut old, depth);
         // The merged count of an indexed source grows with the new name (kernel: `ovl_link`

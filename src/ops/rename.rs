@@ -138,6 +138,7 @@ impl Overlay {
         let new_pure_upper = new.is_pure_upper(self);
 
         // Copy up the source (with its parents), the target's parents, and an exchanged target.
+        self.verify_lower_data(&old)?;
         old_chain.push(old);
         let depth = old_chain.len() - 1;
         self.copy_up(old_chain, depth);
@@ -146,6 +147,7 @@ impl Overlay {
         self.copy_up(new_chain, depth);
         let mut indexed_new = None;
         if !overwrite {
+            self.verify_lower_data(&new)?;
             new_chain.push(new);
             let depth = new_chain.len() - 1;
             self.copy_up(new_chain, depth);
