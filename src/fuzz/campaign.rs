@@ -13,17 +13,17 @@
 //!
 //! # Drawing without keeping the value tree
 //!
-//! [`draw`] makes the same draws from the runner as `proptest-state-machine`'s
-//! `Sequential::new_tree` (the case start and its filter, the number of transitions, each
-//! transition with its preconditions; checked by a test), but keeps no value tree: the
-//! fast modes run the case as it is drawn, and only a failing case is drawn again through
-//! the state machine, to be shrunk.
+//! [`draw`] makes the same draws from the runner's RNG as `proptest-state-machine`'s
+//! `Sequential::new_tree` over [`ModelMachine`] (the case start and its filter, the number
+//! of transitions, each transition with its preconditions; checked by a test), calling the
+//! generator's direct draws ([`machine::draw_state`], [`machine::draw_transition`]) that
+//! the state machine's strategies wrap: the fast modes run the case as it is drawn, and
+//! only a failing case is drawn again through the state machine, to be shrunk.
 
 use super::case::{dumped_layers, final_commands, Answer, Case};
 use super::machine::{self, exec_quiet, ModelMachine, RefState};
-use super::{config, gen, invariants, rng_for};
+use super::{config, invariants, rng_for};
 use crate::backend::Command;
-use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, Reason, TestRunner};
 use proptest_state_machine::ReferenceStateMachine;
 use serde::{Deserialize, Serialize};
@@ -89,10 +89,8 @@ impl Drawn {
 pub fn draw(runner: &mut TestRunner, max_steps: usize, keep_initial: bool) -> Result<Drawn, Reason> {
     let cfg = config::current();
     // ModelMachine::init_state: a case start mapped to its state, filtered.
-    let starts = gen::case_start(&cfg);
     let mut state = loop {
-        let start = starts.new_tree(runner)?.current();
-        let state = RefState::with_config(start, cfg.clone());
+        let state = machine::draw_state(runner.rng(), &cfg);
         if !machine::start_readdir_order_decides(&state) {
             break state;
         }
@@ -107,7 +105,7 @@ pub fn draw(runner: &mut TestRunner, max_steps: usize, keep_initial: bool) -> Re
     let mut transitions = Vec::with_capacity(count);
     let setup = state.setup.len();
     while transitions.len() < count {
-        let t = ModelMachine::transitions(&state).new_tree(runner)?.current();
+        let t = machine::draw_transition(runner.rng(), &state);
         if ModelMachine::preconditions(&state, &t) {
             state = ModelMachine::apply(state, &t);
             if let (None, Some(Answer::Panic(p))) = (&panic, &state.last) {
