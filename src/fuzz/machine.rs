@@ -65,6 +65,10 @@ pub struct RefState {
     op_weights: [u32; 22],
 }
 
+/// What [`RefState::with_config_observed`] hands each setup command to: the model before
+/// it, the model after it, the command and its answer.
+pub type Observer<'a> = dyn FnMut(&ModelBackend, &ModelBackend, &Command, &Answer) + 'a;
+
 impl fmt::Debug for RefState {
     /// Only the case's start: the model's inner state is not worth printing.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,8 +85,31 @@ impl RefState {
 
     /// The state after the setup of `start` on a fresh model, drawing by `config`.
     pub fn with_config(start: CaseStart, config: Arc<GenConfig>) -> RefState {
+        RefState::with_config_observed(start, config, None)
+    }
+
+    /// [`RefState::with_config`], handing each setup command to `observe` with the model
+    /// before it, the model after it and its answer (the fuzzer's invariant mode checks
+    /// these runs: [`super::invariants::Checker::check`]).
+    pub fn with_config_observed(
+        start: CaseStart,
+        config: Arc<GenConfig>,
+        mut observe: Option<&mut Observer<'_>>,
+    ) -> RefState {
         let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
-        let setup: Vec<Answer> = start.setup().iter().map(|c| exec_quiet(&mut model, c)).collect();
+        let setup: Vec<Answer> = start
+            .setup()
+            .iter()
+            .map(|c| match observe.as_deref_mut() {
+                Some(observe) => {
+                    let before = model.clone();
+                    let answer = exec_quiet(&mut model, c);
+                    observe(&before, &model, c, &answer);
+                    answer
+                }
+                None => exec_quiet(&mut model, c),
+            })
+            .collect();
         let mounted = setup.last().is_some_and(Answer::is_done);
         let (mut paths, mut dirs) = (Vec::new(), Vec::new());
         for (_, l) in start.layers() {
