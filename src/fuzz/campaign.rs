@@ -684,6 +684,21 @@ mod tests {
         }
     }
 
+    /// The invariant mode checks the runs that drew a case: the same commands (the count)
+    /// and the same result as `invariants::check_case` on the drawn case.
+    #[test]
+    fn checks_made_while_drawing_are_check_case() {
+        for index in 0..40 {
+            let mut checked = Checked::default();
+            let drawn = draw_with(&mut case_runner(5, index), 24, false, Some(&mut checked)).expect("drawn");
+            let case = drawn.case();
+            let n = case.commands().len();
+            let got = checked.finish(drawn.last.model);
+            assert_eq!(got, invariants::check_case(&case), "case {index}");
+            assert!(got.is_ok_and(|k| k > n), "case {index}: the setup, the steps and the final commands");
+        }
+    }
+
     #[test]
     fn case_0_is_the_seed_and_cases_differ() {
         assert_eq!(case_seed(42, 0), 42);
