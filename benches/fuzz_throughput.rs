@@ -4,8 +4,11 @@
 //! Each routine runs the same 50 cases (the default generator, at most 24 steps):
 //! - `state_machine` (the baseline): proptest's `TestRunner::run` over
 //!   `ModelMachine::sequential_strategy`, each case checked by `invariants::check_case`:
-//!   the loop `ovlsim fuzz --model-only` ran before (value trees kept for shrinking, the
-//!   start state rebuilt at each `current()`);
+//!   the loop `ovlsim fuzz --model-only` ran before campaigns, and the one proptest
+//!   harnesses run (`tests/differential.rs`, `harness::fuzz_backend`). Since the generator
+//!   draws straight from the RNG (issue 12) its strategies wrap the direct draws, so this
+//!   baseline is no longer the old generator (gone): the before/after of that change is
+//!   measured on two binaries in BENCHMARKS.md;
 //! - `invariants`: `campaign::run_case` in `Mode::Invariants` for cases 0..50 of seed 1
 //!   (`ovlsim fuzz --model-only`);
 //! - `plain`: `campaign::run_case` in `Mode::Plain` (`ovlsim fuzz --model-only --plain`).

@@ -327,7 +327,7 @@ fn parse_profile(s: &str) -> Result<ovlsim::fuzz::profile::Profile, String> {
 
 /// `--profile`'s long help: every profile with what it draws.
 fn profile_help() -> String {
-    let mut help = String::from("What the generator draws. `default` is what the fuzzer has always drawn, seed for seed; the others reach further:\n");
+    let mut help = String::from("What the generator draws. `default` is what the kernel differential test draws, seed for seed (since the direct generator of issue 12); the others reach further:\n");
     for p in ovlsim::fuzz::profile::Profile::ALL {
         help.push_str(&format!("\n  {:<10} {}", p.name(), p.about()));
     }

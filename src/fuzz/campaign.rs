@@ -13,17 +13,17 @@
 //!
 //! # Drawing without keeping the value tree
 //!
-//! [`draw`] makes the same draws from the runner as `proptest-state-machine`'s
-//! `Sequential::new_tree` (the case start and its filter, the number of transitions, each
-//! transition with its preconditions; checked by a test), but keeps no value tree: the
-//! fast modes run the case as it is drawn, and only a failing case is drawn again through
-//! the state machine, to be shrunk.
+//! [`draw`] makes the same draws from the runner's RNG as `proptest-state-machine`'s
+//! `Sequential::new_tree` over [`ModelMachine`] (the case start and its filter, the number
+//! of transitions, each transition with its preconditions; checked by a test), calling the
+//! generator's direct draws ([`machine::draw_state`], [`machine::draw_transition`]) that
+//! the state machine's strategies wrap: the fast modes run the case as it is drawn, and
+//! only a failing case is drawn again through the state machine, to be shrunk.
 
 use super::case::{dumped_layers, final_commands, Answer, Case};
 use super::machine::{self, exec_quiet, ModelMachine, RefState};
 use super::{config, gen, invariants, rng_for};
-use crate::backend::Command;
-use proptest::strategy::{Strategy, ValueTree};
+use crate::backend::{Command, ModelBackend};
 use proptest::test_runner::{Config, Reason, TestRunner};
 use proptest_state_machine::ReferenceStateMachine;
 use serde::{Deserialize, Serialize};
@@ -87,12 +87,62 @@ impl Drawn {
 /// for `ModelMachine::sequential_strategy(1..=max_steps)`; keeps the initial state when
 /// `keep_initial`.
 pub fn draw(runner: &mut TestRunner, max_steps: usize, keep_initial: bool) -> Result<Drawn, Reason> {
+    draw_with(runner, max_steps, keep_initial, None)
+}
+
+/// The invariant checks ([`invariants::Checker`]) of a case as [`draw_with`] draws it: the
+/// checker after the last command checked, or the first broken invariant.
+#[derive(Debug, Default)]
+pub struct Checked {
+    checker: Option<invariants::Checker>,
+    error: Option<String>,
+}
+
+impl Checked {
+    /// Checks `cmd`, which took the model from `before` to `model` with `answer`, unless an
+    /// invariant is already broken.
+    fn observe(&mut self, before: &ModelBackend, model: &ModelBackend, cmd: &Command, answer: &Answer) {
+        if let Some(checker) = self.checker.as_mut() {
+            if let Err(e) = checker.check(before, model, cmd, answer, false) {
+                // Checked no further: the first broken invariant is the case's.
+                self.error = Some(e);
+                self.checker = None;
+            }
+        }
+    }
+
+    /// The number of commands checked in all, or the first broken invariant: the result of
+    /// [`invariants::check_case`] on the drawn case, whose final commands are run here on
+    /// `model` (the model after the case's last transition).
+    pub fn finish(self, model: ModelBackend) -> Result<usize, String> {
+        match (self.error, self.checker) {
+            (Some(e), _) => Err(e),
+            (None, Some(mut c)) => c.finish(model),
+            (None, None) => Err("no case was checked".into()),
+        }
+    }
+}
+
+/// [`draw`], and with `check`, the invariant checks of every command as it is drawn: each
+/// setup command and each transition is checked on the very run that drew it (the model
+/// before it and after it), so that the invariant mode does not run the case once more.
+pub fn draw_with(
+    runner: &mut TestRunner,
+    max_steps: usize,
+    keep_initial: bool,
+    mut check: Option<&mut Checked>,
+) -> Result<Drawn, Reason> {
     let cfg = config::current();
     // ModelMachine::init_state: a case start mapped to its state, filtered.
-    let starts = gen::case_start(&cfg);
     let mut state = loop {
-        let start = starts.new_tree(runner)?.current();
-        let state = RefState::with_config(start, cfg.clone());
+        let start = gen::draw_case_start(runner.rng(), &cfg);
+        let state = match check.as_deref_mut() {
+            Some(c) => {
+                *c = Checked { checker: Some(invariants::Checker::new(&start)), error: None };
+                RefState::with_config_observed(start, cfg.clone(), Some(&mut |b, m, cmd, a| c.observe(b, m, cmd, a)))
+            }
+            None => RefState::with_config(start, cfg.clone()),
+        };
         if !machine::start_readdir_order_decides(&state) {
             break state;
         }
@@ -107,9 +157,13 @@ pub fn draw(runner: &mut TestRunner, max_steps: usize, keep_initial: bool) -> Re
     let mut transitions = Vec::with_capacity(count);
     let setup = state.setup.len();
     while transitions.len() < count {
-        let t = ModelMachine::transitions(&state).new_tree(runner)?.current();
+        let t = machine::draw_transition(runner.rng(), &state);
         if ModelMachine::preconditions(&state, &t) {
+            let before = check.as_ref().is_some_and(|c| c.checker.is_some()).then(|| state.model.clone());
             state = ModelMachine::apply(state, &t);
+            if let (Some(c), Some(before), Some(answer)) = (check.as_deref_mut(), before, &state.last) {
+                c.observe(&before, &state.model, &t, answer);
+            }
             if let (None, Some(Answer::Panic(p))) = (&panic, &state.last) {
                 panic = Some(format!("step {} ({t:?}): the model panicked: {p}", setup + transitions.len()));
             }
@@ -155,7 +209,8 @@ pub fn run_case(
     max_steps: usize,
 ) -> (u64, Result<Option<(String, String)>, String>) {
     let mut runner = case_runner(seed, index);
-    let drawn = match draw(&mut runner, max_steps, mode == Mode::Kernel) {
+    let mut checked = (mode == Mode::Invariants).then(Checked::default);
+    let drawn = match draw_with(&mut runner, max_steps, mode == Mode::Kernel, checked.as_mut()) {
         Ok(d) => d,
         Err(why) => return (0, Err(why.to_string())),
     };
@@ -175,7 +230,8 @@ pub fn run_case(
             }
             (steps, Ok(None))
         }
-        Mode::Invariants => match invariants::check_case(&drawn.case()) {
+        // The checks of `invariants::check_case`, made while the case was drawn.
+        Mode::Invariants => match checked.unwrap_or_default().finish(drawn.last.model) {
             Ok(n) => (n as u64, Ok(None)),
             Err(m) => (0, Ok(invariant(m))),
         },
@@ -625,6 +681,21 @@ mod tests {
                 Ok(())
             });
             assert_eq!(seen.into_inner().as_ref(), Some(&drawn.case()), "case {index}");
+        }
+    }
+
+    /// The invariant mode checks the runs that drew a case: the same commands (the count)
+    /// and the same result as `invariants::check_case` on the drawn case.
+    #[test]
+    fn checks_made_while_drawing_are_check_case() {
+        for index in 0..40 {
+            let mut checked = Checked::default();
+            let drawn = draw_with(&mut case_runner(5, index), 24, false, Some(&mut checked)).expect("drawn");
+            let case = drawn.case();
+            let n = case.commands().len();
+            let got = checked.finish(drawn.last.model);
+            assert_eq!(got, invariants::check_case(&case), "case {index}");
+            assert!(got.is_ok_and(|k| k > n), "case {index}: the setup, the steps and the final commands");
         }
     }
 

@@ -1,5 +1,10 @@
-//! Generators (proptest strategies): layer stacks, mount options, operations, offline edits
-//! and remounts.
+//! Generators: layer stacks, mount options, operations, offline edits and remounts.
+//!
+//! Every draw is defined once, as a `draw_*` function that reads a [`TestRng`] directly
+//! (no value trees: a case is drawn in a few microseconds). The proptest strategies of the
+//! same names ([`case_start`], [`op`], [`layer`], ...) are thin wrappers over them
+//! ([`direct`]) whose values do not shrink; failing cases are shrunk whole by
+//! [`super::shrink::minimize`].
 //!
 //! Everything is drawn from a small name alphabet ([`NAMES`]) and a shallow depth
 //! ([`DEPTH_MAX`]), so that names collide across layers and operations hit what the layers
@@ -14,9 +19,10 @@ use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
 use crate::mount::{Options, RedirectDir, Xino};
 use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
 use proptest::prelude::*;
-use proptest::sample::select;
-use proptest::strategy::Union;
+use proptest::strategy::Just;
+use proptest::test_runner::TestRunner;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 /// The name alphabet of layers and paths.
@@ -74,6 +80,69 @@ static LONG_NAME: [u8; 300] = [b'a'; 300];
 /// Data written by operations.
 static OP_DATA: [&[u8]; 4] = [b"", b"x", b"abc", b"y"];
 
+/// The random source every draw reads: proptest's [`TestRng`], so that the proptest-facing
+/// strategies ([`direct`]) draw from their runner's own RNG (no seed to derive, and a
+/// runner's seed still fixes the case), and the fast paths
+/// ([`crate::fuzz::campaign::draw`]) from the same RNG without a runner's value trees.
+/// Only [`RngCore::next_u32`] is read, through [`below`], [`chance`] and [`arm`].
+pub use proptest::test_runner::TestRng;
+
+/// An index in `0..n` (`n > 0`), by a multiply-shift of one 32-bit draw (its bias, under
+/// `n / 2^32`, is nothing at the sizes drawn here).
+pub fn below(rng: &mut TestRng, n: usize) -> usize {
+    ((u64::from(rng.next_u32()) * n as u64) >> 32) as usize
+}
+
+/// True with probability `p`.
+pub fn chance(rng: &mut TestRng, p: f64) -> bool {
+    f64::from(rng.next_u32()) < p * 4_294_967_296.0
+}
+
+/// The index of an arm drawn by `weights` (as `prop_oneof!` draws one: an arm of weight 0
+/// is never drawn). At least one weight is positive.
+pub fn arm(rng: &mut TestRng, weights: &[u32]) -> usize {
+    let total: u32 = weights.iter().sum();
+    let mut x = below(rng, total as usize) as u32;
+    for (i, &w) in weights.iter().enumerate() {
+        if x < w {
+            return i;
+        }
+        x -= w;
+    }
+    weights.len() - 1
+}
+
+/// One element of `v` (not empty), uniformly.
+pub fn pick<'a, T>(rng: &mut TestRng, v: &'a [T]) -> &'a T {
+    &v[below(rng, v.len())]
+}
+
+/// A proptest strategy that draws its value with `f` from the runner's RNG: the
+/// proptest-facing generators ([`case_start`], [`op`], [`super::ModelMachine`]) are these
+/// over the direct draws (`draw_*`), so that what is drawn is defined once. Its value
+/// does not shrink (the fuzzer shrinks whole cases: [`super::shrink::minimize`]).
+pub fn direct<T: Clone + fmt::Debug + 'static>(f: impl Fn(&mut TestRng) -> T + 'static) -> BoxedStrategy<T> {
+    Direct(Arc::new(f)).boxed()
+}
+
+/// See [`direct`].
+struct Direct<T>(Arc<dyn Fn(&mut TestRng) -> T>);
+
+impl<T> fmt::Debug for Direct<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Direct")
+    }
+}
+
+impl<T: Clone + fmt::Debug> Strategy for Direct<T> {
+    type Tree = Just<T>;
+    type Value = T;
+
+    fn new_tree(&self, runner: &mut TestRunner) -> proptest::strategy::NewTree<Self> {
+        Ok(Just((self.0)(runner.rng())))
+    }
+}
+
 /// A plain node with no payload, owned by root.
 pub fn node(kind: FileType, mode: u32) -> FlatNode {
     FlatNode { kind, mode, uid: 0, gid: 0, data: None, target: None, rdev: None, xattrs: BTreeMap::new() }
@@ -104,14 +173,13 @@ fn with_xattr(mut n: FlatNode, name: &str, value: &[u8]) -> FlatNode {
 }
 
 /// One name of the alphabet.
-pub fn name() -> impl Strategy<Value = String> {
-    select(&NAMES[..]).prop_map(str::to_owned)
+pub fn name() -> BoxedStrategy<String> {
+    direct(|rng| (*pick(rng, &NAMES)).to_owned())
 }
 
-/// One name of the configuration's alphabet ([`GenConfig::names`]), drawn as [`name`]
-/// draws from an alphabet of the same size.
-fn name_in(cfg: &GenConfig) -> impl Strategy<Value = String> {
-    select(cfg.names.clone())
+/// One name of the configuration's alphabet ([`GenConfig::names`]).
+fn draw_name(rng: &mut TestRng, cfg: &GenConfig) -> String {
+    pick(rng, &cfg.names).clone()
 }
 
 /// `name`, an overlay marker under `trusted.overlay.` (or its `user.overlay.` decoy), in
@@ -132,317 +200,289 @@ fn ns(cfg: &GenConfig, name: &'static str) -> &'static str {
 }
 
 /// `user.*` xattrs that a regular file or a directory may carry.
-fn user_xattrs(cfg: &GenConfig) -> impl Strategy<Value = BTreeMap<String, Vec<u8>>> {
-    let on = cfg.user_xattrs;
-    prop_oneof![
-        8 => Just(BTreeMap::new()),
-        GenConfig::weight(on, 1) => Just(BTreeMap::from([("user.a".to_owned(), b"1".to_vec())])),
-        GenConfig::weight(on, 1) => Just(BTreeMap::from([
-            ("user.a".to_owned(), b"2".to_vec()),
-            ("user.b".to_owned(), Vec::new()),
-        ])),
-    ]
+fn draw_user_xattrs(rng: &mut TestRng, cfg: &GenConfig) -> BTreeMap<String, Vec<u8>> {
+    let on = GenConfig::weight(cfg.user_xattrs, 1);
+    match arm(rng, &[8, on, on]) {
+        0 => BTreeMap::new(),
+        1 => BTreeMap::from([("user.a".to_owned(), b"1".to_vec())]),
+        _ => BTreeMap::from([("user.a".to_owned(), b"2".to_vec()), ("user.b".to_owned(), Vec::new())]),
+    }
 }
 
-fn owner(cfg: &GenConfig) -> impl Strategy<Value = (u32, u32)> {
+fn draw_owner(rng: &mut TestRng, cfg: &GenConfig) -> (u32, u32) {
     let w = GenConfig::weight(cfg.owners, 1);
-    prop_oneof![9 => Just((0, 0)), w => Just((1000, 1000)), w => Just((1, 0))]
+    [(0, 0), (1000, 1000), (1, 0)][arm(rng, &[9, w, w])]
 }
 
 /// A regular file with tiny data, sometimes with `user.*` xattrs or another owner.
-fn file_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
-    (select(&FILE_DATA[..]), select(&[0o644u32, 0o644, 0o600, 0o755, 0o444, 0o4755][..]), owner(cfg), user_xattrs(cfg))
-        .prop_map(|(data, mode, (uid, gid), xattrs)| {
-            let mut n = file(data, mode);
-            n.uid = uid;
-            n.gid = gid;
-            n.xattrs = xattrs;
-            n
-        })
-}
-
-/// An xattr whiteout: a zero-size file with `trusted.overlay.whiteout` (sometimes, on
-/// purpose, a non-zero-size one, which is not a whiteout).
-///
-/// Always zero-size: a sized file with the marker is an ordinary file until a truncate or
-/// a write through the mount makes it zero-size, and then the kernel keeps showing it from
-/// its dentry cache while a fresh lookup would hide it; the model has no dentry cache, so
-/// that case is out of its contract (the sized file itself is pinned in spec/).
-fn xwhiteout_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
-    let marker = ns(cfg, XWHITEOUT);
-    select(&XWHITEOUT_VALUES[..]).prop_map(move |value| with_xattr(file(b"", 0o644), marker, value))
+fn draw_file_node(rng: &mut TestRng, cfg: &GenConfig) -> FlatNode {
+    let data = *pick(rng, &FILE_DATA);
+    let mode = *pick(rng, &[0o644u32, 0o644, 0o600, 0o755, 0o444, 0o4755]);
+    let mut n = file(data, mode);
+    (n.uid, n.gid) = draw_owner(rng, cfg);
+    n.xattrs = draw_user_xattrs(rng, cfg);
+    n
 }
 
 /// A non-directory node of a layer (no hard links: see [`layer`]).
-pub fn leaf_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
-    prop_oneof![
-        10 => file_node(cfg),
-        GenConfig::weight(cfg.symlinks, 3) => select(&TARGETS[..]).prop_map(symlink),
-        GenConfig::weight(cfg.whiteouts, 3) => Just(whiteout()),
-        GenConfig::weight(cfg.xattr_whiteouts, 2) => xwhiteout_node(cfg),
-        GenConfig::weight(cfg.fifos, 1) => select(&[0o644u32, 0o600][..]).prop_map(|m| node(FileType::Fifo, m)),
+///
+/// Xattr whiteouts are always zero-size: a sized file with the marker is an ordinary file
+/// until a truncate or a write through the mount makes it zero-size, and then the kernel
+/// keeps showing it from its dentry cache while a fresh lookup would hide it; the model has
+/// no dentry cache, so that case is out of its contract (the sized file itself is pinned in
+/// spec/).
+pub fn draw_leaf_node(rng: &mut TestRng, cfg: &GenConfig) -> FlatNode {
+    let weights = [
+        10,
+        GenConfig::weight(cfg.symlinks, 3),
+        GenConfig::weight(cfg.whiteouts, 3),
+        GenConfig::weight(cfg.xattr_whiteouts, 2),
+        GenConfig::weight(cfg.fifos, 1),
         // No metacopy files but under `metacopy` (below): their lookup is EPERM without
         // metacopy=on (pinned in spec/), and when readdir meets two of them in a directory
         // with xattr whiteouts, whether it fails depends on the order of the directory's
         // entries, which the model does not keep (see `machine::readdir_order_decides`).
         // Under `userxattr`, a `trusted.overlay.whiteout` decoy: an ordinary empty file.
-        GenConfig::weight(cfg.xattr_whiteouts && cfg.userxattr, 1) =>
-            select(&XWHITEOUT_VALUES[..]).prop_map(|value| with_xattr(file(b"", 0o644), XWHITEOUT, value)),
+        GenConfig::weight(cfg.xattr_whiteouts && cfg.userxattr, 1),
         // Under `metacopy`, metacopy files: an empty `metacopy` xattr, any size and data
         // (reads take the data below). The profile draws no xattr whiteouts.
-        GenConfig::weight(cfg.metacopy, 2) =>
-            (select(&FILE_DATA[..]), select(&[0o644u32, 0o600][..]))
-                .prop_map(|(data, mode)| with_xattr(file(data, mode), METACOPY, b"")),
-    ]
+        GenConfig::weight(cfg.metacopy, 2),
+    ];
+    match arm(rng, &weights) {
+        0 => draw_file_node(rng, cfg),
+        1 => symlink(pick::<&str>(rng, &TARGETS)),
+        2 => whiteout(),
+        // An xattr whiteout: a zero-size file with `trusted.overlay.whiteout`.
+        3 => with_xattr(file(b"", 0o644), ns(cfg, XWHITEOUT), pick::<&[u8]>(rng, &XWHITEOUT_VALUES)),
+        4 => node(FileType::Fifo, *pick(rng, &[0o644u32, 0o600])),
+        5 => with_xattr(file(b"", 0o644), XWHITEOUT, pick::<&[u8]>(rng, &XWHITEOUT_VALUES)),
+        _ => {
+            let data = *pick(rng, &FILE_DATA);
+            with_xattr(file(data, *pick(rng, &[0o644u32, 0o600])), METACOPY, b"")
+        }
+    }
+}
+
+/// [`draw_leaf_node`] as a strategy.
+pub fn leaf_node(cfg: &GenConfig) -> BoxedStrategy<FlatNode> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_leaf_node(rng, &cfg))
 }
 
 /// A directory's own metadata: mode, owner, sometimes an opaque marker (`y`, `x`, or a
 /// value that is not opaque), rarely a redirect, sometimes `user.*` xattrs.
-pub fn dir_node(cfg: &GenConfig) -> impl Strategy<Value = FlatNode> {
+pub fn draw_dir_node(rng: &mut TestRng, cfg: &GenConfig) -> FlatNode {
+    let mode = *pick(rng, &[0o755u32, 0o755, 0o700, 0o777, 0o1777]);
+    let mut n = node(FileType::Dir, mode);
+    (n.uid, n.gid) = draw_owner(rng, cfg);
     let opaque = |w| GenConfig::weight(cfg.opaque_dirs, w);
-    let marker = prop_oneof![
-        14 => Just(None),
-        opaque(4) => Just(Some((ns(cfg, OPAQUE), &b"y"[..]))),
-        opaque(2) => Just(Some((ns(cfg, OPAQUE), &b"x"[..]))),
-        opaque(1) => Just(Some((ns(cfg, OPAQUE), &b"yes"[..]))),
-        opaque(1) => Just(Some((ns(cfg, "user.overlay.opaque"), &b"y"[..]))),
+    let weights = [
+        14,
+        opaque(4),
+        opaque(2),
+        opaque(1),
+        opaque(1),
         // Only redirects that lead nowhere: one that names a directory another name also
         // shows makes two merged directories share a lower one, and the kernel's answer
         // then depends on its inode cache (ESTALE or not, by lookup order), which is out of
         // the model's contract. Redirects made by renames under `redirect_dir=on`, and the
         // spec scenarios, cover working ones.
-        GenConfig::weight(cfg.redirects, 1) => {
-            let redirect = ns(cfg, REDIRECT);
-            select(&FRUITLESS_REDIRECTS[..]).prop_map(move |v| Some((redirect, v)))
-        },
+        GenConfig::weight(cfg.redirects, 1),
         // Redirects that may lead to a directory another name shows: which of the two
         // merged directories works depends on which is looked up first (the model's inode
-        // cache, `crate::icache`). Last, so that switched off it changes no other arm.
-        GenConfig::weight(cfg.shared_redirects, 1) => {
-            let redirect = ns(cfg, REDIRECT);
-            select(&SHARED_REDIRECTS[..]).prop_map(move |v| Some((redirect, v)))
-        },
+        // cache, `crate::icache`).
+        GenConfig::weight(cfg.shared_redirects, 1),
     ];
-    (select(&[0o755u32, 0o755, 0o700, 0o777, 0o1777][..]), owner(cfg), marker, user_xattrs(cfg)).prop_map(
-        |(mode, (uid, gid), marker, xattrs)| {
-            let mut n = node(FileType::Dir, mode);
-            n.uid = uid;
-            n.gid = gid;
-            n.xattrs = xattrs;
-            if let Some((k, v)) = marker {
-                n.xattrs.insert(k.to_owned(), v.to_vec());
-            }
-            n
-        },
-    )
-}
-
-/// The shape of a generated tree, before it is flattened.
-#[derive(Clone, Debug)]
-enum Shape {
-    /// A non-directory.
-    Leaf(FlatNode),
-    /// A hard link to the `n`-th (modulo) earlier linkable node of the layer.
-    Link(usize),
-    /// A directory and its children.
-    Dir(FlatNode, Vec<(String, Shape)>),
-}
-
-/// The children of a directory at `depth` (the root's children are at depth 1): each name of the alphabet is taken with
-/// probability `p[0]` in the root, `p[1]` below it.
-fn children_with(cfg: &GenConfig, depth: usize, p: [f64; 2]) -> BoxedStrategy<Vec<(String, Shape)>> {
-    let leaf = prop_oneof![
-        12 => leaf_node(cfg).prop_map(Shape::Leaf),
-        GenConfig::weight(cfg.hard_links, 1) => (0..8usize).prop_map(Shape::Link),
-    ];
-    let child = if depth >= cfg.depth_max {
-        leaf.boxed()
-    } else {
-        prop_oneof![
-            3 => leaf,
-            cfg.dir_weight => (dir_node(cfg), children_with(cfg, depth + 1, p)).prop_map(|(n, c)| Shape::Dir(n, c)),
-        ]
-        .boxed()
+    let marker: Option<(&str, &[u8])> = match arm(rng, &weights) {
+        0 => None,
+        1 => Some((ns(cfg, OPAQUE), b"y")),
+        2 => Some((ns(cfg, OPAQUE), b"x")),
+        3 => Some((ns(cfg, OPAQUE), b"yes")),
+        4 => Some((ns(cfg, "user.overlay.opaque"), b"y")),
+        5 => Some((ns(cfg, REDIRECT), *pick(rng, &FRUITLESS_REDIRECTS))),
+        _ => Some((ns(cfg, REDIRECT), *pick(rng, &SHARED_REDIRECTS))),
     };
-    let p = if depth == 1 { p[0] } else { p[1] };
-    let names = cfg.names.clone();
-    proptest::collection::vec(proptest::option::weighted(p, child), names.len())
-        .prop_map(move |slots| names.iter().zip(slots).filter_map(|(n, s)| s.map(|s| (n.clone(), s))).collect())
-        .boxed()
+    n.xattrs = draw_user_xattrs(rng, cfg);
+    if let Some((k, v)) = marker {
+        n.xattrs.insert(k.to_owned(), v.to_vec());
+    }
+    n
 }
 
-fn flatten(prefix: &str, kids: Vec<(String, Shape)>, out: &mut FlatLayer, linkable: &mut Vec<String>) {
-    for (name, shape) in kids {
+/// [`draw_dir_node`] as a strategy.
+pub fn dir_node(cfg: &GenConfig) -> BoxedStrategy<FlatNode> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_dir_node(rng, &cfg))
+}
+
+/// Draws the children of the directory `prefix` at `depth` (the root's children are at
+/// depth 1) into `out`, depth first in name order (the canonical order of
+/// [`crate::layer::Layer::to_flat`]): each name of the alphabet is taken with probability
+/// `p[0]` in the root, `p[1]` below it; a child is a leaf, a hard link to the `n`-th
+/// (modulo, `n < 8`) earlier linkable node of the layer (a plain file when there is none
+/// yet), or, above [`GenConfig::depth_max`], a directory.
+fn draw_children(
+    rng: &mut TestRng,
+    cfg: &GenConfig,
+    prefix: &str,
+    depth: usize,
+    p: [f64; 2],
+    out: &mut FlatLayer,
+    linkable: &mut Vec<String>,
+) {
+    let pd = if depth == 1 { p[0] } else { p[1] };
+    for name in &cfg.names {
+        if !chance(rng, pd) {
+            continue;
+        }
         let path = format!("{prefix}/{name}");
-        match shape {
-            Shape::Leaf(node) => {
-                let is_whiteout = node.kind == FileType::Char
-                    || node.xattrs.contains_key(XWHITEOUT)
-                    || node.xattrs.contains_key("user.overlay.whiteout")
-                    || node.xattrs.contains_key(METACOPY);
-                if !is_whiteout {
-                    linkable.push(path.clone());
-                }
-                out.entries.push(FlatEntry::Node { path, node });
+        let is_dir = depth < cfg.depth_max && arm(rng, &[3, cfg.dir_weight]) == 1;
+        if is_dir {
+            let node = draw_dir_node(rng, cfg);
+            out.entries.push(FlatEntry::Node { path: path.clone(), node });
+            draw_children(rng, cfg, &path, depth + 1, p, out, linkable);
+        } else if arm(rng, &[12, GenConfig::weight(cfg.hard_links, 1)]) == 0 {
+            let node = draw_leaf_node(rng, cfg);
+            let is_whiteout = node.kind == FileType::Char
+                || node.xattrs.contains_key(XWHITEOUT)
+                || node.xattrs.contains_key("user.overlay.whiteout")
+                || node.xattrs.contains_key(METACOPY);
+            if !is_whiteout {
+                linkable.push(path.clone());
             }
-            Shape::Link(n) if !linkable.is_empty() => {
-                let to = linkable[n % linkable.len()].clone();
-                out.entries.push(FlatEntry::Link { path, to });
-            }
-            Shape::Link(_) => {
+            out.entries.push(FlatEntry::Node { path, node });
+        } else {
+            let n = below(rng, 8);
+            if linkable.is_empty() {
                 linkable.push(path.clone());
                 out.entries.push(FlatEntry::Node { path, node: file(b"l", 0o644) });
-            }
-            Shape::Dir(node, kids) => {
-                out.entries.push(FlatEntry::Node { path: path.clone(), node });
-                flatten(&path, kids, out, linkable);
+            } else {
+                let to = linkable[n % linkable.len()].clone();
+                out.entries.push(FlatEntry::Link { path, to });
             }
         }
     }
 }
 
-/// One layer: a tree of depth at most [`DEPTH_MAX`] over [`NAMES`], with files, directories,
-/// symlinks, whiteouts, xattr whiteouts, opaque directories, FIFOs and hard links. The
-/// entries are in the canonical order of [`crate::layer::Layer::to_flat`].
-pub fn layer(cfg: &GenConfig) -> impl Strategy<Value = FlatLayer> {
-    layer_with(cfg, [0.55, 0.35])
+/// One layer: a tree of depth at most [`GenConfig::depth_max`] over the alphabet, with
+/// files, directories, symlinks, whiteouts, xattr whiteouts, opaque directories, FIFOs and
+/// hard links. The entries are in the canonical order of
+/// [`crate::layer::Layer::to_flat`].
+pub fn draw_layer(rng: &mut TestRng, cfg: &GenConfig) -> FlatLayer {
+    draw_layer_with(rng, cfg, [0.55, 0.35])
 }
 
-/// A layer whose names are taken with probabilities `p` ([`children_with`]), its root
-/// drawn by [`root_node`].
-fn layer_with(cfg: &GenConfig, p: [f64; 2]) -> impl Strategy<Value = FlatLayer> {
-    (root_node(cfg), children_with(cfg, 1, p)).prop_map(|(root, kids)| {
-        let mut out = FlatLayer { root, entries: Vec::new() };
-        flatten("", kids, &mut out, &mut Vec::new());
-        out
-    })
+/// [`draw_layer`] as a strategy.
+pub fn layer(cfg: &GenConfig) -> BoxedStrategy<FlatLayer> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_layer(rng, &cfg))
+}
+
+/// A layer whose names are taken with probabilities `p` ([`draw_children`]), its root
+/// drawn by [`draw_root_node`].
+fn draw_layer_with(rng: &mut TestRng, cfg: &GenConfig, p: [f64; 2]) -> FlatLayer {
+    let root = draw_root_node(rng, cfg);
+    let mut out = FlatLayer { root, entries: Vec::new() };
+    draw_children(rng, cfg, "", 1, p, &mut out, &mut Vec::new());
+    out
 }
 
 /// A layer's root: mostly plain; sometimes opaque. With [`GenConfig::root_markers`], often
 /// a marker: opaque `y` or `x` (`x` on a lower root: it may hold xattr whiteouts), a value
 /// that is not opaque, a redirect, or the other namespace's opaque marker (a decoy).
-fn root_node(cfg: &GenConfig) -> BoxedStrategy<FlatNode> {
+fn draw_root_node(rng: &mut TestRng, cfg: &GenConfig) -> FlatNode {
     let dir = || node(FileType::Dir, 0o755);
+    let marked = |name, value: &[u8]| with_xattr(dir(), ns(cfg, name), value);
     if cfg.root_markers {
-        let marked = |name, value: &'static [u8]| Just(with_xattr(dir(), ns(cfg, name), value));
-        return prop_oneof![
-            6 => Just(dir()),
-            3 => marked(OPAQUE, b"y"),
-            3 => marked(OPAQUE, b"x"),
-            1 => marked(OPAQUE, b"yes"),
-            1 => marked("user.overlay.opaque", b"y"),
-            GenConfig::weight(cfg.redirects, 1) => marked(REDIRECT, b"/a"),
-            GenConfig::weight(cfg.redirects, 1) => marked(REDIRECT, b"/zz/.."),
-            1 => Just(node(FileType::Dir, 0o700)),
-        ]
-        .boxed();
+        let r = GenConfig::weight(cfg.redirects, 1);
+        return match arm(rng, &[6, 3, 3, 1, 1, r, r, 1]) {
+            0 => dir(),
+            1 => marked(OPAQUE, b"y"),
+            2 => marked(OPAQUE, b"x"),
+            3 => marked(OPAQUE, b"yes"),
+            4 => marked("user.overlay.opaque", b"y"),
+            5 => marked(REDIRECT, b"/a"),
+            6 => marked(REDIRECT, b"/zz/.."),
+            _ => node(FileType::Dir, 0o700),
+        };
     }
-    prop_oneof![
-        12 => Just(dir()),
-        // The opaque marker on the upper root is ignored.
-        GenConfig::weight(cfg.opaque_dirs, 1) => Just(with_xattr(dir(), ns(cfg, OPAQUE), b"y")),
-        1 => Just(node(FileType::Dir, 0o700)),
-    ]
-    .boxed()
+    // The opaque marker on the upper root is ignored.
+    match arm(rng, &[12, GenConfig::weight(cfg.opaque_dirs, 1), 1]) {
+        0 => dir(),
+        1 => marked(OPAQUE, b"y"),
+        _ => node(FileType::Dir, 0o700),
+    }
 }
 
-/// A lower layer: as [`layer`], or, with [`GenConfig::sparse_lowers`], three times in four a
-/// sparse one (a name of the root in eight, few below), so that most entries of a stack sit
-/// in few of its lowers.
-fn lower_layer(cfg: &GenConfig) -> BoxedStrategy<FlatLayer> {
-    if !cfg.sparse_lowers {
-        return layer(cfg).boxed();
+/// A lower layer: as [`draw_layer`], or, with [`GenConfig::sparse_lowers`], three times in
+/// four a sparse one (a name of the root in eight, few below), so that most entries of a
+/// stack sit in few of its lowers.
+fn draw_lower_layer(rng: &mut TestRng, cfg: &GenConfig) -> FlatLayer {
+    if cfg.sparse_lowers && arm(rng, &[1, 3]) == 1 {
+        return draw_layer_with(rng, cfg, [0.12, 0.25]);
     }
-    prop_oneof![1 => layer(cfg), 3 => layer_with(cfg, [0.12, 0.25])].boxed()
+    draw_layer(rng, cfg)
+}
+
+/// `redirect_dir`: mostly not given (off); `on`, `nofollow` or `follow` by `weights` when
+/// [`GenConfig::redirect_dir`].
+fn draw_redirect_dir(rng: &mut TestRng, cfg: &GenConfig, weights: [u32; 3]) -> RedirectDir {
+    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
+    [RedirectDir::Off, RedirectDir::On, RedirectDir::Nofollow, RedirectDir::Follow]
+        [arm(rng, &[14, rd(weights[0]), rd(weights[1]), rd(weights[2])])]
 }
 
 /// Mount options: mostly the defaults; sometimes `redirect_dir=on`, `nofollow` or
 /// `follow`, a read-only mount or `xino=on`. Never an option the model does not implement.
-/// `userxattr` only with [`GenConfig::userxattr`] (every mount; see [`wide_options`]):
+/// `userxattr` only with [`GenConfig::userxattr`] (every mount; see [`draw_wide_options`]):
 /// under it a copy of a symlink or a FIFO has no origin, and its `st_ino` depends on the
 /// inode cache (modelled, `crate::icache`).
-pub fn options(cfg: &GenConfig) -> BoxedStrategy<Options> {
+pub fn draw_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
     if cfg.userxattr || cfg.xino_auto {
-        return wide_options(cfg);
+        return draw_wide_options(rng, cfg);
     }
     if cfg.metacopy {
-        return metacopy_options(cfg);
+        return draw_metacopy_options(rng, cfg);
     }
-    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
-    let redirect = prop_oneof![
-        14 => Just(RedirectDir::Off),
-        rd(3) => Just(RedirectDir::On),
-        rd(2) => Just(RedirectDir::Nofollow),
-        rd(1) => Just(RedirectDir::Follow),
-    ];
-    // Drawn whatever the configuration, then masked, so that a configuration that allows
-    // them draws exactly as the fixed generator did.
-    let (ro_on, xino_on) = (cfg.read_only, cfg.xino);
-    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03))
-        .prop_map(move |(redirect_dir, read_only, xino)| {
-            let (read_only, xino) = (read_only && ro_on, xino && xino_on);
-            Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
-        })
-        .boxed()
+    let redirect_dir = draw_redirect_dir(rng, cfg, [3, 2, 1]);
+    let read_only = chance(rng, 0.08) && cfg.read_only;
+    let xino = chance(rng, 0.03) && cfg.xino;
+    Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, ..Options::default() }
 }
 
-/// The options of [`GenConfig::metacopy`]: [`options`]'s draws, with `metacopy=on` in about
-/// half the mounts. Mostly `redirect_dir` is not given (metacopy then implies `on`); a
-/// given mode other than `on` is a conflict the kernel refuses (EINVAL, `ovl_fs_params_verify`).
-fn metacopy_options(cfg: &GenConfig) -> BoxedStrategy<Options> {
-    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
-    let redirect = prop_oneof![
-        14 => Just(RedirectDir::Off),
-        rd(3) => Just(RedirectDir::On),
-        rd(1) => Just(RedirectDir::Nofollow),
-        rd(1) => Just(RedirectDir::Follow),
-    ];
-    let (ro_on, xino_on) = (cfg.read_only, cfg.xino);
-    (redirect, prop::bool::weighted(0.08), prop::bool::weighted(0.03), prop::bool::weighted(0.5))
-        .prop_map(move |(redirect_dir, read_only, xino, metacopy)| Options {
-            redirect_dir,
-            read_only: read_only && ro_on,
-            xino: if xino && xino_on { Xino::On } else { Xino::Off },
-            metacopy,
-            ..Options::default()
-        })
-        .boxed()
+/// [`draw_options`] as a strategy.
+pub fn options(cfg: &GenConfig) -> BoxedStrategy<Options> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_options(rng, &cfg))
+}
+
+/// The options of [`GenConfig::metacopy`]: [`draw_options`]'s draws, with `metacopy=on` in
+/// about half the mounts. Mostly `redirect_dir` is not given (metacopy then implies `on`);
+/// a given mode other than `on` is a conflict the kernel refuses (EINVAL,
+/// `ovl_fs_params_verify`).
+fn draw_metacopy_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
+    let redirect_dir = draw_redirect_dir(rng, cfg, [3, 1, 1]);
+    let read_only = chance(rng, 0.08) && cfg.read_only;
+    let xino = chance(rng, 0.03) && cfg.xino;
+    let metacopy = chance(rng, 0.5);
+    Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, metacopy, ..Options::default() }
 }
 
 /// The options of [`GenConfig::userxattr`] and [`GenConfig::xino_auto`]: under `userxattr`,
 /// `redirect_dir` left to the kernel's default (which is then `nofollow`) or given as
 /// `nofollow`, the only value it allows (kernel: `ovl_fs_params_verify`); `xino` off, `on`
 /// or `auto`.
-fn wide_options(cfg: &GenConfig) -> BoxedStrategy<Options> {
-    let rd = |w| GenConfig::weight(cfg.redirect_dir, w);
-    let redirect = if cfg.userxattr {
-        prop_oneof![3 => Just(RedirectDir::Off), rd(1) => Just(RedirectDir::Nofollow)].boxed()
+fn draw_wide_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
+    let redirect_dir = if cfg.userxattr {
+        [RedirectDir::Off, RedirectDir::Nofollow][arm(rng, &[3, GenConfig::weight(cfg.redirect_dir, 1)])]
     } else {
-        prop_oneof![
-            14 => Just(RedirectDir::Off),
-            rd(3) => Just(RedirectDir::On),
-            rd(2) => Just(RedirectDir::Nofollow),
-            rd(1) => Just(RedirectDir::Follow),
-        ]
-        .boxed()
+        draw_redirect_dir(rng, cfg, [3, 2, 1])
     };
+    let read_only = chance(rng, 0.08) && cfg.read_only;
     let x = |w| GenConfig::weight(cfg.xino && cfg.xino_auto, w);
-    let xino = prop_oneof![
-        6 => Just(Xino::Off),
-        x(1) => Just(Xino::On),
-        x(1) => Just(Xino::Auto),
-        GenConfig::weight(cfg.xino && !cfg.xino_auto, 1) => Just(Xino::On),
-    ];
-    let (ro_on, userxattr) = (cfg.read_only, cfg.userxattr);
-    (redirect, prop::bool::weighted(0.08), xino)
-        .prop_map(move |(redirect_dir, read_only, xino)| Options {
-            redirect_dir,
-            read_only: read_only && ro_on,
-            xino,
-            userxattr,
-            ..Options::default()
-        })
-        .boxed()
+    let xino = [Xino::Off, Xino::On, Xino::Auto, Xino::On]
+        [arm(rng, &[6, x(1), x(1), GenConfig::weight(cfg.xino && !cfg.xino_auto, 1)])];
+    Options { redirect_dir, read_only, xino, userxattr: cfg.userxattr, ..Options::default() }
 }
 
 /// `layer` without the redirects of [`SHARED_REDIRECTS`]: drawn in a lower layer, they make
@@ -461,46 +501,49 @@ fn upper_only_shared_redirects(mut layer: FlatLayer) -> FlatLayer {
     layer
 }
 
-/// A layer stack and the options of its first mount: 1 to [`LOWER_COUNT_MAX`] lowers and,
-/// most of the time, an upper (without one, at least two lowers, so that the mount is
-/// valid).
-pub fn case_start(cfg: &GenConfig) -> impl Strategy<Value = CaseStart> {
-    let lower_only = cfg.lower_only_mounts;
-    let shared = cfg.shared_redirects;
-    (
-        cfg.lowers_min..=cfg.lowers_max,
-        prop::bool::weighted(0.85),
-        proptest::collection::vec(lower_layer(cfg), cfg.lowers_max),
-        layer(cfg),
-        options(cfg),
-    )
-        .prop_map(move |(count, has_upper, lowers, upper, options)| {
-            let has_upper = has_upper || !lower_only;
-            let count = if has_upper { count } else { count.max(2) };
-            let lowers =
-                lowers.into_iter().take(count).map(|l| if shared { upper_only_shared_redirects(l) } else { l });
-            CaseStart {
-                lowers: lowers.enumerate().map(|(i, l)| (lower_name(i), l)).collect(),
-                upper: has_upper.then(|| (UPPER.to_owned(), upper)),
-                options,
-            }
+/// A layer stack and the options of its first mount: [`GenConfig::lowers_min`] to
+/// [`GenConfig::lowers_max`] lowers and, most of the time, an upper (without one, at least
+/// two lowers, so that the mount is valid).
+pub fn draw_case_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
+    let count = cfg.lowers_min + below(rng, cfg.lowers_max - cfg.lowers_min + 1);
+    let has_upper = chance(rng, 0.85) || !cfg.lower_only_mounts;
+    let count = if has_upper { count } else { count.max(2) };
+    let lowers = (0..count)
+        .map(|i| {
+            let l = draw_lower_layer(rng, cfg);
+            (lower_name(i), if cfg.shared_redirects { upper_only_shared_redirects(l) } else { l })
         })
+        .collect();
+    let upper = has_upper.then(|| (UPPER.to_owned(), draw_layer(rng, cfg)));
+    let options = draw_options(rng, cfg);
+    CaseStart { lowers, upper, options }
 }
 
-/// Case `seed` of a fixed stream, as commands: a [`case_start`] and `ops` operations drawn
-/// from a ChaCha generator seeded with `seed`, then the final dumps
-/// ([`super::case::final_commands`]). `None` when the model refuses the case's first mount
-/// or does not model it. The benchmarks replay this stream on the model and on the kernel.
-pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
-    use crate::backend::{Backend, ModelBackend, Reply};
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+/// [`draw_case_start`] as a strategy.
+pub fn case_start(cfg: &GenConfig) -> BoxedStrategy<CaseStart> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_case_start(rng, &cfg))
+}
+
+/// The RNG of [`seeded_commands`]: ChaCha, seeded with `seed`.
+fn seeded_rng(seed: u64) -> TestRng {
+    use proptest::test_runner::RngAlgorithm;
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
+}
+
+/// Case `seed` of a fixed stream, as commands: a [`draw_case_start`] and `ops` operations
+/// ([`draw_op_on`] with no known paths) drawn from a ChaCha generator seeded with `seed`,
+/// then the final dumps ([`super::case::final_commands`]). `None` when the model refuses
+/// the case's first mount or does not model it. The benchmarks replay this stream on the
+/// model and on the kernel.
+pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
+    use crate::backend::{Backend, ModelBackend, Reply};
+    let mut rng = seeded_rng(seed);
     let cfg = GenConfig::default();
-    let start = case_start(&cfg).new_tree(&mut runner).ok()?.current();
-    let ops = proptest::collection::vec(op(), ops).new_tree(&mut runner).ok()?.current();
+    let start = draw_case_start(&mut rng, &cfg);
+    let ops: Vec<Op> = (0..ops).map(|_| draw_op_on(&mut rng, &cfg, &[], &[])).collect();
     let mut commands = start.setup();
     let mut model = ModelBackend::new();
     for c in &commands {
@@ -513,34 +556,41 @@ pub fn seeded_commands(seed: u64, ops: usize) -> Option<Vec<Command>> {
     Some(commands)
 }
 
-/// A path in the merged view: mostly `/x`, `/x/y` or `/x/y/z` over [`NAMES`]; sometimes a
-/// trailing slash, a `..` or `.` component, or the root itself.
-pub fn path(cfg: &GenConfig) -> impl Strategy<Value = String> {
+/// 1 to `max` names of the alphabet.
+fn draw_comps(rng: &mut TestRng, cfg: &GenConfig, max: usize) -> Vec<String> {
+    let n = 1 + below(rng, max);
+    (0..n).map(|_| draw_name(rng, cfg)).collect()
+}
+
+/// A path in the merged view: mostly `/x`, `/x/y` or `/x/y/z` over the alphabet;
+/// sometimes a trailing slash, a `..` or `.` component, or the root itself.
+pub fn draw_path(rng: &mut TestRng, cfg: &GenConfig) -> String {
     let depth_max = cfg.depth_max;
-    let comps = || proptest::collection::vec(name_in(cfg), 1..=depth_max);
-    let join = |c: Vec<String>| format!("/{}", c.join("/"));
     let odd = |w| GenConfig::weight(cfg.odd_paths, w);
-    prop_oneof![
-        24 => proptest::collection::vec(name_in(cfg), 1..=2).prop_map(join),
-        6 => comps().prop_map(join),
-        odd(2) => comps().prop_map(move |c| format!("{}/", join(c))),
-        odd(2) => (comps(), 0..depth_max).prop_map(|(mut c, i)| {
-            let at = i.min(c.len());
-            c.insert(at, "..".to_owned());
+    match arm(rng, &[24, 6, odd(2), odd(2), odd(1), 1]) {
+        0 => format!("/{}", draw_comps(rng, cfg, 2).join("/")),
+        1 => format!("/{}", draw_comps(rng, cfg, depth_max).join("/")),
+        2 => format!("/{}/", draw_comps(rng, cfg, depth_max).join("/")),
+        i @ (3 | 4) => {
+            let mut c = draw_comps(rng, cfg, depth_max);
+            let at = below(rng, depth_max).min(c.len());
+            c.insert(at, if i == 3 { ".." } else { "." }.to_owned());
             format!("/{}", c.join("/"))
-        }),
-        odd(1) => (comps(), 0..depth_max).prop_map(|(mut c, i)| {
-            let at = i.min(c.len());
-            c.insert(at, ".".to_owned());
-            format!("/{}", c.join("/"))
-        }),
-        1 => Just("/".to_owned()),
-    ]
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+/// [`draw_path`] as a strategy.
+pub fn path(cfg: &GenConfig) -> BoxedStrategy<String> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_path(rng, &cfg))
 }
 
 /// Xattr names: user ones, trusted ones, and overlay's own (escaped through the mount).
-fn xattr_name() -> impl Strategy<Value = String> {
-    select(
+fn draw_xattr_name(rng: &mut TestRng) -> String {
+    (*pick(
+        rng,
         &[
             "user.a",
             "user.a",
@@ -550,160 +600,162 @@ fn xattr_name() -> impl Strategy<Value = String> {
             "trusted.overlay.x",
             "trusted.overlay.overlay.y",
             "user.overlay.opaque",
-        ][..],
-    )
-    .prop_map(str::to_owned)
-}
-
-fn small_data() -> impl Strategy<Value = Vec<u8>> {
-    select(&OP_DATA[..]).prop_map(<[u8]>::to_vec)
-}
-
-fn open_flags() -> impl Strategy<Value = OpenFlags> {
-    (
-        prop_oneof![
-            2 => Just(Access::ReadOnly),
-            1 => Just(Access::WriteOnly),
-            1 => Just(Access::ReadWrite),
         ],
-        prop::bool::weighted(0.3),
-        prop::bool::weighted(0.1),
-        prop::bool::weighted(0.15),
-        prop::bool::weighted(0.1),
-        prop::bool::weighted(0.1),
-        prop::bool::weighted(0.1),
-    )
-        .prop_map(|(access, creat, excl, trunc, append, directory, nofollow)| OpenFlags {
-            access,
-            creat,
-            excl,
-            trunc,
-            append,
-            directory,
-            nofollow,
-        })
+    ))
+    .to_owned()
 }
 
-fn rename_flags() -> impl Strategy<Value = RenameFlags> {
-    prop_oneof![
-        40 => Just(RenameFlags::default()),
-        5 => Just(RenameFlags { noreplace: true, ..RenameFlags::default() }),
-        4 => Just(RenameFlags { exchange: true, ..RenameFlags::default() }),
-        1 => Just(RenameFlags { whiteout: true, ..RenameFlags::default() }),
-        1 => Just(RenameFlags { exchange: true, noreplace: true, whiteout: false }),
-    ]
+fn draw_small_data(rng: &mut TestRng) -> Vec<u8> {
+    pick(rng, &OP_DATA).to_vec()
 }
 
-fn id() -> impl Strategy<Value = u32> {
-    select(&[0u32, 0, 1, 1000, u32::MAX][..])
+fn draw_open_flags(rng: &mut TestRng) -> OpenFlags {
+    let access = [Access::ReadOnly, Access::WriteOnly, Access::ReadWrite][arm(rng, &[2, 1, 1])];
+    OpenFlags {
+        access,
+        creat: chance(rng, 0.3),
+        excl: chance(rng, 0.1),
+        trunc: chance(rng, 0.15),
+        append: chance(rng, 0.1),
+        directory: chance(rng, 0.1),
+        nofollow: chance(rng, 0.1),
+    }
+}
+
+fn draw_rename_flags(rng: &mut TestRng) -> RenameFlags {
+    let d = RenameFlags::default();
+    [
+        d,
+        RenameFlags { noreplace: true, ..d },
+        RenameFlags { exchange: true, ..d },
+        RenameFlags { whiteout: true, ..d },
+        RenameFlags { exchange: true, noreplace: true, whiteout: false },
+    ][arm(rng, &[40, 5, 4, 1, 1])]
+}
+
+fn draw_id(rng: &mut TestRng) -> u32 {
+    *pick(rng, &[0u32, 0, 1, 1000, u32::MAX])
 }
 
 /// One operation on the merged view, any [`Op`] variant, weighted towards the ones that
 /// change the upper layer, on paths from [`path`].
-pub fn op() -> impl Strategy<Value = Op> {
-    op_on(&GenConfig::default(), &Arc::default(), &Arc::default())
-}
-
-/// One element of `v`, drawn as `select(v)` draws it (an index in `0..v.len()`, shrinking
-/// towards the first) without copying `v`: a strategy made for every transition of a long
-/// case must not cost the length of the case.
-fn pick(v: &Arc<Vec<String>>) -> impl Strategy<Value = String> {
-    let v = Arc::clone(v);
-    (0..v.len()).prop_map(move |i| v[i].clone())
+pub fn op() -> BoxedStrategy<Op> {
+    let cfg = GenConfig::default();
+    direct(move |rng| draw_op_on(rng, &cfg, &[], &[]))
 }
 
 /// A path that is often one of `known` (paths the layers hold or earlier operations made),
 /// a new name in one of the directories among `dirs` (or the root), or one of those with
-/// a trailing slash; else a [`path`].
-///
-/// The vectors are shared, never copied (see [`pick`]): the draws are those of `select` over
-/// the same elements, so a seed gives the same case as before they were shared.
-pub fn path_from(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<String> {
+/// a trailing slash; else a [`draw_path`].
+pub fn draw_path_from(rng: &mut TestRng, cfg: &GenConfig, known: &[String], dirs: &[String]) -> String {
     if known.is_empty() {
-        return path(cfg).boxed();
+        return draw_path(rng, cfg);
     }
-    // The root ("") and then `dirs`, as `select` over `[""] + dirs` draws them.
-    let parents = {
-        let dirs = Arc::clone(dirs);
-        (0..dirs.len() + 1).prop_map(move |i| if i == 0 { String::new() } else { dirs[i - 1].clone() })
-    };
-    let slashed = if dirs.is_empty() { known } else { dirs };
-    prop_oneof![
-        4 => path(cfg),
-        4 => pick(known),
-        3 => (parents, name_in(cfg)).prop_map(|(p, n)| format!("{p}/{n}")),
-        GenConfig::weight(cfg.odd_paths, 1) => pick(slashed).prop_map(|p| format!("{p}/")),
-    ]
-    .boxed()
+    match arm(rng, &[4, 4, 3, GenConfig::weight(cfg.odd_paths, 1)]) {
+        0 => draw_path(rng, cfg),
+        1 => pick(rng, known).clone(),
+        2 => {
+            // The root ("") or one of `dirs`.
+            let i = below(rng, dirs.len() + 1);
+            let parent = if i == 0 { "" } else { dirs[i - 1].as_str() };
+            format!("{parent}/{}", draw_name(rng, cfg))
+        }
+        _ => format!("{}/", pick(rng, if dirs.is_empty() { known } else { dirs })),
+    }
 }
 
-/// One operation, as [`op`], on paths drawn by [`path_from`].
+/// [`draw_path_from`] as a strategy.
+pub fn path_from(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<String> {
+    let (cfg, known, dirs) = (cfg.clone(), Arc::clone(known), Arc::clone(dirs));
+    direct(move |rng| draw_path_from(rng, &cfg, &known, &dirs))
+}
+
+/// The operations [`draw_op_on`] draws, in the order of its arms, with their weights.
+const OP_WEIGHTS: [(&str, u32); 22] = [
+    ("stat", 6),
+    ("lstat", 4),
+    ("open", 6),
+    ("read", 5),
+    ("write", 6),
+    ("truncate", 3),
+    ("mkdir", 6),
+    ("rmdir", 4),
+    ("unlink", 5),
+    ("rename", 9),
+    ("link", 3),
+    ("symlink", 3),
+    ("readlink", 2),
+    ("readdir", 5),
+    ("chmod", 2),
+    ("chown", 2),
+    ("utimes", 1),
+    ("setxattr", 3),
+    ("getxattr", 2),
+    ("listxattr", 2),
+    ("removexattr", 2),
+    ("mknod", 2),
+];
+
+/// The weights of [`OP_WEIGHTS`] under `cfg`: 0 for an operation switched off.
+pub fn op_weights(cfg: &GenConfig) -> [u32; 22] {
+    OP_WEIGHTS.map(|(name, w)| GenConfig::weight(cfg.op(name), w))
+}
+
+/// One operation, any [`Op`] variant but those through a handle, weighted towards the
+/// ones that change the upper layer, on paths drawn by [`draw_path_from`].
+pub fn draw_op_on(rng: &mut TestRng, cfg: &GenConfig, known: &[String], dirs: &[String]) -> Op {
+    draw_op_weighted(rng, cfg, &op_weights(cfg), known, dirs)
+}
+
+/// [`draw_op_on`] with the weights of [`op_weights`] given (so that a caller drawing many
+/// operations computes them once).
+pub fn draw_op_weighted(
+    rng: &mut TestRng,
+    cfg: &GenConfig,
+    weights: &[u32; 22],
+    known: &[String],
+    dirs: &[String],
+) -> Op {
+    let path = |rng: &mut TestRng| draw_path_from(rng, cfg, known, dirs);
+    let mode = |rng: &mut TestRng| *pick(rng, &[0o755u32, 0o644, 0o700, 0o777, 0o1777, 0o2755, 0o600, 0]);
+    match arm(rng, weights) {
+        0 => Op::Stat { path: path(rng) },
+        1 => Op::Lstat { path: path(rng) },
+        2 => Op::Open { path: path(rng), flags: draw_open_flags(rng), mode: *pick(rng, &[0o644u32, 0o600, 0o4755]) },
+        3 => Op::Read { path: path(rng) },
+        4 => {
+            let path = path(rng);
+            let at = if arm(rng, &[3, 1]) == 0 { WriteAt::Offset(below(rng, 4) as u64) } else { WriteAt::Append };
+            Op::Write { path, at, data: draw_small_data(rng) }
+        }
+        5 => Op::Truncate { path: path(rng), len: below(rng, 6) as u64 },
+        6 => Op::Mkdir { path: path(rng), mode: mode(rng) },
+        7 => Op::Rmdir { path: path(rng) },
+        8 => Op::Unlink { path: path(rng) },
+        9 => Op::Rename { from: path(rng), to: path(rng), flags: draw_rename_flags(rng) },
+        10 => Op::Link { from: path(rng), to: path(rng) },
+        11 => Op::Symlink { target: (*pick(rng, &TARGETS)).to_owned(), path: path(rng) },
+        12 => Op::Readlink { path: path(rng) },
+        13 => Op::Readdir { path: path(rng) },
+        14 => Op::Chmod { path: path(rng), mode: mode(rng) },
+        15 => Op::Chown { path: path(rng), uid: draw_id(rng), gid: draw_id(rng) },
+        16 => Op::Utimes { path: path(rng) },
+        17 => Op::Setxattr { path: path(rng), name: draw_xattr_name(rng), value: draw_small_data(rng) },
+        18 => Op::Getxattr { path: path(rng), name: draw_xattr_name(rng) },
+        19 => Op::Listxattr { path: path(rng) },
+        20 => Op::Removexattr { path: path(rng), name: draw_xattr_name(rng) },
+        _ => {
+            let path = path(rng);
+            let kind = [MknodKind::Fifo, MknodKind::File, MknodKind::Char(0, 0)][arm(rng, &[2, 1, 1])];
+            Op::Mknod { path, kind, mode: *pick(rng, &[0o644u32, 0o600, 0]) }
+        }
+    }
+}
+
+/// [`draw_op_on`] as a strategy.
 pub fn op_on(cfg: &GenConfig, known: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<Op> {
-    let path = || path_from(cfg, known, dirs);
-    let w = |name, weight| GenConfig::weight(cfg.op(name), weight);
-    let mode = || select(&[0o755u32, 0o644, 0o700, 0o777, 0o1777, 0o2755, 0o600, 0][..]);
-    // Built as the `prop_oneof!` of more than ten arms is (a `Union` of boxed arms, in
-    // this order), so the default configuration draws exactly as before; an arm switched
-    // off is left out, since a `Union` refuses a weight of 0.
-    let arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
-        (w("stat", 6), path().prop_map(|path| Op::Stat { path }).boxed()),
-        (w("lstat", 4), path().prop_map(|path| Op::Lstat { path }).boxed()),
-        (
-            w("open", 6),
-            (path(), open_flags(), select(&[0o644u32, 0o600, 0o4755][..]))
-                .prop_map(|(path, flags, mode)| Op::Open { path, flags, mode })
-                .boxed(),
-        ),
-        (w("read", 5), path().prop_map(|path| Op::Read { path }).boxed()),
-        (
-            w("write", 6),
-            (path(), prop_oneof![3 => (0..4u64).prop_map(WriteAt::Offset), 1 => Just(WriteAt::Append)], small_data())
-                .prop_map(|(path, at, data)| Op::Write { path, at, data })
-                .boxed(),
-        ),
-        (w("truncate", 3), (path(), 0..6u64).prop_map(|(path, len)| Op::Truncate { path, len }).boxed()),
-        (w("mkdir", 6), (path(), mode()).prop_map(|(path, mode)| Op::Mkdir { path, mode }).boxed()),
-        (w("rmdir", 4), path().prop_map(|path| Op::Rmdir { path }).boxed()),
-        (w("unlink", 5), path().prop_map(|path| Op::Unlink { path }).boxed()),
-        (
-            w("rename", 9),
-            (path(), path(), rename_flags()).prop_map(|(from, to, flags)| Op::Rename { from, to, flags }).boxed(),
-        ),
-        (w("link", 3), (path(), path()).prop_map(|(from, to)| Op::Link { from, to }).boxed()),
-        (
-            w("symlink", 3),
-            (select(&TARGETS[..]), path()).prop_map(|(t, path)| Op::Symlink { target: t.to_owned(), path }).boxed(),
-        ),
-        (w("readlink", 2), path().prop_map(|path| Op::Readlink { path }).boxed()),
-        (w("readdir", 5), path().prop_map(|path| Op::Readdir { path }).boxed()),
-        (w("chmod", 2), (path(), mode()).prop_map(|(path, mode)| Op::Chmod { path, mode }).boxed()),
-        (w("chown", 2), (path(), id(), id()).prop_map(|(path, uid, gid)| Op::Chown { path, uid, gid }).boxed()),
-        (w("utimes", 1), path().prop_map(|path| Op::Utimes { path }).boxed()),
-        (
-            w("setxattr", 3),
-            (path(), xattr_name(), small_data())
-                .prop_map(|(path, name, value)| Op::Setxattr { path, name, value })
-                .boxed(),
-        ),
-        (w("getxattr", 2), (path(), xattr_name()).prop_map(|(path, name)| Op::Getxattr { path, name }).boxed()),
-        (w("listxattr", 2), path().prop_map(|path| Op::Listxattr { path }).boxed()),
-        (w("removexattr", 2), (path(), xattr_name()).prop_map(|(path, name)| Op::Removexattr { path, name }).boxed()),
-        (
-            w("mknod", 2),
-            (
-                path(),
-                prop_oneof![
-                    2 => Just(MknodKind::Fifo),
-                    1 => Just(MknodKind::File),
-                    1 => Just(MknodKind::Char(0, 0)),
-                ],
-                select(&[0o644u32, 0o600, 0][..]),
-            )
-                .prop_map(|(path, kind, mode)| Op::Mknod { path, kind, mode })
-                .boxed(),
-        ),
-    ];
-    Union::new_weighted(arms.into_iter().filter(|(w, _)| *w > 0).collect()).boxed()
+    let (cfg, known, dirs) = (cfg.clone(), Arc::clone(known), Arc::clone(dirs));
+    direct(move |rng| draw_op_on(rng, &cfg, &known, &dirs))
 }
 
 /// The handles a case opens, by name ([`GenConfig::handles`]).
@@ -714,56 +766,69 @@ pub const HANDLES: [&str; 3] = ["f0", "f1", "f2"];
 pub const GETDENTS_ALL: u64 = 4096;
 
 /// An operation through a handle ([`GenConfig::handles`]): an `open` of a path drawn by
-/// [`path_from`] as one of [`HANDLES`], or (when some are `open`) a call through one of
-/// them. Drawn beside [`op_on`]'s operations by the state machine, which knows which
-/// handles the model holds open, so that the calls name an open handle.
+/// [`draw_path_from`] as one of [`HANDLES`], or (when some are `open`) a call through one
+/// of them. Drawn beside [`draw_op_on`]'s operations by the state machine, which knows
+/// which handles the model holds open, so that the calls name an open handle.
+pub fn draw_handle_op(rng: &mut TestRng, cfg: &GenConfig, open: &[String], known: &[String], dirs: &[String]) -> Op {
+    use crate::ops::fd::{FdOp, Whence};
+    let opening = |rng: &mut TestRng| {
+        let fd = (*pick(rng, &HANDLES)).to_owned();
+        let path = draw_path_from(rng, cfg, known, dirs);
+        Op::Fd(FdOp::Open { fd, path, flags: draw_open_flags(rng), mode: *pick(rng, &[0o644u32, 0o600]) })
+    };
+    if open.is_empty() {
+        return opening(rng);
+    }
+    let weights = [if open.len() < HANDLES.len() { 5 } else { 1 }, 2, 3, 3, 2, 2, 2, 3, 2, 1, 4, 1, 1, 2, 2, 1, 1];
+    let which = arm(rng, &weights);
+    if which == 0 {
+        return opening(rng);
+    }
+    let fd = pick(rng, open).clone();
+    let mode = |rng: &mut TestRng| *pick(rng, &[0o755u32, 0o644, 0o700, 0o600, 0o4755]);
+    Op::Fd(match which {
+        1 => FdOp::Close { fd },
+        2 => FdOp::Read { fd, len: 1 + below(rng, 11) as u64 },
+        3 => FdOp::Write { fd, data: draw_small_data(rng) },
+        4 => FdOp::Pread { fd, offset: below(rng, 8) as u64, len: 1 + below(rng, 11) as u64 },
+        5 => FdOp::Pwrite { fd, offset: below(rng, 6) as u64, data: draw_small_data(rng) },
+        6 => {
+            // A seek in a directory: to the start, past `.`, past `..`, or where it is; in
+            // a file the same, or from the end.
+            let (offset, whence) = match arm(rng, &[4, 1, 1]) {
+                0 => (below(rng, 3) as i64, Whence::Set),
+                1 => (0, Whence::Cur),
+                _ => (below(rng, 3) as i64 - 2, Whence::End),
+            };
+            FdOp::Lseek { fd, offset, whence }
+        }
+        7 => FdOp::Fstat { fd },
+        8 => FdOp::Ftruncate { fd, len: below(rng, 6) as u64 },
+        9 => FdOp::Fchmod { fd, mode: mode(rng) },
+        10 => FdOp::Getdents { fd, count: GETDENTS_ALL },
+        11 => FdOp::Fchown { fd, uid: draw_id(rng), gid: draw_id(rng) },
+        12 => FdOp::Fsync { fd },
+        13 => FdOp::Fsetxattr { fd, name: draw_xattr_name(rng), value: draw_small_data(rng) },
+        14 => FdOp::Fgetxattr { fd, name: draw_xattr_name(rng) },
+        15 => FdOp::Flistxattr { fd },
+        _ => FdOp::Fremovexattr { fd, name: draw_xattr_name(rng) },
+    })
+}
+
+/// [`draw_handle_op`] as a strategy.
 pub fn handle_op(
     cfg: &GenConfig,
     open: &[String],
     known: &Arc<Vec<String>>,
     dirs: &Arc<Vec<String>>,
 ) -> BoxedStrategy<Op> {
-    use crate::ops::fd::{FdOp, Whence};
-    let opening = (select(&HANDLES[..]), path_from(cfg, known, dirs), open_flags(), select(&[0o644u32, 0o600][..]))
-        .prop_map(|(fd, path, flags, mode)| Op::Fd(FdOp::Open { fd: fd.to_owned(), path, flags, mode }));
-    if open.is_empty() {
-        return opening.boxed();
-    }
-    let fd = || select(open.to_vec());
-    let mode = || select(&[0o755u32, 0o644, 0o700, 0o600, 0o4755][..]);
-    // A seek in a directory: to the start, past `.`, past `..`, or where it is; in a file
-    // the same, or from the end.
-    let seek = prop_oneof![
-        4 => (0..3i64).prop_map(|o| (o, Whence::Set)),
-        1 => Just((0, Whence::Cur)),
-        1 => (-2..1i64).prop_map(|o| (o, Whence::End)),
-    ];
-    prop_oneof![
-        if open.len() < HANDLES.len() { 5 } else { 1 } => opening,
-        2 => fd().prop_map(|fd| FdOp::Close { fd }).prop_map(Op::Fd),
-        3 => (fd(), 1..12u64).prop_map(|(fd, len)| Op::Fd(FdOp::Read { fd, len })),
-        3 => (fd(), small_data()).prop_map(|(fd, data)| Op::Fd(FdOp::Write { fd, data })),
-        2 => (fd(), 0..8u64, 1..12u64).prop_map(|(fd, offset, len)| Op::Fd(FdOp::Pread { fd, offset, len })),
-        2 => (fd(), 0..6u64, small_data()).prop_map(|(fd, offset, data)| Op::Fd(FdOp::Pwrite { fd, offset, data })),
-        2 => (fd(), seek).prop_map(|(fd, (offset, whence))| Op::Fd(FdOp::Lseek { fd, offset, whence })),
-        3 => fd().prop_map(|fd| Op::Fd(FdOp::Fstat { fd })),
-        2 => (fd(), 0..6u64).prop_map(|(fd, len)| Op::Fd(FdOp::Ftruncate { fd, len })),
-        1 => (fd(), mode()).prop_map(|(fd, mode)| Op::Fd(FdOp::Fchmod { fd, mode })),
-        4 => fd().prop_map(|fd| Op::Fd(FdOp::Getdents { fd, count: GETDENTS_ALL })),
-        1 => (fd(), id(), id()).prop_map(|(fd, uid, gid)| Op::Fd(FdOp::Fchown { fd, uid, gid })),
-        1 => fd().prop_map(|fd| Op::Fd(FdOp::Fsync { fd })),
-        2 => (fd(), xattr_name(), small_data())
-            .prop_map(|(fd, name, value)| Op::Fd(FdOp::Fsetxattr { fd, name, value })),
-        2 => (fd(), xattr_name()).prop_map(|(fd, name)| Op::Fd(FdOp::Fgetxattr { fd, name })),
-        1 => fd().prop_map(|fd| Op::Fd(FdOp::Flistxattr { fd })),
-        1 => (fd(), xattr_name()).prop_map(|(fd, name)| Op::Fd(FdOp::Fremovexattr { fd, name })),
-    ]
-    .boxed()
+    let (cfg, open, known, dirs) = (cfg.clone(), open.to_vec(), Arc::clone(known), Arc::clone(dirs));
+    direct(move |rng| draw_handle_op(rng, &cfg, &open, &known, &dirs))
 }
 
 /// A path inside a layer, for an offline edit.
-fn layer_path(cfg: &GenConfig) -> impl Strategy<Value = String> {
-    proptest::collection::vec(name_in(cfg), 1..=cfg.depth_max).prop_map(|c| format!("/{}", c.join("/")))
+fn draw_layer_path(rng: &mut TestRng, cfg: &GenConfig) -> String {
+    format!("/{}", draw_comps(rng, cfg, cfg.depth_max).join("/"))
 }
 
 /// Whether `a` is `b` or one is an ancestor of the other (component-wise).
@@ -774,27 +839,44 @@ fn overlaps(a: &str, b: &str) -> bool {
     ca[..n] == cb[..n]
 }
 
+/// How many times [`draw_edit`] draws a link's two paths before it gives up on a link.
+const LINK_TRIES: usize = 64;
+
 /// One offline edit: put a node (a non-directory, or an empty directory with its markers),
 /// remove a path, or make a hard link. A link never targets its own path or an ancestor or
-/// descendant of it, where replacing the name would remove the link's target first.
+/// descendant of it, where replacing the name would remove the link's target first (its
+/// paths are drawn again, up to [`LINK_TRIES`] times, after which a put is drawn instead).
 ///
 /// With `removes` false, no `Remove`: removing an upper whiteout after a rename can show
 /// a lower file again whose inode is also the copy-up origin of the renamed copy, and the
 /// kernel then answers by the order of its inode cache (ESTALE for whichever name comes
 /// second), which is out of the model's contract. Edits of the upper are made that way.
-pub fn edit(cfg: &GenConfig, removes: bool) -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        5 => (layer_path(cfg), prop_oneof![3 => leaf_node(cfg), 1 => dir_node(cfg)])
-            .prop_map(|(path, node)| Edit::Put { path, node }),
-        if removes { 3 } else { 0 } => layer_path(cfg).prop_map(|path| Edit::Remove { path }),
-        GenConfig::weight(cfg.hard_links, 1) => (layer_path(cfg), layer_path(cfg))
-            .prop_filter("a link overlapping its target", |(p, t)| !overlaps(p, t))
-            .prop_map(|(path, to)| Edit::Link { path, to }),
-    ]
+pub fn draw_edit(rng: &mut TestRng, cfg: &GenConfig, removes: bool) -> Edit {
+    let which = arm(rng, &[5, if removes { 3 } else { 0 }, GenConfig::weight(cfg.hard_links, 1)]);
+    if which == 2 {
+        for _ in 0..LINK_TRIES {
+            let (path, to) = (draw_layer_path(rng, cfg), draw_layer_path(rng, cfg));
+            if !overlaps(&path, &to) {
+                return Edit::Link { path, to };
+            }
+        }
+    }
+    let path = draw_layer_path(rng, cfg);
+    if which == 1 {
+        return Edit::Remove { path };
+    }
+    let node = if arm(rng, &[3, 1]) == 0 { draw_leaf_node(rng, cfg) } else { draw_dir_node(rng, cfg) };
+    Edit::Put { path, node }
 }
 
-/// Whether an offline edit is one the generators make (see [`edit`]): a put is also one
-/// a layer can hold ([`crate::layer::check::check_node`]), so a shrunk case never turns
+/// [`draw_edit`] as a strategy.
+pub fn edit(cfg: &GenConfig, removes: bool) -> BoxedStrategy<Edit> {
+    let cfg = cfg.clone();
+    direct(move |rng| draw_edit(rng, &cfg, removes))
+}
+
+/// Whether an offline edit is one the generators make (see [`draw_edit`]): a put is also
+/// one a layer can hold ([`crate::layer::check::check_node`]), so a shrunk case never turns
 /// into a refused edit.
 pub fn edit_is_valid(edit: &Edit) -> bool {
     match edit {
@@ -826,42 +908,46 @@ pub fn mounts(cfg: &GenConfig, start: &CaseStart) -> Vec<(Vec<String>, Option<St
 
 /// A mount command for this case (see [`mounts`]), mostly with the layers of the first
 /// mount.
-pub fn mount(cfg: &GenConfig, start: &CaseStart) -> BoxedStrategy<Command> {
-    let choices = mounts(cfg, start);
-    let first = choices[0].clone();
-    let which = if choices.len() > 1 {
-        prop_oneof![3 => Just(first), 1 => select(choices)].boxed()
-    } else {
-        Just(first).boxed()
-    };
+pub fn draw_mount(rng: &mut TestRng, cfg: &GenConfig, start: &CaseStart) -> Command {
+    let mut choices = mounts(cfg, start);
+    let i = if choices.len() > 1 && arm(rng, &[3, 1]) == 1 { below(rng, choices.len()) } else { 0 };
+    let (lowers, upper) = choices.swap_remove(i);
+    let mut options = draw_options(rng, cfg);
     // A remount keeps the first mount's `userxattr`: the model records copy-up origins and
     // impure marks without the xattr namespace the kernel wrote them in, so switching
     // namespaces on one upper is outside what it models.
     let userxattr = start.options.userxattr;
-    (which, options(cfg))
-        .prop_map(move |((lowers, upper), mut options)| {
-            if options.userxattr != userxattr {
-                options.userxattr = userxattr;
-                options.redirect_dir =
-                    if userxattr { crate::mount::RedirectDir::Nofollow } else { crate::mount::RedirectDir::Off };
-            }
-            Command::Mount { lowers, upper, options }
-        })
-        .boxed()
+    if options.userxattr != userxattr {
+        options.userxattr = userxattr;
+        options.redirect_dir = if userxattr { RedirectDir::Nofollow } else { RedirectDir::Off };
+    }
+    Command::Mount { lowers, upper, options }
+}
+
+/// [`draw_mount`] as a strategy.
+pub fn mount(cfg: &GenConfig, start: &CaseStart) -> BoxedStrategy<Command> {
+    let (cfg, start) = (cfg.clone(), start.clone());
+    direct(move |rng| draw_mount(rng, &cfg, &start))
 }
 
 /// A caller for [`crate::backend::Command::OpAs`]: root or one of the users that own layer
 /// objects ([`GenConfig::owners`]: 1000 and 1), with or without a supplementary group,
 /// and a umask.
+pub fn draw_cred(rng: &mut TestRng) -> crate::cred::Cred {
+    let uid = *pick(rng, &[0u32, 1000, 1000, 1]);
+    let gid = *pick(rng, &[0u32, 1000]);
+    let groups = match below(rng, 3) {
+        0 => Vec::new(),
+        1 => vec![1000u32],
+        _ => vec![0],
+    };
+    let umask = *pick(rng, &[0u32, 0o022, 0o077, 0o002]);
+    crate::cred::Cred { uid, gid, groups, umask }
+}
+
+/// [`draw_cred`] as a strategy.
 pub fn cred() -> BoxedStrategy<crate::cred::Cred> {
-    (
-        select(&[0u32, 1000, 1000, 1][..]),
-        select(&[0u32, 1000][..]),
-        select(vec![Vec::new(), vec![1000u32], vec![0]]),
-        select(&[0u32, 0o022, 0o077, 0o002][..]),
-    )
-        .prop_map(|(uid, gid, groups, umask)| crate::cred::Cred { uid, gid, groups, umask })
-        .boxed()
+    direct(draw_cred)
 }
 
 #[cfg(test)]

@@ -88,40 +88,120 @@ pub const PROGRESS_EVERY: usize = 1024;
 /// [`check_case`], telling `progress` the number of commands run every [`PROGRESS_EVERY`]
 /// commands (for a progress line during a long case).
 pub fn check_case_with_progress(case: &Case, progress: &mut dyn FnMut(usize)) -> Result<usize, String> {
-    let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
-    let names = case.start.layer_names();
-    let upper = case.start.upper.as_ref().map(|(n, _)| n.clone());
-    let mut mounted = false;
-    let mut count = 0;
-    // The last tree of each layer found well formed.
-    let mut well_formed_before: HashMap<String, Layer> = HashMap::new();
-    let mut run = |cmd: &Command, mounted: &mut bool, i: usize, whole: bool| -> Result<(), String> {
+    let mut checker = Checker::new(&case.start);
+    let mut model = checker.setup(&case.start)?;
+    for cmd in &case.steps {
+        checker.run(&mut model, cmd, false)?;
+        if checker.count.is_multiple_of(PROGRESS_EVERY) {
+            progress(checker.count);
+        }
+    }
+    checker.finish(model)
+}
+
+/// The invariant checks of [`check_case`], one command at a time: the case's commands are
+/// run by [`Checker::run`], or run elsewhere and handed over with the state before them
+/// ([`Checker::check`]: the fuzzer's invariant mode checks the very runs that drew the case,
+/// [`super::campaign::draw`], instead of running the case again).
+#[derive(Debug)]
+pub struct Checker {
+    /// The case's layers.
+    names: Vec<String>,
+    /// The case's upper layer.
+    upper: Option<String>,
+    /// The last tree of each layer found well formed.
+    well_formed_before: HashMap<String, Layer>,
+    /// Whether the model is mounted after the commands so far.
+    mounted: bool,
+    /// Commands checked so far.
+    count: usize,
+}
+
+impl Checker {
+    /// A checker for a case starting with `start`.
+    pub fn new(start: &super::case::CaseStart) -> Checker {
+        Checker {
+            names: start.layer_names(),
+            upper: start.upper.as_ref().map(|(n, _)| n.clone()),
+            well_formed_before: HashMap::new(),
+            mounted: false,
+            count: 0,
+        }
+    }
+
+    /// Commands checked so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Runs and checks the setup of `start` ([`super::case::CaseStart::setup`]) on a fresh
+    /// model (every lookup through the cache), and returns the model after it.
+    pub fn setup(&mut self, start: &super::case::CaseStart) -> Result<ModelBackend, String> {
+        let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
+        for cmd in start.setup() {
+            self.run(&mut model, &cmd, false)?;
+        }
+        Ok(model)
+    }
+
+    /// Runs `cmd` on `model` and checks it; `last` makes it get the whole-layer checks
+    /// whatever the schedule ([`whole_layer_check_due`]).
+    pub fn run(&mut self, model: &mut ModelBackend, cmd: &Command, last: bool) -> Result<(), String> {
         let before = model.clone();
-        let answer = exec_quiet(&mut model, cmd);
+        let answer = exec_quiet(model, cmd);
+        self.check(&before, model, cmd, &answer, last)
+    }
+
+    /// Runs and checks the final commands ([`final_commands`]) on `model`; the number of
+    /// commands checked in all.
+    pub fn finish(&mut self, mut model: ModelBackend) -> Result<usize, String> {
+        let finals = final_commands(self.mounted, &self.names);
+        let last = finals.len();
+        for (k, cmd) in finals.iter().enumerate() {
+            self.run(&mut model, cmd, k + 1 == last)?;
+        }
+        Ok(self.count)
+    }
+
+    /// Checks `cmd`, which took the model from `before` to `model` with `answer` (`model`
+    /// must be the result of running `cmd` on a clone of `before`, which shares its lookup
+    /// cache); `last` as in [`Checker::run`].
+    pub fn check(
+        &mut self,
+        before: &ModelBackend,
+        model: &ModelBackend,
+        cmd: &Command,
+        answer: &Answer,
+        last: bool,
+    ) -> Result<(), String> {
+        let i = self.count;
+        let whole = whole_layer_check_due(i) || last;
+        self.count += 1;
+        let upper = &self.upper;
         let fail = |what: String| Err(format!("step {i} ({cmd:?}): {what}"));
-        if let Answer::Panic(p) = &answer {
+        if let Answer::Panic(p) = answer {
             return fail(format!("the model panicked: {p}"));
         }
         // A dump of the merged view walks the whole tree: it is run again (on the twin,
         // without the cache, and as single operations) only on the whole-layer schedule.
         let rerun = whole || !matches!(cmd, Command::DumpMerged);
         let upper_of = |b: &ModelBackend| upper.as_deref().and_then(|u| b.layer(u));
-        let upper_model = upper_of(&model);
+        let upper_model = upper_of(model);
         if rerun {
             let mut twin = before.clone();
             let again = exec_quiet(&mut twin, cmd);
-            if again != answer {
+            if again != *answer {
                 return fail(format!("not deterministic: {answer:?} then {again:?} from the same state"));
             }
             let mut blind = before.clone();
             blind.set_cache_policy(CachePolicy::Off);
             let uncached = exec_quiet(&mut blind, cmd);
-            if uncached != answer {
+            if uncached != *answer {
                 return fail(format!("the lookup cache changed the answer: {answer:?} with it, {uncached:?} without"));
             }
             if let (Command::DumpMerged, Some(mut ov)) = (cmd, before.overlay().cloned()) {
                 let by_path = Answer::Reply(Reply::Merged(dump_merged(|op| ov.apply(op))));
-                if by_path != answer {
+                if by_path != *answer {
                     return fail(format!("the dentry walk read {answer:?}, single operations {by_path:?}"));
                 }
                 let after = model.overlay().expect("a dump leaves the overlay mounted");
@@ -142,7 +222,7 @@ pub fn check_case_with_progress(case: &Case, progress: &mut dyn FnMut(usize)) ->
         }
         if let Command::Op(op) = cmd {
             let read_only_mount = before.overlay().is_some_and(|o| o.upper().is_none() || o.options().read_only);
-            if (reads_only(op) || read_only_mount) && !same_tree(upper_of(&before).as_ref(), upper_model.as_ref()) {
+            if (reads_only(op) || read_only_mount) && !same_tree(upper_of(before).as_ref(), upper_model.as_ref()) {
                 return fail(if reads_only(op) {
                     "a read changed the upper layer".into()
                 } else {
@@ -151,39 +231,25 @@ pub fn check_case_with_progress(case: &Case, progress: &mut dyn FnMut(usize)) ->
             }
         }
         if whole {
-            for n in &names {
+            for n in &self.names {
                 if let Some(l) = model.layer(n) {
                     // A layer that is the very tree checked before (an unchanged lower, an
                     // upper a read left alone) is well formed still.
-                    if well_formed_before.get(n).is_some_and(|c: &Layer| c.ptr_eq(&l)) {
+                    if self.well_formed_before.get(n).is_some_and(|c: &Layer| c.ptr_eq(&l)) {
                         continue;
                     }
                     well_formed(&l).or_else(|e| fail(format!("layer {n}: {e}")))?;
-                    well_formed_before.insert(n.clone(), l);
+                    self.well_formed_before.insert(n.clone(), l);
                 }
             }
         }
         match cmd {
-            Command::Mount { .. } => *mounted = answer.is_done(),
-            Command::Unmount if matches!(answer, Answer::Reply(_)) => *mounted = false,
+            Command::Mount { .. } => self.mounted = answer.is_done(),
+            Command::Unmount if matches!(answer, Answer::Reply(_)) => self.mounted = false,
             _ => {}
         }
         Ok(())
-    };
-    for cmd in case.commands() {
-        run(&cmd, &mut mounted, count, whole_layer_check_due(count))?;
-        count += 1;
-        if count % PROGRESS_EVERY == 0 {
-            progress(count);
-        }
     }
-    let finals = final_commands(mounted, &names);
-    let last = finals.len();
-    for (k, cmd) in finals.iter().enumerate() {
-        run(cmd, &mut mounted, count, whole_layer_check_due(count) || k + 1 == last)?;
-        count += 1;
-    }
-    Ok(count)
 }
 
 /// Whether `op` only reads: it must not change the upper layer, whatever it returns.

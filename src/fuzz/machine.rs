@@ -27,9 +27,8 @@ use crate::kernel::{KernelBackend, SystemUnderTest};
 use crate::layer::{FileType, FlatEntry, Layer};
 use crate::mount::RedirectDir;
 use crate::overlay::{LayerRef, Overlay};
+use gen::TestRng;
 use proptest::prelude::*;
-use proptest::sample::select;
-use proptest::strategy::Union;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -62,11 +61,13 @@ pub struct RefState {
     pub dirs: Arc<Vec<String>>,
     /// What the generator draws for this case.
     pub config: Arc<GenConfig>,
-    /// The transitions while mounted, over `paths` and `dirs` ([`mounted_transitions`]):
-    /// built when they change, not at every transition, so that a long case does not build
-    /// (and keep) a fresh strategy per step. The draws are the same either way.
-    ops: BoxedStrategy<Command>,
+    /// The weights of the operations under `config` ([`gen::op_weights`]), computed once.
+    op_weights: [u32; 22],
 }
+
+/// What [`RefState::with_config_observed`] hands each setup command to: the model before
+/// it, the model after it, the command and its answer.
+pub type Observer<'a> = dyn FnMut(&ModelBackend, &ModelBackend, &Command, &Answer) + 'a;
 
 impl fmt::Debug for RefState {
     /// Only the case's start: the model's inner state is not worth printing.
@@ -84,8 +85,31 @@ impl RefState {
 
     /// The state after the setup of `start` on a fresh model, drawing by `config`.
     pub fn with_config(start: CaseStart, config: Arc<GenConfig>) -> RefState {
+        RefState::with_config_observed(start, config, None)
+    }
+
+    /// [`RefState::with_config`], handing each setup command to `observe` with the model
+    /// before it, the model after it and its answer (the fuzzer's invariant mode checks
+    /// these runs: [`super::invariants::Checker::check`]).
+    pub fn with_config_observed(
+        start: CaseStart,
+        config: Arc<GenConfig>,
+        mut observe: Option<&mut Observer<'_>>,
+    ) -> RefState {
         let mut model = ModelBackend::with_cache_policy(CachePolicy::Always);
-        let setup: Vec<Answer> = start.setup().iter().map(|c| exec_quiet(&mut model, c)).collect();
+        let setup: Vec<Answer> = start
+            .setup()
+            .iter()
+            .map(|c| match observe.as_deref_mut() {
+                Some(observe) => {
+                    let before = model.clone();
+                    let answer = exec_quiet(&mut model, c);
+                    observe(&before, &model, c, &answer);
+                    answer
+                }
+                None => exec_quiet(&mut model, c),
+            })
+            .collect();
         let mounted = setup.last().is_some_and(Answer::is_done);
         let (mut paths, mut dirs) = (Vec::new(), Vec::new());
         for (_, l) in start.layers() {
@@ -101,7 +125,7 @@ impl RefState {
             v.dedup();
         }
         let (paths, dirs) = (Arc::new(paths), Arc::new(dirs));
-        let ops = mounted_transitions(&config, &paths, &dirs);
+        let op_weights = gen::op_weights(&config);
         let lower_edits = !(start.has_redirects() || mounted && forbids_offline(&start.options));
         RefState {
             start: Arc::new(start),
@@ -114,7 +138,7 @@ impl RefState {
             paths,
             dirs,
             config,
-            ops,
+            op_weights,
         }
     }
 
@@ -138,7 +162,6 @@ impl RefState {
             self.edits.push(cmd.clone());
         }
         if let Some(p) = made_path(cmd, &answer) {
-            let known = (self.paths.len(), self.dirs.len());
             let is_dir = matches!(cmd, Command::Op(crate::ops::Op::Mkdir { .. }))
                 || matches!(cmd, Command::Edit { edit: Edit::Put { node, .. }, .. } if node.kind == FileType::Dir);
             if is_dir && !self.dirs.contains(&p) {
@@ -146,9 +169,6 @@ impl RefState {
             }
             if !self.paths.contains(&p) {
                 Arc::make_mut(&mut self.paths).push(p);
-            }
-            if known != (self.paths.len(), self.dirs.len()) {
-                self.ops = mounted_transitions(&self.config, &self.paths, &self.dirs);
             }
         }
         self.last = Some(answer);
@@ -161,18 +181,69 @@ impl RefState {
     }
 }
 
-/// The transitions while mounted: mostly an operation on `paths` and `dirs`
-/// ([`gen::op_on`]), sometimes an unmount or a dump of the merged view.
-fn mounted_transitions(cfg: &GenConfig, paths: &Arc<Vec<String>>, dirs: &Arc<Vec<String>>) -> BoxedStrategy<Command> {
-    prop_oneof![
-        40 => gen::op_on(cfg, paths, dirs).prop_map(Command::Op),
-        GenConfig::weight(cfg.remounts, 2) => Just(Command::Unmount),
-        1 => Just(Command::DumpMerged),
-        GenConfig::weight(cfg.drop_caches, 1) => Just(Command::DropCaches),
-        GenConfig::weight(cfg.callers, 30) => (gen::op_on(cfg, paths, dirs), gen::cred())
-            .prop_map(|(op, cred)| Command::OpAs { cred, op }),
-    ]
-    .boxed()
+/// A transition while mounted, without handles: mostly an operation on the state's paths
+/// ([`gen::draw_op_on`]), sometimes an unmount, a dump of the merged view, a cache drop, or
+/// (with [`GenConfig::callers`]) an operation as another caller.
+fn draw_mounted(rng: &mut TestRng, state: &RefState) -> Command {
+    let cfg = &state.config;
+    let weights = [
+        40,
+        GenConfig::weight(cfg.remounts, 2),
+        1,
+        GenConfig::weight(cfg.drop_caches, 1),
+        GenConfig::weight(cfg.callers, 30),
+    ];
+    let op = |rng: &mut TestRng| gen::draw_op_weighted(rng, cfg, &state.op_weights, &state.paths, &state.dirs);
+    match gen::arm(rng, &weights) {
+        0 => Command::Op(op(rng)),
+        1 => Command::Unmount,
+        2 => Command::DumpMerged,
+        3 => Command::DropCaches,
+        _ => {
+            let op = op(rng);
+            Command::OpAs { cred: gen::draw_cred(rng), op }
+        }
+    }
+}
+
+/// The next transition of a case in `state`: while mounted, [`draw_mounted`]'s, and with
+/// [`GenConfig::handles`] one time in three an operation through a handle
+/// ([`gen::draw_handle_op`], on the handles the model holds open); while unmounted, a
+/// mount ([`gen::draw_mount`]), a dump of a layer, or (while offline edits are defined) an
+/// offline edit of a layer ([`gen::draw_edit`]; no removes in the upper). The
+/// preconditions ([`ModelMachine::preconditions`]) are checked by the caller.
+pub fn draw_transition(rng: &mut TestRng, state: &RefState) -> Command {
+    let cfg = &state.config;
+    if state.mounted {
+        if cfg.handles && gen::arm(rng, &[2, 1]) == 1 {
+            let open = state.model.overlay().map(|o| o.fds().names()).unwrap_or_default();
+            return Command::Op(gen::draw_handle_op(rng, cfg, &open, &state.paths, &state.dirs));
+        }
+        return draw_mounted(rng, state);
+    }
+    // Once redirects may exist, no layer is edited offline, the upper included: a node put
+    // where a redirected directory left its whiteout makes two merged directories share a
+    // lower one, and the kernel then answers by its inode cache.
+    let editable = state.lower_edits && cfg.offline_edits;
+    match gen::arm(rng, &[5, 1, if editable { 4 } else { 0 }]) {
+        0 => gen::draw_mount(rng, cfg, &state.start),
+        1 => {
+            let names = state.start.layer_names();
+            Command::DumpLayer { name: gen::pick(rng, &names).clone() }
+        }
+        _ => {
+            let names = state.start.layer_names();
+            let layer = gen::pick(rng, &names).clone();
+            let removes = !state.start.is_upper(&layer);
+            Command::Edit { edit: gen::draw_edit(rng, cfg, removes), layer }
+        }
+    }
+}
+
+/// A case's start drawn by `config` and its state after the setup (not filtered: see
+/// [`start_readdir_order_decides`]).
+pub fn draw_state(rng: &mut TestRng, config: &Arc<GenConfig>) -> RefState {
+    RefState::with_config(gen::draw_case_start(rng, config), config.clone())
 }
 
 /// Whether a mount with `options` makes later offline changes to lower layers undefined
@@ -273,47 +344,15 @@ impl ReferenceStateMachine for ModelMachine {
     /// set with [`super::with_config`]; the default draws everything).
     fn init_state() -> BoxedStrategy<RefState> {
         let config = super::config::current();
-        gen::case_start(&config)
-            .prop_map(move |start| RefState::with_config(start, config.clone()))
+        gen::direct(move |rng| draw_state(rng, &config))
             .prop_filter("a readdir would depend on tmpfs's entry order", |s| !start_readdir_order_decides(s))
             .boxed()
     }
 
+    /// [`draw_transition`] from the runner's RNG.
     fn transitions(state: &RefState) -> BoxedStrategy<Command> {
-        let cfg = &state.config;
-        if state.mounted {
-            if !cfg.handles {
-                return state.ops.clone();
-            }
-            let open = state.model.overlay().map(|o| o.fds().names()).unwrap_or_default();
-            let handle_op = gen::handle_op(cfg, &open, &state.paths, &state.dirs).prop_map(Command::Op);
-            return prop_oneof![2 => state.ops.clone(), 1 => handle_op].boxed();
-        }
-        let names = state.start.layer_names();
-        let editable: Vec<String> =
-            // Once redirects may exist, no layer is edited offline, the upper included: a
-            // node put where a redirected directory left its whiteout makes two merged
-            // directories share a lower one, and the kernel then answers by its inode cache.
-            names.iter().filter(|_| state.lower_edits && cfg.offline_edits).cloned().collect();
-        let mut choices: Vec<(u32, BoxedStrategy<Command>)> = vec![
-            (5, gen::mount(cfg, &state.start)),
-            (1, select(names).prop_map(|name| Command::DumpLayer { name }).boxed()),
-        ];
-        if !editable.is_empty() {
-            choices.push((
-                4,
-                select(editable)
-                    .prop_flat_map({
-                        let (start, cfg) = (state.start.clone(), cfg.clone());
-                        move |layer| {
-                            let removes = !start.is_upper(&layer);
-                            gen::edit(&cfg, removes).prop_map(move |edit| Command::Edit { layer: layer.clone(), edit })
-                        }
-                    })
-                    .boxed(),
-            ));
-        }
-        Union::new_weighted(choices).boxed()
+        let state = state.clone();
+        gen::direct(move |rng| draw_transition(rng, &state))
     }
 
     fn apply(state: RefState, transition: &Command) -> RefState {

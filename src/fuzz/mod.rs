@@ -3,7 +3,8 @@
 //!
 //! # The pieces
 //!
-//! - [`gen`]: proptest strategies. Layer stacks of 1 to 4 lowers and an optional upper over
+//! - [`gen`]: the generator: direct draws from the RNG (`draw_*`), and proptest strategies
+//!   that wrap them ([`gen::direct`]; their values do not shrink). Layer stacks of 1 to 4 lowers and an optional upper over
 //!   a four-name alphabet (`a`..`d`), depth at most 3, with files, directories, symlinks,
 //!   whiteouts, xattr whiteouts, opaque directories, hard links, FIFOs and a few `user.*`
 //!   xattrs; every [`Op`](crate::ops::Op) variant on paths with the odd trailing slash,
@@ -11,15 +12,15 @@
 //!   between mounts; mostly default mount options.
 //! - [`machine`]: the model as a `proptest-state-machine` [`ReferenceStateMachine`]
 //!   ([`ModelMachine`]), the kernel as the system under test ([`KernelMachine`]). Proptest
-//!   generates and shrinks; a divergence is a panic whose message is the [`Divergence`].
+//!   runs the cases and shrinks them by deleting transitions; a divergence is a panic whose
+//!   message is the [`Divergence`].
 //! - [`compare`]: every answer compared exactly, except `st_ino`, which is compared as an
 //!   identity: each side's inode numbers are labelled by first sighting and the labels must
 //!   match.
 //! - [`invariants`]: the model-only mode's checks (no panic, determinism, the lookup cache
 //!   changes no answer, reads change nothing, well-formed layers).
 //! - [`shrink`]: a second shrinking pass over the whole case (steps, layers, entries,
-//!   xattrs, options), because proptest stops shrinking a state machine's initial state
-//!   early.
+//!   xattrs, options), since proptest only deletes transitions of a directly drawn case.
 //! - [`report`]: divergence files under `target/ovlsim-divergences/` (a scenario YAML whose
 //!   expectations are the kernel's answers, and a JSON dump of the case), and a progress
 //!   bar.

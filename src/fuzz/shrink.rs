@@ -1,8 +1,8 @@
 //! A second shrinking pass over a whole [`Case`], after proptest's.
 //!
-//! Proptest shrinks a state machine's transitions well, but it stops at the first
-//! simplification of the initial state that it cannot undo, so layer stacks stay large.
-//! [`minimize`] then tries, greedily and until nothing more goes: deleting steps, dropping
+//! The generator draws straight from the RNG ([`super::gen`]), so proptest shrinks a
+//! failing case only by deleting transitions: its start and each transition are drawn
+//! whole, without a value tree to simplify. [`minimize`] does the rest and tries, greedily and until nothing more goes: deleting steps, dropping
 //! lower layers, deleting layer entries (with what is under them), stripping xattrs,
 //! owners, modes and data, and resetting mount options and operation flags. A candidate is
 //! kept when it is still a valid case (the preconditions of
@@ -386,6 +386,37 @@ mod tests {
             flags: RenameFlags::default()
         }));
         assert!(simpler.contains(&Op::Rename { from: "/a/".into(), to: "/b/c".into(), flags: RenameFlags::default() }));
+    }
+
+    /// A case as the fuzzer draws it (the direct generator leaves all shrinking to
+    /// `minimize` but the deletion of transitions): a failure that needs one rename over a
+    /// lower holding something shrinks to that rename, on one lower of one entry.
+    #[test]
+    fn a_drawn_case_shrinks_to_what_the_failure_needs() {
+        let renames = |c: &Case| c.steps.iter().filter(|s| matches!(s, Command::Op(Op::Rename { .. }))).count();
+        let entries = |c: &Case| c.start.layers().map(|(_, l)| l.entries.len()).sum::<usize>();
+        let fails = |c: &Case| {
+            let lower_entries = c.start.lowers.iter().any(|(_, l)| !l.entries.is_empty());
+            (renames(c) > 0 && lower_entries).then_some(())
+        };
+        let mut shrunk = 0;
+        for index in 0..40 {
+            let case = crate::fuzz::campaign::draw(&mut crate::fuzz::campaign::case_runner(3, index), 40, false)
+                .expect("drawn")
+                .case();
+            if fails(&case).is_none() || case.steps.len() < 5 || entries(&case) < 5 {
+                continue;
+            }
+            let (small, _) = minimize(&case, fails, Duration::from_secs(20));
+            assert_eq!(fails(&small), Some(()), "still fails");
+            assert_eq!(small.steps.len(), 1, "one step left of {}: {:?}", case.steps.len(), small.steps);
+            // A mount without an upper needs two lowers.
+            let lowers = if small.start.upper.is_some() { 1 } else { 2 };
+            assert_eq!(small.start.lowers.len(), lowers, "{lowers} lower(s) left: {small:?}");
+            assert_eq!(entries(&small), 1, "one entry left of {}: {small:?}", entries(&case));
+            shrunk += 1;
+        }
+        assert!(shrunk >= 3, "only {shrunk} drawn cases fit the failure");
     }
 
     #[test]
