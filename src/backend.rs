@@ -155,7 +155,7 @@ impl Command {
 pub enum Reply {
     /// The command was carried out.
     Done,
-    /// The mount was refused with this errno.
+    /// The mount (or, for [`Backend::try_unmount`], the unmount) was refused with this errno.
     MountRefused(Errno),
     /// The outcome of an operation.
     Outcome(Outcome),
@@ -219,6 +219,16 @@ pub trait Backend {
     /// The overlay events the last command caused, where the backend can tell (the model).
     fn events(&self) -> Vec<Event> {
         Vec::new()
+    }
+    /// Unmounts as a scenario's `unmount` step does: `umount(2)` with the open handles
+    /// ([`crate::ops::FdOp`]) left open, where [`Command::Unmount`] closes them first. While
+    /// any is open the overlay is busy: the answer is [`Reply::MountRefused`] with EBUSY,
+    /// and the overlay stays mounted with its handles ([`Overlay::unmount_refused`]).
+    /// Without handles it is [`Command::Unmount`], which is what a backend that keeps no
+    /// handles runs (the default). To the worker it is the request `"TryUnmount"`
+    /// ([`crate::kernel::protocol::Request`]).
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        self.exec(&Command::Unmount)
     }
 }
 
@@ -340,6 +350,15 @@ impl ModelBackend {
 impl Backend for ModelBackend {
     fn name(&self) -> &'static str {
         "model"
+    }
+
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        self.events.clear();
+        let m = self.mounted.as_ref().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
+        if let Some(errno) = m.overlay.unmount_refused() {
+            return Ok(Reply::MountRefused(errno));
+        }
+        self.exec(&Command::Unmount)
     }
 
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {

@@ -884,3 +884,15 @@ impl Overlay {
         d.upper.and_then(|u| self.upper.as_ref()?.try_get(u))
     }
 }
+
+impl Overlay {
+    /// Why `umount(2)` of the overlay is refused, if it is: EBUSY while any handle is open,
+    /// since an open file holds a reference to the mount (kernel: `fs/namespace.c`,
+    /// `do_umount`: `propagate_mount_busy` finds the extra references, -EBUSY). The overlay
+    /// then stays mounted and every handle keeps working; closing them lets the unmount
+    /// through.
+    /// NOTE(kernel): observed on 6.18 (spec/fd/unmount-open-handles-ebusy.yaml).
+    pub fn unmount_refused(&self) -> Option<Errno> {
+        (!self.fds.is_empty()).then_some(Errno::EBUSY)
+    }
+}

@@ -1,6 +1,7 @@
 //! Operations through named handles ([`FdOp`]) in the worker: the real fds, by handle name,
 //! kept between commands and closed at every unmount and mount, and when layers are made
-//! (a new case).
+//! (a new case); kept open by `TryUnmount` (a scenario's `unmount` step), which they make
+//! busy.
 
 use super::ops::{open_flags, stat_of};
 use crate::backend::BackendError;
@@ -22,6 +23,11 @@ impl Handles {
     /// Closes every handle.
     pub(super) fn close_all(&mut self) {
         self.fds.clear();
+    }
+
+    /// Whether no handle is open.
+    pub(super) fn is_empty(&self) -> bool {
+        self.fds.is_empty()
     }
 
     /// Carries out `op` and reports what the caller saw: a syscall's errno is an outcome; a
