@@ -120,8 +120,9 @@ pub enum Command {
     DropCaches,
     /// Run one operation on the merged view as another caller, or with a umask
     /// ([`crate::cred`]). A backend that cannot switch callers answers
-    /// [`BackendError::NotModelled`]; an operation through a named handle
-    /// ([`crate::ops::FdOp`]) cannot be run so (its handle belongs to the worker).
+    /// [`BackendError::NotModelled`]. An operation through a named handle
+    /// ([`crate::ops::FdOp`]) is made by this caller through the handle, whoever opened it;
+    /// an `open` so makes a handle opened by this caller.
     OpAs {
         /// The caller.
         cred: crate::cred::Cred,
@@ -451,8 +452,8 @@ impl Backend for ModelBackend {
             Command::OpAs { cred, op } => {
                 let m =
                     self.mounted.as_mut().ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
-                if let Op::Fd(f) = op {
-                    return Err(BackendError::NotModelled(format!("{} through a handle as another caller", f.name())));
+                if let Some(what) = crate::fd::not_modelled(&m.overlay, op) {
+                    return Err(BackendError::NotModelled(what));
                 }
                 let outcome = m.overlay.apply_as(op, cred);
                 self.events = m.overlay.take_events();

@@ -52,6 +52,35 @@ impl Handles {
         }
     }
 
+    /// Carries out `op` as the caller `cred` ([`super::caller::run_as_with`]): in a child
+    /// switched to it, on the fd the child inherited; an `open` hands its new fd back, and
+    /// it becomes the handle (the one of the same name closed first, as [`Handles::run`]
+    /// does). `close` takes no credentials: the worker closes.
+    pub(super) fn run_as(&mut self, cred: &crate::cred::Cred, op: &FdOp) -> Result<Outcome, BackendError> {
+        match op {
+            FdOp::Close { .. } => self.run(op),
+            FdOp::Open { fd, .. } => {
+                self.fds.remove(fd);
+                let (outcome, got) = super::caller::run_as_with(cred, &format!("{op:?}"), || {
+                    let r = self.run(op);
+                    let raw = self.fds.get(fd).map(AsRawFd::as_raw_fd);
+                    (r, raw)
+                })?;
+                match (&outcome, got) {
+                    (Outcome::Ok, Some(file)) => {
+                        self.fds.insert(fd.clone(), file);
+                    }
+                    (Outcome::Ok, None) => {
+                        return Err(BackendError::Failed(format!("{op:?} as {cred:?}: the child sent no fd back")))
+                    }
+                    _ => {}
+                }
+                Ok(outcome)
+            }
+            _ => super::caller::run_as_with(cred, &format!("{op:?}"), || (self.run(op), None)).map(|(o, _)| o),
+        }
+    }
+
     fn get(&self, fd: &str) -> Result<&OwnedFd, Fail> {
         self.fds.get(fd).ok_or(Fail::Sys(libc::EBADF))
     }

@@ -279,7 +279,7 @@ impl Worker {
                     ));
                 }
                 if let crate::ops::Op::Fd(f) = op {
-                    return Err(BackendError::NotModelled(format!("{} through a handle as another caller", f.name())));
+                    return self.handles.run_as(cred, f).map(Reply::Outcome);
                 }
                 super::caller::run_as(cred, op).map(Reply::Outcome)
             }

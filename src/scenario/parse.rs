@@ -832,14 +832,6 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
         Some(v) => Some(read_umask(cx, v, &key(path, "umask"))?),
         None => None,
     };
-    if (as_user.is_some() || umask.is_some()) && matches!(action, Action::Op(Op::Fd(_))) {
-        cx.problem(
-            &key(path, if as_user.is_some() { "as_user" } else { "umask" }),
-            "a step through a handle runs as the caller that opened it; `as_user` and `umask` \
-             go on the step that opens it",
-        );
-        return None;
-    }
     Some(Step { action, expect, note, pos: None, as_user, umask })
 }
 
