@@ -475,8 +475,8 @@ impl Worker {
     /// `umount(2)` with the handles left open, as a scenario's `unmount` step makes it: an
     /// errno (EBUSY while a handle is open) is the answer, and the worker goes back into
     /// the merged root, still mounted, its handles open. Without handles it is
-    /// [`Worker::unmount`]. A mount command's file system with handles open is not
-    /// applicable (its unmount stops a daemon, lazily when busy).
+    /// [`Worker::unmount`]. A mount command's daemon is stopped once its file system is
+    /// unmounted.
     fn try_unmount(&mut self) -> Result<Reply, BackendError> {
         if self.mounted.is_none() {
             return Err(usage("unmount while unmounted"));
@@ -484,15 +484,13 @@ impl Worker {
         if self.handles.is_empty() {
             return self.unmount();
         }
-        if self.command.is_some() {
-            return Err(BackendError::NotApplicable(
-                "an unmount with handles open on a mount command's file system".into(),
-            ));
-        }
         self.enter_root().map_err(|e| failed(format!("escaping the merged root: {e}")))?;
         match rustix::mount::unmount(MERGED, UnmountFlags::empty()) {
             Ok(()) => {
                 self.mounted = None;
+                if self.command.is_some() {
+                    mount_cmd::stop(self.daemon.take())?;
+                }
                 Ok(Reply::Done)
             }
             Err(e) => {
