@@ -122,8 +122,9 @@ pub enum Command {
     DropCaches,
     /// Run one operation on the merged view as another caller, or with a umask
     /// ([`crate::cred`]). A backend that cannot switch callers answers
-    /// [`BackendError::NotModelled`]; an operation through a named handle
-    /// ([`crate::ops::FdOp`]) cannot be run so (its handle belongs to the worker).
+    /// [`BackendError::NotModelled`]. An operation through a named handle
+    /// ([`crate::ops::FdOp`]) is made by this caller through the handle, whoever opened it;
+    /// an `open` so makes a handle opened by this caller.
     OpAs {
         /// The caller.
         cred: crate::cred::Cred,
@@ -161,7 +162,7 @@ pub const INDEX_SUFFIX: &str = "/index";
 pub enum Reply {
     /// The command was carried out.
     Done,
-    /// The mount was refused with this errno.
+    /// The mount (or, for [`Backend::try_unmount`], the unmount) was refused with this errno.
     MountRefused(Errno),
     /// The outcome of an operation.
     Outcome(Outcome),
@@ -232,6 +233,16 @@ pub trait Backend {
     /// The overlay events the last command caused, where the backend can tell (the model).
     fn events(&self) -> Vec<Event> {
         Vec::new()
+    }
+    /// Unmounts as a scenario's `unmount` step does: `umount(2)` with the open handles
+    /// ([`crate::ops::FdOp`]) left open, where [`Command::Unmount`] closes them first. While
+    /// any is open the overlay is busy: the answer is [`Reply::MountRefused`] with EBUSY,
+    /// and the overlay stays mounted with its handles ([`Overlay::unmount_refused`]).
+    /// Without handles it is [`Command::Unmount`], which is what a backend that keeps no
+    /// handles runs (the default). To the worker it is the request `"TryUnmount"`
+    /// ([`crate::kernel::protocol::Request`]).
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        self.exec(&Command::Unmount)
     }
 }
 
@@ -356,6 +367,15 @@ impl Backend for ModelBackend {
         "model"
     }
 
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        self.events.clear();
+        let m = self.mounted.as_ref().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
+        if let Some(errno) = m.overlay.unmount_refused() {
+            return Ok(Reply::MountRefused(errno));
+        }
+        self.exec(&Command::Unmount)
+    }
+
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
         self.events.clear();
         match cmd {
@@ -449,8 +469,8 @@ impl Backend for ModelBackend {
             Command::OpAs { cred, op } => {
                 let m =
                     self.mounted.as_mut().ok_or_else(|| BackendError::Usage("an operation needs a mount".into()))?;
-                if let Op::Fd(f) = op {
-                    return Err(BackendError::NotModelled(format!("{} through a handle as another caller", f.name())));
+                if let Some(what) = crate::fd::not_modelled(&m.overlay, op) {
+                    return Err(BackendError::NotModelled(what));
                 }
                 let outcome = m.overlay.apply_as(op, cred);
                 self.events = m.overlay.take_events();

@@ -28,6 +28,7 @@ use crate::errno::{Errno, SysResult};
 use crate::layer::{FileData, FileType, Ino, Inode, NodeKind};
 use crate::lookup::Dentry;
 use crate::ops::fd::{FdOp, Whence, FD_READ_MAX};
+use crate::ops::perm::SetAttr;
 use crate::ops::{Op, OpenFlags, Outcome, FILE_SIZE_MAX};
 use crate::overlay::{Event, Overlay};
 use crate::readdir::CacheEntry;
@@ -544,6 +545,10 @@ impl Overlay {
         if at.checked_add(bytes.len() as u64).is_none_or(|end| end > FILE_SIZE_MAX) {
             return Err(Errno::EFBIG);
         }
+        let kill = self.fd_check(fd, |ov, d| Ok(ov.privs_to_kill(d)))?;
+        if kill != 0 {
+            self.fd_update_inode(fd, |i| i.mode &= !kill);
+        }
         data.write(at, bytes);
         self.fd_set_data(fd, data);
         if offset.is_none() {
@@ -596,15 +601,23 @@ impl Overlay {
         if len > FILE_SIZE_MAX || f.dentry.ftype != Some(FileType::File) || !f.flags.access.writes() {
             return Err(Errno::EINVAL);
         }
-        let mut data = self.fd_data(f);
+        let kill = self.fd_check(fd, |ov, d| Ok(ov.privs_to_kill(d)))?;
+        let mut data = self.fd_data(self.open_file(fd)?);
         data.truncate(len);
         self.fd_set_data(fd, data);
+        if kill != 0 {
+            self.fd_update_inode(fd, |i| i.mode &= !kill);
+        }
         Ok(())
     }
 
     /// `fchmod(2)`: setattr on the overlay object opened, whatever the access mode (kernel:
-    /// `ovl_setattr`). See [`Overlay::fd_change`]. Errors: EBADF; EROFS.
+    /// `ovl_setattr`), after the caller's checks ([`Overlay::setattr_prepare`], on the
+    /// object as it is, before any copy-up). See [`Overlay::fd_change`]. Errors: EBADF;
+    /// EROFS; EPERM (not the owner).
     fn fd_fchmod(&mut self, fd: &str, mode: u32) -> SysResult<()> {
+        self.fd_writable(fd)?;
+        let mode = self.fd_check(fd, |ov, d| ov.setattr_prepare(d, SetAttr::Mode(mode)))?.unwrap_or(mode);
         let set = |i: &mut Inode| i.mode = (i.mode & !0o7777) | (mode & 0o7777);
         self.fd_change(
             fd,
@@ -617,8 +630,11 @@ impl Overlay {
     }
 
     /// `fchown(2)`, as [`Overlay::fd_fchmod`] (kernel: `ovl_setattr`; the owner change of
-    /// `chown(2)`: [`crate::ops::set_owner`]). Errors: EBADF; EROFS.
+    /// `chown(2)`: [`crate::ops::set_owner`]). Errors: EBADF; EROFS; EPERM (those of
+    /// [`Overlay::setattr_prepare`]).
     fn fd_fchown(&mut self, fd: &str, uid: u32, gid: u32) -> SysResult<()> {
+        self.fd_writable(fd)?;
+        self.fd_check(fd, |ov, d| ov.setattr_prepare(d, SetAttr::Owner(uid, gid)))?;
         let set = |i: &mut Inode| crate::ops::set_owner(i, uid, gid);
         self.fd_change(
             fd,
@@ -633,13 +649,16 @@ impl Overlay {
     /// `fsetxattr(2)` (kernel: `ovl_xattr_set`, after the VFS's checks of the name and the
     /// value, made before anything else). A lower object is copied up first, as by
     /// [`Overlay::setxattr`]. Errors, in precedence order: EBADF; ERANGE; E2BIG; EROFS;
-    /// EPERM (`user.*` on a special file); EOPNOTSUPP.
+    /// the caller's ([`Overlay::xattr_access`]: EPERM, EACCES); EPERM (`user.*` on a
+    /// special file); EOPNOTSUPP.
     fn fd_fsetxattr(&mut self, fd: &str, name: &str, value: &[u8]) -> SysResult<()> {
         self.open_file(fd)?;
         Self::xattr_name(name)?;
         if value.len() > crate::layer::check::XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
+        self.fd_writable(fd)?;
+        self.fd_check(fd, |ov, d| ov.xattr_access(d, name, true))?;
         self.fd_change(
             fd,
             |ov, path| ov.setxattr(path, name, value),
@@ -656,12 +675,15 @@ impl Overlay {
 
     /// `fremovexattr(2)`, as [`Overlay::fd_fsetxattr`] (kernel: `ovl_xattr_set` with no
     /// value; a lower object as by [`Overlay::removexattr`], its name checked on the lower
-    /// object before any copy-up). Errors, in precedence order: EBADF; ERANGE; EROFS; EPERM
-    /// (`user.*` on a special file); EOPNOTSUPP; ENODATA.
+    /// object before any copy-up). Errors, in precedence order: EBADF; ERANGE; EROFS; the
+    /// caller's ([`Overlay::xattr_access`]); EPERM (`user.*` on a special file);
+    /// EOPNOTSUPP; ENODATA.
     fn fd_fremovexattr(&mut self, fd: &str, name: &str) -> SysResult<()> {
         let f = self.open_file(fd)?.clone();
         Self::xattr_name(name)?;
-        if let (Real::Lower(l, i), false) = (Overlay::real_of(&f), self.is_read_only()) {
+        self.fd_writable(fd)?;
+        self.fd_check(fd, |ov, d| ov.xattr_access(d, name, true))?;
+        if let Real::Lower(l, i) = Overlay::real_of(&f) {
             // Checked on the lower object before any copy-up, as by `removexattr(2)`.
             let inode = self.lowers[l].get(i);
             Self::xattr_permission(inode.file_type(), name, true)?;
@@ -687,10 +709,12 @@ impl Overlay {
 
     /// `fgetxattr(2)`: the xattr of the object opened, as `getxattr(2)` answers it for its
     /// current real inode ([`Overlay::getxattr_of`]; kernel: `ovl_xattr_get`). Errors:
-    /// EBADF; ERANGE; then those of `getxattr(2)`.
+    /// EBADF; ERANGE; the caller's ([`Overlay::xattr_access`]: EACCES without read
+    /// permission); then those of `getxattr(2)`.
     fn fd_fgetxattr(&self, fd: &str, name: &str) -> SysResult<Vec<u8>> {
         let (view, d) = self.fd_view(fd)?;
         Self::xattr_name(name)?;
+        view.xattr_access(&d, name, false)?;
         view.getxattr_of(&d, name)
     }
 
@@ -729,7 +753,13 @@ impl Overlay {
                 // `not_modelled` refuses the cases `fd_copy_up_target` does not know.
                 match self.fd_copy_up_target(&f) {
                     Ok(true) => {
-                        by_path(self, &f.path)?;
+                        // The caller was checked on the handle's object; the path call
+                        // runs as root, with no walk of its own to check
+                        // (`fchmod` and the others take no path).
+                        let caller = std::mem::take(&mut self.caller);
+                        let r = by_path(self, &f.path);
+                        self.caller = caller;
+                        r?;
                         self.fd_follow_copy_up();
                     }
                     Ok(false) => {}
@@ -754,6 +784,37 @@ impl Overlay {
             }
         }
         Ok(())
+    }
+
+    /// EBADF for a handle that is not open, EROFS on a read-only mount: the checks a change
+    /// through a handle makes first (kernel: `mnt_want_write_file`).
+    fn fd_writable(&self, fd: &str) -> SysResult<()> {
+        self.open_file(fd)?;
+        if self.is_read_only() {
+            return Err(Errno::EROFS);
+        }
+        Ok(())
+    }
+
+    /// `check` of the caller ([`crate::cred`]) on the object behind handle `fd`, as the
+    /// handle sees it ([`Overlay::fd_view`]): a call through a handle is checked against the
+    /// caller making it, not the one that opened it (kernel: `setattr_prepare`,
+    /// `xattr_permission`, `file_remove_privs` with the current credentials; reads and
+    /// writes are checked only by the open mode, `FMODE_READ`/`FMODE_WRITE`).
+    fn fd_check<T>(&self, fd: &str, check: impl FnOnce(&Overlay, &Dentry) -> SysResult<T>) -> SysResult<T> {
+        let (view, d) = self.fd_view(fd)?;
+        check(&view, &d)
+    }
+
+    /// Changes the inode behind handle `fd`, which is upper (opened for writing): named, or
+    /// the one an unlinked handle keeps.
+    fn fd_update_inode(&mut self, fd: &str, change: impl FnOnce(&mut Inode)) {
+        let f = self.fds.files.get_mut(fd).expect("an open handle");
+        match Overlay::real_of(f) {
+            Real::Upper(u) => self.upper_mut().update(u, change),
+            Real::Orphan => change(Arc::make_mut(f.orphan.as_mut().expect("an unlinked handle keeps its inode"))),
+            Real::Lower(..) => panic!("model invariant: a handle open for writing is upper"),
+        }
     }
 
     /// The overlay as handle `fd` sees it, with the dentry it opened: itself, or for an
@@ -886,5 +947,17 @@ impl Overlay {
     /// The upper inode of `d`, if it still has one in the layer.
     fn upper_inode_live(&self, d: &Dentry) -> Option<&Inode> {
         d.upper.and_then(|u| self.upper.as_ref()?.try_get(u))
+    }
+}
+
+impl Overlay {
+    /// Why `umount(2)` of the overlay is refused, if it is: EBUSY while any handle is open,
+    /// since an open file holds a reference to the mount (kernel: `fs/namespace.c`,
+    /// `do_umount`: `propagate_mount_busy` finds the extra references, -EBUSY). The overlay
+    /// then stays mounted and every handle keeps working; closing them lets the unmount
+    /// through.
+    /// NOTE(kernel): observed on 6.18 (spec/fd/unmount-open-handles-ebusy.yaml).
+    pub fn unmount_refused(&self) -> Option<Errno> {
+        (!self.fds.is_empty()).then_some(Errno::EBUSY)
     }
 }

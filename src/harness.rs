@@ -228,11 +228,28 @@ impl Backend for Masked<'_> {
     }
 
     fn exec(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
-        let mut reply = self.inner.exec(cmd).inspect_err(|e| {
+        let reply = self.inner.exec(cmd);
+        self.masked(cmd.name(), reply)
+    }
+
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        let reply = self.inner.try_unmount();
+        self.masked("unmount", reply)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.inner.events()
+    }
+}
+
+impl Masked<'_> {
+    /// The reply of command `name`, masked; a refusal or failure remembered.
+    fn masked(&mut self, name: &str, reply: Result<Reply, BackendError>) -> Result<Reply, BackendError> {
+        let mut reply = reply.inspect_err(|e| {
             if let BackendError::NotModelled(what) | BackendError::NotApplicable(what) = e {
-                self.not_modelled.get_or_insert_with(|| format!("{}: {what}", cmd.name()));
+                self.not_modelled.get_or_insert_with(|| format!("{name}: {what}"));
             } else {
-                self.failed.get_or_insert_with(|| format!("{}: {e}", cmd.name()));
+                self.failed.get_or_insert_with(|| format!("{name}: {e}"));
             }
         })?;
         match &mut reply {
@@ -243,10 +260,6 @@ impl Backend for Masked<'_> {
             Reply::Done | Reply::Index(_) => {}
         }
         Ok(reply)
-    }
-
-    fn events(&self) -> Vec<Event> {
-        self.inner.events()
     }
 }
 
@@ -343,6 +356,14 @@ impl Backend for Refusals<'_> {
         self.inner.exec(cmd).inspect_err(|e| {
             if let BackendError::NotModelled(what) | BackendError::NotApplicable(what) = e {
                 self.refused.get_or_insert_with(|| format!("{}: {what}", cmd.name()));
+            }
+        })
+    }
+
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        self.inner.try_unmount().inspect_err(|e| {
+            if let BackendError::NotModelled(what) | BackendError::NotApplicable(what) = e {
+                self.refused.get_or_insert_with(|| format!("unmount: {what}"));
             }
         })
     }

@@ -93,10 +93,21 @@ fn a_bad_umask_is_located() {
 #[test]
 fn only_operations_take_a_caller() {
     one(&text("", "  - unmount\n  - mount:\n    as_user: {uid: 1, gid: 1}\n"), 11, Some((2, "mount")), "as_user");
-    one(
-        &text("", "  - open: /f\n    as: f1\n  - pread: {fd: f1, offset: 0, len: 1}\n    umask: 0022\n"),
-        12,
-        Some((2, "pread")),
-        "handle",
+    one(&text("", "  - drop_caches:\n    umask: 0022\n"), 10, Some((1, "drop_caches")), "umask");
+}
+
+#[test]
+fn a_step_through_a_handle_takes_a_caller() {
+    let t = text(
+        "",
+        "  - open: /f\n    as: f1\n  - pread: {fd: f1, offset: 0, len: 1}\n    as_user: {uid: 7, gid: 8}\n    umask: 0022\n",
+    );
+    let s = scenario::parse(&t, "ok.yaml").unwrap();
+    assert_eq!(s.steps[0].cred(s.umask), None);
+    assert_eq!(s.steps[1].cred(s.umask), Some(Cred { uid: 7, gid: 8, groups: vec![], umask: 0o022 }));
+    let back = s.to_yaml();
+    assert!(
+        back.contains("  - pread: {fd: f1, offset: 0, len: 1}\n    as_user: {uid: 7, gid: 8}\n    umask: 0022\n"),
+        "{back}"
     );
 }

@@ -662,3 +662,31 @@ fn large_and_sparse_files_agree_with_the_model() {
     drop(k);
     assert_no_leaked_mounts();
 }
+
+#[test]
+fn an_unmount_with_a_handle_open_is_ebusy_and_keeps_both_on_the_kernel_and_the_model() {
+    let Some(mut k) = kernel() else { return };
+    let mut m = ModelBackend::new();
+    let fd = |op: ovlsim::ops::FdOp| Command::Op(Op::Fd(op));
+    let open = fd(ovlsim::ops::FdOp::Open { fd: "f1".into(), path: "/f".into(), flags: Default::default(), mode: 0 });
+    let pread = fd(ovlsim::ops::FdOp::Pread { fd: "f1".into(), offset: 0, len: 8 });
+    let close = fd(ovlsim::ops::FdOp::Close { fd: "f1".into() });
+    for b in [&mut k as &mut dyn Backend, &mut m] {
+        make_layer(b, "L0", layer(vec![("/f", file(b"data", 0o644))]));
+        make_layer(b, "U", layer(vec![]));
+        mount(b, &["L0"], Some("U"), Options::default());
+        assert_eq!(b.exec(&open), Ok(Reply::Outcome(Outcome::Ok)), "{}", b.name());
+        assert_eq!(b.try_unmount(), Ok(Reply::MountRefused(Errno::EBUSY)), "{}", b.name());
+        // Still mounted, the handle still reads.
+        assert_eq!(b.exec(&pread), Ok(Reply::Outcome(data(b"data"))), "{}", b.name());
+        assert_eq!(b.exec(&close), Ok(Reply::Outcome(Outcome::Ok)), "{}", b.name());
+        assert_eq!(b.try_unmount(), Ok(Reply::Done), "{}", b.name());
+        assert!(matches!(b.exec(&Command::DumpLayer { name: "U".into() }), Ok(Reply::Layer(_))), "{}", b.name());
+        // The plain unmount closes the handles first.
+        mount(b, &["L0"], Some("U"), Options::default());
+        assert_eq!(b.exec(&open), Ok(Reply::Outcome(Outcome::Ok)), "{}", b.name());
+        ok(b, Command::Unmount);
+    }
+    drop(k);
+    assert_no_leaked_mounts();
+}

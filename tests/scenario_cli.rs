@@ -5,6 +5,7 @@ mod common;
 
 use ovlsim::backend::{Backend, BackendError, Command, MergedEntry, MergedTree, Reply};
 use ovlsim::layer::{FileType, FlatLayer, Layer};
+use ovlsim::ops::FdOp;
 use ovlsim::scenario::{self, Scenario};
 use ovlsim::{Errno, Op, Outcome, Stat};
 use std::collections::BTreeMap;
@@ -380,6 +381,53 @@ fn from_replies_writes_the_backend_answers_as_expectations() {
     assert!(yaml.contains("ino: a}"), "{yaml}");
     assert!(yaml.contains("  - unlink: /nope\n    expect: ENOENT\n"), "{yaml}");
     assert!(yaml.contains("  - check:\n      upper: {}\n"), "{yaml}");
+}
+
+#[test]
+fn a_built_unmount_closes_the_open_handles_first_and_replays_on_the_model() {
+    // `Command::Unmount` closes every handle; a scenario's `unmount` is refused while one
+    // is open (EBUSY), so the scenario closes the handles that are open by steps first.
+    let l0 = {
+        let mut l = Layer::new();
+        l.put("/f", ovlsim::Inode::file(b"x", 0o644));
+        l.to_flat()
+    };
+    let open = |fd: &str, path: &str| {
+        Command::Op(Op::Fd(FdOp::Open { fd: fd.into(), path: path.into(), flags: Default::default(), mode: 0 }))
+    };
+    let trace = vec![
+        (Command::Layer { name: "L0".into(), content: l0 }, Reply::Done),
+        (Command::Layer { name: "U".into(), content: Layer::new().to_flat() }, Reply::Done),
+        (
+            Command::Mount { lowers: vec!["L0".into()], upper: Some("U".into()), options: Default::default() },
+            Reply::Done,
+        ),
+        (open("f1", "/f"), Reply::Outcome(Outcome::Ok)),
+        (open("f2", "/missing"), Reply::Outcome(Outcome::Err(Errno::ENOENT))),
+        (open("f3", "/f"), Reply::Outcome(Outcome::Ok)),
+        (Command::Op(Op::Fd(FdOp::Close { fd: "f3".into() })), Reply::Outcome(Outcome::Ok)),
+        (Command::Unmount, Reply::Done),
+        (
+            Command::Mount { lowers: vec!["L0".into()], upper: Some("U".into()), options: Default::default() },
+            Reply::Done,
+        ),
+    ];
+    let s = Scenario::from_replies("closed-first", "a case with a handle open at an unmount", &trace);
+    let yaml = s.to_yaml();
+    assert!(
+        yaml.contains(
+            "  - close: f1
+  - unmount
+"
+        ),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("close: f2") && yaml.matches("close: f3").count() == 1, "{yaml}");
+    // Recorded on the model: the handle closes, the unmount goes through.
+    let mut back = scenario::parse(&yaml, "c.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    scenario::record(&mut back, &mut ovlsim::backend::ModelBackend::new()).expect("records on the model");
+    let recorded = back.to_yaml();
+    assert!(recorded.contains("  - close: f1\n    expect: ok\n  - unmount\n  - mount"), "{recorded}");
 }
 
 // ---------------------------------------------------------------------------------------

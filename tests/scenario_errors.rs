@@ -235,8 +235,24 @@ fn a_step_that_is_not_a_mapping() {
 
 #[test]
 fn expect_on_a_step_that_has_none() {
-    let text = with_steps("  - unmount: ~\n    expect: ok\n");
-    one(&text, STEPS_LINE + 1, Some((1, "unmount")), "unknown field `expect`");
+    let text = with_steps("  - drop_caches: ~\n    expect: ok\n");
+    one(&text, STEPS_LINE + 1, Some((1, "drop_caches")), "unknown field `expect`");
+}
+
+#[test]
+fn an_unmount_expects_an_errno_and_stays_mounted_after_one() {
+    // Refused (EBUSY: a handle is open), the overlay stays mounted: a later operation is
+    // fine, a mount is not.
+    let ok = with_steps("  - open: /f\n    as: f1\n  - unmount: ~\n    expect: EBUSY\n  - stat: /f\n");
+    scenario::parse(&ok, "ok.yaml").unwrap_or_else(|e| panic!("{e}"));
+    let text = with_steps("  - unmount: ~\n    expect: EBUSY\n  - mount: {}\n");
+    one(&text, STEPS_LINE + 2, Some((2, "mount")), "already mounted");
+    // Not yet recorded while a handle is open: the kernel refuses it, so still mounted.
+    let text = with_steps("  - open: /f\n    as: f1\n  - unmount\n  - mount: {}\n");
+    one(&text, STEPS_LINE + 3, Some((3, "mount")), "already mounted");
+    // Closed first: unmounted.
+    let ok = with_steps("  - open: /f\n    as: f1\n  - close: f1\n  - unmount\n  - mount: {}\n");
+    scenario::parse(&ok, "ok.yaml").unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
 /// The fewest spec/ scenarios the Python stand-in must pass. Measured on Linux 6.18: 217
-/// of 276 pass, 59 are not applicable (it refuses a truncate and a write at offsets past
+/// of 287 pass, 70 are not applicable (it refuses a truncate and a write at offsets past
 /// i64::MAX, option strings, handles, `drop_caches` and other callers), none fails.
 const PYTHON_PASSES_AT_LEAST: usize = 217;
 
@@ -22,7 +22,7 @@ fn sh(script: &str) -> WorkerCommand {
     WorkerCommand { program: "sh".into(), args: vec!["-c".into(), script.into()] }
 }
 
-const HELLO: &str = r#"echo '{"ovlsim-worker":1,"worker":"sh"}'"#;
+const HELLO: &str = r#"echo '{"ovlsim-worker":2,"worker":"sh"}'"#;
 
 fn start_error(w: WorkerCommand) -> String {
     match KernelBackend::with_program(w) {
@@ -33,8 +33,11 @@ fn start_error(w: WorkerCommand) -> String {
 
 #[test]
 fn a_worker_of_another_version_is_refused_by_name() {
-    let e = start_error(sh(r#"echo '{"ovlsim-worker":2,"worker":"from the future"}'; cat >/dev/null"#));
-    assert!(e.contains("from the future") && e.contains("version 2") && e.contains("speaks version 1"), "{e}");
+    let e = start_error(sh(r#"echo '{"ovlsim-worker":3,"worker":"from the future"}'; cat >/dev/null"#));
+    assert!(e.contains("from the future") && e.contains("version 3") && e.contains("speaks version 2"), "{e}");
+    // A worker of version 1 knows neither `OpAs` through a handle nor `TryUnmount`.
+    let e = start_error(sh(r#"echo '{"ovlsim-worker":1,"worker":"from the past"}'; cat >/dev/null"#));
+    assert!(e.contains("from the past") && e.contains("version 1") && e.contains("speaks version 2"), "{e}");
 }
 
 #[test]

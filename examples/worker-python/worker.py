@@ -37,7 +37,7 @@ import sys
 import tempfile
 
 PROTOCOL = "ovlsim-worker"
-VERSION = 1
+VERSION = 2
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 LIBC.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -774,7 +774,9 @@ class Worker:
             if self.mounted:
                 raise usage("mount while mounted")
             return self.mount(a["lowers"], a["upper"], a["options"])
-        if name == "Unmount":
+        # TryUnmount keeps the open handles; this worker keeps none (it refuses every
+        # operation through a handle), so it is Unmount here.
+        if name in ("Unmount", "TryUnmount"):
             if not self.mounted:
                 raise usage("unmount while unmounted")
             self.unmount()

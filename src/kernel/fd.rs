@@ -1,6 +1,7 @@
 //! Operations through named handles ([`FdOp`]) in the worker: the real fds, by handle name,
 //! kept between commands and closed at every unmount and mount, and when layers are made
-//! (a new case).
+//! (a new case); kept open by `TryUnmount` (a scenario's `unmount` step), which they make
+//! busy.
 
 use super::ops::{open_flags, stat_of};
 use crate::backend::BackendError;
@@ -24,6 +25,11 @@ impl Handles {
         self.fds.clear();
     }
 
+    /// Whether no handle is open.
+    pub(super) fn is_empty(&self) -> bool {
+        self.fds.is_empty()
+    }
+
     /// Carries out `op` and reports what the caller saw: a syscall's errno is an outcome; a
     /// handle that is not open is EBADF, as a closed fd number would be.
     pub(super) fn run(&mut self, op: &FdOp) -> Result<Outcome, BackendError> {
@@ -43,6 +49,35 @@ impl Handles {
                 ))),
             },
             Err(Fail::Harness(msg)) => Err(BackendError::Failed(msg)),
+        }
+    }
+
+    /// Carries out `op` as the caller `cred` ([`super::caller::run_as_with`]): in a child
+    /// switched to it, on the fd the child inherited; an `open` hands its new fd back, and
+    /// it becomes the handle (the one of the same name closed first, as [`Handles::run`]
+    /// does). `close` takes no credentials: the worker closes.
+    pub(super) fn run_as(&mut self, cred: &crate::cred::Cred, op: &FdOp) -> Result<Outcome, BackendError> {
+        match op {
+            FdOp::Close { .. } => self.run(op),
+            FdOp::Open { fd, .. } => {
+                self.fds.remove(fd);
+                let (outcome, got) = super::caller::run_as_with(cred, &format!("{op:?}"), || {
+                    let r = self.run(op);
+                    let raw = self.fds.get(fd).map(AsRawFd::as_raw_fd);
+                    (r, raw)
+                })?;
+                match (&outcome, got) {
+                    (Outcome::Ok, Some(file)) => {
+                        self.fds.insert(fd.clone(), file);
+                    }
+                    (Outcome::Ok, None) => {
+                        return Err(BackendError::Failed(format!("{op:?} as {cred:?}: the child sent no fd back")))
+                    }
+                    _ => {}
+                }
+                Ok(outcome)
+            }
+            _ => super::caller::run_as_with(cred, &format!("{op:?}"), || (self.run(op), None)).map(|(o, _)| o),
         }
     }
 

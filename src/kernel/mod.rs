@@ -686,12 +686,17 @@ impl KernelBackend {
     }
 
     fn exec_raw(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
-        let what = describe(cmd);
+        self.request(&describe(cmd), &protocol::Request::Command(cmd.clone()))
+    }
+
+    /// Sends one request line and reads its reply.
+    fn request(&mut self, what: &str, req: &protocol::Request) -> Result<Reply, BackendError> {
+        let what = what.to_owned();
         if let Some(why) = &self.gone {
             return Err(BackendError::Failed(format!("{what}: the worker is gone (earlier: {why})")));
         }
         let mut line =
-            serde_json::to_string(cmd).map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
+            serde_json::to_string(req).map_err(|e| BackendError::Failed(format!("{what}: cannot encode: {e}")))?;
         line.push('\n');
         let written = match self.stdin.as_mut() {
             Some(w) => w.write_all(line.as_bytes()).and_then(|()| w.flush()),
@@ -723,6 +728,10 @@ impl Backend for KernelBackend {
             Some(d) => self.exec_dialect(d, cmd),
             None => self.exec_raw(cmd),
         }
+    }
+
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        self.request("unmount (handles kept open)", &protocol::Request::Extra(protocol::Extra::TryUnmount))
     }
 }
 

@@ -169,6 +169,16 @@ pub fn unmount(merged: &str, daemon: Option<Daemon>) -> Result<(), BackendError>
         let _ = rustix::mount::unmount(merged, UnmountFlags::DETACH);
         problem = Some(BackendError::Failed(format!("umount {merged}: {e} (detached it instead)")));
     }
+    match (problem, stop(daemon)) {
+        (Some(p), _) | (None, Err(p)) => Err(p),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Stops the daemon if any (its file system already unmounted) and every other child of
+/// the worker. An error names a daemon that had died before it was asked to stop.
+pub fn stop(daemon: Option<Daemon>) -> Result<(), BackendError> {
+    let mut problem = None;
     if let Some(mut d) = daemon {
         if let Ok(Some(status)) = d.child.try_wait() {
             if !status.success() {

@@ -2,7 +2,7 @@
 //!
 //! A worker is any program that speaks the protocol: the `ovlsim` binary's own
 //! `kernel-worker`, or a stand-in written in another language. Its first line on stdout is a
-//! [`Hello`], `{"ovlsim-worker":1,"worker":"..."}`, naming the protocol and its version;
+//! [`Hello`], `{"ovlsim-worker":2,"worker":"..."}`, naming the protocol and its version;
 //! the backend refuses to go on with a worker that says anything else (or an `Err` reply,
 //! which is how a worker reports that it could not set up). After the hello come the
 //! commands, one JSON line each way, as [`crate::backend::Command`] and
@@ -16,7 +16,30 @@ pub const PROTOCOL_NAME: &str = "ovlsim-worker";
 
 /// The protocol version this `ovlsim` speaks. It changes when a command or a reply changes
 /// shape or meaning; a backend talks only to a worker of the same version.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// Version 2: `OpAs` (an operation as another caller, also through a handle) and the
+/// request `TryUnmount` (an unmount that keeps the handles open: EBUSY).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// One request line to a worker: a [`crate::backend::Command`], or one of the requests
+/// that are not commands of a backend ([`Extra`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Request {
+    /// A command.
+    Command(crate::backend::Command),
+    /// Another request.
+    Extra(Extra),
+}
+
+/// The requests that are not [`crate::backend::Command`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Extra {
+    /// [`crate::backend::Backend::try_unmount`]: `umount(2)` with the open handles kept
+    /// open; `MountRefused` with the errno (EBUSY while a handle is open) leaves the
+    /// overlay mounted and the handles usable.
+    TryUnmount,
+}
 
 /// The worker's first line: the protocol version it speaks, and what it is (free text, for
 /// error messages).
@@ -88,15 +111,17 @@ mod tests {
 
     #[test]
     fn a_hello_of_this_version_is_read() {
-        let line = r#"{"ovlsim-worker":1,"worker":"a test"}"#;
+        let line = r#"{"ovlsim-worker":2,"worker":"a test"}"#;
         assert_eq!(read_first_line(line), Ok(FirstLine::Hello(Hello::new("a test"))));
         assert_eq!(serde_json::to_string(&Hello::new("a test")).unwrap(), line);
     }
 
     #[test]
     fn another_version_is_refused_by_name() {
-        let e = read_first_line(r#"{"ovlsim-worker":2,"worker":"future"}"#).unwrap_err();
-        assert!(e.contains("version 2") && e.contains("speaks version 1"), "{e}");
+        let e = read_first_line(r#"{"ovlsim-worker":3,"worker":"future"}"#).unwrap_err();
+        assert!(e.contains("version 3") && e.contains("speaks version 2"), "{e}");
+        let e = read_first_line(r#"{"ovlsim-worker":1,"worker":"before OpAs"}"#).unwrap_err();
+        assert!(e.contains("version 1") && e.contains("speaks version 2"), "{e}");
     }
 
     #[test]
@@ -401,6 +426,32 @@ mod doc {
             wrong.join("\n")
         );
         assert!(hellos.contains(&serde_json::to_string(&Hello::new("ovlsim 0.1.0 kernel-worker")).unwrap().as_str()));
+    }
+
+    /// The requests that are not commands: each has its example, which reads as an
+    /// [`Extra`] (never as a command) and writes back the same.
+    #[test]
+    fn the_doc_has_an_example_of_every_request_that_is_not_a_command() {
+        let requests = blocks("request");
+        let wrong: Vec<String> = requests.iter().filter_map(|l| same_json::<Request>(l).err()).collect();
+        assert!(wrong.is_empty(), "docs/worker-protocol.md: {}", wrong.join("\n"));
+        // The index of a request's kind: a new variant does not compile here until it has one.
+        let kind = |e: &Extra| match e {
+            Extra::TryUnmount => 0,
+        };
+        let kinds: Vec<usize> = requests
+            .iter()
+            .filter_map(|l| match serde_json::from_str::<Request>(l) {
+                Ok(Request::Extra(e)) => Some(kind(&e)),
+                _ => None,
+            })
+            .collect();
+        assert!((0..1).all(|k| kinds.contains(&k)), "a request that is not a command has no example");
+        assert_eq!(kinds.len(), requests.len(), "a `json request` example reads as a command");
+        // A command still reads as a command, and writes as before the requests had a wrapper.
+        let line = serde_json::to_string(&Request::Command(Command::Unmount)).unwrap();
+        assert_eq!(line, "\"Unmount\"");
+        assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), Request::Command(Command::Unmount));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! that carries out one command per stdin line.
 
 use super::mount_cmd::{self, Daemon};
+use super::protocol::{Extra, Request};
 use super::template::{Template, Values};
 use super::{layers, ops};
 use crate::backend::{BackendError, Command, Edit, Reply};
@@ -93,9 +94,14 @@ pub fn worker_main_with(parent: Option<i32>, mount_command: Option<&str>) -> Exi
                 return ExitCode::FAILURE;
             }
         }
-        let reply = match serde_json::from_str::<Command>(&line) {
-            Ok(cmd) => worker.exec(&cmd),
-            Err(e) => Err(BackendError::Failed(format!("the worker cannot read the command: {e}"))),
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Command(cmd)) => worker.exec(&cmd),
+            Ok(Request::Extra(Extra::TryUnmount)) => worker.try_unmount(),
+            Err(_) => {
+                // The error of the command reading says what is wrong with most lines.
+                let e = serde_json::from_str::<Command>(&line).err().map(|e| e.to_string()).unwrap_or_default();
+                Err(BackendError::Failed(format!("the worker cannot read the command: {e}")))
+            }
         };
         if send(&mut out, &reply).is_err() {
             return ExitCode::FAILURE;
@@ -136,7 +142,7 @@ struct Worker {
     command: Option<Template>,
     /// While mounted with a command that keeps running: its process.
     daemon: Option<Daemon>,
-    /// The open handles, closed at every unmount, mount and new layer.
+    /// The open handles, closed at every unmount (but `TryUnmount`), mount and new layer.
     handles: super::fd::Handles,
     /// `/proc/sys/vm/drop_caches`, opened before the chroot hides `/proc` (or why it could
     /// not be).
@@ -280,7 +286,7 @@ impl Worker {
                     ));
                 }
                 if let crate::ops::Op::Fd(f) = op {
-                    return Err(BackendError::NotModelled(format!("{} through a handle as another caller", f.name())));
+                    return self.handles.run_as(cred, f).map(Reply::Outcome);
                 }
                 super::caller::run_as(cred, op).map(Reply::Outcome)
             }
@@ -473,6 +479,39 @@ impl Worker {
 }
 
 impl Worker {
+    /// `umount(2)` with the handles left open, as a scenario's `unmount` step makes it: an
+    /// errno (EBUSY while a handle is open) is the answer, and the worker goes back into
+    /// the merged root, still mounted, its handles open. Without handles it is
+    /// [`Worker::unmount`]. A mount command's daemon is stopped once its file system is
+    /// unmounted.
+    fn try_unmount(&mut self) -> Result<Reply, BackendError> {
+        if self.mounted.is_none() {
+            return Err(usage("unmount while unmounted"));
+        }
+        if self.handles.is_empty() {
+            return self.unmount();
+        }
+        self.enter_root().map_err(|e| failed(format!("escaping the merged root: {e}")))?;
+        match rustix::mount::unmount(MERGED, UnmountFlags::empty()) {
+            Ok(()) => {
+                self.mounted = None;
+                if self.command.is_some() {
+                    mount_cmd::stop(self.daemon.take())?;
+                }
+                Ok(Reply::Done)
+            }
+            Err(e) => {
+                let errno = Errno::from_code(e.raw_os_error());
+                self.mounted = None;
+                self.enter_merged()?;
+                match errno {
+                    Some(errno) => Ok(Reply::MountRefused(errno)),
+                    None => Err(failed(format!("umount {MERGED}: {e}, an errno the model does not know"))),
+                }
+            }
+        }
+    }
+
     /// Unmounts and stops a mount command's processes before the worker exits (its
     /// namespace would take the mount, but not a daemon).
     fn stop(&mut self) {

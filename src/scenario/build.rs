@@ -4,6 +4,7 @@ use super::record::fill;
 use super::runner::{Obs, SetupError, StepObs, Trace};
 use super::{Action, Check, MountChange, MountSpec, Scenario, Step};
 use crate::backend::{Command, Reply};
+use crate::ops::{FdOp, Op, Outcome};
 
 /// Builds the scenario of `commands`; returns it with, for each command, the index of the
 /// step it became (if it became one). A first mount whose reply is a refusal becomes a step.
@@ -12,8 +13,23 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
     let mut spec: Option<MountSpec> = None;
     let mut started = false;
     let mut step_of = Vec::with_capacity(commands.len());
+    // The handles that may be open: `Command::Unmount` closes them first, a scenario's
+    // `unmount` does not (it is refused while they are open), so they are closed by steps.
+    let mut open: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     for (k, cmd) in commands.iter().enumerate() {
-        let before = s.steps.len();
+        let mut before = s.steps.len();
+        if let Command::Op(Op::Fd(f)) | Command::OpAs { op: Op::Fd(f), .. } = cmd {
+            let failed = matches!(replies.and_then(|r| r.get(k)), Some(Reply::Outcome(Outcome::Err(_))));
+            match f {
+                FdOp::Open { fd, .. } if !failed => {
+                    open.insert(fd.clone());
+                }
+                FdOp::Open { fd, .. } | FdOp::Close { fd } => {
+                    open.remove(fd);
+                }
+                _ => {}
+            }
+        }
         match cmd {
             Command::Layer { name, content } => {
                 let existing = s.layers.iter().position(|(n, _)| n == name);
@@ -64,6 +80,10 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                 started = true;
             }
             Command::Unmount => {
+                for fd in std::mem::take(&mut open) {
+                    s.steps.push(Step::new(Action::Op(Op::Fd(FdOp::Close { fd }))));
+                }
+                before = s.steps.len();
                 s.steps.push(Step::new(Action::Unmount));
                 started = true;
             }
@@ -136,7 +156,7 @@ impl Scenario {
         for ((cmd, reply), at) in trace.iter().zip(step_of) {
             let Some(i) = at else { continue };
             let obs = match (cmd, reply) {
-                (Command::Op(_), Reply::Outcome(o)) => Obs::Outcome(o.clone()),
+                (Command::Op(_) | Command::OpAs { .. }, Reply::Outcome(o)) => Obs::Outcome(o.clone()),
                 (Command::Mount { .. }, Reply::Done) => Obs::Mount(Ok(())),
                 (Command::Mount { .. }, Reply::MountRefused(e)) => Obs::Mount(Err(*e)),
                 (Command::MountData { .. }, Reply::Done) => Obs::Mount(Ok(())),

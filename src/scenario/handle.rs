@@ -81,7 +81,7 @@ pub(crate) fn read_handle_op(
 ) -> Option<Op> {
     let args = arguments(kind);
     for (k, _) in top {
-        if !matches!(k.as_str(), "expect" | "note") && k != kind {
+        if !matches!(k.as_str(), "expect" | "note" | "as_user" | "umask") && k != kind {
             cx.key_problem(
                 &key(path, k),
                 format!(

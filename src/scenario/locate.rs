@@ -105,6 +105,14 @@ impl PosIndex {
                 // put it); saphyr puts it at the first item's content.
                 pos = dash_before(&lines, pos).unwrap_or(pos);
             }
+            if matches!(ev, E::Scalar(..)) && span.start == span.end {
+                // An empty value (`unmount:` then its fields below): saphyr puts it at the
+                // `:`, libyaml (and so the probes) just after it.
+                let at = lines.get(pos.line - 1).and_then(|l| l.chars().nth(pos.column - 1));
+                if at == Some(':') {
+                    pos.column += 1;
+                }
+            }
             let (opens, closes) = match &ev {
                 E::DocumentStart(_) => {
                     documents += 1;

@@ -225,6 +225,9 @@ pub(crate) fn fill(s: &mut Scenario, trace: &Trace, final_merged: Option<MergedT
                     Err(e) => Expect::Err(*e),
                 });
             }
+            // A refused unmount says so; one that is done needs no expectation.
+            (Action::Unmount, Obs::Refused(e)) => step.expect = Some(Expect::Err(*e)),
+            (Action::Unmount, Obs::Done) => step.expect = None,
             (Action::Check(c), Obs::Trees { merged, upper }) => {
                 if let (Some(slot), Some(m)) = (&mut c.merged, merged) {
                     *slot = Some(tree_from_merged(m, label_of));

@@ -30,6 +30,8 @@ pub(crate) enum Obs {
     Done,
     /// The trees a check asked for.
     Trees { merged: Option<MergedTree>, upper: Option<FlatLayer> },
+    /// An unmount refused with an errno (EBUSY while handles are open): still mounted.
+    Refused(Errno),
 }
 
 /// One step's observation, or the backend failure that stopped the run there.
@@ -254,11 +256,15 @@ fn run_step<B: Backend + ?Sized>(
                 other => Err(protocol("Mount", &other)),
             }
         }
-        Action::Unmount => {
-            expect_done(b, &Command::Unmount, "Unmount")?;
-            *mounted = false;
-            Ok(Obs::Done)
-        }
+        Action::Unmount => match b.try_unmount() {
+            Ok(Reply::Done) => {
+                *mounted = false;
+                Ok(Obs::Done)
+            }
+            Ok(Reply::MountRefused(e)) => Ok(Obs::Refused(e)),
+            Ok(other) => Err(protocol("Unmount", &other)),
+            Err(e) => Err(e.to_string()),
+        },
         Action::DropCaches => {
             expect_done(b, &Command::DropCaches, "DropCaches")?;
             Ok(Obs::Done)
@@ -812,6 +818,16 @@ pub(crate) fn check_trace_labeled(s: &Scenario, t: &Trace, labels: Labels) -> (V
             (Action::Check(chk), Obs::Trees { merged, upper }) => {
                 c.check(i, step, chk, merged.as_ref(), upper.as_ref())
             }
+            (Action::Unmount, Obs::Done) => {
+                if let Some(e @ Expect::Err(_)) = &step.expect {
+                    c.mismatch(i, step, one_line(&expect_y(e)), "ok".to_owned());
+                }
+            }
+            (Action::Unmount, Obs::Refused(r)) => match &step.expect {
+                Some(Expect::Err(e)) if e == r => {}
+                None => c.no_expectation(i, step, r.name().to_owned()),
+                Some(e) => c.mismatch(i, step, one_line(&expect_y(e)), r.name().to_owned()),
+            },
             _ => {}
         }
     }
@@ -894,6 +910,7 @@ fn normalize(t: &Trace) -> Vec<(String, Vec<String>)> {
             Ok(Obs::Mount(Ok(()))) => vec!["ok".into()],
             Ok(Obs::Mount(Err(e))) => vec![e.name().into()],
             Ok(Obs::Done) => vec!["done".into()],
+            Ok(Obs::Refused(e)) => vec![e.name().into()],
             Ok(Obs::Trees { merged, upper }) => trees_lines(merged.as_ref(), upper.as_ref(), &mut lab),
         };
         out.push(("step".into(), lines));

@@ -160,6 +160,7 @@ pub fn show(s: &Scenario) -> String {
             Ok(Obs::Mount(Ok(()))) => format!("ok ({})", v.spec.map(mount_line).unwrap_or_default()),
             Ok(Obs::Mount(Err(e))) => format!("refused with {e}"),
             Ok(Obs::Done) => "done".into(),
+            Ok(Obs::Refused(e)) => format!("refused with {e}"),
             Ok(Obs::Trees { .. }) => "trees read".into(),
         };
         t.push_str(&format!("  result:   {result}\n"));

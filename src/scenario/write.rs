@@ -479,7 +479,7 @@ pub(crate) fn step_y(s: &Step) -> Y {
             vec![("mount".into(), change_y(c))]
         }
         Action::Unmount => {
-            if s.note.is_none() {
+            if s.note.is_none() && s.expect.is_none() {
                 return Y::s("unmount");
             }
             vec![("unmount".into(), Y::Null)]
