@@ -208,7 +208,8 @@ fn draw_mounted(rng: &mut TestRng, state: &RefState) -> Command {
 
 /// The next transition of a case in `state`: while mounted, [`draw_mounted`]'s, and with
 /// [`GenConfig::handles`] one time in three an operation through a handle
-/// ([`gen::draw_handle_op`], on the handles the model holds open); while unmounted, a
+/// ([`gen::draw_handle_op`], on the handles the model holds open; with
+/// [`GenConfig::callers`], a third of them as another caller); while unmounted, a
 /// mount ([`gen::draw_mount`]), a dump of a layer, or (while offline edits are defined) an
 /// offline edit of a layer ([`gen::draw_edit`]; no removes in the upper). The
 /// preconditions ([`ModelMachine::preconditions`]) are checked by the caller.
@@ -217,7 +218,13 @@ pub fn draw_transition(rng: &mut TestRng, state: &RefState) -> Command {
     if state.mounted {
         if cfg.handles && gen::arm(rng, &[2, 1]) == 1 {
             let open = state.model.overlay().map(|o| o.fds().names()).unwrap_or_default();
-            return Command::Op(gen::draw_handle_op(rng, cfg, &open, &state.paths, &state.dirs));
+            let op = gen::draw_handle_op(rng, cfg, &open, &state.paths, &state.dirs);
+            // With callers, a third of the handle calls run as another caller: a handle
+            // opened by one caller is used by another (fs/open.c, fs/attr.c checks at the call).
+            if cfg.callers && gen::arm(rng, &[2, 1]) == 1 {
+                return Command::OpAs { cred: gen::draw_cred(rng), op };
+            }
+            return Command::Op(op);
         }
         return draw_mounted(rng, state);
     }
@@ -396,7 +403,12 @@ impl ReferenceStateMachine for ModelMachine {
             Command::Layer { .. } => false,
             // The generator draws no option strings.
             Command::MountData { .. } => false,
-            Command::OpAs { op, .. } => state.mounted && cfg.callers && cfg.op(op.name()),
+            Command::OpAs { op, .. } => {
+                state.mounted
+                    && cfg.callers
+                    && cfg.op(op.name())
+                    && (cfg.handles || !matches!(op, crate::ops::Op::Fd(_)))
+            }
         }
     }
 }

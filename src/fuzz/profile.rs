@@ -20,7 +20,7 @@
 //! | `wide` | 6–10, most sparse | 5 | `a`..`d` and six odd ones | 60 | markers on roots, `xino=on`/`auto` |
 //! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, fchown, fsync, xattrs, getdents, close) among the other operations |
 //! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
-//! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks |
+//! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks, among them calls through named handles (as `handles`) |
 
 use super::config::GenConfig;
 
@@ -104,7 +104,7 @@ impl Profile {
             Profile::Wide => "6-10 lowers mostly sparse, depth 5, odd names, markers on roots, xino=on/auto, 60 steps",
             Profile::Handles => "named handles kept open among the other operations, 40 steps",
             Profile::Metacopy => "metacopy=on in half the mounts, metacopy files in layers (upper and middle lowers), no xattr whiteouts",
-            Profile::Cred => "operations as callers other than root (uids 1000 and 1, groups) and with umasks",
+            Profile::Cred => "operations as callers other than root (uids 1000 and 1, groups) and with umasks, through paths and through named handles",
         }
     }
 
@@ -157,7 +157,7 @@ impl Profile {
             // Xattr whiteouts off: two metacopy files that fail while readdir checks xattr
             // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
             Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
-            Profile::Cred => GenConfig { callers: true, ..d },
+            Profile::Cred => GenConfig { callers: true, handles: true, ..d },
         }
     }
 }
@@ -227,7 +227,7 @@ mod tests {
     }
 
     /// The `cred` profile runs operations as callers other than root and with umasks, and
-    /// only it does.
+    /// only it does; some of them are calls through handles.
     #[test]
     fn only_the_cred_profile_draws_callers() {
         use crate::backend::Command;
@@ -235,18 +235,20 @@ mod tests {
             crate::fuzz::with_config(p.config(), || {
                 let strategy = ModelMachine::sequential_strategy(1..=24);
                 let mut runner = TestRunner::new_with_rng(Config::default(), crate::fuzz::rng_for(5));
-                let (mut users, mut umasks) = (0, 0);
+                let (mut users, mut umasks, mut handle_calls) = (0, 0, 0);
                 for _ in 0..50 {
                     let (_, transitions, _) = strategy.new_tree(&mut runner).expect("a case").current();
                     for t in &transitions {
-                        if let Command::OpAs { cred, .. } = t {
+                        if let Command::OpAs { cred, op } = t {
                             users += usize::from(cred.uid != 0);
                             umasks += usize::from(cred.umask != 0);
+                            handle_calls += usize::from(matches!(op, crate::ops::Op::Fd(_)));
                         }
                     }
                 }
                 let on = p == Profile::Cred;
                 assert_eq!((users > 0, umasks > 0), (on, on), "{p}: {users} non-root callers, {umasks} umasks");
+                assert_eq!(handle_calls > 0, on, "{p}: {handle_calls} handle calls as a caller");
             });
         }
     }
