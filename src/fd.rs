@@ -345,6 +345,9 @@ impl Overlay {
                 None => {}
             }
         }
+        // Handles on one inode share it once it has no name: (the inode they held, the
+        // unlinked one they now share).
+        let mut shared: Vec<(Arc<Inode>, Arc<Inode>)> = Vec::new();
         for (name, now, unlinked, dead) in updates {
             let f = self.fds.files.get_mut(&name).expect("a handle listed above");
             if let Some(now) = now {
@@ -353,7 +356,16 @@ impl Overlay {
             if unlinked {
                 f.unlinked = true;
                 if let Some(o) = &mut f.orphan {
-                    Arc::make_mut(o).nlink = 0;
+                    match shared.iter().find(|(held, _)| Arc::ptr_eq(held, o)) {
+                        Some((_, gone)) => *o = gone.clone(),
+                        None => {
+                            let mut gone = (**o).clone();
+                            gone.nlink = 0;
+                            let gone = Arc::new(gone);
+                            shared.push((o.clone(), gone.clone()));
+                            *o = gone;
+                        }
+                    }
                 }
             }
             if let (true, Some(d)) = (dead, f.dir.as_mut()) {
@@ -483,11 +495,30 @@ impl Overlay {
         match Overlay::real_of(f) {
             Real::Upper(u) => self.upper_mut().update(u, |i| i.kind = NodeKind::File(data)),
             Real::Orphan => {
-                let f = self.fds.files.get_mut(fd).expect("an open handle");
-                let o = f.orphan.as_mut().expect("an unlinked handle keeps its inode");
-                Arc::make_mut(o).kind = NodeKind::File(data);
+                let mut inode = (**f.orphan.as_ref().expect("an unlinked handle keeps its inode")).clone();
+                inode.kind = NodeKind::File(data);
+                self.fd_set_orphan(fd, inode);
             }
             Real::Lower(..) => panic!("model invariant: a handle open for writing is upper"),
+        }
+    }
+
+    /// Replaces the unlinked inode handle `fd` keeps, for every handle that keeps it: open
+    /// files of one inode go on sharing it once its last name is gone (POSIX unlink; found
+    /// by the differential fuzzer on 6.18: a write through one handle, then `fstat` through
+    /// another, sees the new size).
+    fn fd_set_orphan(&mut self, fd: &str, inode: Inode) {
+        let held = self.fds.files.get(fd).and_then(|f| f.orphan.clone()).expect("an unlinked handle keeps its inode");
+        let now = Arc::new(inode);
+        let sharing: Vec<String> = self
+            .fds
+            .files
+            .iter()
+            .filter(|(_, f)| f.unlinked && f.orphan.as_ref().is_some_and(|o| Arc::ptr_eq(o, &held)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in sharing {
+            self.fds.files.get_mut(&name).expect("listed above").orphan = Some(now.clone());
         }
     }
 
@@ -779,8 +810,7 @@ impl Overlay {
             Real::Orphan => {
                 let mut inode = (**f.orphan.as_ref().expect("an unlinked handle keeps its inode")).clone();
                 in_place(self, &mut inode)?;
-                let o = self.fds.files.get_mut(fd).expect("open").orphan.as_mut().expect("kept");
-                *o = Arc::new(inode);
+                self.fd_set_orphan(fd, inode);
             }
         }
         Ok(())
