@@ -597,6 +597,32 @@ pub struct FuzzSummary {
     pub failures: Vec<(Scenario, RunReport)>,
 }
 
+/// How long [`fuzz_backend`] shrinks one failing case with [`crate::fuzz::shrink::minimize`].
+#[cfg(all(feature = "proptest", target_os = "linux"))]
+const SHRINK_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The kind of a failing report's first divergence, which a shrunk case must keep: the
+/// operation (or the tree that differs) and the shape of each side's answer (`ok`, the
+/// errno, or `a result`: a stat, data, a listing), without paths or step numbers, which
+/// shrinking changes.
+#[cfg(all(feature = "proptest", target_os = "linux"))]
+fn divergence_kind(report: &RunReport) -> String {
+    let Some(first) = report.failures.first() else {
+        return String::new();
+    };
+    let op = first.what.split_whitespace().next().unwrap_or("?");
+    let shape = |a: &Option<String>| {
+        match a.as_deref() {
+            None => "none",
+            Some("ok") => "ok",
+            Some(t) if t.len() > 1 && t.starts_with('E') && t.chars().all(|c| c.is_ascii_uppercase()) => t,
+            Some(_) => "a result",
+        }
+        .to_owned()
+    };
+    format!("{op}: {} / {}", shape(&first.expected), shape(&first.actual))
+}
+
 /// Draws `cases` random cases by `config` (the fuzzer's own generator, with what the
 /// implementation lacks switched off), checks each on the model and on a fresh backend
 /// from `make` under `observes`, and shrinks every failing case to a small one before
@@ -627,30 +653,38 @@ pub fn fuzz_backend(
         for i in 0..cases {
             let mut tree = strategy.new_tree(&mut runner).map_err(|e| format!("drawing case {i}: {e}"))?;
             let name = format!("fuzz-{seed}-{i}");
-            let mut check = |(state, steps, seen): (RefState, Vec<Command>, Option<Arc<AtomicUsize>>)| {
-                // Every transition is run (the comparison is of whole replays), so the
-                // shrinker may delete any of them.
-                if let Some(seen) = seen {
-                    seen.store(steps.len(), Ordering::SeqCst);
-                }
-                let case = Case { start: (*state.start).clone(), steps };
-                let commands = crate::fuzz::report::commands_until(&case, None);
+            let mut check_case = |case: &Case| {
+                let commands = crate::fuzz::report::commands_until(case, None);
                 let rule =
                     format!("Drawn by ovlsim's generator (seed {seed}, case {i}) and checked against the model.");
                 let s = Scenario::from_commands(&name, &rule, &commands);
                 let verdict = check_scenario(&s, make().as_mut(), observes);
                 (s, verdict)
             };
+            let as_case = |(state, steps, seen): (RefState, Vec<Command>, Option<Arc<AtomicUsize>>)| {
+                // Every transition is run (the comparison is of whole replays), so the
+                // shrinker may delete any of them.
+                if let Some(seen) = seen {
+                    seen.store(steps.len(), Ordering::SeqCst);
+                }
+                Case { start: (*state.start).clone(), steps }
+            };
             summary.cases += 1;
-            match check(tree.current()) {
+            let drawn = as_case(tree.current());
+            match check_case(&drawn) {
                 (_, Verdict::Pass) => summary.passed += 1,
                 (_, Verdict::NotApplicable(_)) => summary.not_applicable += 1,
                 (_, Verdict::Error(_)) => summary.errors += 1,
-                (mut s, Verdict::Fail(mut report)) => {
-                    // Shrink as proptest does: keep a simpler case while it still fails.
+                (_, Verdict::Fail(first)) => {
+                    // Shrink as proptest does (it deletes steps), keeping a simpler case
+                    // while it still fails; then as the fuzzer does (`shrink::minimize`:
+                    // layers, entries, options, flags), while it fails the same way.
+                    let kind = divergence_kind(&first);
+                    let mut case = drawn;
                     while tree.simplify() {
-                        match check(tree.current()) {
-                            (t, Verdict::Fail(r)) => (s, report) = (t, r),
+                        let current = as_case(tree.current());
+                        match check_case(&current) {
+                            (_, Verdict::Fail(r)) if divergence_kind(&r) == kind => case = current,
                             _ => {
                                 if !tree.complicate() {
                                     break;
@@ -658,7 +692,20 @@ pub fn fuzz_backend(
                             }
                         }
                     }
-                    summary.failures.push((s, report));
+                    let key = |c: &Case| match check_case(c) {
+                        (_, Verdict::Fail(r)) => Some(divergence_kind(&r)),
+                        _ => None,
+                    };
+                    let small = crate::fuzz::shrink::minimize(&case, key, SHRINK_BUDGET).0;
+                    match check_case(&small) {
+                        (s, Verdict::Fail(report)) => summary.failures.push((s, report)),
+                        // `minimize` keeps only failing cases; a backend that answers
+                        // otherwise on a second run is itself a finding, kept as drawn.
+                        _ => match check_case(&case) {
+                            (s, Verdict::Fail(report)) => summary.failures.push((s, report)),
+                            _ => summary.errors += 1,
+                        },
+                    }
                 }
             }
         }

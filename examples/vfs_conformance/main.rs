@@ -83,19 +83,20 @@ fn main() {
         for (s, r) in &summary.failures {
             let first = &r.failures[0];
             let op = first.what.split_whitespace().next().unwrap_or("?");
-            // `ok`, an errno, or "a result" (a stat, data, a listing).
+            // Succeeds (`ok`), fails (an errno: masked on both sides, so only failure
+            // shows), or gives a result (a stat, data, a listing).
             let short = |a: &Option<String>| {
                 a.as_deref().map(|t| {
                     let errno = t.len() > 1 && t.starts_with('E') && t.chars().all(|c| c.is_ascii_uppercase());
-                    if t == "ok" || errno {
-                        t.to_owned()
-                    } else {
-                        "a result".to_owned()
+                    match t {
+                        "ok" => "succeeds",
+                        _ if errno => "fails",
+                        _ => "gives a result",
                     }
                 })
             };
             let kind = match (short(&first.expected), short(&first.actual)) {
-                (Some(m), Some(v)) => format!("{op}: model {m}, vfs {v}"),
+                (Some(m), Some(v)) => format!("{op}: the model {m}, vfs {v}"),
                 _ => format!("{op}: the trees differ"),
             };
             kinds.entry(kind).or_default().push(&s.name);
