@@ -10,8 +10,14 @@ use super::ops;
 use crate::backend::BackendError;
 use crate::cred::Cred;
 use crate::ops::{Op, Outcome};
+use rustix::net::{
+    recvmsg, sendmsg, socketpair, AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+use std::io::{IoSlice, IoSliceMut};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 
 /// What the child did: the outcome, and an fd to hand back (an `open`'s new handle).
 pub(super) type ChildResult = (Result<Outcome, BackendError>, Option<RawFd>);
@@ -35,13 +41,8 @@ pub(super) fn run_as_with(
     work: impl FnOnce() -> ChildResult,
 ) -> Result<(Outcome, Option<OwnedFd>), BackendError> {
     let failed = |what: &str| BackendError::Failed(format!("{what}: {}", std::io::Error::last_os_error()));
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) } != 0 {
-        return Err(failed("socketpair for a caller's child"));
-    }
-    // SAFETY: socketpair succeeded, so both are open descriptors that nothing else owns.
-    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (ours, theirs) = socketpair(AddressFamily::UNIX, SocketType::STREAM, SocketFlags::CLOEXEC, None)
+        .map_err(|e| BackendError::Failed(format!("socketpair for a caller's child: {e}")))?;
     // SAFETY: the worker is single-threaded; the child only runs `child` and `_exit`s.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -104,63 +105,33 @@ fn child(cred: &Cred, work: impl FnOnce() -> ChildResult) -> ChildResult {
 /// Sends one byte, with `fd` as `SCM_RIGHTS` when there is one: the first thing the child
 /// writes, so that [`recv_fd`] reads it alone.
 fn send_fd(sock: &OwnedFd, fd: Option<RawFd>) -> std::io::Result<()> {
-    let mut byte = [u8::from(fd.is_some())];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: zeroed msghdr is a valid empty header; the pointers set below outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if let Some(fd) = fd {
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: the control buffer has room for one header and one fd (CMSG_SPACE).
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<RawFd>(), fd);
-        }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    // SAFETY: `fd` is open in this process for the whole call (the child's own handle).
+    let borrowed = fd.map(|fd| [unsafe { BorrowedFd::borrow_raw(fd) }]);
+    if let Some(fds) = &borrowed {
+        control.push(SendAncillaryMessage::ScmRights(fds));
     }
-    // SAFETY: `msg` points at live buffers.
-    if unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) } != 1 {
-        return Err(std::io::Error::last_os_error());
+    let byte = [u8::from(fd.is_some())];
+    match sendmsg(sock, &[IoSlice::new(&byte)], &mut control, SendFlags::empty())? {
+        1 => Ok(()),
+        n => Err(std::io::Error::other(format!("sendmsg sent {n} bytes of 1"))),
     }
-    Ok(())
 }
 
 /// Reads the byte [`send_fd`] sent, and the fd with it if any (close-on-exec).
 fn recv_fd(sock: &OwnedFd) -> std::io::Result<Option<OwnedFd>> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut control = vec![0u8; space];
-    // SAFETY: zeroed msghdr is a valid empty header; the pointers set below outlive the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: `msg` points at live buffers.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if n == 0 {
+    let got = recvmsg(sock, &mut [IoSliceMut::new(&mut byte)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    if got.bytes == 0 {
         // The child died before it sent anything; its missing answer says so.
         return Ok(None);
     }
-    // SAFETY: the kernel filled `msg`'s control buffer; the header walk stays inside it.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        if !c.is_null() && (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<RawFd>());
-            return Ok(Some(OwnedFd::from_raw_fd(fd)));
-        }
-    }
-    Ok(None)
+    let fd = control.drain().find_map(|m| match m {
+        RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+        _ => None,
+    });
+    Ok(fd)
 }
