@@ -126,7 +126,9 @@ impl RefState {
         }
         let (paths, dirs) = (Arc::new(paths), Arc::new(dirs));
         let op_weights = gen::op_weights(&config);
-        let lower_edits = !(start.has_redirects() || mounted && forbids_offline(&start.options));
+        // With data-only layers, no offline edit at all: their metacopy files' redirects
+        // make lower edits undefined, and a metacopy=on mount may come any time.
+        let lower_edits = !(start.has_redirects() || start.data > 0 || mounted && forbids_offline(&start.options));
         RefState {
             start: Arc::new(start),
             model,
@@ -151,6 +153,10 @@ impl RefState {
                 if forbids_offline(options) {
                     self.lower_edits = false;
                 }
+            }
+            Command::MountData { .. } if answer.is_done() => {
+                self.mounted = true;
+                self.lower_edits = false;
             }
             Command::Unmount if matches!(answer, Answer::Reply(_)) => self.mounted = false,
             Command::Edit { edit: Edit::Put { node, .. }, .. } if node.xattrs.contains_key(gen::REDIRECT) => {
@@ -255,10 +261,11 @@ pub fn draw_state(rng: &mut TestRng, config: &Arc<GenConfig>) -> RefState {
 
 /// Whether a mount with `options` makes later offline changes to lower layers undefined
 /// (kernel: `ovl_allow_offline_changes` is false with `redirect_dir=on`, `index`,
-/// `metacopy` or `xino=on`).
+/// `metacopy` or `xino=on`; `nfs_export=on` implies `index=on`).
 fn forbids_offline(options: &crate::mount::Options) -> bool {
     options.redirect_dir == RedirectDir::On
         || options.index
+        || options.nfs_export
         || options.metacopy
         || options.xino == crate::mount::Xino::On
 }
@@ -401,8 +408,9 @@ impl ReferenceStateMachine for ModelMachine {
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
             Command::DropCaches => cfg.drop_caches,
             Command::Layer { .. } => false,
-            // The generator draws no option strings.
-            Command::MountData { .. } => false,
+            // The generator draws option strings only for data-only layers, as the mounts of
+            // such a case (`CaseStart::mount_with`).
+            Command::MountData { .. } => !state.mounted && cfg.data_only && state.start.data > 0,
             Command::OpAs { op, .. } => {
                 state.mounted
                     && cfg.callers
@@ -759,7 +767,7 @@ pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend
             })));
         }
         match cmd {
-            Command::Mount { .. } => *mounted = model.is_done(),
+            Command::Mount { .. } | Command::MountData { .. } => *mounted = model.is_done(),
             Command::Unmount if matches!(model, Answer::Reply(Reply::Done)) => *mounted = false,
             _ => {}
         }
@@ -823,6 +831,7 @@ mod tests {
             lowers: lowers.into_iter().map(|(n, l)| (n.to_owned(), l)).collect(),
             upper: Some((gen::UPPER.into(), upper)),
             options,
+            data: 0,
         }
     }
 
