@@ -590,6 +590,19 @@ fn draw_data_only_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
         data_layers.iter().flat_map(|(_, l)| l.entries.iter().map(|e| e.path().to_owned())).collect();
     targets.sort();
     targets.dedup();
+    let mut files: Vec<String> = data_layers
+        .iter()
+        .flat_map(|(_, l)| {
+            l.entries.iter().filter_map(|e| match e {
+                FlatEntry::Node { path, node } if node.kind == FileType::File && node.xattrs.is_empty() => {
+                    Some(path.clone())
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    files.sort();
+    files.dedup();
     for (_, l) in &mut lowers {
         for e in &mut l.entries {
             let FlatEntry::Node { node, .. } = e else { continue };
@@ -603,10 +616,11 @@ fn draw_data_only_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
             if node.kind != FileType::File || !node.xattrs.keys().all(|k| k.starts_with("user.")) || !chance(rng, 0.5) {
                 continue;
             }
-            let target = if targets.is_empty() || arm(rng, &[4, 1]) == 1 {
-                (*pick(rng, &MISSING_DATA)).to_owned()
-            } else {
-                pick(rng, &targets).clone()
+            // Mostly a data-only file; else any path there, or a missing one.
+            let target = match arm(rng, &[GenConfig::weight(!files.is_empty(), 4), 2, 1]) {
+                0 => pick(rng, &files).clone(),
+                1 if !targets.is_empty() => pick(rng, &targets).clone(),
+                _ => (*pick(rng, &MISSING_DATA)).to_owned(),
             };
             node.xattrs.insert(METACOPY.to_owned(), Vec::new());
             node.xattrs.insert(REDIRECT.to_owned(), target.into_bytes());

@@ -334,7 +334,9 @@ mod tests {
     }
 
     /// Only the `metacopy` profile draws `metacopy=on` mounts and metacopy files in layers,
-    /// and it draws both often.
+    /// and it draws both often; `index` asks for `metacopy=on` only beside `nfs_export=on`
+    /// (a refusal), and `data_only` draws both around its data-only layers (its own test:
+    /// `machine::tests::the_data_only_profile_reads_through_redirects_and_fails`).
     #[test]
     fn only_the_metacopy_profile_draws_metacopy() {
         use crate::layer::FlatEntry;
@@ -345,7 +347,7 @@ mod tests {
             let (mut mounts, mut files) = (0, 0);
             for _ in 0..200 {
                 let start = strategy.new_tree(&mut runner).expect("a start").current();
-                mounts += usize::from(start.options.metacopy);
+                mounts += usize::from(start.options.metacopy && !start.options.nfs_export);
                 for (_, l) in start.layers() {
                     for e in &l.entries {
                         if let FlatEntry::Node { node, .. } = e {
@@ -357,6 +359,8 @@ mod tests {
             if p == Profile::Metacopy {
                 assert!((50..150).contains(&mounts), "{p}: {mounts} metacopy mounts of 200");
                 assert!(files > 20, "{p}: {files} metacopy files");
+            } else if p == Profile::DataOnly {
+                assert!(mounts > 20 && files > 20, "{p}: {mounts} metacopy mounts, {files} metacopy files");
             } else {
                 assert_eq!((mounts, files), (0, 0), "{p}");
             }
