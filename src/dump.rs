@@ -183,9 +183,11 @@ impl Overlay {
         let stat = self.getattr(&d);
         let mut entry = MergedEntry::of(Ok(stat));
         match d.ftype.expect("positive") {
-            // `open(O_RDONLY)` of a regular file passes every check of `open_at`.
+            // `open(O_RDONLY)` of a regular file passes every check of `open_at` but one: the
+            // lazy lookup of its data in the data-only layers, which must have found it
+            // (`ovl_verify_lowerdata`, as `Overlay::open` checks it).
             FileType::File => {
-                if let Ok(read) = self.read_opened(&d) {
+                if let Ok(read) = self.verify_lower_data(&d).and_then(|()| self.read_opened(&d)) {
                     entry.read(read);
                 }
             }

@@ -200,7 +200,7 @@ impl Options {
     /// [`Options::given`] (`ctx->set`), and an option not given takes the kernel's default
     /// and may be changed to resolve a conflict:
     /// 1. without an upper, `index` and `volatile` are ignored ("useless in a non-upper
-    ///    mount"), and `redirect_dir=follow` (or `off`, which is follow) counts as `on`;
+    ///    mount"; a given `index=off` stays given), and `redirect_dir=follow` (or `off`, which is follow) counts as `on`;
     /// 2. `metacopy=on` with redirects not `on`: EINVAL when both were given ("conflicting
     ///    options: metacopy=on,redirect_dir=follow"; `off` is shown as `follow`); else a
     ///    given `redirect_dir` turns metacopy off, and otherwise redirects become `on`;
@@ -218,7 +218,12 @@ impl Options {
         let conflict = |what: &str| MountError::refused(Errno::EINVAL, format!("conflicting options: {what}"));
         let mut given = self.given();
         if !has_upper {
-            given.index = false;
+            // Only `index=on` is dropped as useless; a given `index=off` still counts as
+            // given (kernel: `if (config->index && index_opt) { ... index_opt = false; }`;
+            // observed on 6.18: spec/nfs_export/mount-nfs-export-index-off-lower-only-einval).
+            if self.index {
+                given.index = false;
+            }
             self.index = false;
             self.volatile = false;
         }

@@ -16,6 +16,16 @@ pub struct CaseStart {
     pub upper: Option<(String, FlatLayer)>,
     /// The options of the first mount.
     pub options: Options,
+    /// How many of `lowers` (the last ones, `D0`, `D1`, ...) are data-only lower layers
+    /// ([`crate::data_only`]): the case's mounts are then option strings
+    /// ([`CaseStart::mount_with`]). 0 in cases without them, and then not serialized, so
+    /// that a case's form (and the generator's fingerprint) is as before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub data: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl CaseStart {
@@ -41,11 +51,35 @@ impl CaseStart {
 
     /// The first mount.
     pub fn mount(&self) -> Command {
-        Command::Mount {
-            lowers: self.lowers.iter().map(|(n, _)| n.clone()).collect(),
-            upper: self.upper.as_ref().map(|(n, _)| n.clone()),
-            options: self.options,
+        self.mount_with(self.options, self.upper.is_some())
+    }
+
+    /// A mount of the case's lowers with `options`, over its upper if `with_upper` (and it
+    /// has one): a [`Command::Mount`], or with data-only layers ([`CaseStart::data`]) an
+    /// option string `lowerdir=L0:L1::D0::D1,upperdir=U,workdir=work,...`
+    /// ([`Command::MountData`]; `work` names no layer, so it is the upper's own workdir;
+    /// a read-only mount is not expressed there).
+    pub fn mount_with(&self, options: Options, with_upper: bool) -> Command {
+        let lowers: Vec<String> = self.lowers.iter().map(|(n, _)| n.clone()).collect();
+        let upper = self.upper.as_ref().filter(|_| with_upper).map(|(n, _)| n.clone());
+        if self.data == 0 {
+            return Command::Mount { lowers, upper, options };
         }
+        let split = lowers.len().saturating_sub(self.data);
+        let mut data = format!("lowerdir={}", lowers[..split].join(":"));
+        for d in &lowers[split..] {
+            data.push_str("::");
+            data.push_str(d);
+        }
+        if let Some(u) = upper {
+            data.push_str(&format!(",upperdir={u},workdir=work"));
+        }
+        let rest = options.to_mount_string();
+        if !rest.is_empty() {
+            data.push(',');
+            data.push_str(&rest);
+        }
+        Command::MountData { data }
     }
 
     /// The commands that build the layers and make the first mount.
@@ -92,12 +126,23 @@ pub fn final_commands(mounted: bool, layer_names: &[String]) -> Vec<Command> {
 /// The layers a case dumps at the end: the upper (which the overlay writes), and every
 /// layer that an offline edit touched (to compare how the edits were made). The other
 /// lowers are as built, and building is compared by the layers' use.
+///
+/// When some mount of the case asks for `index=on` or `nfs_export=on` over the upper, the
+/// upper's workdir `index/` is dumped last ([`crate::backend::INDEX_SUFFIX`]), so that the
+/// index the copy-ups left is compared too.
 pub fn dumped_layers(start: &CaseStart, steps: &[Command]) -> Vec<String> {
-    start
+    let mut out: Vec<String> = start
         .layer_names()
         .into_iter()
         .filter(|n| start.is_upper(n) || steps.iter().any(|s| matches!(s, Command::Edit { layer, .. } if layer == n)))
-        .collect()
+        .collect();
+    let indexed = |o: &Options| o.index || o.nfs_export;
+    let index_mounts = indexed(&start.options)
+        || steps.iter().any(|s| matches!(s, Command::Mount { upper: Some(_), options, .. } if indexed(options)));
+    if let Some((u, _)) = start.upper.as_ref().filter(|_| index_mounts) {
+        out.push(format!("{u}{}", crate::backend::INDEX_SUFFIX));
+    }
+    out
 }
 
 /// A whole case: the start, then the generated steps.

@@ -136,6 +136,20 @@ pub struct GenConfig {
     /// Operations as callers other than root and with umasks
     /// ([`crate::backend::Command::OpAs`], [`super::gen::cred`]; default off).
     pub callers: bool,
+    /// `index=on` and `nfs_export=on` in mounts ([`crate::index`]; with their refusals:
+    /// `nfs_export=on` with an explicit `index=off` or `metacopy=on`, EINVAL), hard links
+    /// in layers four times as often (files, symlinks and FIFOs, several names across
+    /// directories, so that copy-ups index them), remounts that drop the top-most lower
+    /// (ESTALE under `index=on`) or the bottom one (added back below by a later remount),
+    /// and a final dump of the workdir's `index/` (default off). Never with `metacopy=on`
+    /// given alone (not modelled with `index=on`) nor under `userxattr`.
+    pub index: bool,
+    /// Data-only lower layers (`lowerdir=L0::D0`, [`crate::data_only`]): 1 or 2 regular
+    /// lowers over 1 or 2 data-only ones `D0`, `D1`, mounted by an option string
+    /// ([`crate::backend::Command::MountData`]), with regular lower files turned into
+    /// metacopy files whose absolute redirect names a file, a directory, a symlink or
+    /// nothing in the data-only layers (default off; never with `index` or `userxattr`).
+    pub data_only: bool,
 }
 
 impl Default for GenConfig {
@@ -173,6 +187,8 @@ impl Default for GenConfig {
             handles: false,
             metacopy: false,
             callers: false,
+            index: false,
+            data_only: false,
         }
     }
 }
@@ -266,6 +282,12 @@ impl GenConfig {
         }
         if self.offline_edits && !self.remounts {
             return Err("offline edits need remounts".into());
+        }
+        if self.data_only && (self.index || self.userxattr || self.lowers_max < 2) {
+            return Err("data-only layers go without index and userxattr, and need lowers_max of 2 or more".into());
+        }
+        if self.index && self.userxattr {
+            return Err("index is not drawn with userxattr".into());
         }
         Ok(())
     }

@@ -8,9 +8,12 @@
 //!
 //! Everything is drawn from a small name alphabet ([`NAMES`]) and a shallow depth
 //! ([`DEPTH_MAX`]), so that names collide across layers and operations hit what the layers
-//! hold. Data stays tiny. What the model declares not modelled (`index`, `metacopy`,
-//! `nfs_export`) is never generated, nor is `volatile` (pinned in spec/volatile/), and no
-//! device node is made other than a whiteout (char 0/0).
+//! hold. Data stays tiny. What the model declares not modelled (`index=on` with
+//! `metacopy=on`, or with `userxattr` over lower symlinks and special files) is never
+//! generated, nor is `volatile` (pinned in spec/volatile/), and no device node is made
+//! other than a whiteout (char 0/0). `metacopy`, `index`/`nfs_export` and data-only lower
+//! layers are drawn only under their switches ([`GenConfig::metacopy`],
+//! [`GenConfig::index`], [`GenConfig::data_only`]).
 
 use super::case::CaseStart;
 use super::config::GenConfig;
@@ -341,7 +344,7 @@ fn draw_children(
             let node = draw_dir_node(rng, cfg);
             out.entries.push(FlatEntry::Node { path: path.clone(), node });
             draw_children(rng, cfg, &path, depth + 1, p, out, linkable);
-        } else if arm(rng, &[12, GenConfig::weight(cfg.hard_links, 1)]) == 0 {
+        } else if arm(rng, &[12, GenConfig::weight(cfg.hard_links, if cfg.index { 4 } else { 1 })]) == 0 {
             let node = draw_leaf_node(rng, cfg);
             let is_whiteout = node.kind == FileType::Char
                 || node.xattrs.contains_key(XWHITEOUT)
@@ -438,6 +441,12 @@ fn draw_redirect_dir(rng: &mut TestRng, cfg: &GenConfig, weights: [u32; 3]) -> R
 /// under it a copy of a symlink or a FIFO has no origin, and its `st_ino` depends on the
 /// inode cache (modelled, `crate::icache`).
 pub fn draw_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
+    if cfg.index {
+        return draw_index_options(rng, cfg);
+    }
+    if cfg.data_only {
+        return draw_data_only_options(rng, cfg);
+    }
     if cfg.userxattr || cfg.xino_auto {
         return draw_wide_options(rng, cfg);
     }
@@ -466,6 +475,41 @@ fn draw_metacopy_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
     let xino = chance(rng, 0.03) && cfg.xino;
     let metacopy = chance(rng, 0.5);
     Options { redirect_dir, read_only, xino: if xino { Xino::On } else { Xino::Off }, metacopy, ..Options::default() }
+}
+
+/// The options of [`GenConfig::index`]: [`draw_options`]'s draws, with `index=on` or
+/// `nfs_export=on` (which implies `index=on`) in most mounts, and rarely one of the
+/// refusals of `ovl_fs_params_verify` (params.c): `nfs_export=on` with an explicit
+/// `index=off` or `metacopy=on` (EINVAL, "conflicting options"). `metacopy=on` is never
+/// given otherwise: together with `index=on` it is not modelled
+/// ([`crate::overlay::Overlay::mount`]).
+fn draw_index_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
+    let redirect_dir = draw_redirect_dir(rng, cfg, [3, 2, 1]);
+    let read_only = chance(rng, 0.08) && cfg.read_only;
+    let xino = if chance(rng, 0.03) && cfg.xino { Xino::On } else { Xino::Off };
+    let mut o = Options { redirect_dir, read_only, xino, ..Options::default() };
+    match arm(rng, &[3, 5, 2, 2, 1, 1, 1]) {
+        0 => {}
+        1 => o.index = true,
+        // `nfs_export=on` alone: the kernel turns `index` on.
+        2 => o.nfs_export = true,
+        3 => (o.index, o.nfs_export) = (true, true),
+        4 => (o.nfs_export, o.named.index) = (true, true),
+        5 => (o.nfs_export, o.metacopy) = (true, true),
+        _ => (o.index, o.named.nfs_export) = (true, true),
+    }
+    o
+}
+
+/// The options of [`GenConfig::data_only`]: `redirect_dir` drawn as ever (the data-only
+/// layers' redirects are followed whatever it is, the other ones by its rules),
+/// `metacopy=on` in a third of the mounts, `xino=on` rarely; never `ro` (the option string
+/// does not carry it), `index` or `userxattr`.
+fn draw_data_only_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
+    let redirect_dir = draw_redirect_dir(rng, cfg, [3, 2, 1]);
+    let xino = if chance(rng, 0.03) && cfg.xino { Xino::On } else { Xino::Off };
+    let metacopy = chance(rng, 0.33);
+    Options { redirect_dir, xino, metacopy, ..Options::default() }
 }
 
 /// The options of [`GenConfig::userxattr`] and [`GenConfig::xino_auto`]: under `userxattr`,
@@ -505,6 +549,9 @@ fn upper_only_shared_redirects(mut layer: FlatLayer) -> FlatLayer {
 /// [`GenConfig::lowers_max`] lowers and, most of the time, an upper (without one, at least
 /// two lowers, so that the mount is valid).
 pub fn draw_case_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
+    if cfg.data_only {
+        return draw_data_only_start(rng, cfg);
+    }
     let count = cfg.lowers_min + below(rng, cfg.lowers_max - cfg.lowers_min + 1);
     let has_upper = chance(rng, 0.85) || !cfg.lower_only_mounts;
     let count = if has_upper { count } else { count.max(2) };
@@ -516,7 +563,73 @@ pub fn draw_case_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
         .collect();
     let upper = has_upper.then(|| (UPPER.to_owned(), draw_layer(rng, cfg)));
     let options = draw_options(rng, cfg);
-    CaseStart { lowers, upper, options }
+    CaseStart { lowers, upper, options, data: 0 }
+}
+
+/// The name of generated data-only lower layer `i` ([`GenConfig::data_only`]).
+pub fn data_name(i: usize) -> String {
+    format!("D{i}")
+}
+
+/// Absolute redirects into the data-only layers that name nothing there.
+const MISSING_DATA: [&str; 2] = ["/zz", "/a/zz"];
+
+/// A start with data-only layers ([`GenConfig::data_only`]): 1 or 2 regular lowers over 1
+/// or 2 data-only ones, mostly an upper. Each regular file of a regular lower becomes, one
+/// time in two, a metacopy file (an empty `metacopy` xattr) with an absolute redirect to a
+/// path of a data-only layer: a file (its data), a directory, a symlink, a whiteout, or a
+/// name no layer holds.
+fn draw_data_only_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
+    let regular = 1 + below(rng, 2);
+    let data = 1 + below(rng, 2);
+    let has_upper = chance(rng, 0.85) || !cfg.lower_only_mounts;
+    let mut lowers: Vec<(String, FlatLayer)> =
+        (0..regular).map(|i| (lower_name(i), draw_lower_layer(rng, cfg))).collect();
+    let data_layers: Vec<(String, FlatLayer)> = (0..data).map(|i| (data_name(i), draw_layer(rng, cfg))).collect();
+    let mut targets: Vec<String> =
+        data_layers.iter().flat_map(|(_, l)| l.entries.iter().map(|e| e.path().to_owned())).collect();
+    targets.sort();
+    targets.dedup();
+    let mut files: Vec<String> = data_layers
+        .iter()
+        .flat_map(|(_, l)| {
+            l.entries.iter().filter_map(|e| match e {
+                FlatEntry::Node { path, node } if node.kind == FileType::File && node.xattrs.is_empty() => {
+                    Some(path.clone())
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    for (_, l) in &mut lowers {
+        for e in &mut l.entries {
+            let FlatEntry::Node { node, .. } = e else { continue };
+            // No `opaque=x` (a directory that may hold xattr whiteouts): readdir then looks
+            // its entries up, and two metacopy files whose lookups fail (EPERM) make the
+            // listing depend on tmpfs's entry order (see `machine::readdir_order_decides`;
+            // found by the model-only fuzzer, profile data_only, seed 1).
+            if node.xattrs.get(OPAQUE).is_some_and(|v| v == b"x") {
+                node.xattrs.remove(OPAQUE);
+            }
+            if node.kind != FileType::File || !node.xattrs.keys().all(|k| k.starts_with("user.")) || !chance(rng, 0.5) {
+                continue;
+            }
+            // Mostly a data-only file; else any path there, or a missing one.
+            let target = match arm(rng, &[GenConfig::weight(!files.is_empty(), 4), 2, 1]) {
+                0 => pick(rng, &files).clone(),
+                1 if !targets.is_empty() => pick(rng, &targets).clone(),
+                _ => (*pick(rng, &MISSING_DATA)).to_owned(),
+            };
+            node.xattrs.insert(METACOPY.to_owned(), Vec::new());
+            node.xattrs.insert(REDIRECT.to_owned(), target.into_bytes());
+        }
+    }
+    lowers.extend(data_layers);
+    let upper = has_upper.then(|| (UPPER.to_owned(), draw_layer(rng, cfg)));
+    let options = draw_options(rng, cfg);
+    CaseStart { lowers, upper, options, data }
 }
 
 /// [`draw_case_start`] as a strategy.
@@ -900,8 +1013,15 @@ pub fn mounts(cfg: &GenConfig, start: &CaseStart) -> Vec<(Vec<String>, Option<St
         with_upper.extend(lowers.iter().cloned());
         out.push((with_upper, None));
         if lowers.len() >= 2 {
-            out.push((lowers, None));
+            out.push((lowers.clone(), None));
         }
+    }
+    // Under `index`: the upper over the lowers without the top-most one (ESTALE with
+    // `index=on` once the upper root records its origin), and without the bottom one
+    // (which the mount of every layer then adds back below: accepted).
+    if let Some((u, _)) = start.upper.as_ref().filter(|_| cfg.index && lowers.len() >= 2) {
+        out.push((lowers[1..].to_vec(), Some(u.clone())));
+        out.push((lowers[..lowers.len() - 1].to_vec(), Some(u.clone())));
     }
     out
 }
@@ -909,6 +1029,11 @@ pub fn mounts(cfg: &GenConfig, start: &CaseStart) -> Vec<(Vec<String>, Option<St
 /// A mount command for this case (see [`mounts`]), mostly with the layers of the first
 /// mount.
 pub fn draw_mount(rng: &mut TestRng, cfg: &GenConfig, start: &CaseStart) -> Command {
+    if start.data > 0 {
+        // With data-only layers: the same layers, mostly over the upper.
+        let with_upper = arm(rng, &[3, 1]) == 0;
+        return start.mount_with(draw_options(rng, cfg), with_upper);
+    }
     let mut choices = mounts(cfg, start);
     let i = if choices.len() > 1 && arm(rng, &[3, 1]) == 1 { below(rng, choices.len()) } else { 0 };
     let (lowers, upper) = choices.swap_remove(i);

@@ -244,7 +244,7 @@ impl Checker {
             }
         }
         match cmd {
-            Command::Mount { .. } => self.mounted = answer.is_done(),
+            Command::Mount { .. } | Command::MountData { .. } => self.mounted = answer.is_done(),
             Command::Unmount if matches!(answer, Answer::Reply(_)) => self.mounted = false,
             _ => {}
         }

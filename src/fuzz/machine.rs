@@ -126,7 +126,9 @@ impl RefState {
         }
         let (paths, dirs) = (Arc::new(paths), Arc::new(dirs));
         let op_weights = gen::op_weights(&config);
-        let lower_edits = !(start.has_redirects() || mounted && forbids_offline(&start.options));
+        // With data-only layers, no offline edit at all: their metacopy files' redirects
+        // make lower edits undefined, and a metacopy=on mount may come any time.
+        let lower_edits = !(start.has_redirects() || start.data > 0 || mounted && forbids_offline(&start.options));
         RefState {
             start: Arc::new(start),
             model,
@@ -151,6 +153,10 @@ impl RefState {
                 if forbids_offline(options) {
                     self.lower_edits = false;
                 }
+            }
+            Command::MountData { .. } if answer.is_done() => {
+                self.mounted = true;
+                self.lower_edits = false;
             }
             Command::Unmount if matches!(answer, Answer::Reply(_)) => self.mounted = false,
             Command::Edit { edit: Edit::Put { node, .. }, .. } if node.xattrs.contains_key(gen::REDIRECT) => {
@@ -255,10 +261,11 @@ pub fn draw_state(rng: &mut TestRng, config: &Arc<GenConfig>) -> RefState {
 
 /// Whether a mount with `options` makes later offline changes to lower layers undefined
 /// (kernel: `ovl_allow_offline_changes` is false with `redirect_dir=on`, `index`,
-/// `metacopy` or `xino=on`).
+/// `metacopy` or `xino=on`; `nfs_export=on` implies `index=on`).
 fn forbids_offline(options: &crate::mount::Options) -> bool {
     options.redirect_dir == RedirectDir::On
         || options.index
+        || options.nfs_export
         || options.metacopy
         || options.xino == crate::mount::Xino::On
 }
@@ -401,8 +408,9 @@ impl ReferenceStateMachine for ModelMachine {
             Command::DumpLayer { name } => !state.mounted && state.start.has_layer(name),
             Command::DropCaches => cfg.drop_caches,
             Command::Layer { .. } => false,
-            // The generator draws no option strings.
-            Command::MountData { .. } => false,
+            // The generator draws option strings only for data-only layers, as the mounts of
+            // such a case (`CaseStart::mount_with`).
+            Command::MountData { .. } => !state.mounted && cfg.data_only && state.start.data > 0,
             Command::OpAs { op, .. } => {
                 state.mounted
                     && cfg.callers
@@ -759,7 +767,7 @@ pub fn replay(case: &Case, reference: &mut dyn Backend, tested: &mut dyn Backend
             })));
         }
         match cmd {
-            Command::Mount { .. } => *mounted = model.is_done(),
+            Command::Mount { .. } | Command::MountData { .. } => *mounted = model.is_done(),
             Command::Unmount if matches!(model, Answer::Reply(Reply::Done)) => *mounted = false,
             _ => {}
         }
@@ -823,6 +831,7 @@ mod tests {
             lowers: lowers.into_iter().map(|(n, l)| (n.to_owned(), l)).collect(),
             upper: Some((gen::UPPER.into(), upper)),
             options,
+            data: 0,
         }
     }
 
@@ -1004,5 +1013,143 @@ mod tests {
         let _ =
             writeln!(std::io::stderr(), "handle operations (drawn, succeeded): {seen:?}; non-empty listings: {listed}");
         assert!(listed >= 5, "getdents listed something {listed} times");
+    }
+
+    /// Runs `cases` cases of profile `p` (at most `steps` transitions each, drawn and
+    /// applied as the fuzzer does), handing each state after each command to `see`, and
+    /// each case's end (unmounted, its final dumps made on the model) to `end`.
+    fn walk_profile(
+        p: crate::fuzz::profile::Profile,
+        cases: usize,
+        steps: usize,
+        mut see: impl FnMut(&RefState, &Command),
+        mut end: impl FnMut(&RefState, &[Answer]),
+    ) {
+        use proptest::strategy::ValueTree;
+        use proptest::test_runner::TestRunner;
+        let cfg = Arc::new(p.config());
+        let mut runner = TestRunner::deterministic();
+        for _ in 0..cases {
+            let start = gen::case_start(&cfg).new_tree(&mut runner).expect("a start").current();
+            let mut state = RefState::with_config(start, cfg.clone());
+            if state.not_modelled() {
+                continue;
+            }
+            for _ in 0..steps {
+                let cmd = ModelMachine::transitions(&state).new_tree(&mut runner).expect("a transition").current();
+                if !ModelMachine::preconditions(&state, &cmd) {
+                    continue;
+                }
+                state = state.step(&cmd);
+                see(&state, &cmd);
+                if state.not_modelled() {
+                    break;
+                }
+            }
+            let mut model = state.model.clone();
+            let finals = final_commands(state.mounted, &dumped_layers(&state.start, &state.edits));
+            let answers: Vec<Answer> = finals.iter().map(|c| exec_quiet(&mut model, c)).collect();
+            end(&state, &answers);
+        }
+    }
+
+    /// The `index` profile mounts with `index=on` and `nfs_export=on` (and has the
+    /// conflicting requests refused), remounts over another top-most lower (ESTALE), and
+    /// copy-ups of lower hard links fill the workdir's index, which the case dumps last.
+    #[test]
+    fn the_index_profile_draws_index_mounts_and_indexed_copy_ups() {
+        use crate::errno::Errno;
+        use crate::fuzz::profile::Profile;
+        use std::io::Write;
+        let (mut index, mut nfs, mut einval, mut estale, mut dumped, mut indexed, mut not_modelled) =
+            (0, 0, 0, 0, 0, 0, 0);
+        walk_profile(
+            Profile::Index,
+            300,
+            32,
+            |state, cmd| {
+                if let (Command::Mount { options, upper: Some(_), .. }, Some(a)) = (cmd, &state.last) {
+                    index += usize::from(options.index && a.is_done());
+                    nfs += usize::from(options.nfs_export && a.is_done());
+                    einval += usize::from(
+                        options.nfs_export && matches!(a, Answer::Reply(Reply::MountRefused(Errno::EINVAL))),
+                    );
+                    estale += usize::from(matches!(a, Answer::Reply(Reply::MountRefused(Errno::ESTALE))));
+                }
+                not_modelled += usize::from(state.not_modelled());
+            },
+            |_, answers| {
+                for a in answers {
+                    if let Answer::Reply(Reply::Index(i)) = a {
+                        dumped += 1;
+                        indexed += i.as_ref().map_or(0, |i| i.values().filter(|k| *k == "file").count());
+                    }
+                }
+            },
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "index profile: {index} index=on remounts, {nfs} nfs_export=on, {einval} EINVAL, {estale} ESTALE, \
+             {dumped} index dumps holding {indexed} indexed files, {not_modelled} not modelled"
+        );
+        assert!(index >= 20 && nfs >= 10, "{index} index=on, {nfs} nfs_export=on remounts");
+        assert!(einval >= 3, "{einval} nfs_export conflicts refused");
+        assert!(estale >= 3, "{estale} ESTALE remounts");
+        assert!(dumped >= 100 && indexed >= 20, "{dumped} index dumps, {indexed} indexed files");
+        assert_eq!(not_modelled, 0, "the index profile draws nothing the model refuses to model");
+    }
+
+    /// The `data_only` profile mounts data-only layers by option strings, and the metacopy
+    /// files redirected into them both open (their data read) and fail.
+    #[test]
+    fn the_data_only_profile_reads_through_redirects_and_fails() {
+        use crate::fuzz::profile::Profile;
+        use crate::ops::Outcome;
+        use std::io::Write;
+        let (mut mounts, mut remounts, mut read_ok, mut read_err) = (0, 0, 0, 0);
+        let mut metacopy_paths = std::collections::BTreeSet::new();
+        let first = std::cell::Cell::new(true);
+        walk_profile(
+            Profile::DataOnly,
+            300,
+            24,
+            |state, cmd| {
+                if first.replace(false) {
+                    mounts += usize::from(state.setup.last().is_some_and(Answer::is_done));
+                    metacopy_paths.clear();
+                    for (_, l) in &state.start.lowers[..state.start.lowers.len() - state.start.data] {
+                        for e in &l.entries {
+                            if let FlatEntry::Node { path, node } = e {
+                                if node.xattrs.contains_key(gen::REDIRECT) {
+                                    metacopy_paths.insert(path.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                if let (Command::MountData { .. }, Some(a)) = (cmd, &state.last) {
+                    remounts += usize::from(a.is_done());
+                }
+                // A read or an open of a lower metacopy file: its data found (opened) or not.
+                let path = match cmd {
+                    Command::Op(Op::Read { path } | Op::Open { path, .. }) => Some(path),
+                    _ => None,
+                };
+                if let (Some(path), Some(Answer::Reply(Reply::Outcome(o)))) = (path, &state.last) {
+                    if metacopy_paths.contains(path) {
+                        read_ok += usize::from(matches!(o, Outcome::Data(_) | Outcome::Ok));
+                        read_err += usize::from(matches!(o, Outcome::Err(_)));
+                    }
+                }
+            },
+            |_, _| first.set(true),
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "data_only profile: {mounts} first mounts, {remounts} remounts, metacopy opens and reads: {read_ok} \
+             succeeded, {read_err} failed"
+        );
+        assert!(mounts >= 200 && remounts >= 20, "{mounts} data-only mounts, {remounts} remounts");
+        assert!(read_ok >= 10 && read_err >= 10, "metacopy opens and reads: {read_ok} succeeded, {read_err} failed");
     }
 }

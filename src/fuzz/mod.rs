@@ -739,7 +739,7 @@ fn unshrunk(out_dir: &Path, seed: u64, index: u64, max_steps: usize, signature: 
         }
         Err(_) => (
             Case {
-                start: CaseStart { lowers: Vec::new(), upper: None, options: Default::default() },
+                start: CaseStart { lowers: Vec::new(), upper: None, options: Default::default(), data: 0 },
                 steps: Vec::new(),
             },
             Vec::new(),

@@ -21,6 +21,8 @@
 //! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, fchown, fsync, xattrs, getdents, close) among the other operations |
 //! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
 //! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks, among them calls through named handles (as `handles`) |
+//! | `index` | 1–4 | 3 | `a`..`d` | 32 | `index=on`/`nfs_export=on` in most mounts (and their EINVAL conflicts), hard links (files, symlinks, FIFOs) four times as often, remounts without the top or bottom lower, the workdir's `index/` dumped at the end |
+//! | `data_only` | 1–2 regular + 1–2 data-only | 3 | `a`..`d` | 24 | `lowerdir=L0::D0` option strings, lower metacopy files redirected (absolute) into the data-only layers: to files, directories, symlinks and nothing; no xattr whiteouts |
 
 use super::config::GenConfig;
 
@@ -51,11 +53,15 @@ pub enum Profile {
     Metacopy,
     /// Operations as other callers, with umasks.
     Cred,
+    /// `index=on` and `nfs_export=on`, lower hard links, remounts that change the lowers.
+    Index,
+    /// Data-only lower layers under metacopy files with absolute redirects.
+    DataOnly,
 }
 
 impl Profile {
     /// Every profile, in the order `--help` lists them.
-    pub const ALL: [Profile; 12] = [
+    pub const ALL: [Profile; 14] = [
         Profile::Default,
         Profile::Sparse,
         Profile::Tall,
@@ -68,6 +74,8 @@ impl Profile {
         Profile::Handles,
         Profile::Metacopy,
         Profile::Cred,
+        Profile::Index,
+        Profile::DataOnly,
     ];
 
     /// The profile's name, as `--profile` takes it.
@@ -85,6 +93,8 @@ impl Profile {
             Profile::Handles => "handles",
             Profile::Metacopy => "metacopy",
             Profile::Cred => "cred",
+            Profile::Index => "index",
+            Profile::DataOnly => "data_only",
         }
     }
 
@@ -105,6 +115,12 @@ impl Profile {
             Profile::Handles => "named handles kept open among the other operations, 40 steps",
             Profile::Metacopy => "metacopy=on in half the mounts, metacopy files in layers (upper and middle lowers), no xattr whiteouts",
             Profile::Cred => "operations as callers other than root (uids 1000 and 1, groups) and with umasks, through paths and through named handles",
+            Profile::Index => {
+                "index=on and nfs_export=on in most mounts (and their EINVAL conflicts), hard links of files, symlinks and FIFOs in layers, remounts that drop the top or bottom lower, the workdir's index/ compared at the end; 32 steps"
+            }
+            Profile::DataOnly => {
+                "1-2 regular lowers over 1-2 data-only ones (lowerdir=L0::D0 option strings), lower metacopy files redirected to files, directories, symlinks and nothing in them; no xattr whiteouts"
+            }
         }
     }
 
@@ -123,6 +139,7 @@ impl Profile {
             Profile::Long => 120,
             Profile::Wide => 60,
             Profile::Handles => 40,
+            Profile::Index => 32,
             _ => super::STEPS_MAX_DEFAULT,
         }
     }
@@ -158,6 +175,12 @@ impl Profile {
             // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
             Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
             Profile::Cred => GenConfig { callers: true, handles: true, ..d },
+            Profile::Index => GenConfig { index: true, ..d },
+            // Xattr whiteouts off, as under `metacopy`: two metacopy files that fail while
+            // readdir checks xattr whiteouts make the answer depend on tmpfs's entry order.
+            Profile::DataOnly => {
+                GenConfig { data_only: true, xattr_whiteouts: false, lowers_min: 2, lowers_max: 4, ..d }
+            }
         }
     }
 }
@@ -311,7 +334,9 @@ mod tests {
     }
 
     /// Only the `metacopy` profile draws `metacopy=on` mounts and metacopy files in layers,
-    /// and it draws both often.
+    /// and it draws both often; `index` asks for `metacopy=on` only beside `nfs_export=on`
+    /// (a refusal), and `data_only` draws both around its data-only layers (its own test:
+    /// `machine::tests::the_data_only_profile_reads_through_redirects_and_fails`).
     #[test]
     fn only_the_metacopy_profile_draws_metacopy() {
         use crate::layer::FlatEntry;
@@ -322,7 +347,7 @@ mod tests {
             let (mut mounts, mut files) = (0, 0);
             for _ in 0..200 {
                 let start = strategy.new_tree(&mut runner).expect("a start").current();
-                mounts += usize::from(start.options.metacopy);
+                mounts += usize::from(start.options.metacopy && !start.options.nfs_export);
                 for (_, l) in start.layers() {
                     for e in &l.entries {
                         if let FlatEntry::Node { node, .. } = e {
@@ -334,6 +359,8 @@ mod tests {
             if p == Profile::Metacopy {
                 assert!((50..150).contains(&mounts), "{p}: {mounts} metacopy mounts of 200");
                 assert!(files > 20, "{p}: {files} metacopy files");
+            } else if p == Profile::DataOnly {
+                assert!(mounts > 20 && files > 20, "{p}: {mounts} metacopy mounts, {files} metacopy files");
             } else {
                 assert_eq!((mounts, files), (0, 0), "{p}");
             }

@@ -53,7 +53,7 @@ pub(crate) fn commands_until(case: &Case, step: Option<usize>) -> Vec<Command> {
         let mut mounted = false;
         for c in &all {
             match c {
-                Command::Mount { .. } => mounted = true,
+                Command::Mount { .. } | Command::MountData { .. } => mounted = true,
                 Command::Unmount => mounted = false,
                 _ => {}
             }

@@ -97,7 +97,8 @@ fn delete_steps(case: &Case) -> Vec<Case> {
 
 /// Every case with one lower layer fewer (taken out of every mount, edit and dump too).
 fn drop_lowers(case: &Case) -> Vec<Case> {
-    if case.start.lowers.len() + usize::from(case.start.upper.is_some()) < 2 {
+    // With data-only layers, the mounts are option strings naming every layer: kept whole.
+    if case.start.data > 0 || case.start.lowers.len() + usize::from(case.start.upper.is_some()) < 2 {
         return Vec::new();
     }
     (0..case.start.lowers.len())
@@ -436,6 +437,7 @@ mod tests {
                 lowers: vec![("L0".into(), layer(&["/a", "/b", "/c"])), ("L1".into(), layer(&["/d"]))],
                 upper: Some(("U".into(), layer(&[]))),
                 options: Options::default(),
+                data: 0,
             },
             steps: vec![
                 Command::Op(Op::Stat { path: "/a".into() }),
