@@ -114,6 +114,7 @@ pub mod dcache;
 pub mod dialect;
 pub mod dump;
 pub mod errno;
+pub mod export;
 pub mod fd;
 #[cfg(all(feature = "fuse", target_os = "linux"))]
 pub mod fuse;
