@@ -1502,7 +1502,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
         let p = idx(&steps_path, i);
         cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
         match &step.action {
-            Action::Op(Op::Fd(FdOp::Open { fd, .. })) => {
+            Action::Op(Op::Fd(FdOp::Open { fd, .. } | FdOp::OpenByHandle { fd, .. })) => {
                 if !mounted {
                     cx.problem(&p, "the overlay is not mounted here; add a `mount` step first");
                 }
