@@ -256,6 +256,8 @@ pub struct ModelBackend {
     /// The upper layers whose workdir a volatile mount has left marked
     /// ([`crate::mount::leaves_volatile_marker`]).
     volatile_marked: std::collections::BTreeSet<String>,
+    /// The file handles kept while unmounted, for the next mount ([`crate::export`]).
+    file_handles: imbl::OrdMap<String, crate::export::FileHandle>,
 }
 
 #[derive(Clone, Debug)]
@@ -315,6 +317,8 @@ impl ModelBackend {
         self.layers.insert(name.to_owned(), Layer::from_flat(content));
         // A layer made anew has a fresh workdir, as the kernel backend's does.
         self.volatile_marked.remove(name);
+        // New layers are a new case: the file handles kept go (as in the kernel worker).
+        self.file_handles = imbl::OrdMap::new();
         Ok(Reply::Done)
     }
 
@@ -350,6 +354,7 @@ impl ModelBackend {
         match Overlay::mount_with_data(lower_layers, data_layers, upper_layer, options) {
             Ok(mut overlay) => {
                 overlay.set_cache_policy(self.cache_policy);
+                overlay.fds.file_handles = self.file_handles.clone();
                 self.mounted = Some(Mounted { overlay, upper: params.upper.clone() });
                 Ok(Reply::Done)
             }
@@ -391,6 +396,7 @@ impl Backend for ModelBackend {
                 match Overlay::mount(lower_layers, upper_layer, *options) {
                     Ok(mut overlay) => {
                         overlay.set_cache_policy(self.cache_policy);
+                        overlay.fds.file_handles = self.file_handles.clone();
                         self.mounted = Some(Mounted { overlay, upper: upper.clone() });
                         Ok(Reply::Done)
                     }
@@ -404,6 +410,7 @@ impl Backend for ModelBackend {
             }
             Command::Unmount => {
                 let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
+                self.file_handles = m.overlay.fds.file_handles.clone();
                 if let (Some(name), Some(upper)) = (&m.upper, m.overlay.upper()) {
                     self.layers.insert(name.clone(), upper.clone());
                     if crate::mount::leaves_volatile_marker(m.overlay.options(), true) {

@@ -38,7 +38,10 @@ use std::sync::Arc;
 /// The open handles of one mount, by name.
 #[derive(Clone, Debug, Default)]
 pub struct FdTable {
-    files: imbl::OrdMap<String, OpenFile>,
+    pub(crate) files: imbl::OrdMap<String, OpenFile>,
+    /// The file handles `name_to_handle` kept, by name ([`crate::export`]): not open
+    /// files; they outlive the mount (the model backend carries them to the next).
+    pub file_handles: imbl::OrdMap<String, crate::export::FileHandle>,
 }
 
 impl FdTable {
@@ -94,6 +97,8 @@ pub struct OpenFile {
     unlinked: bool,
     /// For a directory: its stream.
     dir: Option<DirStream>,
+    /// Opened by `open_by_handle` ([`crate::export`]).
+    by_handle: bool,
     /// The path it had before a rename in the operation running (see
     /// [`Overlay::fd_follow_rename`]), for [`Overlay::fd_follow_copy_up`]: a copy-up made
     /// by that rename is reported at the old path.
@@ -159,6 +164,9 @@ pub fn not_modelled(ov: &Overlay, op: &Op) -> Option<String> {
         | FdOp::Fsetxattr { fd, .. }
         | FdOp::Fremovexattr { fd, .. } => {
             let f = ov.fds.files.get(fd)?;
+            if f.by_handle && f.dentry.upper.is_none() && !ov.is_read_only() {
+                return Some(format!("a change through handle {fd}, opened by a file handle on a lower object"));
+            }
             let lower = matches!(Overlay::real_of(f), Real::Lower(..)) && !ov.is_read_only();
             (lower && ov.fd_copy_up_target(f) == Ok(false)).then(|| {
                 format!("a change through handle {fd} on a lower object whose name {:?} no longer leads to it", f.path)
@@ -189,6 +197,8 @@ pub(crate) fn dispatch(ov: &mut Overlay, op: &FdOp) -> Outcome {
         FdOp::Fgetxattr { fd, name } => ov.fd_fgetxattr(fd, name).map(Outcome::Xattr),
         FdOp::Flistxattr { fd } => ov.fd_flistxattr(fd).map(Outcome::XattrNames),
         FdOp::Fremovexattr { fd, name } => ok(ov.fd_fremovexattr(fd, name)),
+        FdOp::NameToHandle { handle, path, fid, follow } => ok(ov.name_to_handle(handle, path, *fid, *follow)),
+        FdOp::OpenByHandle { fd, handle, flags } => ok(ov.open_by_handle(fd, handle, *flags)),
     };
     r.unwrap_or_else(Outcome::Err)
 }
@@ -217,6 +227,12 @@ impl Overlay {
         self.fds.files.remove(fd);
         let chain = self.open(path, flags, mode)?;
         let dentry = chain.last().expect("chain").clone();
+        self.fd_install(fd, dentry, Overlay::chain_path(&chain), flags, false);
+        Ok(())
+    }
+
+    /// Keeps `dentry`, opened by `path` (or by a file handle: `by_handle`), as handle `fd`.
+    pub(crate) fn fd_install(&mut self, fd: &str, dentry: Dentry, path: String, flags: OpenFlags, by_handle: bool) {
         let dir = dentry.is_dir().then(|| DirStream {
             is_real: !self.dir_is_merged(&dentry),
             real: match dentry.upper {
@@ -229,18 +245,19 @@ impl Overlay {
             dead: false,
         });
         let orphan = dentry.upper.and_then(|u| self.upper.as_ref()?.get_shared(u));
-        let file = OpenFile {
-            dentry,
-            path: Overlay::chain_path(&chain),
-            flags,
-            pos: 0,
-            orphan,
-            unlinked: false,
-            dir,
-            moved_from: None,
-        };
+        let file = OpenFile { dentry, path, flags, pos: 0, orphan, unlinked: false, dir, by_handle, moved_from: None };
         self.fds.files.insert(fd.to_owned(), file);
-        Ok(())
+    }
+
+    /// Opens as `fd` the object open handle `other` holds (a non-directory, perhaps with
+    /// no name left): a new open file of the same inode.
+    pub(crate) fn fd_install_alias(&mut self, fd: &str, other: &str, flags: OpenFlags) {
+        let mut file = self.fds.files.get(other).expect("an open handle").clone();
+        file.flags = flags;
+        file.pos = 0;
+        file.by_handle = true;
+        file.moved_from = None;
+        self.fds.files.insert(fd.to_owned(), file);
     }
 
     /// After every operation: the handles follow copy-ups and keep their unlinked inodes.

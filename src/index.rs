@@ -101,6 +101,25 @@ impl Overlay {
         Origin { layer: self.lowers[l.layer].id(), ino: l.ino }
     }
 
+    /// The index entry of `origin`, if any, with its kind (kernel: `ovl_lookup_index`,
+    /// `ovl_get_index_fh`, before any check of the entry).
+    pub(crate) fn index_entry(&self, origin: Origin) -> Option<(Ino, IndexEntry)> {
+        if !self.options.index {
+            return None;
+        }
+        let upper = self.upper.as_ref()?;
+        let ino = upper.child(upper.index_dir()?, &index_name(origin))?;
+        let inode = upper.get(ino);
+        let kind = if is_whiteout(inode) {
+            IndexEntry::Whiteout
+        } else if inode.is_dir() {
+            IndexEntry::Dir
+        } else {
+            IndexEntry::File
+        };
+        Some((ino, kind))
+    }
+
     /// The upper inode the index holds for lower object `l`, on an `index=on` mount
     /// (kernel: `ovl_lookup_index`).
     pub(crate) fn index_lookup(&self, l: LowerPath) -> Option<Ino> {

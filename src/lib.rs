@@ -93,8 +93,8 @@
 //!   `datadir+=`; [`data_only`]); fs-verity digests (`verity=`) are refused as not
 //!   modelled (tmpfs layers have no fs-verity); `index=on` (hard links, the upper root's
 //!   origin check) and `nfs_export=on` (everything indexed, index whiteouts) are modelled
-//!   ([`index`]), without the file-handle calls; `index` with `metacopy` is refused as not
-//!   modelled. The kernel's inode
+//!   ([`index`]), with the file-handle calls on the merged directory ([`export`]);
+//!   `index` with `metacopy` is refused as not modelled. The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
 //!   non-directory reached under two merged names (an alias of a cached inode), are out
@@ -114,6 +114,7 @@ pub mod dcache;
 pub mod dialect;
 pub mod dump;
 pub mod errno;
+pub mod export;
 pub mod fd;
 #[cfg(all(feature = "fuse", target_os = "linux"))]
 pub mod fuse;

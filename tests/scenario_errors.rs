@@ -411,3 +411,41 @@ fn a_sparse_read_expectation_is_bytes_or_a_digest() {
     want.write(99_999, b"z");
     assert_eq!(big.steps[0].expect, Some(Expect::Digest(want.digest())));
 }
+
+#[test]
+fn a_file_handle_step_names_its_mistakes() {
+    // A file handle no `name_to_handle` kept before.
+    one(
+        &with_steps("  - open_by_handle: h1\n    as: f1\n    expect: ok\n"),
+        STEPS_LINE,
+        Some((1, "open_by_handle")),
+        "unknown file handle `h1`",
+    );
+    // `name_to_handle` without `as:`.
+    one(
+        &with_steps("  - name_to_handle: /f\n    expect: ok\n"),
+        STEPS_LINE,
+        Some((1, "name_to_handle")),
+        "needs `as:`",
+    );
+    // A flag it does not take.
+    one(
+        &with_steps("  - name_to_handle: /f\n    as: h1\n    flags: [connectable]\n    expect: ok\n"),
+        STEPS_LINE + 2,
+        Some((1, "name_to_handle")),
+        "the flags of `name_to_handle` are: fid",
+    );
+    // They run as root only.
+    let ps =
+        problems(&with_steps("  - name_to_handle: /f\n    as: h1\n    as_user: {uid: 1, gid: 1}\n    expect: ok\n"));
+    assert!(ps.iter().any(|p| p.to_string().contains("as_user")), "{ps:#?}");
+    // Well formed, they round-trip through the writer.
+    let text = with_steps(
+        "  - name_to_handle: /f\n    as: h1\n    flags: [fid]\n    follow: true\n    expect: ok\n  - open_by_handle: h1\n    flags: [rdonly, directory]\n    as: f1\n    expect: ENOTDIR\n",
+    );
+    let s = scenario::parse(&text, "ok.yaml").unwrap();
+    let again = scenario::parse(&s.to_yaml(), "again.yaml").unwrap();
+    assert_eq!(again.steps.len(), 2);
+    assert_eq!(format!("{:?}", again.steps[0].action), format!("{:?}", s.steps[0].action));
+    assert_eq!(format!("{:?}", again.steps[1].action), format!("{:?}", s.steps[1].action));
+}

@@ -13,16 +13,43 @@ use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use std::collections::BTreeMap;
 
-/// The worker's open handles.
+/// The worker's open handles, and the file handles `name_to_handle` kept.
 #[derive(Default)]
 pub(super) struct Handles {
     fds: BTreeMap<String, OwnedFd>,
+    /// The file handles, by name: they outlive unmounts and mounts (an NFS client's handle
+    /// outlives a server restart) and go with the layers ([`Handles::forget_file_handles`]).
+    file_handles: BTreeMap<String, FileHandle>,
+}
+
+/// A file handle as `name_to_handle_at(2)` gave it: its type and bytes. A failed call
+/// leaves the empty handle (0 bytes), which `open_by_handle_at(2)` refuses (EINVAL).
+#[derive(Clone, Default)]
+struct FileHandle {
+    handle_type: i32,
+    bytes: Vec<u8>,
+}
+
+/// `MAX_HANDLE_SZ` (include/linux/exportfs.h).
+const MAX_HANDLE_SZ: usize = 128;
+
+/// `struct file_handle` with room for the largest handle.
+#[repr(C)]
+struct RawFileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; MAX_HANDLE_SZ],
 }
 
 impl Handles {
-    /// Closes every handle.
+    /// Closes every handle (the file handles are kept: they are not open files).
     pub(super) fn close_all(&mut self) {
         self.fds.clear();
+    }
+
+    /// Forgets the file handles kept (new layers: a new case).
+    pub(super) fn forget_file_handles(&mut self) {
+        self.file_handles.clear();
     }
 
     /// Whether no handle is open.
@@ -87,6 +114,23 @@ impl Handles {
 
     fn exec(&mut self, op: &FdOp) -> Result<Outcome, Fail> {
         Ok(match op {
+            FdOp::NameToHandle { handle, path, fid, follow } => {
+                self.file_handles.insert(handle.clone(), FileHandle::default());
+                let fh = name_to_handle(path, *fid, *follow)?;
+                self.file_handles.insert(handle.clone(), fh);
+                Outcome::Ok
+            }
+            FdOp::OpenByHandle { fd, handle, flags } => {
+                self.fds.remove(fd);
+                let fh = self.file_handles.get(handle).cloned().unwrap_or_default();
+                // The worker runs chrooted in the merged directory: `/` is the overlay's
+                // root, a mount fd of the overlay mounted now.
+                let mount = rustix::fs::open("/", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| Fail::Harness(format!("opening the overlay root as a mount fd: {e}")))?;
+                let file = open_by_handle(&mount, &fh, open_flags(flags) | OFlags::NONBLOCK | OFlags::CLOEXEC)?;
+                self.fds.insert(fd.clone(), file);
+                Outcome::Ok
+            }
             FdOp::Open { fd, path, flags, mode } => {
                 self.fds.remove(fd);
                 let flags = open_flags(flags) | OFlags::NONBLOCK | OFlags::CLOEXEC;
@@ -181,6 +225,57 @@ impl Handles {
             }
         })
     }
+}
+
+/// `name_to_handle_at(2)` of `path` from the current root (`AT_HANDLE_FID` with `fid`,
+/// `AT_SYMLINK_FOLLOW` with `follow`).
+fn name_to_handle(path: &str, fid: bool, follow: bool) -> Result<FileHandle, Fail> {
+    let c = std::ffi::CString::new(path).map_err(|_| Fail::Harness(format!("{path:?} contains a NUL byte")))?;
+    let mut raw = RawFileHandle { handle_bytes: MAX_HANDLE_SZ as u32, handle_type: 0, f_handle: [0; MAX_HANDLE_SZ] };
+    let mut mount_id: libc::c_int = 0;
+    let mut flags = 0;
+    if fid {
+        flags |= libc::AT_HANDLE_FID;
+    }
+    if follow {
+        flags |= libc::AT_SYMLINK_FOLLOW;
+    }
+    // SAFETY: `raw` is a `struct file_handle` with room for `handle_bytes` bytes, `c` a
+    // NUL-terminated path, `mount_id` an int.
+    let r = unsafe {
+        libc::name_to_handle_at(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            (&mut raw as *mut RawFileHandle).cast::<libc::file_handle>(),
+            &mut mount_id,
+            flags,
+        )
+    };
+    sys(r as i64)?;
+    let n = (raw.handle_bytes as usize).min(MAX_HANDLE_SZ);
+    Ok(FileHandle { handle_type: raw.handle_type, bytes: raw.f_handle[..n].to_vec() })
+}
+
+/// `open_by_handle_at(2)` of `fh` through the mount fd `mount`.
+fn open_by_handle(mount: &OwnedFd, fh: &FileHandle, flags: OFlags) -> Result<OwnedFd, Fail> {
+    let mut raw = RawFileHandle {
+        handle_bytes: fh.bytes.len() as u32,
+        handle_type: fh.handle_type,
+        f_handle: [0; MAX_HANDLE_SZ],
+    };
+    raw.f_handle[..fh.bytes.len()].copy_from_slice(&fh.bytes);
+    // SAFETY: `raw` is a `struct file_handle` of `handle_bytes` bytes; the fd returned is
+    // new and owned here.
+    let r = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut raw as *mut RawFileHandle).cast::<libc::file_handle>(),
+            flags.bits() as libc::c_int,
+        )
+    };
+    let fd = sys(r as i64)?;
+    // SAFETY: `fd` is a new fd that nothing else owns.
+    Ok(unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(fd as i32) })
 }
 
 /// Why a call did not produce an outcome.

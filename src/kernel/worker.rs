@@ -200,6 +200,9 @@ impl Worker {
         if matches!(cmd, Command::Layer { .. } | Command::Mount { .. } | Command::Unmount) {
             self.handles.close_all();
         }
+        if matches!(cmd, Command::Layer { .. }) {
+            self.handles.forget_file_handles();
+        }
         match cmd {
             Command::Op(crate::ops::Op::Fd(op)) if self.mounted.is_some() => self.handles.run(op).map(Reply::Outcome),
             Command::Layer { name, content } => {

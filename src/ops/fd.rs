@@ -169,6 +169,30 @@ pub enum FdOp {
         /// The xattr's name.
         name: String,
     },
+    /// `name_to_handle_at(2)` of `path` (from the merged root), keeping the file handle
+    /// it gives as `handle` (a file handle's name, not an open file's: see
+    /// [`crate::export`]). A failed call leaves `handle` empty (0 bytes).
+    NameToHandle {
+        /// The file handle's name.
+        handle: String,
+        /// The path.
+        path: String,
+        /// `AT_HANDLE_FID`: a handle that only identifies, not one to decode.
+        fid: bool,
+        /// `AT_SYMLINK_FOLLOW`.
+        follow: bool,
+    },
+    /// `open_by_handle_at(2)` of the file handle `handle`, with a mount fd of the overlay
+    /// mounted now, keeping the file open as `fd` (an open handle of that name is closed
+    /// first).
+    OpenByHandle {
+        /// The open handle's name.
+        fd: String,
+        /// The file handle's name.
+        handle: String,
+        /// The flags.
+        flags: OpenFlags,
+    },
 }
 
 impl FdOp {
@@ -192,10 +216,12 @@ impl FdOp {
             FdOp::Fgetxattr { .. } => "fgetxattr",
             FdOp::Flistxattr { .. } => "flistxattr",
             FdOp::Fremovexattr { .. } => "fremovexattr",
+            FdOp::NameToHandle { .. } => "name_to_handle",
+            FdOp::OpenByHandle { .. } => "open_by_handle",
         }
     }
 
-    /// The handle the operation names.
+    /// The handle the operation names (for `name_to_handle`, the file handle it keeps).
     pub fn fd(&self) -> &str {
         match self {
             FdOp::Open { fd, .. }
@@ -214,14 +240,16 @@ impl FdOp {
             | FdOp::Fsetxattr { fd, .. }
             | FdOp::Fgetxattr { fd, .. }
             | FdOp::Flistxattr { fd }
-            | FdOp::Fremovexattr { fd, .. } => fd,
+            | FdOp::Fremovexattr { fd, .. }
+            | FdOp::OpenByHandle { fd, .. } => fd,
+            FdOp::NameToHandle { handle, .. } => handle,
         }
     }
 
-    /// The path it opens, for `open`.
+    /// The path it opens, for `open`; the path it names, for `name_to_handle`.
     pub fn path(&self) -> Option<&str> {
         match self {
-            FdOp::Open { path, .. } => Some(path),
+            FdOp::Open { path, .. } | FdOp::NameToHandle { path, .. } => Some(path),
             _ => None,
         }
     }

@@ -21,10 +21,10 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
         if let Command::Op(Op::Fd(f)) | Command::OpAs { op: Op::Fd(f), .. } = cmd {
             let failed = matches!(replies.and_then(|r| r.get(k)), Some(Reply::Outcome(Outcome::Err(_))));
             match f {
-                FdOp::Open { fd, .. } if !failed => {
+                FdOp::Open { fd, .. } | FdOp::OpenByHandle { fd, .. } if !failed => {
                     open.insert(fd.clone());
                 }
-                FdOp::Open { fd, .. } | FdOp::Close { fd } => {
+                FdOp::Open { fd, .. } | FdOp::OpenByHandle { fd, .. } | FdOp::Close { fd } => {
                     open.remove(fd);
                 }
                 _ => {}

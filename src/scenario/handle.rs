@@ -31,6 +31,11 @@ pub(crate) const HANDLE_KINDS: &[&str] = &[
     "fremovexattr",
 ];
 
+/// The steps of the file-handle calls ([`crate::export`]): `name_to_handle: /p` with
+/// `as: h1` keeps a file handle, `open_by_handle: h1` with `as: f1` opens through it. They
+/// take no `as_user` or `umask`: both run as root.
+pub(crate) const FILE_HANDLE_KINDS: &[&str] = &["name_to_handle", "open_by_handle"];
+
 /// Whether a step of `kind` with this subject acts through a handle: a handle-only kind, or
 /// `read`/`write` whose subject is a mapping (`read: {fd: f1, len: 4}`) rather than a path.
 pub(crate) fn is_handle_step(kind: &str, subject: &Value) -> bool {
@@ -211,6 +216,80 @@ pub(crate) fn read_handle_op(
     Some(Op::Fd(op))
 }
 
+/// `name_to_handle: /p` with `as: h1`, `flags: [fid]` (`AT_HANDLE_FID`) and `follow: true`
+/// (`AT_SYMLINK_FOLLOW`), both optional.
+pub(crate) fn read_name_to_handle(
+    cx: &mut Cx,
+    path: String,
+    at: &[Seg],
+    handle: Option<&Value>,
+    flags: Option<&Value>,
+    follow: Option<&Value>,
+) -> Option<Op> {
+    let handle = match handle {
+        Some(v) => handle_name(cx, v, &key(at, "as")),
+        None => {
+            cx.problem(at, "`name_to_handle` needs `as:`, the name the file handle is kept by (`as: h1`)");
+            None
+        }
+    };
+    let mut fid = false;
+    let mut ok = true;
+    match flags {
+        None => {}
+        Some(Value::Sequence(items)) => {
+            for (i, w) in items.iter().enumerate() {
+                match w {
+                    Value::String(s) if s == "fid" => fid = true,
+                    other => {
+                        cx.problem(
+                            &super::cx::idx(&key(at, "flags"), i),
+                            format!("the flags of `name_to_handle` are: fid; not {}", type_name(other)),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Some(other) => {
+            cx.problem(&key(at, "flags"), format!("`flags` is a list such as `[fid]`, not {}", type_name(other)));
+            ok = false;
+        }
+    }
+    let follow = match follow {
+        None => Some(false),
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => {
+            cx.problem(&key(at, "follow"), format!("`follow` is true or false, not {}", type_name(other)));
+            None
+        }
+    };
+    if !ok {
+        return None;
+    }
+    Some(Op::Fd(FdOp::NameToHandle { handle: handle?, path, fid, follow: follow? }))
+}
+
+/// `open_by_handle: h1` with `as: f1` and the flags of `open`.
+pub(crate) fn read_open_by_handle(
+    cx: &mut Cx,
+    subject: &Value,
+    sp: &[Seg],
+    at: &[Seg],
+    fd: Option<&Value>,
+    flags: OpenFlags,
+) -> Option<Op> {
+    let handle = handle_name(cx, subject, sp);
+    let fd = match fd {
+        Some(v) => handle_name(cx, v, &key(at, "as")),
+        None => {
+            cx.problem(at, "`open_by_handle` needs `as:`, the name the open file is kept by (`as: f1`)");
+            None
+        }
+    };
+    Some(Op::Fd(FdOp::OpenByHandle { fd: fd?, handle: handle?, flags }))
+}
+
 /// `open` with `as:`: the open kept as a handle.
 pub(crate) fn open_as(cx: &mut Cx, v: &Value, p: &[Seg], path: String, flags: OpenFlags, mode: u32) -> Option<Op> {
     let fd = handle_name(cx, v, p)?;
@@ -223,7 +302,9 @@ pub(crate) fn handle_fields(op: &FdOp, data_y: impl Fn(&[u8]) -> Y) -> Vec<(Stri
     let word = op.name().to_owned();
     let fd = ("fd".to_owned(), Y::s(op.fd()));
     let args = match op {
-        FdOp::Open { .. } => unreachable!("open is written with its path"),
+        FdOp::Open { .. } | FdOp::NameToHandle { .. } | FdOp::OpenByHandle { .. } => {
+            unreachable!("open and the file-handle calls are written by the caller")
+        }
         FdOp::Close { fd } | FdOp::Fstat { fd } | FdOp::Fsync { fd } | FdOp::Flistxattr { fd } => {
             return vec![(word, Y::s(fd.clone()))]
         }
@@ -258,11 +339,33 @@ pub(crate) fn handle_fields(op: &FdOp, data_y: impl Fn(&[u8]) -> Y) -> Vec<(Stri
 /// but is closed now, or whose open failed, answers EBADF at run time, as the kernel does.)
 pub(crate) fn check_handles(cx: &mut Cx, s: &Scenario) {
     let mut known: BTreeSet<&str> = BTreeSet::new();
+    let mut file_handles: BTreeSet<&str> = BTreeSet::new();
     for (i, step) in s.steps.iter().enumerate() {
         let Action::Op(Op::Fd(f)) = &step.action else { continue };
-        if let FdOp::Open { fd, .. } = f {
-            known.insert(fd);
-            continue;
+        match f {
+            FdOp::Open { fd, .. } => {
+                known.insert(fd);
+                continue;
+            }
+            FdOp::NameToHandle { handle, .. } => {
+                file_handles.insert(handle);
+                continue;
+            }
+            FdOp::OpenByHandle { fd, handle, .. } => {
+                if !file_handles.contains(handle.as_str()) {
+                    cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
+                    let p = super::cx::idx(&[Seg::Key("steps".into())], i);
+                    cx.problem(
+                        &p,
+                        format!(
+                            "unknown file handle `{handle}`: keep it first (`name_to_handle: /path` with `as: {handle}`)"
+                        ),
+                    );
+                }
+                known.insert(fd);
+                continue;
+            }
+            _ => {}
         }
         if !known.contains(f.fd()) {
             cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });

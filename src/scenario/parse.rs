@@ -63,6 +63,8 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "fgetxattr",
     "flistxattr",
     "fremovexattr",
+    "name_to_handle",
+    "open_by_handle",
 ];
 
 /// The fields a step of this kind takes besides its own key.
@@ -82,6 +84,8 @@ fn step_fields(kind: &str) -> &'static [&'static str] {
         "unmount" => &["expect", "note"],
         "check" | "drop_caches" => &["note"],
         "edit" => &["replace", "remove", "put", "link", "note"],
+        "name_to_handle" => &["as", "flags", "follow", "expect", "note"],
+        "open_by_handle" => &["as", "flags", "expect", "note"],
         _ => &["expect", "note"],
     }
 }
@@ -759,7 +763,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
     cx.step = Some(StepRef { index: i + 1, op: kind.clone() });
     let mut allowed: Vec<&str> = vec![kind.as_str()];
     allowed.extend_from_slice(step_fields(&kind));
-    if !NOT_OPS.contains(&kind.as_str()) {
+    if !NOT_OPS.contains(&kind.as_str()) && !super::handle::FILE_HANDLE_KINDS.contains(&kind.as_str()) {
         allowed.extend_from_slice(&["as_user", "umask"]);
     }
     let fields = cx.fields(&m, path, &allowed, &format!("a `{kind}` step"));
@@ -898,6 +902,13 @@ fn read_op(
     if super::handle::is_handle_step(kind, subject) {
         return super::handle::read_handle_op(cx, kind, subject, sp, path, fields);
     }
+    if kind == "open_by_handle" {
+        let flags = match get("flags") {
+            Some(v) => read_open_flags(cx, v, &key(path, "flags")),
+            None => Some(OpenFlags::default()),
+        };
+        return super::handle::read_open_by_handle(cx, subject, sp, path, get("as"), flags?);
+    }
     let target_path = cx.step_path(subject, sp, &format!("the path of `{kind}`"));
     let mut ok = target_path.is_some();
     let p = target_path.unwrap_or_default();
@@ -926,6 +937,11 @@ fn read_op(
         "unlink" => Some(Op::Unlink { path: p }),
         "utimes" => Some(Op::Utimes { path: p }),
         "listxattr" => Some(Op::Listxattr { path: p }),
+        "name_to_handle" => {
+            let op = super::handle::read_name_to_handle(cx, p, path, get("as"), get("flags"), get("follow"));
+            ok &= op.is_some();
+            return if ok { op } else { None };
+        }
         "open" => {
             let flags = match get("flags") {
                 Some(v) => read_open_flags(cx, v, &key(path, "flags")),
@@ -1486,7 +1502,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
         let p = idx(&steps_path, i);
         cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
         match &step.action {
-            Action::Op(Op::Fd(FdOp::Open { fd, .. })) => {
+            Action::Op(Op::Fd(FdOp::Open { fd, .. } | FdOp::OpenByHandle { fd, .. })) => {
                 if !mounted {
                     cx.problem(&p, "the overlay is not mounted here; add a `mount` step first");
                 }

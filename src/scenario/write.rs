@@ -315,6 +315,23 @@ fn op_fields(op: &Op) -> Vec<(String, Y)> {
             }
             f.push(("as".into(), p(fd)));
         }
+        Op::Fd(FdOp::NameToHandle { handle, path, fid, follow }) => {
+            f.push((word, p(path)));
+            f.push(("as".into(), p(handle)));
+            if *fid {
+                f.push(("flags".into(), Y::seq(vec![Y::Raw("fid".into())])));
+            }
+            if *follow {
+                f.push(("follow".into(), Y::Raw("true".into())));
+            }
+        }
+        Op::Fd(FdOp::OpenByHandle { fd, handle, flags }) => {
+            f.push((word, p(handle)));
+            if let Some(y) = open_flags_y(flags) {
+                f.push(("flags".into(), y));
+            }
+            f.push(("as".into(), p(fd)));
+        }
         Op::Fd(other) => return super::handle::handle_fields(other, data_y),
         Op::Stat { path }
         | Op::Lstat { path }
