@@ -10,6 +10,12 @@ use ovlsim::scenario::{self, RunReport};
 use std::io::Write;
 use std::path::PathBuf;
 
+/// The binary's heap. Parsing scenarios and drawing fuzz cases make many small, short-lived
+/// allocations; glibc's malloc and free were a third of the instructions of `ovlsim run spec/`
+/// (BENCHMARKS.md, "whole_process"). The library itself leaves the choice to its user.
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static HEAP: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// The exit status of a process killed by `SIGPIPE`, as a shell reports it (128 + 13).

@@ -122,6 +122,10 @@ pub const CLI_NAME: &str = "ovlsim";
 /// the worker, with [`WORKER_SUBCOMMAND`], overriding the search.
 pub const WORKER_ENV: &str = "OVLSIM_KERNEL_WORKER";
 
+/// mimalloc's option (read from the environment at start-up) that commits its first arena
+/// eagerly; turned off for the workers this crate starts from the `ovlsim` binary.
+const MIMALLOC_EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+
 /// How to start a worker: a program and the arguments that come before `--parent-pid`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerCommand {
@@ -380,8 +384,14 @@ impl KernelBackend {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let ours = worker.args.first().is_some_and(|a| a == WORKER_SUBCOMMAND);
+        if ours && std::env::var_os(MIMALLOC_EAGER_COMMIT).is_none() {
+            // The `ovlsim` binary's heap is mimalloc, which by default commits its first
+            // arena at start-up: about 0.3 ms of a short-lived worker's life (one per
+            // scenario under `ovlsim run --backend kernel`). The worker allocates little.
+            cmd.env(MIMALLOC_EAGER_COMMIT, "0");
+        }
         let mut child = spawn(cmd).map_err(|e| {
-            let ours = worker.args.first().is_some_and(|a| a == WORKER_SUBCOMMAND);
             let hint = if e.kind() == std::io::ErrorKind::NotFound && ours {
                 format!(" (set {WORKER_ENV} to the path of an {CLI_NAME} binary)")
             } else {

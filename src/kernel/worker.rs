@@ -94,14 +94,10 @@ pub fn worker_main_with(parent: Option<i32>, mount_command: Option<&str>) -> Exi
                 return ExitCode::FAILURE;
             }
         }
-        let reply = match serde_json::from_str::<Request>(&line) {
+        let reply = match Request::read(&line) {
             Ok(Request::Command(cmd)) => worker.exec(&cmd),
             Ok(Request::Extra(Extra::TryUnmount)) => worker.try_unmount(),
-            Err(_) => {
-                // The error of the command reading says what is wrong with most lines.
-                let e = serde_json::from_str::<Command>(&line).err().map(|e| e.to_string()).unwrap_or_default();
-                Err(BackendError::Failed(format!("the worker cannot read the command: {e}")))
-            }
+            Err(e) => Err(BackendError::Failed(format!("the worker cannot read the command: {e}"))),
         };
         if send(&mut out, &reply).is_err() {
             return ExitCode::FAILURE;
