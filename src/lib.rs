@@ -93,8 +93,8 @@
 //!   `datadir+=`; [`data_only`]); fs-verity digests (`verity=`) are refused as not
 //!   modelled (tmpfs layers have no fs-verity); `index=on` (hard links, the upper root's
 //!   origin check) and `nfs_export=on` (everything indexed, index whiteouts) are modelled
-//!   ([`index`]), without the file-handle calls; `index` with `metacopy` is refused as not
-//!   modelled. The kernel's inode
+//!   ([`index`]), without the file-handle calls, `index` with `metacopy` included (a lower
+//!   hard link is copied up metadata only into the index). The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
 //!   non-directory reached under two merged names (an alias of a cached inode), are out
