@@ -98,7 +98,7 @@ impl Overlay {
 
     /// The origin that names lower object `l`.
     fn origin_of(&self, l: LowerPath) -> Origin {
-        Origin { layer: self.lowers[l.layer].id(), ino: l.ino }
+        Origin { layer: self.fh_layer(l.layer), ino: l.ino }
     }
 
     /// The upper inode the index holds for lower object `l`, on an `index=on` mount
@@ -305,7 +305,7 @@ impl Overlay {
             };
             let path = parse_index_name(name)
                 .and_then(|o| {
-                    let layer = self.lowers.iter().find(|l| l.id() == o.layer)?;
+                    let layer = self.lowers.iter().find(|l| l.id() == crate::uuid::handle_layer(o.layer))?;
                     layer.walk_all().into_iter().filter(|(_, i)| *i == o.ino).map(|(p, _)| p).min()
                 })
                 .unwrap_or_else(|| "?".to_owned());
@@ -377,7 +377,7 @@ pub fn dump_index(
         };
         let key = parse_index_name(name)
             .and_then(|o| {
-                let (lname, layer) = layers.iter().find(|(_, l)| l.id() == o.layer)?;
+                let (lname, layer) = layers.iter().find(|(_, l)| l.id() == crate::uuid::handle_layer(o.layer))?;
                 let path = layer.walk_all().into_iter().filter(|(_, i)| *i == o.ino).map(|(p, _)| p).min()?;
                 Some(format!("{lname}:{path}"))
             })
