@@ -186,10 +186,9 @@ impl Overlay {
     /// name of the lower hard link shares one inode, and with it the redirect an earlier
     /// link or rename of another name set on it, which a rename keeps if it fits (kernel:
     /// `ovl_set_redirect` reads `ovl_dentry_get_redirect`, the inode's; observed on 6.18,
-    /// spec/index/link-hardlink-index-metacopy.yaml).
-    /// NOTE(kernel): the inode reads its redirect when a lookup through an upper name makes
-    /// it; one made by a lookup through a lower-only name (after `drop_caches`) has none
-    /// until then. The model reads the upper inode's xattr, as a cached inode holds it.
+    /// spec/index/link-hardlink-index-metacopy.yaml; after `drop_caches` too, the inode then
+    /// made through a lower-only name: spec/index/rename-hardlink-index-metacopy-drop-caches.yaml).
+    /// The model reads the indexed upper inode's xattr.
     fn indexed_redirect(&self, d: &Dentry) -> Option<String> {
         if d.redirect.is_some() {
             return None;
