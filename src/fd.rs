@@ -313,7 +313,7 @@ impl Overlay {
                     }
                     m
                 });
-                map.get(&(lower.id(), l.ino)).copied()
+                map.get(&(self.fh_layer(l.layer), l.ino)).copied()
             } else if copied.contains(&f.path) || f.moved_from.as_ref().is_some_and(|p| copied.contains(p)) {
                 let mut probe = self.clone();
                 probe.fds = FdTable::default();

@@ -47,6 +47,11 @@ pub(crate) struct InodeCache {
     /// (`nfs_export=on`) whose overlay inode still holds the merged count it had from its
     /// lower; once evicted, it is read back as the upper's own count ([`crate::index`]).
     pub(crate) fresh_index: imbl::HashSet<Ino>,
+    /// Index entries left by a copy-up that failed with EPERM (`index=on` under
+    /// `userxattr`, [`Overlay::index_copy_up_denied`]): their overlay inode, made from the
+    /// lower before the copy-up, still shows the lower's link count; once evicted, the
+    /// entry's own count.
+    pub(crate) failed_index: imbl::HashSet<Ino>,
 }
 
 /// The lower an inode keeps after a copy-up without an origin, and where its dentry is.

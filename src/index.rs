@@ -22,7 +22,7 @@
 //! the kernel's names are hex file handles, which hold tmpfs inode generations: a scenario
 //! sees neither ([`Overlay::index_entries`] names an entry by its origin's lower path).
 
-use crate::errno::Errno;
+use crate::errno::{Errno, SysResult};
 use crate::layer::{Ino, Inode, NodeKind, Origin};
 use crate::lookup::{Dentry, LowerPath};
 use crate::mount::MountError;
@@ -98,7 +98,7 @@ impl Overlay {
 
     /// The origin that names lower object `l`.
     fn origin_of(&self, l: LowerPath) -> Origin {
-        Origin { layer: self.lowers[l.layer].id(), ino: l.ino }
+        Origin { layer: self.fh_layer(l.layer), ino: l.ino }
     }
 
     /// The index entry of `origin`, if any, with its kind (kernel: `ovl_lookup_index`,
@@ -156,6 +156,15 @@ impl Overlay {
     pub(crate) fn recorded_nlink(&self, d: &Dentry, real: &Inode) -> Option<u32> {
         let l = d.lowers.first()?;
         let lower = self.lowers[l.layer].get(l.ino);
+        if !self.options.index {
+            // Without index the overlay inode is not indexed and `ovl_getattr` shows the
+            // real inode's count (kernel: `OVL_INDEX` unset; observed on 6.18 after an
+            // index=on mount, spec/index/chown-hardlink-index-userxattr-symlink-eperm.yaml).
+            return None;
+        }
+        if d.upper.is_none() && self.index_alias(d).is_some_and(|u| self.icache.failed_index.contains(&u)) {
+            return Some(lower.nlink);
+        }
         let fresh = || d.upper.or_else(|| self.index_alias(d)).is_some_and(|u| self.icache.fresh_index.contains(&u));
         if (lower.nlink == 1 && !fresh()) || real.is_dir() {
             return None;
@@ -324,7 +333,7 @@ impl Overlay {
             };
             let path = parse_index_name(name)
                 .and_then(|o| {
-                    let layer = self.lowers.iter().find(|l| l.id() == o.layer)?;
+                    let layer = self.lowers.iter().find(|l| l.id() == crate::uuid::handle_layer(o.layer))?;
                     layer.walk_all().into_iter().filter(|(_, i)| *i == o.ino).map(|(p, _)| p).min()
                 })
                 .unwrap_or_else(|| "?".to_owned());
@@ -334,22 +343,76 @@ impl Overlay {
         out
     }
 
-    /// What the model cannot answer under `index=on` with `userxattr`: a lower symlink or
-    /// special file that a copy-up would index (more than one link, or any with
-    /// `nfs_export=on`). The kernel fails that copy-up with EPERM, as its upper cannot hold
-    /// the `user.overlay.origin` xattr, and leaves its copy in the index (observed on 6.18:
-    /// `link` of such a symlink is EPERM); the model's copy-ups do not fail, so such a mount
-    /// is not modelled.
-    pub(crate) fn index_copy_up_not_modelled(&self) -> Option<String> {
-        if !self.options.index || !self.options.userxattr || self.upper.is_none() {
-            return None;
+    /// The copy-up of a lower symlink or special file that goes through the index, under
+    /// `userxattr` (more than one link, or any with `nfs_export=on`: [`Overlay::index_wanted`])
+    /// fails with EPERM, after its parents are copied up: the copy is made and moved into
+    /// the index without its origin (`ovl_set_origin_fh` ignores the EPERM of a `user.*`
+    /// xattr on a symlink or special file), then recording its link count fails
+    /// (`ovl_set_nlink_upper`; for a name of an inode already left in the index,
+    /// `ovl_link_up`'s `ovl_set_nlink_lower`, before any link). The entry stays in the
+    /// index, found by every later lookup of the lower inode; the names stay lower-only
+    /// (kernel: `fs/overlayfs/copy_up.c`, `ovl_do_copy_up`, `ovl_copy_up_metadata`,
+    /// `ovl_link_up`; `fs/xattr.c`, `xattr_permission`; observed on 6.18,
+    /// spec/index/chown-hardlink-index-userxattr-symlink-eperm.yaml). `chain[depth]` is
+    /// the object about to be copied up.
+    ///
+    /// Errors: EPERM.
+    pub(crate) fn index_copy_up_denied(&mut self, chain: &mut [Dentry], depth: usize) -> SysResult<()> {
+        let d = &chain[depth];
+        if !self.options.index || !self.options.userxattr || d.upper.is_some() || !d.is_positive() || depth == 0 {
+            return Ok(());
         }
-        let all = self.index_all();
-        let fails = |i: &Inode| {
-            !matches!(i.kind, NodeKind::File(_) | NodeKind::Dir(_)) && !is_whiteout(i) && (all || i.nlink > 1)
-        };
-        let hit = self.lowers.iter().any(|l| l.walk_all().into_iter().any(|(_, ino)| fails(l.get(ino))));
-        hit.then(|| "index=on with userxattr over a lower symlink or special file a copy-up would index".to_owned())
+        let Some(&l) = d.lowers.first() else { return Ok(()) };
+        let src = self.lowers[l.layer].get(l.ino).clone();
+        if matches!(src.kind, NodeKind::File(_) | NodeKind::Dir(_)) || is_whiteout(&src) || !self.index_wanted(&src) {
+            return Ok(());
+        }
+        self.copy_up(chain, depth - 1);
+        if self.index_lookup(l).is_none() {
+            let mut copy = Inode::new(src.kind, src.mode);
+            copy.uid = src.uid;
+            copy.gid = src.gid;
+            copy.xattrs = src
+                .xattrs
+                .iter()
+                .filter(|(k, _)| !crate::whiteout::is_private_xattr(self, k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let name = index_name(self.origin_of(l));
+            let upper = self.upper_mut();
+            let dir = upper.index_dir_or_make();
+            if upper.child(dir, &name).is_some() {
+                upper.unlink(dir, &name);
+            }
+            let ino = upper.create(dir, &name, copy);
+            self.icache.failed_index.insert(ino);
+        }
+        Err(Errno::EPERM)
+    }
+
+    /// At an `index=on` mount, every entry of the index is verified; one that records no
+    /// origin (left by a copy-up that failed, [`Overlay::index_copy_up_denied`]) aborts the
+    /// mount with ENODATA (kernel: `fs/overlayfs/readdir.c`, `ovl_indexdir_cleanup`,
+    /// "Abort mount to avoid corrupting the index if an incompatible index entry was
+    /// found"; `ovl_verify_index`; observed on 6.18). An `index=off` mount does not look.
+    pub(crate) fn verify_index_entries(&self) -> Result<(), MountError> {
+        if !self.options.index {
+            return Ok(());
+        }
+        let Some(upper) = self.upper.as_ref() else { return Ok(()) };
+        let Some(dir) = upper.index_dir() else { return Ok(()) };
+        let Some(entries) = upper.get(dir).entries() else { return Ok(()) };
+        let bad = entries.iter().any(|(_, ino)| {
+            let i = upper.get(*ino);
+            !is_whiteout(i) && !i.is_dir() && i.origin.is_none()
+        });
+        if bad {
+            return Err(MountError::Refused {
+                errno: Errno::ENODATA,
+                reason: "failed to verify index entry".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// At mount with `index=on`: the upper root records the top-most lower root as its
@@ -396,7 +459,7 @@ pub fn dump_index(
         };
         let key = parse_index_name(name)
             .and_then(|o| {
-                let (lname, layer) = layers.iter().find(|(_, l)| l.id() == o.layer)?;
+                let (lname, layer) = layers.iter().find(|(_, l)| l.id() == crate::uuid::handle_layer(o.layer))?;
                 let path = layer.walk_all().into_iter().filter(|(_, i)| *i == o.ino).map(|(p, _)| p).min()?;
                 Some(format!("{lname}:{path}"))
             })
@@ -479,20 +542,27 @@ mod tests {
     }
 
     #[test]
-    fn userxattr_over_an_indexed_lower_symlink_is_not_modelled() {
+    fn userxattr_index_copy_up_of_a_symlink_hard_link_is_eperm_and_leaves_an_index_entry() {
         let mut lower = Layer::new();
         lower.put("/s", Inode::symlink("x"));
         lower.put_link("/t", "/s").expect("link");
+        lower.put("/one", Inode::symlink("y"));
         let userxattr = Options { index: true, userxattr: true, ..Options::default() };
-        let refused = Overlay::mount(vec![lower.clone()], Some(Layer::new()), userxattr);
-        assert!(matches!(refused, Err(MountError::NotModelled(_))), "{refused:?}");
-        assert!(Overlay::mount(vec![lower.clone()], Some(Layer::new()), Options { index: true, ..Options::default() })
-            .is_ok());
-        lower.remove("/t");
-        assert!(
-            Overlay::mount(vec![lower], Some(Layer::new()), userxattr).is_ok(),
-            "a symlink with one link is not indexed"
-        );
+        let mut ov = Overlay::mount(vec![lower], Some(Layer::new()), userxattr).expect("mount");
+        let link = |from: &str, to: &str| Op::Link { from: from.into(), to: to.into() };
+        assert_eq!(ov.apply(&link("/s", "/u")), Outcome::Err(Errno::EPERM));
+        assert_eq!(ov.index_entries(), vec![("/s".to_owned(), IndexEntry::File)], "the failed copy stays indexed");
+        assert_eq!(ov.apply(&Op::Unlink { path: "/t".into() }), Outcome::Err(Errno::EPERM), "again, via the entry");
+        assert_eq!(ov.index_entries().len(), 1);
+        assert_eq!(lstat(&mut ov, "/t").nlink, 2, "the cached inode keeps the lower's count");
+        ov.drop_caches();
+        assert_eq!(lstat(&mut ov, "/t").nlink, 1, "read back, the entry's own count");
+        assert_eq!(ov.apply(&link("/one", "/two")), Outcome::Ok, "a symlink with one link is not indexed");
+        let (lowers, upper) = ov.unmount();
+        let refused = Overlay::mount(lowers.clone(), upper.clone(), userxattr);
+        assert!(matches!(refused, Err(MountError::Refused { errno: Errno::ENODATA, .. })), "{refused:?}");
+        let index_off = Options { userxattr: true, ..Options::default() };
+        assert!(Overlay::mount(lowers, upper, index_off).is_ok(), "index=off does not verify the index");
     }
 
     #[test]

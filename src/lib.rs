@@ -43,6 +43,7 @@
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
 //! | [`index`] | `index=on`, `nfs_export=on`: copy-ups through the workdir index, the merged link count, index whiteouts, the upper root's origin | `copy_up.c`, `namei.c`, `util.c`, `super.c` |
 //! | [`data_only`] | data-only lower layers: lower data found by an absolute redirect | `namei.c`, `util.c` |
+//! | `uuid` | `uuid=`: which origin file handles a mount writes and decodes | `namei.c`, `super.c` |
 //! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
 //!
 //! [`kernel`] (with `fuzz`, `conform` and [`image`]) is behind Cargo features (`kernel`,
@@ -93,8 +94,9 @@
 //!   `datadir+=`; [`data_only`]); fs-verity digests (`verity=`) are refused as not
 //!   modelled (tmpfs layers have no fs-verity); `index=on` (hard links, the upper root's
 //!   origin check) and `nfs_export=on` (everything indexed, index whiteouts) are modelled
-//!   ([`index`]), with the file-handle calls on the merged directory ([`export`]);
-//!   `index` with `metacopy` is refused as not modelled. The kernel's inode
+//!   ([`index`]), with the file-handle calls on the merged directory ([`export`]),
+//!   `index` with `metacopy` included (a lower hard link is copied up metadata only into
+//!   the index), and `uuid=` (which origins decode; `src/uuid.rs`). The kernel's inode
 //!   cache is modelled as it stands when nothing is evicted ([`icache`], emptied by
 //!   [`Overlay::drop_caches`]); eviction under memory pressure, and one lower
 //!   non-directory reached under two merged names (an alias of a cached inode), are out
@@ -139,6 +141,7 @@ pub mod path;
 pub mod persist;
 pub mod readdir;
 pub mod scenario;
+mod uuid;
 pub mod whiteout;
 
 pub use backend::{Backend, Command, ModelBackend, Reply};

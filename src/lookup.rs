@@ -444,7 +444,7 @@ impl Overlay {
     /// `ovl_fix_origin`). The upper's private clone stays writable on a read-only mount, so
     /// this happens there too.
     fn fix_origin(&mut self, parent: &Dentry, upper: Ino, lower: LowerPath) {
-        let origin = crate::layer::Origin { layer: self.lowers[lower.layer].id(), ino: lower.ino };
+        let origin = crate::layer::Origin { layer: self.fh_layer(lower.layer), ino: lower.ino };
         let parent_upper = parent.upper;
         let layer = self.upper.as_mut().expect("model invariant: an upper dentry has an upper");
         if layer.get(upper).origin.is_some() {
@@ -461,7 +461,7 @@ impl Overlay {
     fn check_origin(&self, upper: &Inode) -> SysResult<Option<LowerPath>> {
         let Some(origin) = upper.origin else { return Ok(None) };
         for (layer, l) in self.lowers.iter().enumerate() {
-            if l.id() == origin.layer {
+            if self.fh_layer(layer) == origin.layer {
                 return match l.try_get(origin.ino) {
                     Some(o) if o.file_type() != upper.file_type() => Err(Errno::EIO),
                     Some(_) => Ok(Some(LowerPath { layer, ino: origin.ino })),

@@ -74,6 +74,42 @@ impl Xino {
     }
 }
 
+/// `uuid=`: how origin file handles name the lower filesystem, and whether the overlay has
+/// a persistent uuid of its own (overlayfs.rst "UUID and fsid"; kernel: `enum ovl_uuid`,
+/// `ovl_origin_uuid`, `ovl_has_fsid`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Uuid {
+    /// Origin file handles hold a null uuid, and only such handles decode.
+    Off,
+    /// Origin file handles hold the lower filesystem's uuid; the overlay has no fsid.
+    Null,
+    /// As `null` on an upper used before (its root impure and without the `uuid` xattr),
+    /// else as `on` (the kernel's default).
+    #[default]
+    Auto,
+    /// Origin file handles hold the lower filesystem's uuid; the overlay keeps a persistent
+    /// uuid in the upper root's `uuid` xattr.
+    On,
+}
+
+impl Uuid {
+    /// The option value as the kernel spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Uuid::Off => "off",
+            Uuid::Null => "null",
+            Uuid::Auto => "auto",
+            Uuid::On => "on",
+        }
+    }
+
+    /// Whether this is the default, `auto`.
+    pub fn is_auto(&self) -> bool {
+        *self == Uuid::Auto
+    }
+}
+
 /// The mount options of an overlay. Each field holds the value asked for, or the reference
 /// kernel's default (Linux 6.18: `redirect_dir` off, which follows; index, metacopy,
 /// nfs_export and xino off: `REDIRECT_DIR=n`, `REDIRECT_ALWAYS_FOLLOW=y`, `INDEX=n`,
@@ -81,7 +117,7 @@ impl Xino {
 /// with a default were named explicitly: only those, and those whose value differs from the
 /// default, are passed to the kernel ([`Options::to_mount_string`]); the others are left to
 /// the kernel's defaults and its implications ([`Options::verify`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Options {
     /// `redirect_dir=`.
@@ -108,6 +144,9 @@ pub struct Options {
     /// `redirect_dir: off`).
     #[serde(skip_serializing_if = "Named::is_empty")]
     pub named: Named,
+    /// `uuid=`.
+    #[serde(skip_serializing_if = "Uuid::is_auto")]
+    pub uuid: Uuid,
 }
 
 /// Which options that have a kernel default were given explicitly (kernel: `struct
@@ -163,6 +202,29 @@ impl MountError {
             MountError::Refused { errno, .. } => Some(*errno),
             MountError::NotModelled(_) => None,
         }
+    }
+}
+
+/// Every field, but `uuid` only when it is not the default (`auto`): options without a
+/// `uuid=` read as they did before it was modelled (the fuzzer's fingerprint of its draws
+/// hashes this form).
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Options");
+        d.field("redirect_dir", &self.redirect_dir)
+            .field("index", &self.index)
+            .field("metacopy", &self.metacopy)
+            .field("xino", &self.xino)
+            .field("userxattr", &self.userxattr)
+            .field("nfs_export", &self.nfs_export)
+            .field("volatile", &self.volatile)
+            .field("read_only", &self.read_only)
+            .field("workdir_without_upper", &self.workdir_without_upper)
+            .field("named", &self.named);
+        if !self.uuid.is_auto() {
+            d.field("uuid", &self.uuid);
+        }
+        d.finish()
     }
 }
 
@@ -301,6 +363,9 @@ impl Options {
         }
         if self.volatile {
             parts.push("volatile".to_owned());
+        }
+        if !self.uuid.is_auto() {
+            parts.push(format!("uuid={}", self.uuid.as_str()));
         }
         parts.join(",")
     }

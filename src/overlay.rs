@@ -106,11 +106,10 @@ impl Overlay {
     /// the kernel's order: EINVAL (more than 500 lowers; conflicting options; no lower; a
     /// single lower without an upper), ELOOP (the same layer twice, or a lower that is the
     /// upper), then, with `index=on`, ESTALE (an upper first mounted over another top-most
-    /// lower root: [`Overlay::verify_upper_root_origin`]). Options the model does not
-    /// implement yet (`index=on` together with `metacopy=on`; with `userxattr` over lower
-    /// symlinks or special files it would index: [`Overlay::index_copy_up_not_modelled`]) give
-    /// [`MountError::NotModelled`], never a silently wrong answer; `metacopy=on`, `index=on`
-    /// and `nfs_export=on` are modelled ([`crate::metacopy`], [`crate::index`]). `volatile` changes
+    /// lower root: [`Overlay::verify_upper_root_origin`]) and ENODATA (an index entry left
+    /// without an origin by a failed copy-up: [`Overlay::verify_index_entries`]).
+    /// `metacopy=on`, `index=on` (with `metacopy=on` and under `userxattr` too) and
+    /// `nfs_export=on` are modelled ([`crate::metacopy`], [`crate::index`]). `volatile` changes
     /// nothing while mounted (it only skips syncs); what it leaves in the workdir is the
     /// backend's to keep ([`crate::mount::leaves_volatile_marker`]). `xino` is
     /// accepted and has no effect, as on the kernel when every layer is on one filesystem.
@@ -151,9 +150,6 @@ impl Overlay {
         if ids.windows(2).any(|w| w[0] == w[1]) {
             return refused(Errno::ELOOP, "conflicting lowerdir path");
         }
-        if options.index && options.metacopy {
-            return Err(MountError::NotModelled("index=on with metacopy=on".to_owned()));
-        }
         let xwhiteout_layers = vec![0; lowers.len().div_ceil(64)];
         let root_lowers = lowers[..lowers.len() - data_layers]
             .iter()
@@ -178,9 +174,7 @@ impl Overlay {
         };
         ov.mark_root_xwhiteouts();
         ov.verify_upper_root_origin()?;
-        if let Some(what) = ov.index_copy_up_not_modelled() {
-            return Err(MountError::NotModelled(what));
-        }
+        ov.verify_index_entries()?;
         Ok(ov)
     }
 

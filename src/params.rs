@@ -46,8 +46,8 @@ pub struct Params {
     /// is set when the string gives a `workdir=` and no `upperdir=`; `read_only` by `ro`
     /// (cleared by a later `rw`).
     pub options: Options,
-    /// Options the kernel accepts and the model does not model, as written (`uuid=on`,
-    /// `default_permissions`, `sync`, ...): a mount with any of them is
+    /// Options the kernel accepts and the model does not model, as written
+    /// (`default_permissions`, `sync`, ...): a mount with any of them is
     /// [`MountError::NotModelled`] once every check the kernel makes has passed.
     pub unmodelled: Vec<String>,
 }
@@ -230,7 +230,6 @@ struct Parser<'r> {
     lowerdir_all: bool,
     resolve: &'r mut dyn FnMut(PathRole, &str) -> bool,
     default_permissions: bool,
-    uuid: &'static str,
     verity: &'static str,
     override_creds: bool,
     sb_flags: Vec<&'static str>,
@@ -346,7 +345,12 @@ impl Parser<'_> {
                 Ok(())
             }
             "uuid" => {
-                self.uuid = static_word(kind, word);
+                self.p.options.uuid = match static_word(kind, word) {
+                    "off" => crate::mount::Uuid::Off,
+                    "null" => crate::mount::Uuid::Null,
+                    "on" => crate::mount::Uuid::On,
+                    _ => crate::mount::Uuid::Auto,
+                };
                 Ok(())
             }
             "verity" => {
@@ -429,9 +433,6 @@ impl Parser<'_> {
         if self.default_permissions {
             u.push("default_permissions".into());
         }
-        if self.uuid != "auto" {
-            u.push(format!("uuid={}", self.uuid));
-        }
         if self.verity != "off" {
             u.push(format!("verity={}", self.verity));
         }
@@ -474,7 +475,6 @@ impl Params {
             lowerdir_all: false,
             resolve: &mut resolve,
             default_permissions: false,
-            uuid: "auto",
             verity: "off",
             override_creds: true,
             sb_flags: Vec::new(),
@@ -743,5 +743,9 @@ mod tests {
         assert_eq!(p.regular_lowers(), vec!["c".to_owned()]);
         assert!(!p.options.index && p.options.named.index && !p.options.read_only);
         assert!(p.unmodelled.is_empty());
+        assert_eq!(p.options.uuid, crate::mount::Uuid::Auto);
+        let off = Params::parse("lowerdir=a:b,uuid=on,uuid=off").unwrap();
+        assert_eq!(off.options.uuid, crate::mount::Uuid::Off);
+        assert_eq!(off.options.to_mount_string(), "uuid=off");
     }
 }

@@ -10,7 +10,7 @@ mod common;
 
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend, Reply};
 use ovlsim::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
-use ovlsim::mount::{MountError, Named, RedirectDir, Xino};
+use ovlsim::mount::{MountError, Named, RedirectDir, Uuid, Xino};
 use ovlsim::params::{Lower, Params};
 use ovlsim::Options;
 use proptest::prelude::*;
@@ -42,6 +42,7 @@ fn options() -> impl Strategy<Value = Options> {
             read_only: b[5],
             workdir_without_upper: false,
             named: Named { redirect_dir: n[0], index: n[1], metacopy: n[2], xino: n[3], nfs_export: n[4] },
+            uuid: Uuid::Auto,
         }
         .canonical()
     })
@@ -71,9 +72,12 @@ fn params() -> impl Strategy<Value = Params> {
             if flags[0] {
                 unmodelled.push("default_permissions".to_owned());
             }
-            if uuid != "auto" {
-                unmodelled.push(format!("uuid={uuid}"));
-            }
+            options.uuid = match uuid {
+                "off" => Uuid::Off,
+                "null" => Uuid::Null,
+                "on" => Uuid::On,
+                _ => Uuid::Auto,
+            };
             if verity != "off" {
                 unmodelled.push(format!("verity={verity}"));
             }

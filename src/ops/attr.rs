@@ -80,6 +80,7 @@ impl Overlay {
         };
         self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
+        self.index_copy_up_denied(&mut chain, depth)?;
         self.copy_up(&mut chain, depth);
         let ino = chain[depth].upper.expect("copied up");
         self.upper_mut().update(ino, |i| match attr {
@@ -178,6 +179,7 @@ impl Overlay {
         Self::xattr_permission(ftype, name, true)?;
         self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
+        self.index_copy_up_denied(&mut chain, depth)?;
         self.copy_up(&mut chain, depth);
         if !Self::xattr_supported(name) {
             return Err(Errno::EOPNOTSUPP);
@@ -260,6 +262,7 @@ impl Overlay {
         }
         self.verify_lower_data(chain.last().expect("chain"))?;
         let depth = chain.len() - 1;
+        self.index_copy_up_denied(&mut chain, depth)?;
         self.copy_up(&mut chain, depth);
         if !Self::xattr_supported(name) {
             return Err(Errno::EOPNOTSUPP);

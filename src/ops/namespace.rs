@@ -180,6 +180,7 @@ impl Overlay {
         }
         self.verify_lower_data(old.last().expect("chain"))?;
         let depth = old.len() - 1;
+        self.index_copy_up_denied(&mut old, depth)?;
         self.copy_up(&mut old, depth);
         // The merged count of an indexed source grows with the new name (kernel: `ovl_link`
         // between `ovl_nlink_start` and `ovl_nlink_end`).
@@ -284,6 +285,10 @@ impl Overlay {
         }
         let depth = chain.len() - 1;
         chain.push(d);
+        if let Err(e) = self.index_copy_up_denied(&mut chain, depth + 1) {
+            chain.pop();
+            return Err(e);
+        }
         let indexed = self.nlink_start(&mut chain, depth + 1);
         let d = chain.pop().expect("pushed");
         self.copy_up(&mut chain, depth);

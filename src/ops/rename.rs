@@ -141,6 +141,10 @@ impl Overlay {
         self.verify_lower_data(&old)?;
         old_chain.push(old);
         let depth = old_chain.len() - 1;
+        if let Err(e) = self.index_copy_up_denied(old_chain, depth) {
+            old_chain.pop();
+            return Err(e);
+        }
         self.copy_up(old_chain, depth);
         old = old_chain.pop().expect("pushed");
         let depth = new_chain.len() - 1;
@@ -150,11 +154,19 @@ impl Overlay {
             self.verify_lower_data(&new)?;
             new_chain.push(new);
             let depth = new_chain.len() - 1;
+            if let Err(e) = self.index_copy_up_denied(new_chain, depth) {
+                new_chain.pop();
+                return Err(e);
+            }
             self.copy_up(new_chain, depth);
             new = new_chain.pop().expect("pushed");
         } else if new.is_positive() && !new_is_dir {
             new_chain.push(new);
             let depth = new_chain.len() - 1;
+            if let Err(e) = self.index_copy_up_denied(new_chain, depth) {
+                new_chain.pop();
+                return Err(e);
+            }
             indexed_new = self.nlink_start(new_chain, depth);
             new = new_chain.pop().expect("pushed");
         }

@@ -620,6 +620,7 @@ const OPTION_FIELDS: &[&str] = &[
     "volatile",
     "read_only",
     "workdir_without_upper",
+    "uuid",
 ];
 
 fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
@@ -669,6 +670,16 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
                 Some("off") => o.xino = Xino::Off,
                 _ => {
                     cx.problem(&p, "xino must be on, auto or off");
+                    ok = false;
+                }
+            },
+            "uuid" => match if matches!(val, Value::Null) { Some("null") } else { word } {
+                Some("off") => o.uuid = crate::mount::Uuid::Off,
+                Some("null") => o.uuid = crate::mount::Uuid::Null,
+                Some("auto") => o.uuid = crate::mount::Uuid::Auto,
+                Some("on") => o.uuid = crate::mount::Uuid::On,
+                _ => {
+                    cx.problem(&p, "uuid must be off, null, auto or on");
                     ok = false;
                 }
             },

@@ -123,6 +123,9 @@ fn options_y(o: &Options) -> Option<Y> {
     if o.workdir_without_upper != d.workdir_without_upper {
         push("workdir_without_upper", b(o.workdir_without_upper));
     }
+    if !o.uuid.is_auto() {
+        push("uuid", o.uuid.as_str());
+    }
     (!f.is_empty()).then(|| Y::map(f))
 }
 
