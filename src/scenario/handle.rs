@@ -5,13 +5,13 @@
 //! first: `pread: {fd: f1, offset: 0, len: 10}`, or the handle alone where nothing else is
 //! needed (`fstat: f1`, `close: f1`).
 
-use super::cx::{key, type_name, Cx};
+use super::cx::{key, type_name, Cx, Path};
 use super::emit::Y;
-use super::{Action, Scenario, Seg, StepRef};
+use super::node::Node as Value;
+use super::{Action, Scenario, StepRef};
 use crate::ops::fd::{FdOp, Whence, FD_READ_MAX};
 use crate::ops::{Op, OpenFlags};
 use std::collections::BTreeSet;
-use yaml_serde::Value;
 
 /// The step kinds that only exist through a handle.
 pub(crate) const HANDLE_KINDS: &[&str] = &[
@@ -56,9 +56,9 @@ fn arguments(kind: &str) -> &'static [&'static str] {
 }
 
 /// A handle name: a non-empty string.
-fn handle_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+fn handle_name(cx: &mut Cx, v: &Value, p: &Path) -> Option<String> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if !s.is_empty() => Some(s.to_string()),
         other => {
             cx.problem(
                 p,
@@ -75,8 +75,8 @@ pub(crate) fn read_handle_op(
     cx: &mut Cx,
     kind: &str,
     subject: &Value,
-    sp: &[Seg],
-    path: &[Seg],
+    sp: &Path,
+    path: &Path,
     top: &[(String, &Value)],
 ) -> Option<Op> {
     let args = arguments(kind);
@@ -104,13 +104,11 @@ pub(crate) fn read_handle_op(
         }
     };
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let need = |cx: &mut Cx, k: &str| -> Option<(&Value, Vec<Seg>)> {
-        match get(k) {
-            Some(v) => Some((v, key(sp, k))),
-            None => {
-                cx.problem(sp, format!("`{kind}` needs `{k}`"));
-                None
-            }
+    let need = |cx: &mut Cx, k: &'static str| match get(k) {
+        Some(v) => Some((v, key(sp, k))),
+        None => {
+            cx.problem(sp, format!("`{kind}` needs `{k}`"));
+            None
         }
     };
     let fd = need(cx, "fd").and_then(|(v, p)| handle_name(cx, v, &p));
@@ -185,7 +183,7 @@ pub(crate) fn read_handle_op(
         }
         "fchown" => {
             // -1 leaves the id as it is (fchown(2)); it travels as u32::MAX.
-            let id = |cx: &mut Cx, what: &str| match need(cx, what) {
+            let id = |cx: &mut Cx, what: &'static str| match need(cx, what) {
                 Some((Value::Number(n), _)) if n.as_i64() == Some(-1) => Some(u32::MAX),
                 Some((v, p)) => cx.uint(v, &p, &format!("{what} (or -1)")),
                 None => None,
@@ -212,7 +210,7 @@ pub(crate) fn read_handle_op(
 }
 
 /// `open` with `as:`: the open kept as a handle.
-pub(crate) fn open_as(cx: &mut Cx, v: &Value, p: &[Seg], path: String, flags: OpenFlags, mode: u32) -> Option<Op> {
+pub(crate) fn open_as(cx: &mut Cx, v: &Value, p: &Path, path: String, flags: OpenFlags, mode: u32) -> Option<Op> {
     let fd = handle_name(cx, v, p)?;
     Some(Op::Fd(FdOp::Open { fd, path, flags, mode }))
 }
@@ -271,7 +269,8 @@ pub(crate) fn check_handles(cx: &mut Cx, s: &Scenario) {
             } else {
                 format!("the handles opened before it are: {}", known.iter().copied().collect::<Vec<_>>().join(", "))
             };
-            let p = super::cx::idx(&[Seg::Key("steps".into())], i);
+            let steps = key(&Path::Root, "steps");
+            let p = super::cx::idx(&steps, i);
             cx.problem(
                 &p,
                 format!("unknown handle `{}`: open it first (`open: /path` with `as: {}`); {before}", f.fd(), f.fd()),

@@ -61,6 +61,7 @@ mod emit;
 mod fast;
 pub(crate) mod handle;
 mod locate;
+mod node;
 mod parse;
 mod record;
 mod runner;
