@@ -5,6 +5,7 @@ use super::locate::{PosIndex, Seg, YamlPath};
 use super::node::{Mapping, Node as Value};
 use super::StepRef;
 use crate::errno::Errno;
+use std::borrow::Cow;
 
 /// A problem found while reading a document, before it is given a line and column.
 #[derive(Clone, Debug)]
@@ -175,14 +176,14 @@ impl<'t> Cx<'t> {
         m: &'v [(Value<'n>, Value<'n>)],
         path: &Path,
         allowed: &[&str],
-        what: &str,
-    ) -> Vec<(String, &'v Value<'n>)> {
-        let mut out = Vec::new();
+        what: impl std::fmt::Display,
+    ) -> Vec<(Cow<'v, str>, &'v Value<'n>)> {
+        let mut out = Vec::with_capacity(m.len());
         for (k, v) in m {
             // The key's path is made only for a problem.
-            let name = match k {
-                Value::String(s) => s.to_string(),
-                Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            let name: Cow<'v, str> = match k {
+                Value::String(s) => Cow::Borrowed(s),
+                Value::Number(n) if n.is_u64() || n.is_i64() => Cow::Owned(n.to_string()),
                 _ => {
                     let text = match k {
                         Value::Number(n) => Some(n.to_string()),
@@ -196,7 +197,7 @@ impl<'t> Cx<'t> {
                     continue;
                 }
             };
-            if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
+            if !allowed.is_empty() && !allowed.contains(&&*name) {
                 self.key_problem(
                     &key(path, &name),
                     format!("unknown field `{name}` in {what}; expected one of: {}", allowed.join(", ")),
@@ -209,7 +210,7 @@ impl<'t> Cx<'t> {
     }
 
     /// A string. Integers are accepted too when `numbers` (labels such as `ino: 1`).
-    pub fn string(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: &str) -> Option<String> {
+    pub fn string(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: impl std::fmt::Display) -> Option<String> {
         match v {
             Value::String(s) => Some(s.to_string()),
             other => {
@@ -247,8 +248,13 @@ impl<'t> Cx<'t> {
 
     /// A step's path: absolute, or relative to the current directory, which is the merged
     /// root (`x`, `./x`, `a/../b`); not empty, without NUL.
-    pub fn step_path(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: &str) -> Option<String> {
-        let s = self.string(v, path, what)?;
+    pub fn step_path(
+        &mut self,
+        v: &Value,
+        path: &(impl AsPath + ?Sized),
+        what: impl std::fmt::Display,
+    ) -> Option<String> {
+        let s = self.string(v, path, &what)?;
         if s.contains('\0') {
             self.problem(path, format!("{what} {s:?} contains a NUL byte"));
             return None;

@@ -33,7 +33,7 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
     if !text.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b)) {
         return None;
     }
-    let mut lines = Vec::new();
+    let mut lines = Vec::with_capacity(text.len() / 16 + 1);
     for l in text.split('\n') {
         let body = l.trim_start_matches(' ');
         if body.is_empty() || body.starts_with('#') {
@@ -191,7 +191,7 @@ fn key_end(text: &str) -> Option<(&str, &str)> {
         }
         text.len() - after.len()
     } else {
-        let i = text.find(": ").or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
+        let i = find_pair(text, b':', b' ').or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
         if !plain_ok(text[..i].trim_end_matches(' '), false) {
             return None;
         }
@@ -216,7 +216,7 @@ fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
         c.spaces();
         return c.at_end_or_comment().then_some(v);
     }
-    let plain = match text.find(" #") {
+    let plain = match find_pair(text, b' ', b'#') {
         Some(i) => text[..i].trim_end_matches(' '),
         None => text,
     };
@@ -233,10 +233,23 @@ fn plain_ok(s: &str, flow: bool) -> bool {
     if b"&*!|>?%@`\"'#,[]{}:".contains(&first) || (first == b'-' && (s.len() == 1 || s.as_bytes()[1] == b' ')) {
         return false;
     }
-    if s.contains(": ") || s.ends_with(':') || s.contains(" #") {
-        return false;
+    let b = s.as_bytes();
+    for i in 0..b.len() {
+        match b[i] {
+            // `: ` or a `:` at the end, ` #`, or (in a flow collection) a flow indicator.
+            b':' if i + 1 == b.len() || b[i + 1] == b' ' => return false,
+            b'#' if i > 0 && b[i - 1] == b' ' => return false,
+            b',' | b'[' | b']' | b'{' | b'}' | b':' if flow => return false,
+            _ => {}
+        }
     }
-    !(flow && s.bytes().any(|b| b",[]{}:".contains(&b)))
+    true
+}
+
+/// Where the first `a` followed by `b` starts in `s`.
+fn find_pair(s: &str, a: u8, b: u8) -> Option<usize> {
+    let s = s.as_bytes();
+    (1..s.len()).find(|&i| s[i] == b && s[i - 1] == a).map(|i| i - 1)
 }
 
 /// The key of a mapping: a plain or quoted scalar, as `yaml_serde` reads it.

@@ -11,6 +11,7 @@ use super::node::Node as Value;
 use super::{Action, Scenario, StepRef};
 use crate::ops::fd::{FdOp, Whence, FD_READ_MAX};
 use crate::ops::{Op, OpenFlags};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// The step kinds that only exist through a handle.
@@ -77,11 +78,11 @@ pub(crate) fn read_handle_op(
     subject: &Value,
     sp: &Path,
     path: &Path,
-    top: &[(String, &Value)],
+    top: &[(Cow<str>, &Value)],
 ) -> Option<Op> {
     let args = arguments(kind);
     for (k, _) in top {
-        if !matches!(k.as_str(), "expect" | "note" | "as_user" | "umask") && k != kind {
+        if !matches!(&**k, "expect" | "note" | "as_user" | "umask") && k != kind {
             cx.key_problem(
                 &key(path, k),
                 format!(
@@ -92,9 +93,9 @@ pub(crate) fn read_handle_op(
             return None;
         }
     }
-    let fields: Vec<(String, &Value)> = match subject {
-        Value::String(_) if args.len() == 1 => vec![("fd".to_owned(), subject)],
-        Value::Mapping(m) => cx.fields(m, sp, args, &format!("`{kind}`")),
+    let fields: Vec<(Cow<str>, &Value)> = match subject {
+        Value::String(_) if args.len() == 1 => vec![(Cow::Borrowed("fd"), subject)],
+        Value::Mapping(m) => cx.fields(m, sp, args, format_args!("`{kind}`")),
         other => {
             cx.problem(
                 sp,

@@ -12,6 +12,7 @@ use crate::errno::Errno;
 use crate::layer::{FileType, FlatLayer};
 use crate::mount::{Options, RedirectDir, Xino};
 use crate::ops::{Access, FdOp, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The top-level keys.
@@ -339,7 +340,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
             file: file.to_owned(),
             text: text.to_owned(),
             header: header_of(text),
-            key_order: fields.iter().map(|(k, _)| k.clone()).collect(),
+            key_order: fields.iter().map(|(k, _)| k.to_string()).collect(),
             image_layers,
         }),
     };
@@ -380,6 +381,7 @@ fn read_layers(
     let mut out = Vec::new();
     for (name, lv) in cx.fields(&m, path, &[], "layers") {
         let p = key(path, &name);
+        let name = name.to_string();
         if let Some((mut source, flat)) = read_image_layer(cx, lv, &p, file) {
             source.name = name.clone();
             image_layers.push(source);
@@ -422,7 +424,7 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &Path, file: &str) -> Option<(
         };
         for (k, fv) in cx.fields(&m, path, &["path", "ref", "layer"], "!oci") {
             let kp = key(path, &k);
-            match k.as_str() {
+            match &*k {
                 "path" => source.path = cx.string(fv, &kp, "path").unwrap_or_default(),
                 "ref" => source.reference = cx.string(fv, &kp, "ref"),
                 _ => source.layer = cx.uint(fv, &kp, "layer"),
@@ -543,7 +545,7 @@ fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Op
 
 fn read_mount_fields(
     cx: &mut Cx,
-    fields: Vec<(String, &Value)>,
+    fields: Vec<(Cow<str>, &Value)>,
     path: &Path,
     layers: &[String],
 ) -> Option<MountChange> {
@@ -551,7 +553,7 @@ fn read_mount_fields(
     let mut ok = true;
     for (k, v) in fields {
         let p = key(path, &k);
-        match k.as_str() {
+        match &*k {
             "lowers" => match read_lowers(cx, v, &p, layers) {
                 Some(l) => change.lowers = Some(l),
                 None => ok = false,
@@ -632,10 +634,10 @@ fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
             Some("off") | Some("false") => Some(false),
             _ => None,
         };
-        match k.as_str() {
+        match &*k {
             "redirect_dir" | "index" | "metacopy" | "xino" | "nfs_export" => {
                 let n = &mut o.named;
-                *match k.as_str() {
+                *match &*k {
                     "redirect_dir" => &mut n.redirect_dir,
                     "index" => &mut n.index,
                     "metacopy" => &mut n.metacopy,
@@ -645,7 +647,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
             }
             _ => {}
         }
-        match k.as_str() {
+        match &*k {
             "redirect_dir" => match word {
                 Some("on") => o.redirect_dir = RedirectDir::On,
                 Some("follow") => o.redirect_dir = RedirectDir::Follow,
@@ -759,7 +761,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
     if !NOT_OPS.contains(&kind.as_str()) {
         allowed.extend_from_slice(&["as_user", "umask"]);
     }
-    let fields = cx.fields(m, path, &allowed, &format!("a `{kind}` step"));
+    let fields = cx.fields(m, path, &allowed, format_args!("a `{kind}` step"));
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     let subject = get(&kind).expect("the kind key is present");
     let sp = key(path, &kind);
@@ -889,13 +891,13 @@ fn read_op(
     subject: &Value,
     sp: &Path,
     path: &Path,
-    fields: &[(String, &Value)],
+    fields: &[(Cow<str>, &Value)],
 ) -> Option<Op> {
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     if super::handle::is_handle_step(kind, subject) {
         return super::handle::read_handle_op(cx, kind, subject, sp, path, fields);
     }
-    let target_path = cx.step_path(subject, sp, &format!("the path of `{kind}`"));
+    let target_path = cx.step_path(subject, sp, format_args!("the path of `{kind}`"));
     let mut ok = target_path.is_some();
     let p = target_path.unwrap_or_default();
     let need = |cx: &mut Cx, k: &'static str| match get(k) {
@@ -1181,7 +1183,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) ->
         Value::Tagged(t) if (t.tag == "sparse" || t.tag == "digest") && kind == "read" => {
             let m = cx.mapping(&t.value, path, &format!("!{}", t.tag))?;
             let keys: &[&str] = if t.tag == "sparse" { &["size", "data"] } else { &["size", "hash"] };
-            let fields = cx.fields(&m, path, keys, &format!("!{}", t.tag));
+            let fields = cx.fields(&m, path, keys, format_args!("!{}", t.tag));
             let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
             let Some(size) = get("size") else {
                 cx.problem(path, format!("!{} needs a `size`", t.tag));
@@ -1210,7 +1212,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) ->
                 for (name, tv) in cx.fields(m, path, &[], "readdir entries") {
                     match file_type(cx, tv, &key(path, &name)) {
                         Some(t) => {
-                            out.insert(name, t);
+                            out.insert(name.into_owned(), t);
                         }
                         None => ok = false,
                     }
@@ -1255,7 +1257,7 @@ fn read_stat_expect(cx: &mut Cx, m: &Mapping, path: &Path) -> Option<StatExpect>
     let fields = cx.fields(m, path, &["kind", "mode", "size", "nlink", "uid", "gid", "rdev", "ino"], "stat fields");
     for (k, v) in fields {
         let p = key(path, &k);
-        let r = match k.as_str() {
+        let r = match &*k {
             "kind" => file_type(cx, v, &p).map(|t| s.kind = Some(t)),
             "mode" => cx.mode(v, &p).map(|x| s.mode = Some(x)),
             "size" => cx.uint(v, &p, "size").map(|x| s.size = Some(x)),
@@ -1281,7 +1283,7 @@ fn read_check(cx: &mut Cx, v: &Value, path: &Path, what: &str) -> Option<Check> 
     let mut c = Check::default();
     let mut ok = true;
     let allowed: &[&str] = if what == "final" { &["merged", "upper", "index"] } else { &["merged", "upper"] };
-    for (k, tv) in cx.fields(m, path, allowed, &format!("`{what}`")) {
+    for (k, tv) in cx.fields(m, path, allowed, format_args!("`{what}`")) {
         let p = key(path, &k);
         if k == "index" {
             match read_index(cx, tv, &p) {
@@ -1328,7 +1330,7 @@ fn read_index(cx: &mut Cx, v: &Value, path: &Path) -> Option<Option<BTreeMap<Str
         let p = key(path, &k);
         match cx.string(kv, &p, "an index entry's kind") {
             Some(kind) if kind == "file" || kind == "dir" || kind == "whiteout" => {
-                out.insert(k, kind);
+                out.insert(k.into_owned(), kind);
             }
             Some(kind) => {
                 cx.problem(&p, format!("an index entry is `file`, `dir` or `whiteout`, not {kind:?}"));
@@ -1340,7 +1342,7 @@ fn read_index(cx: &mut Cx, v: &Value, path: &Path) -> Option<Option<BTreeMap<Str
     ok.then_some(Some(out))
 }
 
-fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(String, &Value)]) -> Option<Action> {
+fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Cow<str>, &Value)]) -> Option<Action> {
     let layer = cx.string(subject, sp, "the layer to edit")?;
     let layers = cx.layers.clone();
     if !layers.contains(&layer) {
@@ -1355,7 +1357,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(St
     let mut any = false;
     for (k, v) in fields {
         let p = key(path, k);
-        match k.as_str() {
+        match &**k {
             "replace" => {
                 any = true;
                 match parse_layer(cx, v, &p) {

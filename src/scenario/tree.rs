@@ -32,6 +32,7 @@ use crate::backend::MergedTree;
 use crate::errno::Errno;
 use crate::layer::{Digest, FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use crate::path::join;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// `trusted.overlay.opaque`: `y` makes a directory opaque, `x` marks xattr whiteouts.
@@ -426,15 +427,15 @@ fn allowed(extra: &[&'static str], ctx: TreeContext) -> Vec<&'static str> {
 /// Reads the common attributes from `fields` into `node`; returns the other fields.
 fn common_attrs<'v, 'n>(
     cx: &mut Cx,
-    fields: Vec<(String, &'v Value<'n>)>,
+    fields: Vec<(Cow<'v, str>, &'v Value<'n>)>,
     path: &Path,
     node: &mut TreeNode,
-) -> (bool, Vec<(String, &'v Value<'n>)>) {
+) -> (bool, Vec<(Cow<'v, str>, &'v Value<'n>)>) {
     let mut ok = true;
     let mut rest = Vec::new();
     for (k, v) in fields {
         let p = key(path, &k);
-        match k.as_str() {
+        match &*k {
             "mode" => match cx.mode(v, &p) {
                 Some(m) => node.mode = m,
                 None => ok = false,
@@ -479,7 +480,7 @@ pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &Path) -> Option<BTreeM
         }
         match cx.bytes(val, &p, "an xattr value") {
             Some(b) => {
-                out.insert(name, b);
+                out.insert(name.into_owned(), b);
             }
             None => ok = false,
         }
@@ -596,7 +597,7 @@ fn parse_tagged(
         );
         return None;
     };
-    let fields = cx.fields(m, path, &allowed(extra, ctx), &format!("!{tag}"));
+    let fields = cx.fields(m, path, &allowed(extra, ctx), format_args!("!{tag}"));
     if tag == "sparse" || tag == "digest" {
         return parse_sized(cx, tag, fields, path, ctx);
     }
@@ -618,7 +619,7 @@ fn parse_tagged(
     let mut have_rdev = !matches!(tag, "char" | "block");
     for (k, v) in rest {
         let p = key(path, &k);
-        match k.as_str() {
+        match &*k {
             "data" => match cx.bytes(v, &p, "data") {
                 Some(b) => node.kind = file_node(&b, ctx).kind,
                 None => ok = false,
@@ -731,7 +732,7 @@ pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &Path)
 fn parse_sized(
     cx: &mut Cx,
     tag: &str,
-    fields: Vec<(String, &Value)>,
+    fields: Vec<(Cow<str>, &Value)>,
     path: &Path,
     ctx: TreeContext,
 ) -> Option<TreeNode> {
