@@ -2,9 +2,10 @@
 //! of the offending node, instead of stopping at the first one.
 
 use super::locate::{PosIndex, Seg, YamlPath};
+use super::node::{Mapping, Node as Value};
 use super::StepRef;
 use crate::errno::Errno;
-use yaml_serde::{Mapping, Value};
+use std::borrow::Cow;
 
 /// A problem found while reading a document, before it is given a line and column.
 #[derive(Clone, Debug)]
@@ -33,21 +34,66 @@ pub(crate) struct Cx<'t> {
     index: std::cell::OnceCell<PosIndex>,
 }
 
-/// `path` with one more segment.
-pub(crate) fn at(path: &[Seg], seg: Seg) -> YamlPath {
-    let mut p = path.to_vec();
-    p.push(seg);
-    p
+/// The path of the node being read: a chain of borrowed segments on the stack, made into a
+/// [`YamlPath`] only when a problem is recorded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Path<'a> {
+    /// The document's root.
+    Root,
+    /// The value of a key of the mapping at the parent path.
+    Key(&'a Path<'a>, &'a str),
+    /// An item of the sequence at the parent path.
+    Index(&'a Path<'a>, usize),
+}
+
+/// Something that names a node: a [`Path`] being read, or a [`YamlPath`].
+pub(crate) trait AsPath {
+    /// The node's path as segments from the root.
+    fn yaml_path(&self) -> YamlPath;
+}
+
+impl AsPath for Path<'_> {
+    fn yaml_path(&self) -> YamlPath {
+        let mut segs = Vec::new();
+        let mut at = self;
+        loop {
+            match at {
+                Path::Root => break,
+                Path::Key(parent, k) => {
+                    segs.push(Seg::Key((*k).to_owned()));
+                    at = parent;
+                }
+                Path::Index(parent, i) => {
+                    segs.push(Seg::Index(*i));
+                    at = parent;
+                }
+            }
+        }
+        segs.reverse();
+        segs
+    }
+}
+
+impl AsPath for [Seg] {
+    fn yaml_path(&self) -> YamlPath {
+        self.to_vec()
+    }
+}
+
+impl AsPath for Vec<Seg> {
+    fn yaml_path(&self) -> YamlPath {
+        self.clone()
+    }
 }
 
 /// `path` with one more key.
-pub(crate) fn key(path: &[Seg], k: &str) -> YamlPath {
-    at(path, Seg::Key(k.to_owned()))
+pub(crate) fn key<'a>(path: &'a Path<'a>, k: &'a str) -> Path<'a> {
+    Path::Key(path, k)
 }
 
 /// `path` with one more index.
-pub(crate) fn idx(path: &[Seg], i: usize) -> YamlPath {
-    at(path, Seg::Index(i))
+pub(crate) fn idx<'a>(path: &'a Path<'a>, i: usize) -> Path<'a> {
+    Path::Index(path, i)
 }
 
 /// A short description of a value's type, for messages.
@@ -75,9 +121,9 @@ impl<'t> Cx<'t> {
     }
 
     /// Records a problem with the node at `path`.
-    pub fn problem(&mut self, path: &[Seg], message: impl Into<String>) {
+    pub fn problem(&mut self, path: &(impl AsPath + ?Sized), message: impl Into<String>) {
         self.problems.push(RawProblem {
-            path: path.to_vec(),
+            path: path.yaml_path(),
             key: false,
             step: self.step.clone(),
             message: message.into(),
@@ -85,9 +131,9 @@ impl<'t> Cx<'t> {
     }
 
     /// Records a problem with the key of the node at `path`.
-    pub fn key_problem(&mut self, path: &[Seg], message: impl Into<String>) {
+    pub fn key_problem(&mut self, path: &(impl AsPath + ?Sized), message: impl Into<String>) {
         self.problems.push(RawProblem {
-            path: path.to_vec(),
+            path: path.yaml_path(),
             key: true,
             step: self.step.clone(),
             message: message.into(),
@@ -95,7 +141,12 @@ impl<'t> Cx<'t> {
     }
 
     /// The mapping at `path`; an empty value counts as an empty mapping.
-    pub fn mapping<'v>(&mut self, v: &'v Value, path: &[Seg], what: &str) -> Option<std::borrow::Cow<'v, Mapping>> {
+    pub fn mapping<'v, 'n>(
+        &mut self,
+        v: &'v Value<'n>,
+        path: &(impl AsPath + ?Sized),
+        what: &str,
+    ) -> Option<std::borrow::Cow<'v, Mapping<'n>>> {
         match v {
             Value::Mapping(m) => Some(std::borrow::Cow::Borrowed(m)),
             Value::Null => Some(std::borrow::Cow::Owned(Mapping::new())),
@@ -107,9 +158,9 @@ impl<'t> Cx<'t> {
     }
 
     /// A mapping key as text: strings, and integers (which name files such as `1` well).
-    pub fn key_text(&mut self, k: &Value, path_of_value: &[Seg]) -> Option<String> {
+    pub fn key_text(&mut self, k: &Value, path_of_value: &(impl AsPath + ?Sized)) -> Option<String> {
         match k {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => Some(s.to_string()),
             Value::Number(n) if n.is_u64() || n.is_i64() => Some(n.to_string()),
             other => {
                 self.key_problem(path_of_value, format!("a key must be a string, not {}; quote it", type_name(other)));
@@ -120,30 +171,33 @@ impl<'t> Cx<'t> {
 
     /// The entries of a mapping as text keys, each checked against `allowed` (all keys are
     /// allowed when `allowed` is empty). Unknown and non-text keys are recorded as problems.
-    pub fn fields<'v>(
+    pub fn fields<'v, 'n>(
         &mut self,
-        m: &'v Mapping,
-        path: &[Seg],
+        m: &'v [(Value<'n>, Value<'n>)],
+        path: &Path,
         allowed: &[&str],
-        what: &str,
-    ) -> Vec<(String, &'v Value)> {
-        let mut out = Vec::new();
+        what: impl std::fmt::Display,
+    ) -> Vec<(Cow<'v, str>, &'v Value<'n>)> {
+        let mut out = Vec::with_capacity(m.len());
         for (k, v) in m {
             // The key's path is made only for a problem.
-            let name = match k {
-                Value::String(s) => s.clone(),
-                Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            let name: Cow<'v, str> = match k {
+                Value::String(s) => Cow::Borrowed(s),
+                Value::Number(n) if n.is_u64() || n.is_i64() => Cow::Owned(n.to_string()),
                 _ => {
-                    let kp = match k {
-                        Value::Number(n) => key(path, &n.to_string()),
-                        Value::Bool(b) => key(path, &b.to_string()),
-                        _ => path.to_vec(),
+                    let text = match k {
+                        Value::Number(n) => Some(n.to_string()),
+                        Value::Bool(b) => Some(b.to_string()),
+                        _ => None,
                     };
-                    self.key_text(k, &kp);
+                    match &text {
+                        Some(t) => self.key_text(k, &key(path, t)),
+                        None => self.key_text(k, path),
+                    };
                     continue;
                 }
             };
-            if !allowed.is_empty() && !allowed.contains(&name.as_str()) {
+            if !allowed.is_empty() && !allowed.contains(&&*name) {
                 self.key_problem(
                     &key(path, &name),
                     format!("unknown field `{name}` in {what}; expected one of: {}", allowed.join(", ")),
@@ -156,9 +210,9 @@ impl<'t> Cx<'t> {
     }
 
     /// A string. Integers are accepted too when `numbers` (labels such as `ino: 1`).
-    pub fn string(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+    pub fn string(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: impl std::fmt::Display) -> Option<String> {
         match v {
-            Value::String(s) => Some(s.clone()),
+            Value::String(s) => Some(s.to_string()),
             other => {
                 self.problem(path, format!("{what} must be a string, not {}", type_name(other)));
                 None
@@ -167,9 +221,9 @@ impl<'t> Cx<'t> {
     }
 
     /// A label: a string or an integer.
-    pub fn label(&mut self, v: &Value, path: &[Seg]) -> Option<String> {
+    pub fn label(&mut self, v: &Value, path: &(impl AsPath + ?Sized)) -> Option<String> {
         match v {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::String(s) if !s.is_empty() => Some(s.to_string()),
             Value::Number(n) if n.is_u64() => Some(n.to_string()),
             other => {
                 self.problem(path, format!("an inode label must be a name such as `a`, not {}", type_name(other)));
@@ -179,7 +233,7 @@ impl<'t> Cx<'t> {
     }
 
     /// A path in the merged view or a layer: absolute, without NUL.
-    pub fn abs_path(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+    pub fn abs_path(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: &str) -> Option<String> {
         let s = self.string(v, path, what)?;
         if s.contains('\0') {
             self.problem(path, format!("{what} {s:?} contains a NUL byte"));
@@ -194,8 +248,13 @@ impl<'t> Cx<'t> {
 
     /// A step's path: absolute, or relative to the current directory, which is the merged
     /// root (`x`, `./x`, `a/../b`); not empty, without NUL.
-    pub fn step_path(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
-        let s = self.string(v, path, what)?;
+    pub fn step_path(
+        &mut self,
+        v: &Value,
+        path: &(impl AsPath + ?Sized),
+        what: impl std::fmt::Display,
+    ) -> Option<String> {
+        let s = self.string(v, path, &what)?;
         if s.contains('\0') {
             self.problem(path, format!("{what} {s:?} contains a NUL byte"));
             return None;
@@ -208,7 +267,7 @@ impl<'t> Cx<'t> {
     }
 
     /// Text without NUL (a symlink target, an xattr name).
-    pub fn text_no_nul(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<String> {
+    pub fn text_no_nul(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: &str) -> Option<String> {
         let s = self.string(v, path, what)?;
         if s.contains('\0') {
             self.problem(path, format!("{what} {s:?} contains a NUL byte"));
@@ -218,7 +277,7 @@ impl<'t> Cx<'t> {
     }
 
     /// An unsigned integer that fits `T`.
-    pub fn uint<T: TryFrom<u64>>(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<T> {
+    pub fn uint<T: TryFrom<u64>>(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: &str) -> Option<T> {
         let n = match v {
             Value::Number(n) => n.as_u64(),
             _ => None,
@@ -233,7 +292,7 @@ impl<'t> Cx<'t> {
     }
 
     /// A permission mode: octal text (`0644`, `644`) or an integer written `0o644`.
-    pub fn mode(&mut self, v: &Value, path: &[Seg]) -> Option<u32> {
+    pub fn mode(&mut self, v: &Value, path: &(impl AsPath + ?Sized)) -> Option<u32> {
         let m = match v {
             Value::String(s) => {
                 let digits = s.strip_prefix("0o").unwrap_or(s);
@@ -248,7 +307,7 @@ impl<'t> Cx<'t> {
             Value::Number(n) if n.is_u64() => {
                 let m = n.as_u64().unwrap_or(u64::MAX);
                 if let Some(text) = self.text {
-                    if let Some(pos) = self.index().get(path, false) {
+                    if let Some(pos) = self.index().get(&path.yaml_path(), false) {
                         let raw = raw_at(text, pos.line, pos.column);
                         if !raw.starts_with("0o") && m > 7 {
                             self.problem(
@@ -283,7 +342,7 @@ impl<'t> Cx<'t> {
     }
 
     /// Bytes: a string (its UTF-8) or `!hex "00ff"`.
-    pub fn bytes(&mut self, v: &Value, path: &[Seg], what: &str) -> Option<Vec<u8>> {
+    pub fn bytes(&mut self, v: &Value, path: &(impl AsPath + ?Sized), what: &str) -> Option<Vec<u8>> {
         match v {
             Value::String(s) => Some(s.as_bytes().to_vec()),
             Value::Tagged(t) if t.tag == "hex" => self.hex(&t.value, path),
@@ -295,9 +354,9 @@ impl<'t> Cx<'t> {
     }
 
     /// The bytes of a `!hex` value.
-    pub fn hex(&mut self, v: &Value, path: &[Seg]) -> Option<Vec<u8>> {
+    pub fn hex(&mut self, v: &Value, path: &(impl AsPath + ?Sized)) -> Option<Vec<u8>> {
         let text = match v {
-            Value::String(s) => s.clone(),
+            Value::String(s) => s.to_string(),
             Value::Number(n) if n.is_u64() => n.to_string(),
             Value::Null => String::new(),
             other => {
@@ -315,7 +374,7 @@ impl<'t> Cx<'t> {
     }
 
     /// An errno name such as `ENOENT`.
-    pub fn errno(&mut self, v: &Value, path: &[Seg]) -> Option<Errno> {
+    pub fn errno(&mut self, v: &Value, path: &(impl AsPath + ?Sized)) -> Option<Errno> {
         let s = self.string(v, path, "an errno")?;
         match Errno::from_name(&s) {
             Some(e) => Some(e),
@@ -327,7 +386,7 @@ impl<'t> Cx<'t> {
     }
 
     /// A `[major, minor]` pair.
-    pub fn rdev(&mut self, v: &Value, path: &[Seg]) -> Option<(u32, u32)> {
+    pub fn rdev(&mut self, v: &Value, path: &Path) -> Option<(u32, u32)> {
         match v {
             Value::Sequence(s) if s.len() == 2 => {
                 let a = self.uint(&s[0], &idx(path, 0), "the major number");

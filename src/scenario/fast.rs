@@ -1,5 +1,5 @@
 //! A fast reader for the plain block style that scenario files are written in, giving the
-//! same `yaml_serde::Value` as `yaml_serde::from_str` or nothing.
+//! same tree as `yaml_serde::from_str` (converted by [`Node::from_value`]) or nothing.
 //!
 //! `yaml_serde` (a port of libyaml, then serde's `Value` visitor) costs about two thirds of
 //! parsing a scenario. Scenario files use a small part of YAML: block mappings and
@@ -13,8 +13,9 @@
 //! malformed document is reported exactly as before; a test checks that every `spec/` file
 //! and many mutations of them read the same both ways.
 
-use yaml_serde::value::{Tag, TaggedValue};
-use yaml_serde::{Mapping, Number, Value};
+use super::node::{Mapping, Node, Tag, Tagged};
+use std::borrow::Cow;
+use yaml_serde::Number;
 
 /// The deepest nesting read here (`yaml_serde` stops at 128).
 const DEPTH_MAX: usize = 64;
@@ -28,11 +29,11 @@ struct Line<'t> {
 
 /// The document as `yaml_serde::from_str` reads it, or `None` when the text is outside the
 /// subset read here (see the module's documentation).
-pub(crate) fn load(text: &str) -> Option<Value> {
+pub(crate) fn load(text: &str) -> Option<Node<'_>> {
     if !text.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b)) {
         return None;
     }
-    let mut lines = Vec::new();
+    let mut lines = Vec::with_capacity(text.len() / 16 + 1);
     for l in text.split('\n') {
         let body = l.trim_start_matches(' ');
         if body.is_empty() || body.starts_with('#') {
@@ -64,7 +65,7 @@ impl<'t> Reader<'t> {
     }
 
     /// The block node whose first line is the current one, at that line's indentation.
-    fn block(&mut self, indent: usize, depth: usize) -> Option<Value> {
+    fn block(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
         if depth > DEPTH_MAX {
             return None;
         }
@@ -84,7 +85,7 @@ impl<'t> Reader<'t> {
     }
 
     /// A block sequence whose items' dashes are at `indent`.
-    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Value> {
+    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
         let mut items = Vec::new();
         while let Some(l) = self.peek() {
             if l.indent != indent || !is_dash(l.text) {
@@ -112,11 +113,11 @@ impl<'t> Reader<'t> {
                 return None;
             }
         }
-        Some(Value::Sequence(items))
+        Some(Node::Sequence(items))
     }
 
     /// A block mapping whose keys are at `indent`.
-    fn mapping(&mut self, indent: usize, depth: usize) -> Option<Value> {
+    fn mapping(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
         let mut m = Mapping::new();
         while let Some(l) = self.peek() {
             if l.indent < indent {
@@ -138,20 +139,39 @@ impl<'t> Reader<'t> {
             } else {
                 inline(rest, depth + 1)?
             };
-            if m.insert(key, value).is_some() {
-                return None;
-            }
+            m.push((key, value));
         }
-        Some(Value::Mapping(m))
+        unique_keys(&m).then_some(Node::Mapping(m))
     }
 
     /// The block node on the lines after a key or dash at `indent` with nothing after it:
     /// empty unless the next line is deeper.
-    fn nested(&mut self, indent: usize, depth: usize) -> Option<Value> {
+    fn nested(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
         match self.peek() {
             Some(n) if n.indent > indent => self.block(n.indent, depth + 1),
-            _ => Some(Value::Null),
+            _ => Some(Node::Null),
         }
+    }
+}
+
+/// Whether no two entries of a mapping have the same key (`yaml_serde` refuses that).
+fn unique_keys(m: &Mapping) -> bool {
+    if m.len() <= 16 {
+        return m.iter().enumerate().all(|(i, (k, _))| m[..i].iter().all(|(o, _)| o != k));
+    }
+    let mut seen: Vec<&Node> = m.iter().map(|(k, _)| k).collect();
+    seen.sort_by(|a, b| key_order(a).cmp(&key_order(b)));
+    seen.windows(2).all(|w| w[0] != w[1])
+}
+
+/// An order of the scalar keys read here in which equal keys are neighbours.
+fn key_order<'a>(k: &'a Node) -> (u8, &'a str, Option<u64>, Option<i64>) {
+    match k {
+        Node::Null => (0, "", None, None),
+        Node::Bool(b) => (1 + u8::from(*b), "", None, None),
+        Node::Number(n) => (3, "", n.as_u64(), n.as_i64()),
+        Node::String(s) => (4, s, None, None),
+        _ => (5, "", None, None),
     }
 }
 
@@ -171,7 +191,7 @@ fn key_end(text: &str) -> Option<(&str, &str)> {
         }
         text.len() - after.len()
     } else {
-        let i = text.find(": ").or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
+        let i = find_pair(text, b':', b' ').or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
         if !plain_ok(text[..i].trim_end_matches(' '), false) {
             return None;
         }
@@ -186,17 +206,17 @@ fn key_end(text: &str) -> Option<(&str, &str)> {
 
 /// The value of a key or sequence entry written on its line (after the indicator and
 /// spaces): a scalar, a tagged node or a flow collection, with nothing but a comment after.
-fn inline(text: &str, depth: usize) -> Option<Value> {
+fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
     if depth > DEPTH_MAX {
         return None;
     }
     if text.starts_with(['{', '[', '"', '\'', '!']) {
-        let mut c = Cursor { s: text.as_bytes(), i: 0 };
+        let mut c = Cursor { t: text, s: text.as_bytes(), i: 0 };
         let v = c.node(depth, true)?;
         c.spaces();
         return c.at_end_or_comment().then_some(v);
     }
-    let plain = match text.find(" #") {
+    let plain = match find_pair(text, b' ', b'#') {
         Some(i) => text[..i].trim_end_matches(' '),
         None => text,
     };
@@ -213,16 +233,29 @@ fn plain_ok(s: &str, flow: bool) -> bool {
     if b"&*!|>?%@`\"'#,[]{}:".contains(&first) || (first == b'-' && (s.len() == 1 || s.as_bytes()[1] == b' ')) {
         return false;
     }
-    if s.contains(": ") || s.ends_with(':') || s.contains(" #") {
-        return false;
+    let b = s.as_bytes();
+    for i in 0..b.len() {
+        match b[i] {
+            // `: ` or a `:` at the end, ` #`, or (in a flow collection) a flow indicator.
+            b':' if i + 1 == b.len() || b[i + 1] == b' ' => return false,
+            b'#' if i > 0 && b[i - 1] == b' ' => return false,
+            b',' | b'[' | b']' | b'{' | b'}' | b':' if flow => return false,
+            _ => {}
+        }
     }
-    !(flow && s.bytes().any(|b| b",[]{}:".contains(&b)))
+    true
+}
+
+/// Where the first `a` followed by `b` starts in `s`.
+fn find_pair(s: &str, a: u8, b: u8) -> Option<usize> {
+    let s = s.as_bytes();
+    (1..s.len()).find(|&i| s[i] == b && s[i - 1] == a).map(|i| i - 1)
 }
 
 /// The key of a mapping: a plain or quoted scalar, as `yaml_serde` reads it.
-fn scalar_text(k: &str) -> Option<Value> {
+fn scalar_text<'t>(k: &'t str) -> Option<Node<'t>> {
     if k.starts_with(['"', '\'']) {
-        let mut c = Cursor { s: k.as_bytes(), i: 0 };
+        let mut c = Cursor { t: k, s: k.as_bytes(), i: 0 };
         let v = c.quoted()?;
         return (c.i == k.len()).then_some(v);
     }
@@ -231,32 +264,32 @@ fn scalar_text(k: &str) -> Option<Value> {
 
 /// A plain scalar as `yaml_serde` reads it (its `visit_untagged_scalar`), or `None` for the
 /// forms whose reading is not copied here (floats, hex and binary, signs, big numbers).
-fn resolve(s: &str) -> Option<Value> {
+fn resolve<'t>(s: &'t str) -> Option<Node<'t>> {
     match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(Value::Null),
-        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
-        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
+        "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
         _ => {}
     }
     let b = s.as_bytes();
     if !matches!(b[0], b'0'..=b'9' | b'+' | b'-' | b'.') {
         // Neither an integer nor a finite float can start so.
-        return Some(Value::String(s.to_owned()));
+        return Some(Node::str(s));
     }
     let digits = |t: &[u8]| !t.is_empty() && t.iter().all(u8::is_ascii_digit);
     if digits(b) {
         if b.len() > 1 && b[0] == b'0' {
             // Leading zeros: a string (YAML 1.2), as `0644`.
-            return Some(Value::String(s.to_owned()));
+            return Some(Node::str(s));
         }
-        return s.parse::<u64>().ok().map(|n| Value::Number(Number::from(n)));
+        return s.parse::<u64>().ok().map(|n| Node::Number(Number::from(n)));
     }
     if b[0] == b'-' && digits(&b[1..]) && b[1] != b'0' {
-        return s.parse::<i64>().ok().map(|n| Value::Number(Number::from(n)));
+        return s.parse::<i64>().ok().map(|n| Node::Number(Number::from(n)));
     }
     if let Some(oct) = s.strip_prefix("0o") {
         if !oct.is_empty() && oct.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
-            return u64::from_str_radix(oct, 8).ok().map(|n| Value::Number(Number::from(n)));
+            return u64::from_str_radix(oct, 8).ok().map(|n| Node::Number(Number::from(n)));
         }
         return None;
     }
@@ -271,7 +304,7 @@ fn resolve(s: &str) -> Option<Value> {
     {
         return None;
     }
-    Some(Value::String(s.to_owned()))
+    Some(Node::str(s))
 }
 
 /// The end (past the closing quote) of the quoted scalar at the start of `text`.
@@ -296,12 +329,13 @@ fn quoted_end(text: &str) -> Option<usize> {
 }
 
 /// A cursor over one line, for flow collections, quoted scalars and tags.
-struct Cursor<'s> {
-    s: &'s [u8],
+struct Cursor<'t> {
+    t: &'t str,
+    s: &'t [u8],
     i: usize,
 }
 
-impl Cursor<'_> {
+impl<'t> Cursor<'t> {
     fn spaces(&mut self) {
         while self.s.get(self.i) == Some(&b' ') {
             self.i += 1;
@@ -315,7 +349,7 @@ impl Cursor<'_> {
     /// A node: a flow collection, a quoted scalar, a tagged node or (inside a flow
     /// collection) a plain scalar. `block`: the node is a block value, where a plain
     /// scalar is read by [`inline`] instead.
-    fn node(&mut self, depth: usize, block: bool) -> Option<Value> {
+    fn node(&mut self, depth: usize, block: bool) -> Option<Node<'t>> {
         if depth > DEPTH_MAX {
             return None;
         }
@@ -332,22 +366,22 @@ impl Cursor<'_> {
                 if self.i == start || !(self.i == self.s.len() || self.s[self.i] == b' ') {
                     return None;
                 }
-                let tag = std::str::from_utf8(&self.s[start..self.i]).ok()?.to_owned();
+                let tag = &self.t[start..self.i];
                 self.spaces();
                 let value = if self.at_end_or_comment() {
                     if !block {
                         return None;
                     }
-                    Value::Null
+                    Node::Null
                 } else if block && !matches!(self.s[self.i], b'{' | b'[' | b'"' | b'\'' | b'!') {
-                    let rest = std::str::from_utf8(&self.s[self.i..]).ok()?;
+                    let rest = &self.t[self.i..];
                     let v = inline(rest, depth + 1)?;
                     self.i = self.s.len();
                     v
                 } else {
                     self.node(depth + 1, block)?
                 };
-                Some(Value::Tagged(Box::new(TaggedValue { tag: Tag::new(tag), value })))
+                Some(Node::Tagged(Box::new(Tagged { tag: Tag(Cow::Borrowed(tag)), value })))
             }
             _ if !block => {
                 let start = self.i;
@@ -357,7 +391,7 @@ impl Cursor<'_> {
                     }
                     self.i += 1;
                 }
-                let text = std::str::from_utf8(&self.s[start..self.i]).ok()?.trim_end_matches(' ');
+                let text = self.t[start..self.i].trim_end_matches(' ');
                 if !plain_ok(text, true) {
                     return None;
                 }
@@ -367,10 +401,15 @@ impl Cursor<'_> {
         }
     }
 
-    fn quoted(&mut self) -> Option<Value> {
-        let rest = std::str::from_utf8(&self.s[self.i..]).ok()?;
+    fn quoted(&mut self) -> Option<Node<'t>> {
+        let rest = &self.t[self.i..];
         let end = quoted_end(rest)?;
         let inner = &rest[1..end - 1];
+        let escaped = if rest.starts_with('\'') { "'" } else { "\\" };
+        if !inner.contains(escaped) {
+            self.i += end;
+            return Some(Node::str(inner));
+        }
         let mut out = String::with_capacity(inner.len());
         if rest.starts_with('\'') {
             out.push_str(&inner.replace("''", "'"));
@@ -393,7 +432,7 @@ impl Cursor<'_> {
             }
         }
         self.i += end;
-        Some(Value::String(out))
+        Some(Node::String(Cow::Owned(out)))
     }
 
     /// After an entry of a flow collection: `,` and more (true), or the closing `close`.
@@ -417,13 +456,13 @@ impl Cursor<'_> {
         }
     }
 
-    fn flow_sequence(&mut self, depth: usize) -> Option<Value> {
+    fn flow_sequence(&mut self, depth: usize) -> Option<Node<'t>> {
         self.i += 1;
         self.spaces();
         let mut items = Vec::new();
         if self.s.get(self.i) == Some(&b']') {
             self.i += 1;
-            return Some(Value::Sequence(items));
+            return Some(Node::Sequence(items));
         }
         loop {
             items.push(self.node(depth + 1, false)?);
@@ -431,18 +470,18 @@ impl Cursor<'_> {
                 return None;
             }
             if !self.separator(b']')? {
-                return Some(Value::Sequence(items));
+                return Some(Node::Sequence(items));
             }
         }
     }
 
-    fn flow_mapping(&mut self, depth: usize) -> Option<Value> {
+    fn flow_mapping(&mut self, depth: usize) -> Option<Node<'t>> {
         self.i += 1;
         self.spaces();
         let mut m = Mapping::new();
         if self.s.get(self.i) == Some(&b'}') {
             self.i += 1;
-            return Some(Value::Mapping(m));
+            return Some(Node::Mapping(m));
         }
         loop {
             let key = match self.s.get(self.i)? {
@@ -450,7 +489,7 @@ impl Cursor<'_> {
                 b'{' | b'[' | b'!' => return None,
                 _ => self.node(depth + 1, false)?,
             };
-            if !matches!(key, Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null) {
+            if !matches!(key, Node::String(_) | Node::Number(_) | Node::Bool(_) | Node::Null) {
                 return None;
             }
             self.spaces();
@@ -463,11 +502,9 @@ impl Cursor<'_> {
                 return None;
             }
             let value = self.node(depth + 1, false)?;
-            if m.insert(key, value).is_some() {
-                return None;
-            }
+            m.push((key, value));
             if !self.separator(b'}')? {
-                return Some(Value::Mapping(m));
+                return unique_keys(&m).then_some(Node::Mapping(m));
             }
         }
     }
@@ -495,12 +532,12 @@ mod tests {
     }
 
     /// When the fast reader answers, `yaml_serde` reads the same value (tags and numbers
-    /// included, as their debug forms show).
+    /// included, as their debug forms show), mapping entries in the same order.
     fn same(d: &str) -> bool {
         let Some(fast) = load(d) else { return false };
-        let slow = yaml_serde::from_str::<Value>(d);
+        let slow = yaml_serde::from_str::<yaml_serde::Value>(d);
         assert!(slow.is_ok(), "the fast reader read what yaml_serde refuses ({slow:?}):\n{d}");
-        let slow = slow.unwrap();
+        let slow = Node::from_value(slow.unwrap());
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "in\n{d}");
         assert_eq!(fast, slow);
         true

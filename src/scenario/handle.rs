@@ -5,13 +5,14 @@
 //! first: `pread: {fd: f1, offset: 0, len: 10}`, or the handle alone where nothing else is
 //! needed (`fstat: f1`, `close: f1`).
 
-use super::cx::{key, type_name, Cx};
+use super::cx::{key, type_name, Cx, Path};
 use super::emit::Y;
-use super::{Action, Scenario, Seg, StepRef};
+use super::node::Node as Value;
+use super::{Action, Scenario, StepRef};
 use crate::ops::fd::{FdOp, Whence, FD_READ_MAX};
 use crate::ops::{Op, OpenFlags};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
-use yaml_serde::Value;
 
 /// The step kinds that only exist through a handle.
 pub(crate) const HANDLE_KINDS: &[&str] = &[
@@ -61,9 +62,9 @@ fn arguments(kind: &str) -> &'static [&'static str] {
 }
 
 /// A handle name: a non-empty string.
-fn handle_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+fn handle_name(cx: &mut Cx, v: &Value, p: &Path) -> Option<String> {
     match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::String(s) if !s.is_empty() => Some(s.to_string()),
         other => {
             cx.problem(
                 p,
@@ -80,13 +81,13 @@ pub(crate) fn read_handle_op(
     cx: &mut Cx,
     kind: &str,
     subject: &Value,
-    sp: &[Seg],
-    path: &[Seg],
-    top: &[(String, &Value)],
+    sp: &Path,
+    path: &Path,
+    top: &[(Cow<str>, &Value)],
 ) -> Option<Op> {
     let args = arguments(kind);
     for (k, _) in top {
-        if !matches!(k.as_str(), "expect" | "note" | "as_user" | "umask") && k != kind {
+        if !matches!(&**k, "expect" | "note" | "as_user" | "umask") && k != kind {
             cx.key_problem(
                 &key(path, k),
                 format!(
@@ -97,9 +98,9 @@ pub(crate) fn read_handle_op(
             return None;
         }
     }
-    let fields: Vec<(String, &Value)> = match subject {
-        Value::String(_) if args.len() == 1 => vec![("fd".to_owned(), subject)],
-        Value::Mapping(m) => cx.fields(m, sp, args, &format!("`{kind}`")),
+    let fields: Vec<(Cow<str>, &Value)> = match subject {
+        Value::String(_) if args.len() == 1 => vec![(Cow::Borrowed("fd"), subject)],
+        Value::Mapping(m) => cx.fields(m, sp, args, format_args!("`{kind}`")),
         other => {
             cx.problem(
                 sp,
@@ -109,13 +110,11 @@ pub(crate) fn read_handle_op(
         }
     };
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let need = |cx: &mut Cx, k: &str| -> Option<(&Value, Vec<Seg>)> {
-        match get(k) {
-            Some(v) => Some((v, key(sp, k))),
-            None => {
-                cx.problem(sp, format!("`{kind}` needs `{k}`"));
-                None
-            }
+    let need = |cx: &mut Cx, k: &'static str| match get(k) {
+        Some(v) => Some((v, key(sp, k))),
+        None => {
+            cx.problem(sp, format!("`{kind}` needs `{k}`"));
+            None
         }
     };
     let fd = need(cx, "fd").and_then(|(v, p)| handle_name(cx, v, &p));
@@ -190,7 +189,7 @@ pub(crate) fn read_handle_op(
         }
         "fchown" => {
             // -1 leaves the id as it is (fchown(2)); it travels as u32::MAX.
-            let id = |cx: &mut Cx, what: &str| match need(cx, what) {
+            let id = |cx: &mut Cx, what: &'static str| match need(cx, what) {
                 Some((Value::Number(n), _)) if n.as_i64() == Some(-1) => Some(u32::MAX),
                 Some((v, p)) => cx.uint(v, &p, &format!("{what} (or -1)")),
                 None => None,
@@ -221,7 +220,7 @@ pub(crate) fn read_handle_op(
 pub(crate) fn read_name_to_handle(
     cx: &mut Cx,
     path: String,
-    at: &[Seg],
+    at: &Path,
     handle: Option<&Value>,
     flags: Option<&Value>,
     follow: Option<&Value>,
@@ -240,10 +239,11 @@ pub(crate) fn read_name_to_handle(
         Some(Value::Sequence(items)) => {
             for (i, w) in items.iter().enumerate() {
                 match w {
-                    Value::String(s) if s == "fid" => fid = true,
+                    Value::String(s) if s.as_ref() == "fid" => fid = true,
                     other => {
+                        let flags = key(at, "flags");
                         cx.problem(
-                            &super::cx::idx(&key(at, "flags"), i),
+                            &super::cx::idx(&flags, i),
                             format!("the flags of `name_to_handle` are: fid; not {}", type_name(other)),
                         );
                         ok = false;
@@ -274,8 +274,8 @@ pub(crate) fn read_name_to_handle(
 pub(crate) fn read_open_by_handle(
     cx: &mut Cx,
     subject: &Value,
-    sp: &[Seg],
-    at: &[Seg],
+    sp: &Path,
+    at: &Path,
     fd: Option<&Value>,
     flags: OpenFlags,
 ) -> Option<Op> {
@@ -291,7 +291,7 @@ pub(crate) fn read_open_by_handle(
 }
 
 /// `open` with `as:`: the open kept as a handle.
-pub(crate) fn open_as(cx: &mut Cx, v: &Value, p: &[Seg], path: String, flags: OpenFlags, mode: u32) -> Option<Op> {
+pub(crate) fn open_as(cx: &mut Cx, v: &Value, p: &Path, path: String, flags: OpenFlags, mode: u32) -> Option<Op> {
     let fd = handle_name(cx, v, p)?;
     Some(Op::Fd(FdOp::Open { fd, path, flags, mode }))
 }
@@ -354,7 +354,8 @@ pub(crate) fn check_handles(cx: &mut Cx, s: &Scenario) {
             FdOp::OpenByHandle { fd, handle, .. } => {
                 if !file_handles.contains(handle.as_str()) {
                     cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
-                    let p = super::cx::idx(&[Seg::Key("steps".into())], i);
+                    let steps = key(&Path::Root, "steps");
+                    let p = super::cx::idx(&steps, i);
                     cx.problem(
                         &p,
                         format!(
@@ -374,7 +375,8 @@ pub(crate) fn check_handles(cx: &mut Cx, s: &Scenario) {
             } else {
                 format!("the handles opened before it are: {}", known.iter().copied().collect::<Vec<_>>().join(", "))
             };
-            let p = super::cx::idx(&[Seg::Key("steps".into())], i);
+            let steps = key(&Path::Root, "steps");
+            let p = super::cx::idx(&steps, i);
             cx.problem(
                 &p,
                 format!("unknown handle `{}`: open it first (`open: /path` with `as: {}`); {before}", f.fd(), f.fd()),

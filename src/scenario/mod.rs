@@ -43,10 +43,12 @@
 //! - [`Scenario::from_commands`] builds a scenario from backend commands (for the property
 //!   tests to write a shrunk failure as a scenario).
 //!
-//! Reading: the plain block style of scenario files is read by `fast` into a
-//! `yaml_serde::Value`; anything else, and every malformed document, by `yaml_serde`.
+//! Reading: the plain block style of scenario files is read by `fast` into a `node::Node`
+//! tree borrowed from the text; anything else, and every malformed document, by
+//! `yaml_serde`, whose `Value` is converted to the same tree. Problem paths
+//! (`cx::Path`) live on the stack and are written out only for a problem.
 //!
-//! Positions: `Value`s have no spans. The steps' positions come from one scan of a
+//! Positions: nodes have no spans. The steps' positions come from one scan of a
 //! block-style `steps:` list, checked against the parsed steps, and otherwise, as every
 //! problem's, from a one-pass index of the document (`locate::PosIndex`); `locate` also
 //! finds a single node by probing: the document is deserialised again with a seed that walks
@@ -61,6 +63,7 @@ mod emit;
 mod fast;
 pub(crate) mod handle;
 mod locate;
+mod node;
 mod parse;
 mod record;
 mod runner;

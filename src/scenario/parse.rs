@@ -1,10 +1,9 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
-use super::cx::{idx, key, type_name, Cx, RawProblem};
-use super::locate::{
-    block_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex, Seg, YamlPath,
-};
-use super::tree::{node_to_flat, parse_node, parse_tree, tree_to_flat, TreeContext, TreeKind};
+use super::cx::{idx, key, type_name, Cx, Path, RawProblem};
+use super::locate::{block_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex};
+use super::node::{Mapping, Node as Value};
+use super::tree::{node_to_flat, parse_layer, parse_node, parse_tree, TreeContext, TreeKind};
 use super::{
     Action, Check, Expect, MountChange, MountSpec, Problem, Scenario, ScenarioError, Source, StatExpect, Step, StepRef,
 };
@@ -13,8 +12,8 @@ use crate::errno::Errno;
 use crate::layer::{FileType, FlatLayer};
 use crate::mount::{Options, RedirectDir, Xino};
 use crate::ops::{Access, FdOp, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use yaml_serde::{Mapping, Value};
 
 /// The top-level keys.
 const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final", "umask"];
@@ -129,8 +128,11 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The plain block style of scenario files is read by the fast reader; anything else (and
     // every malformed document) by `yaml_serde`, which reports errors as before.
-    let fast = super::fast::load(text);
-    let value: Value = match fast.map_or_else(|| yaml_serde::from_str(text), Ok) {
+    let read = match super::fast::load(text) {
+        Some(v) => Ok(v),
+        None => yaml_serde::from_str::<yaml_serde::Value>(text).map(Value::from_value),
+    };
+    let value: Value = match read {
         Ok(v) => v,
         Err(e) => {
             let mut pos =
@@ -253,7 +255,7 @@ pub(crate) fn header_of(text: &str) -> String {
 }
 
 fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scenario> {
-    let root: YamlPath = Vec::new();
+    let root = Path::Root;
     let m = match v {
         Value::Mapping(m) => m,
         other => {
@@ -342,7 +344,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
             file: file.to_owned(),
             text: text.to_owned(),
             header: header_of(text),
-            key_order: fields.iter().map(|(k, _)| k.clone()).collect(),
+            key_order: fields.iter().map(|(k, _)| k.to_string()).collect(),
             image_layers,
         }),
     };
@@ -352,9 +354,9 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
     Some(scenario)
 }
 
-fn read_rules(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<String>> {
+fn read_rules(cx: &mut Cx, v: &Value, path: &Path) -> Option<Vec<String>> {
     match v {
-        Value::String(s) => Some(vec![s.clone()]),
+        Value::String(s) => Some(vec![s.to_string()]),
         Value::Sequence(items) if !items.is_empty() => {
             let mut out = Vec::new();
             for (i, it) in items.iter().enumerate() {
@@ -375,7 +377,7 @@ fn read_rules(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<String>> {
 fn read_layers(
     cx: &mut Cx,
     v: &Value,
-    path: &[Seg],
+    path: &Path,
     file: &str,
     image_layers: &mut Vec<super::ImageLayerSource>,
 ) -> Option<Vec<(String, FlatLayer)>> {
@@ -383,6 +385,7 @@ fn read_layers(
     let mut out = Vec::new();
     for (name, lv) in cx.fields(&m, path, &[], "layers") {
         let p = key(path, &name);
+        let name = name.to_string();
         if let Some((mut source, flat)) = read_image_layer(cx, lv, &p, file) {
             source.name = name.clone();
             image_layers.push(source);
@@ -390,12 +393,8 @@ fn read_layers(
             continue;
         }
         // A layer with problems is still known by name, so mounts naming it add no noise.
-        match parse_tree(cx, lv, &p, TreeContext::Layer).map(|t| tree_to_flat(&t)) {
-            Some(Ok(flat)) => out.push((name, flat)),
-            Some(Err((_, msg))) => {
-                cx.problem(&p, msg);
-                out.push((name, crate::layer::Layer::new().to_flat()));
-            }
+        match parse_layer(cx, lv, &p) {
+            Some(flat) => out.push((name, flat)),
             None => out.push((name, crate::layer::Layer::new().to_flat())),
         }
     }
@@ -408,7 +407,7 @@ fn read_layers(
 /// NAME in an OCI image layout, digests verified); paths relative to the scenario file's
 /// directory (see [`crate::image`]). Returns the source as written (its name left empty)
 /// and the layer (empty after a problem); `None` when `v` is none of these tags.
-fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<(super::ImageLayerSource, FlatLayer)> {
+fn read_image_layer(cx: &mut Cx, v: &Value, path: &Path, file: &str) -> Option<(super::ImageLayerSource, FlatLayer)> {
     let Value::Tagged(t) = v else { return None };
     let tag = t.tag.to_string();
     let tag = tag.trim_start_matches('!');
@@ -429,7 +428,7 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<
         };
         for (k, fv) in cx.fields(&m, path, &["path", "ref", "layer"], "!oci") {
             let kp = key(path, &k);
-            match k.as_str() {
+            match &*k {
                 "path" => source.path = cx.string(fv, &kp, "path").unwrap_or_default(),
                 "ref" => source.reference = cx.string(fv, &kp, "ref"),
                 _ => source.layer = cx.uint(fv, &kp, "layer"),
@@ -444,7 +443,7 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &[Seg], file: &str) -> Option<
             cx.problem(path, format!("!{tag} takes a path relative to the scenario file, not {}", type_name(&t.value)));
             return Some((source, empty));
         };
-        source.path = rel.clone();
+        source.path = rel.to_string();
     }
     let full = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new("")).join(&source.path);
     let flat = read_image_file(tag, &full, &source);
@@ -488,10 +487,10 @@ fn read_image_file(tag: &str, _: &std::path::Path, _: &super::ImageLayerSource) 
     Err(format!("!{tag} layers need ovlsim's `image` feature (Linux), which this build does not have"))
 }
 
-fn read_lowers(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Vec<String>> {
-    let items: Vec<(YamlPath, &Value)> = match v {
+fn read_lowers(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<Vec<String>> {
+    let items: Vec<(Path, &Value)> = match v {
         Value::Sequence(s) if !s.is_empty() => s.iter().enumerate().map(|(i, x)| (idx(path, i), x)).collect(),
-        Value::String(_) => vec![(path.to_vec(), v)],
+        Value::String(_) => vec![(*path, v)],
         other => {
             cx.problem(path, format!("`lowers` must list layer names, top-most first, not {}", type_name(other)));
             return None;
@@ -519,7 +518,7 @@ fn unknown_layer(n: &str, layers: &[String]) -> String {
     )
 }
 
-fn read_upper(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<Option<String>> {
+fn read_upper(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<Option<String>> {
     match v {
         Value::Null => Some(None),
         _ => {
@@ -534,7 +533,7 @@ fn read_upper(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option
     }
 }
 
-fn read_mount_spec(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<MountSpec> {
+fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<MountSpec> {
     let m = cx.mapping(v, path, "`mount`")?;
     let fields = cx.fields(&m, path, &["lowers", "upper", "options"], "mount");
     let change = read_mount_fields(cx, fields, path, layers)?;
@@ -550,15 +549,15 @@ fn read_mount_spec(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> O
 
 fn read_mount_fields(
     cx: &mut Cx,
-    fields: Vec<(String, &Value)>,
-    path: &[Seg],
+    fields: Vec<(Cow<str>, &Value)>,
+    path: &Path,
     layers: &[String],
 ) -> Option<MountChange> {
     let mut change = MountChange::default();
     let mut ok = true;
     for (k, v) in fields {
         let p = key(path, &k);
-        match k.as_str() {
+        match &*k {
             "lowers" => match read_lowers(cx, v, &p, layers) {
                 Some(l) => change.lowers = Some(l),
                 None => ok = false,
@@ -589,7 +588,7 @@ fn read_mount_fields(
 /// are layer names, so each must be a plain name (no `/`, not `.` or `..`); a `workdir=`
 /// may not name a layer (it is the upper layer's own workdir). A name that is no layer is
 /// allowed: the mount gives ENOENT, as for a missing path.
-fn read_option_string(cx: &mut Cx, v: &Value, path: &[Seg], layers: &[String]) -> Option<String> {
+fn read_option_string(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<String> {
     let data = cx.string(v, path, "an option string")?;
     let (lowers, upper, works) = crate::params::Params::names(&data);
     let mut ok = true;
@@ -623,14 +622,14 @@ const OPTION_FIELDS: &[&str] = &[
     "uuid",
 ];
 
-fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
+fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
     let m = cx.mapping(v, path, "`options`")?;
     let mut o = Options::default();
     let mut ok = true;
     for (k, val) in cx.fields(&m, path, OPTION_FIELDS, "mount options") {
         let p = key(path, &k);
         let word = match val {
-            Value::String(s) => Some(s.as_str()),
+            Value::String(s) => Some(&**s),
             Value::Bool(true) => Some("on"),
             Value::Bool(false) => Some("off"),
             _ => None,
@@ -640,10 +639,10 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
             Some("off") | Some("false") => Some(false),
             _ => None,
         };
-        match k.as_str() {
+        match &*k {
             "redirect_dir" | "index" | "metacopy" | "xino" | "nfs_export" => {
                 let n = &mut o.named;
-                *match k.as_str() {
+                *match &*k {
                     "redirect_dir" => &mut n.redirect_dir,
                     "index" => &mut n.index,
                     "metacopy" => &mut n.metacopy,
@@ -653,7 +652,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
             }
             _ => {}
         }
-        match k.as_str() {
+        match &*k {
             "redirect_dir" => match word {
                 Some("on") => o.redirect_dir = RedirectDir::On,
                 Some("follow") => o.redirect_dir = RedirectDir::Follow,
@@ -703,14 +702,14 @@ fn read_options(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Options> {
     ok.then_some(o.canonical())
 }
 
-fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
-    let m: std::borrow::Cow<Mapping> = match v {
+fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
+    let alone: Mapping;
+    let m: &[(Value, Value)] = match v {
         Value::String(s) if s == "unmount" || s == "mount" || s == "drop_caches" => {
-            let mut m = Mapping::new();
-            m.insert(Value::String(s.clone()), Value::Null);
-            std::borrow::Cow::Owned(m)
+            alone = vec![(Value::String(s.clone()), Value::Null)];
+            &alone
         }
-        Value::Mapping(m) => std::borrow::Cow::Borrowed(m),
+        Value::Mapping(m) => m,
         other => {
             cx.step = Some(StepRef { index: i + 1, op: "?".into() });
             cx.problem(
@@ -727,12 +726,12 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
     // Find the step's kind: the one key that names an operation.
     let mut kinds = Vec::new();
     let mut unknown = Vec::new();
-    for k in m.keys() {
+    for (k, _) in m {
         if let Value::String(s) = k {
-            if STEP_KINDS.contains(&s.as_str()) {
-                kinds.push(s.clone());
-            } else if !["expect", "note"].contains(&s.as_str()) {
-                unknown.push(s.clone());
+            if STEP_KINDS.contains(&&**s) {
+                kinds.push(s.to_string());
+            } else if !["expect", "note"].contains(&&**s) {
+                unknown.push(s.to_string());
             }
         }
     }
@@ -777,7 +776,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
     if !NOT_OPS.contains(&kind.as_str()) && !super::handle::FILE_HANDLE_KINDS.contains(&kind.as_str()) {
         allowed.extend_from_slice(&["as_user", "umask"]);
     }
-    let fields = cx.fields(&m, path, &allowed, &format!("a `{kind}` step"));
+    let fields = cx.fields(m, path, &allowed, format_args!("a `{kind}` step"));
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     let subject = get(&kind).expect("the kind key is present");
     let sp = key(path, &kind);
@@ -854,7 +853,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &[Seg], i: usize) -> Option<Step> {
 const NOT_OPS: &[&str] = &["mount", "unmount", "edit", "check", "drop_caches"];
 
 /// A umask: a mode of permission bits only (`0o022`, `022`).
-fn read_umask(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<u32> {
+fn read_umask(cx: &mut Cx, v: &Value, path: &Path) -> Option<u32> {
     let m = cx.mode(v, path)?;
     if m > 0o777 {
         cx.problem(path, format!("a umask has permission bits only (at most 0777), not {m:#o}"));
@@ -864,7 +863,7 @@ fn read_umask(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<u32> {
 }
 
 /// An `as_user`: `{uid: N, gid: N, groups: [N, ...]}` (`groups` may be left out: none).
-fn read_user(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<crate::cred::User> {
+fn read_user(cx: &mut Cx, v: &Value, path: &Path) -> Option<crate::cred::User> {
     let Value::Mapping(m) = v else {
         cx.problem(path, format!("`as_user` is a mapping {{uid, gid, groups}}, not {}", type_name(v)));
         return None;
@@ -905,9 +904,9 @@ fn read_op(
     cx: &mut Cx,
     kind: &str,
     subject: &Value,
-    sp: &[Seg],
-    path: &[Seg],
-    fields: &[(String, &Value)],
+    sp: &Path,
+    path: &Path,
+    fields: &[(Cow<str>, &Value)],
 ) -> Option<Op> {
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
     if super::handle::is_handle_step(kind, subject) {
@@ -920,16 +919,14 @@ fn read_op(
         };
         return super::handle::read_open_by_handle(cx, subject, sp, path, get("as"), flags?);
     }
-    let target_path = cx.step_path(subject, sp, &format!("the path of `{kind}`"));
+    let target_path = cx.step_path(subject, sp, format_args!("the path of `{kind}`"));
     let mut ok = target_path.is_some();
     let p = target_path.unwrap_or_default();
-    let need = |cx: &mut Cx, k: &str| -> Option<(&Value, YamlPath)> {
-        match get(k) {
-            Some(v) => Some((v, key(path, k))),
-            None => {
-                cx.problem(path, format!("`{kind}` needs `{k}`"));
-                None
-            }
+    let need = |cx: &mut Cx, k: &'static str| match get(k) {
+        Some(v) => Some((v, key(path, k))),
+        None => {
+            cx.problem(path, format!("`{kind}` needs `{k}`"));
+            None
         }
     };
     let mode_or = |cx: &mut Cx, default: u32| -> Option<u32> {
@@ -986,7 +983,7 @@ fn read_op(
         }
         "chown" => {
             // -1 leaves the id as it is (chown(2)); it travels as u32::MAX.
-            let id = |cx: &mut Cx, v: &Value, p: &[Seg], what: &str| match v {
+            let id = |cx: &mut Cx, v: &Value, p: &Path, what: &str| match v {
                 Value::Number(n) if n.as_i64() == Some(-1) => Some(u32::MAX),
                 _ => cx.uint(v, p, what),
             };
@@ -1060,7 +1057,7 @@ fn read_op(
     }
 }
 
-pub(super) fn xattr_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+pub(super) fn xattr_name(cx: &mut Cx, v: &Value, p: &Path) -> Option<String> {
     let n = cx.text_no_nul(v, p, "an xattr name")?;
     if n.is_empty() {
         cx.problem(p, "an xattr name cannot be empty");
@@ -1070,11 +1067,11 @@ pub(super) fn xattr_name(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
 }
 
 /// Words of a flag list: a list of strings, or one string (`wronly`, or `wronly|creat`).
-fn words(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, YamlPath)>> {
+fn words<'p>(cx: &mut Cx, v: &Value, path: &'p Path<'p>) -> Option<Vec<(String, Path<'p>)>> {
     match v {
-        Value::String(s) => Some(
-            s.split(['|', ',']).map(|w| (w.trim().to_owned(), path.to_vec())).filter(|(w, _)| !w.is_empty()).collect(),
-        ),
+        Value::String(s) => {
+            Some(s.split(['|', ',']).map(|w| (w.trim().to_owned(), *path)).filter(|(w, _)| !w.is_empty()).collect())
+        }
         Value::Sequence(items) => {
             let mut out = Vec::new();
             for (i, it) in items.iter().enumerate() {
@@ -1091,7 +1088,7 @@ fn words(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Vec<(String, YamlPath)>
     }
 }
 
-fn read_open_flags(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<OpenFlags> {
+fn read_open_flags(cx: &mut Cx, v: &Value, path: &Path) -> Option<OpenFlags> {
     let mut f = OpenFlags::default();
     let mut access = None;
     for (w, p) in words(cx, v, path)? {
@@ -1129,7 +1126,7 @@ fn read_open_flags(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<OpenFlags> {
     Some(f)
 }
 
-fn read_rename_flags(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<RenameFlags> {
+fn read_rename_flags(cx: &mut Cx, v: &Value, path: &Path) -> Option<RenameFlags> {
     let mut f = RenameFlags::default();
     for (w, p) in words(cx, v, path)? {
         match w.as_str() {
@@ -1146,7 +1143,7 @@ fn read_rename_flags(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<RenameFlags
 }
 
 /// A file type name as scenarios spell it.
-pub(crate) fn file_type(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<FileType> {
+pub(crate) fn file_type(cx: &mut Cx, v: &Value, path: &Path) -> Option<FileType> {
     let s = cx.string(v, path, "a file type")?;
     Some(match s.as_str() {
         "dir" => FileType::Dir,
@@ -1166,7 +1163,7 @@ fn looks_like_errno(s: &str) -> bool {
     s.len() > 2 && s.starts_with('E') && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
-fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -> Option<Expect> {
+fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) -> Option<Expect> {
     let what = match class {
         Class::Plain => "ok or an errno such as ENOENT",
         Class::Stat => "ok, an errno, or a mapping of stat fields (kind, mode, size, nlink, uid, gid, rdev, ino)",
@@ -1192,7 +1189,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -
             }
             match class {
                 Class::Data => Some(Expect::Data(s.as_bytes().to_vec())),
-                Class::Target => Some(Expect::Target(s.clone())),
+                Class::Target => Some(Expect::Target(s.to_string())),
                 _ => {
                     wrong(cx, v);
                     None
@@ -1213,7 +1210,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -
         Value::Tagged(t) if (t.tag == "sparse" || t.tag == "digest") && kind == "read" => {
             let m = cx.mapping(&t.value, path, &format!("!{}", t.tag))?;
             let keys: &[&str] = if t.tag == "sparse" { &["size", "data"] } else { &["size", "hash"] };
-            let fields = cx.fields(&m, path, keys, &format!("!{}", t.tag));
+            let fields = cx.fields(&m, path, keys, format_args!("!{}", t.tag));
             let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
             let Some(size) = get("size") else {
                 cx.problem(path, format!("!{} needs a `size`", t.tag));
@@ -1242,7 +1239,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -
                 for (name, tv) in cx.fields(m, path, &[], "readdir entries") {
                     match file_type(cx, tv, &key(path, &name)) {
                         Some(t) => {
-                            out.insert(name, t);
+                            out.insert(name.into_owned(), t);
                         }
                         None => ok = false,
                     }
@@ -1281,13 +1278,13 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &[Seg], class: Class, kind: &str) -
     }
 }
 
-fn read_stat_expect(cx: &mut Cx, m: &Mapping, path: &[Seg]) -> Option<StatExpect> {
+fn read_stat_expect(cx: &mut Cx, m: &Mapping, path: &Path) -> Option<StatExpect> {
     let mut s = StatExpect::default();
     let mut ok = true;
     let fields = cx.fields(m, path, &["kind", "mode", "size", "nlink", "uid", "gid", "rdev", "ino"], "stat fields");
     for (k, v) in fields {
         let p = key(path, &k);
-        let r = match k.as_str() {
+        let r = match &*k {
             "kind" => file_type(cx, v, &p).map(|t| s.kind = Some(t)),
             "mode" => cx.mode(v, &p).map(|x| s.mode = Some(x)),
             "size" => cx.uint(v, &p, "size").map(|x| s.size = Some(x)),
@@ -1302,7 +1299,7 @@ fn read_stat_expect(cx: &mut Cx, m: &Mapping, path: &[Seg]) -> Option<StatExpect
     ok.then_some(s)
 }
 
-fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check> {
+fn read_check(cx: &mut Cx, v: &Value, path: &Path, what: &str) -> Option<Check> {
     let m = match v {
         Value::Mapping(m) => m,
         other => {
@@ -1313,7 +1310,7 @@ fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check>
     let mut c = Check::default();
     let mut ok = true;
     let allowed: &[&str] = if what == "final" { &["merged", "upper", "index"] } else { &["merged", "upper"] };
-    for (k, tv) in cx.fields(m, path, allowed, &format!("`{what}`")) {
+    for (k, tv) in cx.fields(m, path, allowed, format_args!("`{what}`")) {
         let p = key(path, &k);
         if k == "index" {
             match read_index(cx, tv, &p) {
@@ -1342,7 +1339,7 @@ fn read_check(cx: &mut Cx, v: &Value, path: &[Seg], what: &str) -> Option<Check>
 
 /// `final: index:`: a mapping from `LAYER:/path` to `file`, `dir` or `whiteout`, `{}` for an
 /// empty index, or `~` to be filled in by `record`.
-fn read_index(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Option<BTreeMap<String, String>>> {
+fn read_index(cx: &mut Cx, v: &Value, path: &Path) -> Option<Option<BTreeMap<String, String>>> {
     let m = match v {
         Value::Null => return Some(None),
         Value::Mapping(m) => m,
@@ -1360,7 +1357,7 @@ fn read_index(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Option<BTreeMap<St
         let p = key(path, &k);
         match cx.string(kv, &p, "an index entry's kind") {
             Some(kind) if kind == "file" || kind == "dir" || kind == "whiteout" => {
-                out.insert(k, kind);
+                out.insert(k.into_owned(), kind);
             }
             Some(kind) => {
                 cx.problem(&p, format!("an index entry is `file`, `dir` or `whiteout`, not {kind:?}"));
@@ -1372,7 +1369,7 @@ fn read_index(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<Option<BTreeMap<St
     ok.then_some(Some(out))
 }
 
-fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(String, &Value)]) -> Option<Action> {
+fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Cow<str>, &Value)]) -> Option<Action> {
     let layer = cx.string(subject, sp, "the layer to edit")?;
     let layers = cx.layers.clone();
     if !layers.contains(&layer) {
@@ -1387,23 +1384,19 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(
     let mut any = false;
     for (k, v) in fields {
         let p = key(path, k);
-        match k.as_str() {
+        match &**k {
             "replace" => {
                 any = true;
-                match parse_tree(cx, v, &p, TreeContext::Layer).map(|t| tree_to_flat(&t)) {
-                    Some(Ok(flat)) => replace = Some(flat),
-                    Some(Err((_, msg))) => {
-                        cx.problem(&p, msg);
-                        ok = false
-                    }
+                match parse_layer(cx, v, &p) {
+                    Some(flat) => replace = Some(flat),
                     None => ok = false,
                 }
             }
             "remove" => {
                 any = true;
-                let items: Vec<(YamlPath, &Value)> = match v {
+                let items: Vec<(Path, &Value)> = match v {
                     Value::Sequence(s) => s.iter().enumerate().map(|(i, x)| (idx(&p, i), x)).collect(),
-                    _ => vec![(p.clone(), *v)],
+                    _ => vec![(p, *v)],
                 };
                 for (ip, x) in items {
                     match layer_path(cx, x, &ip) {
@@ -1420,7 +1413,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(
                 };
                 for (lp_text, nv) in cx.fields(&m, &p, &[], "put") {
                     let np = key(&p, &lp_text);
-                    let Some(lp) = layer_path(cx, &Value::String(lp_text.clone()), &np) else {
+                    let Some(lp) = layer_path(cx, &Value::str(&lp_text), &np) else {
                         // The path problem belongs to the key.
                         if let Some(last) = cx.problems.last_mut() {
                             last.key = true;
@@ -1445,7 +1438,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(
                 };
                 for (new, to) in cx.fields(&m, &p, &[], "link") {
                     let np = key(&p, &new);
-                    let a = layer_path(cx, &Value::String(new.clone()), &np);
+                    let a = layer_path(cx, &Value::str(&new), &np);
                     let b = layer_path(cx, to, &np);
                     match (a, b) {
                         (Some(path), Some(to))
@@ -1475,7 +1468,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &[Seg], path: &[Seg], fields: &[(
 }
 
 /// An absolute path inside a layer, not the root, with plain names.
-fn layer_path(cx: &mut Cx, v: &Value, p: &[Seg]) -> Option<String> {
+fn layer_path(cx: &mut Cx, v: &Value, p: &Path) -> Option<String> {
     let s = cx.abs_path(v, p, "a layer path")?;
     let parts: Vec<&str> = s.split('/').skip(1).collect();
     if parts.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
@@ -1504,7 +1497,7 @@ fn flatten_put(lpath: &str, node: &super::tree::TreeNode, out: &mut Vec<Edit>) {
 fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
     let _ = layers;
     super::handle::check_handles(cx, s);
-    let steps_path = vec![Seg::Key("steps".into())];
+    let steps_path = key(&Path::Root, "steps");
     let mut spec = s.mount.clone();
     let mut mounted = spec.is_some();
     // The handles that may be open: opened (not expected to fail) and not closed since.
@@ -1577,7 +1570,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
     }
     cx.step = None;
     if let Some(f) = &s.final_check {
-        let fp = vec![Seg::Key("final".into())];
+        let fp = key(&Path::Root, "final");
         if f.merged.is_some() && !mounted {
             cx.problem(&key(&fp, "merged"), "`final: merged:` needs the overlay mounted at the end, and it is not");
         }

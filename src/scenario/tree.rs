@@ -24,15 +24,16 @@
 //! `trusted.overlay.redirect` xattrs. In merged trees, `nlink` and `ino` (a label) may be
 //! given too.
 
-use super::cx::{key, to_hex, type_name, Cx};
+use super::cx::{key, to_hex, type_name, AsPath, Cx, Path};
 use super::emit::{Style, Y};
-use super::locate::{Seg, YamlPath};
+use super::locate::YamlPath;
+use super::node::Node as Value;
 use crate::backend::MergedTree;
 use crate::errno::Errno;
 use crate::layer::{Digest, FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use crate::path::join;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use yaml_serde::Value;
 
 /// `trusted.overlay.opaque`: `y` makes a directory opaque, `x` marks xattr whiteouts.
 pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
@@ -149,12 +150,49 @@ pub fn default_mode(kind: &TreeKind) -> u32 {
 
 /// Reads a whole tree (a layer root or a merged root): a mapping, or an empty value for an
 /// empty root directory. Layer trees come back with their hard links in canonical form.
-pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext) -> Option<TreeNode> {
+pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext) -> Option<TreeNode> {
     let mut links = Vec::new();
+    let node = read_tree(cx, v, path, ctx, &mut links)?;
+    if ctx == TreeContext::Layer {
+        return layer_flat(cx, &node, &links, path).map(|flat| tree_from_flat(&flat));
+    }
+    Some(node)
+}
+
+/// Reads a layer tree into its flat form: [`tree_to_flat`] of what [`parse_tree`] gives for
+/// a layer, with the tree built once.
+pub(crate) fn parse_layer(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatLayer> {
+    let mut links = Vec::new();
+    let node = read_tree(cx, v, path, TreeContext::Layer, &mut links)?;
+    layer_flat(cx, &node, &links, path)
+}
+
+/// The flat form of a layer tree read from `path`; a bad `!link` is a problem at the link.
+fn layer_flat(cx: &mut Cx, node: &TreeNode, links: &[(String, YamlPath)], path: &Path) -> Option<FlatLayer> {
+    match tree_to_flat(node) {
+        Ok(flat) => Some(flat),
+        Err((p, msg)) => {
+            let at =
+                links.iter().find(|(lp, _)| *lp == p).map(|(_, yp)| yp.clone()).unwrap_or_else(|| path.yaml_path());
+            cx.problem(&at, msg);
+            None
+        }
+    }
+}
+
+/// A tree as written (links as written too): a mapping, or an empty value for an empty
+/// root directory.
+fn read_tree(
+    cx: &mut Cx,
+    v: &Value,
+    path: &Path,
+    ctx: TreeContext,
+    links: &mut Vec<(String, YamlPath)>,
+) -> Option<TreeNode> {
     let node = match v {
         Value::Null => TreeNode::dir(),
         Value::Mapping(_) => {
-            let node = parse_node(cx, v, path, ctx, "/", &mut links)?;
+            let node = parse_node(cx, v, path, ctx, "/", links)?;
             if ctx == TreeContext::Layer && !check_layer_node(cx, "/", &node, v, path) {
                 return None;
             }
@@ -165,17 +203,6 @@ pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext)
             return None;
         }
     };
-    if ctx == TreeContext::Layer {
-        match tree_to_flat(&node) {
-            Ok(flat) => return Some(tree_from_flat(&flat)),
-            Err((p, msg)) => {
-                let at =
-                    links.iter().find(|(lp, _)| *lp == p).map(|(_, yp)| yp.clone()).unwrap_or_else(|| path.to_vec());
-                cx.problem(&at, msg);
-                return None;
-            }
-        }
-    }
     Some(node)
 }
 
@@ -189,7 +216,7 @@ pub const DEPTH_MAX: usize = 1024;
 pub(crate) fn parse_node(
     cx: &mut Cx,
     v: &Value,
-    path: &[Seg],
+    path: &Path,
     ctx: TreeContext,
     lpath: &str,
     links: &mut Vec<(String, YamlPath)>,
@@ -201,10 +228,14 @@ pub(crate) fn parse_node(
             let mut entries = BTreeMap::new();
             let mut ok = true;
             for (k, val) in m {
+                let number;
                 let kp = match k {
                     Value::String(s) => key(path, s),
-                    Value::Number(n) => key(path, &n.to_string()),
-                    _ => path.to_vec(),
+                    Value::Number(n) => {
+                        number = n.to_string();
+                        key(path, &number)
+                    }
+                    _ => *path,
                 };
                 let Some(name) = cx.key_text(k, &kp) else {
                     ok = false;
@@ -290,7 +321,7 @@ pub(crate) fn parse_node(
 /// ([`crate::layer::check::check_node`], with the kernel's errno): `names` is the part of
 /// the layer path that this node's key spells, `v` the node's value at `vpath`. A name is
 /// placed at the key, a symlink target at its value, an xattr at its name or its value.
-pub(crate) fn check_layer_node(cx: &mut Cx, names: &str, node: &TreeNode, v: &Value, vpath: &[Seg]) -> bool {
+pub(crate) fn check_layer_node(cx: &mut Cx, names: &str, node: &TreeNode, v: &Value, vpath: &Path) -> bool {
     use crate::layer::check::{check_node, Part};
     if matches!(node.kind, TreeKind::Link(_) | TreeKind::Error(_)) {
         return true;
@@ -311,7 +342,7 @@ pub(crate) fn check_layer_node(cx: &mut Cx, names: &str, node: &TreeNode, v: &Va
 
 /// Where a node's xattr `name` is written: under `xattrs`, or as the `opaque` or
 /// `redirect` short form of a directory's `.`.
-fn xattr_at(v: &Value, vpath: &[Seg], name: &str) -> YamlPath {
+fn xattr_at(v: &Value, vpath: &Path, name: &str) -> YamlPath {
     match v {
         Value::Mapping(m) => {
             let dot = key(vpath, ".");
@@ -322,11 +353,13 @@ fn xattr_at(v: &Value, vpath: &[Seg], name: &str) -> YamlPath {
                 _ => None,
             };
             match (attrs, short) {
-                (Some(Value::Mapping(a)), Some(f)) if a.iter().any(|(k, _)| k.as_str() == Some(f)) => key(&dot, f),
-                _ => key(&key(&dot, "xattrs"), name),
+                (Some(Value::Mapping(a)), Some(f)) if a.iter().any(|(k, _)| k.as_str() == Some(f)) => {
+                    key(&dot, f).yaml_path()
+                }
+                _ => key(&key(&dot, "xattrs"), name).yaml_path(),
             }
         }
-        _ => key(&key(vpath, "xattrs"), name),
+        _ => key(&key(vpath, "xattrs"), name).yaml_path(),
     }
 }
 
@@ -392,17 +425,17 @@ fn allowed(extra: &[&'static str], ctx: TreeContext) -> Vec<&'static str> {
 }
 
 /// Reads the common attributes from `fields` into `node`; returns the other fields.
-fn common_attrs<'v>(
+fn common_attrs<'v, 'n>(
     cx: &mut Cx,
-    fields: Vec<(String, &'v Value)>,
-    path: &[Seg],
+    fields: Vec<(Cow<'v, str>, &'v Value<'n>)>,
+    path: &Path,
     node: &mut TreeNode,
-) -> (bool, Vec<(String, &'v Value, YamlPath)>) {
+) -> (bool, Vec<(Cow<'v, str>, &'v Value<'n>)>) {
     let mut ok = true;
     let mut rest = Vec::new();
     for (k, v) in fields {
         let p = key(path, &k);
-        match k.as_str() {
+        match &*k {
             "mode" => match cx.mode(v, &p) {
                 Some(m) => node.mode = m,
                 None => ok = false,
@@ -427,14 +460,14 @@ fn common_attrs<'v>(
                 Some(x) => node.xattrs.extend(x),
                 None => ok = false,
             },
-            _ => rest.push((k, v, p)),
+            _ => rest.push((k, v)),
         }
     }
     (ok, rest)
 }
 
 /// Reads an xattr mapping: name to string or `!hex` value.
-pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<BTreeMap<String, Vec<u8>>> {
+pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &Path) -> Option<BTreeMap<String, Vec<u8>>> {
     let m = cx.mapping(v, path, "xattrs")?;
     let mut out = BTreeMap::new();
     let mut ok = true;
@@ -447,7 +480,7 @@ pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<BTree
         }
         match cx.bytes(val, &p, "an xattr value") {
             Some(b) => {
-                out.insert(name, b);
+                out.insert(name.into_owned(), b);
             }
             None => ok = false,
         }
@@ -455,13 +488,14 @@ pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &[Seg]) -> Option<BTree
     ok.then_some(out)
 }
 
-fn parse_dir_attrs(cx: &mut Cx, v: &Value, path: &[Seg], ctx: TreeContext, dir: &mut TreeNode) -> bool {
+fn parse_dir_attrs(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext, dir: &mut TreeNode) -> bool {
     let Some(m) = cx.mapping(v, path, "the directory attributes `.`") else {
         return false;
     };
     let fields = cx.fields(&m, path, &allowed(&["opaque", "redirect"], ctx), "directory attributes");
     let (mut ok, rest) = common_attrs(cx, fields, path, dir);
-    for (k, v, p) in rest {
+    for (k, v) in rest {
+        let p = key(path, &k);
         let name = if k == "opaque" { OPAQUE_XATTR } else { REDIRECT_XATTR };
         match cx.bytes(v, &p, &k) {
             Some(b) => {
@@ -480,7 +514,7 @@ fn parse_tagged(
     cx: &mut Cx,
     tag: &str,
     v: &Value,
-    path: &[Seg],
+    path: &Path,
     ctx: TreeContext,
     lpath: &str,
     links: &mut Vec<(String, YamlPath)>,
@@ -511,7 +545,7 @@ fn parse_tagged(
                 return None;
             }
             let to = cx.abs_path(v, path, "a !link target (a path in the same layer)")?;
-            links.push((lpath.to_owned(), path.to_vec()));
+            links.push((lpath.to_owned(), path.yaml_path()));
             return Some(TreeNode::new(TreeKind::Link(to)));
         }
         ("error", _) => {
@@ -563,7 +597,7 @@ fn parse_tagged(
         );
         return None;
     };
-    let fields = cx.fields(m, path, &allowed(extra, ctx), &format!("!{tag}"));
+    let fields = cx.fields(m, path, &allowed(extra, ctx), format_args!("!{tag}"));
     if tag == "sparse" || tag == "digest" {
         return parse_sized(cx, tag, fields, path, ctx);
     }
@@ -583,8 +617,9 @@ fn parse_tagged(
     let (mut ok, rest) = common_attrs(cx, fields, path, &mut node);
     let mut have_target = tag != "symlink";
     let mut have_rdev = !matches!(tag, "char" | "block");
-    for (k, v, p) in rest {
-        match k.as_str() {
+    for (k, v) in rest {
+        let p = key(path, &k);
+        match &*k {
             "data" => match cx.bytes(v, &p, "data") {
                 Some(b) => node.kind = file_node(&b, ctx).kind,
                 None => ok = false,
@@ -641,7 +676,7 @@ fn file_kind(data: FileData, ctx: TreeContext) -> TreeKind {
 /// Reads the data of a sparse file: `size`, and `data`, a mapping of offsets to content
 /// (a string or `!hex`), in increasing order, none overlapping the one before or ending
 /// past `size`. What lies between reads as zeros.
-pub(crate) fn parse_sparse(cx: &mut Cx, size: &Value, data: Option<&Value>, path: &[Seg]) -> Option<FileData> {
+pub(crate) fn parse_sparse(cx: &mut Cx, size: &Value, data: Option<&Value>, path: &Path) -> Option<FileData> {
     let size: u64 = cx.uint(size, &key(path, "size"), "size")?;
     let mut file = FileData::hole(size);
     let Some(data) = data else {
@@ -679,7 +714,7 @@ pub(crate) fn parse_sparse(cx: &mut Cx, size: &Value, data: Option<&Value>, path
 }
 
 /// Reads a digest: `size` and `hash` (16 hex digits).
-pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &[Seg]) -> Option<Digest> {
+pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &Path) -> Option<Digest> {
     let size = cx.uint(size, &key(path, "size"), "size");
     let hp = key(path, "hash");
     let text = cx.string(hash, &hp, "hash")?;
@@ -697,13 +732,13 @@ pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &[Seg]
 fn parse_sized(
     cx: &mut Cx,
     tag: &str,
-    fields: Vec<(String, &Value)>,
-    path: &[Seg],
+    fields: Vec<(Cow<str>, &Value)>,
+    path: &Path,
     ctx: TreeContext,
 ) -> Option<TreeNode> {
     let mut node = TreeNode::new(TreeKind::File(FileData::new()));
     let (mut ok, rest) = common_attrs(cx, fields, path, &mut node);
-    let get = |k: &str| rest.iter().find(|(name, _, _)| name == k).map(|(_, v, _)| *v);
+    let get = |k: &str| rest.iter().find(|(name, _)| name == k).map(|(_, v)| *v);
     let Some(size) = get("size") else {
         cx.problem(path, format!("!{tag} needs a `size`"));
         return None;
@@ -801,6 +836,13 @@ pub fn walk(root: &TreeNode) -> Vec<(String, &TreeNode)> {
 /// path of the bad `!link` and say what is wrong.
 pub fn tree_to_flat(root: &TreeNode) -> Result<FlatLayer, (String, String)> {
     let all = walk(root);
+    let mut rootf = node_to_flat(root);
+    rootf.kind = FileType::Dir;
+    if !all.iter().any(|(_, n)| matches!(n.kind, TreeKind::Link(_) | TreeKind::Error(_))) {
+        // No hard links: every path is a node of its own.
+        let entries = all.into_iter().map(|(path, n)| FlatEntry::Node { path, node: node_to_flat(n) }).collect();
+        return Ok(FlatLayer { root: rootf, entries });
+    }
     let by_path: HashMap<&str, &TreeNode> = all.iter().map(|(p, n)| (p.as_str(), *n)).collect();
     // Resolve each link to the path of a real node.
     let mut target_of: HashMap<&str, &str> = HashMap::new();
@@ -856,8 +898,6 @@ pub fn tree_to_flat(root: &TreeNode) -> Result<FlatLayer, (String, String)> {
             entries.push(FlatEntry::Link { path: p.clone(), to: head.to_owned() });
         }
     }
-    let mut rootf = node_to_flat(root);
-    rootf.kind = FileType::Dir;
     Ok(FlatLayer { root: rootf, entries })
 }
 
