@@ -152,7 +152,8 @@ impl Overlay {
             let depth = new_chain.len() - 1;
             self.copy_up(new_chain, depth);
             new = new_chain.pop().expect("pushed");
-        } else if new.is_positive() && !new_is_dir {
+        } else if new.is_positive() {
+            // Any target, a directory too (kernel: `ovl_rename`, `ovl_nlink_start(new)`).
             new_chain.push(new);
             let depth = new_chain.len() - 1;
             indexed_new = self.nlink_start(new_chain, depth);
