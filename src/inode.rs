@@ -30,12 +30,14 @@ impl Overlay {
         indexed || (!verify_lower && (real.is_dir() || lower_nlink == 1))
     }
 
-    /// Whether the overlay inode of `d` has an upper inode (its own, or the index's): only
-    /// then is the private `nlink` xattr read; a lower-only object reports its real inode's
-    /// `nlink`, an index link on a former upper layer included (kernel: `fs/overlayfs/inode.c`,
-    /// `ovl_get_inode`, "if (upperdentry) .. nlink = ovl_get_nlink(..)"; observed on 6.18).
-    fn has_real_upper(&self, d: &Dentry) -> bool {
-        d.upper.is_some() || self.index_alias(d).is_some()
+    /// Whether `stat` reports the overlay inode's merged `nlink` (from the private `nlink`
+    /// xattr) rather than the real inode's: only for an indexed inode (kernel:
+    /// `fs/overlayfs/inode.c`, `ovl_getattr`, "if (!is_dir && ovl_test_flag(OVL_INDEX, ..))
+    /// stat->nlink = dentry->d_inode->i_nlink"). So a former upper mounted as a lower, or
+    /// remounted without the index, shows an indexed file's real count, its index link
+    /// included (observed on 6.18).
+    fn reports_merged_nlink(&self, d: &Dentry) -> bool {
+        self.indexed_upper(d).is_some()
     }
 
     /// `stat` of a positive dentry.
@@ -67,7 +69,7 @@ impl Overlay {
         };
         let nlink = if d.is_merge_dir() {
             1
-        } else if d.lowers.is_empty() || real.is_dir() || !self.has_real_upper(d) {
+        } else if d.lowers.is_empty() || real.is_dir() || !self.reports_merged_nlink(d) {
             real.nlink
         } else {
             self.recorded_nlink(d, real).unwrap_or(real.nlink)
