@@ -132,6 +132,16 @@ impl Overlay {
             .filter(|&ino| !is_whiteout(upper.get(ino)) && !upper.get(ino).is_dir())
     }
 
+    /// Whether the index holds a directory for lower directory `l`, on an `nfs_export=on`
+    /// mount (kernel: `ovl_lookup`, `ovl_lookup_index` of a directory, `OVL_INDEX`).
+    pub(crate) fn indexed_dir(&self, l: LowerPath) -> bool {
+        let Some(upper) = self.upper.as_ref().filter(|_| self.index_all()) else { return false };
+        upper
+            .index_dir()
+            .and_then(|dir| upper.child(dir, &index_name(self.origin_of(l))))
+            .is_some_and(|i| upper.get(i).is_dir())
+    }
+
     /// The index's upper inode of a lower-only non-directory, which the overlay inode uses
     /// as its upper although the name has no upper alias yet (kernel: `ovl_lookup`, "upperdentry
     /// = dget(index)" with `ovl_dentry_has_upper_alias` false).

@@ -12,6 +12,34 @@ fn identity(layer: &Layer, ino: u64) -> u64 {
 }
 
 impl Overlay {
+    /// Whether a merged object with an upper and an origin whose `nlink` is `lower_nlink`
+    /// reports the origin's `st_ino`: when it is indexed (the index vouches that the upper
+    /// is the only copy of that origin), or, without `nfs_export=on` ("verify_lower"), when
+    /// it is a directory or its origin has one link (kernel: `fs/overlayfs/inode.c`,
+    /// `ovl_getattr`, "if (ovl_test_flag(OVL_INDEX, ..) || (!ovl_verify_lower(..) &&
+    /// (is_dir || lowerstat.nlink == 1)))"). So under `nfs_export=on` a merged directory
+    /// without an index entry, or an upper copied up before without the index, reports the
+    /// upper's `st_ino` (observed on 6.18).
+    fn origin_ino_trusted(&self, d: &Dentry, real: &crate::layer::Inode, lower_nlink: u32) -> bool {
+        let indexed = if real.is_dir() {
+            d.lowers.first().is_some_and(|&l| self.indexed_dir(l))
+        } else {
+            self.indexed_upper(d).is_some()
+        };
+        let verify_lower = self.options.index && self.options.nfs_export;
+        indexed || (!verify_lower && (real.is_dir() || lower_nlink == 1))
+    }
+
+    /// Whether `stat` reports the overlay inode's merged `nlink` (from the private `nlink`
+    /// xattr) rather than the real inode's: only for an indexed inode (kernel:
+    /// `fs/overlayfs/inode.c`, `ovl_getattr`, "if (!is_dir && ovl_test_flag(OVL_INDEX, ..))
+    /// stat->nlink = dentry->d_inode->i_nlink"). So a former upper mounted as a lower, or
+    /// remounted without the index, shows an indexed file's real count, its index link
+    /// included (observed on 6.18).
+    fn reports_merged_nlink(&self, d: &Dentry) -> bool {
+        self.indexed_upper(d).is_some()
+    }
+
     /// `stat` of a positive dentry.
     ///
     /// overlayfs.rst, "Inode properties", all layers on one filesystem: the attributes come
@@ -19,7 +47,8 @@ impl Overlay {
     /// inode, except that a merged directory, and an upper object whose copy-up origin has
     /// `nlink` 1, report the lower origin's inode, so `st_ino` survives copy-up. A lower hard
     /// link broken by copy-up (origin `nlink` > 1) reports the upper inode, and so does the
-    /// root. A merged directory reports `nlink` 1.
+    /// root; under `nfs_export=on` only an indexed origin is used
+    /// (`origin_ino_trusted`). A merged directory reports `nlink` 1.
     pub(crate) fn getattr(&self, d: &Dentry) -> Stat {
         let real = self.real_inode(d);
         let ino = match (d.upper, d.lowers.first()) {
@@ -29,9 +58,7 @@ impl Overlay {
             (Some(u), Some(_)) if d.is_root() => identity(self.upper.as_ref().expect("upper"), u),
             (Some(u), Some(l)) => {
                 let lower = &self.lowers[l.layer];
-                // With `index=on` a copied-up lower hard link keeps the lower's `st_ino`
-                // (kernel: `ovl_getattr`, `ovl_test_flag(OVL_INDEX, ..)`).
-                if real.is_dir() || lower.get(l.ino).nlink == 1 || self.indexed_upper(d).is_some() {
+                if self.origin_ino_trusted(d, real, lower.get(l.ino).nlink) {
                     identity(lower, l.ino)
                 } else {
                     identity(self.upper.as_ref().expect("upper"), u)
@@ -42,7 +69,7 @@ impl Overlay {
         };
         let nlink = if d.is_merge_dir() {
             1
-        } else if d.lowers.is_empty() || real.is_dir() {
+        } else if d.lowers.is_empty() || real.is_dir() || !self.reports_merged_nlink(d) {
             real.nlink
         } else {
             self.recorded_nlink(d, real).unwrap_or(real.nlink)

@@ -178,16 +178,29 @@ impl Overlay {
         self.xattr_access(chain.last().expect("chain"), name, true)?;
         Self::xattr_permission(ftype, name, true)?;
         self.verify_lower_data(chain.last().expect("chain"))?;
-        let depth = chain.len() - 1;
-        self.index_copy_up_denied(&mut chain, depth)?;
-        self.copy_up(&mut chain, depth);
+        let ino = self.xattr_upper(&mut chain)?;
         if !Self::xattr_supported(name) {
             return Err(Errno::EOPNOTSUPP);
         }
         let real = whiteout::escape_xattr(self, name);
-        let ino = chain[depth].upper.expect("copied up");
         self.upper_mut().set_xattr(ino, &real, value);
         Ok(())
+    }
+
+    /// The upper inode an xattr is set on or removed from: the overlay inode's upper if it
+    /// has one, the index's upper of a name not linked up yet included, with no copy-up and
+    /// no link-up; otherwise the object is copied up (kernel: `ovl_xattr_set`, "upperdentry
+    /// = ovl_i_dentry_upper(inode)", `ovl_copy_up` only without it; observed on 6.18: a
+    /// setxattr through the second name of an indexed hard link leaves no upper name). The
+    /// copy-up fails where [`Overlay::index_copy_up_denied`] says (EPERM).
+    fn xattr_upper(&mut self, chain: &mut [Dentry]) -> SysResult<crate::layer::Ino> {
+        let depth = chain.len() - 1;
+        if let Some(ino) = self.index_alias(&chain[depth]) {
+            return Ok(ino);
+        }
+        self.index_copy_up_denied(chain, depth)?;
+        self.copy_up(chain, depth);
+        Ok(chain[depth].upper.expect("copied up"))
     }
 
     /// `getxattr(2)`. Errors: ERANGE; the walk's; ENODATA (`user.*` on a special file);
@@ -261,13 +274,10 @@ impl Overlay {
             }
         }
         self.verify_lower_data(chain.last().expect("chain"))?;
-        let depth = chain.len() - 1;
-        self.index_copy_up_denied(&mut chain, depth)?;
-        self.copy_up(&mut chain, depth);
+        let ino = self.xattr_upper(&mut chain)?;
         if !Self::xattr_supported(name) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let ino = chain[depth].upper.expect("copied up");
         if self.upper_mut().remove_xattr(ino, &real) {
             Ok(())
         } else {

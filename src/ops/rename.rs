@@ -160,7 +160,8 @@ impl Overlay {
             }
             self.copy_up(new_chain, depth);
             new = new_chain.pop().expect("pushed");
-        } else if new.is_positive() && !new_is_dir {
+        } else if new.is_positive() {
+            // Any target, a directory too (kernel: `ovl_rename`, `ovl_nlink_start(new)`).
             new_chain.push(new);
             let depth = new_chain.len() - 1;
             if let Err(e) = self.index_copy_up_denied(new_chain, depth) {
