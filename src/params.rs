@@ -822,6 +822,58 @@ mod tests {
         assert_eq!(reason(&many), "too many lower directories, limit is 500");
     }
 
+    fn call(key: &str, value: Option<&str>) -> FsParam {
+        FsParam { key: key.to_owned(), value: value.map(str::to_owned) }
+    }
+
+    /// The call refused and its errno, as Linux 6.18 refused them
+    /// (`spec/mount/mount-fsconfig-*.yaml`, recorded with fsconfig(2)).
+    fn refused_at(calls: &[FsParam]) -> Option<(usize, Option<Errno>)> {
+        Params::parse_fsconfig(calls, |_, n| n != "nosuch").err().map(|(k, e)| (k, e.errno()))
+    }
+
+    #[test]
+    fn fsconfig_refuses_at_the_call_that_is_wrong() {
+        let l0 = call("lowerdir+", Some("L0"));
+        assert_eq!(refused_at(&[l0.clone(), call("foo", Some("bar"))]), Some((1, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[l0.clone(), call("redirect_dir", Some("bogus"))]), Some((1, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[l0.clone(), call("upperdir", Some("nosuch"))]), Some((1, Some(Errno::ENOENT))));
+        assert_eq!(refused_at(&[call("lowerdir", Some("L0")), l0.clone()]), Some((1, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[l0.clone(), call("source", None)]), Some((1, Some(Errno::EINVAL))));
+        let x = call("source", Some("x"));
+        assert_eq!(refused_at(&[x.clone(), l0.clone(), x.clone()]), Some((2, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[x, l0.clone(), call("ro", Some("x"))]), None);
+        let long = "y".repeat(FSCONFIG_STRING_MAX + 1);
+        assert_eq!(refused_at(&[l0.clone(), call("upperdir", Some(&long))]), Some((1, Some(Errno::EINVAL))));
+        let at_most = "y".repeat(FSCONFIG_STRING_MAX);
+        assert_eq!(refused_at(&[l0.clone(), call("upperdir", Some(&at_most))]), None);
+        let many = vec![l0; LOWER_COUNT_MAX + 1];
+        assert_eq!(refused_at(&many), Some((LOWER_COUNT_MAX, Some(Errno::EINVAL))));
+    }
+
+    #[test]
+    fn fsconfig_values_are_not_split_at_commas() {
+        let p = Params::parse_fsconfig(
+            &[
+                call("lowerdir", Some(r"a,b:c\:d")),
+                call("lowerdir", Some("")),
+                call("lowerdir+", Some("a,b")),
+                call("lowerdir+", Some(r"c\:d")),
+                call("upperdir", Some("u,p")),
+                call("workdir", Some("w")),
+                call("ro", None),
+            ],
+            |_, _| true,
+        )
+        .unwrap();
+        assert_eq!(p.regular_lowers(), vec!["a,b".to_owned(), r"c\:d".to_owned()]);
+        assert_eq!(p.upper.as_deref(), Some("u,p"));
+        assert!(p.options.read_only);
+        let p = Params::parse_fsconfig(&[call("lowerdir", Some(r"a,b:c\:d"))], |_, _| true).unwrap();
+        assert_eq!(p.regular_lowers(), vec!["a,b".to_owned(), "c:d".to_owned()]);
+        assert_eq!(Params::fsconfig_names(&[call("lowerdir", Some(r"a,b:c\:d"))]).0, ["a,b", "c:d"]);
+    }
+
     #[test]
     fn last_value_wins_and_lowerdir_replaces() {
         let p = Params::parse("lowerdir=a:b,lowerdir=c,index=on,index=off,ro,rw,uuid=on,uuid=auto").unwrap();

@@ -1208,6 +1208,7 @@ fn looks_like_errno(s: &str) -> bool {
 fn read_call_expect(cx: &mut Cx, m: &Mapping, path: &[Seg]) -> Option<Expect> {
     let fields = cx.fields(m, path, &["call", "errno"], "a refused fsconfig call");
     let (mut call, mut errno) = (None, None);
+    let given = fields.len();
     for (k, v) in fields {
         let p = key(path, &k);
         if k == "call" {
@@ -1225,6 +1226,7 @@ fn read_call_expect(cx: &mut Cx, m: &Mapping, path: &[Seg]) -> Option<Expect> {
     }
     match (call, errno) {
         (Some(call), Some(errno)) => Some(Expect::Call { call, errno }),
+        _ if given == 2 => None,
         _ => {
             cx.problem(path, "a refused fsconfig call is `{call: N, errno: E}`, both given");
             None
