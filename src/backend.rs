@@ -115,6 +115,15 @@ pub enum Command {
     MountData {
         /// The option string.
         data: String,
+        /// Mount with the new mount API instead (`fsopen("overlay")`, these
+        /// `fsconfig(2)` calls in order, `FSCONFIG_CMD_CREATE`, `fsmount`, `move_mount`);
+        /// `data` is then not used. Paths are layer names as in `data`. The model reads the
+        /// calls as [`crate::params::Params::parse_fsconfig`] does. The first call refused
+        /// ends the mount: [`Reply::CallRefused`]; a refused `FSCONFIG_CMD_CREATE` is
+        /// [`Reply::MountRefused`]. (A field of this command, not a command of its own: the
+        /// same mount, another system call.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fsconfig: Option<Vec<crate::params::FsParam>>,
     },
     /// Empty the dentry and inode caches, as `echo 2 > /proc/sys/vm/drop_caches` does:
     /// the kernel backend writes it (system-wide on the host), the model forgets what its
@@ -177,6 +186,14 @@ pub enum Reply {
     /// (no mount with `index=on` used this upper). The kernel's temporary and shared-whiteout
     /// entries (`#…`) are left out. See [`crate::index::dump_index`].
     Index(Option<BTreeMap<String, String>>),
+    /// A mount with the new mount API ([`Command::MountData`] with `fsconfig`) ended at
+    /// this `fsconfig(2)` call (0 the first), refused with this errno; nothing is mounted.
+    CallRefused {
+        /// The index of the call in the command's list.
+        call: usize,
+        /// Its errno.
+        errno: Errno,
+    },
 }
 
 /// A failure of the harness or of the scenario, not of the file system: a command out of
@@ -322,18 +339,27 @@ impl ModelBackend {
         Ok(Reply::Done)
     }
 
-    /// [`Command::MountData`]: the string read and checked in the kernel's order
+    /// [`Command::MountData`]: the string (or the `fsconfig` calls) read and checked in the kernel's order
     /// ([`crate::params`]), then the volatile marker of the upper's workdir, then the mount
     /// of its layers ([`Overlay::mount`]). A path that names no layer gives ENOENT; any
     /// `workdir=` path resolves (it is the upper layer's workdir).
-    fn mount_data(&mut self, data: &str) -> Result<Reply, BackendError> {
+    fn mount_data(&mut self, data: &str, fsconfig: Option<&[crate::params::FsParam]>) -> Result<Reply, BackendError> {
         use crate::params::{Params, PathRole};
         let refusal = |e: MountError| match e {
             MountError::Refused { errno, .. } => Ok(Reply::MountRefused(errno)),
             MountError::NotModelled(what) => Err(BackendError::NotModelled(what)),
         };
         let layers = &self.layers;
-        let params = match Params::parse_with(data, |role, name| role == PathRole::Work || layers.contains_key(name)) {
+        let resolve = |role, name: &str| role == PathRole::Work || layers.contains_key(name);
+        let parsed = match fsconfig {
+            None => Params::parse_with(data, resolve),
+            Some(calls) => match Params::parse_fsconfig(calls, resolve) {
+                Ok(p) => Ok(p),
+                Err((call, MountError::Refused { errno, .. })) => return Ok(Reply::CallRefused { call, errno }),
+                Err((_, e)) => Err(e),
+            },
+        };
+        let params = match parsed {
             Ok(p) => p,
             Err(e) => return refusal(e),
         };
@@ -404,9 +430,9 @@ impl Backend for ModelBackend {
                     Err(MountError::NotModelled(what)) => Err(BackendError::NotModelled(what)),
                 }
             }
-            Command::MountData { data } => {
+            Command::MountData { data, fsconfig } => {
                 self.unmounted("mount")?;
-                self.mount_data(data)
+                self.mount_data(data, fsconfig.as_deref())
             }
             Command::Unmount => {
                 let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;

@@ -25,10 +25,11 @@ pub fn not_applicable(s: &Scenario, dialect: Dialect) -> Option<String> {
             return Some(why);
         }
     }
-    let string = "gives an option string, which is passed to mount(2) only (backend::Command::MountData)";
+    let string =
+        "gives an option string or fsconfig(2) calls, which are passed to mount(2) only (backend::Command::MountData)";
     let mut spec = s.mount.clone();
     if let Some(m) = &spec {
-        if m.data.is_some() {
+        if m.data.is_some() || m.fsconfig.is_some() {
             return Some(format!("the mount {string}"));
         }
         if let Err(e) = dialect.check_options(&m.options) {
@@ -42,13 +43,13 @@ pub fn not_applicable(s: &Scenario, dialect: Dialect) -> Option<String> {
         };
         match &step.action {
             Action::Mount(change) => {
-                if let Some(Expect::Err(e)) = step.expect {
+                if let Some(Expect::Err(e) | Expect::Call { errno: e, .. }) = step.expect {
                     return Some(format!(
                         "{at} expects the mount to be refused with {e}; a mount command reports an exit status, not an errno"
                     ));
                 }
                 if let Ok(m) = change.apply(spec.as_ref()) {
-                    if m.data.is_some() {
+                    if m.data.is_some() || m.fsconfig.is_some() {
                         return Some(format!("{at} {string}"));
                     }
                     if let Err(e) = dialect.check_options(&m.options) {

@@ -255,6 +255,7 @@ impl Masked<'_> {
         match &mut reply {
             Reply::Outcome(o) => self.observes.mask_outcome(o),
             Reply::MountRefused(e) => *e = self.observes.mask_errno(*e),
+            Reply::CallRefused { errno, .. } => *errno = self.observes.mask_errno(*errno),
             Reply::Layer(l) => self.observes.mask_layer(l),
             Reply::Merged(t) => self.observes.mask_merged(t),
             Reply::Done | Reply::Index(_) => {}

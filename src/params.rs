@@ -233,6 +233,9 @@ struct Parser<'r> {
     verity: &'static str,
     override_creds: bool,
     sb_flags: Vec<&'static str>,
+    /// The VFS's `source` is set: by legacy `mount(2)` before the string is read; with the
+    /// new mount API by a first `source` parameter (kernel: `vfs_parse_fs_param_source`).
+    source_set: bool,
 }
 
 impl Parser<'_> {
@@ -276,8 +279,15 @@ impl Parser<'_> {
         let (name, kind, negated) = match lookup(key, value.is_none()) {
             Some(found) => found,
             None if key == "source" => {
-                // Legacy mount(2) has already set the source ("overlay").
-                return Err(einval(if value.is_none() { "Non-string source" } else { "Multiple sources" }));
+                // Legacy mount(2) has already set the source ("overlay"); fsconfig takes one.
+                if value.is_none() {
+                    return Err(einval("Non-string source"));
+                }
+                if self.source_set {
+                    return Err(einval("Multiple sources"));
+                }
+                self.source_set = true;
+                return Ok(());
             }
             None => return Err(einval(format!("Unknown parameter '{key}'"))),
         };
@@ -478,6 +488,7 @@ impl Params {
             verity: "off",
             override_creds: true,
             sb_flags: Vec::new(),
+            source_set: true,
         };
         for opt in split_options(data) {
             let (key, value) = match opt.find('=') {
@@ -654,6 +665,79 @@ impl FromStr for Options {
     }
 }
 
+/// One `fsconfig(2)` call of the new mount API: `FSCONFIG_SET_STRING` of `key` to `value`,
+/// or `FSCONFIG_SET_FLAG` of `key` when there is no value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct FsParam {
+    /// The parameter's name (`lowerdir+`, `redirect_dir`, `ro`, ...).
+    pub key: String,
+    /// The value of `FSCONFIG_SET_STRING`; `None` for `FSCONFIG_SET_FLAG`.
+    pub value: Option<String>,
+}
+
+/// The longest key or string value `fsconfig(2)` takes, in bytes: it copies each with
+/// `strndup_user(.., 256)`, the NUL included (kernel: fs/fsopen.c, `SYSCALL_DEFINE5(fsconfig)`).
+pub const FSCONFIG_STRING_MAX: usize = 255;
+
+impl Params {
+    /// Reads the `fsconfig(2)` calls of the new mount API in order, as the kernel does
+    /// each one, resolving each layer path with `resolve` as it is read; on the first call
+    /// refused, gives its index (0 the first) and the refusal. Kernel: fs/fsopen.c
+    /// (`fsconfig`: EINVAL for a key or value over [`FSCONFIG_STRING_MAX`] bytes), then
+    /// fs/fs_context.c `vfs_parse_fs_param` and fs/overlayfs/params.c `ovl_parse_param`
+    /// for the one parameter, as [`Params::parse_with`] reads each option, with two
+    /// differences: nothing is split (a `,` in a value is part of it; `lowerdir=` still
+    /// separates its layers at `:` and takes `\` escapes, `ovl_parse_param_lowerdir`), and
+    /// no `source` is set before (`ovl_parse_monolithic` is not called), so a first
+    /// `source` string is taken. The checks of `FSCONFIG_CMD_CREATE` are
+    /// [`Params::check_options`] and [`Params::check_layers`], as for `mount(2)`.
+    pub fn parse_fsconfig(
+        calls: &[FsParam],
+        mut resolve: impl FnMut(PathRole, &str) -> bool,
+    ) -> Result<Params, (usize, MountError)> {
+        let mut parser = Parser {
+            p: Params::default(),
+            named: Named::default(),
+            lowerdir_all: false,
+            resolve: &mut resolve,
+            default_permissions: false,
+            verity: "off",
+            override_creds: true,
+            sb_flags: Vec::new(),
+            source_set: false,
+        };
+        for (k, call) in calls.iter().enumerate() {
+            let too_long = |s: &str| s.len() > FSCONFIG_STRING_MAX;
+            if too_long(&call.key) || call.value.as_deref().is_some_and(too_long) {
+                return Err((k, einval("fsconfig: a key or value longer than 255 bytes")));
+            }
+            parser.param(&call.key, call.value.as_deref()).map_err(|e| (k, e))?;
+        }
+        Ok(parser.finish())
+    }
+
+    /// The layer names the `fsconfig(2)` calls give, whether or not they are accepted, as
+    /// [`Params::names`] reads an option string (a `lowerdir=` value split at its `:`).
+    pub fn fsconfig_names(calls: &[FsParam]) -> (Vec<String>, Option<String>, Vec<String>) {
+        let (mut lowers, mut upper, mut work) = (Vec::new(), None, Vec::new());
+        for call in calls {
+            let Some(value) = call.value.as_deref() else { continue };
+            match call.key.as_str() {
+                "lowerdir" => {
+                    lowers = split_lowerdirs(value)
+                        .map(|l| l.into_iter().map(|(raw, _)| unescape(&raw)).filter(|n| !n.is_empty()).collect())
+                        .unwrap_or_default();
+                }
+                "lowerdir+" | "datadir+" if !value.is_empty() => lowers.push(value.to_owned()),
+                "upperdir" if !value.is_empty() => upper = Some(unescape(value)),
+                "workdir" if !value.is_empty() => work.push(unescape(value)),
+                _ => {}
+            }
+        }
+        (lowers, upper, work)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -735,6 +819,58 @@ mod tests {
         }
         let many = format!("lowerdir={}", vec!["L0"; 501].join(":"));
         assert_eq!(reason(&many), "too many lower directories, limit is 500");
+    }
+
+    fn call(key: &str, value: Option<&str>) -> FsParam {
+        FsParam { key: key.to_owned(), value: value.map(str::to_owned) }
+    }
+
+    /// The call refused and its errno, as Linux 6.18 refused them
+    /// (`spec/mount/mount-fsconfig-*.yaml`, recorded with fsconfig(2)).
+    fn refused_at(calls: &[FsParam]) -> Option<(usize, Option<Errno>)> {
+        Params::parse_fsconfig(calls, |_, n| n != "nosuch").err().map(|(k, e)| (k, e.errno()))
+    }
+
+    #[test]
+    fn fsconfig_refuses_at_the_call_that_is_wrong() {
+        let l0 = call("lowerdir+", Some("L0"));
+        assert_eq!(refused_at(&[l0.clone(), call("foo", Some("bar"))]), Some((1, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[l0.clone(), call("redirect_dir", Some("bogus"))]), Some((1, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[l0.clone(), call("upperdir", Some("nosuch"))]), Some((1, Some(Errno::ENOENT))));
+        assert_eq!(refused_at(&[call("lowerdir", Some("L0")), l0.clone()]), Some((1, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[l0.clone(), call("source", None)]), Some((1, Some(Errno::EINVAL))));
+        let x = call("source", Some("x"));
+        assert_eq!(refused_at(&[x.clone(), l0.clone(), x.clone()]), Some((2, Some(Errno::EINVAL))));
+        assert_eq!(refused_at(&[x, l0.clone(), call("ro", Some("x"))]), None);
+        let long = "y".repeat(FSCONFIG_STRING_MAX + 1);
+        assert_eq!(refused_at(&[l0.clone(), call("upperdir", Some(&long))]), Some((1, Some(Errno::EINVAL))));
+        let at_most = "y".repeat(FSCONFIG_STRING_MAX);
+        assert_eq!(refused_at(&[l0.clone(), call("upperdir", Some(&at_most))]), None);
+        let many = vec![l0; LOWER_COUNT_MAX + 1];
+        assert_eq!(refused_at(&many), Some((LOWER_COUNT_MAX, Some(Errno::EINVAL))));
+    }
+
+    #[test]
+    fn fsconfig_values_are_not_split_at_commas() {
+        let p = Params::parse_fsconfig(
+            &[
+                call("lowerdir", Some(r"a,b:c\:d")),
+                call("lowerdir", Some("")),
+                call("lowerdir+", Some("a,b")),
+                call("lowerdir+", Some(r"c\:d")),
+                call("upperdir", Some("u,p")),
+                call("workdir", Some("w")),
+                call("ro", None),
+            ],
+            |_, _| true,
+        )
+        .unwrap();
+        assert_eq!(p.regular_lowers(), vec!["a,b".to_owned(), r"c\:d".to_owned()]);
+        assert_eq!(p.upper.as_deref(), Some("u,p"));
+        assert!(p.options.read_only);
+        let p = Params::parse_fsconfig(&[call("lowerdir", Some(r"a,b:c\:d"))], |_, _| true).unwrap();
+        assert_eq!(p.regular_lowers(), vec!["a,b".to_owned(), "c:d".to_owned()]);
+        assert_eq!(Params::fsconfig_names(&[call("lowerdir", Some(r"a,b:c\:d"))]).0, ["a,b", "c:d"]);
     }
 
     #[test]

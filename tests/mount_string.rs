@@ -146,7 +146,7 @@ fn parse_all_ways(data: &str) {
     for n in ["L0", "L1"] {
         m.exec(&Command::Layer { name: n.into(), content: empty_layer() }).expect("a layer");
     }
-    match m.exec(&Command::MountData { data: data.to_owned() }) {
+    match m.exec(&Command::MountData { data: data.to_owned(), fsconfig: None }) {
         Ok(Reply::Done | Reply::MountRefused(_)) | Err(BackendError::NotModelled(_)) => {}
         other => panic!("{data:?}: {other:?}"),
     }
@@ -282,7 +282,7 @@ fn the_model_answers_option_strings_as_the_kernel_does() {
             assert_eq!(m.exec(&cmd), Ok(Reply::Done));
             assert_eq!(k.exec(&cmd), Ok(Reply::Done), "case {case}: {cmd:?}");
         }
-        let cmd = Command::MountData { data: data.clone() };
+        let cmd = Command::MountData { data: data.clone(), fsconfig: None };
         let kernel = k.exec(&cmd);
         let model = m.exec(&cmd);
         match (&model, &kernel) {

@@ -449,3 +449,29 @@ fn a_file_handle_step_names_its_mistakes() {
     assert_eq!(format!("{:?}", again.steps[0].action), format!("{:?}", s.steps[0].action));
     assert_eq!(format!("{:?}", again.steps[1].action), format!("{:?}", s.steps[1].action));
 }
+
+#[test]
+fn fsconfig_mistakes_are_located() {
+    // A call is [key, value] or [key]; not three items, not a bare string.
+    let text = with_steps("  - unmount\n  - mount: {fsconfig: [[lowerdir+, L0, x]]}\n");
+    one(&text, STEPS_LINE + 1, Some((2, "mount")), "[key, value] or [key]");
+    let text = with_steps("  - unmount\n  - mount: {fsconfig: [lowerdir+]}\n");
+    one(&text, STEPS_LINE + 1, Some((2, "mount")), "[key, value] or [key]");
+    // The layers are named by the calls: no `lowers` with them.
+    let text = with_steps("  - unmount\n  - mount: {lowers: [L0], fsconfig: [[lowerdir+, L0]]}\n");
+    one(&text, STEPS_LINE + 1, Some((2, "mount")), "give no `lowers`");
+    // A path is a layer name.
+    let text = with_steps("  - unmount\n  - mount: {fsconfig: [[lowerdir+, /etc]]}\n");
+    one(&text, STEPS_LINE + 1, Some((2, "mount")), "layer names");
+    // A refused call counts from 1 and names its errno.
+    let text = with_steps("  - unmount\n  - mount: {fsconfig: [[foo]]}\n    expect: {call: 0, errno: EINVAL}\n");
+    one(&text, STEPS_LINE + 2, Some((2, "mount")), "counts from 1");
+    let text = with_steps("  - unmount\n  - mount: {fsconfig: [[foo]]}\n    expect: {call: 1, errno: EWHAT}\n");
+    one(&text, STEPS_LINE + 2, Some((2, "mount")), "unknown errno");
+    // A refused call leaves the overlay unmounted: a mount may follow.
+    let text = with_steps(
+        "  - unmount\n  - mount: {fsconfig: [[foo]]}\n    expect: {call: 1, errno: EINVAL}\n  - mount: {fsconfig: [[lowerdir+, L0], [upperdir, upper], [workdir, work]]}\n    expect: ok\n",
+    );
+    let s = scenario::parse(&text, "ok.yaml").unwrap();
+    assert_eq!(s.steps.len(), 3);
+}

@@ -79,7 +79,7 @@ impl CaseStart {
             data.push(',');
             data.push_str(&rest);
         }
-        Command::MountData { data }
+        Command::MountData { data, fsconfig: None }
     }
 
     /// The commands that build the layers and make the first mount.

@@ -302,6 +302,7 @@ impl Divergence {
             Answer::Reply(Reply::Layer(_)) => "layer".into(),
             Answer::Reply(Reply::Merged(_)) => "tree".into(),
             Answer::Reply(Reply::Index(_)) => "index".into(),
+            Answer::Reply(Reply::CallRefused { call, errno }) => format!("fsconfig call {call} refused {errno}"),
             Answer::Error(e) => match e {
                 BackendError::Usage(_) => "usage error".into(),
                 BackendError::NotModelled(_) => "not modelled".into(),

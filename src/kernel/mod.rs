@@ -773,7 +773,8 @@ fn describe(cmd: &Command) -> String {
         }
         Command::DumpLayer { name } => format!("dump of layer {name:?}"),
         Command::DumpMerged => "dump of the merged view".into(),
-        Command::MountData { data } => cut(format!("mount -o {data:?}")),
+        Command::MountData { fsconfig: Some(calls), .. } => cut(format!("fsconfig {calls:?}")),
+        Command::MountData { data, .. } => cut(format!("mount -o {data:?}")),
         Command::DropCaches => "drop_caches".into(),
         Command::OpAs { cred, op } => cut(format!("op {op:?} as {cred:?}")),
     }

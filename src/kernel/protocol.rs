@@ -254,9 +254,10 @@ mod doc {
             Err(BackendError::MountCommand { .. }) => 9,
             Err(BackendError::NotApplicable(_)) => 10,
             Ok(Reply::Index(_)) => 11,
+            Ok(Reply::CallRefused { .. }) => 12,
         }
     }
-    const REPLIES: usize = 12;
+    const REPLIES: usize = 13;
 
     fn outcome_kind(o: &Outcome) -> usize {
         match o {
@@ -354,7 +355,10 @@ mod doc {
         ];
         cmds.extend(ops.into_iter().map(Command::Op));
         cmds.extend([
-            Command::MountData { data: p("lowerdir=L1:L0,upperdir=upper,workdir=work,redirect_dir=on") },
+            Command::MountData {
+                data: p("lowerdir=L1:L0,upperdir=upper,workdir=work,redirect_dir=on"),
+                fsconfig: None,
+            },
             Command::DropCaches,
             Command::OpAs {
                 cred: crate::cred::Cred { uid: 1000, gid: 1000, groups: vec![27], umask: 0o022 },
@@ -366,6 +370,13 @@ mod doc {
             Command::Edit { layer: p("L0"), edit: Edit::Put { path: p("/d/x"), node: node(FileType::Fifo, 0o600) } },
             Command::Edit { layer: p("L0"), edit: Edit::Link { path: p("/y"), to: p("/d/f") } },
             Command::Edit { layer: p("L0"), edit: Edit::Remove { path: p("/d") } },
+            Command::MountData {
+                data: String::new(),
+                fsconfig: Some(vec![
+                    crate::params::FsParam { key: p("lowerdir+"), value: Some(p("L0")) },
+                    crate::params::FsParam { key: p("ro"), value: None },
+                ]),
+            },
         ]);
         cmds
     }
@@ -412,6 +423,7 @@ mod doc {
             }),
             Err(BackendError::NotApplicable("fuse-overlayfs: layer L0: an xattr whiteout".into())),
             Ok(Reply::Index(Some(BTreeMap::from([("L0:/d/h3".into(), "file".into())])))),
+            Ok(Reply::CallRefused { call: 1, errno: Errno::EINVAL }),
         ]);
         replies
     }

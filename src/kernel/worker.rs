@@ -228,11 +228,11 @@ impl Worker {
                 let upper = upper.as_deref().map(|n| self.named(n)).transpose()?;
                 self.mount(&lowers, upper, options)
             }
-            Command::MountData { data } => {
+            Command::MountData { data, fsconfig } => {
                 if self.mounted.is_some() {
                     return Err(usage("mount while mounted"));
                 }
-                self.mount_data(data)
+                self.mount_data(data, fsconfig.as_deref())
             }
             Command::Unmount => self.unmount(),
             Command::Op(op) => {
@@ -387,12 +387,16 @@ impl Worker {
     /// `workdir=` path that is no layer's name a link to the upper layer's workdir (or to
     /// `/w/stray` without an upper); the kernel resolves the relative paths against the
     /// cwd. A path that is not a plain name (empty, `.`, `..`, or with a `/`) is a usage
-    /// error: it would reach outside `/n`.
-    fn mount_data(&mut self, data: &str) -> Result<Reply, BackendError> {
+    /// error: it would reach outside `/n`. With `fsconfig`, the new mount API from the same
+    /// `/n` ([`fsconfig_mount`]).
+    fn mount_data(&mut self, data: &str, fsconfig: Option<&[crate::params::FsParam]>) -> Result<Reply, BackendError> {
         if self.command.is_some() {
             return Err(BackendError::NotApplicable("an option string is passed to mount(2) only".into()));
         }
-        let (lowers, upper, works) = crate::params::Params::names(data);
+        let (lowers, upper, works) = match fsconfig {
+            Some(calls) => crate::params::Params::fsconfig_names(calls),
+            None => crate::params::Params::names(data),
+        };
         for name in lowers.iter().chain(&upper).chain(&works) {
             if !plain_name(name) {
                 return Err(usage(&format!("the option string names {name:?}, which is not a layer's name")));
@@ -417,6 +421,15 @@ impl Worker {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                 Err(e) => return Err(failed(format!("symlink {NAMES}/{w}: {e}"))),
             }
+        }
+        if let Some(calls) = fsconfig {
+            made(rustix::process::chdir(NAMES), &format!("chdir {NAMES}"))?;
+            let r = fsconfig_mount(calls);
+            made(rustix::process::chdir("/"), "chdir /")?;
+            return match r? {
+                None => self.enter_merged(),
+                Some(refused) => Ok(refused),
+            };
         }
         let c = std::ffi::CString::new(data).map_err(|_| usage("mount options contain a NUL byte"))?;
         made(rustix::process::chdir(NAMES), &format!("chdir {NAMES}"))?;
@@ -565,6 +578,47 @@ fn restrict(read_only: bool) -> std::io::Result<()> {
 
 /// Whether a layer name can be a link's name in [`NAMES`] (and so a path in an option
 /// string that stays there).
+/// The new mount API, from the cwd (`/n`): `fsopen("overlay")`, each call
+/// (`FSCONFIG_SET_STRING`, or `FSCONFIG_SET_FLAG` without a value) until one is refused,
+/// `FSCONFIG_CMD_CREATE`, `fsmount` with `MOUNT_ATTR_NODEV` (as the `mount(2)` path passes
+/// `MS_NODEV`, see the module documentation of [`super`]), and `move_mount` onto `/m`.
+/// `None` when mounted; the reply of a refusal otherwise ([`Reply::CallRefused`], or
+/// [`Reply::MountRefused`] for `FSCONFIG_CMD_CREATE`). Nothing is left mounted on a
+/// failure: the detached mount of `fsmount` goes with its descriptor unless `move_mount`
+/// attached it.
+fn fsconfig_mount(calls: &[crate::params::FsParam]) -> Result<Option<Reply>, BackendError> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
+    let errno_of = |e: rustix::io::Errno, what: &str| {
+        Errno::from_code(e.raw_os_error()).ok_or_else(|| {
+            failed(format!("{what} refused with {e} (errno {}), which the model does not know", e.raw_os_error()))
+        })
+    };
+    for c in calls {
+        if c.key.contains('\0') || c.value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(usage("an fsconfig key or value contains a NUL byte"));
+        }
+    }
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| failed(format!("fsopen(\"overlay\"): {e}")))?;
+    for (call, c) in calls.iter().enumerate() {
+        let r = match &c.value {
+            Some(v) => rustix::mount::fsconfig_set_string(&fs, c.key.as_str(), v.as_str()),
+            None => rustix::mount::fsconfig_set_flag(&fs, c.key.as_str()),
+        };
+        if let Err(e) = r {
+            return Ok(Some(Reply::CallRefused { call, errno: errno_of(e, "fsconfig")? }));
+        }
+    }
+    if let Err(e) = rustix::mount::fsconfig_create(&fs) {
+        return Ok(Some(Reply::MountRefused(errno_of(e, "FSCONFIG_CMD_CREATE")?)));
+    }
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::MOUNT_ATTR_NODEV)
+        .map_err(|e| failed(format!("fsmount: {e}")))?;
+    rustix::mount::move_mount(&mnt, "", CWD, MERGED, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
+        .map_err(|e| failed(format!("move_mount onto {MERGED}: {e}")))?;
+    Ok(None)
+}
+
 fn plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }

@@ -44,7 +44,13 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                 }
             }
             Command::Mount { lowers, upper, options } => {
-                let new = MountSpec { lowers: lowers.clone(), upper: upper.clone(), options: *options, data: None };
+                let new = MountSpec {
+                    lowers: lowers.clone(),
+                    upper: upper.clone(),
+                    options: *options,
+                    data: None,
+                    fsconfig: None,
+                };
                 let refused = matches!(replies.and_then(|r| r.get(k)), Some(Reply::MountRefused(_)));
                 if !started && !refused {
                     s.mount = Some(new.clone());
@@ -52,28 +58,36 @@ fn build(name: &str, rule: &str, commands: &[Command], replies: Option<&[Reply]>
                     // Against the previous mount, or against the defaults for a first one.
                     // After an option string, the whole mount (an empty change repeats it).
                     let (lowers, upper, options) = match &spec {
-                        Some(p) if p.data.is_none() => (Some(&p.lowers), &p.upper, p.options),
+                        Some(p) if p.data.is_none() && p.fsconfig.is_none() => (Some(&p.lowers), &p.upper, p.options),
                         _ => (None, &None, Default::default()),
                     };
-                    let whole = spec.as_ref().is_some_and(|p| p.data.is_some());
+                    let whole = spec.as_ref().is_some_and(|p| p.data.is_some() || p.fsconfig.is_some());
                     let change = MountChange {
                         lowers: (lowers != Some(&new.lowers)).then(|| new.lowers.clone()),
                         upper: (whole || upper != &new.upper).then(|| new.upper.clone()),
                         options: (whole || options != new.options).then_some(new.options),
                         data: None,
+                        fsconfig: None,
                     };
                     s.steps.push(Step::new(Action::Mount(change)));
                 }
                 spec = Some(new);
                 started = true;
             }
-            Command::MountData { data } => {
-                let new = MountSpec::from_data(data);
-                let refused = matches!(replies.and_then(|r| r.get(k)), Some(Reply::MountRefused(_)));
+            Command::MountData { data, fsconfig } => {
+                let new = match fsconfig {
+                    Some(calls) => MountSpec::from_fsconfig(calls),
+                    None => MountSpec::from_data(data),
+                };
+                let refused =
+                    matches!(replies.and_then(|r| r.get(k)), Some(Reply::MountRefused(_) | Reply::CallRefused { .. }));
                 if !started && !refused {
                     s.mount = Some(new.clone());
                 } else {
-                    let change = MountChange { data: Some(data.clone()), ..MountChange::default() };
+                    let change = match fsconfig {
+                        Some(calls) => MountChange { fsconfig: Some(calls.clone()), ..MountChange::default() },
+                        None => MountChange { data: Some(data.clone()), ..MountChange::default() },
+                    };
                     s.steps.push(Step::new(Action::Mount(change)));
                 }
                 spec = Some(new);
@@ -161,6 +175,7 @@ impl Scenario {
                 (Command::Mount { .. }, Reply::MountRefused(e)) => Obs::Mount(Err(*e)),
                 (Command::MountData { .. }, Reply::Done) => Obs::Mount(Ok(())),
                 (Command::MountData { .. }, Reply::MountRefused(e)) => Obs::Mount(Err(*e)),
+                (Command::MountData { .. }, Reply::CallRefused { call, errno }) => Obs::CallRefused(*call, *errno),
                 (Command::DumpMerged, Reply::Merged(m)) => Obs::Trees { merged: Some(m.clone()), upper: None },
                 (Command::DumpLayer { .. }, Reply::Layer(l)) => Obs::Trees { merged: None, upper: Some(l.clone()) },
                 _ => Obs::Done,

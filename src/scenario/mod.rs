@@ -69,7 +69,7 @@ mod record;
 mod runner;
 mod show;
 mod tree;
-mod write;
+pub(crate) mod write;
 
 pub use locate::{locate, Pos, Seg, YamlPath};
 pub use record::{record, RecordError};
@@ -167,6 +167,11 @@ pub struct MountSpec {
     /// defaults if it does not parse), and backends are given the string itself
     /// ([`crate::backend::Command::MountData`]).
     pub data: Option<String>,
+    /// The `fsconfig(2)` calls, when the mount is made with the new mount API
+    /// (`mount: {fsconfig: [[lowerdir+, L0], [ro]]}`): then `lowers` and `upper` are the
+    /// names they give and `options` what they ask for, and backends are given the calls
+    /// ([`crate::backend::Command::MountData`] with `fsconfig`).
+    pub fsconfig: Option<Vec<crate::params::FsParam>>,
 }
 
 impl MountSpec {
@@ -175,7 +180,15 @@ impl MountSpec {
     pub fn from_data(data: &str) -> MountSpec {
         let (lowers, upper, _) = crate::params::Params::names(data);
         let options = crate::params::Params::parse(data).map(|p| p.options).unwrap_or_default();
-        MountSpec { lowers, upper, options, data: Some(data.to_owned()) }
+        MountSpec { lowers, upper, options, data: Some(data.to_owned()), fsconfig: None }
+    }
+
+    /// The mount `fsconfig(2)` calls describe: their layer names
+    /// ([`crate::params::Params::fsconfig_names`]) and options.
+    pub fn from_fsconfig(calls: &[crate::params::FsParam]) -> MountSpec {
+        let (lowers, upper, _) = crate::params::Params::fsconfig_names(calls);
+        let options = crate::params::Params::parse_fsconfig(calls, |_, _| true).map(|p| p.options).unwrap_or_default();
+        MountSpec { lowers, upper, options, data: None, fsconfig: Some(calls.to_vec()) }
     }
 }
 
@@ -191,6 +204,9 @@ pub struct MountChange {
     /// A new option string, which gives the layers and the options
     /// ([`MountSpec::from_data`]).
     pub data: Option<String>,
+    /// New `fsconfig(2)` calls, which give the layers and the options
+    /// ([`MountSpec::from_fsconfig`]).
+    pub fsconfig: Option<Vec<crate::params::FsParam>>,
 }
 
 impl MountChange {
@@ -198,6 +214,9 @@ impl MountChange {
     pub fn apply(&self, prev: Option<&MountSpec>) -> Result<MountSpec, String> {
         if let Some(d) = &self.data {
             return Ok(MountSpec::from_data(d));
+        }
+        if let Some(calls) = &self.fsconfig {
+            return Ok(MountSpec::from_fsconfig(calls));
         }
         if let (true, Some(p)) = (*self == MountChange::default(), prev) {
             return Ok(p.clone());
@@ -218,6 +237,7 @@ impl MountChange {
                 None => prev.map(|p| p.options).unwrap_or_default(),
             },
             data: None,
+            fsconfig: None,
         })
     }
 }
@@ -349,6 +369,14 @@ pub enum Expect {
     Names(BTreeSet<String>),
     /// `readdir` success with exactly these names and types.
     Entries(BTreeMap<String, FileType>),
+    /// A mount with the new mount API refused at this `fsconfig(2)` call (0 the first;
+    /// written `{call: N, errno: E}` with N from 1) with this errno.
+    Call {
+        /// The call's index in the mount's `fsconfig` list.
+        call: usize,
+        /// Its errno.
+        errno: Errno,
+    },
 }
 
 /// Expected `stat` fields: only those given are checked.

@@ -535,9 +535,9 @@ fn read_upper(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<
 
 fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<MountSpec> {
     let m = cx.mapping(v, path, "`mount`")?;
-    let fields = cx.fields(&m, path, &["lowers", "upper", "options"], "mount");
+    let fields = cx.fields(&m, path, &["lowers", "upper", "options", "fsconfig"], "mount");
     let change = read_mount_fields(cx, fields, path, layers)?;
-    if change.data.is_some() {
+    if change.data.is_some() || change.fsconfig.is_some() {
         return change.apply(None).ok();
     }
     if change.lowers.is_none() {
@@ -574,11 +574,24 @@ fn read_mount_fields(
                 Some(o) => change.options = Some(o),
                 None => ok = false,
             },
+            "fsconfig" => match read_fsconfig(cx, v, &p, layers) {
+                Some(calls) => change.fsconfig = Some(calls),
+                None => ok = false,
+            },
             _ => {}
         }
     }
     if change.data.is_some() && (change.lowers.is_some() || change.upper.is_some()) {
         cx.problem(path, "an option string names the layers itself: give no `lowers` or `upper` with it");
+        return None;
+    }
+    if change.fsconfig.is_some()
+        && (change.lowers.is_some() || change.upper.is_some() || change.options.is_some() || change.data.is_some())
+    {
+        cx.problem(
+            path,
+            "`fsconfig` names the layers and options itself: give no `lowers`, `upper` or `options` with it",
+        );
         return None;
     }
     ok.then_some(change)
@@ -606,6 +619,54 @@ fn read_option_string(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) ->
         ok = false;
     }
     ok.then_some(data)
+}
+
+/// The `fsconfig(2)` calls of a mount with the new mount API (`fsconfig: [[lowerdir+, L0],
+/// [upperdir, upper], [workdir, work], [ro]]`): each entry `[key, value]`
+/// (`FSCONFIG_SET_STRING`) or `[key]` (`FSCONFIG_SET_FLAG`), strings without NUL. Layer
+/// paths are layer names, as in an option string ([`read_option_string`]).
+fn read_fsconfig(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<Vec<crate::params::FsParam>> {
+    let Value::Sequence(items) = v else {
+        cx.problem(path, format!("`fsconfig` must list the calls, each [key, value] or [key], not {}", type_name(v)));
+        return None;
+    };
+    let mut calls = Vec::new();
+    let mut ok = true;
+    for (i, item) in items.iter().enumerate() {
+        let p = idx(path, i);
+        let parts = match item {
+            Value::Sequence(s) if s.len() == 1 || s.len() == 2 => s,
+            other => {
+                cx.problem(&p, format!("an fsconfig call is [key, value] or [key] (a flag), not {}", type_name(other)));
+                ok = false;
+                continue;
+            }
+        };
+        let key = cx.text_no_nul(&parts[0], &idx(&p, 0), "an fsconfig key");
+        let value = match parts.get(1) {
+            Some(x) => cx.text_no_nul(x, &idx(&p, 1), "an fsconfig value (quote it)").map(Some),
+            None => Some(None),
+        };
+        match (key, value) {
+            (Some(key), Some(value)) => calls.push(crate::params::FsParam { key, value }),
+            _ => ok = false,
+        }
+    }
+    let (lowers, upper, works) = crate::params::Params::fsconfig_names(&calls);
+    for name in lowers.iter().chain(&upper).chain(&works) {
+        if name == "." || name == ".." || name.contains('/') {
+            cx.problem(path, format!("`fsconfig` names {name:?}: its paths are layer names, without `/`"));
+            ok = false;
+        }
+    }
+    for w in works.iter().filter(|w| layers.contains(w)) {
+        cx.problem(
+            path,
+            format!("`workdir` {w:?} names a layer; the workdir is the upper layer's own: give it another name (work)"),
+        );
+        ok = false;
+    }
+    ok.then_some(calls)
 }
 
 /// The option fields, as `mount::Options` names them.
@@ -789,7 +850,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             let change = match subject {
                 Value::Null => MountChange::default(),
                 Value::Mapping(mm) => {
-                    let f = cx.fields(mm, &sp, &["lowers", "upper", "options"], "mount");
+                    let f = cx.fields(mm, &sp, &["lowers", "upper", "options", "fsconfig"], "mount");
                     {
                         let layers = cx.layers.clone();
                         read_mount_fields(cx, f, &sp, &layers)?
@@ -829,6 +890,9 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
     };
     let expect = match get("expect") {
         None => None,
+        Some(Value::Mapping(m)) if matches!(action, Action::Mount(_)) => {
+            Some(read_call_expect(cx, m, &key(path, "expect"))?)
+        }
         Some(v) => {
             let ep = key(path, "expect");
             let class = match &action {
@@ -1161,6 +1225,37 @@ pub(crate) fn file_type(cx: &mut Cx, v: &Value, path: &Path) -> Option<FileType>
 
 fn looks_like_errno(s: &str) -> bool {
     s.len() > 2 && s.starts_with('E') && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// A mount refused at an `fsconfig(2)` call: `{call: N, errno: E}`, N from 1 (the first
+/// entry of the mount's `fsconfig`).
+fn read_call_expect(cx: &mut Cx, m: &Mapping, path: &Path) -> Option<Expect> {
+    let fields = cx.fields(m, path, &["call", "errno"], "a refused fsconfig call");
+    let (mut call, mut errno) = (None, None);
+    let given = fields.len();
+    for (k, v) in fields {
+        let p = key(path, &k);
+        if k == "call" {
+            match cx.uint::<usize>(v, &p, "`call` (from 1)") {
+                Some(0) => cx.problem(&p, "`call` counts from 1, the first entry of `fsconfig`"),
+                Some(n) => call = Some(n - 1),
+                None => {}
+            }
+        } else if let Some(s) = cx.string(v, &p, "an errno") {
+            match Errno::from_name(&s) {
+                Some(e) => errno = Some(e),
+                None => cx.problem(&p, format!("unknown errno {s:?}")),
+            }
+        }
+    }
+    match (call, errno) {
+        (Some(call), Some(errno)) => Some(Expect::Call { call, errno }),
+        _ if given == 2 => None,
+        _ => {
+            cx.problem(path, "a refused fsconfig call is `{call: N, errno: E}`, both given");
+            None
+        }
+    }
 }
 
 fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) -> Option<Expect> {
@@ -1535,7 +1630,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
                     Ok(m) => spec = Some(m),
                     Err(msg) => cx.problem(&p, msg),
                 }
-                mounted = !matches!(step.expect, Some(Expect::Err(_)));
+                mounted = !matches!(step.expect, Some(Expect::Err(_) | Expect::Call { .. }));
             }
             Action::Unmount => {
                 if !mounted {

@@ -173,9 +173,14 @@ pub fn record(s: &mut Scenario, b: &mut dyn Backend) -> Result<(), RecordError> 
         if let Some(m) = s.mount.take() {
             let change = match m.data {
                 Some(d) => MountChange { data: Some(d), ..MountChange::default() },
-                None => {
-                    MountChange { lowers: Some(m.lowers), upper: Some(m.upper), options: Some(m.options), data: None }
-                }
+                None if m.fsconfig.is_some() => MountChange { fsconfig: m.fsconfig, ..MountChange::default() },
+                None => MountChange {
+                    lowers: Some(m.lowers),
+                    upper: Some(m.upper),
+                    options: Some(m.options),
+                    data: None,
+                    fsconfig: None,
+                },
             };
             s.steps.insert(0, Step::new(Action::Mount(change)));
             trace = execute(s, b, FinalWant::all(), |_| {});
@@ -224,6 +229,9 @@ pub(crate) fn fill(s: &mut Scenario, trace: &Trace, final_merged: Option<MergedT
                     Ok(()) => Expect::Ok,
                     Err(e) => Expect::Err(*e),
                 });
+            }
+            (Action::Mount(_), Obs::CallRefused(call, errno)) => {
+                step.expect = Some(Expect::Call { call: *call, errno: *errno });
             }
             // A refused unmount says so; one that is done needs no expectation.
             (Action::Unmount, Obs::Refused(e)) => step.expect = Some(Expect::Err(*e)),

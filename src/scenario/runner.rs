@@ -32,6 +32,8 @@ pub(crate) enum Obs {
     Trees { merged: Option<MergedTree>, upper: Option<FlatLayer> },
     /// An unmount refused with an errno (EBUSY while handles are open): still mounted.
     Refused(Errno),
+    /// A mount with the new mount API refused at this `fsconfig(2)` call (0 the first).
+    CallRefused(usize, Errno),
 }
 
 /// One step's observation, or the backend failure that stopped the run there.
@@ -120,8 +122,11 @@ fn exec<B: Backend + ?Sized>(b: &mut B, cmd: &Command) -> Result<Reply, String> 
 }
 
 fn mount_cmd(m: &MountSpec) -> Command {
+    if let Some(calls) = &m.fsconfig {
+        return Command::MountData { data: String::new(), fsconfig: Some(calls.clone()) };
+    }
     if let Some(data) = &m.data {
-        return Command::MountData { data: data.clone() };
+        return Command::MountData { data: data.clone(), fsconfig: None };
     }
     Command::Mount { lowers: m.lowers.clone(), upper: m.upper.clone(), options: m.options }
 }
@@ -180,7 +185,7 @@ pub(crate) fn execute<B: Backend + ?Sized>(
     if let Some(m) = &spec {
         match exec(b, &mount_cmd(m)) {
             Ok(Reply::Done) => mounted = true,
-            Ok(Reply::MountRefused(e)) => {
+            Ok(Reply::MountRefused(e) | Reply::CallRefused { errno: e, .. }) => {
                 trace.setup = Err(SetupError::Refused(e));
                 return trace;
             }
@@ -252,6 +257,10 @@ fn run_step<B: Backend + ?Sized>(
                 Reply::MountRefused(e) => {
                     *mounted = false;
                     Ok(Obs::Mount(Err(e)))
+                }
+                Reply::CallRefused { call, errno } => {
+                    *mounted = false;
+                    Ok(Obs::CallRefused(call, errno))
                 }
                 other => Err(protocol("Mount", &other)),
             }
@@ -815,6 +824,14 @@ pub(crate) fn check_trace_labeled(s: &Scenario, t: &Trace, labels: Labels) -> (V
                     Some(e) => c.mismatch(i, step, one_line(&expect_y(e)), actual),
                 }
             }
+            (Action::Mount(_), Obs::CallRefused(call, errno)) => {
+                let actual = Expect::Call { call: *call, errno: *errno };
+                match &step.expect {
+                    None => c.no_expectation(i, step, one_line(&expect_y(&actual))),
+                    Some(e) if *e == actual => {}
+                    Some(e) => c.mismatch(i, step, one_line(&expect_y(e)), one_line(&expect_y(&actual))),
+                }
+            }
             (Action::Check(chk), Obs::Trees { merged, upper }) => {
                 c.check(i, step, chk, merged.as_ref(), upper.as_ref())
             }
@@ -911,6 +928,7 @@ fn normalize(t: &Trace) -> Vec<(String, Vec<String>)> {
             Ok(Obs::Mount(Err(e))) => vec![e.name().into()],
             Ok(Obs::Done) => vec!["done".into()],
             Ok(Obs::Refused(e)) => vec![e.name().into()],
+            Ok(Obs::CallRefused(call, e)) => vec![format!("fsconfig call {} refused {}", call + 1, e.name())],
             Ok(Obs::Trees { merged, upper }) => trees_lines(merged.as_ref(), upper.as_ref(), &mut lab),
         };
         out.push(("step".into(), lines));

@@ -28,6 +28,9 @@ fn mount_line(m: &MountSpec) -> String {
     if let Some(d) = &m.data {
         return format!("options {d}");
     }
+    if let Some(calls) = &m.fsconfig {
+        return format!("fsconfig {}", crate::scenario::write::fsconfig_text(calls));
+    }
     let mut s = format!("lowers {}", m.lowers.join(":"));
     if let Some(u) = &m.upper {
         s.push_str(&format!(", upper {u}"));
@@ -161,6 +164,7 @@ pub fn show(s: &Scenario) -> String {
             Ok(Obs::Mount(Err(e))) => format!("refused with {e}"),
             Ok(Obs::Done) => "done".into(),
             Ok(Obs::Refused(e)) => format!("refused with {e}"),
+            Ok(Obs::CallRefused(call, e)) => format!("fsconfig call {} refused with {e}", call + 1),
             Ok(Obs::Trees { .. }) => "trees read".into(),
         };
         t.push_str(&format!("  result:   {result}\n"));

@@ -133,9 +133,31 @@ fn lowers_y(l: &[String]) -> Y {
     Y::seq(l.iter().map(|n| Y::s(n.clone())).collect())
 }
 
+/// `fsconfig(2)` calls as a scenario writes them: a list of `[key, value]` and `[key]`.
+fn fsconfig_y(calls: &[crate::params::FsParam]) -> Y {
+    Y::seq(
+        calls
+            .iter()
+            .map(|c| {
+                let mut entry = vec![Y::s(c.key.clone())];
+                entry.extend(c.value.clone().map(Y::s));
+                Y::seq(entry)
+            })
+            .collect(),
+    )
+}
+
+/// `fsconfig(2)` calls on one line, as [`fsconfig_y`] writes them.
+pub(crate) fn fsconfig_text(calls: &[crate::params::FsParam]) -> String {
+    super::emit::one_line(&fsconfig_y(calls))
+}
+
 fn mount_y(m: &MountSpec) -> Y {
     if let Some(d) = &m.data {
         return Y::map(vec![("options".to_owned(), Y::s(d.clone()))]);
+    }
+    if let Some(calls) = &m.fsconfig {
+        return Y::map(vec![("fsconfig".to_owned(), fsconfig_y(calls))]);
     }
     let mut f = vec![("lowers".to_owned(), lowers_y(&m.lowers))];
     if let Some(u) = &m.upper {
@@ -166,6 +188,9 @@ fn change_y(c: &MountChange) -> Y {
     }
     if let Some(d) = &c.data {
         f.push(("options".to_owned(), Y::s(d.clone())));
+    }
+    if let Some(calls) = &c.fsconfig {
+        f.push(("fsconfig".to_owned(), fsconfig_y(calls)));
     }
     Y::map(f)
 }
@@ -265,6 +290,9 @@ pub(crate) fn expect_y(e: &Expect) -> Y {
         Expect::Names(n) => Y::seq(n.iter().map(|x| Y::s(x.clone())).collect()),
         Expect::Entries(m) if m.is_empty() => Y::seq(Vec::new()),
         Expect::Entries(m) => Y::map(m.iter().map(|(n, t)| (n.clone(), Y::Raw(type_word(*t).into()))).collect()),
+        Expect::Call { call, errno } => {
+            Y::map(vec![("call".into(), Y::Raw((call + 1).to_string())), ("errno".into(), Y::Raw(errno.name().into()))])
+        }
     }
 }
 
