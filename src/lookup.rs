@@ -307,6 +307,10 @@ impl Overlay {
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
         }
+        let stack = match (upper, d.is_dir) {
+            (Some(u), true) => self.verified_lower_dirs(u, stack),
+            _ => stack,
+        };
         let upper_metacopy = upper.is_some_and(|u| whiteout::is_metacopy(self, self.which(Which::Upper).get(u)));
         if !lazy {
             self.check_lower_data(upper_metacopy, d.is_dir, &stack)?;
@@ -453,6 +457,26 @@ impl Overlay {
         layer.update(upper, |i| i.origin = Some(origin));
         if let Some(p) = parent_upper {
             layer.update(p, |i| i.impure = true);
+        }
+    }
+
+    /// The lower directories an upper directory merges with under `nfs_export=on`: none
+    /// when the first one found is not the upper's origin (kernel: `ovl_lookup`, "When
+    /// "verify_lower" feature is enabled, do not merge with a lower dir that does not match
+    /// a stored origin xattr", `ovl_verify_origin` then `break` at the first lower;
+    /// `ovl_verify_lower` is `nfs_export` with `index`). An origin is stored by the first
+    /// lookup that merges the directory, on any mount ([`Overlay::fix_origin`]), so a
+    /// directory looked up over other lowers before is then a plain upper directory
+    /// (observed on 6.18: `st_nlink` 2, its lower names not listed).
+    fn verified_lower_dirs(&self, upper: Ino, stack: Arc<[LowerPath]>) -> Arc<[LowerPath]> {
+        let Some(first) = stack.first() else { return stack };
+        if !(self.options.nfs_export && self.options.index) {
+            return stack;
+        }
+        let found = crate::layer::Origin { layer: self.fh_layer(first.layer), ino: first.ino };
+        match self.which(Which::Upper).get(upper).origin {
+            Some(origin) if origin != found => Arc::clone(&EMPTY_STACK),
+            _ => stack,
         }
     }
 
