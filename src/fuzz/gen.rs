@@ -1024,7 +1024,8 @@ pub fn mounts(cfg: &GenConfig, start: &CaseStart) -> Vec<(Vec<String>, Option<St
     // Scope).
     let o = &start.options;
     // Not the drawn refusals (`nfs_export=on` with a given `index=off` or `metacopy=on`).
-    let first_indexed = (o.index || o.nfs_export) && !(o.named.index && !o.index) && !o.metacopy;
+    let refused = (o.named.index && !o.index) || o.metacopy;
+    let first_indexed = (o.index || o.nfs_export) && !refused;
     if let Some((u, _)) = start.upper.as_ref().filter(|_| cfg.index && first_indexed && lowers.len() >= 2) {
         out.push((lowers[1..].to_vec(), Some(u.clone())));
     }
