@@ -512,22 +512,7 @@ impl Params {
     /// list them), the upper layer and the workdirs, read as far as the string can be read.
     /// For a scenario, which names its layers before any mount is tried.
     pub fn names(data: &str) -> (Vec<String>, Option<String>, Vec<String>) {
-        let (mut lowers, mut upper, mut work) = (Vec::new(), None, Vec::new());
-        for opt in split_options(data) {
-            let Some((key, value)) = opt.split_once('=') else { continue };
-            match key {
-                "lowerdir" => {
-                    lowers = split_lowerdirs(value)
-                        .map(|l| l.into_iter().map(|(raw, _)| unescape(&raw)).filter(|n| !n.is_empty()).collect())
-                        .unwrap_or_default();
-                }
-                "lowerdir+" | "datadir+" if !value.is_empty() => lowers.push(value.to_owned()),
-                "upperdir" if !value.is_empty() => upper = Some(unescape(value)),
-                "workdir" if !value.is_empty() => work.push(unescape(value)),
-                _ => {}
-            }
-        }
-        (lowers, upper, work)
+        layer_names(split_options(data).into_iter().filter_map(|opt| opt.split_once('=')))
     }
 
     /// The options' checks, after the string is read and before the layers are set up
@@ -719,23 +704,29 @@ impl Params {
     /// The layer names the `fsconfig(2)` calls give, whether or not they are accepted, as
     /// [`Params::names`] reads an option string (a `lowerdir=` value split at its `:`).
     pub fn fsconfig_names(calls: &[FsParam]) -> (Vec<String>, Option<String>, Vec<String>) {
-        let (mut lowers, mut upper, mut work) = (Vec::new(), None, Vec::new());
-        for call in calls {
-            let Some(value) = call.value.as_deref() else { continue };
-            match call.key.as_str() {
-                "lowerdir" => {
-                    lowers = split_lowerdirs(value)
-                        .map(|l| l.into_iter().map(|(raw, _)| unescape(&raw)).filter(|n| !n.is_empty()).collect())
-                        .unwrap_or_default();
-                }
-                "lowerdir+" | "datadir+" if !value.is_empty() => lowers.push(value.to_owned()),
-                "upperdir" if !value.is_empty() => upper = Some(unescape(value)),
-                "workdir" if !value.is_empty() => work.push(unescape(value)),
-                _ => {}
-            }
-        }
-        (lowers, upper, work)
+        layer_names(calls.iter().filter_map(|c| Some((c.key.as_str(), c.value.as_deref()?))))
     }
+}
+
+/// The lower layers, the upper layer and the workdirs that `key=value` options name, in
+/// the order the kernel takes them (the last `lowerdir=`, then the `lowerdir+=` and
+/// `datadir+=` after it); for [`Params::names`] and [`Params::fsconfig_names`].
+fn layer_names<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> (Vec<String>, Option<String>, Vec<String>) {
+    let (mut lowers, mut upper, mut work) = (Vec::new(), None, Vec::new());
+    for (key, value) in options {
+        match key {
+            "lowerdir" => {
+                lowers = split_lowerdirs(value)
+                    .map(|l| l.into_iter().map(|(raw, _)| unescape(&raw)).filter(|n| !n.is_empty()).collect())
+                    .unwrap_or_default();
+            }
+            "lowerdir+" | "datadir+" if !value.is_empty() => lowers.push(value.to_owned()),
+            "upperdir" if !value.is_empty() => upper = Some(unescape(value)),
+            "workdir" if !value.is_empty() => work.push(unescape(value)),
+            _ => {}
+        }
+    }
+    (lowers, upper, work)
 }
 
 #[cfg(test)]
