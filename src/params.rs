@@ -238,7 +238,23 @@ struct Parser<'r> {
     source_set: bool,
 }
 
-impl Parser<'_> {
+impl<'r> Parser<'r> {
+    /// A parser before any option: every option at its default, `source` set or not (see
+    /// [`Parser::source_set`]).
+    fn new(resolve: &'r mut dyn FnMut(PathRole, &str) -> bool, source_set: bool) -> Self {
+        Parser {
+            p: Params::default(),
+            named: Named::default(),
+            lowerdir_all: false,
+            resolve,
+            default_permissions: false,
+            verity: "off",
+            override_creds: true,
+            sb_flags: Vec::new(),
+            source_set,
+        }
+    }
+
     /// Resolves a path (kernel: `ovl_mount_dir_noesc`): EINVAL for an empty one, ENOENT for
     /// one that names nothing.
     fn resolve(&mut self, role: PathRole, name: &str) -> Result<(), MountError> {
@@ -479,17 +495,7 @@ impl Params {
     /// `vfs_parse_fs_param` for each option in order). Empty options and options that start
     /// with `=` are skipped; the first error is the kernel's.
     pub fn parse_with(data: &str, mut resolve: impl FnMut(PathRole, &str) -> bool) -> Result<Params, MountError> {
-        let mut parser = Parser {
-            p: Params::default(),
-            named: Named::default(),
-            lowerdir_all: false,
-            resolve: &mut resolve,
-            default_permissions: false,
-            verity: "off",
-            override_creds: true,
-            sb_flags: Vec::new(),
-            source_set: true,
-        };
+        let mut parser = Parser::new(&mut resolve, true);
         for opt in split_options(data) {
             let (key, value) = match opt.find('=') {
                 Some(0) => continue,
@@ -680,17 +686,7 @@ impl Params {
         calls: &[FsParam],
         mut resolve: impl FnMut(PathRole, &str) -> bool,
     ) -> Result<Params, (usize, MountError)> {
-        let mut parser = Parser {
-            p: Params::default(),
-            named: Named::default(),
-            lowerdir_all: false,
-            resolve: &mut resolve,
-            default_permissions: false,
-            verity: "off",
-            override_creds: true,
-            sb_flags: Vec::new(),
-            source_set: false,
-        };
+        let mut parser = Parser::new(&mut resolve, false);
         for (k, call) in calls.iter().enumerate() {
             let too_long = |s: &str| s.len() > FSCONFIG_STRING_MAX;
             if too_long(&call.key) || call.value.as_deref().is_some_and(too_long) {
