@@ -7,7 +7,7 @@
 //! dentries until memory runs short or `drop_caches` asks. [`InodeCache`] is that cache as it
 //! stands when nothing is evicted, which is what a short sequence of calls meets: every
 //! inode made since the mount (or the last [`Overlay::drop_caches`]) is still there, except
-//! those whose last name was removed. Two things in it change answers:
+//! those whose last name was removed. Three things in it change answers:
 //!
 //! - **Directories are hashed by their top-most lower directory.** Two merged names that
 //!   share it (an upper `redirect` to a lower directory another name also shows) cannot both
@@ -21,6 +21,11 @@
 //!   renamed) reaches that inode: a name `link` makes is dropped from the dcache and looked
 //!   up afresh (`ovl_instantiate`: "Force lookup of new upper hardlink"), and a fresh lookup
 //!   sees a pure upper object, hashed by its upper inode.
+//! - **An indexed inode's link count.** An upper indexed from a lower with one link
+//!   (`nfs_export=on`) has a merged count that no xattr gives back (`ovl_get_nlink` reads
+//!   none for such a lower): it lives in the overlay inode, as long as a dentry that a lookup
+//!   made holds it ([`LiveNlink`]); a new inode counts the upper's links, the index entry's
+//!   included.
 //!
 //! Not kept: non-directories hashed by their lower without a copy-up. Two merged names show
 //! one lower non-directory only through two directories that share a lower one (the second
