@@ -62,7 +62,7 @@ pub(crate) struct InodeCache {
 
 /// The overlay inode of an indexed upper non-directory whose origin has one link: its
 /// `i_nlink`, and the names (upper parent directory, name) whose cached dentries hold it.
-/// It lives while one does (kernel: `d_delete` of the last one, then `iput`, with
+/// It lives while one does, or an open file (kernel: `d_delete` of the last one, then `iput`, with
 /// `generic_delete_inode` as overlay's `drop_inode`); a name `link` makes holds none
 /// (`ovl_instantiate`: "Force lookup of new upper hardlink", `d_drop`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,13 +154,12 @@ impl Overlay {
 
     /// Forgets the kept lower of upper non-directory `ino` when its dentry at `at` (upper
     /// directory, name) is removed, by unlink or by a rename over it: the inode goes with
-    /// its last dentry. So does a [`LiveNlink`] with no name left.
+    /// its last dentry. So does a [`LiveNlink`] with no name left, unless an open file holds
+    /// it ([`Overlay::evict_unheld`]).
     pub(crate) fn forget_kept(&mut self, ino: Ino, at: (Ino, &str)) {
         if let Some(live) = self.icache.live_nlink.get_mut(&ino) {
             live.names.remove(&(at.0, at.1.into()));
-            if live.names.is_empty() {
-                self.icache.live_nlink.remove(&ino);
-            }
+            self.evict_unheld(ino);
         }
         if self.icache.kept_lower(ino, at.0, at.1).is_some() {
             self.icache.kept.remove(&ino);

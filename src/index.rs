@@ -205,6 +205,7 @@ impl Overlay {
         if !self.nlink_not_recorded(l, ino) {
             return;
         }
+        self.evict_unheld(ino);
         let nlink = self.upper.as_ref().expect("upper").get(ino).nlink;
         let live = self
             .icache
@@ -212,6 +213,25 @@ impl Overlay {
             .entry(ino)
             .or_insert_with(|| crate::icache::LiveNlink { nlink, names: imbl::HashSet::new() });
         live.names.insert((dir, d.name.as_str().into()));
+    }
+
+    /// Whether the overlay inode of indexed upper `ino` ([`crate::icache::LiveNlink`]) is
+    /// still held: by a cached dentry, or by an open file, whose dentry holds it even once
+    /// its name is gone (kernel: `d_delete` only unhashes a busy dentry; the inode goes at
+    /// the last `dput`, `close`; observed on 6.18,
+    /// spec/nfs_export/stat-link-nfs-export-open-file-nlink.yaml).
+    fn live_nlink_held(&self, ino: Ino) -> Option<&crate::icache::LiveNlink> {
+        let live = self.icache.live_nlink.get(&ino)?;
+        let held = !live.names.is_empty() || self.fds.files.values().any(|f| f.dentry.upper == Some(ino));
+        held.then_some(live)
+    }
+
+    /// Forgets the overlay inode of indexed upper `ino` if nothing holds it any more
+    /// ([`Overlay::live_nlink_held`]): evicted, the next lookup makes a new one.
+    pub(crate) fn evict_unheld(&mut self, ino: Ino) {
+        if self.live_nlink_held(ino).is_none() {
+            self.icache.live_nlink.remove(&ino);
+        }
     }
 
     /// Records the merged link count `merged` of indexed upper inode `ino`, relative to its
@@ -272,6 +292,7 @@ impl Overlay {
         self.set_impure(parent);
         self.upper_mut().link(parent, &d.name, ino);
         self.set_nlink_upper(ino, merged);
+        self.evict_unheld(ino);
         if let Some(live) = self.icache.live_nlink.get_mut(&ino) {
             live.names.insert((parent, d.name.as_str().into()));
         }
@@ -300,7 +321,7 @@ impl Overlay {
 
     /// The overlay inode's link count: the live one's, else as a new one reads it.
     fn indexed_nlink(&self, d: &Dentry, ino: Ino) -> u32 {
-        if let Some(live) = self.icache.live_nlink.get(&ino) {
+        if let Some(live) = self.live_nlink_held(ino) {
             return live.nlink;
         }
         let real = self.upper.as_ref().expect("upper").get(ino);
