@@ -93,7 +93,7 @@ impl Overlay {
         self.set_impure(parent);
         let ino = self.upper_mut().create(parent, &d.name, copy);
         if indexed {
-            self.index_copy_up(ino, lower);
+            self.index_copy_up(ino, lower, (parent, &d.name));
         }
         self.keep_lower(parent, d, ino, has_origin);
         ino

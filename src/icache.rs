@@ -7,7 +7,7 @@
 //! dentries until memory runs short or `drop_caches` asks. [`InodeCache`] is that cache as it
 //! stands when nothing is evicted, which is what a short sequence of calls meets: every
 //! inode made since the mount (or the last [`Overlay::drop_caches`]) is still there, except
-//! those whose last name was removed. Two things in it change answers:
+//! those whose last name was removed. Three things in it change answers:
 //!
 //! - **Directories are hashed by their top-most lower directory.** Two merged names that
 //!   share it (an upper `redirect` to a lower directory another name also shows) cannot both
@@ -21,6 +21,11 @@
 //!   renamed) reaches that inode: a name `link` makes is dropped from the dcache and looked
 //!   up afresh (`ovl_instantiate`: "Force lookup of new upper hardlink"), and a fresh lookup
 //!   sees a pure upper object, hashed by its upper inode.
+//! - **An indexed inode's link count.** An upper indexed from a lower with one link
+//!   (`nfs_export=on`) has a merged count that no xattr gives back (`ovl_get_nlink` reads
+//!   none for such a lower): it lives in the overlay inode, as long as a dentry that a lookup
+//!   made holds it ([`LiveNlink`]); a new inode counts the upper's links, the index entry's
+//!   included.
 //!
 //! Not kept: non-directories hashed by their lower without a copy-up. Two merged names show
 //! one lower non-directory only through two directories that share a lower one (the second
@@ -43,15 +48,27 @@ pub(crate) struct InodeCache {
     /// Upper non-directories copied up without an origin, with the lower their inode keeps
     /// and the one name (upper parent directory, name) whose dentry holds that inode.
     kept: imbl::HashMap<Ino, Kept>,
-    /// Upper inodes copied up through the index from a lower with one link
-    /// (`nfs_export=on`) whose overlay inode still holds the merged count it had from its
-    /// lower; once evicted, it is read back as the upper's own count ([`crate::index`]).
-    pub(crate) fresh_index: imbl::HashSet<Ino>,
+    /// The overlay inodes of indexed upper non-directories whose origin has one link, by
+    /// upper inode: their link count, which no xattr gives back once they are evicted
+    /// (`ovl_get_nlink` reads none for such a lower), and the names whose dentries hold
+    /// them ([`crate::index`], [`LiveNlink`]).
+    pub(crate) live_nlink: imbl::HashMap<Ino, LiveNlink>,
     /// Index entries left by a copy-up that failed with EPERM (`index=on` under
     /// `userxattr`, [`Overlay::index_copy_up_denied`]): their overlay inode, made from the
     /// lower before the copy-up, still shows the lower's link count; once evicted, the
     /// entry's own count.
     pub(crate) failed_index: imbl::HashSet<Ino>,
+}
+
+/// The overlay inode of an indexed upper non-directory whose origin has one link: its
+/// `i_nlink`, and the names (upper parent directory, name) whose cached dentries hold it.
+/// It lives while one does, or an open file (kernel: `d_delete` of the last one, then `iput`, with
+/// `generic_delete_inode` as overlay's `drop_inode`); a name `link` makes holds none
+/// (`ovl_instantiate`: "Force lookup of new upper hardlink", `d_drop`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct LiveNlink {
+    pub(crate) nlink: u32,
+    pub(crate) names: imbl::HashSet<(Ino, Box<str>)>,
 }
 
 /// The lower an inode keeps after a copy-up without an origin, and where its dentry is.
@@ -119,8 +136,14 @@ impl Overlay {
     }
 
     /// Follows the dentry of upper non-directory `ino` from `from` to `to` (upper directory,
-    /// name) when a rename moves it: the dentry moves with its inode (kernel: `d_move`).
+    /// name) when a rename moves it: the dentry moves with its inode (kernel: `d_move`); so
+    /// does the name of a [`LiveNlink`].
     pub(crate) fn move_kept(&mut self, ino: Ino, from: (Ino, &str), to: (Ino, &str)) {
+        if let Some(live) = self.icache.live_nlink.get_mut(&ino) {
+            if live.names.remove(&(from.0, from.1.into())).is_some() {
+                live.names.insert((to.0, to.1.into()));
+            }
+        }
         if let Some(k) = self.icache.kept.get_mut(&ino) {
             if k.dir == from.0 && *k.name == *from.1 {
                 k.dir = to.0;
@@ -131,8 +154,13 @@ impl Overlay {
 
     /// Forgets the kept lower of upper non-directory `ino` when its dentry at `at` (upper
     /// directory, name) is removed, by unlink or by a rename over it: the inode goes with
-    /// its last dentry.
+    /// its last dentry. So does a [`LiveNlink`] with no name left, unless an open file holds
+    /// it ([`Overlay::evict_unheld`]).
     pub(crate) fn forget_kept(&mut self, ino: Ino, at: (Ino, &str)) {
+        if let Some(live) = self.icache.live_nlink.get_mut(&ino) {
+            live.names.remove(&(at.0, at.1.into()));
+            self.evict_unheld(ino);
+        }
         if self.icache.kept_lower(ino, at.0, at.1).is_some() {
             self.icache.kept.remove(&ino);
         }

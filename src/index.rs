@@ -153,16 +153,15 @@ impl Overlay {
     }
 
     /// The merged `st_nlink` of a non-directory whose real upper inode is `real` and whose
-    /// origin is `d.lowers[0]`, when the private `nlink` xattr gives one: the upper's (or
-    /// lower's) count plus the recorded difference, if positive; otherwise `None` and the
-    /// real inode's count stands (kernel: `ovl_get_nlink`, called when the lower has more
-    /// than one link).
+    /// origin is `d.lowers[0]`, as a new overlay inode reads it, when the private `nlink`
+    /// xattr gives one: the upper's (or lower's) count plus the recorded difference, if
+    /// positive; otherwise `None` and the real inode's count stands (kernel: `ovl_get_nlink`,
+    /// called from `ovl_get_inode` with the real inode's count as the fallback).
     ///
     /// NOTE(kernel): `ovl_get_nlink` ignores the xattr when the lower has one link, so an
-    /// inode indexed from such a lower (`nfs_export=on`) shows the merged count while its
-    /// overlay inode lives (from the copy-up, `icache.fresh_index`), and the upper's own
-    /// count, the index entry included, once it is read back (observed on 6.18: 1, then 2
-    /// after `drop_caches`).
+    /// inode indexed from such a lower (`nfs_export=on`, or a remount with `index=on` only)
+    /// is read back with the upper's own count, the index entry included; the count its
+    /// overlay inode had before stays only while that inode lives ([`Overlay::live_nlink`]).
     pub(crate) fn recorded_nlink(&self, d: &Dentry, real: &Inode) -> Option<u32> {
         let l = d.lowers.first()?;
         let lower = self.lowers[l.layer].get(l.ino);
@@ -175,8 +174,7 @@ impl Overlay {
         if d.upper.is_none() && self.index_alias(d).is_some_and(|u| self.icache.failed_index.contains(&u)) {
             return Some(lower.nlink);
         }
-        let fresh = || d.upper.or_else(|| self.index_alias(d)).is_some_and(|u| self.icache.fresh_index.contains(&u));
-        if (lower.nlink == 1 && !fresh()) || real.is_dir() {
+        if lower.nlink == 1 || real.is_dir() {
             return None;
         }
         let (upper, diff) = parse_nlink(real.xattr(self.names().nlink)?)?;
@@ -185,9 +183,64 @@ impl Overlay {
         u32::try_from(n).ok().filter(|&n| n > 0)
     }
 
+    /// Whether indexed upper `ino`, the copy of lower object `l`, has an overlay inode whose
+    /// link count no xattr gives back: its origin has one link, so `ovl_get_nlink` falls
+    /// back to the real inode's count (kernel: `ovl_get_nlink`, "d_inode(lowerdentry)->i_nlink
+    /// == 1").
+    fn nlink_not_recorded(&self, l: LowerPath, ino: Ino) -> bool {
+        self.lowers[l.layer].get(l.ino).nlink == 1 && self.index_lookup(l) == Some(ino)
+    }
+
+    /// A lookup found `d` in upper directory `dir`: when it is an indexed non-directory whose
+    /// origin has one link, its dentry now holds the overlay inode, the cached one if a
+    /// dentry still holds it, else a new one with the upper's own count (kernel:
+    /// `ovl_lookup`, `ovl_get_inode`: `ilookup5` by the origin, else `ovl_get_nlink`'s
+    /// fallback; observed on 6.18: `link /c /a; unlink /c; stat /a` shows 2, and 1 when `/a`
+    /// was looked up before the unlink, spec/nfs_export/stat-link-nfs-export-evicted-nlink.yaml).
+    pub(crate) fn live_nlink(&mut self, dir: Option<Ino>, d: &Dentry) {
+        if !self.options.index || d.is_dir() {
+            return;
+        }
+        let (Some(dir), Some(ino), Some(&l)) = (dir, d.upper, d.lowers.first()) else { return };
+        if !self.nlink_not_recorded(l, ino) {
+            return;
+        }
+        self.evict_unheld(ino);
+        let nlink = self.upper.as_ref().expect("upper").get(ino).nlink;
+        let live = self
+            .icache
+            .live_nlink
+            .entry(ino)
+            .or_insert_with(|| crate::icache::LiveNlink { nlink, names: imbl::HashSet::new() });
+        live.names.insert((dir, d.name.as_str().into()));
+    }
+
+    /// Whether the overlay inode of indexed upper `ino` ([`crate::icache::LiveNlink`]) is
+    /// still held: by a cached dentry, or by an open file, whose dentry holds it even once
+    /// its name is gone (kernel: `d_delete` only unhashes a busy dentry; the inode goes at
+    /// the last `dput`, `close`; observed on 6.18,
+    /// spec/nfs_export/stat-link-nfs-export-open-file-nlink.yaml).
+    fn live_nlink_held(&self, ino: Ino) -> Option<&crate::icache::LiveNlink> {
+        let live = self.icache.live_nlink.get(&ino)?;
+        let held = !live.names.is_empty() || self.fds.files.values().any(|f| f.dentry.upper == Some(ino));
+        held.then_some(live)
+    }
+
+    /// Forgets the overlay inode of indexed upper `ino` if nothing holds it any more
+    /// ([`Overlay::live_nlink_held`]): evicted, the next lookup makes a new one.
+    pub(crate) fn evict_unheld(&mut self, ino: Ino) {
+        if self.live_nlink_held(ino).is_none() {
+            self.icache.live_nlink.remove(&ino);
+        }
+    }
+
     /// Records the merged link count `merged` of indexed upper inode `ino`, relative to its
     /// upper count (kernel: `ovl_set_nlink_upper`, format `U%+i`).
+    /// The overlay inode's count moves with it (`inc_nlink`, `drop_nlink`).
     pub(crate) fn set_nlink_upper(&mut self, ino: Ino, merged: u32) {
+        if let Some(live) = self.icache.live_nlink.get_mut(&ino) {
+            live.nlink = merged;
+        }
         let name = self.names().nlink;
         let upper = self.upper_mut();
         let diff = i64::from(merged) - i64::from(upper.get(ino).nlink);
@@ -197,12 +250,14 @@ impl Overlay {
     /// Links the new upper copy `ino` of lower hard link `l` into the index, records its
     /// origin, and its merged count: the lower's, as the overlay inode had it (kernel:
     /// `ovl_copy_up_workdir` with `c->indexed`: `ovl_create_index`, then
-    /// `ovl_set_nlink_upper`).
+    /// `ovl_set_nlink_upper`). The copy was made through dentry `at` (upper parent, name);
+    /// from a lower with one link, its overlay inode keeps that lower's count while it lives
+    /// ([`Overlay::live_nlink`]).
     ///
     /// A directory (`nfs_export=on`) gets an index entry of its own, an empty directory
     /// that records the upper one (kernel: `ovl_create_index`; its `upper` xattr is not
     /// modelled).
-    pub(crate) fn index_copy_up(&mut self, ino: Ino, l: LowerPath) {
+    pub(crate) fn index_copy_up(&mut self, ino: Ino, l: LowerPath, at: (Ino, &str)) {
         let origin = self.origin_of(l);
         let merged = self.lowers[l.layer].get(l.ino).nlink;
         let upper = self.upper_mut();
@@ -224,7 +279,8 @@ impl Overlay {
         upper.link(dir, &name, ino);
         self.set_nlink_upper(ino, merged);
         if merged == 1 {
-            self.icache.fresh_index.insert(ino);
+            let names = imbl::HashSet::unit((at.0, at.1.into()));
+            self.icache.live_nlink.insert(ino, crate::icache::LiveNlink { nlink: merged, names });
         }
     }
 
@@ -236,6 +292,10 @@ impl Overlay {
         self.set_impure(parent);
         self.upper_mut().link(parent, &d.name, ino);
         self.set_nlink_upper(ino, merged);
+        self.evict_unheld(ino);
+        if let Some(live) = self.icache.live_nlink.get_mut(&ino) {
+            live.names.insert((parent, d.name.as_str().into()));
+        }
     }
 
     /// The merged link count of indexed upper inode `ino` reached by `d`.
@@ -259,7 +319,11 @@ impl Overlay {
         same(a) && same(b)
     }
 
+    /// The overlay inode's link count: the live one's, else as a new one reads it.
     fn indexed_nlink(&self, d: &Dentry, ino: Ino) -> u32 {
+        if let Some(live) = self.live_nlink_held(ino) {
+            return live.nlink;
+        }
         let real = self.upper.as_ref().expect("upper").get(ino);
         self.recorded_nlink(d, real).unwrap_or(real.nlink)
     }
@@ -282,16 +346,22 @@ impl Overlay {
     /// removal.
     ///
     /// With `nfs_export=on` a directory is copied up so too, and counts as one name.
+    ///
+    /// The count is recorded for any indexed inode (`OVL_INDEX`), whether or not its copy-up
+    /// would go through the index now: an inode indexed under `nfs_export=on` from a lower
+    /// with one link, met again on an `index=on` mount, records its count too (observed on
+    /// 6.18: `U+0` after such an unlink, spec/index/unlink-indexed-one-link-lower-index-only-nlink.yaml).
     pub(crate) fn nlink_start(&mut self, chain: &mut [Dentry], depth: usize) -> Option<(Ino, u32)> {
         let d = &chain[depth];
         if !self.options.index || !d.is_positive() || (d.is_dir() && !self.index_all()) {
             return None;
         }
         let l = *d.lowers.first()?;
-        if !self.index_wanted(self.lowers[l.layer].get(l.ino)) {
+        let wanted = self.index_wanted(self.lowers[l.layer].get(l.ino));
+        if !wanted && d.is_dir() {
             return None;
         }
-        if d.upper.is_none() {
+        if wanted && d.upper.is_none() {
             self.copy_up(chain, depth);
         }
         let d = &chain[depth];

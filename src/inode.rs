@@ -72,7 +72,7 @@ impl Overlay {
         } else if d.lowers.is_empty() || real.is_dir() || !self.reports_merged_nlink(d) {
             real.nlink
         } else {
-            self.recorded_nlink(d, real).unwrap_or(real.nlink)
+            self.indexed_upper(d).map_or(real.nlink, |u| self.merged_nlink(d, u))
         };
         let rdev = match real.kind {
             NodeKind::Char(a, b) | NodeKind::Block(a, b) => (a, b),

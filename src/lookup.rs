@@ -335,6 +335,7 @@ impl Overlay {
             lowerdata_error,
         };
         self.get_inode(&dentry)?;
+        self.live_nlink(parent.upper, &dentry);
         Ok(dentry)
     }
 
