@@ -91,8 +91,13 @@ impl Overlay {
     ///   link count of its origin is zero ("Check if non-dir index is orphan"), and stale when
     ///   the origin no longer decodes (`ovl_check_origin_fh`).
     ///
-    /// `upper_dirs` caches the upper directories by origin, read once for the first
+    /// `upper_dirs` caches the origins of the upper directories, read once for the first
     /// directory entry.
+    ///
+    /// NOTE(kernel): the kernel decodes the entry's `upper` file handle, one upper
+    /// directory; the model, which does not keep that xattr, looks for any upper directory
+    /// with the entry's origin (a lower directory has one name, so only an upper copy of it
+    /// records it).
     fn verify_index(&self, name: &str, ino: Ino, upper_dirs: &mut Option<Vec<Origin>>) -> Verdict {
         let upper = self.upper.as_ref().expect("model invariant: the index is in the upper layer");
         let entry = upper.get(ino);
