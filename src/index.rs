@@ -57,7 +57,7 @@ fn index_name(origin: Origin) -> String {
 }
 
 /// The origin an index entry of the model is named after.
-fn parse_index_name(name: &str) -> Option<Origin> {
+pub(crate) fn parse_index_name(name: &str) -> Option<Origin> {
     let (layer, ino) = name.split_once('-')?;
     Some(Origin {
         layer: crate::layer::LayerId(u64::from_str_radix(layer, 16).ok()?),
@@ -66,7 +66,7 @@ fn parse_index_name(name: &str) -> Option<Origin> {
 }
 
 /// Parses a private `nlink` xattr, `U+n`, `U-n`, `L+n` or `L-n` (kernel: `ovl_get_nlink`).
-fn parse_nlink(value: &[u8]) -> Option<(bool, i64)> {
+pub(crate) fn parse_nlink(value: &[u8]) -> Option<(bool, i64)> {
     let s = std::str::from_utf8(value).ok()?;
     let upper = match s.as_bytes().first()? {
         b'U' => true,

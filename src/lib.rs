@@ -42,6 +42,7 @@
 //! | [`fuse`] | `ovlsim mount`: the model served through FUSE, written through to a real upper | |
 //! | [`metacopy`] | `metacopy=on`: metadata-only copy-up, lower data, data copy-up | `copy_up.c`, `namei.c` |
 //! | [`index`] | `index=on`, `nfs_export=on`: copy-ups through the workdir index, the merged link count, index whiteouts, the upper root's origin | `copy_up.c`, `namei.c`, `util.c`, `super.c` |
+//! | [`indexdir`] | the workdir's index at an `index=on` mount: each entry verified, stale and orphan entries removed or whited out | `readdir.c`, `namei.c`, `super.c` |
 //! | [`data_only`] | data-only lower layers: lower data found by an absolute redirect | `namei.c`, `util.c` |
 //! | `uuid` | `uuid=`: which origin file handles a mount writes and decodes | `namei.c`, `super.c` |
 //! | [`cred`] | callers other than root and umasks; their permission checks are in [`ops`] (`perm`) | `fs/namei.c`, `fs/attr.c`, `inode.c` (`ovl_permission`) |
@@ -127,6 +128,7 @@ pub mod icache;
 #[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
 pub mod index;
+pub mod indexdir;
 pub mod inode;
 #[cfg(all(feature = "kernel", target_os = "linux"))]
 pub mod kernel;

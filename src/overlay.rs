@@ -175,6 +175,7 @@ impl Overlay {
         ov.mark_root_xwhiteouts();
         ov.verify_upper_root_origin()?;
         ov.verify_index_entries()?;
+        ov.indexdir_cleanup();
         Ok(ov)
     }
 
