@@ -175,11 +175,19 @@ impl Profile {
             // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
             Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
             Profile::Cred => GenConfig { callers: true, handles: true, ..d },
-            Profile::Index => GenConfig { index: true, ..d },
+            Profile::Index => GenConfig {
+                index: true,
+                index_metacopy: true,
+                uuid: true,
+                index_userxattr: true,
+                file_handles: true,
+                fsconfig: true,
+                ..d
+            },
             // Xattr whiteouts off, as under `metacopy`: two metacopy files that fail while
             // readdir checks xattr whiteouts make the answer depend on tmpfs's entry order.
             Profile::DataOnly => {
-                GenConfig { data_only: true, xattr_whiteouts: false, lowers_min: 2, lowers_max: 4, ..d }
+                GenConfig { data_only: true, xattr_whiteouts: false, lowers_min: 2, lowers_max: 4, fsconfig: true, ..d }
             }
         }
     }
