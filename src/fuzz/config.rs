@@ -141,8 +141,10 @@ pub struct GenConfig {
     /// in layers four times as often (files, symlinks and FIFOs, several names across
     /// directories, so that copy-ups index them), remounts that drop the top-most lower
     /// (ESTALE under `index=on`) or the bottom one (added back below by a later remount),
-    /// and a final dump of the workdir's `index/` (default off). Never with `metacopy=on`
-    /// given alone (not modelled with `index=on`) nor under `userxattr`.
+    /// and a final dump of the workdir's `index/` (default off). Not with
+    /// [`GenConfig::userxattr`] (every mount); `metacopy=on` with `index=on`, `uuid=` and
+    /// `userxattr` cases come with [`GenConfig::index_metacopy`], [`GenConfig::uuid`] and
+    /// [`GenConfig::index_userxattr`].
     pub index: bool,
     /// Data-only lower layers (`lowerdir=L0::D0`, [`crate::data_only`]): 1 or 2 regular
     /// lowers over 1 or 2 data-only ones `D0`, `D1`, mounted by an option string

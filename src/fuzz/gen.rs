@@ -8,10 +8,10 @@
 //!
 //! Everything is drawn from a small name alphabet ([`NAMES`]) and a shallow depth
 //! ([`DEPTH_MAX`]), so that names collide across layers and operations hit what the layers
-//! hold. Data stays tiny. What the model declares not modelled (`index=on` with
-//! `metacopy=on`, or with `userxattr` over lower symlinks and special files) is never
-//! generated, nor is `volatile` (pinned in spec/volatile/), and no device node is made
-//! other than a whiteout (char 0/0). `metacopy`, `index`/`nfs_export` and data-only lower
+//! hold. Data stays tiny. What the model declares not modelled (a file-handle step it
+//! cannot answer: [`GenConfig::file_handles`]) is never generated, nor is `volatile`
+//! (pinned in spec/volatile/), and no device node is made other than a whiteout (char
+//! 0/0). `metacopy`, `index`/`nfs_export` and data-only lower
 //! layers are drawn only under their switches ([`GenConfig::metacopy`],
 //! [`GenConfig::index`], [`GenConfig::data_only`]).
 
@@ -480,9 +480,10 @@ fn draw_metacopy_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
 /// The options of [`GenConfig::index`]: [`draw_options`]'s draws, with `index=on` or
 /// `nfs_export=on` (which implies `index=on`) in most mounts, and rarely one of the
 /// refusals of `ovl_fs_params_verify` (params.c): `nfs_export=on` with an explicit
-/// `index=off` or `metacopy=on` (EINVAL, "conflicting options"). `metacopy=on` is never
-/// given otherwise: together with `index=on` it is not modelled
-/// ([`crate::overlay::Overlay::mount`]).
+/// `index=off` or `metacopy=on` (EINVAL, "conflicting options"). With
+/// [`GenConfig::index_userxattr`], a quarter of them `userxattr` ones; with
+/// [`GenConfig::index_metacopy`], `metacopy=on` in a third of those without `nfs_export`
+/// or `userxattr`; with [`GenConfig::uuid`], a `uuid=` drawn by `draw_uuid`.
 fn draw_index_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
     let redirect_dir = draw_redirect_dir(rng, cfg, [3, 2, 1]);
     let read_only = chance(rng, 0.08) && cfg.read_only;
