@@ -63,6 +63,26 @@ pub struct RefState {
     pub config: Arc<GenConfig>,
     /// The weights of the operations under `config` ([`gen::op_weights`]), computed once.
     op_weights: [u32; 22],
+    /// The layers (regular lowers, upper) of the mount now, when known.
+    mounted_layers: Option<Layers>,
+    /// The layers of the mount each file handle was taken on ([`GenConfig::file_handles`]):
+    /// `open_by_handle` is drawn only on a mount of the same layers.
+    handle_mounts: Arc<std::collections::BTreeMap<String, Option<Layers>>>,
+}
+
+/// The regular lowers and the upper of a mount.
+type Layers = (Vec<String>, Option<String>);
+
+/// The layers `cmd` mounts, if it is a mount whose layers are known: a `Mount`, or a mount
+/// by `fsconfig(2)` calls that are all taken.
+fn mount_layers(cmd: &Command, start: &CaseStart) -> Option<Layers> {
+    match cmd {
+        Command::Mount { lowers, upper, .. } => Some((lowers.clone(), upper.clone())),
+        Command::MountData { fsconfig: Some(calls), .. } => {
+            super::case::fsconfig_mount(calls, |n| start.has_layer(n)).map(|(l, u, _)| (l, u))
+        }
+        _ => None,
+    }
 }
 
 /// What [`RefState::with_config_observed`] hands each setup command to: the model before
@@ -133,6 +153,7 @@ impl RefState {
         let chains = config.index_metacopy && start.has_metacopy();
         let lower_edits =
             !(start.has_redirects() || start.data > 0 || chains || mounted && forbids_offline(&start.options));
+        let mounted_layers = if mounted { mount_layers(&start.mount(), &start) } else { None };
         RefState {
             start: Arc::new(start),
             model,
@@ -145,12 +166,20 @@ impl RefState {
             dirs,
             config,
             op_weights,
+            mounted_layers,
+            handle_mounts: Arc::default(),
         }
     }
 
     /// The state after `cmd`.
     pub fn step(mut self, cmd: &Command) -> RefState {
         let answer = exec_quiet(&mut self.model, cmd);
+        if matches!(cmd, Command::Mount { .. } | Command::MountData { .. }) && answer.is_done() {
+            self.mounted_layers = mount_layers(cmd, &self.start);
+        }
+        if let Command::Op(crate::ops::Op::Fd(crate::ops::fd::FdOp::NameToHandle { handle, .. })) = cmd {
+            Arc::make_mut(&mut self.handle_mounts).insert(handle.clone(), self.mounted_layers.clone());
+        }
         match cmd {
             Command::Mount { options, .. } if answer.is_done() => {
                 self.mounted = true;
@@ -459,6 +488,14 @@ fn file_handle_step_modelled(state: &RefState, f: &crate::ops::fd::FdOp) -> bool
     match f {
         // What a shrunk case lost is not named: a handle never taken, a file not open.
         FdOp::OpenByHandle { handle, .. } if !ov.fds().file_handles.contains_key(handle) => return false,
+        // Only on a mount of the layers the handle was taken on: a handle's layer missing
+        // from the mount, or an upper handle on a mount where that upper is a lower, is
+        // not drawn (issue 13's brief; the latter was seen to differ, ESTALE on the kernel).
+        FdOp::OpenByHandle { handle, .. }
+            if state.mounted_layers.is_none() || state.handle_mounts.get(handle) != Some(&state.mounted_layers) =>
+        {
+            return false
+        }
         FdOp::NameToHandle { .. } | FdOp::OpenByHandle { .. } => {}
         FdOp::Close { fd } => return ov.fds().names().contains(fd),
         _ => return true,
