@@ -92,6 +92,17 @@ impl CaseStart {
         out
     }
 
+    /// Whether some layer holds a metacopy xattr.
+    pub fn has_metacopy(&self) -> bool {
+        use crate::layer::FlatEntry;
+        self.layers().any(|(_, l)| {
+            l.entries.iter().any(|e| match e {
+                FlatEntry::Node { node, .. } => node.xattrs.keys().any(|k| k.ends_with(".overlay.metacopy")),
+                FlatEntry::Link { .. } => false,
+            })
+        })
+    }
+
     /// Whether some layer holds a redirect xattr (offline lower edits are then undefined).
     pub fn has_redirects(&self) -> bool {
         use crate::layer::FlatEntry;
@@ -138,11 +149,29 @@ pub fn dumped_layers(start: &CaseStart, steps: &[Command]) -> Vec<String> {
         .collect();
     let indexed = |o: &Options| o.index || o.nfs_export;
     let index_mounts = indexed(&start.options)
-        || steps.iter().any(|s| matches!(s, Command::Mount { upper: Some(_), options, .. } if indexed(options)));
+        || steps.iter().any(|s| match s {
+            Command::Mount { upper: Some(_), options, .. } => indexed(options),
+            Command::MountData { fsconfig: Some(calls), .. } => fsconfig_mount(calls, |n| start.has_layer(n))
+                .is_some_and(|(_, upper, options)| upper.is_some() && indexed(&options)),
+            _ => false,
+        });
     if let Some((u, _)) = start.upper.as_ref().filter(|_| index_mounts) {
         out.push(format!("{u}{}", crate::backend::INDEX_SUFFIX));
     }
     out
+}
+
+/// The regular lowers, the upper and the options of a mount by `fsconfig(2)` calls
+/// ([`Command::MountData`]), as the model reads them ([`crate::params::Params::parse_fsconfig`],
+/// with the layers `is_layer` accepts and any workdir); `None` when a call is refused.
+pub fn fsconfig_mount(
+    calls: &[crate::params::FsParam],
+    is_layer: impl Fn(&str) -> bool,
+) -> Option<(Vec<String>, Option<String>, Options)> {
+    use crate::params::PathRole;
+    let resolve = |role, name: &str| role == PathRole::Work || is_layer(name);
+    let p = crate::params::Params::parse_fsconfig(calls, resolve).ok()?;
+    Some((p.regular_lowers(), p.upper.clone(), p.options))
 }
 
 /// A whole case: the start, then the generated steps.

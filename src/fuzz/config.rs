@@ -141,8 +141,10 @@ pub struct GenConfig {
     /// in layers four times as often (files, symlinks and FIFOs, several names across
     /// directories, so that copy-ups index them), remounts that drop the top-most lower
     /// (ESTALE under `index=on`) or the bottom one (added back below by a later remount),
-    /// and a final dump of the workdir's `index/` (default off). Never with `metacopy=on`
-    /// given alone (not modelled with `index=on`) nor under `userxattr`.
+    /// and a final dump of the workdir's `index/` (default off). Not with
+    /// [`GenConfig::userxattr`] (every mount); `metacopy=on` with `index=on`, `uuid=` and
+    /// `userxattr` cases come with [`GenConfig::index_metacopy`], [`GenConfig::uuid`] and
+    /// [`GenConfig::index_userxattr`].
     pub index: bool,
     /// Data-only lower layers (`lowerdir=L0::D0`, [`crate::data_only`]): 1 or 2 regular
     /// lowers over 1 or 2 data-only ones `D0`, `D1`, mounted by an option string
@@ -150,6 +152,33 @@ pub struct GenConfig {
     /// metacopy files whose absolute redirect names a file, a directory, a symlink or
     /// nothing in the data-only layers (default off; never with `index` or `userxattr`).
     pub data_only: bool,
+    /// Under [`GenConfig::index`]: `metacopy=on` in about a third of the mounts without
+    /// `nfs_export=on` (which refuses it) and without `userxattr` (which refuses it too), and
+    /// metacopy chains in the lowers: a lower regular file over a regular file at the same
+    /// path further down turned into a metacopy file (its data from below), so that chains
+    /// reach over several lowers (default off; [`crate::metacopy`], [`crate::index`]).
+    pub index_metacopy: bool,
+    /// Under [`GenConfig::index`]: `uuid=` given in some mounts (`null`, `on`, `off`; mostly
+    /// left to `auto`), so that remounts of one upper switch it (ESTALE for `index=on` after a
+    /// switch to or from `off`; [`crate::uuid`]; default off).
+    pub uuid: bool,
+    /// Under [`GenConfig::index`]: a quarter of the cases mount with `userxattr` throughout
+    /// (never with `nfs_export=on`, `metacopy=on` or a `redirect_dir` but `nofollow`), over
+    /// lowers whose symlinks and FIFOs have several links (half the linked plain files of
+    /// such a case turned into them: their copy-up is EPERM, and a later
+    /// `index=on` mount is then refused, ENODATA; default off).
+    pub index_userxattr: bool,
+    /// The file-handle steps `name_to_handle` (of existing and missing paths, with and without
+    /// `AT_HANDLE_FID`) and `open_by_handle` (of a handle the case took earlier, read-only,
+    /// sometimes with `O_DIRECTORY`), and `close` of what it opened ([`crate::export`]). A
+    /// step the model answers as not modelled is never drawn: a precondition runs it on a
+    /// copy of the model first (default off).
+    pub file_handles: bool,
+    /// Some mounts made with the new mount API ([`crate::backend::Command::MountData`] with
+    /// `fsconfig`: `lowerdir+`, `datadir+`, `upperdir`, `workdir` and the options as calls),
+    /// sometimes with a call the kernel refuses ([`crate::backend::Reply::CallRefused`]).
+    /// Only the model and the kernel take it: `fuzz --against` switches it off (default off).
+    pub fsconfig: bool,
 }
 
 impl Default for GenConfig {
@@ -189,6 +218,11 @@ impl Default for GenConfig {
             callers: false,
             index: false,
             data_only: false,
+            index_metacopy: false,
+            uuid: false,
+            index_userxattr: false,
+            file_handles: false,
+            fsconfig: false,
         }
     }
 }
@@ -288,6 +322,9 @@ impl GenConfig {
         }
         if self.index && self.userxattr {
             return Err("index is not drawn with userxattr".into());
+        }
+        if (self.index_metacopy || self.uuid || self.index_userxattr) && !self.index {
+            return Err("index_metacopy, uuid and index_userxattr need index".into());
         }
         Ok(())
     }

@@ -8,10 +8,10 @@
 //!
 //! Everything is drawn from a small name alphabet ([`NAMES`]) and a shallow depth
 //! ([`DEPTH_MAX`]), so that names collide across layers and operations hit what the layers
-//! hold. Data stays tiny. What the model declares not modelled (`index=on` with
-//! `metacopy=on`, or with `userxattr` over lower symlinks and special files) is never
-//! generated, nor is `volatile` (pinned in spec/volatile/), and no device node is made
-//! other than a whiteout (char 0/0). `metacopy`, `index`/`nfs_export` and data-only lower
+//! hold. Data stays tiny. What the model declares not modelled (a file-handle step it
+//! cannot answer: [`GenConfig::file_handles`]) is never generated, nor is `volatile`
+//! (pinned in spec/volatile/), and no device node is made other than a whiteout (char
+//! 0/0). `metacopy`, `index`/`nfs_export` and data-only lower
 //! layers are drawn only under their switches ([`GenConfig::metacopy`],
 //! [`GenConfig::index`], [`GenConfig::data_only`]).
 
@@ -19,7 +19,7 @@ use super::case::CaseStart;
 use super::config::GenConfig;
 use crate::backend::{Command, Edit};
 use crate::layer::{FileType, FlatEntry, FlatLayer, FlatNode};
-use crate::mount::{Options, RedirectDir, Xino};
+use crate::mount::{Options, RedirectDir, Uuid, Xino};
 use crate::ops::{Access, MknodKind, Op, OpenFlags, RenameFlags, WriteAt};
 use proptest::prelude::*;
 use proptest::strategy::Just;
@@ -480,9 +480,10 @@ fn draw_metacopy_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
 /// The options of [`GenConfig::index`]: [`draw_options`]'s draws, with `index=on` or
 /// `nfs_export=on` (which implies `index=on`) in most mounts, and rarely one of the
 /// refusals of `ovl_fs_params_verify` (params.c): `nfs_export=on` with an explicit
-/// `index=off` or `metacopy=on` (EINVAL, "conflicting options"). `metacopy=on` is never
-/// given otherwise: together with `index=on` it is not modelled
-/// ([`crate::overlay::Overlay::mount`]).
+/// `index=off` or `metacopy=on` (EINVAL, "conflicting options"). With
+/// [`GenConfig::index_userxattr`], a quarter of them `userxattr` ones; with
+/// [`GenConfig::index_metacopy`], `metacopy=on` in a third of those without `nfs_export`
+/// or `userxattr`; with [`GenConfig::uuid`], a `uuid=` drawn by `draw_uuid`.
 fn draw_index_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
     let redirect_dir = draw_redirect_dir(rng, cfg, [3, 2, 1]);
     let read_only = chance(rng, 0.08) && cfg.read_only;
@@ -498,7 +499,40 @@ fn draw_index_options(rng: &mut TestRng, cfg: &GenConfig) -> Options {
         5 => (o.nfs_export, o.metacopy) = (true, true),
         _ => (o.index, o.named.nfs_export) = (true, true),
     }
+    if cfg.index_userxattr && chance(rng, 0.25) {
+        userxattr_index_options(rng, &mut o);
+    }
+    if cfg.index_metacopy && !o.nfs_export && !o.metacopy && !o.userxattr && chance(rng, 0.33) {
+        o.metacopy = true;
+        // Mostly with `redirect_dir` left to its implied `on`; else as drawn (a given mode
+        // other than `on` is refused, EINVAL).
+        if o.redirect_dir != RedirectDir::On && chance(rng, 0.8) {
+            o.redirect_dir = RedirectDir::Off;
+        }
+    }
+    if cfg.uuid {
+        o.uuid = draw_uuid(rng);
+    }
     o
+}
+
+/// `uuid=` ([`GenConfig::uuid`]): mostly not given (`auto`); else `null`, `on` or `off`.
+fn draw_uuid(rng: &mut TestRng) -> Uuid {
+    [Uuid::Auto, Uuid::Null, Uuid::On, Uuid::Off][arm(rng, &[7, 1, 1, 1])]
+}
+
+/// Turns index options into `userxattr` ones ([`GenConfig::index_userxattr`]): `userxattr`,
+/// `redirect_dir` left to its default (`nofollow` under `userxattr`) or given as `nofollow`,
+/// and neither `nfs_export=on` nor `metacopy=on` (`ovl_fs_params_verify` refuses `metacopy`
+/// with `userxattr`; `nfs_export` is left out as well).
+fn userxattr_index_options(rng: &mut TestRng, o: &mut Options) {
+    o.userxattr = true;
+    o.redirect_dir = [RedirectDir::Off, RedirectDir::Nofollow][below(rng, 2)];
+    o.named.redirect_dir = false;
+    if o.nfs_export && !o.named.index {
+        o.index = true;
+    }
+    (o.nfs_export, o.named.nfs_export, o.metacopy, o.named.metacopy) = (false, false, false, false);
 }
 
 /// The options of [`GenConfig::data_only`]: `redirect_dir` drawn as ever (the data-only
@@ -555,15 +589,105 @@ pub fn draw_case_start(rng: &mut TestRng, cfg: &GenConfig) -> CaseStart {
     let count = cfg.lowers_min + below(rng, cfg.lowers_max - cfg.lowers_min + 1);
     let has_upper = chance(rng, 0.85) || !cfg.lower_only_mounts;
     let count = if has_upper { count } else { count.max(2) };
-    let lowers = (0..count)
+    let mut lowers: Vec<(String, FlatLayer)> = (0..count)
         .map(|i| {
             let l = draw_lower_layer(rng, cfg);
             (lower_name(i), if cfg.shared_redirects { upper_only_shared_redirects(l) } else { l })
         })
         .collect();
-    let upper = has_upper.then(|| (UPPER.to_owned(), draw_layer(rng, cfg)));
+    let mut upper = has_upper.then(|| (UPPER.to_owned(), draw_layer(rng, cfg)));
     let options = draw_options(rng, cfg);
+    if cfg.index_userxattr && options.userxattr {
+        for (_, l) in &mut lowers {
+            linked_specials(rng, l);
+        }
+    }
+    if cfg.index_metacopy && metacopy_chains(rng, &mut lowers) {
+        for (_, l) in lowers.iter_mut().chain(upper.iter_mut()) {
+            strip_opaque_x(l);
+        }
+    }
     CaseStart { lowers, upper, options, data: 0 }
+}
+
+/// Metacopy chains ([`GenConfig::index_metacopy`]): each regular file of a lower (not the
+/// bottom one) with only `user.*` xattrs, no other name in its layer, and a regular file at
+/// the same path in some lower below, becomes one time in two a metacopy file (an empty
+/// `metacopy` xattr), whose data then comes from below, through as many lowers as the chain
+/// holds. Whether any was made.
+fn metacopy_chains(rng: &mut TestRng, lowers: &mut [(String, FlatLayer)]) -> bool {
+    let files = |l: &FlatLayer| -> Vec<String> {
+        l.entries
+            .iter()
+            .filter_map(|e| match e {
+                FlatEntry::Node { path, node } if node.kind == FileType::File => Some(path.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut made = false;
+    for i in (0..lowers.len().saturating_sub(1)).rev() {
+        let below_files: Vec<String> = lowers[i + 1..].iter().flat_map(|(_, l)| files(l)).collect();
+        let linked: Vec<String> = lowers[i]
+            .1
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                FlatEntry::Link { to, .. } => Some(to.clone()),
+                FlatEntry::Node { .. } => None,
+            })
+            .collect();
+        for e in &mut lowers[i].1.entries {
+            let FlatEntry::Node { path, node } = e else { continue };
+            let plain = node.kind == FileType::File && node.xattrs.keys().all(|k| k.starts_with("user."));
+            if plain && !linked.contains(path) && below_files.contains(path) && chance(rng, 0.5) {
+                node.xattrs.insert(METACOPY.to_owned(), Vec::new());
+                made = true;
+            }
+        }
+    }
+    made
+}
+
+/// Under `userxattr` with `index=on` ([`GenConfig::index_userxattr`]): each plain regular
+/// file of `layer` that other names link to becomes, one time in two, a symlink or a FIFO
+/// (its links kept), so that copy-ups of such hard links (EPERM: the upper cannot hold a
+/// `user.overlay.origin` xattr on them) are common.
+fn linked_specials(rng: &mut TestRng, layer: &mut FlatLayer) {
+    let linked: Vec<String> = layer
+        .entries
+        .iter()
+        .filter_map(|e| match e {
+            FlatEntry::Link { to, .. } => Some(to.clone()),
+            FlatEntry::Node { .. } => None,
+        })
+        .collect();
+    for e in &mut layer.entries {
+        let FlatEntry::Node { path, node } = e else { continue };
+        if node.kind == FileType::File && node.xattrs.is_empty() && linked.contains(path) && chance(rng, 0.5) {
+            let (uid, gid) = (node.uid, node.gid);
+            *node = if chance(rng, 0.5) { symlink(pick::<&str>(rng, &TARGETS)) } else { node_fifo() };
+            (node.uid, node.gid) = (uid, gid);
+        }
+    }
+}
+
+fn node_fifo() -> FlatNode {
+    node(FileType::Fifo, 0o644)
+}
+
+/// Takes every `opaque=x` marker off `layer`'s directories: readdir of a directory that may
+/// hold xattr whiteouts looks its entries up, and two metacopy files whose lookups fail
+/// (EPERM without `metacopy=on`) make the listing depend on tmpfs's entry order (see
+/// `machine::readdir_order_decides`).
+fn strip_opaque_x(layer: &mut FlatLayer) {
+    for e in &mut layer.entries {
+        if let FlatEntry::Node { node, .. } = e {
+            if node.xattrs.get(OPAQUE).is_some_and(|v| v == b"x") {
+                node.xattrs.remove(OPAQUE);
+            }
+        }
+    }
 }
 
 /// The name of generated data-only lower layer `i` ([`GenConfig::data_only`]).
@@ -928,6 +1052,59 @@ pub fn draw_handle_op(rng: &mut TestRng, cfg: &GenConfig, open: &[String], known
     })
 }
 
+/// The file handles a case takes by `name_to_handle` ([`GenConfig::file_handles`]).
+pub const FILE_HANDLES: [&str; 2] = ["h0", "h1"];
+
+/// The open files `open_by_handle` makes ([`GenConfig::file_handles`]).
+pub const BY_HANDLE: [&str; 2] = ["g0", "g1"];
+
+/// Whether `f` is a step [`draw_file_handle_op`] draws.
+pub fn is_file_handle_op(f: &crate::ops::fd::FdOp) -> bool {
+    use crate::ops::fd::FdOp;
+    match f {
+        FdOp::NameToHandle { handle, .. } => FILE_HANDLES.contains(&handle.as_str()),
+        FdOp::OpenByHandle { fd, flags, .. } => {
+            BY_HANDLE.contains(&fd.as_str())
+                && *flags == OpenFlags { directory: flags.directory, ..OpenFlags::default() }
+        }
+        FdOp::Close { fd } => BY_HANDLE.contains(&fd.as_str()),
+        _ => false,
+    }
+}
+
+/// A file-handle step ([`GenConfig::file_handles`]): `name_to_handle` of a path drawn by
+/// [`draw_path_from`] (existing or not) as one of [`FILE_HANDLES`], with `AT_HANDLE_FID` one
+/// time in three and `AT_SYMLINK_FOLLOW` one time in two; once the case has `taken` a
+/// handle, `open_by_handle` of one of them as one of [`BY_HANDLE`], read-only and sometimes
+/// with `O_DIRECTORY` (never for writing: a copy-up of a disconnected dentry is not
+/// modelled); and `close` of what is `open` of those.
+pub fn draw_file_handle_op(
+    rng: &mut TestRng,
+    cfg: &GenConfig,
+    taken: &[String],
+    open: &[String],
+    known: &[String],
+    dirs: &[String],
+) -> Op {
+    use crate::ops::fd::FdOp;
+    let by_handle: Vec<&String> = open.iter().filter(|n| BY_HANDLE.contains(&n.as_str())).collect();
+    let w = |on: bool, w| GenConfig::weight(on, w);
+    Op::Fd(match arm(rng, &[3, w(!taken.is_empty(), 3), w(!by_handle.is_empty(), 1)]) {
+        0 => FdOp::NameToHandle {
+            handle: (*pick(rng, &FILE_HANDLES)).to_owned(),
+            path: draw_path_from(rng, cfg, known, dirs),
+            fid: chance(rng, 0.33),
+            follow: chance(rng, 0.5),
+        },
+        1 => FdOp::OpenByHandle {
+            fd: (*pick(rng, &BY_HANDLE)).to_owned(),
+            handle: pick(rng, taken).clone(),
+            flags: OpenFlags { directory: chance(rng, 0.3), ..OpenFlags::default() },
+        },
+        _ => FdOp::Close { fd: (*pick(rng, &by_handle)).clone() },
+    })
+}
+
 /// [`draw_handle_op`] as a strategy.
 pub fn handle_op(
     cfg: &GenConfig,
@@ -1038,7 +1215,13 @@ pub fn draw_mount(rng: &mut TestRng, cfg: &GenConfig, start: &CaseStart) -> Comm
     if start.data > 0 {
         // With data-only layers: the same layers, mostly over the upper.
         let with_upper = arm(rng, &[3, 1]) == 0;
-        return start.mount_with(draw_options(rng, cfg), with_upper);
+        let options = draw_options(rng, cfg);
+        if cfg.fsconfig && arm(rng, &[3, 1]) == 1 {
+            let lowers = start.lowers.iter().map(|(n, _)| n.clone()).collect();
+            let upper = start.upper.as_ref().filter(|_| with_upper).map(|(n, _)| n.clone());
+            return draw_fsconfig(rng, &Command::Mount { lowers, upper, options }, start.data);
+        }
+        return start.mount_with(options, with_upper);
     }
     let mut choices = mounts(cfg, start);
     let i = if choices.len() > 1 && arm(rng, &[3, 1]) == 1 { below(rng, choices.len()) } else { 0 };
@@ -1056,8 +1239,56 @@ pub fn draw_mount(rng: &mut TestRng, cfg: &GenConfig, start: &CaseStart) -> Comm
     if options.userxattr != userxattr {
         options.userxattr = userxattr;
         options.redirect_dir = if userxattr { RedirectDir::Nofollow } else { RedirectDir::Off };
+        if userxattr && cfg.index_userxattr {
+            userxattr_index_options(rng, &mut options);
+        }
     }
-    Command::Mount { lowers, upper, options }
+    let mount = Command::Mount { lowers, upper, options };
+    if cfg.fsconfig && arm(rng, &[3, 1]) == 1 {
+        return draw_fsconfig(rng, &mount, 0);
+    }
+    mount
+}
+
+/// Calls of the new mount API the kernel refuses at the call ([`GenConfig::fsconfig`]): a
+/// layer that does not exist (ENOENT), an unknown key and a bad value (EINVAL); each pinned
+/// by a kernel-recorded scenario in spec/mount/.
+const REFUSED_CALLS: [(&str, Option<&str>); 4] =
+    [("lowerdir+", Some("zz")), ("upperdir", Some("zz")), ("nosuchkey", None), ("redirect_dir", Some("bad"))];
+
+/// `mount` (a [`Command::Mount`], or the option string of a start with `data` data-only
+/// layers at the end of its lowers) as `fsconfig(2)` calls ([`GenConfig::fsconfig`]): the
+/// regular lowers as `lowerdir+`, the data-only ones as `datadir+`, `upperdir` and the
+/// upper's own `workdir`, each option of [`Options::to_mount_string`] as a string (or a
+/// flag), `ro` as a flag; one time in eight, one call the kernel refuses
+/// ([`REFUSED_CALLS`]) somewhere among them.
+pub fn draw_fsconfig(rng: &mut TestRng, mount: &Command, data: usize) -> Command {
+    use crate::params::FsParam;
+    let call = |k: &str, v: Option<&str>| FsParam { key: k.to_owned(), value: v.map(str::to_owned) };
+    let Command::Mount { lowers, upper, options } = mount else { return mount.clone() };
+    let split = lowers.len().saturating_sub(data);
+    let mut calls: Vec<FsParam> = lowers[..split].iter().map(|l| call("lowerdir+", Some(l))).collect();
+    calls.extend(lowers[split..].iter().map(|d| call("datadir+", Some(d))));
+    if let Some(u) = upper {
+        calls.push(call("upperdir", Some(u)));
+        calls.push(call("workdir", Some("work")));
+    }
+    let rest = options.to_mount_string();
+    for o in rest.split(',').filter(|o| !o.is_empty()) {
+        calls.push(match o.split_once('=') {
+            Some((k, v)) => call(k, Some(v)),
+            None => call(o, None),
+        });
+    }
+    if options.read_only {
+        calls.push(call("ro", None));
+    }
+    if chance(rng, 0.125) {
+        let (k, v) = *pick(rng, &REFUSED_CALLS);
+        let at = below(rng, calls.len() + 1);
+        calls.insert(at, call(k, v));
+    }
+    Command::MountData { data: String::new(), fsconfig: Some(calls) }
 }
 
 /// [`draw_mount`] as a strategy.

@@ -517,7 +517,12 @@ impl Drop for StepHookGuard {
 ///
 /// Without a usable kernel (and not model-only), nothing runs and the report says why
 /// ([`FuzzReport::skipped`]).
-pub fn run(config: FuzzConfig) -> FuzzReport {
+pub fn run(mut config: FuzzConfig) -> FuzzReport {
+    // Only the model and the kernel take mounts by `fsconfig(2)` calls: the mount template
+    // and worker programs do not.
+    if config.against != crate::kernel::SystemUnderTest::Kernel {
+        config.generator.fsconfig = false;
+    }
     with_config(config.generator.clone(), || run_drawing(config))
 }
 

@@ -21,8 +21,8 @@
 //! | `handles` | 1–4 | 3 | `a`..`d` | 40 | named handles (open, read, write, seek, truncate, fstat, fchmod, fchown, fsync, xattrs, getdents, close) among the other operations |
 //! | `metacopy` | 1–4 | 3 | `a`..`d` | 24 | `metacopy=on` in half the mounts, metacopy files in layers, no xattr whiteouts |
 //! | `cred` | 1–4 | 3 | `a`..`d` | 24 | operations as callers other than root (uids 1000 and 1, groups), with umasks, among them calls through named handles (as `handles`) |
-//! | `index` | 1–4 | 3 | `a`..`d` | 32 | `index=on`/`nfs_export=on` in most mounts (and their EINVAL conflicts), hard links (files, symlinks, FIFOs) four times as often, remounts without the top or bottom lower, the workdir's `index/` dumped at the end |
-//! | `data_only` | 1–2 regular + 1–2 data-only | 3 | `a`..`d` | 24 | `lowerdir=L0::D0` option strings, lower metacopy files redirected (absolute) into the data-only layers: to files, directories, symlinks and nothing; no xattr whiteouts |
+//! | `index` | 1–4 | 3 | `a`..`d` | 32 | `index=on`/`nfs_export=on` in most mounts (and their EINVAL conflicts), hard links (files, symlinks, FIFOs) four times as often, remounts without the top or bottom lower, the workdir's `index/` dumped at the end; `metacopy=on` in a third of the mounts without `nfs_export`/`userxattr` and metacopy chains in lowers; `uuid=`; a quarter of the cases `userxattr` over linked symlinks and FIFOs; `name_to_handle`/`open_by_handle`; remounts by `fsconfig(2)` calls |
+//! | `data_only` | 1–2 regular + 1–2 data-only | 3 | `a`..`d` | 24 | `lowerdir=L0::D0` option strings, lower metacopy files redirected (absolute) into the data-only layers: to files, directories, symlinks and nothing; no xattr whiteouts; remounts by `fsconfig(2)` calls (`lowerdir+`, `datadir+`) |
 
 use super::config::GenConfig;
 
@@ -116,10 +116,10 @@ impl Profile {
             Profile::Metacopy => "metacopy=on in half the mounts, metacopy files in layers (upper and middle lowers), no xattr whiteouts",
             Profile::Cred => "operations as callers other than root (uids 1000 and 1, groups) and with umasks, through paths and through named handles",
             Profile::Index => {
-                "index=on and nfs_export=on in most mounts (and their EINVAL conflicts), hard links of files, symlinks and FIFOs in layers, remounts that drop the top or bottom lower, the workdir's index/ compared at the end; 32 steps"
+                "index=on and nfs_export=on in most mounts (and their EINVAL conflicts), hard links of files, symlinks and FIFOs in layers, remounts that drop the top or bottom lower, the workdir's index/ compared at the end; metacopy=on with index=on and metacopy chains, uuid=, userxattr cases, name_to_handle/open_by_handle, fsconfig remounts; 32 steps"
             }
             Profile::DataOnly => {
-                "1-2 regular lowers over 1-2 data-only ones (lowerdir=L0::D0 option strings), lower metacopy files redirected to files, directories, symlinks and nothing in them; no xattr whiteouts"
+                "1-2 regular lowers over 1-2 data-only ones (lowerdir=L0::D0 option strings), lower metacopy files redirected to files, directories, symlinks and nothing in them; no xattr whiteouts; fsconfig remounts"
             }
         }
     }
@@ -175,11 +175,19 @@ impl Profile {
             // whiteouts make the answer depend on tmpfs's entry order (see `gen::leaf_node`).
             Profile::Metacopy => GenConfig { metacopy: true, xattr_whiteouts: false, ..d },
             Profile::Cred => GenConfig { callers: true, handles: true, ..d },
-            Profile::Index => GenConfig { index: true, ..d },
+            Profile::Index => GenConfig {
+                index: true,
+                index_metacopy: true,
+                uuid: true,
+                index_userxattr: true,
+                file_handles: true,
+                fsconfig: true,
+                ..d
+            },
             // Xattr whiteouts off, as under `metacopy`: two metacopy files that fail while
             // readdir checks xattr whiteouts make the answer depend on tmpfs's entry order.
             Profile::DataOnly => {
-                GenConfig { data_only: true, xattr_whiteouts: false, lowers_min: 2, lowers_max: 4, ..d }
+                GenConfig { data_only: true, xattr_whiteouts: false, lowers_min: 2, lowers_max: 4, fsconfig: true, ..d }
             }
         }
     }
@@ -329,13 +337,18 @@ mod tests {
             // The default marks a root in 14 (opaque `y`); root markers, most roots.
             let share = root_marks as f64 / layers as f64;
             assert_eq!(share > 0.3, cfg.root_markers, "{p}: markers on {root_marks} of {layers} roots");
-            assert_eq!(ux, if cfg.userxattr { 200 } else { 0 }, "{p}: userxattr mounts");
+            if cfg.index_userxattr {
+                // A quarter of the cases (`GenConfig::index_userxattr`).
+                assert!((25..=80).contains(&ux), "{p}: {ux} userxattr first mounts of 200");
+            } else {
+                assert_eq!(ux, if cfg.userxattr { 200 } else { 0 }, "{p}: userxattr mounts");
+            }
         }
     }
 
     /// Only the `metacopy` profile draws `metacopy=on` mounts and metacopy files in layers,
-    /// and it draws both often; `index` asks for `metacopy=on` only beside `nfs_export=on`
-    /// (a refusal), and `data_only` draws both around its data-only layers (its own test:
+    /// and it draws both often; `index` draws both with `index=on` (`index_metacopy`), and
+    /// `data_only` draws both around its data-only layers (its own test:
     /// `machine::tests::the_data_only_profile_reads_through_redirects_and_fails`).
     #[test]
     fn only_the_metacopy_profile_draws_metacopy() {
@@ -359,6 +372,9 @@ mod tests {
             if p == Profile::Metacopy {
                 assert!((50..150).contains(&mounts), "{p}: {mounts} metacopy mounts of 200");
                 assert!(files > 20, "{p}: {files} metacopy files");
+            } else if p == Profile::Index {
+                // `metacopy=on` with `index=on` and metacopy chains (`GenConfig::index_metacopy`).
+                assert!(mounts > 20 && files > 20, "{p}: {mounts} metacopy mounts, {files} metacopy files");
             } else if p == Profile::DataOnly {
                 assert!(mounts > 20 && files > 20, "{p}: {mounts} metacopy mounts, {files} metacopy files");
             } else {
