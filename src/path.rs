@@ -53,11 +53,12 @@ pub enum Follow {
 /// The absolute path of `name` in the directory at absolute path `parent` (`/` or a path
 /// without a trailing slash).
 pub(crate) fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+    let parent = if parent == "/" { "" } else { parent };
+    let mut path = String::with_capacity(parent.len() + 1 + name.len());
+    path.push_str(parent);
+    path.push('/');
+    path.push_str(name);
+    path
 }
 
 fn check_len(path: &str) -> SysResult<()> {
@@ -76,7 +77,12 @@ impl Overlay {
         if chain.len() <= 1 {
             return "/".into();
         }
-        chain[1..].iter().map(|d| format!("/{}", d.name)).collect()
+        let mut path = String::with_capacity(chain[1..].iter().map(|d| d.name.len() + 1).sum());
+        for d in &chain[1..] {
+            path.push('/');
+            path.push_str(&d.name);
+        }
+        path
     }
 
     /// The merged path of `name` in the directory at the end of `chain`.

@@ -263,7 +263,7 @@ impl Layer {
         match entry {
             FlatEntry::Node { node, .. } => {
                 let ino = self.create(dir, name, node.to_inode());
-                if self.get(ino).is_dir() {
+                if node.kind == FileType::Dir {
                     ancestors.push((path, ino));
                 }
             }
