@@ -12,6 +12,7 @@ use crate::errno::{Errno, SysResult};
 use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 
 /// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
@@ -52,11 +53,12 @@ pub enum Follow {
 /// The absolute path of `name` in the directory at absolute path `parent` (`/` or a path
 /// without a trailing slash).
 pub(crate) fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+    let parent = if parent == "/" { "" } else { parent };
+    let mut path = String::with_capacity(parent.len() + 1 + name.len());
+    path.push_str(parent);
+    path.push('/');
+    path.push_str(name);
+    path
 }
 
 fn check_len(path: &str) -> SysResult<()> {
@@ -75,7 +77,12 @@ impl Overlay {
         if chain.len() <= 1 {
             return "/".into();
         }
-        chain[1..].iter().map(|d| format!("/{}", d.name)).collect()
+        let mut path = String::with_capacity(chain[1..].iter().map(|d| d.name.len() + 1).sum());
+        for d in &chain[1..] {
+            path.push('/');
+            path.push_str(&d.name);
+        }
+        path
     }
 
     /// The merged path of `name` in the directory at the end of `chain`.
@@ -208,13 +215,25 @@ impl Overlay {
 }
 
 /// The components a walk has still to look up, the next one last, so that a symlink's
-/// target goes on top of what follows it.
-type Pending<'p> = Vec<Cow<'p, str>>;
+/// target goes on top of what follows it. Inline up to 8 components: most paths need no
+/// allocation.
+type Pending<'p> = SmallVec<[Cow<'p, str>; 8]>;
 
 /// The non-empty components of a path, borrowed from it, as [`Pending`] (the first one
-/// last).
+/// last). One backward pass over the bytes: `/` is ASCII, so every cut is at a character
+/// boundary.
 fn pending_of(path: &str) -> Pending<'_> {
-    let mut comps = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
-    comps.extend(path.rsplit('/').filter(|c| !c.is_empty()).map(Cow::Borrowed));
+    let mut comps = Pending::new();
+    let bytes = path.as_bytes();
+    let mut end = bytes.len();
+    while end > 0 {
+        if bytes[end - 1] == b'/' {
+            end -= 1;
+            continue;
+        }
+        let start = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        comps.push(Cow::Borrowed(&path[start..end]));
+        end = start;
+    }
     comps
 }

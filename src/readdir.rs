@@ -59,7 +59,13 @@ impl Overlay {
                 None => (&self.lowers[d.lowers[0].layer], d.lowers[0].ino),
             };
             let entries = layer.get(ino).entries().expect("model invariant: readdir of a directory");
-            return entries.iter().map(|(n, i)| (n.clone(), layer.get(*i).file_type())).collect();
+            // Inserted one by one, in the order they come (sorted): `collect` would buffer
+            // and sort them first.
+            let mut out = BTreeMap::new();
+            for (n, i) in entries.iter() {
+                out.insert(n.clone(), layer.get(*i).file_type());
+            }
+            return out;
         }
         let impure = self.upper_inode(d).is_some_and(|i| i.impure);
         let mut out = BTreeMap::new();

@@ -185,9 +185,15 @@ fn capability_valid(v: &[u8]) -> bool {
 
 /// Whether a layer can hold every node of `flat`: the first refusal, with its path.
 pub fn check_layer(flat: &FlatLayer) -> Result<(), (String, Refusal)> {
-    let mut root = flat.root.clone();
-    root.kind = FileType::Dir;
-    check_node("/", &root).map_err(|r| ("/".to_owned(), r))?;
+    // The root is checked as a directory, whatever kind it says (copied only to say so).
+    let as_dir;
+    let root = if flat.root.kind == FileType::Dir {
+        &flat.root
+    } else {
+        as_dir = FlatNode { kind: FileType::Dir, ..flat.root.clone() };
+        &as_dir
+    };
+    check_node("/", root).map_err(|r| ("/".to_owned(), r))?;
     for entry in &flat.entries {
         if let FlatEntry::Node { path, node } = entry {
             check_node(path, node).map_err(|r| (path.clone(), r))?;

@@ -87,7 +87,7 @@ impl FlatNode {
             data,
             target,
             rdev,
-            xattrs: inode.xattrs.iter().map(|(k, v)| (k.clone(), v.to_vec())).collect(),
+            xattrs: xattrs_of(inode),
         }
     }
 
@@ -110,10 +110,26 @@ impl FlatNode {
     }
 }
 
+/// An inode's xattrs as a flat node holds them. They come sorted, so they are inserted one
+/// by one: `collect` would buffer and sort them first, and most inodes have none.
+fn xattrs_of(inode: &Inode) -> BTreeMap<String, Vec<u8>> {
+    let mut xattrs = BTreeMap::new();
+    for (k, v) in inode.xattrs.iter() {
+        xattrs.insert(k.clone(), v.to_vec());
+    }
+    xattrs
+}
+
 impl Layer {
     /// The flat form of this layer.
     pub fn to_flat(&self) -> FlatLayer {
-        let mut flat = FlatWriter { layer: self, first_seen: HashMap::default(), entries: Vec::new() };
+        // Every inode but the root once, plus the hard links: one allocation each, most times.
+        let inodes = self.inode_count();
+        let mut flat = FlatWriter {
+            layer: self,
+            first_seen: HashMap::with_capacity_and_hasher(inodes, InoHash::default()),
+            entries: Vec::with_capacity(inodes),
+        };
         flat.dir(self.root(), &mut String::new());
         FlatLayer { root: FlatNode::of(self.get(self.root())), entries: flat.entries }
     }
@@ -247,7 +263,7 @@ impl Layer {
         match entry {
             FlatEntry::Node { node, .. } => {
                 let ino = self.create(dir, name, node.to_inode());
-                if self.get(ino).is_dir() {
+                if node.kind == FileType::Dir {
                     ancestors.push((path, ino));
                 }
             }

@@ -398,11 +398,15 @@ impl Layer {
     /// If `dir` is not a directory or `name` is taken: the caller checks both.
     pub fn link(&mut self, dir: Ino, name: &str, ino: Ino) {
         let is_dir = self.get(ino).is_dir();
-        self.update(ino, |i| {
-            if !i.is_dir() {
-                i.nlink += 1
-            }
-        });
+        if !is_dir {
+            self.update(ino, |i| i.nlink += 1);
+        }
+        self.add_entry(dir, name, ino, is_dir);
+    }
+
+    /// Enters `name` → `ino` in directory `dir`, counting a subdirectory in its link count:
+    /// the directory's half of [`Layer::link`].
+    fn add_entry(&mut self, dir: Ino, name: &str, ino: Ino, is_dir: bool) {
         self.update(dir, |d| {
             if is_dir {
                 d.nlink += 1;
@@ -417,10 +421,15 @@ impl Layer {
         });
     }
 
-    /// Creates `inode` as `name` in `dir` and returns its number.
-    pub fn create(&mut self, dir: Ino, name: &str, inode: Inode) -> Ino {
-        let ino = self.alloc(inode);
-        self.link(dir, name, ino);
+    /// Creates `inode` as `name` in `dir` and returns its number: [`Layer::alloc`] then
+    /// [`Layer::link`], with the new inode's link count set before it goes in the table.
+    pub fn create(&mut self, dir: Ino, name: &str, mut inode: Inode) -> Ino {
+        let is_dir = inode.is_dir();
+        inode.nlink = if is_dir { 2 } else { 1 };
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, Arc::new(inode));
+        self.add_entry(dir, name, ino, is_dir);
         ino
     }
 
