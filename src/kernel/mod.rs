@@ -325,8 +325,12 @@ pub struct KernelBackend {
 }
 
 impl KernelBackend {
-    /// The default timeout of one command.
-    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// The default timeout of one command: long enough for the slowest real command on a
+    /// loaded 2-core machine (the read-back of a tree 4,001 directories deep takes about
+    /// 1.4 s of system time when the machine is quiet; a whole `cargo test` at load 12 or
+    /// more once failed `tests/hostile_input.rs`'s deep-tree replay, with 10 s here then), and
+    /// short enough that a hung worker is noticed.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// Starts a worker found by [`KernelBackend::find_worker`].
     pub fn new() -> Result<KernelBackend, BackendError> {
