@@ -813,12 +813,9 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             kinds = fitting;
         }
     }
-    if let Some(one) = only {
-        kinds.push(one);
-    }
-    let kind: &str = match kinds.as_slice() {
-        [one] => one,
-        [] => {
+    let kind: &str = match (only, kinds.as_slice()) {
+        (Some(one), _) | (None, &[one]) => one,
+        (None, []) => {
             let op = unknown.first().map_or_else(|| "?".to_owned(), |u| u.to_string());
             cx.step = Some(StepRef { index: i + 1, op: op.clone() });
             if unknown.is_empty() {
@@ -831,7 +828,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             }
             return None;
         }
-        several => {
+        (None, several) => {
             cx.step = Some(StepRef { index: i + 1, op: several[0].to_owned() });
             cx.key_problem(
                 &key(path, several[1]),
