@@ -1,13 +1,14 @@
 //! parse_profile: times the parts of `scenario::parse` over every `spec/` file, for
 //! profiling (`valgrind --tool=callgrind target/release/examples/parse_profile parse 20`).
 //!
-//! Run: `cargo run --release --example parse_profile -- [parse|events|yaml] [ROUNDS]`.
+//! Run: `cargo run --release --example parse_profile -- [parse|events|yaml] [ROUNDS]`;
+//! `parse_profile_mimalloc` (same arguments) runs it on the `ovlsim` binary's heap.
 
 use ovlsim::scenario;
 use std::hint::black_box;
 use std::time::Instant;
 
-fn main() {
+pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map(String::as_str).unwrap_or("parse");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(200);

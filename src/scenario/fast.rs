@@ -4,7 +4,8 @@
 //! `yaml_serde` (a port of libyaml, then serde's `Value` visitor) costs about two thirds of
 //! parsing a scenario. Scenario files use a small part of YAML: block mappings and
 //! sequences, one-line flow mappings and sequences, plain and one-line quoted scalars, and
-//! local tags (`!whiteout`, `!hex`, ...). [`load`] reads exactly that part in one pass over
+//! local tags (`!whiteout`, `!hex`, ...), also alone on a key's or dash's line before the
+//! block node they tag (`f: !file` with `data:` below). [`load`] reads exactly that part in one pass over
 //! the lines and gives up (`None`) at anything else: anchors, aliases, block scalars,
 //! multi-line scalars or flow collections, complex keys, directives and document markers,
 //! tabs, carriage returns, bytes outside printable ASCII, a duplicate key, a number it does
@@ -30,26 +31,43 @@ struct Line<'t> {
 /// The document as `yaml_serde::from_str` reads it, or `None` when the text is outside the
 /// subset read here (see the module's documentation).
 pub(crate) fn load(text: &str) -> Option<Node<'_>> {
-    if !text.bytes().all(|b| b == b'\n' || (b' '..=b'~').contains(&b)) {
-        return None;
-    }
+    let b = text.as_bytes();
     let mut lines = Vec::with_capacity(text.len() / 16 + 1);
-    for l in text.split('\n') {
-        let body = l.trim_start_matches(' ');
-        if body.is_empty() || body.starts_with('#') {
-            continue;
+    // One pass over the bytes: every byte printable ASCII or a newline; each line's
+    // indentation, and its text without trailing spaces unless it is blank or a comment.
+    let mut start = 0;
+    while start <= b.len() {
+        let mut i = start;
+        while i < b.len() && b[i] == b' ' {
+            i += 1;
         }
-        let indent = l.len() - body.len();
-        if indent == 0 && (body.starts_with("---") || body.starts_with("...") || body.starts_with('%')) {
-            return None;
+        let body = i;
+        let mut last = i;
+        while i < b.len() && b[i] != b'\n' {
+            let c = b[i];
+            if !(b' '..=b'~').contains(&c) {
+                return None;
+            }
+            if c != b' ' {
+                last = i + 1;
+            }
+            i += 1;
         }
-        lines.push(Line { indent, text: body.trim_end_matches(' ') });
+        if last > body && b[body] != b'#' {
+            let indent = body - start;
+            let t = &text[body..last];
+            if indent == 0 && (t.starts_with("---") || t.starts_with("...") || t.starts_with('%')) {
+                return None;
+            }
+            lines.push(Line { indent, text: t });
+        }
+        start = i + 1;
     }
     let first = *lines.first()?;
     if first.indent != 0 {
         return None;
     }
-    let mut r = Reader { lines, at: 0 };
+    let mut r = Reader { lines, at: 0, items: Vec::new(), entries: Vec::new() };
     let v = r.block(0, 0)?;
     (r.at == r.lines.len()).then_some(v)
 }
@@ -57,6 +75,11 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
 struct Reader<'t> {
     lines: Vec<Line<'t>>,
     at: usize,
+    /// The items of the block sequences being read, innermost last: each sequence is
+    /// allocated once, at its length, when it ends.
+    items: Vec<Node<'t>>,
+    /// The same for the entries of block mappings.
+    entries: Vec<(Node<'t>, Node<'t>)>,
 }
 
 impl<'t> Reader<'t> {
@@ -86,7 +109,7 @@ impl<'t> Reader<'t> {
 
     /// A block sequence whose items' dashes are at `indent`.
     fn sequence(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
-        let mut items = Vec::new();
+        let start = self.items.len();
         while let Some(l) = self.peek() {
             if l.indent != indent || !is_dash(l.text) {
                 break;
@@ -94,31 +117,36 @@ impl<'t> Reader<'t> {
             let rest = l.text[1..].trim_start_matches(' ');
             if rest.is_empty() || rest.starts_with('#') {
                 self.at += 1;
-                items.push(self.nested(indent, depth)?);
+                let item = self.nested(indent, depth)?;
+                self.items.push(item);
                 continue;
             }
             let column = indent + (l.text.len() - rest.len());
             if is_dash(rest) {
                 return None;
             }
-            if key_end(rest).is_some() {
+            let item = if key_end(rest).is_some() {
                 // A mapping that starts on the dash's line: its keys are at `column`.
                 self.lines[self.at] = Line { indent: column, text: rest };
-                items.push(self.mapping(column, depth + 1)?);
+                self.mapping(column, depth + 1)?
             } else {
                 self.at += 1;
-                items.push(inline(rest, depth + 1)?);
-            }
+                match self.tagged_block(rest, indent, depth, false)? {
+                    Some(v) => v,
+                    None => inline(rest, depth + 1)?,
+                }
+            };
+            self.items.push(item);
             if self.peek().is_some_and(|n| n.indent > indent) {
                 return None;
             }
         }
-        Some(Node::Sequence(items))
+        Some(Node::Sequence(self.items.drain(start..).collect()))
     }
 
     /// A block mapping whose keys are at `indent`.
     fn mapping(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
-        let mut m = Mapping::new();
+        let start = self.entries.len();
         while let Some(l) = self.peek() {
             if l.indent < indent {
                 break;
@@ -137,11 +165,37 @@ impl<'t> Reader<'t> {
                     _ => self.nested(indent, depth)?,
                 }
             } else {
-                inline(rest, depth + 1)?
+                match self.tagged_block(rest, indent, depth, true)? {
+                    Some(v) => v,
+                    None => inline(rest, depth + 1)?,
+                }
             };
-            m.push((key, value));
+            self.entries.push((key, value));
         }
-        unique_keys(&m).then_some(Node::Mapping(m))
+        if !unique_keys(&self.entries[start..]) {
+            return None;
+        }
+        Some(Node::Mapping(self.entries.drain(start..).collect()))
+    }
+
+    /// A tag alone on the line of a key or dash at `indent` (`f: !file`, a comment allowed
+    /// after it) whose node is the block on the deeper lines after it: `Some(Some(node))`
+    /// for that tagged node, `Some(None)` when `rest` is not a lone tag or no deeper line
+    /// follows (the tag is read on its line), `None` for what is not read here: a second
+    /// tag on the next line, or (`key`: after a mapping key) a sequence at `indent`.
+    fn tagged_block(&mut self, rest: &'t str, indent: usize, depth: usize, key: bool) -> Option<Option<Node<'t>>> {
+        let Some(tag) = lone_tag(rest) else { return Some(None) };
+        match self.peek() {
+            Some(n) if n.indent > indent => {
+                if n.text.starts_with('!') {
+                    return None;
+                }
+                let value = self.block(n.indent, depth + 2)?;
+                Some(Some(Node::Tagged(Box::new(Tagged { tag: Tag(Cow::Borrowed(tag)), value }))))
+            }
+            Some(n) if key && n.indent == indent && is_dash(n.text) => None,
+            _ => Some(None),
+        }
     }
 
     /// The block node on the lines after a key or dash at `indent` with nothing after it:
@@ -155,7 +209,7 @@ impl<'t> Reader<'t> {
 }
 
 /// Whether no two entries of a mapping have the same key (`yaml_serde` refuses that).
-fn unique_keys(m: &Mapping) -> bool {
+fn unique_keys(m: &[(Node, Node)]) -> bool {
     if m.len() <= 16 {
         return m.iter().enumerate().all(|(i, (k, _))| m[..i].iter().all(|(o, _)| o != k));
     }
@@ -173,6 +227,20 @@ fn key_order<'a>(k: &'a Node) -> (u8, &'a str, Option<u64>, Option<i64>) {
         Node::String(s) => (4, s, None, None),
         _ => (5, "", None, None),
     }
+}
+
+/// The name of the tag that is all of `text` but a comment (`!file`, `!file  # c`).
+fn lone_tag(text: &str) -> Option<&str> {
+    let b = text.as_bytes();
+    if b.first() != Some(&b'!') {
+        return None;
+    }
+    let end = 1 + b[1..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c == b'-').count();
+    if end == 1 {
+        return None;
+    }
+    let after = text[end..].trim_start_matches(' ');
+    (after.is_empty() || (after.starts_with('#') && after.len() < text.len() - end)).then_some(&text[1..end])
 }
 
 /// Whether a line's text is a sequence entry (`-` alone or followed by a space).
@@ -230,7 +298,27 @@ fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
 /// indicator, with no `: ` or ` #` (and, in a flow collection, no flow indicator or `:`).
 fn plain_ok(s: &str, flow: bool) -> bool {
     let Some(first) = s.bytes().next() else { return false };
-    if b"&*!|>?%@`\"'#,[]{}:".contains(&first) || (first == b'-' && (s.len() == 1 || s.as_bytes()[1] == b' ')) {
+    if matches!(
+        first,
+        b'&' | b'*'
+            | b'!'
+            | b'|'
+            | b'>'
+            | b'?'
+            | b'%'
+            | b'@'
+            | b'`'
+            | b'"'
+            | b'\''
+            | b'#'
+            | b','
+            | b'['
+            | b']'
+            | b'{'
+            | b'}'
+            | b':'
+    ) || (first == b'-' && (s.len() == 1 || s.as_bytes()[1] == b' '))
+    {
         return false;
     }
     let b = s.as_bytes();
@@ -294,6 +382,10 @@ fn resolve<'t>(s: &'t str) -> Option<Node<'t>> {
         return None;
     }
     let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if unsigned.is_empty() {
+        // `+` alone: no number reads so.
+        return Some(Node::str(s));
+    }
     let special = [".inf", ".nan"].contains(&unsigned.to_ascii_lowercase().as_str());
     if unsigned.parse::<f64>().is_ok()
         || special
@@ -385,8 +477,10 @@ impl<'t> Cursor<'t> {
             }
             _ if !block => {
                 let start = self.i;
-                while self.i < self.s.len() && !b",[]{}".contains(&self.s[self.i]) {
-                    if self.s[self.i] == b':' && self.s.get(self.i + 1).is_none_or(|c| b" ,]}".contains(c)) {
+                while self.i < self.s.len() && !matches!(self.s[self.i], b',' | b'[' | b']' | b'{' | b'}') {
+                    if self.s[self.i] == b':'
+                        && self.s.get(self.i + 1).is_none_or(|c| matches!(c, b' ' | b',' | b']' | b'}'))
+                    {
                         break;
                     }
                     self.i += 1;
@@ -569,6 +663,8 @@ mod tests {
             "a: [1, 2,]\n",
             "a:\n  - - 2\n",
             "a: 99999999999999999999\n",
+            "a: !t\n- b\n",
+            "a: !t\n  !u x\n",
             "",
         ] {
             assert_eq!(load(d), None, "{d:?}");
@@ -577,6 +673,9 @@ mod tests {
             "a: !whiteout\nb: !hex \"00ff\"\nc: !file {data: x, mode: 0644}\nd: [1, -2, 0o17, '', \"q\\n\"]\n",
             "steps:\n- stat: /a\n  expect: {kind: dir, ino: a}\n-\n  unmount\n- x # c\nfinal: {}\n",
             "a:\n  - 1\n  -\n    - 2\n    - 3\n",
+            "x: !file\n  data: a\n  mode: 0640\ny: !file  # c\n    data: b\nz: +\n",
+            "- !file\n  data: a\n- !whiteout\n- !t\n  - 1\n- b\n",
+            "a: !whiteout\nb:\n- !hex\n  \"00\"\n",
         ] {
             assert!(load(d).is_some(), "{d:?}");
             same(d);
@@ -592,7 +691,7 @@ mod tests {
             i in proptest::prelude::any::<usize>(),
             edits in proptest::collection::vec(
                 (0usize..3, proptest::prelude::any::<usize>(), proptest::sample::select(
-                    vec![' ', '-', ':', '#', '{', '}', '[', ']', ',', '!', '"', '\'', '\n', '&', '*', '0', '.', 'a', '~', '?', '|', '\\'],
+                    vec![' ', '-', ':', '#', '{', '}', '[', ']', ',', '!', '"', '\'', '\n', '&', '*', '0', '.', 'a', '~', '?', '|', '\\', '+'],
                 )),
                 1..5,
             ),

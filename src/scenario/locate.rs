@@ -490,13 +490,17 @@ fn scan_steps(text: &str) -> (Vec<(Pos, String)>, usize) {
 
 /// The first word of a step's text (its op).
 fn op_word(text: &str, default: &str) -> String {
-    let w =
-        text.trim_start_matches('{').split(|c: char| c == ':' || c == ',' || c.is_whitespace()).next().unwrap_or("");
+    let w = first_word(text);
     if w.is_empty() {
         default.to_owned()
     } else {
         w.to_owned()
     }
+}
+
+/// The first word of a step's text: up to a `:`, `,` or whitespace, after any `{`.
+fn first_word(text: &str) -> &str {
+    text.trim_start_matches('{').split(|c: char| c == ':' || c == ',' || c.is_whitespace()).next().unwrap_or("")
 }
 
 /// The position of each step when the top-level `steps:` list is written in plain block
@@ -514,8 +518,7 @@ pub fn block_step_positions(text: &str, ops: &[&str]) -> Option<Vec<Option<Pos>>
     let mut item_indent: Option<usize> = None;
     let mut pending = false;
     let push = |out: &mut Vec<Option<Pos>>, pos: Pos, rest: &str| {
-        let word = op_word(rest, "");
-        if ops.get(out.len()) != Some(&word.as_str()) {
+        if ops.get(out.len()) != Some(&first_word(rest)) {
             return false;
         }
         out.push(Some(pos));

@@ -784,33 +784,39 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             return None;
         }
     };
-    // Find the step's kind: the one key that names an operation.
-    let mut kinds = Vec::new();
-    let mut unknown = Vec::new();
-    for (k, _) in m {
+    // Find the step's kind: the one key that names an operation (nearly always the only
+    // such key: then nothing is collected).
+    let mut named = m.iter().filter_map(|(k, _)| match k {
+        Value::String(s) if STEP_KINDS.contains(&&**s) => Some(&**s),
+        _ => None,
+    });
+    let only = match (named.next(), named.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    };
+    let mut kinds: Vec<&str> = Vec::new();
+    let mut unknown: Vec<&str> = Vec::new();
+    for (k, _) in m.iter().filter(|_| only.is_none()) {
         if let Value::String(s) = k {
             if STEP_KINDS.contains(&&**s) {
-                kinds.push(s.to_string());
+                kinds.push(s);
             } else if !["expect", "note"].contains(&&**s) {
-                unknown.push(s.to_string());
+                unknown.push(s);
             }
         }
     }
     // `link` is an op and a field of `edit`: a kind whose fields take the other kinds wins.
     if kinds.len() > 1 {
-        let fitting: Vec<String> = kinds
-            .iter()
-            .filter(|k| kinds.iter().all(|o| o == *k || step_fields(k).contains(&o.as_str())))
-            .cloned()
-            .collect();
+        let fitting: Vec<&str> =
+            kinds.iter().copied().filter(|k| kinds.iter().all(|o| o == k || step_fields(k).contains(o))).collect();
         if fitting.len() == 1 {
             kinds = fitting;
         }
     }
-    let kind = match kinds.as_slice() {
-        [one] => one.clone(),
-        [] => {
-            let op = unknown.first().cloned().unwrap_or_else(|| "?".into());
+    let kind: &str = match (only, kinds.as_slice()) {
+        (Some(one), _) | (None, &[one]) => one,
+        (None, []) => {
+            let op = unknown.first().map_or_else(|| "?".to_owned(), |u| u.to_string());
             cx.step = Some(StepRef { index: i + 1, op: op.clone() });
             if unknown.is_empty() {
                 cx.problem(path, "the step names no operation");
@@ -822,30 +828,35 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             }
             return None;
         }
-        several => {
-            cx.step = Some(StepRef { index: i + 1, op: several[0].clone() });
+        (None, several) => {
+            cx.step = Some(StepRef { index: i + 1, op: several[0].to_owned() });
             cx.key_problem(
-                &key(path, &several[1]),
+                &key(path, several[1]),
                 format!("a step does one thing; this one names {}", several.join(" and ")),
             );
             return None;
         }
     };
-    cx.step = Some(StepRef { index: i + 1, op: kind.clone() });
-    let mut allowed: Vec<&str> = vec![kind.as_str()];
-    allowed.extend_from_slice(step_fields(&kind));
-    if !NOT_OPS.contains(&kind.as_str()) && !super::handle::FILE_HANDLE_KINDS.contains(&kind.as_str()) {
-        allowed.extend_from_slice(&["as_user", "umask"]);
+    cx.step = Some(StepRef { index: i + 1, op: kind.to_owned() });
+    // The step's own key, its fields, and `as_user` and `umask` for an operation.
+    let mut allowed = [""; 10];
+    let own = step_fields(kind);
+    allowed[0] = kind;
+    allowed[1..1 + own.len()].copy_from_slice(own);
+    let mut n = 1 + own.len();
+    if !NOT_OPS.contains(&kind) && !super::handle::FILE_HANDLE_KINDS.contains(&kind) {
+        allowed[n..n + 2].copy_from_slice(&["as_user", "umask"]);
+        n += 2;
     }
-    let fields = cx.fields(m, path, &allowed, format_args!("a `{kind}` step"));
+    let fields = cx.fields(m, path, &allowed[..n], format_args!("a `{kind}` step"));
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let subject = get(&kind).expect("the kind key is present");
-    let sp = key(path, &kind);
+    let subject = get(kind).expect("the kind key is present");
+    let sp = key(path, kind);
     let note = match get("note") {
         Some(v) => Some(cx.string(v, &key(path, "note"), "a note")?),
         None => None,
     };
-    let action = match kind.as_str() {
+    let action = match kind {
         "mount" => {
             let change = match subject {
                 Value::Null => MountChange::default(),
@@ -886,7 +897,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             }
             Action::DropCaches
         }
-        _ => Action::Op(read_op(cx, &kind, subject, &sp, path, &fields)?),
+        _ => Action::Op(read_op(cx, kind, subject, &sp, path, &fields)?),
     };
     let expect = match get("expect") {
         None => None,
@@ -899,7 +910,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
                 Action::Op(op) => class_of(op),
                 _ => Class::Plain,
             };
-            Some(read_expect(cx, v, &ep, class, &kind)?)
+            Some(read_expect(cx, v, &ep, class, kind)?)
         }
     };
     let as_user = match get("as_user") {

@@ -153,7 +153,8 @@ pub fn default_mode(kind: &TreeKind) -> u32 {
 pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext) -> Option<TreeNode> {
     let mut links = Vec::new();
     let node = read_tree(cx, v, path, ctx, &mut links)?;
-    if ctx == TreeContext::Layer {
+    if ctx == TreeContext::Layer && !links.is_empty() {
+        // Without a `!link`, the canonical form is the tree as read (a test checks it).
         return layer_flat(cx, &node, &links, path).map(|flat| tree_from_flat(&flat));
     }
     Some(node)
@@ -250,7 +251,14 @@ pub(crate) fn parse_node(
                     ok = false;
                     continue;
                 }
-                let parts: Vec<&str> = name.split('/').collect();
+                let whole: &str = &name;
+                let split: Vec<&str>;
+                let parts: &[&str] = if name.contains('/') {
+                    split = name.split('/').collect();
+                    &split
+                } else {
+                    std::slice::from_ref(&whole)
+                };
                 if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
                     cx.key_problem(
                         &kp,
@@ -271,16 +279,29 @@ pub(crate) fn parse_node(
                     ok = false;
                     continue;
                 }
-                let child_lpath = parts.iter().fold(lpath.to_owned(), |p, n| join(&p, n));
+                // The parts are plain names, so this is the path the parts lead to.
+                let child_lpath = join(lpath, &name);
                 let Some(child) = parse_node(cx, val, &kp, ctx, &child_lpath, links) else {
                     ok = false;
                     continue;
                 };
-                if ctx == TreeContext::Layer && !check_layer_node(cx, &parts.join("/"), &child, val, &kp) {
+                if ctx == TreeContext::Layer && !check_layer_node(cx, &name, &child, val, &kp) {
                     ok = false;
                     continue;
                 }
-                if let Err(msg) = insert(&mut entries, &parts, child) {
+                let inserted = if parts.len() > 1 {
+                    insert(&mut entries, parts, child)
+                } else {
+                    // `insert` of one name, with the name moved in.
+                    match entries.get_mut(&name) {
+                        None => {
+                            entries.insert(name, child);
+                            Ok(())
+                        }
+                        Some(existing) => merge(existing, child, &name),
+                    }
+                };
+                if let Err(msg) = inserted {
                     cx.key_problem(&kp, msg);
                     ok = false;
                 }
@@ -415,13 +436,29 @@ const COMMON: &[&str] = &["mode", "uid", "gid", "xattrs"];
 /// The fields merged trees add.
 const MERGED: &[&str] = &["nlink", "ino"];
 
-fn allowed(extra: &[&'static str], ctx: TreeContext) -> Vec<&'static str> {
-    let mut v: Vec<&str> = extra.to_vec();
-    v.extend_from_slice(COMMON);
-    if ctx == TreeContext::Merged {
-        v.extend_from_slice(MERGED);
+/// The fields a long form takes: `extra`, then [`COMMON`], then in merged trees [`MERGED`]
+/// (held on the stack).
+fn allowed(extra: &[&'static str], ctx: TreeContext) -> Allowed {
+    let mut a = Allowed { names: [""; 8], len: 0 };
+    for group in [extra, COMMON, if ctx == TreeContext::Merged { MERGED } else { &[] }] {
+        a.names[a.len..a.len + group.len()].copy_from_slice(group);
+        a.len += group.len();
     }
-    v
+    a
+}
+
+/// The fields a long form takes (see [`allowed`]).
+struct Allowed {
+    names: [&'static str; 8],
+    len: usize,
+}
+
+impl std::ops::Deref for Allowed {
+    type Target = [&'static str];
+
+    fn deref(&self) -> &[&'static str] {
+        &self.names[..self.len]
+    }
 }
 
 /// Reads the common attributes from `fields` into `node`; returns the other fields.
@@ -817,17 +854,24 @@ pub fn node_to_flat(n: &TreeNode) -> FlatNode {
 /// Every path of a tree, parents first and names in byte order (the order of
 /// `Layer::walk_all`), with its node.
 pub fn walk(root: &TreeNode) -> Vec<(String, &TreeNode)> {
-    fn go<'a>(dir: &'a TreeNode, prefix: &str, out: &mut Vec<(String, &'a TreeNode)>) {
+    // `path` is the directory's path while its entries are visited, each entry's path
+    // while it is (one buffer: each path is copied once, into `out`).
+    fn go<'a>(dir: &'a TreeNode, path: &mut String, out: &mut Vec<(String, &'a TreeNode)>) {
         if let TreeKind::Dir(entries) = &dir.kind {
             for (name, child) in entries {
-                let p = join(prefix, name);
-                out.push((p.clone(), child));
-                go(child, &p, out);
+                let len = path.len();
+                if len > 1 {
+                    path.push('/');
+                }
+                path.push_str(name);
+                out.push((path.clone(), child));
+                go(child, path, out);
+                path.truncate(len);
             }
         }
     }
     let mut out = Vec::new();
-    go(root, "/", &mut out);
+    go(root, &mut String::from("/"), &mut out);
     out
 }
 
@@ -1134,4 +1178,63 @@ pub fn tree_lines(root: &TreeNode, ctx: TreeContext) -> Vec<String> {
         out.push(line(&p, n));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every mapping of every node of a document, depth first.
+    fn mappings<'a, 'n>(v: &'a Value<'n>, out: &mut Vec<&'a Value<'n>>) {
+        match v {
+            Value::Mapping(m) => {
+                out.push(v);
+                for (_, c) in m {
+                    mappings(c, out);
+                }
+            }
+            Value::Sequence(s) => s.iter().for_each(|c| mappings(c, out)),
+            Value::Tagged(t) => mappings(&t.value, out),
+            _ => {}
+        }
+    }
+
+    /// `parse_tree` gives a layer tree without `!link` as read, not through its flat form:
+    /// for every mapping of every spec/ file read as a layer tree without links, the flat
+    /// form and back is the same tree.
+    #[test]
+    fn a_layer_tree_without_links_is_its_canonical_form() {
+        let mut dirs = vec![std::path::PathBuf::from("spec")];
+        let mut checked = 0;
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
+                let mut all = Vec::new();
+                mappings(&doc, &mut all);
+                for m in all {
+                    let mut cx = Cx::new(Some(&text));
+                    let mut links = Vec::new();
+                    let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) else {
+                        continue;
+                    };
+                    if !links.is_empty() || !cx.problems.is_empty() {
+                        continue;
+                    }
+                    let flat = tree_to_flat(&tree).expect("no links, no errors");
+                    assert_eq!(tree_from_flat(&flat), tree, "in {}", p.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300, "{checked} trees");
+    }
 }
