@@ -460,6 +460,11 @@ impl<'t> Cursor<'t> {
                 }
                 let tag = &self.t[start..self.i];
                 self.spaces();
+                if self.s.get(self.i) == Some(&b'!') {
+                    // A node has at most one tag (YAML 1.2, "Node Properties"): `!a !b x`
+                    // is an error, which only `yaml_serde` reports with its position.
+                    return None;
+                }
                 let value = if self.at_end_or_comment() {
                     if !block {
                         return None;
@@ -665,6 +670,8 @@ mod tests {
             "a: 99999999999999999999\n",
             "a: !t\n- b\n",
             "a: !t\n  !u x\n",
+            "a: !t !u x\n",
+            "a: [!t !u x]\n",
             "",
         ] {
             assert_eq!(load(d), None, "{d:?}");
