@@ -488,7 +488,7 @@ impl Overlay {
 
     /// Finds the copy-up origin of an upper non-directory among the mounted lowers
     /// (kernel: `ovl_check_origin`; a stale origin is ignored, a type mismatch is EIO).
-    fn check_origin(&self, upper: &Inode) -> SysResult<Option<LowerPath>> {
+    pub(crate) fn check_origin(&self, upper: &Inode) -> SysResult<Option<LowerPath>> {
         let Some(origin) = upper.origin else { return Ok(None) };
         for (layer, l) in self.lowers.iter().enumerate() {
             if self.fh_layer(layer) == origin.layer {
