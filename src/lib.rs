@@ -128,6 +128,7 @@ pub mod icache;
 #[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;
 pub mod index;
+mod index_follow;
 pub mod indexdir;
 pub mod inode;
 #[cfg(all(feature = "kernel", target_os = "linux"))]

@@ -216,7 +216,9 @@ impl Overlay {
     /// redirect xattr), EIO (a copy-up origin of another type), EPERM (a redirect with
     /// `redirect_dir=nofollow`, or a metacopy file on a mount without metacopy), EACCES (a
     /// redirect component a lower layer cannot look up: `.`, `..` or empty), EIO (a metacopy
-    /// file with no lower data: [`Overlay::check_lower_data`]).
+    /// file with no lower data: [`Overlay::check_lower_data`]), then EINVAL, EIO or EPERM
+    /// from the index entry a lower-only non-directory takes as its upper
+    /// ([`Overlay::check_index_upper`]).
     pub(crate) fn lookup_child(&mut self, parent: &Dentry, name: &str) -> SysResult<Dentry> {
         if name.len() > NAME_LEN_MAX {
             return Err(Errno::ENAMETOOLONG);
@@ -314,6 +316,9 @@ impl Overlay {
         let upper_metacopy = upper.is_some_and(|u| whiteout::is_metacopy(self, self.which(Which::Upper).get(u)));
         if !lazy {
             self.check_lower_data(upper_metacopy, d.is_dir, &stack)?;
+        }
+        if let (None, Some(&first), false) = (upper, stack.first(), d.is_dir) {
+            self.check_index_upper(first)?;
         }
         let stack = match origin {
             Some(o) if !d.is_dir && upper.is_some() && stack.is_empty() => Arc::from([o]),
@@ -483,7 +488,7 @@ impl Overlay {
 
     /// Finds the copy-up origin of an upper non-directory among the mounted lowers
     /// (kernel: `ovl_check_origin`; a stale origin is ignored, a type mismatch is EIO).
-    fn check_origin(&self, upper: &Inode) -> SysResult<Option<LowerPath>> {
+    pub(crate) fn check_origin(&self, upper: &Inode) -> SysResult<Option<LowerPath>> {
         let Some(origin) = upper.origin else { return Ok(None) };
         for (layer, l) in self.lowers.iter().enumerate() {
             if self.fh_layer(layer) == origin.layer {

@@ -120,14 +120,17 @@ impl Overlay {
     ///
     /// The overlay inode, hashed by its lower data's top-most lower object, keeps that lower
     /// after the copy as after any copy-up ([`Overlay::keep_lower`]): an upper without an
-    /// origin still reports the lower `st_ino` until the inode is evicted.
+    /// origin still reports the lower `st_ino` until the inode is evicted. So does one whose
+    /// origin, recorded on an earlier mount, does not decode on this one (`uuid=off` over an
+    /// origin with the layer's uuid: [`Overlay::check_origin`]); observed on 6.18,
+    /// spec/metacopy/truncate-metacopy-renamed-remount-uuid-off-keeps-lower-ino.yaml.
     pub(crate) fn copy_up_with_data(&mut self, chain: &mut [Dentry], upto: usize, trunc: bool) {
         self.copy_up_flags(chain, upto, true);
         if self.is_metacopy_upper(&chain[upto]) {
             self.copy_up_meta_data(&chain[upto], trunc);
             let d = &chain[upto];
             let (Some(dir), Some(ino)) = (chain[upto - 1].upper, d.upper) else { return };
-            let has_origin = self.upper_inode(d).is_some_and(|i| i.origin.is_some());
+            let has_origin = self.upper_inode(d).is_some_and(|i| matches!(self.check_origin(i), Ok(Some(_))));
             self.keep_lower(dir, d, ino, has_origin);
         }
     }
