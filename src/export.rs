@@ -88,11 +88,8 @@ impl Overlay {
         let dir = d.is_dir();
         let nfs = self.options.nfs_export;
         let upper_named =
-            |ov: &Overlay, ino: Ino| Named::Upper { layer: ov.upper.as_ref().expect("upper").id(), ino, dir };
-        let lower_named = |ov: &Overlay, d: &Dentry| {
-            let l = d.lowers[0];
-            Named::Lower { origin: Origin { layer: ov.lowers[l.layer].id(), ino: l.ino }, dir }
-        };
+            |ov: &Overlay, ino: Ino| Named::Upper { layer: ov.fh_upper_layer().expect("upper"), ino, dir };
+        let lower_named = |ov: &Overlay, d: &Dentry| Named::Lower { origin: ov.lower_origin(d.lowers[0]), dir };
         if self.upper.is_none() || (d.upper.is_none() && !nfs) {
             return lower_named(self, &d);
         }
@@ -121,8 +118,10 @@ impl Overlay {
         }
     }
 
+    /// The origin file handle of lower object `l` as this mount writes it: with the
+    /// uuid `uuid=` gives ([`Overlay::fh_layer`]), as index entries are named.
     fn lower_origin(&self, l: LowerPath) -> Origin {
-        Origin { layer: self.lowers[l.layer].id(), ino: l.ino }
+        Origin { layer: self.fh_layer(l.layer), ino: l.ino }
     }
 
     /// Before a lower directory's handle is encoded (`nfs_export=on`, with an upper), its
@@ -216,9 +215,11 @@ impl Overlay {
     /// `handle_bytes` 0); ESTALE (a mount with `nfs_export=off`, whose export operations
     /// do not decode: `ovl_export_fid_operations`, `exportfs_decode_fh_raw`); then as
     /// the handle names an upper object (`ovl_upper_fh_to_d`): EACCES without an upper
-    /// layer; ESTALE when the inode has no name left and no open file holds it, or is a
+    /// layer; ESTALE when the handle's uuid is not the one this mount decodes
+    /// ([`Overlay::fh_uuid_decodes`]), or when the inode has no name left and no open file holds it, or is a
     /// directory not under this mount's upper layer (`ovl_decode_real_fh`,
-    /// `ovl_acceptable`); or a lower one (`ovl_lower_fh_to_d`): an open file of the
+    /// `ovl_acceptable`); or a lower one (`ovl_lower_fh_to_d`): ESTALE when its uuid is not the one this
+    /// mount decodes (`ovl_check_origin_fh`); an open file of the
     /// object first (`ovl_lookup_inode`, `d_find_any_alias`); ESTALE for a directory of a
     /// layer not in the mount, and for a whiteout index entry (`ovl_get_index_fh`); an
     /// indexed upper (`ovl_index_upper`, `ovl_obtain_alias` with the index); else the lower
@@ -233,7 +234,10 @@ impl Overlay {
         match named {
             Named::Upper { layer, ino, dir } => {
                 let Some(upper) = self.upper.as_ref() else { return Err(Errno::EACCES) };
-                if upper.id() != layer {
+                if !self.fh_uuid_decodes(layer) {
+                    return Err(Errno::ESTALE);
+                }
+                if upper.id() != crate::uuid::handle_layer(layer) {
                     if dir {
                         return Err(Errno::ESTALE);
                     }
@@ -252,7 +256,11 @@ impl Overlay {
                 Ok(Decoded::Object(self.disconnected(Some(ino), Vec::new(), inode.file_type()), String::new()))
             }
             Named::Lower { origin, dir } => {
-                let Some(layer) = self.lowers.iter().position(|l| l.id() == origin.layer) else {
+                if !self.fh_uuid_decodes(origin.layer) {
+                    return Err(Errno::ESTALE);
+                }
+                let Some(layer) = self.lowers.iter().position(|l| l.id() == crate::uuid::handle_layer(origin.layer))
+                else {
                     if dir {
                         return Err(Errno::ESTALE);
                     }
@@ -365,7 +373,7 @@ impl Overlay {
         let mut start = 0;
         let mut merged = String::new();
         for k in (0..comps.len().saturating_sub(1)).rev() {
-            let origin = Origin { layer: layer.id(), ino: inos[k] };
+            let origin = Origin { layer: self.fh_layer(l.layer), ino: inos[k] };
             match self.index_entry(origin) {
                 Some((_, IndexEntry::Dir)) => {
                     let Some(u) = self.upper_dir_of(origin) else { return Err(Errno::ESTALE) };

@@ -46,6 +46,31 @@ impl Overlay {
     }
 }
 
+impl Overlay {
+    /// The layer part of a file handle this mount writes for the upper layer (an overlay
+    /// file handle of an upper object): the upper's id, marked as holding a null uuid under
+    /// `uuid=off` (kernel: `ovl_encode_real_fh`, the same uuid rule for an upper as for a
+    /// lower; observed on 6.18, spec/nfs_export/open_by_handle-upper-uuid-off-remount-estale.yaml).
+    pub(crate) fn fh_upper_layer(&self) -> Option<LayerId> {
+        let id = self.upper.as_ref()?.id();
+        Some(match self.options.uuid {
+            Uuid::Off => LayerId(id.0 | NULL_UUID),
+            Uuid::Null | Uuid::Auto | Uuid::On => id,
+        })
+    }
+
+    /// Whether a file handle whose layer part is `id` holds the uuid this mount decodes:
+    /// a null uuid under `uuid=off`, the filesystem's under any other value; a handle that
+    /// does not is not decoded at all, in any layer (kernel: `ovl_decode_real_fh`, "In case
+    /// of uuid=off option just make sure that stored uuid is null", returning NULL, which
+    /// `ovl_upper_fh_to_d` and `ovl_check_origin_fh` turn into ESTALE; observed on 6.18,
+    /// spec/nfs_export/open_by_handle-upper-uuid-off-remount-estale.yaml).
+    pub(crate) fn fh_uuid_decodes(&self, id: LayerId) -> bool {
+        let null = id.0 & NULL_UUID != 0;
+        null == (self.options.uuid == Uuid::Off)
+    }
+}
+
 /// The layer a file handle's [`LayerId`] names, whatever uuid it holds.
 pub(crate) fn handle_layer(id: LayerId) -> LayerId {
     LayerId(id.0 & !NULL_UUID)
