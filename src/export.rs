@@ -170,7 +170,7 @@ impl Overlay {
     pub(crate) fn open_by_handle(&mut self, fd: &str, handle: &str, flags: OpenFlags) -> SysResult<()> {
         self.fds.files.remove(fd);
         let fh = self.fds.file_handles.get(handle).cloned().unwrap_or_default();
-        let decoded = self.decode_fh(&fh)?;
+        let decoded = self.handle_to_path(&fh)?;
         let dentry = match &decoded {
             Decoded::Object(d, _) => d.clone(),
             Decoded::Alias(name) => self.fds.files.get(name).expect("an open handle").dentry.clone(),
@@ -209,7 +209,22 @@ impl Overlay {
         Ok(())
     }
 
-    /// What file handle `fh` decodes to on this mount (kernel: `ovl_fh_to_dentry`).
+    /// The object `open_by_handle_at(2)` opens through file handle `fh`: what it decodes
+    /// to ([`Overlay::decode_fh`]); a decode that fails is ESTALE, whatever errno the
+    /// overlay's decode gave (EACCES, ENOENT), but for the empty handle and an answer not
+    /// modelled, both EINVAL (kernel: `fs/fhandle.c`, `do_handle_to_path`, "if
+    /// (path->dentry == ERR_PTR(-ENOMEM)) return -ENOMEM; return -ESTALE;"; observed on
+    /// 6.18: spec/nfs_export/open_by_handle-lower-dir-whited-out-offline-estale.yaml).
+    fn handle_to_path(&mut self, fh: &FileHandle) -> SysResult<Decoded> {
+        match self.decode_fh(fh) {
+            Err(Errno::EINVAL) => Err(Errno::EINVAL),
+            Err(_) => Err(Errno::ESTALE),
+            ok => ok,
+        }
+    }
+
+    /// What file handle `fh` decodes to on this mount (kernel: `ovl_fh_to_dentry`), with
+    /// the errno the overlay's decode gives ([`Overlay::handle_to_path`] makes most ESTALE).
     ///
     /// Errors, in precedence order: EINVAL (the empty handle: `handle_to_path`,
     /// `handle_bytes` 0); ESTALE (a mount with `nfs_export=off`, whose export operations
