@@ -88,11 +88,8 @@ impl Overlay {
         let dir = d.is_dir();
         let nfs = self.options.nfs_export;
         let upper_named =
-            |ov: &Overlay, ino: Ino| Named::Upper { layer: ov.upper.as_ref().expect("upper").id(), ino, dir };
-        let lower_named = |ov: &Overlay, d: &Dentry| {
-            let l = d.lowers[0];
-            Named::Lower { origin: Origin { layer: ov.lowers[l.layer].id(), ino: l.ino }, dir }
-        };
+            |ov: &Overlay, ino: Ino| Named::Upper { layer: ov.fh_upper_layer().expect("upper"), ino, dir };
+        let lower_named = |ov: &Overlay, d: &Dentry| Named::Lower { origin: ov.lower_origin(d.lowers[0]), dir };
         if self.upper.is_none() || (d.upper.is_none() && !nfs) {
             return lower_named(self, &d);
         }
@@ -121,8 +118,10 @@ impl Overlay {
         }
     }
 
+    /// The origin file handle of lower object `l` as this mount writes it: with the
+    /// uuid `uuid=` gives ([`Overlay::fh_layer`]), as index entries are named.
     fn lower_origin(&self, l: LowerPath) -> Origin {
-        Origin { layer: self.lowers[l.layer].id(), ino: l.ino }
+        Origin { layer: self.fh_layer(l.layer), ino: l.ino }
     }
 
     /// Before a lower directory's handle is encoded (`nfs_export=on`, with an upper), its
@@ -171,7 +170,7 @@ impl Overlay {
     pub(crate) fn open_by_handle(&mut self, fd: &str, handle: &str, flags: OpenFlags) -> SysResult<()> {
         self.fds.files.remove(fd);
         let fh = self.fds.file_handles.get(handle).cloned().unwrap_or_default();
-        let decoded = self.decode_fh(&fh)?;
+        let decoded = self.handle_to_path(&fh)?;
         let dentry = match &decoded {
             Decoded::Object(d, _) => d.clone(),
             Decoded::Alias(name) => self.fds.files.get(name).expect("an open handle").dentry.clone(),
@@ -210,15 +209,32 @@ impl Overlay {
         Ok(())
     }
 
-    /// What file handle `fh` decodes to on this mount (kernel: `ovl_fh_to_dentry`).
+    /// The object `open_by_handle_at(2)` opens through file handle `fh`: what it decodes
+    /// to ([`Overlay::decode_fh`]); a decode that fails is ESTALE, whatever errno the
+    /// overlay's decode gave (EACCES, ENOENT), but for the empty handle and an answer not
+    /// modelled, both EINVAL (kernel: `fs/fhandle.c`, `do_handle_to_path`, "if
+    /// (path->dentry == ERR_PTR(-ENOMEM)) return -ENOMEM; return -ESTALE;"; observed on
+    /// 6.18: spec/nfs_export/open_by_handle-lower-dir-whited-out-offline-estale.yaml).
+    fn handle_to_path(&mut self, fh: &FileHandle) -> SysResult<Decoded> {
+        match self.decode_fh(fh) {
+            Err(Errno::EINVAL) => Err(Errno::EINVAL),
+            Err(_) => Err(Errno::ESTALE),
+            ok => ok,
+        }
+    }
+
+    /// What file handle `fh` decodes to on this mount (kernel: `ovl_fh_to_dentry`), with
+    /// the errno the overlay's decode gives ([`Overlay::handle_to_path`] makes most ESTALE).
     ///
     /// Errors, in precedence order: EINVAL (the empty handle: `handle_to_path`,
     /// `handle_bytes` 0); ESTALE (a mount with `nfs_export=off`, whose export operations
     /// do not decode: `ovl_export_fid_operations`, `exportfs_decode_fh_raw`); then as
     /// the handle names an upper object (`ovl_upper_fh_to_d`): EACCES without an upper
-    /// layer; ESTALE when the inode has no name left and no open file holds it, or is a
+    /// layer; ESTALE when the handle's uuid is not the one this mount decodes
+    /// ([`Overlay::fh_uuid_decodes`]), or when the inode has no name left and no open file holds it, or is a
     /// directory not under this mount's upper layer (`ovl_decode_real_fh`,
-    /// `ovl_acceptable`); or a lower one (`ovl_lower_fh_to_d`): an open file of the
+    /// `ovl_acceptable`); or a lower one (`ovl_lower_fh_to_d`): ESTALE when its uuid is not the one this
+    /// mount decodes (`ovl_check_origin_fh`); an open file of the
     /// object first (`ovl_lookup_inode`, `d_find_any_alias`); ESTALE for a directory of a
     /// layer not in the mount, and for a whiteout index entry (`ovl_get_index_fh`); an
     /// indexed upper (`ovl_index_upper`, `ovl_obtain_alias` with the index); else the lower
@@ -233,7 +249,10 @@ impl Overlay {
         match named {
             Named::Upper { layer, ino, dir } => {
                 let Some(upper) = self.upper.as_ref() else { return Err(Errno::EACCES) };
-                if upper.id() != layer {
+                if !self.fh_uuid_decodes(layer) {
+                    return Err(Errno::ESTALE);
+                }
+                if upper.id() != crate::uuid::handle_layer(layer) {
                     if dir {
                         return Err(Errno::ESTALE);
                     }
@@ -252,7 +271,11 @@ impl Overlay {
                 Ok(Decoded::Object(self.disconnected(Some(ino), Vec::new(), inode.file_type()), String::new()))
             }
             Named::Lower { origin, dir } => {
-                let Some(layer) = self.lowers.iter().position(|l| l.id() == origin.layer) else {
+                if !self.fh_uuid_decodes(origin.layer) {
+                    return Err(Errno::ESTALE);
+                }
+                let Some(layer) = self.lowers.iter().position(|l| l.id() == crate::uuid::handle_layer(origin.layer))
+                else {
                     if dir {
                         return Err(Errno::ESTALE);
                     }
@@ -365,7 +388,7 @@ impl Overlay {
         let mut start = 0;
         let mut merged = String::new();
         for k in (0..comps.len().saturating_sub(1)).rev() {
-            let origin = Origin { layer: layer.id(), ino: inos[k] };
+            let origin = Origin { layer: self.fh_layer(l.layer), ino: inos[k] };
             match self.index_entry(origin) {
                 Some((_, IndexEntry::Dir)) => {
                     let Some(u) = self.upper_dir_of(origin) else { return Err(Errno::ESTALE) };

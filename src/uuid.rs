@@ -39,10 +39,43 @@ impl Overlay {
     /// null"; observed on 6.18, spec/index/mount-index-uuid-off-switch-estale.yaml).
     pub(crate) fn fh_layer(&self, layer: usize) -> LayerId {
         let id = self.lowers[layer].id();
-        match self.options.uuid {
-            Uuid::Off => LayerId(id.0 | NULL_UUID),
-            Uuid::Null | Uuid::Auto | Uuid::On => id,
+        if self.uuid_off() {
+            LayerId(id.0 | NULL_UUID)
+        } else {
+            id
         }
+    }
+
+    /// Whether this mount writes and reads null uuids: `uuid=off` with an upper layer. A
+    /// mount without an upper falls back to `uuid=null`, as its lowers' filesystem counts
+    /// as a second one (`fs[0]` is kept for the upper's) (kernel: `ovl_fill_super`, "The
+    /// uuid=off requires a single fs for lower and upper, falling back to uuid=null",
+    /// `ofs->numfs > 1`; observed on 6.18: a lower-only `uuid=off` mount decodes a handle
+    /// taken under `uuid=null`, fuzz profile `index` seed 16).
+    fn uuid_off(&self) -> bool {
+        self.options.uuid == Uuid::Off && self.upper.is_some()
+    }
+}
+
+impl Overlay {
+    /// The layer part of a file handle this mount writes for the upper layer (an overlay
+    /// file handle of an upper object): the upper's id, marked as holding a null uuid under
+    /// `uuid=off` (kernel: `ovl_encode_real_fh`, the same uuid rule for an upper as for a
+    /// lower; observed on 6.18, spec/nfs_export/open_by_handle-upper-uuid-off-remount-estale.yaml).
+    pub(crate) fn fh_upper_layer(&self) -> Option<LayerId> {
+        let id = self.upper.as_ref()?.id();
+        Some(if self.uuid_off() { LayerId(id.0 | NULL_UUID) } else { id })
+    }
+
+    /// Whether a file handle whose layer part is `id` holds the uuid this mount decodes:
+    /// a null uuid under `uuid=off`, the filesystem's under any other value; a handle that
+    /// does not is not decoded at all, in any layer (kernel: `ovl_decode_real_fh`, "In case
+    /// of uuid=off option just make sure that stored uuid is null", returning NULL, which
+    /// `ovl_upper_fh_to_d` and `ovl_check_origin_fh` turn into ESTALE; observed on 6.18,
+    /// spec/nfs_export/open_by_handle-upper-uuid-off-remount-estale.yaml).
+    pub(crate) fn fh_uuid_decodes(&self, id: LayerId) -> bool {
+        let null = id.0 & NULL_UUID != 0;
+        null == self.uuid_off()
     }
 }
 
