@@ -286,6 +286,18 @@ impl Overlay {
                     return Err(Errno::ESTALE);
                 }
                 if dir {
+                    // A directory without an upper, or an indexed one, is an overlay inode
+                    // keyed by its lower one (`ovl_hash_bylower`: "Yes, if already indexed",
+                    // "No, if non-indexed upper with NFS export"); an open file keeps it,
+                    // and the decode finds it before the index (`ovl_lower_fh_to_d`: a
+                    // connected real dentry, `ovl_lookup_inode`, `d_find_any_alias`), even
+                    // once the directory is removed (observed on 6.18).
+                    let indexed = self.index_entry(origin).is_some();
+                    if let Some(name) =
+                        self.held_by(|d| d.is_dir() && (d.upper.is_none() || indexed) && d.lowers.first() == Some(&l))
+                    {
+                        return Ok(Decoded::Alias(name));
+                    }
                     return match self.index_entry(origin) {
                         Some((_, IndexEntry::Whiteout)) => Err(Errno::ESTALE),
                         Some(_) => match self.upper_dir_of(origin) {
