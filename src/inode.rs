@@ -30,6 +30,31 @@ impl Overlay {
         indexed || (!verify_lower && (real.is_dir() || lower_nlink == 1))
     }
 
+    /// Whether the overlay inode of positive dentry `d` is keyed by its lower (origin) inode
+    /// rather than its upper one (kernel: `fs/overlayfs/inode.c`, `ovl_hash_bylower`): yes
+    /// if indexed, or with no upper layer; no for a pure upper, for a lower hard link that a
+    /// copy-up breaks (an upper, or no index), and for a non-indexed upper under
+    /// `nfs_export=on`; otherwise yes. A dentry still holding the lower it was looked up
+    /// with before its copy-up keeps that key, as the kernel's cached inode does.
+    ///
+    /// Two names of one upper inode are then one overlay inode only if both are keyed
+    /// alike. A rename between two such names that are two overlay inodes is not a no-op.
+    /// `ovl_rename` sets `err = -ESTALE` before its checks of the upper dentries and leaves
+    /// with it at "if (olddentry->d_inode == newdentry->d_inode)". That is observed on 6.18
+    /// for a lower symlink linked under `userxattr`, whose copy-up stores no origin, so
+    /// only the name looked up before the copy-up keeps its lower.
+    pub(crate) fn hashed_by_lower(&self, d: &Dentry) -> bool {
+        let Some(l) = d.lowers.first() else { return false };
+        if self.indexed_upper(d).is_some() || self.upper.is_none() {
+            return true;
+        }
+        let lower = self.lowers[l.layer].get(l.ino);
+        if (d.upper.is_some() || !self.options.index) && !lower.is_dir() && lower.nlink > 1 {
+            return false;
+        }
+        !(self.options.nfs_export && d.upper.is_some())
+    }
+
     /// Whether `stat` reports the overlay inode's merged `nlink` (from the private `nlink`
     /// xattr) rather than the real inode's: only for an indexed inode (kernel:
     /// `fs/overlayfs/inode.c`, `ovl_getattr`, "if (!is_dir && ovl_test_flag(OVL_INDEX, ..))

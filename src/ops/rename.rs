@@ -78,7 +78,9 @@ impl Overlay {
         if samedir && old_name == new_name {
             return Ok(());
         }
-        if old.upper.is_some() && old.upper == new.upper {
+        if old.upper.is_some() && old.upper == new.upper && self.hashed_by_lower(&old) == self.hashed_by_lower(&new) {
+            // One overlay inode: `vfs_rename` does nothing. Two overlay inodes of one upper
+            // inode go on, to ESTALE in `ovl_rename` (`Overlay::hashed_by_lower`).
             return Ok(());
         }
         if self.same_indexed_inode(&old, &new) {
@@ -188,6 +190,9 @@ impl Overlay {
             }
         }
         let old_ino = old.upper.expect("copied up");
+        if new.upper == Some(old_ino) {
+            return Err(Errno::ESTALE);
+        }
 
         if is_dir && old.is_merge_or_lower() {
             self.set_redirect(old_chain, &old, &old_path, samedir)?;
