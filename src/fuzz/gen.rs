@@ -628,15 +628,7 @@ fn metacopy_chains(rng: &mut TestRng, lowers: &mut [(String, FlatLayer)]) -> boo
     let mut made = false;
     for i in (0..lowers.len().saturating_sub(1)).rev() {
         let below_files: Vec<String> = lowers[i + 1..].iter().flat_map(|(_, l)| files(l)).collect();
-        let linked: Vec<String> = lowers[i]
-            .1
-            .entries
-            .iter()
-            .filter_map(|e| match e {
-                FlatEntry::Link { to, .. } => Some(to.clone()),
-                FlatEntry::Node { .. } => None,
-            })
-            .collect();
+        let linked = link_targets(&lowers[i].1);
         for e in &mut lowers[i].1.entries {
             let FlatEntry::Node { path, node } = e else { continue };
             let plain = node.kind == FileType::File && node.xattrs.keys().all(|k| k.starts_with("user."));
@@ -649,19 +641,24 @@ fn metacopy_chains(rng: &mut TestRng, lowers: &mut [(String, FlatLayer)]) -> boo
     made
 }
 
-/// Under `userxattr` with `index=on` ([`GenConfig::index_userxattr`]): each plain regular
-/// file of `layer` that other names link to becomes, one time in two, a symlink or a FIFO
-/// (its links kept), so that copy-ups of such hard links (EPERM: the upper cannot hold a
-/// `user.overlay.origin` xattr on them) are common.
-fn linked_specials(rng: &mut TestRng, layer: &mut FlatLayer) {
-    let linked: Vec<String> = layer
+/// The paths that the hard links of `layer` name (each `!link`'s target).
+fn link_targets(layer: &FlatLayer) -> Vec<String> {
+    layer
         .entries
         .iter()
         .filter_map(|e| match e {
             FlatEntry::Link { to, .. } => Some(to.clone()),
             FlatEntry::Node { .. } => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Under `userxattr` with `index=on` ([`GenConfig::index_userxattr`]): each plain regular
+/// file of `layer` that other names link to becomes, one time in two, a symlink or a FIFO
+/// (its links kept), so that copy-ups of such hard links (EPERM: the upper cannot hold a
+/// `user.overlay.origin` xattr on them) are common.
+fn linked_specials(rng: &mut TestRng, layer: &mut FlatLayer) {
+    let linked = link_targets(layer);
     for e in &mut layer.entries {
         let FlatEntry::Node { path, node } = e else { continue };
         if node.kind == FileType::File && node.xattrs.is_empty() && linked.contains(path) && chance(rng, 0.5) {
