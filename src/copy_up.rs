@@ -1,6 +1,6 @@
 //! Copy-up: parents first, then metadata and data (kernel: `fs/overlayfs/copy_up.c`).
 
-use crate::layer::{Inode, NodeKind, Origin};
+use crate::layer::{Inode, NodeKind};
 use crate::lookup::Dentry;
 use crate::overlay::{Event, Overlay};
 use crate::whiteout;
@@ -83,7 +83,7 @@ impl Overlay {
         // only on regular files and directories; elsewhere the kernel goes on without one.
         let can_hold = !self.options.userxattr || matches!(src.kind, NodeKind::File(_) | NodeKind::Dir(_));
         if (src.is_dir() || src.nlink == 1 || indexed) && can_hold {
-            copy.origin = Some(Origin { layer: self.fh_layer(lower.layer), ino: lower.ino });
+            copy.origin = Some(self.origin_of(lower));
         }
         if meta {
             self.meta_copy_up(&mut copy);

@@ -89,7 +89,7 @@ impl Overlay {
         let nfs = self.options.nfs_export;
         let upper_named =
             |ov: &Overlay, ino: Ino| Named::Upper { layer: ov.fh_upper_layer().expect("upper"), ino, dir };
-        let lower_named = |ov: &Overlay, d: &Dentry| Named::Lower { origin: ov.lower_origin(d.lowers[0]), dir };
+        let lower_named = |ov: &Overlay, d: &Dentry| Named::Lower { origin: ov.origin_of(d.lowers[0]), dir };
         if self.upper.is_none() || (d.upper.is_none() && !nfs) {
             return lower_named(self, &d);
         }
@@ -114,14 +114,8 @@ impl Overlay {
         match d.lowers.first() {
             None => false,
             Some(_) if !d.is_dir() => self.indexed_upper(d).is_some(),
-            Some(l) => matches!(self.index_entry(self.lower_origin(*l)), Some((_, IndexEntry::Dir))),
+            Some(l) => matches!(self.index_entry(self.origin_of(*l)), Some((_, IndexEntry::Dir))),
         }
-    }
-
-    /// The origin file handle of lower object `l` as this mount writes it: with the
-    /// uuid `uuid=` gives ([`Overlay::fh_layer`]), as index entries are named.
-    fn lower_origin(&self, l: LowerPath) -> Origin {
-        Origin { layer: self.fh_layer(l.layer), ino: l.ino }
     }
 
     /// Before a lower directory's handle is encoded (`nfs_export=on`, with an upper), its
@@ -292,13 +286,14 @@ impl Overlay {
                     // and the decode finds it before the index (`ovl_lower_fh_to_d`: a
                     // connected real dentry, `ovl_lookup_inode`, `d_find_any_alias`), even
                     // once the directory is removed (observed on 6.18).
-                    let indexed = self.index_entry(origin).is_some();
+                    let entry = self.index_entry(origin);
+                    let indexed = entry.is_some();
                     if let Some(name) =
                         self.held_by(|d| d.is_dir() && (d.upper.is_none() || indexed) && d.lowers.first() == Some(&l))
                     {
                         return Ok(Decoded::Alias(name));
                     }
-                    return match self.index_entry(origin) {
+                    return match entry {
                         Some((_, IndexEntry::Whiteout)) => Err(Errno::ESTALE),
                         Some(_) => match self.upper_dir_of(origin) {
                             Some(u) => self.decode_upper_dir(u),

@@ -96,11 +96,6 @@ impl Overlay {
         self.options.index && self.options.nfs_export
     }
 
-    /// The origin that names lower object `l`.
-    fn origin_of(&self, l: LowerPath) -> Origin {
-        Origin { layer: self.fh_layer(l.layer), ino: l.ino }
-    }
-
     /// The index entry of `origin`, if any, with its kind (kernel: `ovl_lookup_index`,
     /// `ovl_get_index_fh`, before any check of the entry).
     pub(crate) fn index_entry(&self, origin: Origin) -> Option<(Ino, IndexEntry)> {

@@ -454,7 +454,7 @@ impl Overlay {
     /// `ovl_fix_origin`). The upper's private clone stays writable on a read-only mount, so
     /// this happens there too.
     fn fix_origin(&mut self, parent: &Dentry, upper: Ino, lower: LowerPath) {
-        let origin = crate::layer::Origin { layer: self.fh_layer(lower.layer), ino: lower.ino };
+        let origin = self.origin_of(lower);
         let parent_upper = parent.upper;
         let layer = self.upper.as_mut().expect("model invariant: an upper dentry has an upper");
         if layer.get(upper).origin.is_some() {
@@ -479,7 +479,7 @@ impl Overlay {
         if !(self.options.nfs_export && self.options.index) {
             return stack;
         }
-        let found = crate::layer::Origin { layer: self.fh_layer(first.layer), ino: first.ino };
+        let found = self.origin_of(*first);
         match self.which(Which::Upper).get(upper).origin {
             Some(origin) if origin != found => Arc::clone(&EMPTY_STACK),
             _ => stack,

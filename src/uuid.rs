@@ -46,6 +46,12 @@ impl Overlay {
         }
     }
 
+    /// The origin file handle this mount writes for lower object `l`, and looks index
+    /// entries up by: its layer as [`Overlay::fh_layer`] gives it, and its inode.
+    pub(crate) fn origin_of(&self, l: crate::lookup::LowerPath) -> crate::layer::Origin {
+        crate::layer::Origin { layer: self.fh_layer(l.layer), ino: l.ino }
+    }
+
     /// Whether this mount writes and reads null uuids: `uuid=off` with an upper layer. A
     /// mount without an upper falls back to `uuid=null`, as its lowers' filesystem counts
     /// as a second one (`fs[0]` is kept for the upper's) (kernel: `ovl_fill_super`, "The
