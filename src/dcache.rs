@@ -83,7 +83,7 @@ type Names = HashMap<Box<str>, [Option<LowerAnswer>; 4], KeyHash>;
 /// The hasher of the cache's two maps, whose keys (a stack's address, a name of a few
 /// bytes) are hashed twice per cached lookup: std's SipHash resists keys crafted to
 /// collide, which the model's own lookups do not need, at several times the cost on short
-/// keys (1.7% of the instructions of `examples/profile_model.rs cases`). This is the
+/// keys (1.7% of the instructions of `examples/profile_model cases`). This is the
 /// multiply-rotate of `rustc-hash` 2 (FxHash), rotated at the end so that the low bits,
 /// which pick the bucket, depend on every input bit (an aligned address has its low bits
 /// zero).
@@ -149,7 +149,7 @@ pub enum CachePolicy {
 /// `stat` of a depth-4 path: 670 → 546 ns through 2 lowers, 902 → 602 ns through 4, but
 /// only 568 → 544 ns through 1, where the cache's memory is not worth it. On workloads
 /// that mount, look up a few names and stop (the fuzzer's cases), the misses cost about
-/// as much as the hits save: callgrind counts of `examples/profile_model.rs` moved by
+/// as much as the hits save: callgrind counts of `examples/profile_model` moved by
 /// less than 1% between this value, 1 and 4.
 pub const AUTO_MIN_LAYERS: usize = 2;
 

@@ -5,7 +5,8 @@
 //! Run: `cargo run --release --example profile_model -- [scenarios|cases|both|by-command]
 //! [rounds]`; `by-command` times the cases' commands one by one and prints, for each kind
 //! of command, its time per case and its allocations (counted by this example's global
-//! allocator, which passes every call on to the system's). Under callgrind: `valgrind --tool=callgrind
+//! allocator, which passes every call on to the system's; `profile_model_mimalloc`, same
+//! arguments, passes them to mimalloc, the `ovlsim` binary's heap). Under callgrind: `valgrind --tool=callgrind
 //! --toggle-collect='profile_model::run_*' target/release/examples/profile_model both 3`.
 
 use ovlsim::backend::{Backend, BackendError, Command, ModelBackend};
@@ -16,33 +17,31 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// The system allocator, counting the allocations made (for `by-command`).
-struct Counting;
+/// An allocator counting the allocations made (for `by-command`), passing every call on to
+/// `A`: the system's here, mimalloc in `profile_model_mimalloc`.
+pub struct Counting<A>(pub A);
 
 static ALLOCATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-// SAFETY: every call is passed on to the system allocator unchanged.
-unsafe impl std::alloc::GlobalAlloc for Counting {
+// SAFETY: every call is passed on to `A` unchanged.
+unsafe impl<A: std::alloc::GlobalAlloc> std::alloc::GlobalAlloc for Counting<A> {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.alloc(layout) }
+        // SAFETY: the caller's contract is `A`'s.
+        unsafe { self.0.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+        // SAFETY: the caller's contract is `A`'s.
+        unsafe { self.0.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        // SAFETY: the caller's contract is `A`'s.
+        unsafe { self.0.realloc(ptr, layout, new_size) }
     }
 }
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 fn allocations() -> u64 {
     ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed)
@@ -128,7 +127,7 @@ fn by_command(cases: &[Vec<Command>], rounds: usize) {
     println!("{:<16} {:>12.2}", "total", total / runs * 1e6);
 }
 
-fn main() {
+pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let what = args.get(1).map(String::as_str).unwrap_or("both");
     let rounds: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(1);
