@@ -20,6 +20,7 @@
 pub mod check;
 mod data;
 mod flat;
+mod table;
 
 pub use data::{Digest, Digester, FileData, READ_INLINE_MAX};
 pub use flat::{FlatEntry, FlatLayer, FlatNode};
@@ -255,7 +256,7 @@ pub type InoHash = std::hash::BuildHasherDefault<InoHasher>;
 #[derive(Clone, Debug)]
 pub struct Layer {
     id: LayerId,
-    inodes: imbl::GenericHashMap<Ino, Arc<Inode>, InoHash, imbl::shared_ptr::DefaultSharedPtr>,
+    inodes: table::InodeTable,
     root: Ino,
     next_ino: Ino,
     /// The workdir's `index/` directory of an upper layer used with `index=on`: a directory
@@ -284,7 +285,7 @@ impl Layer {
     pub fn new() -> Layer {
         let mut root = Inode::dir(0o755);
         root.nlink = 2;
-        let mut inodes = imbl::GenericHashMap::default();
+        let mut inodes = table::InodeTable::default();
         inodes.insert(ROOT_INO, Arc::new(root));
         Layer { id: LayerId::fresh(), inodes, root: ROOT_INO, next_ino: ROOT_INO + 1, index: None }
     }
