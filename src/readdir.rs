@@ -71,7 +71,10 @@ impl Overlay {
         let mut out = BTreeMap::new();
         let mut failed = Vec::new();
         let raw = self.read_merged(d, true);
-        for (name, e) in raw.iter().map(|(n, e)| (n.clone(), *e)) {
+        // An open handle's cache of this directory, compared below: whether it read the same
+        // names, taken before the names move into the listing.
+        let cached = self.fd_cached_listing(d).map(|(read, listed)| (read.iter().eq(raw.keys()), listed));
+        for (name, e) in raw {
             let recheck = e.check_xwhiteout || (impure && e.is_upper);
             if e.is_whiteout {
                 continue;
@@ -93,8 +96,7 @@ impl Overlay {
         // unchanged. A name added or removed since it was read changed the version
         // (`ovl_dir_modified`), and the listing is read afresh; the same names with other
         // answers (a lookup that fails now) leave it to a version the model does not keep.
-        if let Some((read, listed)) = self.fd_cached_listing(d) {
-            let same_names = read.iter().eq(raw.keys());
+        if let Some((same_names, listed)) = cached {
             if same_names && listed != out.keys().cloned().collect::<Vec<_>>() && self.unspecified.is_none() {
                 self.unspecified = Some(format!(
                     "listing directory {}, whose cache an open handle holds: the same names, listed \
