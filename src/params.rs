@@ -169,7 +169,7 @@ pub fn unescape(s: &str) -> String {
 /// row or colons at the end.
 fn split_lowerdirs(s: &str) -> Result<Vec<(String, bool)>, MountError> {
     let b = s.as_bytes();
-    let mut segs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut segs: Vec<Vec<u8>> = vec![Vec::with_capacity(s.len())];
     let mut colons = 0;
     let mut i = 0;
     loop {
@@ -199,7 +199,7 @@ fn split_lowerdirs(s: &str) -> Result<Vec<(String, bool)>, MountError> {
                     "only single ':' or double '::' sequences of unescaped colons in lowerdir mount option allowed.",
                 ));
             }
-            segs.push(Vec::new());
+            segs.push(Vec::with_capacity(s.len() - i));
             i += 1;
             continue;
         }

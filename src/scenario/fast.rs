@@ -37,21 +37,14 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
     // indentation, and its text without trailing spaces unless it is blank or a comment.
     let mut start = 0;
     while start <= b.len() {
-        let mut i = start;
-        while i < b.len() && b[i] == b' ' {
-            i += 1;
+        let end = line_end(b, start)?;
+        let mut body = start;
+        while body < end && b[body] == b' ' {
+            body += 1;
         }
-        let body = i;
-        let mut last = i;
-        while i < b.len() && b[i] != b'\n' {
-            let c = b[i];
-            if !(b' '..=b'~').contains(&c) {
-                return None;
-            }
-            if c != b' ' {
-                last = i + 1;
-            }
-            i += 1;
+        let mut last = end;
+        while last > body && b[last - 1] == b' ' {
+            last -= 1;
         }
         if last > body && b[body] != b'#' {
             let indent = body - start;
@@ -61,7 +54,7 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
             }
             lines.push(Line { indent, text: t });
         }
-        start = i + 1;
+        start = end + 1;
     }
     let first = *lines.first()?;
     if first.indent != 0 {
@@ -70,6 +63,33 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
     let mut r = Reader { lines, at: 0, items: Vec::new(), entries: Vec::new() };
     let v = r.block(0, 0)?;
     (r.at == r.lines.len()).then_some(v)
+}
+
+/// The end of the line that starts at `i` (its newline, or the end of the text), or `None`
+/// when a byte before it is neither printable ASCII nor a newline. Eight bytes at a time
+/// while none of them is below `' '` or above `'~'` (the word tests are exact when they
+/// find nothing; a word they flag is looked at byte by byte).
+fn line_end(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().ok()?);
+        // A byte below 0x20, or one at or above 0x7f.
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let above = ((x & !HIGH).wrapping_add(ONES) | x) & HIGH;
+        if below | above != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() {
+        match b[i] {
+            b'\n' => return Some(i),
+            b' '..=b'~' => i += 1,
+            _ => return None,
+        }
+    }
+    Some(b.len())
 }
 
 struct Reader<'t> {
@@ -689,6 +709,30 @@ mod tests {
         }
     }
 
+    /// `line_end`, byte by byte: the first newline at or after `i` (or the end), `None` when
+    /// a byte before it is not printable ASCII.
+    fn line_end_bytewise(b: &[u8], i: usize) -> Option<usize> {
+        let end = b[i..].iter().position(|c| *c == b'\n').map_or(b.len(), |p| i + p);
+        b[i..end].iter().all(|c| (b' '..=b'~').contains(c)).then_some(end)
+    }
+
+    #[test]
+    fn line_end_finds_the_newline_and_refuses_other_bytes() {
+        let bytes = [b' ', b'~', b'a', b'\n', 0x7f, 0x1f, 0x00, 0x80, 0xff, b'\t', b'\r', 0x20, 0x7e, 0x21];
+        // Every byte in every place of words and their tails, from every start.
+        for len in 0..20 {
+            for at in 0..len {
+                for &c in &bytes {
+                    let mut b = vec![b'x'; len];
+                    b[at] = c;
+                    for i in 0..=len {
+                        assert_eq!(line_end(&b, i), line_end_bytewise(&b, i), "{b:?} from {i}");
+                    }
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
         /// Spec files with characters put in, taken out or replaced: whatever the fast reader
@@ -716,6 +760,16 @@ mod tests {
             }
             let d: String = d.into_iter().collect();
             same(&d);
+        }
+
+        /// `line_end` agrees with a byte-by-byte scan on any bytes.
+        #[test]
+        fn line_end_is_the_bytewise_scan(
+            b in proptest::collection::vec(proptest::sample::select(vec![b' ', b'a', b'~', b'\n', 0x7f, 0x1f, 0x80, 0xff, 0]), 0..64),
+            i in proptest::prelude::any::<usize>(),
+        ) {
+            let i = i % (b.len() + 1);
+            proptest::prop_assert_eq!(line_end(&b, i), line_end_bytewise(&b, i));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
-use super::cx::{idx, key, type_name, Cx, Path, RawProblem};
+use super::cx::{idx, key, type_name, Cx, Fields, Path, RawProblem};
 use super::locate::{block_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex};
 use super::node::{Mapping, Node as Value};
 use super::tree::{node_to_flat, parse_layer, parse_node, parse_tree, TreeContext, TreeKind};
@@ -547,12 +547,7 @@ fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Op
     change.apply(None).ok()
 }
 
-fn read_mount_fields(
-    cx: &mut Cx,
-    fields: Vec<(Cow<str>, &Value)>,
-    path: &Path,
-    layers: &[String],
-) -> Option<MountChange> {
+fn read_mount_fields(cx: &mut Cx, fields: Fields, path: &Path, layers: &[String]) -> Option<MountChange> {
     let mut change = MountChange::default();
     let mut ok = true;
     for (k, v) in fields {

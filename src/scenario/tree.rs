@@ -24,7 +24,7 @@
 //! `trusted.overlay.redirect` xattrs. In merged trees, `nlink` and `ino` (a label) may be
 //! given too.
 
-use super::cx::{key, to_hex, type_name, AsPath, Cx, Path};
+use super::cx::{key, to_hex, type_name, AsPath, Cx, Fields, Path};
 use super::emit::{Style, Y};
 use super::locate::YamlPath;
 use super::node::Node as Value;
@@ -32,7 +32,6 @@ use crate::backend::MergedTree;
 use crate::errno::Errno;
 use crate::layer::{Digest, FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use crate::path::join;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// `trusted.overlay.opaque`: `y` makes a directory opaque, `x` marks xattr whiteouts.
@@ -464,12 +463,12 @@ impl std::ops::Deref for Allowed {
 /// Reads the common attributes from `fields` into `node`; returns the other fields.
 fn common_attrs<'v, 'n>(
     cx: &mut Cx,
-    fields: Vec<(Cow<'v, str>, &'v Value<'n>)>,
+    fields: Fields<'v, 'n>,
     path: &Path,
     node: &mut TreeNode,
-) -> (bool, Vec<(Cow<'v, str>, &'v Value<'n>)>) {
+) -> (bool, Fields<'v, 'n>) {
     let mut ok = true;
-    let mut rest = Vec::new();
+    let mut rest = Fields::new();
     for (k, v) in fields {
         let p = key(path, &k);
         match &*k {
@@ -766,13 +765,7 @@ pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &Path)
 }
 
 /// The long forms `!sparse {size, data, ...}` and `!digest {size, hash, ...}`.
-fn parse_sized(
-    cx: &mut Cx,
-    tag: &str,
-    fields: Vec<(Cow<str>, &Value)>,
-    path: &Path,
-    ctx: TreeContext,
-) -> Option<TreeNode> {
+fn parse_sized(cx: &mut Cx, tag: &str, fields: Fields, path: &Path, ctx: TreeContext) -> Option<TreeNode> {
     let mut node = TreeNode::new(TreeKind::File(FileData::new()));
     let (mut ok, rest) = common_attrs(cx, fields, path, &mut node);
     let get = |k: &str| rest.iter().find(|(name, _)| name == k).map(|(_, v)| *v);
