@@ -21,22 +21,38 @@ use yaml_serde::Number;
 /// The deepest nesting read here (`yaml_serde` stops at 128).
 const DEPTH_MAX: usize = 64;
 
-/// A line with content: its indentation and its text after it.
+/// A line with content: its number (from 1), its indentation and its text after it.
 #[derive(Clone, Copy)]
 struct Line<'t> {
+    no: usize,
     indent: usize,
     text: &'t str,
 }
 
+/// Where an item of the top-level `steps:` list starts: its line and column (from 1) and
+/// the item's text from there to the end of that line.
+pub(crate) type StepStart<'t> = (usize, usize, &'t str);
+
 /// The document as `yaml_serde::from_str` reads it, or `None` when the text is outside the
 /// subset read here (see the module's documentation).
+#[cfg(test)]
 pub(crate) fn load(text: &str) -> Option<Node<'_>> {
+    load_with_steps(text).map(|(v, _)| v)
+}
+
+/// [`load`], with where each item of the top-level block sequence `steps:` starts, when the
+/// key is alone on its line (`steps:`, as [`super::locate::block_step_positions`] wants it),
+/// its items are block sequence items, each with its node on the dash's line or on the one
+/// after a lone dash, and no line at indentation 0 that starts with `-` follows the list.
+pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepStart<'_>>>)> {
     let b = text.as_bytes();
     let mut lines = Vec::with_capacity(text.len() / 16 + 1);
     // One pass over the bytes: every byte printable ASCII or a newline; each line's
     // indentation, and its text without trailing spaces unless it is blank or a comment.
     let mut start = 0;
+    let mut no = 0;
     while start <= b.len() {
+        no += 1;
         let end = line_end(b, start)?;
         let mut body = start;
         while body < end && b[body] == b' ' {
@@ -52,7 +68,7 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
             if indent == 0 && (t.starts_with("---") || t.starts_with("...") || t.starts_with('%')) {
                 return None;
             }
-            lines.push(Line { indent, text: t });
+            lines.push(Line { no, indent, text: t });
         }
         start = end + 1;
     }
@@ -60,9 +76,9 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
     if first.indent != 0 {
         return None;
     }
-    let mut r = Reader { lines, at: 0, items: Vec::new(), entries: Vec::new() };
+    let mut r = Reader { lines, at: 0, items: Vec::new(), entries: Vec::new(), steps: None };
     let v = r.block(0, 0)?;
-    (r.at == r.lines.len()).then_some(v)
+    (r.at == r.lines.len()).then_some((v, r.steps))
 }
 
 /// The end of the line that starts at `i` (its newline, or the end of the text), or `None`
@@ -100,6 +116,8 @@ struct Reader<'t> {
     items: Vec<Node<'t>>,
     /// The same for the entries of block mappings.
     entries: Vec<(Node<'t>, Node<'t>)>,
+    /// Where the items of the top-level `steps:` list start ([`load_with_steps`]).
+    steps: Option<Vec<StepStart<'t>>>,
 }
 
 impl<'t> Reader<'t> {
@@ -117,7 +135,7 @@ impl<'t> Reader<'t> {
             return None;
         }
         if is_dash(l.text) {
-            self.sequence(indent, depth)
+            self.sequence(indent, depth, false)
         } else if key_end(l.text).is_none() {
             // A scalar or flow node on a line of its own.
             self.at += 1;
@@ -127,9 +145,11 @@ impl<'t> Reader<'t> {
         }
     }
 
-    /// A block sequence whose items' dashes are at `indent`.
-    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
+    /// A block sequence whose items' dashes are at `indent`. `steps`: the top-level
+    /// `steps:` list, whose items' starts are kept in `self.steps`.
+    fn sequence(&mut self, indent: usize, depth: usize, steps: bool) -> Option<Node<'t>> {
         let start = self.items.len();
+        let mut starts = steps.then(Vec::new);
         while let Some(l) = self.peek() {
             if l.indent != indent || !is_dash(l.text) {
                 break;
@@ -137,6 +157,12 @@ impl<'t> Reader<'t> {
             let rest = l.text[1..].trim_start_matches(' ');
             if rest.is_empty() || rest.starts_with('#') {
                 self.at += 1;
+                if let Some(s) = &mut starts {
+                    match self.peek() {
+                        Some(n) if n.indent > indent => s.push((n.no, n.indent + 1, n.text)),
+                        _ => starts = None,
+                    }
+                }
                 let item = self.nested(indent, depth)?;
                 self.items.push(item);
                 continue;
@@ -145,9 +171,12 @@ impl<'t> Reader<'t> {
             if is_dash(rest) {
                 return None;
             }
+            if let Some(s) = &mut starts {
+                s.push((l.no, column + 1, rest));
+            }
             let item = if key_end(rest).is_some() {
                 // A mapping that starts on the dash's line: its keys are at `column`.
-                self.lines[self.at] = Line { indent: column, text: rest };
+                self.lines[self.at] = Line { no: l.no, indent: column, text: rest };
                 self.mapping(column, depth + 1)?
             } else {
                 self.at += 1;
@@ -160,6 +189,9 @@ impl<'t> Reader<'t> {
             if self.peek().is_some_and(|n| n.indent > indent) {
                 return None;
             }
+        }
+        if starts.is_some() && !self.peek().is_some_and(|n| n.indent == 0 && n.text.starts_with('-')) {
+            self.steps = starts;
         }
         Some(Node::Sequence(self.items.drain(start..).collect()))
     }
@@ -179,9 +211,15 @@ impl<'t> Reader<'t> {
             self.at += 1;
             let rest = rest.trim_start_matches(' ');
             let value = if rest.is_empty() || rest.starts_with('#') {
+                // The top-level `steps:` list, its key alone on its line.
+                let steps = depth == 0 && l.text == "steps:";
                 match self.peek() {
                     // A sequence may sit at its key's indentation.
-                    Some(n) if n.indent == indent && is_dash(n.text) => self.sequence(indent, depth + 1)?,
+                    Some(n) if n.indent == indent && is_dash(n.text) => self.sequence(indent, depth + 1, steps)?,
+                    // As `nested` reads it (`block` at the deeper line).
+                    Some(n) if steps && n.indent > indent && is_dash(n.text) => {
+                        self.sequence(n.indent, depth + 1, true)?
+                    }
                     _ => self.nested(indent, depth)?,
                 }
             } else {

@@ -1,7 +1,9 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
 use super::cx::{idx, key, type_name, Cx, Fields, Path, RawProblem};
-use super::locate::{block_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex};
+use super::locate::{
+    block_step_positions, checked_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex,
+};
 use super::node::{Mapping, Node as Value};
 use super::tree::{node_to_flat, parse_layer, parse_node, parse_tree, TreeContext, TreeKind};
 use super::{
@@ -128,8 +130,12 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The plain block style of scenario files is read by the fast reader; anything else (and
     // every malformed document) by `yaml_serde`, which reports errors as before.
-    let read = match super::fast::load(text) {
-        Some(v) => Ok(v),
+    let mut step_starts = None;
+    let read = match super::fast::load_with_steps(text) {
+        Some((v, starts)) => {
+            step_starts = starts;
+            Ok(v)
+        }
         None => yaml_serde::from_str::<yaml_serde::Value>(text).map(Value::from_value),
     };
     let value: Value = match read {
@@ -165,8 +171,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     if cx.problems.is_empty() {
         if let Some(mut s) = scenario {
             let ops: Vec<&str> = s.steps.iter().map(Step::op_name).collect();
-            let positions =
-                block_step_positions(text, &ops).unwrap_or_else(|| step_positions(cx.index(), s.steps.len()));
+            let positions = step_starts
+                .and_then(|starts| checked_step_positions(&starts, &ops))
+                .or_else(|| block_step_positions(text, &ops))
+                .unwrap_or_else(|| step_positions(cx.index(), s.steps.len()));
             for (step, pos) in s.steps.iter_mut().zip(positions) {
                 step.pos = pos;
             }

@@ -227,6 +227,7 @@ pub(crate) fn parse_node(
             let mut dir = TreeNode::dir();
             let mut entries = BTreeMap::new();
             let mut ok = true;
+            let lpath_depth = lpath.split('/').filter(|c| !c.is_empty()).count();
             for (k, val) in m {
                 let number;
                 let kp = match k {
@@ -269,7 +270,7 @@ pub(crate) fn parse_node(
                     ok = false;
                     continue;
                 }
-                let depth = lpath.split('/').filter(|c| !c.is_empty()).count() + parts.len();
+                let depth = lpath_depth + parts.len();
                 if depth > DEPTH_MAX {
                     cx.key_problem(
                         &kp,
@@ -315,8 +316,8 @@ pub(crate) fn parse_node(
             ok.then_some(dir)
         }
         Value::Tagged(t) => {
-            let tag = t.tag.to_string();
-            let tag = tag.trim_start_matches('!');
+            // The tag's name without its `!`s (`t.tag` holds it without the first).
+            let tag = t.tag.0.trim_start_matches('!');
             parse_tagged(cx, tag, &t.value, path, ctx, lpath, links)
         }
         Value::Null => {
