@@ -29,6 +29,25 @@ struct Line<'t> {
     text: &'t str,
 }
 
+/// A [`Line`] as kept between documents: its text as a range of the document's bytes.
+#[derive(Clone, Copy)]
+struct LineAt {
+    no: usize,
+    indent: usize,
+    start: usize,
+    end: usize,
+}
+
+thread_local! {
+    /// The line table of the last document read on this thread, kept for the next one:
+    /// a table of a ~1.4 KB scenario is about 1.5 KB, which the system allocator serves
+    /// from its slow path every time.
+    static LINES: std::cell::Cell<Vec<LineAt>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The most lines whose table is kept between documents.
+const LINES_KEPT: usize = 1 << 14;
+
 /// Where an item of the top-level `steps:` list starts: its line and column (from 1) and
 /// the item's text from there to the end of that line.
 pub(crate) type StepStart<'t> = (usize, usize, &'t str);
@@ -45,8 +64,19 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
 /// its items are block sequence items, each with its node on the dash's line or on the one
 /// after a lone dash, and no line at indentation 0 that starts with `-` follows the list.
 pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepStart<'_>>>)> {
+    let mut lines = LINES.take();
+    lines.clear();
+    let read = read_lines(text, &mut lines);
+    if lines.capacity() <= LINES_KEPT {
+        LINES.set(lines);
+    }
+    read
+}
+
+/// [`load_with_steps`], with `lines` (empty) for the line table.
+fn read_lines<'t>(text: &'t str, lines: &mut Vec<LineAt>) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
     let b = text.as_bytes();
-    let mut lines = Vec::with_capacity(text.len() / 16 + 1);
+    lines.reserve(text.len() / 16 + 1);
     // One pass over the bytes: every byte printable ASCII or a newline; each line's
     // indentation, and its text without trailing spaces unless it is blank or a comment.
     let mut start = 0;
@@ -68,15 +98,14 @@ pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepSt
             if indent == 0 && (t.starts_with("---") || t.starts_with("...") || t.starts_with('%')) {
                 return None;
             }
-            lines.push(Line { no, indent, text: t });
+            lines.push(LineAt { no, indent, start: body, end: last });
         }
         start = end + 1;
     }
-    let first = *lines.first()?;
-    if first.indent != 0 {
+    if lines.first()?.indent != 0 {
         return None;
     }
-    let mut r = Reader { lines, at: 0, items: Vec::new(), entries: Vec::new(), steps: None };
+    let mut r = Reader { text, lines, at: 0, items: Vec::new(), entries: Vec::new(), steps: None };
     let v = r.block(0, 0)?;
     (r.at == r.lines.len()).then_some((v, r.steps))
 }
@@ -108,8 +137,9 @@ fn line_end(b: &[u8], mut i: usize) -> Option<usize> {
     Some(b.len())
 }
 
-struct Reader<'t> {
-    lines: Vec<Line<'t>>,
+struct Reader<'t, 'l> {
+    text: &'t str,
+    lines: &'l mut [LineAt],
     at: usize,
     /// The items of the block sequences being read, innermost last: each sequence is
     /// allocated once, at its length, when it ends.
@@ -120,9 +150,10 @@ struct Reader<'t> {
     steps: Option<Vec<StepStart<'t>>>,
 }
 
-impl<'t> Reader<'t> {
+impl<'t> Reader<'t, '_> {
     fn peek(&self) -> Option<Line<'t>> {
-        self.lines.get(self.at).copied()
+        let l = self.lines.get(self.at)?;
+        Some(Line { no: l.no, indent: l.indent, text: &self.text[l.start..l.end] })
     }
 
     /// The block node whose first line is the current one, at that line's indentation.
@@ -176,7 +207,9 @@ impl<'t> Reader<'t> {
             }
             let item = if key_end(rest).is_some() {
                 // A mapping that starts on the dash's line: its keys are at `column`.
-                self.lines[self.at] = Line { no: l.no, indent: column, text: rest };
+                let at = &mut self.lines[self.at];
+                at.indent = column;
+                at.start = at.end - rest.len();
                 self.mapping(column, depth + 1)?
             } else {
                 self.at += 1;
@@ -342,11 +375,25 @@ fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
         c.spaces();
         return c.at_end_or_comment().then_some(v);
     }
-    let plain = match find_pair(text, b' ', b'#') {
-        Some(i) => text[..i].trim_end_matches(' '),
-        None => text,
-    };
-    if !plain_ok(plain, false) {
+    // The scalar runs to a ` #`; what `plain_ok(plain, false)` refuses inside it, a `: ` or
+    // a `:` at its end, is noted on the way.
+    let b = text.as_bytes();
+    let mut end = b.len();
+    let mut colon = false;
+    for i in 0..b.len() {
+        match b[i] {
+            b'#' if i > 0 && b[i - 1] == b' ' => {
+                end = i - 1;
+                break;
+            }
+            b':' if i + 1 == b.len() || b[i + 1] == b' ' => colon = true,
+            _ => {}
+        }
+    }
+    let plain = text[..end].trim_end_matches(' ');
+    let ok = !colon && plain_start_ok(plain);
+    debug_assert_eq!(ok, plain_ok(plain, false), "{plain:?}");
+    if !ok {
         return None;
     }
     resolve(plain)
@@ -355,6 +402,24 @@ fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
 /// Whether `s` reads as one plain scalar as written here: not empty, not starting with an
 /// indicator, with no `: ` or ` #` (and, in a flow collection, no flow indicator or `:`).
 fn plain_ok(s: &str, flow: bool) -> bool {
+    if !plain_start_ok(s) {
+        return false;
+    }
+    let b = s.as_bytes();
+    for i in 0..b.len() {
+        match b[i] {
+            // `: ` or a `:` at the end, ` #`, or (in a flow collection) a flow indicator.
+            b':' if i + 1 == b.len() || b[i + 1] == b' ' => return false,
+            b'#' if i > 0 && b[i - 1] == b' ' => return false,
+            b',' | b'[' | b']' | b'{' | b'}' | b':' if flow => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The first part of [`plain_ok`]: `s` is not empty and does not start with an indicator.
+fn plain_start_ok(s: &str) -> bool {
     let Some(first) = s.bytes().next() else { return false };
     if matches!(
         first,
@@ -378,16 +443,6 @@ fn plain_ok(s: &str, flow: bool) -> bool {
     ) || (first == b'-' && (s.len() == 1 || s.as_bytes()[1] == b' '))
     {
         return false;
-    }
-    let b = s.as_bytes();
-    for i in 0..b.len() {
-        match b[i] {
-            // `: ` or a `:` at the end, ` #`, or (in a flow collection) a flow indicator.
-            b':' if i + 1 == b.len() || b[i + 1] == b' ' => return false,
-            b'#' if i > 0 && b[i - 1] == b' ' => return false,
-            b',' | b'[' | b']' | b'{' | b'}' | b':' if flow => return false,
-            _ => {}
-        }
     }
     true
 }
@@ -539,17 +594,25 @@ impl<'t> Cursor<'t> {
                 Some(Node::Tagged(Box::new(Tagged { tag: Tag(Cow::Borrowed(tag)), value })))
             }
             _ if !block => {
+                // The scalar runs to a flow indicator or a `:` that ends a key. What
+                // `plain_ok(text, true)` refuses inside it, a `:` or ` #`, is noted on the
+                // way (the scan does not stop at a flow indicator it could hold).
                 let start = self.i;
-                while self.i < self.s.len() && !matches!(self.s[self.i], b',' | b'[' | b']' | b'{' | b'}') {
-                    if self.s[self.i] == b':'
-                        && self.s.get(self.i + 1).is_none_or(|c| matches!(c, b' ' | b',' | b']' | b'}'))
-                    {
-                        break;
+                let mut inside = false;
+                while let Some(&c) = self.s.get(self.i) {
+                    match c {
+                        b',' | b'[' | b']' | b'{' | b'}' => break,
+                        b':' if self.s.get(self.i + 1).is_none_or(|c| matches!(c, b' ' | b',' | b']' | b'}')) => break,
+                        b':' => inside = true,
+                        b'#' if self.i > start && self.s[self.i - 1] == b' ' => inside = true,
+                        _ => {}
                     }
                     self.i += 1;
                 }
                 let text = self.t[start..self.i].trim_end_matches(' ');
-                if !plain_ok(text, true) {
+                let ok = !inside && plain_start_ok(text);
+                debug_assert_eq!(ok, plain_ok(text, true), "{text:?}");
+                if !ok {
                     return None;
                 }
                 resolve(text)

@@ -20,8 +20,21 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The top-level keys.
 const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final", "umask"];
 
-/// Every step kind, in the order the documentation lists them.
-pub(crate) const STEP_KINDS: &[&str] = &[
+/// Every step kind ([`STEP_KINDS`], in the order the documentation lists them) and
+/// [`is_step_kind`], from one list.
+macro_rules! step_kinds {
+    ($($kind:literal,)*) => {
+        /// Every step kind, in the order the documentation lists them.
+        pub(crate) const STEP_KINDS: &[&str] = &[$($kind),*];
+
+        /// Whether `s` is one of [`STEP_KINDS`] (a `match`, not a scan of the list).
+        fn is_step_kind(s: &str) -> bool {
+            matches!(s, $($kind)|*)
+        }
+    };
+}
+
+step_kinds! {
     "stat",
     "lstat",
     "open",
@@ -66,7 +79,7 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "fremovexattr",
     "name_to_handle",
     "open_by_handle",
-];
+}
 
 /// The fields a step of this kind takes besides its own key.
 fn step_fields(kind: &str) -> &'static [&'static str] {
@@ -790,7 +803,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
     // Find the step's kind: the one key that names an operation (nearly always the only
     // such key: then nothing is collected).
     let mut named = m.iter().filter_map(|(k, _)| match k {
-        Value::String(s) if STEP_KINDS.contains(&&**s) => Some(&**s),
+        Value::String(s) if is_step_kind(s) => Some(&**s),
         _ => None,
     });
     let only = match (named.next(), named.next()) {
@@ -801,7 +814,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
     let mut unknown: Vec<&str> = Vec::new();
     for (k, _) in m.iter().filter(|_| only.is_none()) {
         if let Value::String(s) = k {
-            if STEP_KINDS.contains(&&**s) {
+            if is_step_kind(s) {
                 kinds.push(s);
             } else if !["expect", "note"].contains(&&**s) {
                 unknown.push(s);
