@@ -322,6 +322,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
         let p = key(&root, "steps");
         match v {
             Value::Sequence(items) => {
+                steps.reserve_exact(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match read_step(cx, item, &idx(&p, i), i) {
                         Some(s) => steps.push(s),
