@@ -350,8 +350,28 @@ fn key_end(text: &str) -> Option<(&str, &str)> {
         }
         text.len() - after.len()
     } else {
-        let i = find_pair(text, b':', b' ').or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
-        if !plain_ok(text[..i].trim_end_matches(' '), false) {
+        // The first `: ` or a `:` ending the line; what `plain_ok(key, false)` refuses
+        // inside the key before it, a ` #`, is noted on the way (a `: ` cannot be in it, and
+        // a `:` can end it only when right before the one found).
+        let b = text.as_bytes();
+        let mut hash = false;
+        let mut found = None;
+        for i in 0..b.len() {
+            match b[i] {
+                b':' if i + 1 == b.len() || b[i + 1] == b' ' => {
+                    found = Some(i);
+                    break;
+                }
+                b'#' if i > 0 && b[i - 1] == b' ' => hash = true,
+                _ => {}
+            }
+        }
+        let i = found?;
+        let k = text[..i].trim_end_matches(' ');
+        let ok = !hash && !k.ends_with(':') && plain_start_ok(k);
+        debug_assert_eq!(Some(i), find_pair(text, b':', b' ').or_else(|| text.ends_with(':').then(|| text.len() - 1)));
+        debug_assert_eq!(ok, plain_ok(k, false), "{k:?}");
+        if !ok {
             return None;
         }
         i
