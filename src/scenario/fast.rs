@@ -486,11 +486,15 @@ fn scalar_text<'t>(k: &'t str) -> Option<Node<'t>> {
 /// A plain scalar as `yaml_serde` reads it (its `visit_untagged_scalar`), or `None` for the
 /// forms whose reading is not copied here (floats, hex and binary, signs, big numbers).
 fn resolve<'t>(s: &'t str) -> Option<Node<'t>> {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
-        "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
-        "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
-        _ => {}
+    let Some(&first) = s.as_bytes().first() else { return Some(Node::Null) };
+    // The words below are compared only when the first byte can start one.
+    if matches!(first, b'~' | b'n' | b'N' | b't' | b'T' | b'f' | b'F') {
+        match s {
+            "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
+            "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
+            "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
+            _ => {}
+        }
     }
     let b = s.as_bytes();
     if !matches!(b[0], b'0'..=b'9' | b'+' | b'-' | b'.') {
