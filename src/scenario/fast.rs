@@ -5,12 +5,12 @@
 //! parsing a scenario. Scenario files use a small part of YAML: block mappings and
 //! sequences, one-line flow mappings and sequences, plain and one-line quoted scalars, and
 //! local tags (`!whiteout`, `!hex`, ...), also alone on a key's or dash's line before the
-//! block node they tag (`f: !file` with `data:` below). [`load`] reads exactly that part in one pass over
-//! the lines and gives up (`None`) at anything else: anchors, aliases, block scalars,
-//! multi-line scalars or flow collections, complex keys, directives and document markers,
-//! tabs, carriage returns, bytes outside printable ASCII, a duplicate key, a number it does
-//! not read the way `yaml_serde` does, a nesting deeper than [`DEPTH_MAX`], and whatever does
-//! not nest as block style requires. The caller then parses with `yaml_serde`, so every
+//! block node they tag (`f: !file` with `data:` below). [`load_with_steps`] reads exactly
+//! that part in one pass over the lines and gives up (`None`) at anything else: anchors,
+//! aliases, block scalars, multi-line scalars or flow collections, complex keys, directives
+//! and document markers, tabs, carriage returns, bytes outside printable ASCII, a duplicate
+//! key, a number it does not read the way `yaml_serde` does, a nesting deeper than
+//! [`DEPTH_MAX`], and whatever does not nest as block style requires. The caller then parses with `yaml_serde`, so every
 //! malformed document is reported exactly as before; a test checks that every `spec/` file
 //! and many mutations of them read the same both ways.
 
@@ -59,10 +59,11 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
     load_with_steps(text).map(|(v, _)| v)
 }
 
-/// [`load`], with where each item of the top-level block sequence `steps:` starts, when the
-/// key is alone on its line (`steps:`, as [`super::locate::block_step_positions`] wants it),
-/// its items are block sequence items, each with its node on the dash's line or on the one
-/// after a lone dash, and no line at indentation 0 that starts with `-` follows the list.
+/// The document as `yaml_serde::from_str` reads it (`None` outside the subset), with where
+/// each item of the top-level block sequence `steps:` starts when the key is alone on its
+/// line (`steps:`, as [`super::locate::block_step_positions`] wants it), its items are block
+/// sequence items, each with its node on the dash's line or on the one after a lone dash,
+/// and no line at indentation 0 that starts with `-` follows the list.
 pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepStart<'_>>>)> {
     let mut lines = LINES.take();
     lines.clear();
