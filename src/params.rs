@@ -150,6 +150,9 @@ pub fn split_options(data: &str) -> Vec<&str> {
 /// Removes the escapes: each `\` stands for the byte after it; a `\` at the end stands for
 /// nothing (kernel: `ovl_unescape`).
 pub fn unescape(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_owned();
+    }
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -169,7 +172,20 @@ pub fn unescape(s: &str) -> String {
 /// row or colons at the end.
 fn split_lowerdirs(s: &str) -> Result<Vec<(String, bool)>, MountError> {
     let b = s.as_bytes();
-    let mut segs: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut out = Vec::new();
+    // An empty segment is the middle of a `::`: the layer after it is a data-only layer.
+    let mut data = false;
+    let mut take = |seg: &str, first: bool| {
+        if seg.is_empty() && !first {
+            data = true;
+        } else {
+            out.push((seg.to_owned(), data));
+            data = false;
+        }
+    };
+    // Each segment is the text between separating colons, escapes kept: it starts and ends
+    // at ASCII bytes (or the ends of `s`), so it is cut at character boundaries.
+    let mut seg_start = 0;
     let mut colons = 0;
     let mut i = 0;
     loop {
@@ -180,10 +196,9 @@ fn split_lowerdirs(s: &str) -> Result<Vec<(String, bool)>, MountError> {
             break;
         };
         if c == b'\\' {
-            segs.last_mut().expect("one segment").push(c);
             i += 1;
             match b.get(i) {
-                Some(&n) => segs.last_mut().expect("one segment").push(n),
+                Some(_) => {}
                 None if colons > 0 => return Err(einval("unescaped trailing colons in lowerdir mount option.")),
                 None => break,
             }
@@ -199,26 +214,15 @@ fn split_lowerdirs(s: &str) -> Result<Vec<(String, bool)>, MountError> {
                     "only single ':' or double '::' sequences of unescaped colons in lowerdir mount option allowed.",
                 ));
             }
-            segs.push(Vec::new());
+            take(&s[seg_start..i], seg_start == 0);
+            seg_start = i + 1;
             i += 1;
             continue;
         }
-        segs.last_mut().expect("one segment").push(c);
         colons = 0;
         i += 1;
     }
-    // An empty segment is the middle of a `::`: the layer after it is a data-only layer.
-    let mut out = Vec::new();
-    let mut data = false;
-    for (k, seg) in segs.into_iter().enumerate() {
-        if seg.is_empty() && k > 0 {
-            data = true;
-            continue;
-        }
-        // Only whole bytes of `s` were copied, cut at ASCII bytes: still UTF-8.
-        out.push((String::from_utf8(seg).expect("cut at ASCII bytes"), data));
-        data = false;
-    }
+    take(&s[seg_start..], seg_start == 0);
     Ok(out)
 }
 
@@ -870,5 +874,88 @@ mod tests {
         let off = Params::parse("lowerdir=a:b,uuid=on,uuid=off").unwrap();
         assert_eq!(off.options.uuid, crate::mount::Uuid::Off);
         assert_eq!(off.options.to_mount_string(), "uuid=off");
+    }
+
+    /// `split_lowerdirs` as it was written first (one byte at a time into each segment), to
+    /// compare the slicing one with.
+    fn split_lowerdirs_bytewise(s: &str) -> Result<Vec<(String, bool)>, MountError> {
+        let b = s.as_bytes();
+        let mut segs: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut colons = 0;
+        let mut i = 0;
+        loop {
+            let Some(&c) = b.get(i) else {
+                if colons > 0 {
+                    return Err(einval("unescaped trailing colons in lowerdir mount option."));
+                }
+                break;
+            };
+            if c == b'\\' {
+                segs.last_mut().unwrap().push(c);
+                i += 1;
+                match b.get(i) {
+                    Some(&n) => segs.last_mut().unwrap().push(n),
+                    None if colons > 0 => return Err(einval("unescaped trailing colons in lowerdir mount option.")),
+                    None => break,
+                }
+                colons = 0;
+                i += 1;
+                continue;
+            }
+            if c == b':' {
+                let next_colon = b.get(i + 1) == Some(&b':');
+                colons += 1;
+                if colons == 2 && next_colon {
+                    return Err(einval(
+                        "only single ':' or double '::' sequences of unescaped colons in lowerdir mount option allowed.",
+                    ));
+                }
+                segs.push(Vec::new());
+                i += 1;
+                continue;
+            }
+            segs.last_mut().unwrap().push(c);
+            colons = 0;
+            i += 1;
+        }
+        let mut out = Vec::new();
+        let mut data = false;
+        for (k, seg) in segs.into_iter().enumerate() {
+            if seg.is_empty() && k > 0 {
+                data = true;
+                continue;
+            }
+            out.push((String::from_utf8(seg).unwrap(), data));
+            data = false;
+        }
+        Ok(out)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The slicing `split_lowerdirs` and `unescape` give what the byte-by-byte ones give.
+        #[test]
+        fn split_lowerdirs_is_the_bytewise_split(
+            chars in proptest::collection::vec(proptest::sample::select(vec!['a', ':', '\\', 'é', ',', '/']), 0..16),
+        ) {
+            let s: String = chars.into_iter().collect();
+            proptest::prop_assert_eq!(
+                format!("{:?}", split_lowerdirs(&s)),
+                format!("{:?}", split_lowerdirs_bytewise(&s))
+            );
+            let bytewise: String = {
+                let mut out = String::new();
+                let mut cs = s.chars();
+                while let Some(c) = cs.next() {
+                    if c == '\\' {
+                        out.extend(cs.next());
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            };
+            proptest::prop_assert_eq!(unescape(&s), bytewise);
+        }
     }
 }

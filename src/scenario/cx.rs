@@ -46,6 +46,10 @@ pub(crate) enum Path<'a> {
     Index(&'a Path<'a>, usize),
 }
 
+/// A mapping's entries as read by [`Cx::fields`]: on the stack up to 8 (a step, a mount, a
+/// file's attributes), on the heap beyond.
+pub(crate) type Fields<'v, 'n> = smallvec::SmallVec<[(Cow<'v, str>, &'v Value<'n>); 8]>;
+
 /// Something that names a node: a [`Path`] being read, or a [`YamlPath`].
 pub(crate) trait AsPath {
     /// The node's path as segments from the root.
@@ -177,8 +181,8 @@ impl<'t> Cx<'t> {
         path: &Path,
         allowed: &[&str],
         what: impl std::fmt::Display,
-    ) -> Vec<(Cow<'v, str>, &'v Value<'n>)> {
-        let mut out = Vec::with_capacity(m.len());
+    ) -> Fields<'v, 'n> {
+        let mut out = Fields::new();
         for (k, v) in m {
             // The key's path is made only for a problem.
             let name: Cow<'v, str> = match k {

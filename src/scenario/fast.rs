@@ -5,12 +5,12 @@
 //! parsing a scenario. Scenario files use a small part of YAML: block mappings and
 //! sequences, one-line flow mappings and sequences, plain and one-line quoted scalars, and
 //! local tags (`!whiteout`, `!hex`, ...), also alone on a key's or dash's line before the
-//! block node they tag (`f: !file` with `data:` below). [`load`] reads exactly that part in one pass over
-//! the lines and gives up (`None`) at anything else: anchors, aliases, block scalars,
-//! multi-line scalars or flow collections, complex keys, directives and document markers,
-//! tabs, carriage returns, bytes outside printable ASCII, a duplicate key, a number it does
-//! not read the way `yaml_serde` does, a nesting deeper than [`DEPTH_MAX`], and whatever does
-//! not nest as block style requires. The caller then parses with `yaml_serde`, so every
+//! block node they tag (`f: !file` with `data:` below). [`load_with_steps`] reads exactly
+//! that part in one pass over the lines and gives up (`None`) at anything else: anchors,
+//! aliases, block scalars, multi-line scalars or flow collections, complex keys, directives
+//! and document markers, tabs, carriage returns, bytes outside printable ASCII, a duplicate
+//! key, a number it does not read the way `yaml_serde` does, a nesting deeper than
+//! [`DEPTH_MAX`], and whatever does not nest as block style requires. The caller then parses with `yaml_serde`, so every
 //! malformed document is reported exactly as before; a test checks that every `spec/` file
 //! and many mutations of them read the same both ways.
 
@@ -21,37 +21,77 @@ use yaml_serde::Number;
 /// The deepest nesting read here (`yaml_serde` stops at 128).
 const DEPTH_MAX: usize = 64;
 
-/// A line with content: its indentation and its text after it.
+/// A line with content: its number (from 1), its indentation and its text after it.
 #[derive(Clone, Copy)]
 struct Line<'t> {
+    no: usize,
     indent: usize,
     text: &'t str,
 }
 
+/// A [`Line`] as kept between documents: its text as a range of the document's bytes.
+#[derive(Clone, Copy)]
+struct LineAt {
+    no: usize,
+    indent: usize,
+    start: usize,
+    end: usize,
+}
+
+thread_local! {
+    /// The line table of the last document read on this thread, kept for the next one:
+    /// a table of a ~1.4 KB scenario is about 1.5 KB, which the system allocator serves
+    /// from its slow path every time.
+    static LINES: std::cell::Cell<Vec<LineAt>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The most lines whose table is kept between documents.
+const LINES_KEPT: usize = 1 << 14;
+
+/// Where an item of the top-level `steps:` list starts: its line and column (from 1) and
+/// the item's text from there to the end of that line.
+pub(crate) type StepStart<'t> = (usize, usize, &'t str);
+
 /// The document as `yaml_serde::from_str` reads it, or `None` when the text is outside the
 /// subset read here (see the module's documentation).
+#[cfg(test)]
 pub(crate) fn load(text: &str) -> Option<Node<'_>> {
+    load_with_steps(text).map(|(v, _)| v)
+}
+
+/// The document as `yaml_serde::from_str` reads it (`None` outside the subset), with where
+/// each item of the top-level block sequence `steps:` starts when the key is alone on its
+/// line (`steps:`, as [`super::locate::block_step_positions`] wants it), its items are block
+/// sequence items, each with its node on the dash's line or on the one after a lone dash,
+/// and no line at indentation 0 that starts with `-` follows the list.
+pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepStart<'_>>>)> {
+    let mut lines = LINES.take();
+    lines.clear();
+    let read = read_lines(text, &mut lines);
+    if lines.capacity() <= LINES_KEPT {
+        LINES.set(lines);
+    }
+    read
+}
+
+/// [`load_with_steps`], with `lines` (empty) for the line table.
+fn read_lines<'t>(text: &'t str, lines: &mut Vec<LineAt>) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
     let b = text.as_bytes();
-    let mut lines = Vec::with_capacity(text.len() / 16 + 1);
+    lines.reserve(text.len() / 16 + 1);
     // One pass over the bytes: every byte printable ASCII or a newline; each line's
     // indentation, and its text without trailing spaces unless it is blank or a comment.
     let mut start = 0;
+    let mut no = 0;
     while start <= b.len() {
-        let mut i = start;
-        while i < b.len() && b[i] == b' ' {
-            i += 1;
+        no += 1;
+        let end = line_end(b, start)?;
+        let mut body = start;
+        while body < end && b[body] == b' ' {
+            body += 1;
         }
-        let body = i;
-        let mut last = i;
-        while i < b.len() && b[i] != b'\n' {
-            let c = b[i];
-            if !(b' '..=b'~').contains(&c) {
-                return None;
-            }
-            if c != b' ' {
-                last = i + 1;
-            }
-            i += 1;
+        let mut last = end;
+        while last > body && b[last - 1] == b' ' {
+            last -= 1;
         }
         if last > body && b[body] != b'#' {
             let indent = body - start;
@@ -59,32 +99,62 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
             if indent == 0 && (t.starts_with("---") || t.starts_with("...") || t.starts_with('%')) {
                 return None;
             }
-            lines.push(Line { indent, text: t });
+            lines.push(LineAt { no, indent, start: body, end: last });
         }
-        start = i + 1;
+        start = end + 1;
     }
-    let first = *lines.first()?;
-    if first.indent != 0 {
+    if lines.first()?.indent != 0 {
         return None;
     }
-    let mut r = Reader { lines, at: 0, items: Vec::new(), entries: Vec::new() };
+    let mut r = Reader { text, lines, at: 0, items: Vec::new(), entries: Vec::new(), steps: None };
     let v = r.block(0, 0)?;
-    (r.at == r.lines.len()).then_some(v)
+    (r.at == r.lines.len()).then_some((v, r.steps))
 }
 
-struct Reader<'t> {
-    lines: Vec<Line<'t>>,
+/// The end of the line that starts at `i` (its newline, or the end of the text), or `None`
+/// when a byte before it is neither printable ASCII nor a newline. Eight bytes at a time
+/// while none of them is below `' '` or above `'~'` (the word tests are exact when they
+/// find nothing; a word they flag is looked at byte by byte).
+fn line_end(b: &[u8], mut i: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(word.try_into().ok()?);
+        // A byte below 0x20, or one at or above 0x7f.
+        let below = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let above = ((x & !HIGH).wrapping_add(ONES) | x) & HIGH;
+        if below | above != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() {
+        match b[i] {
+            b'\n' => return Some(i),
+            b' '..=b'~' => i += 1,
+            _ => return None,
+        }
+    }
+    Some(b.len())
+}
+
+struct Reader<'t, 'l> {
+    text: &'t str,
+    lines: &'l mut [LineAt],
     at: usize,
     /// The items of the block sequences being read, innermost last: each sequence is
     /// allocated once, at its length, when it ends.
     items: Vec<Node<'t>>,
     /// The same for the entries of block mappings.
     entries: Vec<(Node<'t>, Node<'t>)>,
+    /// Where the items of the top-level `steps:` list start ([`load_with_steps`]).
+    steps: Option<Vec<StepStart<'t>>>,
 }
 
-impl<'t> Reader<'t> {
+impl<'t> Reader<'t, '_> {
     fn peek(&self) -> Option<Line<'t>> {
-        self.lines.get(self.at).copied()
+        let l = self.lines.get(self.at)?;
+        Some(Line { no: l.no, indent: l.indent, text: &self.text[l.start..l.end] })
     }
 
     /// The block node whose first line is the current one, at that line's indentation.
@@ -97,7 +167,7 @@ impl<'t> Reader<'t> {
             return None;
         }
         if is_dash(l.text) {
-            self.sequence(indent, depth)
+            self.sequence(indent, depth, false)
         } else if key_end(l.text).is_none() {
             // A scalar or flow node on a line of its own.
             self.at += 1;
@@ -107,9 +177,11 @@ impl<'t> Reader<'t> {
         }
     }
 
-    /// A block sequence whose items' dashes are at `indent`.
-    fn sequence(&mut self, indent: usize, depth: usize) -> Option<Node<'t>> {
+    /// A block sequence whose items' dashes are at `indent`. `steps`: the top-level
+    /// `steps:` list, whose items' starts are kept in `self.steps`.
+    fn sequence(&mut self, indent: usize, depth: usize, steps: bool) -> Option<Node<'t>> {
         let start = self.items.len();
+        let mut starts = steps.then(Vec::new);
         while let Some(l) = self.peek() {
             if l.indent != indent || !is_dash(l.text) {
                 break;
@@ -117,6 +189,12 @@ impl<'t> Reader<'t> {
             let rest = l.text[1..].trim_start_matches(' ');
             if rest.is_empty() || rest.starts_with('#') {
                 self.at += 1;
+                if let Some(s) = &mut starts {
+                    match self.peek() {
+                        Some(n) if n.indent > indent => s.push((n.no, n.indent + 1, n.text)),
+                        _ => starts = None,
+                    }
+                }
                 let item = self.nested(indent, depth)?;
                 self.items.push(item);
                 continue;
@@ -125,9 +203,14 @@ impl<'t> Reader<'t> {
             if is_dash(rest) {
                 return None;
             }
+            if let Some(s) = &mut starts {
+                s.push((l.no, column + 1, rest));
+            }
             let item = if key_end(rest).is_some() {
                 // A mapping that starts on the dash's line: its keys are at `column`.
-                self.lines[self.at] = Line { indent: column, text: rest };
+                let at = &mut self.lines[self.at];
+                at.indent = column;
+                at.start = at.end - rest.len();
                 self.mapping(column, depth + 1)?
             } else {
                 self.at += 1;
@@ -140,6 +223,9 @@ impl<'t> Reader<'t> {
             if self.peek().is_some_and(|n| n.indent > indent) {
                 return None;
             }
+        }
+        if starts.is_some() && !self.peek().is_some_and(|n| n.indent == 0 && n.text.starts_with('-')) {
+            self.steps = starts;
         }
         Some(Node::Sequence(self.items.drain(start..).collect()))
     }
@@ -159,9 +245,15 @@ impl<'t> Reader<'t> {
             self.at += 1;
             let rest = rest.trim_start_matches(' ');
             let value = if rest.is_empty() || rest.starts_with('#') {
+                // The top-level `steps:` list, its key alone on its line.
+                let steps = depth == 0 && l.text == "steps:";
                 match self.peek() {
                     // A sequence may sit at its key's indentation.
-                    Some(n) if n.indent == indent && is_dash(n.text) => self.sequence(indent, depth + 1)?,
+                    Some(n) if n.indent == indent && is_dash(n.text) => self.sequence(indent, depth + 1, steps)?,
+                    // As `nested` reads it (`block` at the deeper line).
+                    Some(n) if steps && n.indent > indent && is_dash(n.text) => {
+                        self.sequence(n.indent, depth + 1, true)?
+                    }
                     _ => self.nested(indent, depth)?,
                 }
             } else {
@@ -259,8 +351,28 @@ fn key_end(text: &str) -> Option<(&str, &str)> {
         }
         text.len() - after.len()
     } else {
-        let i = find_pair(text, b':', b' ').or_else(|| text.ends_with(':').then(|| text.len() - 1))?;
-        if !plain_ok(text[..i].trim_end_matches(' '), false) {
+        // The first `: ` or a `:` ending the line; what `plain_ok(key, false)` refuses
+        // inside the key before it, a ` #`, is noted on the way (a `: ` cannot be in it, and
+        // a `:` can end it only when right before the one found).
+        let b = text.as_bytes();
+        let mut hash = false;
+        let mut found = None;
+        for i in 0..b.len() {
+            match b[i] {
+                b':' if i + 1 == b.len() || b[i + 1] == b' ' => {
+                    found = Some(i);
+                    break;
+                }
+                b'#' if i > 0 && b[i - 1] == b' ' => hash = true,
+                _ => {}
+            }
+        }
+        let i = found?;
+        let k = text[..i].trim_end_matches(' ');
+        let ok = !hash && !k.ends_with(':') && plain_start_ok(k);
+        debug_assert_eq!(Some(i), find_pair(text, b':', b' ').or_else(|| text.ends_with(':').then(|| text.len() - 1)));
+        debug_assert_eq!(ok, plain_ok(k, false), "{k:?}");
+        if !ok {
             return None;
         }
         i
@@ -284,11 +396,25 @@ fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
         c.spaces();
         return c.at_end_or_comment().then_some(v);
     }
-    let plain = match find_pair(text, b' ', b'#') {
-        Some(i) => text[..i].trim_end_matches(' '),
-        None => text,
-    };
-    if !plain_ok(plain, false) {
+    // The scalar runs to a ` #`; what `plain_ok(plain, false)` refuses inside it, a `: ` or
+    // a `:` at its end, is noted on the way.
+    let b = text.as_bytes();
+    let mut end = b.len();
+    let mut colon = false;
+    for i in 0..b.len() {
+        match b[i] {
+            b'#' if i > 0 && b[i - 1] == b' ' => {
+                end = i - 1;
+                break;
+            }
+            b':' if i + 1 == b.len() || b[i + 1] == b' ' => colon = true,
+            _ => {}
+        }
+    }
+    let plain = text[..end].trim_end_matches(' ');
+    let ok = !colon && plain_start_ok(plain);
+    debug_assert_eq!(ok, plain_ok(plain, false), "{plain:?}");
+    if !ok {
         return None;
     }
     resolve(plain)
@@ -297,6 +423,24 @@ fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
 /// Whether `s` reads as one plain scalar as written here: not empty, not starting with an
 /// indicator, with no `: ` or ` #` (and, in a flow collection, no flow indicator or `:`).
 fn plain_ok(s: &str, flow: bool) -> bool {
+    if !plain_start_ok(s) {
+        return false;
+    }
+    let b = s.as_bytes();
+    for i in 0..b.len() {
+        match b[i] {
+            // `: ` or a `:` at the end, ` #`, or (in a flow collection) a flow indicator.
+            b':' if i + 1 == b.len() || b[i + 1] == b' ' => return false,
+            b'#' if i > 0 && b[i - 1] == b' ' => return false,
+            b',' | b'[' | b']' | b'{' | b'}' | b':' if flow => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The first part of [`plain_ok`]: `s` is not empty and does not start with an indicator.
+fn plain_start_ok(s: &str) -> bool {
     let Some(first) = s.bytes().next() else { return false };
     if matches!(
         first,
@@ -321,16 +465,6 @@ fn plain_ok(s: &str, flow: bool) -> bool {
     {
         return false;
     }
-    let b = s.as_bytes();
-    for i in 0..b.len() {
-        match b[i] {
-            // `: ` or a `:` at the end, ` #`, or (in a flow collection) a flow indicator.
-            b':' if i + 1 == b.len() || b[i + 1] == b' ' => return false,
-            b'#' if i > 0 && b[i - 1] == b' ' => return false,
-            b',' | b'[' | b']' | b'{' | b'}' | b':' if flow => return false,
-            _ => {}
-        }
-    }
     true
 }
 
@@ -353,11 +487,15 @@ fn scalar_text<'t>(k: &'t str) -> Option<Node<'t>> {
 /// A plain scalar as `yaml_serde` reads it (its `visit_untagged_scalar`), or `None` for the
 /// forms whose reading is not copied here (floats, hex and binary, signs, big numbers).
 fn resolve<'t>(s: &'t str) -> Option<Node<'t>> {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
-        "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
-        "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
-        _ => {}
+    let Some(&first) = s.as_bytes().first() else { return Some(Node::Null) };
+    // The words below are compared only when the first byte can start one.
+    if matches!(first, b'~' | b'n' | b'N' | b't' | b'T' | b'f' | b'F') {
+        match s {
+            "~" | "null" | "Null" | "NULL" => return Some(Node::Null),
+            "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
+            "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
+            _ => {}
+        }
     }
     let b = s.as_bytes();
     if !matches!(b[0], b'0'..=b'9' | b'+' | b'-' | b'.') {
@@ -481,17 +619,25 @@ impl<'t> Cursor<'t> {
                 Some(Node::Tagged(Box::new(Tagged { tag: Tag(Cow::Borrowed(tag)), value })))
             }
             _ if !block => {
+                // The scalar runs to a flow indicator or a `:` that ends a key. What
+                // `plain_ok(text, true)` refuses inside it, a `:` or ` #`, is noted on the
+                // way (the scan does not stop at a flow indicator it could hold).
                 let start = self.i;
-                while self.i < self.s.len() && !matches!(self.s[self.i], b',' | b'[' | b']' | b'{' | b'}') {
-                    if self.s[self.i] == b':'
-                        && self.s.get(self.i + 1).is_none_or(|c| matches!(c, b' ' | b',' | b']' | b'}'))
-                    {
-                        break;
+                let mut inside = false;
+                while let Some(&c) = self.s.get(self.i) {
+                    match c {
+                        b',' | b'[' | b']' | b'{' | b'}' => break,
+                        b':' if self.s.get(self.i + 1).is_none_or(|c| matches!(c, b' ' | b',' | b']' | b'}')) => break,
+                        b':' => inside = true,
+                        b'#' if self.i > start && self.s[self.i - 1] == b' ' => inside = true,
+                        _ => {}
                     }
                     self.i += 1;
                 }
                 let text = self.t[start..self.i].trim_end_matches(' ');
-                if !plain_ok(text, true) {
+                let ok = !inside && plain_start_ok(text);
+                debug_assert_eq!(ok, plain_ok(text, true), "{text:?}");
+                if !ok {
                     return None;
                 }
                 resolve(text)
@@ -689,6 +835,30 @@ mod tests {
         }
     }
 
+    /// `line_end`, byte by byte: the first newline at or after `i` (or the end), `None` when
+    /// a byte before it is not printable ASCII.
+    fn line_end_bytewise(b: &[u8], i: usize) -> Option<usize> {
+        let end = b[i..].iter().position(|c| *c == b'\n').map_or(b.len(), |p| i + p);
+        b[i..end].iter().all(|c| (b' '..=b'~').contains(c)).then_some(end)
+    }
+
+    #[test]
+    fn line_end_finds_the_newline_and_refuses_other_bytes() {
+        let bytes = [b' ', b'~', b'a', b'\n', 0x7f, 0x1f, 0x00, 0x80, 0xff, b'\t', b'\r', 0x20, 0x7e, 0x21];
+        // Every byte in every place of words and their tails, from every start.
+        for len in 0..20 {
+            for at in 0..len {
+                for &c in &bytes {
+                    let mut b = vec![b'x'; len];
+                    b[at] = c;
+                    for i in 0..=len {
+                        assert_eq!(line_end(&b, i), line_end_bytewise(&b, i), "{b:?} from {i}");
+                    }
+                }
+            }
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
         /// Spec files with characters put in, taken out or replaced: whatever the fast reader
@@ -716,6 +886,16 @@ mod tests {
             }
             let d: String = d.into_iter().collect();
             same(&d);
+        }
+
+        /// `line_end` agrees with a byte-by-byte scan on any bytes.
+        #[test]
+        fn line_end_is_the_bytewise_scan(
+            b in proptest::collection::vec(proptest::sample::select(vec![b' ', b'a', b'~', b'\n', 0x7f, 0x1f, 0x80, 0xff, 0]), 0..64),
+            i in proptest::prelude::any::<usize>(),
+        ) {
+            let i = i % (b.len() + 1);
+            proptest::prop_assert_eq!(line_end(&b, i), line_end_bytewise(&b, i));
         }
     }
 }

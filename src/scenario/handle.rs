@@ -5,7 +5,7 @@
 //! first: `pread: {fd: f1, offset: 0, len: 10}`, or the handle alone where nothing else is
 //! needed (`fstat: f1`, `close: f1`).
 
-use super::cx::{key, type_name, Cx, Path};
+use super::cx::{key, type_name, Cx, Fields, Path};
 use super::emit::Y;
 use super::node::Node as Value;
 use super::{Action, Scenario, StepRef};
@@ -98,8 +98,8 @@ pub(crate) fn read_handle_op(
             return None;
         }
     }
-    let fields: Vec<(Cow<str>, &Value)> = match subject {
-        Value::String(_) if args.len() == 1 => vec![(Cow::Borrowed("fd"), subject)],
+    let fields: Fields = match subject {
+        Value::String(_) if args.len() == 1 => smallvec::smallvec![(Cow::Borrowed("fd"), subject)],
         Value::Mapping(m) => cx.fields(m, sp, args, format_args!("`{kind}`")),
         other => {
             cx.problem(

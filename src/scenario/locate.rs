@@ -577,6 +577,23 @@ pub fn block_step_positions(text: &str, ops: &[&str]) -> Option<Vec<Option<Pos>>
     (!pending && out.len() == ops.len()).then_some(out)
 }
 
+/// [`block_step_positions`] from where the fast reader found the items of the `steps:` list
+/// ([`super::fast::load_with_steps`]: line, column, the item's text on that line), with the
+/// same checks: each item starts plainly and its first word is its step's op, and there are
+/// as many items as steps. The scan is not repeated over the text.
+pub fn checked_step_positions(starts: &[(usize, usize, &str)], ops: &[&str]) -> Option<Vec<Option<Pos>>> {
+    if starts.len() != ops.len() {
+        return None;
+    }
+    starts
+        .iter()
+        .zip(ops)
+        .map(|(&(line, column, text), op)| {
+            (plain_start(text) && first_word(text) == *op).then_some(Some(Pos { line, column }))
+        })
+        .collect()
+}
+
 /// Whether a node written as `text` starts plainly: not with an anchor, alias, tag, quote,
 /// complex key, block scalar or reserved indicator, whose start the scan does not follow.
 fn plain_start(text: &str) -> bool {
@@ -684,6 +701,15 @@ mod tests {
         Some((ops, index))
     }
 
+    /// The positions the fast reader's item starts give ([`checked_step_positions`]); when
+    /// there are any, the line scan gives the same ones.
+    fn reader_positions(d: &str, ops: &[&str]) -> Option<Vec<Option<Pos>>> {
+        let starts = crate::scenario::fast::load_with_steps(d)?.1?;
+        let positions = checked_step_positions(&starts, ops)?;
+        assert_eq!(block_step_positions(d, ops).as_ref(), Some(&positions), "{d}");
+        Some(positions)
+    }
+
     #[test]
     fn the_line_scan_finds_what_the_index_finds() {
         let mut scanned = 0;
@@ -696,18 +722,29 @@ mod tests {
                 "name: x\nrules: r\nlayers: {}\nsteps: [unmount]\n",
                 "name: x\nrules: r\nlayers: {}\nsteps:\n- expect: ENOENT\n  stat: /a\n",
                 "name: x\nrules: r\nlayers: {}\nsteps:\n- stat: /a\n  expect: ok\n  note: \"x\n- unlink: /b\"\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n- stat: /a\n-x: 1\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n  - stat: /a\n-x: 1\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:\n  -\n    stat: /a\n  - lstat: /b\n",
+                "name: x\nrules: r\nlayers: {}\nsteps:  \n- unmount\n",
+                "name: x\nrules: r\nlayers: {}\nsteps: # c\n- unmount\n",
             ]
             .map(str::to_owned),
         );
+        let mut read = 0;
         for d in &docs {
             let Some((ops, index)) = index_positions(d) else { continue };
             if let Some(fast) = block_step_positions(d, &ops) {
                 assert_eq!(fast, index, "{d}");
                 scanned += 1;
             }
+            if let Some(fast) = reader_positions(d, &ops) {
+                assert_eq!(fast, index, "{d}");
+                read += 1;
+            }
         }
-        // Nearly every spec file takes the scan.
+        // Nearly every spec file takes the scan, and the fast reader's starts.
         assert!(scanned * 10 > docs.len() * 9, "{scanned} of {}", docs.len());
+        assert!(read * 10 > docs.len() * 9, "{read} of {}", docs.len());
     }
 
     proptest::proptest! {
@@ -716,7 +753,7 @@ mod tests {
         #[test]
         fn the_line_scan_agrees_on_edited_files(
             i in proptest::prelude::any::<usize>(),
-            edits in proptest::collection::vec((0usize..6, proptest::prelude::any::<usize>()), 1..4),
+            edits in proptest::collection::vec((0usize..8, proptest::prelude::any::<usize>()), 1..4),
         ) {
             let docs = documents();
             let mut lines: Vec<String> = docs[i % docs.len()].lines().map(str::to_owned).collect();
@@ -731,12 +768,17 @@ mod tests {
                     2 => lines[at].insert(0, ' '),
                     3 => lines.insert(at, "- unmount".into()),
                     4 => lines.insert(at, "  # - stat: /x".into()),
+                    5 => lines.insert(at, "-x: 1".into()),
+                    6 => lines.insert(at, "-".into()),
                     _ => lines[at] = lines[at].trim_start().to_owned(),
                 }
             }
             let d = lines.join("\n") + "\n";
             if let Some((ops, index)) = index_positions(&d) {
                 if let Some(fast) = block_step_positions(&d, &ops) {
+                    proptest::prop_assert_eq!(fast, index.clone(), "{}", d);
+                }
+                if let Some(fast) = reader_positions(&d, &ops) {
                     proptest::prop_assert_eq!(fast, index, "{}", d);
                 }
             }

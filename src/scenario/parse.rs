@@ -1,7 +1,9 @@
 //! Reading a scenario document into a [`Scenario`], collecting every problem with its place.
 
-use super::cx::{idx, key, type_name, Cx, Path, RawProblem};
-use super::locate::{block_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex};
+use super::cx::{idx, key, type_name, Cx, Fields, Path, RawProblem};
+use super::locate::{
+    block_step_positions, checked_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex,
+};
 use super::node::{Mapping, Node as Value};
 use super::tree::{node_to_flat, parse_layer, parse_node, parse_tree, TreeContext, TreeKind};
 use super::{
@@ -18,8 +20,21 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The top-level keys.
 const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final", "umask"];
 
-/// Every step kind, in the order the documentation lists them.
-pub(crate) const STEP_KINDS: &[&str] = &[
+/// Every step kind ([`STEP_KINDS`], in the order the documentation lists them) and
+/// [`is_step_kind`], from one list.
+macro_rules! step_kinds {
+    ($($kind:literal,)*) => {
+        /// Every step kind, in the order the documentation lists them.
+        pub(crate) const STEP_KINDS: &[&str] = &[$($kind),*];
+
+        /// Whether `s` is one of [`STEP_KINDS`] (a `match`, not a scan of the list).
+        fn is_step_kind(s: &str) -> bool {
+            matches!(s, $($kind)|*)
+        }
+    };
+}
+
+step_kinds! {
     "stat",
     "lstat",
     "open",
@@ -64,7 +79,7 @@ pub(crate) const STEP_KINDS: &[&str] = &[
     "fremovexattr",
     "name_to_handle",
     "open_by_handle",
-];
+}
 
 /// The fields a step of this kind takes besides its own key.
 fn step_fields(kind: &str) -> &'static [&'static str] {
@@ -128,8 +143,12 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The plain block style of scenario files is read by the fast reader; anything else (and
     // every malformed document) by `yaml_serde`, which reports errors as before.
-    let read = match super::fast::load(text) {
-        Some(v) => Ok(v),
+    let mut step_starts = None;
+    let read = match super::fast::load_with_steps(text) {
+        Some((v, starts)) => {
+            step_starts = starts;
+            Ok(v)
+        }
         None => yaml_serde::from_str::<yaml_serde::Value>(text).map(Value::from_value),
     };
     let value: Value = match read {
@@ -165,8 +184,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
     if cx.problems.is_empty() {
         if let Some(mut s) = scenario {
             let ops: Vec<&str> = s.steps.iter().map(Step::op_name).collect();
-            let positions =
-                block_step_positions(text, &ops).unwrap_or_else(|| step_positions(cx.index(), s.steps.len()));
+            let positions = step_starts
+                .and_then(|starts| checked_step_positions(&starts, &ops))
+                .or_else(|| block_step_positions(text, &ops))
+                .unwrap_or_else(|| step_positions(cx.index(), s.steps.len()));
             for (step, pos) in s.steps.iter_mut().zip(positions) {
                 step.pos = pos;
             }
@@ -301,6 +322,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
         let p = key(&root, "steps");
         match v {
             Value::Sequence(items) => {
+                steps.reserve_exact(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match read_step(cx, item, &idx(&p, i), i) {
                         Some(s) => steps.push(s),
@@ -547,12 +569,7 @@ fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Op
     change.apply(None).ok()
 }
 
-fn read_mount_fields(
-    cx: &mut Cx,
-    fields: Vec<(Cow<str>, &Value)>,
-    path: &Path,
-    layers: &[String],
-) -> Option<MountChange> {
+fn read_mount_fields(cx: &mut Cx, fields: Fields, path: &Path, layers: &[String]) -> Option<MountChange> {
     let mut change = MountChange::default();
     let mut ok = true;
     for (k, v) in fields {
@@ -787,7 +804,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
     // Find the step's kind: the one key that names an operation (nearly always the only
     // such key: then nothing is collected).
     let mut named = m.iter().filter_map(|(k, _)| match k {
-        Value::String(s) if STEP_KINDS.contains(&&**s) => Some(&**s),
+        Value::String(s) if is_step_kind(s) => Some(&**s),
         _ => None,
     });
     let only = match (named.next(), named.next()) {
@@ -798,7 +815,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
     let mut unknown: Vec<&str> = Vec::new();
     for (k, _) in m.iter().filter(|_| only.is_none()) {
         if let Value::String(s) = k {
-            if STEP_KINDS.contains(&&**s) {
+            if is_step_kind(s) {
                 kinds.push(s);
             } else if !["expect", "note"].contains(&&**s) {
                 unknown.push(s);

@@ -24,7 +24,7 @@
 //! `trusted.overlay.redirect` xattrs. In merged trees, `nlink` and `ino` (a label) may be
 //! given too.
 
-use super::cx::{key, to_hex, type_name, AsPath, Cx, Path};
+use super::cx::{key, to_hex, type_name, AsPath, Cx, Fields, Path};
 use super::emit::{Style, Y};
 use super::locate::YamlPath;
 use super::node::Node as Value;
@@ -32,7 +32,6 @@ use crate::backend::MergedTree;
 use crate::errno::Errno;
 use crate::layer::{Digest, FileData, FileType, FlatEntry, FlatLayer, FlatNode, READ_INLINE_MAX};
 use crate::path::join;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 /// `trusted.overlay.opaque`: `y` makes a directory opaque, `x` marks xattr whiteouts.
@@ -165,7 +164,67 @@ pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext) 
 pub(crate) fn parse_layer(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatLayer> {
     let mut links = Vec::new();
     let node = read_tree(cx, v, path, TreeContext::Layer, &mut links)?;
-    layer_flat(cx, &node, &links, path)
+    match plain_count(&node) {
+        Some(count) => Some(tree_into_flat(node, count)),
+        None => layer_flat(cx, &node, &links, path),
+    }
+}
+
+/// The number of nodes below a tree's root when none is a `!link` or an `!error` (which
+/// only [`tree_to_flat`] reads), else `None`.
+fn plain_count(n: &TreeNode) -> Option<usize> {
+    match &n.kind {
+        TreeKind::Link(_) | TreeKind::Error(_) => None,
+        TreeKind::Dir(entries) => entries.values().try_fold(entries.len(), |sum, c| Some(sum + plain_count(c)?)),
+        _ => Some(0),
+    }
+}
+
+/// [`tree_to_flat`] of a tree of `count` nodes below its root, none a `!link` or an
+/// `!error` ([`plain_count`]): every path a node of its own, in walk order, with the tree's
+/// data, targets and xattrs moved into the flat nodes rather than copied.
+fn tree_into_flat(root: TreeNode, count: usize) -> FlatLayer {
+    fn go(entries: BTreeMap<String, TreeNode>, path: &mut String, out: &mut Vec<FlatEntry>) {
+        for (name, child) in entries {
+            let len = path.len();
+            if len > 1 {
+                path.push('/');
+            }
+            path.push_str(&name);
+            let (node, below) = node_into_flat(child);
+            out.push(FlatEntry::Node { path: path.clone(), node });
+            if let Some(below) = below {
+                go(below, path, out);
+            }
+            path.truncate(len);
+        }
+    }
+    let (mut rootf, below) = node_into_flat(root);
+    rootf.kind = FileType::Dir;
+    let mut entries = Vec::with_capacity(count);
+    if let Some(below) = below {
+        go(below, &mut String::from("/"), &mut entries);
+    }
+    FlatLayer { root: rootf, entries }
+}
+
+/// [`node_to_flat`], taking the node: its flat form, and a directory's entries.
+fn node_into_flat(n: TreeNode) -> (FlatNode, Option<BTreeMap<String, TreeNode>>) {
+    let mut below = None;
+    let (kind, data, target, rdev) = match n.kind {
+        TreeKind::Dir(entries) => {
+            below = Some(entries);
+            (FileType::Dir, None, None, None)
+        }
+        TreeKind::Link(_) | TreeKind::Error(_) => (FileType::Dir, None, None, None),
+        TreeKind::File(d) => (FileType::File, Some(d), None, None),
+        TreeKind::Digest(_) => (FileType::File, None, None, None),
+        TreeKind::Symlink(t) => (FileType::Symlink, None, Some(t), None),
+        TreeKind::Char(a, b) => (FileType::Char, None, None, Some((a, b))),
+        TreeKind::Block(a, b) => (FileType::Block, None, None, Some((a, b))),
+        TreeKind::Fifo => (FileType::Fifo, None, None, None),
+    };
+    (FlatNode { kind, mode: n.mode, uid: n.uid, gid: n.gid, data, target, rdev, xattrs: n.xattrs }, below)
 }
 
 /// The flat form of a layer tree read from `path`; a bad `!link` is a problem at the link.
@@ -228,6 +287,7 @@ pub(crate) fn parse_node(
             let mut dir = TreeNode::dir();
             let mut entries = BTreeMap::new();
             let mut ok = true;
+            let lpath_depth = lpath.split('/').filter(|c| !c.is_empty()).count();
             for (k, val) in m {
                 let number;
                 let kp = match k {
@@ -270,7 +330,7 @@ pub(crate) fn parse_node(
                     ok = false;
                     continue;
                 }
-                let depth = lpath.split('/').filter(|c| !c.is_empty()).count() + parts.len();
+                let depth = lpath_depth + parts.len();
                 if depth > DEPTH_MAX {
                     cx.key_problem(
                         &kp,
@@ -316,8 +376,8 @@ pub(crate) fn parse_node(
             ok.then_some(dir)
         }
         Value::Tagged(t) => {
-            let tag = t.tag.to_string();
-            let tag = tag.trim_start_matches('!');
+            // The tag's name without its `!`s (`t.tag` holds it without the first).
+            let tag = t.tag.0.trim_start_matches('!');
             parse_tagged(cx, tag, &t.value, path, ctx, lpath, links)
         }
         Value::Null => {
@@ -464,12 +524,12 @@ impl std::ops::Deref for Allowed {
 /// Reads the common attributes from `fields` into `node`; returns the other fields.
 fn common_attrs<'v, 'n>(
     cx: &mut Cx,
-    fields: Vec<(Cow<'v, str>, &'v Value<'n>)>,
+    fields: Fields<'v, 'n>,
     path: &Path,
     node: &mut TreeNode,
-) -> (bool, Vec<(Cow<'v, str>, &'v Value<'n>)>) {
+) -> (bool, Fields<'v, 'n>) {
     let mut ok = true;
-    let mut rest = Vec::new();
+    let mut rest = Fields::new();
     for (k, v) in fields {
         let p = key(path, &k);
         match &*k {
@@ -766,13 +826,7 @@ pub(crate) fn parse_digest(cx: &mut Cx, size: &Value, hash: &Value, path: &Path)
 }
 
 /// The long forms `!sparse {size, data, ...}` and `!digest {size, hash, ...}`.
-fn parse_sized(
-    cx: &mut Cx,
-    tag: &str,
-    fields: Vec<(Cow<str>, &Value)>,
-    path: &Path,
-    ctx: TreeContext,
-) -> Option<TreeNode> {
+fn parse_sized(cx: &mut Cx, tag: &str, fields: Fields, path: &Path, ctx: TreeContext) -> Option<TreeNode> {
     let mut node = TreeNode::new(TreeKind::File(FileData::new()));
     let (mut ok, rest) = common_attrs(cx, fields, path, &mut node);
     let get = |k: &str| rest.iter().find(|(name, _)| name == k).map(|(_, v)| *v);
@@ -1236,5 +1290,53 @@ mod tests {
             }
         }
         assert!(checked > 300, "{checked} trees");
+    }
+
+    /// For every mapping of every spec/ file read as a layer tree, links or not: the flat
+    /// form built by taking the tree is the one `tree_to_flat` builds, whenever
+    /// `plain_count` lets it be taken, and `plain_count` counts every node below the root.
+    #[test]
+    fn a_layer_tree_taken_into_its_flat_form_is_tree_to_flat() {
+        let mut dirs = vec![std::path::PathBuf::from("spec")];
+        let (mut taken, mut left) = (0, 0);
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                    continue;
+                }
+                if p.extension().is_none_or(|x| x != "yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
+                let mut all = Vec::new();
+                mappings(&doc, &mut all);
+                for m in all {
+                    let mut cx = Cx::new(Some(&text));
+                    let mut links = Vec::new();
+                    let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) else {
+                        continue;
+                    };
+                    let by_walk = walk(&tree);
+                    let plain = by_walk.iter().all(|(_, n)| !matches!(n.kind, TreeKind::Link(_) | TreeKind::Error(_)));
+                    match plain_count(&tree) {
+                        Some(count) => {
+                            assert!(plain, "in {}", p.display());
+                            assert_eq!(count, by_walk.len(), "in {}", p.display());
+                            let expected = tree_to_flat(&tree).expect("no links, no errors");
+                            assert_eq!(tree_into_flat(tree.clone(), count), expected, "in {}", p.display());
+                            taken += 1;
+                        }
+                        None => {
+                            assert!(!plain, "in {}", p.display());
+                            left += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(taken > 300 && left > 0, "{taken} trees taken, {left} left");
     }
 }
