@@ -251,11 +251,14 @@ impl std::hash::Hasher for InoHasher {
 /// Builds [`InoHasher`]s.
 pub type InoHash = std::hash::BuildHasherDefault<InoHasher>;
 
+/// A layer's inode table.
+type InodeTable = imbl::GenericHashMap<Ino, Arc<Inode>, InoHash, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// A layer: one persistent directory tree.
 #[derive(Clone, Debug)]
 pub struct Layer {
     id: LayerId,
-    inodes: imbl::GenericHashMap<Ino, Arc<Inode>, InoHash, imbl::shared_ptr::DefaultSharedPtr>,
+    inodes: InodeTable,
     root: Ino,
     next_ino: Ino,
     /// The workdir's `index/` directory of an upper layer used with `index=on`: a directory
