@@ -116,6 +116,10 @@ impl FlatNode {
 /// by one: `collect` would buffer and sort them first, and most inodes have none.
 fn xattrs_of(inode: &Inode) -> BTreeMap<String, Vec<u8>> {
     let mut xattrs = BTreeMap::new();
+    // An iterator over an empty `OrdMap` still sets up its two cursors.
+    if inode.xattrs.is_empty() {
+        return xattrs;
+    }
     for (k, v) in inode.xattrs.iter() {
         xattrs.insert(k.clone(), v.to_vec());
     }
@@ -329,7 +333,8 @@ impl FlatWriter<'_> {
     /// Writes the entries under directory `dir`, whose path is `path` (empty for the root).
     fn dir(&mut self, dir: Ino, path: &mut String) {
         let layer = self.layer;
-        let Some(children) = layer.get(dir).entries() else {
+        // An iterator over an empty `OrdMap` still sets up its two cursors.
+        let Some(children) = layer.get(dir).entries().filter(|e| !e.is_empty()) else {
             return;
         };
         for (name, &child) in children.iter() {
