@@ -75,7 +75,7 @@ impl FlatNode {
     pub fn of(inode: &Inode) -> FlatNode {
         let (data, target, rdev) = match &inode.kind {
             NodeKind::File(d) => (Some(d.clone()), None, None),
-            NodeKind::Symlink(t) => (None, Some(t.to_string()), None),
+            NodeKind::Symlink(t) => (None, Some(String::from(&**t)), None),
             NodeKind::Char(a, b) | NodeKind::Block(a, b) => (None, None, Some((*a, *b))),
             NodeKind::Dir(_) | NodeKind::Fifo => (None, None, None),
         };
@@ -132,7 +132,8 @@ impl Layer {
         // Every inode but the root once, plus the hard links: one allocation, most times.
         let inodes = self.inode_count();
         let mut flat = FlatWriter { layer: self, first_seen: HashMap::default(), entries: Vec::with_capacity(inodes) };
-        flat.dir(self.root(), &mut String::new());
+        // Long enough for most paths without growing.
+        flat.dir(self.root(), &mut String::with_capacity(128));
         FlatLayer { root: FlatNode::of(self.get(self.root())), entries: flat.entries }
     }
 
@@ -217,7 +218,9 @@ impl<'f> Builder<'f> {
         let mut inode = root.to_inode();
         inode.kind = NodeKind::Dir(Default::default());
         inode.nlink = 2;
-        let open = vec![OpenDir { path: "", ino: ROOT_INO, inode, last: None }];
+        // Deep enough for most layers without growing.
+        let mut open = Vec::with_capacity(8);
+        open.push(OpenDir { path: "", ino: ROOT_INO, inode, last: None });
         Builder { id, inodes: InodeTable::default(), next_ino: ROOT_INO + 1, open }
     }
 
