@@ -211,8 +211,8 @@ struct Builder<'f> {
 }
 
 impl<'f> Builder<'f> {
-    /// A builder of a layer whose root has the attributes of `root` (mode, owner, xattrs),
-    /// as [`Layer::new`] makes it, given `root`'s attributes.
+    /// A builder whose root is [`Layer::new`]'s, with the attributes of `root` (mode, owner,
+    /// xattrs).
     fn new(root: &FlatNode) -> Builder<'f> {
         let id = LayerId::fresh();
         let mut inode = root.to_inode();
