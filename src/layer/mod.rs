@@ -252,11 +252,13 @@ impl std::hash::Hasher for InoHasher {
 /// Builds [`InoHasher`]s.
 pub type InoHash = std::hash::BuildHasherDefault<InoHasher>;
 
+use table::InodeTable;
+
 /// A layer: one persistent directory tree.
 #[derive(Clone, Debug)]
 pub struct Layer {
     id: LayerId,
-    inodes: table::InodeTable,
+    inodes: InodeTable,
     root: Ino,
     next_ino: Ino,
     /// The workdir's `index/` directory of an upper layer used with `index=on`: a directory
@@ -285,7 +287,7 @@ impl Layer {
     pub fn new() -> Layer {
         let mut root = Inode::dir(0o755);
         root.nlink = 2;
-        let mut inodes = table::InodeTable::default();
+        let mut inodes = InodeTable::default();
         inodes.insert(ROOT_INO, Arc::new(root));
         Layer { id: LayerId::fresh(), inodes, root: ROOT_INO, next_ino: ROOT_INO + 1, index: None }
     }
