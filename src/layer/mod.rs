@@ -20,7 +20,6 @@
 pub mod check;
 mod data;
 mod flat;
-mod table;
 
 pub use data::{Digest, Digester, FileData, READ_INLINE_MAX};
 pub use flat::{FlatEntry, FlatLayer, FlatNode};
@@ -252,7 +251,9 @@ impl std::hash::Hasher for InoHasher {
 /// Builds [`InoHasher`]s.
 pub type InoHash = std::hash::BuildHasherDefault<InoHasher>;
 
-use table::InodeTable;
+/// A layer's inode table. (A persistent vector indexed by inode number was tried and not
+/// kept: BENCHMARKS.md, "Model per case: readdir, LTO, and an inode table tried".)
+type InodeTable = imbl::GenericHashMap<Ino, Arc<Inode>, InoHash, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// A layer: one persistent directory tree.
 #[derive(Clone, Debug)]
