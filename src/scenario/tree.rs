@@ -1253,13 +1253,10 @@ mod tests {
         }
     }
 
-    /// `parse_tree` gives a layer tree without `!link` as read, not through its flat form:
-    /// for every mapping of every spec/ file read as a layer tree without links, the flat
-    /// form and back is the same tree.
-    #[test]
-    fn a_layer_tree_without_links_is_its_canonical_form() {
+    /// Calls `f` with each mapping of each spec/ file that reads as a layer tree: the file,
+    /// the tree, whether it has `!link`s, and whether reading it found problems.
+    fn each_spec_layer_tree(mut f: impl FnMut(&std::path::Path, TreeNode, bool, bool)) {
         let mut dirs = vec![std::path::PathBuf::from("spec")];
-        let mut checked = 0;
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(d).unwrap() {
                 let p = e.unwrap().path();
@@ -1277,18 +1274,28 @@ mod tests {
                 for m in all {
                     let mut cx = Cx::new(Some(&text));
                     let mut links = Vec::new();
-                    let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) else {
-                        continue;
-                    };
-                    if !links.is_empty() || !cx.problems.is_empty() {
-                        continue;
+                    if let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) {
+                        f(&p, tree, !links.is_empty(), !cx.problems.is_empty());
                     }
-                    let flat = tree_to_flat(&tree).expect("no links, no errors");
-                    assert_eq!(tree_from_flat(&flat), tree, "in {}", p.display());
-                    checked += 1;
                 }
             }
         }
+    }
+
+    /// `parse_tree` gives a layer tree without `!link` as read, not through its flat form:
+    /// for every mapping of every spec/ file read as a layer tree without links, the flat
+    /// form and back is the same tree.
+    #[test]
+    fn a_layer_tree_without_links_is_its_canonical_form() {
+        let mut checked = 0;
+        each_spec_layer_tree(|p, tree, links, problems| {
+            if links || problems {
+                return;
+            }
+            let flat = tree_to_flat(&tree).expect("no links, no errors");
+            assert_eq!(tree_from_flat(&flat), tree, "in {}", p.display());
+            checked += 1;
+        });
         assert!(checked > 300, "{checked} trees");
     }
 
@@ -1297,46 +1304,24 @@ mod tests {
     /// `plain_count` lets it be taken, and `plain_count` counts every node below the root.
     #[test]
     fn a_layer_tree_taken_into_its_flat_form_is_tree_to_flat() {
-        let mut dirs = vec![std::path::PathBuf::from("spec")];
         let (mut taken, mut left) = (0, 0);
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    dirs.push(p);
-                    continue;
+        each_spec_layer_tree(|p, tree, _, _| {
+            let by_walk = walk(&tree);
+            let plain = by_walk.iter().all(|(_, n)| !matches!(n.kind, TreeKind::Link(_) | TreeKind::Error(_)));
+            match plain_count(&tree) {
+                Some(count) => {
+                    assert!(plain, "in {}", p.display());
+                    assert_eq!(count, by_walk.len(), "in {}", p.display());
+                    let expected = tree_to_flat(&tree).expect("no links, no errors");
+                    assert_eq!(tree_into_flat(tree.clone(), count), expected, "in {}", p.display());
+                    taken += 1;
                 }
-                if p.extension().is_none_or(|x| x != "yaml") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&p).unwrap();
-                let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
-                let mut all = Vec::new();
-                mappings(&doc, &mut all);
-                for m in all {
-                    let mut cx = Cx::new(Some(&text));
-                    let mut links = Vec::new();
-                    let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) else {
-                        continue;
-                    };
-                    let by_walk = walk(&tree);
-                    let plain = by_walk.iter().all(|(_, n)| !matches!(n.kind, TreeKind::Link(_) | TreeKind::Error(_)));
-                    match plain_count(&tree) {
-                        Some(count) => {
-                            assert!(plain, "in {}", p.display());
-                            assert_eq!(count, by_walk.len(), "in {}", p.display());
-                            let expected = tree_to_flat(&tree).expect("no links, no errors");
-                            assert_eq!(tree_into_flat(tree.clone(), count), expected, "in {}", p.display());
-                            taken += 1;
-                        }
-                        None => {
-                            assert!(!plain, "in {}", p.display());
-                            left += 1;
-                        }
-                    }
+                None => {
+                    assert!(!plain, "in {}", p.display());
+                    left += 1;
                 }
             }
-        }
+        });
         assert!(taken > 300 && left > 0, "{taken} trees taken, {left} left");
     }
 }
