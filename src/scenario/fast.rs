@@ -760,18 +760,8 @@ mod tests {
     use super::*;
 
     fn spec_documents() -> Vec<String> {
-        let mut docs = Vec::new();
-        let mut dirs = vec![std::path::PathBuf::from("spec")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "yaml") {
-                    docs.push(std::fs::read_to_string(p).unwrap());
-                }
-            }
-        }
+        let files = crate::scenario::find_files(&["spec".into()]).unwrap().files;
+        let mut docs: Vec<String> = files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
         docs.sort();
         docs
     }

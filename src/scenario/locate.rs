@@ -655,17 +655,8 @@ mod tests {
             "steps:\n- stat: /a\n-\n  stat: /b\n# c\n-   unmount\nfinal: {}\n".to_owned(),
             "? [a, b]\n: {c: 1}\nd: &x {e: [1, !t 2]}\nf: *x\n1: one\n~: n\n'q': {\"r\": !u {s: 1}}\n".to_owned(),
         ];
-        let mut dirs = vec![std::path::PathBuf::from("spec")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "yaml") {
-                    docs.push(std::fs::read_to_string(p).unwrap());
-                }
-            }
-        }
+        let files = crate::scenario::find_files(&["spec".into()]).unwrap().files;
+        docs.extend(files.iter().map(|p| std::fs::read_to_string(p).unwrap()));
         docs
     }
 

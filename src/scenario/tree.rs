@@ -1256,27 +1256,16 @@ mod tests {
     /// Calls `f` with each mapping of each spec/ file that reads as a layer tree: the file,
     /// the tree, whether it has `!link`s, and whether reading it found problems.
     fn each_spec_layer_tree(mut f: impl FnMut(&std::path::Path, TreeNode, bool, bool)) {
-        let mut dirs = vec![std::path::PathBuf::from("spec")];
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    dirs.push(p);
-                    continue;
-                }
-                if p.extension().is_none_or(|x| x != "yaml") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&p).unwrap();
-                let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
-                let mut all = Vec::new();
-                mappings(&doc, &mut all);
-                for m in all {
-                    let mut cx = Cx::new(Some(&text));
-                    let mut links = Vec::new();
-                    if let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) {
-                        f(&p, tree, !links.is_empty(), !cx.problems.is_empty());
-                    }
+        for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
+            let mut all = Vec::new();
+            mappings(&doc, &mut all);
+            for m in all {
+                let mut cx = Cx::new(Some(&text));
+                let mut links = Vec::new();
+                if let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) {
+                    f(&p, tree, !links.is_empty(), !cx.problems.is_empty());
                 }
             }
         }
