@@ -4,7 +4,8 @@
 //! The set of failing scenarios must equal `conformance/vfs/failing.txt`, the committed
 //! report's list: a change in `vfs`, in the adapter, in the model or in `spec/` that moves
 //! a scenario in or out of it shows here. Regenerate the report with
-//! `cargo run --release --example vfs_conformance -- --out conformance/vfs > conformance/vfs/REPORT.md`.
+//! `cargo run --release --example vfs_conformance -- --out conformance/vfs > REPORT.tmp && mv REPORT.tmp
+//! conformance/vfs/REPORT.md`.
 
 #[path = "../examples/vfs_conformance/adapter.rs"]
 mod adapter;
