@@ -97,12 +97,11 @@ impl Overlay {
     /// and the lookup errors of [`Overlay::lookup_child`].
     pub(crate) fn resolve(&mut self, path: &str, follow: Follow) -> SysResult<Chain> {
         check_len(path)?;
-        let comps = pending_of(path);
-        let mut chain = Vec::with_capacity(comps.len() + 1);
+        let mut chain = Vec::with_capacity(slash_count(path) + 1);
         chain.push(self.root_dentry());
         let mut links = 0;
         let dir_required = path.ends_with('/');
-        self.walk(&mut chain, comps, follow == Follow::Yes, dir_required, &mut links)?;
+        self.walk(&mut chain, Pending::of(path), follow == Follow::Yes, dir_required, &mut links)?;
         Ok(chain)
     }
 
@@ -118,7 +117,7 @@ impl Overlay {
     /// symlink, [`Overlay::walk_parent`]).
     pub(crate) fn resolve_parent_counted(&mut self, path: &str, links: &mut u32) -> SysResult<(Chain, Last)> {
         check_len(path)?;
-        let mut chain = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+        let mut chain = Vec::with_capacity(slash_count(path) + 1);
         chain.push(self.root_dentry());
         let last = self.walk_parent(&mut chain, path, links)?;
         Ok((chain, last))
@@ -134,15 +133,17 @@ impl Overlay {
         if path.starts_with('/') {
             chain.truncate(1);
         }
-        // The path's last component is the first of `comps` (the next one is kept last).
-        let mut comps = pending_of(path);
-        let slash = path.ends_with('/');
-        let last = match (!comps.is_empty()).then(|| comps.remove(0)) {
-            None => Last::Root,
-            Some(c) if c == "." => Last::Dot,
-            Some(c) if c == ".." => Last::DotDot,
-            Some(name) => Last::Norm { name: name.into_owned(), slash },
+        // The path's last component, found from the end; the walk takes what comes before.
+        let end = path.trim_end_matches('/').len();
+        let start = path[..end].rfind('/').map_or(0, |i| i + 1);
+        let slash = end < path.len();
+        let last = match &path[start..end] {
+            "" => Last::Root,
+            "." => Last::Dot,
+            ".." => Last::DotDot,
+            name => Last::Norm { name: name.to_owned(), slash },
         };
+        let comps = Pending::of(&path[..start]);
         if !comps.is_empty() {
             self.walk(chain, comps, true, true, links)?;
         }
@@ -161,19 +162,19 @@ impl Overlay {
         mut dir_required: bool,
         links: &mut u32,
     ) -> SysResult<()> {
-        while let Some(comp) = comps.pop() {
+        while let Some(range) = comps.next_range() {
             self.may_lookup(chain.last().expect("chain has a root"))?;
-            let is_last = comps.is_empty();
-            if comp == "." {
-                continue;
-            }
-            if comp == ".." {
-                if chain.len() > 1 {
+            let comp = comps.component(range);
+            if comp == "." || comp == ".." {
+                if comp == ".." && chain.len() > 1 {
                     chain.pop();
                 }
+                comps.advance(range);
                 continue;
             }
-            let child = self.lookup_child(chain.last().expect("chain has a root"), &comp)?;
+            let child = self.lookup_child(chain.last().expect("chain has a root"), comp)?;
+            comps.advance(range);
+            let is_last = comps.is_empty();
             let Some(ftype) = child.ftype else { return Err(Errno::ENOENT) };
             if ftype == FileType::Symlink && (!is_last || follow_last || dir_required) {
                 *links += 1;
@@ -190,7 +191,7 @@ impl Overlay {
                 if is_last && target.ends_with('/') {
                     dir_required = true;
                 }
-                comps.extend(target.rsplit('/').filter(|c| !c.is_empty()).map(|c| Cow::Owned(c.to_owned())));
+                comps.push(target);
                 continue;
             }
             if !is_last && ftype != FileType::Dir {
@@ -214,26 +215,72 @@ impl Overlay {
     }
 }
 
-/// The components a walk has still to look up, the next one last, so that a symlink's
-/// target goes on top of what follows it. Inline up to 8 components: most paths need no
-/// allocation.
-type Pending<'p> = SmallVec<[Cow<'p, str>; 8]>;
+/// The number of `/` bytes in a path: a bound on its components, to size a chain.
+fn slash_count(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
+}
 
-/// The non-empty components of a path, borrowed from it, as [`Pending`] (the first one
-/// last). One backward pass over the bytes: `/` is ASCII, so every cut is at a character
-/// boundary.
-fn pending_of(path: &str) -> Pending<'_> {
-    let mut comps = Pending::new();
-    let bytes = path.as_bytes();
-    let mut end = bytes.len();
-    while end > 0 {
-        if bytes[end - 1] == b'/' {
-            end -= 1;
-            continue;
-        }
-        let start = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-        comps.push(Cow::Borrowed(&path[start..end]));
-        end = start;
+/// What a walk has still to look up: the rest of the path, and above it the rest of each
+/// symlink target met on the way, the innermost on top, so that a target's components come
+/// before what follows the link. Each is kept from its next component on (leading slashes
+/// skipped; an exhausted one is dropped), so the walk is at its last component when one
+/// piece is left with no slash after its first component. Components are found as the walk
+/// reaches them, without a list of them: most walks follow no symlink, and take their
+/// components straight out of the path.
+struct Pending<'p> {
+    /// The pieces still to walk, the innermost last, each with the offset of its next
+    /// component.
+    pieces: SmallVec<[(Cow<'p, str>, usize); 2]>,
+}
+
+impl<'p> Pending<'p> {
+    /// The components of `path`, borrowed from it.
+    fn of(path: &'p str) -> Pending<'p> {
+        let mut pending = Pending { pieces: SmallVec::new() };
+        pending.push_piece(Cow::Borrowed(path));
+        pending
     }
-    comps
+
+    /// Puts a symlink's target on top of what is left.
+    fn push(&mut self, target: String) {
+        self.push_piece(Cow::Owned(target));
+    }
+
+    fn push_piece(&mut self, piece: Cow<'p, str>) {
+        let at = piece.len() - piece.trim_start_matches('/').len();
+        if at < piece.len() {
+            self.pieces.push((piece, at));
+        }
+    }
+
+    /// Whether no component is left.
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Where the next component is in the top piece.
+    fn next_range(&self) -> Option<(usize, usize)> {
+        let (piece, at) = self.pieces.last()?;
+        let end = piece[*at..].find('/').map_or(piece.len(), |i| at + i);
+        Some((*at, end))
+    }
+
+    /// The component at `range` in the top piece.
+    fn component(&self, range: (usize, usize)) -> &str {
+        let (piece, _) = self.pieces.last().expect("a component was found");
+        &piece[range.0..range.1]
+    }
+
+    /// Goes past the component at `range` and the slashes after it; a piece with nothing
+    /// left is dropped.
+    fn advance(&mut self, range: (usize, usize)) {
+        let (piece, at) = self.pieces.last_mut().expect("a component was found");
+        let rest = &piece[range.1..];
+        let next = range.1 + (rest.len() - rest.trim_start_matches('/').len());
+        if next < piece.len() {
+            *at = next;
+        } else {
+            self.pieces.pop();
+        }
+    }
 }
