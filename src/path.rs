@@ -134,8 +134,9 @@ impl Overlay {
             chain.truncate(1);
         }
         // The path's last component, found from the end; the walk takes what comes before.
-        let end = path.trim_end_matches('/').len();
-        let start = path[..end].rfind('/').map_or(0, |i| i + 1);
+        let bytes = path.as_bytes();
+        let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        let start = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
         let slash = end < path.len();
         let last = match &path[start..end] {
             "" => Last::Root,
@@ -215,6 +216,15 @@ impl Overlay {
     }
 }
 
+/// Where the run of slashes at `at` in `bytes` ends. A byte loop: the `str` pattern
+/// searchers cost more to set up than the few bytes they pass over.
+fn slashes_end(bytes: &[u8], mut at: usize) -> usize {
+    while at < bytes.len() && bytes[at] == b'/' {
+        at += 1;
+    }
+    at
+}
+
 /// The number of `/` bytes in a path: a bound on its components, to size a chain.
 fn slash_count(path: &str) -> usize {
     path.bytes().filter(|&b| b == b'/').count()
@@ -247,7 +257,7 @@ impl<'p> Pending<'p> {
     }
 
     fn push_piece(&mut self, piece: Cow<'p, str>) {
-        let at = piece.len() - piece.trim_start_matches('/').len();
+        let at = slashes_end(piece.as_bytes(), 0);
         if at < piece.len() {
             self.pieces.push((piece, at));
         }
@@ -261,7 +271,11 @@ impl<'p> Pending<'p> {
     /// Where the next component is in the top piece.
     fn next_range(&self) -> Option<(usize, usize)> {
         let (piece, at) = self.pieces.last()?;
-        let end = piece[*at..].find('/').map_or(piece.len(), |i| at + i);
+        let bytes = piece.as_bytes();
+        let mut end = *at;
+        while end < bytes.len() && bytes[end] != b'/' {
+            end += 1;
+        }
         Some((*at, end))
     }
 
@@ -275,8 +289,7 @@ impl<'p> Pending<'p> {
     /// left is dropped.
     fn advance(&mut self, range: (usize, usize)) {
         let (piece, at) = self.pieces.last_mut().expect("a component was found");
-        let rest = &piece[range.1..];
-        let next = range.1 + (rest.len() - rest.trim_start_matches('/').len());
+        let next = slashes_end(piece.as_bytes(), range.1);
         if next < piece.len() {
             *at = next;
         } else {
