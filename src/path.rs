@@ -13,7 +13,7 @@ use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
 use smallvec::SmallVec;
-use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
 pub const SYMLINK_COUNT_MAX: u32 = 40;
@@ -182,7 +182,7 @@ impl Overlay {
                 if *links > SYMLINK_COUNT_MAX {
                     return Err(Errno::ELOOP);
                 }
-                let target = self.symlink_target(&child);
+                let target = self.symlink_target_shared(&child);
                 if target.is_empty() {
                     return Err(Errno::ENOENT);
                 }
@@ -209,8 +209,13 @@ impl Overlay {
 
     /// A symlink dentry's target text.
     pub(crate) fn symlink_target(&self, d: &Dentry) -> String {
+        self.symlink_target_shared(d).to_string()
+    }
+
+    /// A symlink dentry's target text, shared with its inode.
+    pub(crate) fn symlink_target_shared(&self, d: &Dentry) -> Arc<str> {
         match &self.real_inode(d).kind {
-            crate::layer::NodeKind::Symlink(t) => t.to_string(),
+            crate::layer::NodeKind::Symlink(t) => Arc::clone(t),
             _ => panic!("model invariant: symlink_target of a non-symlink"),
         }
     }
@@ -240,23 +245,39 @@ fn slash_count(path: &str) -> usize {
 struct Pending<'p> {
     /// The pieces still to walk, the innermost last, each with the offset of its next
     /// component.
-    pieces: SmallVec<[(Cow<'p, str>, usize); 2]>,
+    pieces: SmallVec<[(Piece<'p>, usize); 2]>,
+}
+
+/// One piece of [`Pending`]: the path itself, or a symlink's target, shared with its inode.
+enum Piece<'p> {
+    Path(&'p str),
+    Target(Arc<str>),
+}
+
+impl std::ops::Deref for Piece<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Piece::Path(p) => p,
+            Piece::Target(t) => t,
+        }
+    }
 }
 
 impl<'p> Pending<'p> {
     /// The components of `path`, borrowed from it.
     fn of(path: &'p str) -> Pending<'p> {
         let mut pending = Pending { pieces: SmallVec::new() };
-        pending.push_piece(Cow::Borrowed(path));
+        pending.push_piece(Piece::Path(path));
         pending
     }
 
     /// Puts a symlink's target on top of what is left.
-    fn push(&mut self, target: String) {
-        self.push_piece(Cow::Owned(target));
+    fn push(&mut self, target: Arc<str>) {
+        self.push_piece(Piece::Target(target));
     }
 
-    fn push_piece(&mut self, piece: Cow<'p, str>) {
+    fn push_piece(&mut self, piece: Piece<'p>) {
         let at = slashes_end(piece.as_bytes(), 0);
         if at < piece.len() {
             self.pieces.push((piece, at));
