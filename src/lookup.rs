@@ -780,3 +780,24 @@ pub fn check_lookup_name(name: &str) -> SysResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Name;
+
+    /// A name reads back as the string it was made from, inline or boxed, at the edge
+    /// between the two and with characters of several bytes.
+    #[test]
+    fn a_name_reads_back_as_made() {
+        let long = "x".repeat(255);
+        let cases = ["", "a", "ü", "abcdefghijklmnopqrstuv", "abcdefghijklmnopqrstuvw", "日本語の名前です", &long];
+        for s in cases {
+            let name = Name::from(s);
+            assert_eq!(name.as_str(), s);
+            assert_eq!(name.is_empty(), s.is_empty());
+            assert_eq!(name, Name::from(s));
+            assert_eq!(format!("{name}"), s);
+        }
+        assert_ne!(Name::from("abcdefghijklmnopqrstuv"), Name::from("abcdefghijklmnopqrstuvw"));
+    }
+}
