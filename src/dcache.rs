@@ -86,9 +86,10 @@ type Names = HashMap<Box<str>, [Option<LowerAnswer>; 4], KeyHash>;
 /// keys (1.7% of the instructions of `examples/profile_model cases`). This is the
 /// multiply-rotate of `rustc-hash` 2 (FxHash), rotated at the end so that the low bits,
 /// which pick the bucket, depend on every input bit (an aligned address has its low bits
-/// zero).
+/// zero). [`crate::icache`]'s maps, keyed by inode numbers and lower paths, hash with it
+/// too.
 #[derive(Clone, Copy, Debug, Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl KeyHasher {
     fn add(&mut self, word: u64) {
@@ -121,10 +122,14 @@ impl Hasher for KeyHasher {
     fn write_usize(&mut self, n: usize) {
         self.add(n as u64);
     }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
 }
 
 /// Builds [`KeyHasher`]s.
-type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
+pub(crate) type KeyHash = std::hash::BuildHasherDefault<KeyHasher>;
 
 /// The most answers kept, and the most lower entries their stacks may hold together; past
 /// either, the cache starts again empty (as memory pressure shrinks the kernel's dcache).

@@ -193,10 +193,10 @@ impl Overlay {
             }
             FileType::Symlink => entry.target = Some(self.symlink_target(&d)),
             FileType::Dir => {
-                let names =
-                    if self.check_impure_real_dir(&d).is_ok() { self.readdir_entries(&d) } else { BTreeMap::new() };
                 let index = dirs.len();
-                queue.extend(names.into_keys().map(|name| (join(&path, &name), index)));
+                if self.check_impure_real_dir(&d).is_ok() {
+                    self.readdir_names(&d, |name| queue.push((join(&path, name), index)));
+                }
             }
             _ => {}
         }

@@ -329,7 +329,7 @@ impl Overlay {
     /// `d_alloc_anon`): no name in the merged view.
     fn disconnected(&self, upper: Option<Ino>, lowers: Vec<LowerPath>, ftype: FileType) -> Dentry {
         Dentry {
-            name: "/".to_owned(),
+            name: "/".into(),
             upper,
             lowers: Arc::from(lowers),
             opaque: false,

@@ -33,31 +33,39 @@
 //! such); see the README's scope.
 //!
 //! Both maps are persistent (`imbl`), so an overlay's clone is O(1) and goes its own way.
+//! They hash with [`crate::dcache`]'s multiply-rotate, not SipHash: a lookup probes them
+//! once, and SipHash was most of that probe's cost.
 
+use crate::dcache::KeyHash;
 use crate::errno::{Errno, SysResult};
 use crate::layer::Ino;
 use crate::lookup::{Dentry, LowerPath};
 use crate::overlay::Overlay;
+
+/// A persistent map hashed with [`KeyHash`].
+type Map<K, V> = imbl::GenericHashMap<K, V, KeyHash, imbl::shared_ptr::DefaultSharedPtr>;
+/// A persistent set hashed with [`KeyHash`].
+type Set<A> = imbl::GenericHashSet<A, KeyHash, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// The overlay inodes of one mount, as far as they change answers.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct InodeCache {
     /// Directory inodes hashed by their top-most lower directory: the upper directory each
     /// holds (`None` for a lower-only directory).
-    dirs: imbl::HashMap<LowerPath, Option<Ino>>,
+    dirs: Map<LowerPath, Option<Ino>>,
     /// Upper non-directories copied up without an origin, with the lower their inode keeps
     /// and the one name (upper parent directory, name) whose dentry holds that inode.
-    kept: imbl::HashMap<Ino, Kept>,
+    kept: Map<Ino, Kept>,
     /// The overlay inodes of indexed upper non-directories whose origin has one link, by
     /// upper inode: their link count, which no xattr gives back once they are evicted
     /// (`ovl_get_nlink` reads none for such a lower), and the names whose dentries hold
     /// them ([`crate::index`], [`LiveNlink`]).
-    pub(crate) live_nlink: imbl::HashMap<Ino, LiveNlink>,
+    pub(crate) live_nlink: Map<Ino, LiveNlink>,
     /// Index entries left by a copy-up that failed with EPERM (`index=on` under
     /// `userxattr`, [`Overlay::index_copy_up_denied`]): their overlay inode, made from the
     /// lower before the copy-up, still shows the lower's link count; once evicted, the
     /// entry's own count.
-    pub(crate) failed_index: imbl::HashSet<Ino>,
+    pub(crate) failed_index: Set<Ino>,
 }
 
 /// The overlay inode of an indexed upper non-directory whose origin has one link: its
@@ -68,7 +76,7 @@ pub(crate) struct InodeCache {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct LiveNlink {
     pub(crate) nlink: u32,
-    pub(crate) names: imbl::HashSet<(Ino, Box<str>)>,
+    pub(crate) names: Set<(Ino, Box<str>)>,
 }
 
 /// The lower an inode keeps after a copy-up without an origin, and where its dentry is.

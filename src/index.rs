@@ -206,7 +206,7 @@ impl Overlay {
             .icache
             .live_nlink
             .entry(ino)
-            .or_insert_with(|| crate::icache::LiveNlink { nlink, names: imbl::HashSet::new() });
+            .or_insert_with(|| crate::icache::LiveNlink { nlink, names: Default::default() });
         live.names.insert((dir, d.name.as_str().into()));
     }
 
@@ -274,7 +274,7 @@ impl Overlay {
         upper.link(dir, &name, ino);
         self.set_nlink_upper(ino, merged);
         if merged == 1 {
-            let names = imbl::HashSet::unit((at.0, at.1.into()));
+            let names = std::iter::once((at.0, at.1.into())).collect();
             self.icache.live_nlink.insert(ino, crate::icache::LiveNlink { nlink: merged, names });
         }
     }

@@ -13,7 +13,7 @@ use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
 use smallvec::SmallVec;
-use std::borrow::Cow;
+use std::sync::Arc;
 
 /// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
 pub const SYMLINK_COUNT_MAX: u32 = 40;
@@ -97,12 +97,11 @@ impl Overlay {
     /// and the lookup errors of [`Overlay::lookup_child`].
     pub(crate) fn resolve(&mut self, path: &str, follow: Follow) -> SysResult<Chain> {
         check_len(path)?;
-        let comps = pending_of(path);
-        let mut chain = Vec::with_capacity(comps.len() + 1);
+        let mut chain = Vec::with_capacity(slash_count(path) + 1);
         chain.push(self.root_dentry());
         let mut links = 0;
         let dir_required = path.ends_with('/');
-        self.walk(&mut chain, comps, follow == Follow::Yes, dir_required, &mut links)?;
+        self.walk(&mut chain, Pending::of(path), follow == Follow::Yes, dir_required, &mut links)?;
         Ok(chain)
     }
 
@@ -118,7 +117,7 @@ impl Overlay {
     /// symlink, [`Overlay::walk_parent`]).
     pub(crate) fn resolve_parent_counted(&mut self, path: &str, links: &mut u32) -> SysResult<(Chain, Last)> {
         check_len(path)?;
-        let mut chain = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count() + 1);
+        let mut chain = Vec::with_capacity(slash_count(path) + 1);
         chain.push(self.root_dentry());
         let last = self.walk_parent(&mut chain, path, links)?;
         Ok((chain, last))
@@ -134,15 +133,18 @@ impl Overlay {
         if path.starts_with('/') {
             chain.truncate(1);
         }
-        // The path's last component is the first of `comps` (the next one is kept last).
-        let mut comps = pending_of(path);
-        let slash = path.ends_with('/');
-        let last = match (!comps.is_empty()).then(|| comps.remove(0)) {
-            None => Last::Root,
-            Some(c) if c == "." => Last::Dot,
-            Some(c) if c == ".." => Last::DotDot,
-            Some(name) => Last::Norm { name: name.into_owned(), slash },
+        // The path's last component, found from the end; the walk takes what comes before.
+        let bytes = path.as_bytes();
+        let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+        let start = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+        let slash = end < path.len();
+        let last = match &path[start..end] {
+            "" => Last::Root,
+            "." => Last::Dot,
+            ".." => Last::DotDot,
+            name => Last::Norm { name: name.to_owned(), slash },
         };
+        let comps = Pending::of(&path[..start]);
         if !comps.is_empty() {
             self.walk(chain, comps, true, true, links)?;
         }
@@ -161,26 +163,26 @@ impl Overlay {
         mut dir_required: bool,
         links: &mut u32,
     ) -> SysResult<()> {
-        while let Some(comp) = comps.pop() {
+        while let Some(range) = comps.next_range() {
             self.may_lookup(chain.last().expect("chain has a root"))?;
-            let is_last = comps.is_empty();
-            if comp == "." {
-                continue;
-            }
-            if comp == ".." {
-                if chain.len() > 1 {
+            let comp = comps.component(range);
+            if comp == "." || comp == ".." {
+                if comp == ".." && chain.len() > 1 {
                     chain.pop();
                 }
+                comps.advance(range);
                 continue;
             }
-            let child = self.lookup_child(chain.last().expect("chain has a root"), &comp)?;
+            let child = self.lookup_child(chain.last().expect("chain has a root"), comp)?;
+            comps.advance(range);
+            let is_last = comps.is_empty();
             let Some(ftype) = child.ftype else { return Err(Errno::ENOENT) };
             if ftype == FileType::Symlink && (!is_last || follow_last || dir_required) {
                 *links += 1;
                 if *links > SYMLINK_COUNT_MAX {
                     return Err(Errno::ELOOP);
                 }
-                let target = self.symlink_target(&child);
+                let target = self.symlink_target_shared(&child);
                 if target.is_empty() {
                     return Err(Errno::ENOENT);
                 }
@@ -190,7 +192,7 @@ impl Overlay {
                 if is_last && target.ends_with('/') {
                     dir_required = true;
                 }
-                comps.extend(target.rsplit('/').filter(|c| !c.is_empty()).map(|c| Cow::Owned(c.to_owned())));
+                comps.push(target);
                 continue;
             }
             if !is_last && ftype != FileType::Dir {
@@ -207,33 +209,112 @@ impl Overlay {
 
     /// A symlink dentry's target text.
     pub(crate) fn symlink_target(&self, d: &Dentry) -> String {
+        self.symlink_target_shared(d).to_string()
+    }
+
+    /// A symlink dentry's target text, shared with its inode.
+    pub(crate) fn symlink_target_shared(&self, d: &Dentry) -> Arc<str> {
         match &self.real_inode(d).kind {
-            crate::layer::NodeKind::Symlink(t) => t.to_string(),
+            crate::layer::NodeKind::Symlink(t) => Arc::clone(t),
             _ => panic!("model invariant: symlink_target of a non-symlink"),
         }
     }
 }
 
-/// The components a walk has still to look up, the next one last, so that a symlink's
-/// target goes on top of what follows it. Inline up to 8 components: most paths need no
-/// allocation.
-type Pending<'p> = SmallVec<[Cow<'p, str>; 8]>;
-
-/// The non-empty components of a path, borrowed from it, as [`Pending`] (the first one
-/// last). One backward pass over the bytes: `/` is ASCII, so every cut is at a character
-/// boundary.
-fn pending_of(path: &str) -> Pending<'_> {
-    let mut comps = Pending::new();
-    let bytes = path.as_bytes();
-    let mut end = bytes.len();
-    while end > 0 {
-        if bytes[end - 1] == b'/' {
-            end -= 1;
-            continue;
-        }
-        let start = bytes[..end].iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-        comps.push(Cow::Borrowed(&path[start..end]));
-        end = start;
+/// Where the run of slashes at `at` in `bytes` ends. A byte loop: the `str` pattern
+/// searchers cost more to set up than the few bytes they pass over.
+fn slashes_end(bytes: &[u8], mut at: usize) -> usize {
+    while at < bytes.len() && bytes[at] == b'/' {
+        at += 1;
     }
-    comps
+    at
+}
+
+/// The number of `/` bytes in a path: a bound on its components, to size a chain.
+fn slash_count(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
+}
+
+/// What a walk has still to look up: the rest of the path, and above it the rest of each
+/// symlink target met on the way, the innermost on top, so that a target's components come
+/// before what follows the link. Each is kept from its next component on (leading slashes
+/// skipped; an exhausted one is dropped), so the walk is at its last component when one
+/// piece is left with no slash after its first component. Components are found as the walk
+/// reaches them, without a list of them: most walks follow no symlink, and take their
+/// components straight out of the path.
+struct Pending<'p> {
+    /// The pieces still to walk, the innermost last, each with the offset of its next
+    /// component.
+    pieces: SmallVec<[(Piece<'p>, usize); 2]>,
+}
+
+/// One piece of [`Pending`]: the path itself, or a symlink's target, shared with its inode.
+enum Piece<'p> {
+    Path(&'p str),
+    Target(Arc<str>),
+}
+
+impl std::ops::Deref for Piece<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Piece::Path(p) => p,
+            Piece::Target(t) => t,
+        }
+    }
+}
+
+impl<'p> Pending<'p> {
+    /// The components of `path`, borrowed from it.
+    fn of(path: &'p str) -> Pending<'p> {
+        let mut pending = Pending { pieces: SmallVec::new() };
+        pending.push_piece(Piece::Path(path));
+        pending
+    }
+
+    /// Puts a symlink's target on top of what is left.
+    fn push(&mut self, target: Arc<str>) {
+        self.push_piece(Piece::Target(target));
+    }
+
+    fn push_piece(&mut self, piece: Piece<'p>) {
+        let at = slashes_end(piece.as_bytes(), 0);
+        if at < piece.len() {
+            self.pieces.push((piece, at));
+        }
+    }
+
+    /// Whether no component is left.
+    fn is_empty(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    /// Where the next component is in the top piece.
+    fn next_range(&self) -> Option<(usize, usize)> {
+        let (piece, at) = self.pieces.last()?;
+        let bytes = piece.as_bytes();
+        let mut end = *at;
+        while end < bytes.len() && bytes[end] != b'/' {
+            end += 1;
+        }
+        Some((*at, end))
+    }
+
+    /// The component at `range` in the top piece.
+    fn component(&self, range: (usize, usize)) -> &str {
+        let (piece, _) = self.pieces.last().expect("a component was found");
+        &piece[range.0..range.1]
+    }
+
+    /// Goes past the component at `range` and the slashes after it; a piece with nothing
+    /// left is dropped.
+    fn advance(&mut self, range: (usize, usize)) {
+        let (piece, at) = self.pieces.last_mut().expect("a component was found");
+        let next = slashes_end(piece.as_bytes(), range.1);
+        if next < piece.len() {
+            *at = next;
+        } else {
+            self.pieces.pop();
+        }
+    }
 }

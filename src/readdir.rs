@@ -54,11 +54,7 @@ impl Overlay {
     /// character device, though stat of them gives ENOENT.
     pub(crate) fn readdir_entries(&mut self, d: &Dentry) -> BTreeMap<String, FileType> {
         if !self.dir_is_merged(d) {
-            let (layer, ino) = match d.upper {
-                Some(u) => (self.upper.as_ref().expect("upper"), u),
-                None => (&self.lowers[d.lowers[0].layer], d.lowers[0].ino),
-            };
-            let entries = layer.get(ino).entries().expect("model invariant: readdir of a directory");
+            let (layer, entries) = self.real_dir(d);
             // Inserted one by one, in the order they come (sorted): `collect` would buffer
             // and sort them first.
             let mut out = BTreeMap::new();
@@ -106,6 +102,32 @@ impl Overlay {
             }
         }
         out
+    }
+
+    /// The names of [`Overlay::readdir_entries`], in the same (byte) order, each given to
+    /// `each`: a directory read straight from its real directory lends its names instead of
+    /// copying them into a listing (the merged dump reads every directory this way).
+    pub(crate) fn readdir_names(&mut self, d: &Dentry, mut each: impl FnMut(&str)) {
+        if self.dir_is_merged(d) {
+            for name in self.readdir_entries(d).keys() {
+                each(name);
+            }
+            return;
+        }
+        let (_, entries) = self.real_dir(d);
+        for name in entries.keys() {
+            each(name);
+        }
+    }
+
+    /// The one real directory a directory that is not merged is read from: the upper,
+    /// else the top-most lower (kernel: `ovl_dir_is_real`, `ovl_path_real`).
+    fn real_dir(&self, d: &Dentry) -> (&Layer, &crate::layer::Entries) {
+        let (layer, ino) = match d.upper {
+            Some(u) => (self.upper.as_ref().expect("upper"), u),
+            None => (&self.lowers[d.lowers[0].layer], d.lowers[0].ino),
+        };
+        (layer, layer.get(ino).entries().expect("model invariant: readdir of a directory"))
     }
 
     /// Records that a listing's answer depends on the real directories' order when lookups

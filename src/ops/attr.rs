@@ -243,6 +243,10 @@ impl Overlay {
     /// [`Overlay::listxattr`] after the walk, on the object `d`.
     pub(crate) fn listxattr_of(&self, d: &Dentry) -> BTreeSet<String> {
         let inode: &Inode = self.real_inode(d);
+        // Most inodes have none: an `imbl` iterator sets up two cursors even for an empty map.
+        if inode.xattrs.is_empty() {
+            return BTreeSet::new();
+        }
         inode.xattrs.keys().filter_map(|k| whiteout::unescape_xattr(self, k)).collect()
     }
 

@@ -268,12 +268,12 @@ impl Overlay {
             }
         }
         let value = if samedir {
-            d.name.clone()
+            d.name.to_string()
         } else {
             let mut parts: Vec<String> = Vec::new();
             let mut absolute = false;
             for dentry in std::iter::once(d).chain(chain[1..].iter().rev()) {
-                let part = dentry.redirect.clone().unwrap_or_else(|| dentry.name.clone());
+                let part = dentry.redirect.clone().unwrap_or_else(|| dentry.name.to_string());
                 let done = part.starts_with('/');
                 parts.push(part);
                 if done {
