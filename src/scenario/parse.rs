@@ -138,18 +138,23 @@ pub(crate) fn class_of(op: &Op) -> Class {
 }
 
 pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    super::node::with_arena(|arena| parse_in(text, file, arena))
+}
+
+/// [`parse`], with the document's tree in `arena`.
+fn parse_in(text: &str, file: &str, arena: &bumpalo::Bump) -> Result<Scenario, ScenarioError> {
     // A UTF-8 byte order mark is allowed at the start of a YAML stream, and invisible in an
     // editor: positions are counted without it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The plain block style of scenario files is read by the fast reader; anything else (and
     // every malformed document) by `yaml_serde`, which reports errors as before.
     let mut step_starts = None;
-    let read = match super::fast::load_with_steps(text) {
+    let read = match super::fast::load_with_steps(text, arena) {
         Some((v, starts)) => {
             step_starts = starts;
             Ok(v)
         }
-        None => yaml_serde::from_str::<yaml_serde::Value>(text).map(Value::from_value),
+        None => yaml_serde::from_str::<yaml_serde::Value>(text).map(|v| Value::from_value(v, arena)),
     };
     let value: Value = match read {
         Ok(v) => v,
@@ -781,10 +786,10 @@ fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
 }
 
 fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
-    let alone: Mapping;
+    let alone: [(Value, Value); 1];
     let m: &[(Value, Value)] = match v {
-        Value::String(s) if s == "unmount" || s == "mount" || s == "drop_caches" => {
-            alone = vec![(Value::String(s.clone()), Value::Null)];
+        Value::String(s @ ("unmount" | "mount" | "drop_caches")) => {
+            alone = [(Value::String(s), Value::Null)];
             &alone
         }
         Value::Mapping(m) => m,
@@ -1059,7 +1064,7 @@ fn read_op(
             let data = need(cx, "data").and_then(|(v, dp)| cx.bytes(v, &dp, "data"));
             let at = match get("at") {
                 None => Some(WriteAt::Offset(0)),
-                Some(Value::String(s)) if s == "append" => Some(WriteAt::Append),
+                Some(Value::String("append")) => Some(WriteAt::Append),
                 Some(v) => cx.uint::<u64>(v, &key(path, "at"), "`at` (an offset, or append)").map(WriteAt::Offset),
             };
             Some(Op::Write { path: p, at: at?, data: data? })
@@ -1300,7 +1305,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) ->
     };
     match v {
         Value::String(s) => {
-            if s == "ok" {
+            if *s == "ok" {
                 return Some(Expect::Ok);
             }
             if let Some(e) = Errno::from_name(s) {

@@ -288,7 +288,7 @@ pub(crate) fn parse_node(
             let mut entries = BTreeMap::new();
             let mut ok = true;
             let lpath_depth = lpath.split('/').filter(|c| !c.is_empty()).count();
-            for (k, val) in m {
+            for (k, val) in m.iter() {
                 let number;
                 let kp = match k {
                     Value::String(s) => key(path, s),
@@ -1243,7 +1243,7 @@ mod tests {
         match v {
             Value::Mapping(m) => {
                 out.push(v);
-                for (_, c) in m {
+                for (_, c) in m.iter() {
                     mappings(c, out);
                 }
             }
@@ -1258,7 +1258,8 @@ mod tests {
     fn each_spec_layer_tree(mut f: impl FnMut(&std::path::Path, TreeNode, bool, bool)) {
         for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
             let text = std::fs::read_to_string(&p).unwrap();
-            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
+            let arena = bumpalo::Bump::new();
+            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap(), &arena);
             let mut all = Vec::new();
             mappings(&doc, &mut all);
             for m in all {
