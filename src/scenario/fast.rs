@@ -76,7 +76,11 @@ pub(crate) fn load_with_steps<'t>(text: &'t str, arena: &'t Bump) -> Option<(Nod
 }
 
 /// [`load_with_steps`], with `lines` (empty) for the line table.
-fn read_lines<'t>(text: &'t str, arena: &'t Bump, lines: &mut Vec<LineAt>) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
+fn read_lines<'t>(
+    text: &'t str,
+    arena: &'t Bump,
+    lines: &mut Vec<LineAt>,
+) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
     let b = text.as_bytes();
     lines.reserve(text.len() / 16 + 1);
     // One pass over the bytes: every byte printable ASCII or a newline; each line's

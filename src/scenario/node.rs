@@ -111,11 +111,9 @@ impl<'t> Node<'t> {
             Value::Sequence(s) => {
                 Node::Sequence(arena.alloc_slice_fill_iter(s.into_iter().map(|v| Node::from_value(v, arena))))
             }
-            Value::Mapping(m) => Node::Mapping(
-                arena.alloc_slice_fill_iter(
-                    m.into_iter().map(|(k, v)| (Node::from_value(k, arena), Node::from_value(v, arena))),
-                ),
-            ),
+            Value::Mapping(m) => Node::Mapping(arena.alloc_slice_fill_iter(
+                m.into_iter().map(|(k, v)| (Node::from_value(k, arena), Node::from_value(v, arena))),
+            )),
             Value::Tagged(t) => {
                 let shown = t.tag.to_string();
                 let name = arena.alloc_str(shown.strip_prefix('!').unwrap_or(&shown));

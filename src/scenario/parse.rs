@@ -410,7 +410,7 @@ fn read_layers(
 ) -> Option<Vec<(String, FlatLayer)>> {
     let m = cx.mapping(v, path, "`layers`")?;
     let mut out = Vec::new();
-    for (name, lv) in cx.fields(&m, path, &[], "layers") {
+    for (name, lv) in cx.fields(m, path, &[], "layers") {
         let p = key(path, &name);
         let name = name.to_string();
         if let Some((mut source, flat)) = read_image_layer(cx, lv, &p, file) {
@@ -453,7 +453,7 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &Path, file: &str) -> Option<(
         let Some(m) = cx.mapping(&t.value, path, "!oci") else {
             return Some((source, empty));
         };
-        for (k, fv) in cx.fields(&m, path, &["path", "ref", "layer"], "!oci") {
+        for (k, fv) in cx.fields(m, path, &["path", "ref", "layer"], "!oci") {
             let kp = key(path, &k);
             match &*k {
                 "path" => source.path = cx.string(fv, &kp, "path").unwrap_or_default(),
@@ -562,7 +562,7 @@ fn read_upper(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<
 
 fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<MountSpec> {
     let m = cx.mapping(v, path, "`mount`")?;
-    let fields = cx.fields(&m, path, &["lowers", "upper", "options", "fsconfig"], "mount");
+    let fields = cx.fields(m, path, &["lowers", "upper", "options", "fsconfig"], "mount");
     let change = read_mount_fields(cx, fields, path, layers)?;
     if change.data.is_some() || change.fsconfig.is_some() {
         return change.apply(None).ok();
@@ -709,7 +709,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
     let m = cx.mapping(v, path, "`options`")?;
     let mut o = Options::default();
     let mut ok = true;
-    for (k, val) in cx.fields(&m, path, OPTION_FIELDS, "mount options") {
+    for (k, val) in cx.fields(m, path, OPTION_FIELDS, "mount options") {
         let p = key(path, &k);
         let word = match val {
             Value::String(s) => Some(&**s),
@@ -1338,7 +1338,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) ->
         Value::Tagged(t) if (t.tag == "sparse" || t.tag == "digest") && kind == "read" => {
             let m = cx.mapping(&t.value, path, &format!("!{}", t.tag))?;
             let keys: &[&str] = if t.tag == "sparse" { &["size", "data"] } else { &["size", "hash"] };
-            let fields = cx.fields(&m, path, keys, format_args!("!{}", t.tag));
+            let fields = cx.fields(m, path, keys, format_args!("!{}", t.tag));
             let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
             let Some(size) = get("size") else {
                 cx.problem(path, format!("!{} needs a `size`", t.tag));
@@ -1539,7 +1539,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Co
                     ok = false;
                     continue;
                 };
-                for (lp_text, nv) in cx.fields(&m, &p, &[], "put") {
+                for (lp_text, nv) in cx.fields(m, &p, &[], "put") {
                     let np = key(&p, &lp_text);
                     let Some(lp) = layer_path(cx, &Value::str(&lp_text), &np) else {
                         // The path problem belongs to the key.
@@ -1564,7 +1564,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Co
                     ok = false;
                     continue;
                 };
-                for (new, to) in cx.fields(&m, &p, &[], "link") {
+                for (new, to) in cx.fields(m, &p, &[], "link") {
                     let np = key(&p, &new);
                     let a = layer_path(cx, &Value::str(&new), &np);
                     let b = layer_path(cx, to, &np);

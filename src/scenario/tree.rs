@@ -700,7 +700,7 @@ pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &Path) -> Option<BTreeM
     let m = cx.mapping(v, path, "xattrs")?;
     let mut out = BTreeMap::new();
     let mut ok = true;
-    for (name, val) in cx.fields(&m, path, &[], "xattrs") {
+    for (name, val) in cx.fields(m, path, &[], "xattrs") {
         let p = key(path, &name);
         if name.is_empty() || name.contains('\0') {
             cx.key_problem(&p, format!("xattr name {name:?} is empty or contains NUL"));
@@ -721,7 +721,7 @@ fn parse_dir_attrs(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext, dir: &
     let Some(m) = cx.mapping(v, path, "the directory attributes `.`") else {
         return false;
     };
-    let fields = cx.fields(&m, path, &allowed(&["opaque", "redirect"], ctx), "directory attributes");
+    let fields = cx.fields(m, path, &allowed(&["opaque", "redirect"], ctx), "directory attributes");
     let (mut ok, rest) = common_attrs(cx, fields, path, dir);
     for (k, v) in rest {
         let p = key(path, &k);
@@ -915,7 +915,7 @@ pub(crate) fn parse_sparse(cx: &mut Cx, size: &Value, data: Option<&Value>, path
     let m = cx.mapping(data, &dp, "data (offsets to content)")?;
     let mut ok = true;
     let mut end = 0u64;
-    for (k, v) in cx.fields(&m, &dp, &[], "data") {
+    for (k, v) in cx.fields(m, &dp, &[], "data") {
         let p = key(&dp, &k);
         let Ok(offset) = k.parse::<u64>() else {
             cx.key_problem(&p, format!("{k:?} is not an offset (a whole number of bytes)"));
