@@ -150,10 +150,10 @@ impl<'t> Cx<'t> {
         v: &'v Value<'n>,
         path: &(impl AsPath + ?Sized),
         what: &str,
-    ) -> Option<std::borrow::Cow<'v, Mapping<'n>>> {
+    ) -> Option<&'v Mapping<'n>> {
         match v {
-            Value::Mapping(m) => Some(std::borrow::Cow::Borrowed(m)),
-            Value::Null => Some(std::borrow::Cow::Owned(Mapping::new())),
+            Value::Mapping(m) => Some(m),
+            Value::Null => Some(&[]),
             other => {
                 self.problem(path, format!("{what} must be a mapping, not {}", type_name(other)));
                 None

@@ -14,8 +14,8 @@
 //! malformed document is reported exactly as before; a test checks that every `spec/` file
 //! and many mutations of them read the same both ways.
 
-use super::node::{Mapping, Node, Tag, Tagged};
-use std::borrow::Cow;
+use super::node::{Node, Tag, Tagged};
+use bumpalo::Bump;
 use yaml_serde::Number;
 
 /// The deepest nesting read here (`yaml_serde` stops at 128).
@@ -55,8 +55,8 @@ pub(crate) type StepStart<'t> = (usize, usize, &'t str);
 /// The document as `yaml_serde::from_str` reads it, or `None` when the text is outside the
 /// subset read here (see the module's documentation).
 #[cfg(test)]
-pub(crate) fn load(text: &str) -> Option<Node<'_>> {
-    load_with_steps(text).map(|(v, _)| v)
+pub(crate) fn load<'t>(text: &'t str, arena: &'t Bump) -> Option<Node<'t>> {
+    load_with_steps(text, arena).map(|(v, _)| v)
 }
 
 /// The document as `yaml_serde::from_str` reads it (`None` outside the subset), with where
@@ -64,10 +64,11 @@ pub(crate) fn load(text: &str) -> Option<Node<'_>> {
 /// line (`steps:`, as [`super::locate::block_step_positions`] wants it), its items are block
 /// sequence items, each with its node on the dash's line or on the one after a lone dash,
 /// and no line at indentation 0 that starts with `-` follows the list.
-pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepStart<'_>>>)> {
+/// The tree's collections, tags and unescaped strings are allocated in `arena`.
+pub(crate) fn load_with_steps<'t>(text: &'t str, arena: &'t Bump) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
     let mut lines = LINES.take();
     lines.clear();
-    let read = read_lines(text, &mut lines);
+    let read = read_lines(text, arena, &mut lines);
     if lines.capacity() <= LINES_KEPT {
         LINES.set(lines);
     }
@@ -75,7 +76,11 @@ pub(crate) fn load_with_steps(text: &str) -> Option<(Node<'_>, Option<Vec<StepSt
 }
 
 /// [`load_with_steps`], with `lines` (empty) for the line table.
-fn read_lines<'t>(text: &'t str, lines: &mut Vec<LineAt>) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
+fn read_lines<'t>(
+    text: &'t str,
+    arena: &'t Bump,
+    lines: &mut Vec<LineAt>,
+) -> Option<(Node<'t>, Option<Vec<StepStart<'t>>>)> {
     let b = text.as_bytes();
     lines.reserve(text.len() / 16 + 1);
     // One pass over the bytes: every byte printable ASCII or a newline; each line's
@@ -106,7 +111,7 @@ fn read_lines<'t>(text: &'t str, lines: &mut Vec<LineAt>) -> Option<(Node<'t>, O
     if lines.first()?.indent != 0 {
         return None;
     }
-    let mut r = Reader { text, lines, at: 0, items: Vec::new(), entries: Vec::new(), steps: None };
+    let mut r = Reader { text, arena, lines, at: 0, items: Vec::new(), entries: Vec::new(), steps: None };
     let v = r.block(0, 0)?;
     (r.at == r.lines.len()).then_some((v, r.steps))
 }
@@ -140,10 +145,12 @@ fn line_end(b: &[u8], mut i: usize) -> Option<usize> {
 
 struct Reader<'t, 'l> {
     text: &'t str,
+    /// Where the tree's collections go.
+    arena: &'t Bump,
     lines: &'l mut [LineAt],
     at: usize,
     /// The items of the block sequences being read, innermost last: each sequence is
-    /// allocated once, at its length, when it ends.
+    /// allocated once in the arena, at its length, when it ends.
     items: Vec<Node<'t>>,
     /// The same for the entries of block mappings.
     entries: Vec<(Node<'t>, Node<'t>)>,
@@ -171,7 +178,7 @@ impl<'t> Reader<'t, '_> {
         } else if key_end(l.text).is_none() {
             // A scalar or flow node on a line of its own.
             self.at += 1;
-            inline(l.text, depth + 1)
+            inline(l.text, self.arena, depth + 1)
         } else {
             self.mapping(indent, depth)
         }
@@ -216,7 +223,7 @@ impl<'t> Reader<'t, '_> {
                 self.at += 1;
                 match self.tagged_block(rest, indent, depth, false)? {
                     Some(v) => v,
-                    None => inline(rest, depth + 1)?,
+                    None => inline(rest, self.arena, depth + 1)?,
                 }
             };
             self.items.push(item);
@@ -227,7 +234,7 @@ impl<'t> Reader<'t, '_> {
         if starts.is_some() && !self.peek().is_some_and(|n| n.indent == 0 && n.text.starts_with('-')) {
             self.steps = starts;
         }
-        Some(Node::Sequence(self.items.drain(start..).collect()))
+        Some(Node::Sequence(self.arena.alloc_slice_fill_iter(self.items.drain(start..))))
     }
 
     /// A block mapping whose keys are at `indent`.
@@ -241,7 +248,7 @@ impl<'t> Reader<'t, '_> {
                 return None;
             }
             let (k, rest) = key_end(l.text)?;
-            let key = scalar_text(k)?;
+            let key = scalar_text(k, self.arena)?;
             self.at += 1;
             let rest = rest.trim_start_matches(' ');
             let value = if rest.is_empty() || rest.starts_with('#') {
@@ -259,7 +266,7 @@ impl<'t> Reader<'t, '_> {
             } else {
                 match self.tagged_block(rest, indent, depth, true)? {
                     Some(v) => v,
-                    None => inline(rest, depth + 1)?,
+                    None => inline(rest, self.arena, depth + 1)?,
                 }
             };
             self.entries.push((key, value));
@@ -267,7 +274,7 @@ impl<'t> Reader<'t, '_> {
         if !unique_keys(&self.entries[start..]) {
             return None;
         }
-        Some(Node::Mapping(self.entries.drain(start..).collect()))
+        Some(Node::Mapping(self.arena.alloc_slice_fill_iter(self.entries.drain(start..))))
     }
 
     /// A tag alone on the line of a key or dash at `indent` (`f: !file`, a comment allowed
@@ -283,7 +290,7 @@ impl<'t> Reader<'t, '_> {
                     return None;
                 }
                 let value = self.block(n.indent, depth + 2)?;
-                Some(Some(Node::Tagged(Box::new(Tagged { tag: Tag(Cow::Borrowed(tag)), value }))))
+                Some(Some(Node::Tagged(self.arena.alloc(Tagged { tag: Tag(tag), value }))))
             }
             Some(n) if key && n.indent == indent && is_dash(n.text) => None,
             _ => Some(None),
@@ -386,12 +393,12 @@ fn key_end(text: &str) -> Option<(&str, &str)> {
 
 /// The value of a key or sequence entry written on its line (after the indicator and
 /// spaces): a scalar, a tagged node or a flow collection, with nothing but a comment after.
-fn inline<'t>(text: &'t str, depth: usize) -> Option<Node<'t>> {
+fn inline<'t>(text: &'t str, arena: &'t Bump, depth: usize) -> Option<Node<'t>> {
     if depth > DEPTH_MAX {
         return None;
     }
     if text.starts_with(['{', '[', '"', '\'', '!']) {
-        let mut c = Cursor { t: text, s: text.as_bytes(), i: 0 };
+        let mut c = Cursor { t: text, s: text.as_bytes(), i: 0, arena };
         let v = c.node(depth, true)?;
         c.spaces();
         return c.at_end_or_comment().then_some(v);
@@ -475,9 +482,9 @@ fn find_pair(s: &str, a: u8, b: u8) -> Option<usize> {
 }
 
 /// The key of a mapping: a plain or quoted scalar, as `yaml_serde` reads it.
-fn scalar_text<'t>(k: &'t str) -> Option<Node<'t>> {
+fn scalar_text<'t>(k: &'t str, arena: &'t Bump) -> Option<Node<'t>> {
     if k.starts_with(['"', '\'']) {
-        let mut c = Cursor { t: k, s: k.as_bytes(), i: 0 };
+        let mut c = Cursor { t: k, s: k.as_bytes(), i: 0, arena };
         let v = c.quoted()?;
         return (c.i == k.len()).then_some(v);
     }
@@ -563,6 +570,8 @@ struct Cursor<'t> {
     t: &'t str,
     s: &'t [u8],
     i: usize,
+    /// Where flow collections, tags and unescaped strings go.
+    arena: &'t Bump,
 }
 
 impl<'t> Cursor<'t> {
@@ -610,13 +619,13 @@ impl<'t> Cursor<'t> {
                     Node::Null
                 } else if block && !matches!(self.s[self.i], b'{' | b'[' | b'"' | b'\'' | b'!') {
                     let rest = &self.t[self.i..];
-                    let v = inline(rest, depth + 1)?;
+                    let v = inline(rest, self.arena, depth + 1)?;
                     self.i = self.s.len();
                     v
                 } else {
                     self.node(depth + 1, block)?
                 };
-                Some(Node::Tagged(Box::new(Tagged { tag: Tag(Cow::Borrowed(tag)), value })))
+                Some(Node::Tagged(self.arena.alloc(Tagged { tag: Tag(tag), value })))
             }
             _ if !block => {
                 // The scalar runs to a flow indicator or a `:` that ends a key. What
@@ -677,7 +686,7 @@ impl<'t> Cursor<'t> {
             }
         }
         self.i += end;
-        Some(Node::String(Cow::Owned(out)))
+        Some(Node::String(self.arena.alloc_str(&out)))
     }
 
     /// After an entry of a flow collection: `,` and more (true), or the closing `close`.
@@ -704,10 +713,10 @@ impl<'t> Cursor<'t> {
     fn flow_sequence(&mut self, depth: usize) -> Option<Node<'t>> {
         self.i += 1;
         self.spaces();
-        let mut items = Vec::new();
+        let mut items = bumpalo::collections::Vec::new_in(self.arena);
         if self.s.get(self.i) == Some(&b']') {
             self.i += 1;
-            return Some(Node::Sequence(items));
+            return Some(Node::Sequence(&[]));
         }
         loop {
             items.push(self.node(depth + 1, false)?);
@@ -715,7 +724,7 @@ impl<'t> Cursor<'t> {
                 return None;
             }
             if !self.separator(b']')? {
-                return Some(Node::Sequence(items));
+                return Some(Node::Sequence(items.into_bump_slice()));
             }
         }
     }
@@ -723,10 +732,10 @@ impl<'t> Cursor<'t> {
     fn flow_mapping(&mut self, depth: usize) -> Option<Node<'t>> {
         self.i += 1;
         self.spaces();
-        let mut m = Mapping::new();
+        let mut m = bumpalo::collections::Vec::new_in(self.arena);
         if self.s.get(self.i) == Some(&b'}') {
             self.i += 1;
-            return Some(Node::Mapping(m));
+            return Some(Node::Mapping(&[]));
         }
         loop {
             let key = match self.s.get(self.i)? {
@@ -749,7 +758,7 @@ impl<'t> Cursor<'t> {
             let value = self.node(depth + 1, false)?;
             m.push((key, value));
             if !self.separator(b'}')? {
-                return unique_keys(&m).then_some(Node::Mapping(m));
+                return unique_keys(&m).then(|| Node::Mapping(m.into_bump_slice()));
             }
         }
     }
@@ -769,10 +778,11 @@ mod tests {
     /// When the fast reader answers, `yaml_serde` reads the same value (tags and numbers
     /// included, as their debug forms show), mapping entries in the same order.
     fn same(d: &str) -> bool {
-        let Some(fast) = load(d) else { return false };
+        let arena = Bump::new();
+        let Some(fast) = load(d, &arena) else { return false };
         let slow = yaml_serde::from_str::<yaml_serde::Value>(d);
         assert!(slow.is_ok(), "the fast reader read what yaml_serde refuses ({slow:?}):\n{d}");
-        let slow = Node::from_value(slow.unwrap());
+        let slow = Node::from_value(slow.unwrap(), &arena);
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "in\n{d}");
         assert_eq!(fast, slow);
         true
@@ -810,7 +820,7 @@ mod tests {
             "a: [!t !u x]\n",
             "",
         ] {
-            assert_eq!(load(d), None, "{d:?}");
+            assert_eq!(load(d, &Bump::new()), None, "{d:?}");
         }
         for d in [
             "a: !whiteout\nb: !hex \"00ff\"\nc: !file {data: x, mode: 0644}\nd: [1, -2, 0o17, '', \"q\\n\"]\n",
@@ -820,7 +830,7 @@ mod tests {
             "- !file\n  data: a\n- !whiteout\n- !t\n  - 1\n- b\n",
             "a: !whiteout\nb:\n- !hex\n  \"00\"\n",
         ] {
-            assert!(load(d).is_some(), "{d:?}");
+            assert!(load(d, &Bump::new()).is_some(), "{d:?}");
             same(d);
         }
     }

@@ -160,9 +160,9 @@ pub(crate) fn read_handle_op(
             let whence = match get("whence") {
                 None => Some(Whence::Set),
                 Some(v) => match v {
-                    Value::String(s) if s == "set" => Some(Whence::Set),
-                    Value::String(s) if s == "cur" => Some(Whence::Cur),
-                    Value::String(s) if s == "end" => Some(Whence::End),
+                    Value::String("set") => Some(Whence::Set),
+                    Value::String("cur") => Some(Whence::Cur),
+                    Value::String("end") => Some(Whence::End),
                     other => {
                         cx.problem(&key(sp, "whence"), format!("whence is set, cur or end, not {}", type_name(other)));
                         None
@@ -239,7 +239,7 @@ pub(crate) fn read_name_to_handle(
         Some(Value::Sequence(items)) => {
             for (i, w) in items.iter().enumerate() {
                 match w {
-                    Value::String(s) if s.as_ref() == "fid" => fid = true,
+                    Value::String("fid") => fid = true,
                     other => {
                         let flags = key(at, "flags");
                         cx.problem(

@@ -695,7 +695,8 @@ mod tests {
     /// The positions the fast reader's item starts give ([`checked_step_positions`]); when
     /// there are any, the line scan gives the same ones.
     fn reader_positions(d: &str, ops: &[&str]) -> Option<Vec<Option<Pos>>> {
-        let starts = crate::scenario::fast::load_with_steps(d)?.1?;
+        let arena = bumpalo::Bump::new();
+        let starts = crate::scenario::fast::load_with_steps(d, &arena)?.1?;
         let positions = checked_step_positions(&starts, ops)?;
         assert_eq!(block_step_positions(d, ops).as_ref(), Some(&positions), "{d}");
         Some(positions)

@@ -138,18 +138,23 @@ pub(crate) fn class_of(op: &Op) -> Class {
 }
 
 pub(crate) fn parse(text: &str, file: &str) -> Result<Scenario, ScenarioError> {
+    super::node::with_arena(|arena| parse_in(text, file, arena))
+}
+
+/// [`parse`], with the document's tree in `arena`.
+fn parse_in(text: &str, file: &str, arena: &bumpalo::Bump) -> Result<Scenario, ScenarioError> {
     // A UTF-8 byte order mark is allowed at the start of a YAML stream, and invisible in an
     // editor: positions are counted without it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     // The plain block style of scenario files is read by the fast reader; anything else (and
     // every malformed document) by `yaml_serde`, which reports errors as before.
     let mut step_starts = None;
-    let read = match super::fast::load_with_steps(text) {
+    let read = match super::fast::load_with_steps(text, arena) {
         Some((v, starts)) => {
             step_starts = starts;
             Ok(v)
         }
-        None => yaml_serde::from_str::<yaml_serde::Value>(text).map(Value::from_value),
+        None => yaml_serde::from_str::<yaml_serde::Value>(text).map(|v| Value::from_value(v, arena)),
     };
     let value: Value = match read {
         Ok(v) => v,
@@ -405,7 +410,7 @@ fn read_layers(
 ) -> Option<Vec<(String, FlatLayer)>> {
     let m = cx.mapping(v, path, "`layers`")?;
     let mut out = Vec::new();
-    for (name, lv) in cx.fields(&m, path, &[], "layers") {
+    for (name, lv) in cx.fields(m, path, &[], "layers") {
         let p = key(path, &name);
         let name = name.to_string();
         if let Some((mut source, flat)) = read_image_layer(cx, lv, &p, file) {
@@ -448,7 +453,7 @@ fn read_image_layer(cx: &mut Cx, v: &Value, path: &Path, file: &str) -> Option<(
         let Some(m) = cx.mapping(&t.value, path, "!oci") else {
             return Some((source, empty));
         };
-        for (k, fv) in cx.fields(&m, path, &["path", "ref", "layer"], "!oci") {
+        for (k, fv) in cx.fields(m, path, &["path", "ref", "layer"], "!oci") {
             let kp = key(path, &k);
             match &*k {
                 "path" => source.path = cx.string(fv, &kp, "path").unwrap_or_default(),
@@ -557,7 +562,7 @@ fn read_upper(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<
 
 fn read_mount_spec(cx: &mut Cx, v: &Value, path: &Path, layers: &[String]) -> Option<MountSpec> {
     let m = cx.mapping(v, path, "`mount`")?;
-    let fields = cx.fields(&m, path, &["lowers", "upper", "options", "fsconfig"], "mount");
+    let fields = cx.fields(m, path, &["lowers", "upper", "options", "fsconfig"], "mount");
     let change = read_mount_fields(cx, fields, path, layers)?;
     if change.data.is_some() || change.fsconfig.is_some() {
         return change.apply(None).ok();
@@ -704,7 +709,7 @@ fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
     let m = cx.mapping(v, path, "`options`")?;
     let mut o = Options::default();
     let mut ok = true;
-    for (k, val) in cx.fields(&m, path, OPTION_FIELDS, "mount options") {
+    for (k, val) in cx.fields(m, path, OPTION_FIELDS, "mount options") {
         let p = key(path, &k);
         let word = match val {
             Value::String(s) => Some(&**s),
@@ -781,10 +786,10 @@ fn read_options(cx: &mut Cx, v: &Value, path: &Path) -> Option<Options> {
 }
 
 fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
-    let alone: Mapping;
+    let alone: [(Value, Value); 1];
     let m: &[(Value, Value)] = match v {
-        Value::String(s) if s == "unmount" || s == "mount" || s == "drop_caches" => {
-            alone = vec![(Value::String(s.clone()), Value::Null)];
+        Value::String(s @ ("unmount" | "mount" | "drop_caches")) => {
+            alone = [(Value::String(s), Value::Null)];
             &alone
         }
         Value::Mapping(m) => m,
@@ -1059,7 +1064,7 @@ fn read_op(
             let data = need(cx, "data").and_then(|(v, dp)| cx.bytes(v, &dp, "data"));
             let at = match get("at") {
                 None => Some(WriteAt::Offset(0)),
-                Some(Value::String(s)) if s == "append" => Some(WriteAt::Append),
+                Some(Value::String("append")) => Some(WriteAt::Append),
                 Some(v) => cx.uint::<u64>(v, &key(path, "at"), "`at` (an offset, or append)").map(WriteAt::Offset),
             };
             Some(Op::Write { path: p, at: at?, data: data? })
@@ -1300,7 +1305,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) ->
     };
     match v {
         Value::String(s) => {
-            if s == "ok" {
+            if *s == "ok" {
                 return Some(Expect::Ok);
             }
             if let Some(e) = Errno::from_name(s) {
@@ -1333,7 +1338,7 @@ fn read_expect(cx: &mut Cx, v: &Value, path: &Path, class: Class, kind: &str) ->
         Value::Tagged(t) if (t.tag == "sparse" || t.tag == "digest") && kind == "read" => {
             let m = cx.mapping(&t.value, path, &format!("!{}", t.tag))?;
             let keys: &[&str] = if t.tag == "sparse" { &["size", "data"] } else { &["size", "hash"] };
-            let fields = cx.fields(&m, path, keys, format_args!("!{}", t.tag));
+            let fields = cx.fields(m, path, keys, format_args!("!{}", t.tag));
             let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
             let Some(size) = get("size") else {
                 cx.problem(path, format!("!{} needs a `size`", t.tag));
@@ -1534,7 +1539,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Co
                     ok = false;
                     continue;
                 };
-                for (lp_text, nv) in cx.fields(&m, &p, &[], "put") {
+                for (lp_text, nv) in cx.fields(m, &p, &[], "put") {
                     let np = key(&p, &lp_text);
                     let Some(lp) = layer_path(cx, &Value::str(&lp_text), &np) else {
                         // The path problem belongs to the key.
@@ -1559,7 +1564,7 @@ fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Co
                     ok = false;
                     continue;
                 };
-                for (new, to) in cx.fields(&m, &p, &[], "link") {
+                for (new, to) in cx.fields(m, &p, &[], "link") {
                     let np = key(&p, &new);
                     let a = layer_path(cx, &Value::str(&new), &np);
                     let b = layer_path(cx, to, &np);

@@ -162,11 +162,138 @@ pub(crate) fn parse_tree(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext) 
 /// Reads a layer tree into its flat form: [`tree_to_flat`] of what [`parse_tree`] gives for
 /// a layer, with the tree built once.
 pub(crate) fn parse_layer(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatLayer> {
+    if let Value::Mapping(m) = v {
+        if let Some(count) = plain_names(m) {
+            return parse_plain_layer(cx, v, m, path, count);
+        }
+    }
+    parse_layer_tree(cx, v, path)
+}
+
+/// [`parse_layer`] through the tree: every layer tree can be read so (path keys merged,
+/// `!link`s resolved).
+fn parse_layer_tree(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatLayer> {
     let mut links = Vec::new();
     let node = read_tree(cx, v, path, TreeContext::Layer, &mut links)?;
     match plain_count(&node) {
         Some(count) => Some(tree_into_flat(node, count)),
         None => layer_flat(cx, &node, &links, path),
+    }
+}
+
+/// The number of nodes below a layer tree's root when every key of it and of its
+/// directories is one plain name (a string, not empty, without `/` or a NUL, not `..`; `.`
+/// holds a directory's attributes) and no node is a `!link`, else `None`. Such a tree has
+/// no path key to merge and no name given twice: [`parse_plain_layer`] reads it.
+fn plain_names(m: &super::node::Mapping) -> Option<usize> {
+    let mut count = 0;
+    for (k, v) in m {
+        let Value::String(name) = k else { return None };
+        if *name == "." {
+            continue;
+        }
+        if name.is_empty() || *name == ".." || name.bytes().any(|c| c == b'/' || c == 0) {
+            return None;
+        }
+        count += 1 + match v {
+            Value::Mapping(sub) => plain_names(sub)?,
+            Value::Tagged(t) if t.tag.0.trim_start_matches('!') == "link" => return None,
+            _ => 0,
+        };
+    }
+    Some(count)
+}
+
+/// [`parse_layer`] of the mapping `v` (`m`) when [`plain_names`] counts `count` nodes in
+/// it: the flat form built straight from the nodes, with no [`TreeNode`] directory maps.
+/// Every node is read and checked as [`parse_node`] and [`check_layer_node`] do it, in
+/// the same order, so the problems are theirs; the entries are then put in walk order
+/// ([`walk_order`]).
+fn parse_plain_layer(cx: &mut Cx, v: &Value, m: &super::node::Mapping, path: &Path, count: usize) -> Option<FlatLayer> {
+    let mut entries = Vec::with_capacity(count);
+    let mut lpath = String::from("/");
+    let root = plain_dir(cx, m, path, &mut lpath, 0, &mut entries)?;
+    let (mut rootf, _) = node_into_flat(root);
+    if !check_layer_flat(cx, "/", &rootf, v, path) {
+        return None;
+    }
+    rootf.kind = FileType::Dir;
+    entries.sort_by(|a, b| match (a, b) {
+        (FlatEntry::Node { path: a, .. }, FlatEntry::Node { path: b, .. }) => walk_order(a, b),
+        _ => unreachable!("a plain layer has no links"),
+    });
+    Some(FlatLayer { root: rootf, entries })
+}
+
+/// The directory of mapping `m` at layer path `lpath`, `depth` components below the root,
+/// for [`parse_plain_layer`]: its own node (its entries not in it), with every node below
+/// it pushed to `out` (each before what is in it, in document order).
+fn plain_dir(
+    cx: &mut Cx,
+    m: &super::node::Mapping,
+    path: &Path,
+    lpath: &mut String,
+    depth: usize,
+    out: &mut Vec<FlatEntry>,
+) -> Option<TreeNode> {
+    let mut dir = TreeNode::dir();
+    let mut ok = true;
+    for (k, val) in m {
+        let Value::String(name) = k else { unreachable!("plain_names takes string keys only") };
+        let kp = key(path, name);
+        if *name == "." {
+            ok &= parse_dir_attrs(cx, val, &kp, TreeContext::Layer, &mut dir);
+            continue;
+        }
+        if depth + 1 > DEPTH_MAX {
+            cx.key_problem(
+                &kp,
+                format!("too deep: {} path components, more than the {DEPTH_MAX} a tree may have", depth + 1),
+            );
+            ok = false;
+            continue;
+        }
+        let len = lpath.len();
+        if len > 1 {
+            lpath.push('/');
+        }
+        lpath.push_str(name);
+        // The child's entry goes before what is in it, so that a tree written in name order
+        // is in walk order as read; its node is put in when it is read.
+        let at = out.len();
+        out.push(FlatEntry::Node { path: lpath.clone(), node: node_into_flat(TreeNode::dir()).0 });
+        let child = match val {
+            Value::Mapping(sub) => plain_dir(cx, sub, &kp, lpath, depth + 1, out),
+            _ => parse_node(cx, val, &kp, TreeContext::Layer, lpath, &mut Vec::new()),
+        };
+        lpath.truncate(len);
+        let Some(child) = child else {
+            ok = false;
+            continue;
+        };
+        let (node, _) = node_into_flat(child);
+        if !check_layer_flat(cx, name, &node, val, &kp) {
+            ok = false;
+            continue;
+        }
+        if let FlatEntry::Node { node: slot, .. } = &mut out[at] {
+            *slot = node;
+        }
+    }
+    debug_assert!(dir.nlink.is_none(), "a layer tree takes no nlink");
+    ok.then_some(dir)
+}
+
+/// The order of [`walk`] (and of a layer's walk) on paths whose names have no NUL: a
+/// directory before what is in it, names in byte order, which is byte order with `/`
+/// below every other byte.
+fn walk_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    match (a.get(same), b.get(same)) {
+        (Some(&x), Some(&y)) => key(x).cmp(&key(y)),
+        _ => a.len().cmp(&b.len()),
     }
 }
 
@@ -288,7 +415,7 @@ pub(crate) fn parse_node(
             let mut entries = BTreeMap::new();
             let mut ok = true;
             let lpath_depth = lpath.split('/').filter(|c| !c.is_empty()).count();
-            for (k, val) in m {
+            for (k, val) in m.iter() {
                 let number;
                 let kp = match k {
                     Value::String(s) => key(path, s),
@@ -403,11 +530,16 @@ pub(crate) fn parse_node(
 /// the layer path that this node's key spells, `v` the node's value at `vpath`. A name is
 /// placed at the key, a symlink target at its value, an xattr at its name or its value.
 pub(crate) fn check_layer_node(cx: &mut Cx, names: &str, node: &TreeNode, v: &Value, vpath: &Path) -> bool {
-    use crate::layer::check::{check_node, Part};
     if matches!(node.kind, TreeKind::Link(_) | TreeKind::Error(_)) {
         return true;
     }
-    let Err(refusal) = check_node(names, &node_to_flat(node)) else { return true };
+    check_layer_flat(cx, names, &node_to_flat(node), v, vpath)
+}
+
+/// [`check_layer_node`] of a node in its flat form.
+fn check_layer_flat(cx: &mut Cx, names: &str, node: &FlatNode, v: &Value, vpath: &Path) -> bool {
+    use crate::layer::check::{check_node, Part};
+    let Err(refusal) = check_node(names, node) else { return true };
     let message = refusal.to_string();
     match &refusal.part {
         Part::Name(_) => cx.key_problem(vpath, message),
@@ -568,7 +700,7 @@ pub(crate) fn parse_xattrs(cx: &mut Cx, v: &Value, path: &Path) -> Option<BTreeM
     let m = cx.mapping(v, path, "xattrs")?;
     let mut out = BTreeMap::new();
     let mut ok = true;
-    for (name, val) in cx.fields(&m, path, &[], "xattrs") {
+    for (name, val) in cx.fields(m, path, &[], "xattrs") {
         let p = key(path, &name);
         if name.is_empty() || name.contains('\0') {
             cx.key_problem(&p, format!("xattr name {name:?} is empty or contains NUL"));
@@ -589,7 +721,7 @@ fn parse_dir_attrs(cx: &mut Cx, v: &Value, path: &Path, ctx: TreeContext, dir: &
     let Some(m) = cx.mapping(v, path, "the directory attributes `.`") else {
         return false;
     };
-    let fields = cx.fields(&m, path, &allowed(&["opaque", "redirect"], ctx), "directory attributes");
+    let fields = cx.fields(m, path, &allowed(&["opaque", "redirect"], ctx), "directory attributes");
     let (mut ok, rest) = common_attrs(cx, fields, path, dir);
     for (k, v) in rest {
         let p = key(path, &k);
@@ -783,7 +915,7 @@ pub(crate) fn parse_sparse(cx: &mut Cx, size: &Value, data: Option<&Value>, path
     let m = cx.mapping(data, &dp, "data (offsets to content)")?;
     let mut ok = true;
     let mut end = 0u64;
-    for (k, v) in cx.fields(&m, &dp, &[], "data") {
+    for (k, v) in cx.fields(m, &dp, &[], "data") {
         let p = key(&dp, &k);
         let Ok(offset) = k.parse::<u64>() else {
             cx.key_problem(&p, format!("{k:?} is not an offset (a whole number of bytes)"));
@@ -1243,7 +1375,7 @@ mod tests {
         match v {
             Value::Mapping(m) => {
                 out.push(v);
-                for (_, c) in m {
+                for (_, c) in m.iter() {
                     mappings(c, out);
                 }
             }
@@ -1258,7 +1390,8 @@ mod tests {
     fn each_spec_layer_tree(mut f: impl FnMut(&std::path::Path, TreeNode, bool, bool)) {
         for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
             let text = std::fs::read_to_string(&p).unwrap();
-            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap());
+            let arena = bumpalo::Bump::new();
+            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap(), &arena);
             let mut all = Vec::new();
             mappings(&doc, &mut all);
             for m in all {
@@ -1312,5 +1445,97 @@ mod tests {
             }
         });
         assert!(taken > 300 && left > 0, "{taken} trees taken, {left} left");
+    }
+    /// `parse_layer` of `v`, by its plain path when it takes it, and by the tree: the same
+    /// layer and the same problems, in the same order. Whether the plain path took it.
+    fn same_layer_both_ways(v: &Value, text: &str) -> bool {
+        let mut plain_cx = Cx::new(Some(text));
+        let plain = parse_layer(&mut plain_cx, v, &Path::Root);
+        let mut tree_cx = Cx::new(Some(text));
+        let tree = parse_layer_tree(&mut tree_cx, v, &Path::Root);
+        assert_eq!(plain, tree, "in\n{text}");
+        assert_eq!(format!("{:?}", plain_cx.problems), format!("{:?}", tree_cx.problems), "in\n{text}");
+        matches!(v, Value::Mapping(m) if plain_names(m).is_some())
+    }
+
+    /// Every mapping of every spec/ file, read as a layer: the plain path gives what the
+    /// tree gives (layers, problems), and takes nearly every layer of the suite.
+    #[test]
+    fn a_plain_layer_reads_as_its_tree() {
+        let (mut plain, mut all) = (0, 0);
+        for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let arena = bumpalo::Bump::new();
+            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap(), &arena);
+            let mut maps = Vec::new();
+            mappings(&doc, &mut maps);
+            for m in maps {
+                all += 1;
+                plain += usize::from(same_layer_both_ways(m, &text));
+            }
+        }
+        assert!(plain > 1000 && plain < all, "{plain} of {all} mappings read on the plain path");
+    }
+
+    /// The same on hand-written layers (names out of order, attributes, each kind of
+    /// problem, several problems in one tree) and on random ones.
+    #[test]
+    fn a_plain_layer_reads_as_its_tree_on_edge_cases_and_random_trees() {
+        let long = "n".repeat(300);
+        let mut docs: Vec<String> = [
+            "a: {b: x, B: y, a-b: z, a.b: w, ab: {c: d}, .: {mode: 0700}}\nA: x\n",
+            "z: x\ny: {x: {w: v}, .: {uid: 1, gid: 2}}\nx: !symlink t\n.: {mode: 0700, opaque: y}\n",
+            "a: ~\nb: [1]\nc: !bogus x\nd: !error ENOENT\ne: !digest {size: 1, hash: x}\nf: 1\n",
+            "a: {.: {mode: 99999}}\nb: {.: {opaque: y, xattrs: {trusted.overlay.opaque: y}}}\n",
+            "a: !file {data: x, xattrs: {'': v}}\nb: !symlink ''\nc: {d: {e: ~}}\n",
+            "a: !whiteout\nb: !fifo\nc: !char [1, 3]\nd: !block {rdev: [8, 0], mode: 0600}\ne: !xwhiteout\n",
+            "a: {.: {xattrs: {user.x: v}, redirect: /b}}\nb: !file {data: x, mode: 0600, uid: 3}\n",
+            "a: !hex \"00ff\"\nb: !sparse {size: 10, data: {2: x}}\nc: !link /a\n",
+            "a/b: x\nc: y\n",
+            "'..': x\n",
+            "'': x\n",
+            "1: x\n",
+            ".: {nlink: 3}\n",
+        ]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+        docs.push(format!("a: {{{long}: x}}\n{long}: {{b: y}}\n"));
+        // Random trees: names (some refused, some out of order) and nodes (some refused).
+        let names = ["a", "B", "a-b", "a.b", "ab", "z", ".", "..", "''", "c/d", "1"];
+        let leaves = ["x", "~", "!whiteout", "!symlink t", "!file {data: y, mode: 0600}", "[1]", "!bogus", "{}"];
+        let mut seed: u64 = 12345;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..400 {
+            let mut doc = String::new();
+            let mut stack = vec![(0usize, 1 + next(4))];
+            while let Some((indent, left)) = stack.pop() {
+                if left == 0 {
+                    continue;
+                }
+                stack.push((indent, left - 1));
+                let name = names[next(names.len())];
+                doc.push_str(&format!("{}{name}:", " ".repeat(indent)));
+                if indent < 6 && next(3) == 0 {
+                    doc.push('\n');
+                    stack.push((indent + 2, 1 + next(3)));
+                } else {
+                    doc.push_str(&format!(" {}\n", leaves[next(leaves.len())]));
+                }
+            }
+            docs.push(doc);
+        }
+        let (mut plain, mut compared) = (0, 0);
+        for d in &docs {
+            // A name drawn twice for one mapping is a duplicate key: no document.
+            let Ok(v) = yaml_serde::from_str::<yaml_serde::Value>(d) else { continue };
+            let arena = bumpalo::Bump::new();
+            compared += 1;
+            plain += usize::from(same_layer_both_ways(&Value::from_value(v, &arena), d));
+        }
+        assert!(plain > 50 && compared > plain + 100, "{plain} of {compared} documents read on the plain path");
     }
 }
