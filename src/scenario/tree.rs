@@ -1385,9 +1385,8 @@ mod tests {
         }
     }
 
-    /// Calls `f` with each mapping of each spec/ file that reads as a layer tree: the file,
-    /// the tree, whether it has `!link`s, and whether reading it found problems.
-    fn each_spec_layer_tree(mut f: impl FnMut(&std::path::Path, TreeNode, bool, bool)) {
+    /// Calls `f` with each mapping of each spec/ file: the file, its text, the mapping.
+    fn each_spec_mapping(mut f: impl FnMut(&std::path::Path, &str, &Value<'_>)) {
         for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
             let text = std::fs::read_to_string(&p).unwrap();
             let arena = bumpalo::Bump::new();
@@ -1395,13 +1394,21 @@ mod tests {
             let mut all = Vec::new();
             mappings(&doc, &mut all);
             for m in all {
-                let mut cx = Cx::new(Some(&text));
-                let mut links = Vec::new();
-                if let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) {
-                    f(&p, tree, !links.is_empty(), !cx.problems.is_empty());
-                }
+                f(&p, &text, m);
             }
         }
+    }
+
+    /// Calls `f` with each mapping of each spec/ file that reads as a layer tree: the file,
+    /// the tree, whether it has `!link`s, and whether reading it found problems.
+    fn each_spec_layer_tree(mut f: impl FnMut(&std::path::Path, TreeNode, bool, bool)) {
+        each_spec_mapping(|p, text, m| {
+            let mut cx = Cx::new(Some(text));
+            let mut links = Vec::new();
+            if let Some(tree) = read_tree(&mut cx, m, &Path::Root, TreeContext::Layer, &mut links) {
+                f(p, tree, !links.is_empty(), !cx.problems.is_empty());
+            }
+        });
     }
 
     /// `parse_tree` gives a layer tree without `!link` as read, not through its flat form:
@@ -1463,17 +1470,10 @@ mod tests {
     #[test]
     fn a_plain_layer_reads_as_its_tree() {
         let (mut plain, mut all) = (0, 0);
-        for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
-            let text = std::fs::read_to_string(&p).unwrap();
-            let arena = bumpalo::Bump::new();
-            let doc = Value::from_value(yaml_serde::from_str(&text).unwrap(), &arena);
-            let mut maps = Vec::new();
-            mappings(&doc, &mut maps);
-            for m in maps {
-                all += 1;
-                plain += usize::from(same_layer_both_ways(m, &text));
-            }
-        }
+        each_spec_mapping(|_, text, m| {
+            all += 1;
+            plain += usize::from(same_layer_both_ways(m, text));
+        });
         assert!(plain > 1000 && plain < all, "{plain} of {all} mappings read on the plain path");
     }
 
