@@ -85,8 +85,8 @@ pub fn yaml_scalar(s: &str) -> String {
     emit::scalar(s)
 }
 pub use tree::{
-    default_mode, tree_from_flat, tree_from_merged, tree_lines, tree_to_flat, walk, TreeContext, TreeKind, TreeNode,
-    DEPTH_MAX, OPAQUE_XATTR, REDIRECT_XATTR, XWHITEOUT_XATTR,
+    default_mode, tree_from_flat, tree_from_merged, tree_lines, tree_to_flat, walk, FlatTree, TreeContext, TreeKind,
+    TreeNode, DEPTH_MAX, OPAQUE_XATTR, REDIRECT_XATTR, XWHITEOUT_XATTR,
 };
 
 use crate::backend::Edit;
@@ -335,12 +335,17 @@ pub enum Action {
 
 /// Trees to check: `None` leaves a tree unchecked; `Some(None)` asks for it but has no
 /// expected tree yet (`merged: ~`, filled in by `record`).
+///
+/// Both trees are held flat, as the backends report them, so that a check compares them
+/// without building directory maps: reading a scenario builds none for them, and a tree that
+/// matches is not turned into a [`TreeNode`] tree at all.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Check {
-    /// The merged view, as lstat shows it.
-    pub merged: Option<Option<TreeNode>>,
-    /// The upper layer as on disk.
-    pub upper: Option<Option<TreeNode>>,
+    /// The merged view, as lstat shows it ([`FlatTree::to_tree`] gives its tree).
+    pub merged: Option<Option<FlatTree>>,
+    /// The upper layer as on disk, in its canonical flat form (hard links as
+    /// [`tree_to_flat`] writes them; [`tree_from_flat`] gives its tree).
+    pub upper: Option<Option<FlatLayer>>,
     /// What the upper's workdir `index/` holds (`final:` only): each entry, named
     /// `LAYER:/path` after its origin, with its kind (`file`, `whiteout`); `Some(None)`
     /// (`index: ~`) asks for it; an empty map says the index is empty (see

@@ -5,7 +5,7 @@ use super::locate::{
     block_step_positions, checked_step_positions, second_document, step_at_line, step_positions, Pos, PosIndex,
 };
 use super::node::{Mapping, Node as Value};
-use super::tree::{node_to_flat, parse_layer, parse_node, parse_tree, TreeContext, TreeKind};
+use super::tree::{node_to_flat, parse_layer, parse_merged, parse_node, TreeContext, TreeKind};
 use super::{
     Action, Check, Expect, MountChange, MountSpec, Problem, Scenario, ScenarioError, Source, StatExpect, Step, StepRef,
 };
@@ -1447,15 +1447,22 @@ fn read_check(cx: &mut Cx, v: &Value, path: &Path, what: &str) -> Option<Check> 
             }
             continue;
         }
-        let (ctx, slot) =
-            if k == "merged" { (TreeContext::Merged, &mut c.merged) } else { (TreeContext::Layer, &mut c.upper) };
-        if tv.is_null() {
-            *slot = Some(None);
-            continue;
-        }
-        match parse_tree(cx, tv, &p, ctx) {
-            Some(t) => *slot = Some(Some(t)),
-            None => ok = false,
+        if k == "merged" {
+            match tv.is_null() {
+                true => c.merged = Some(None),
+                false => match parse_merged(cx, tv, &p) {
+                    Some(t) => c.merged = Some(Some(t)),
+                    None => ok = false,
+                },
+            }
+        } else {
+            match tv.is_null() {
+                true => c.upper = Some(None),
+                false => match parse_layer(cx, tv, &p) {
+                    Some(t) => c.upper = Some(Some(t)),
+                    None => ok = false,
+                },
+            }
         }
     }
     if ok && c.merged.is_none() && c.upper.is_none() && c.index.is_none() {

@@ -2,7 +2,7 @@
 
 use super::locate::{Pos, Seg};
 use super::runner::{execute, full_stat, nth_label, FinalWant, Obs, SetupError, Trace};
-use super::tree::{tree_from_flat, tree_from_merged, walk, TreeNode};
+use super::tree::{tree_from_flat, tree_from_merged, tree_to_flat, FlatTree};
 use super::{Action, Check, Expect, MountChange, Scenario, Step, StepRef};
 use crate::backend::{Backend, MergedTree};
 use crate::layer::FlatLayer;
@@ -58,11 +58,8 @@ fn merged_sights(m: &MergedTree, mk: impl Fn(String) -> Sight, out: &mut Vec<(Si
     }
 }
 
-fn tree_label(t: &TreeNode, path: &str) -> Option<String> {
-    if path == "/" {
-        return t.ino.clone();
-    }
-    walk(t).into_iter().find(|(p, _)| p == path).and_then(|(_, n)| n.ino.clone())
+fn tree_label(t: &FlatTree, path: &str) -> Option<String> {
+    t.get(path).and_then(|n| n.ino.clone())
 }
 
 /// The label the old scenario gave at a sighting, if any.
@@ -238,19 +235,26 @@ pub(crate) fn fill(s: &mut Scenario, trace: &Trace, final_merged: Option<MergedT
             (Action::Unmount, Obs::Done) => step.expect = None,
             (Action::Check(c), Obs::Trees { merged, upper }) => {
                 if let (Some(slot), Some(m)) = (&mut c.merged, merged) {
-                    *slot = Some(tree_from_merged(m, label_of));
+                    *slot = Some(FlatTree::from_tree(&tree_from_merged(m, label_of)));
                 }
                 if let (Some(slot), Some(u)) = (&mut c.upper, upper) {
-                    *slot = Some(tree_from_flat(u));
+                    *slot = Some(canonical_layer(u));
                 }
             }
             _ => {}
         }
     }
     let fin = Check {
-        merged: final_merged.map(|m| Some(tree_from_merged(&m, label_of))),
-        upper: final_upper.map(|u| Some(tree_from_flat(&u))),
+        merged: final_merged.map(|m| Some(FlatTree::from_tree(&tree_from_merged(&m, label_of)))),
+        upper: final_upper.map(|u| Some(canonical_layer(&u))),
         index: None,
     };
     s.final_check = (fin.merged.is_some() || fin.upper.is_some()).then_some(fin);
+}
+
+/// A layer read from a backend in the form a scenario reads it back in ([`tree_to_flat`] of
+/// its tree, as `record` wrote it before checks held flat layers); the layer as it is when
+/// it has no such form.
+fn canonical_layer(u: &FlatLayer) -> FlatLayer {
+    tree_to_flat(&tree_from_flat(u)).unwrap_or_else(|_| u.clone())
 }

@@ -4,7 +4,7 @@
 use super::diff::diff;
 use super::emit::{one_line, Y};
 use super::locate::{Pos, Seg};
-use super::tree::{tree_from_flat, tree_from_merged, tree_lines, walk, TreeContext, TreeNode};
+use super::tree::{flat_from_merged, tree_from_flat, tree_from_merged, tree_lines, FlatTree, TreeContext, TreeNode};
 use super::write::{expect_y, stat_y, type_word, value_y};
 use super::{Action, Check, Expect, MountSpec, Scenario, ScenarioError, StatExpect, Step, StepRef};
 use crate::backend::{Backend, Command, MergedTree, Reply};
@@ -694,36 +694,78 @@ impl Checker<'_> {
         self.mismatch(i, step, one_line(&expect_y(exp)), actual);
     }
 
-    /// Checks a tree read from the backend against the expected one. `pos` gives the
-    /// position to report; it is called only when the check fails (finding a position may
-    /// parse the scenario's text again).
-    fn tree_check(
+    /// Checks the merged view read from the backend against the expected tree. `pos` gives
+    /// the position to report; it is called only when the check fails (finding a position
+    /// may parse the scenario's text again).
+    ///
+    /// The expected inode labels are bound (or checked) once, in the view's order. The view
+    /// is compared in flat form first ([`flat_from_merged`]): equal flat forms are equal
+    /// trees. Otherwise both trees are built and compared as trees, then line by line.
+    fn merged_check(
         &mut self,
         step: Option<(usize, &Step)>,
         what: &str,
         pos: impl FnOnce() -> Option<Pos>,
-        expected: &Option<TreeNode>,
-        merged: Option<&MergedTree>,
-        upper: Option<&FlatLayer>,
+        expected: &Option<FlatTree>,
+        m: &MergedTree,
     ) {
-        let actual_tree = match (merged, upper) {
-            (Some(m), _) => {
-                let exp_labels: HashMap<String, String> = match expected {
-                    Some(t) if has_labels(t) => std::iter::once(("/".to_owned(), t))
-                        .chain(walk(t))
-                        .filter_map(|(p, n)| n.ino.clone().map(|l| (p, l)))
-                        .collect(),
-                    _ => HashMap::new(),
-                };
-                let labels = &mut self.labels;
-                tree_from_merged(m, |path, ino| {
-                    exp_labels.get(path).map(|l| if labels.check(l, ino) { l.clone() } else { labels.show(ino) })
-                })
+        let exp_labels: HashMap<&str, &str> = match expected {
+            Some(t) if t.root.ino.is_some() || t.entries.iter().any(|(_, n)| n.ino.is_some()) => {
+                std::iter::once(("/", &t.root))
+                    .chain(t.entries.iter().map(|(p, n)| (p.as_str(), n)))
+                    .filter_map(|(p, n)| n.ino.as_deref().map(|l| (p, l)))
+                    .collect()
             }
-            (None, Some(u)) => tree_from_flat(u),
-            (None, None) => return,
+            _ => HashMap::new(),
         };
-        let ctx = if merged.is_some() { TreeContext::Merged } else { TreeContext::Layer };
+        // The label each labelled path shows, bound in the view's order.
+        let mut shown: HashMap<&str, String> = HashMap::new();
+        if !exp_labels.is_empty() {
+            let labels = &mut self.labels;
+            for (path, e) in m {
+                if let (Some(l), Ok(st)) = (exp_labels.get(path.as_str()), &e.stat) {
+                    let show = if labels.check(l, st.ino) { (*l).to_owned() } else { labels.show(st.ino) };
+                    shown.insert(path, show);
+                }
+            }
+        }
+        let ino = |path: &str, _: u64| shown.get(path).cloned();
+        if let (Some(exp), Some(actual)) = (expected, flat_from_merged(m, ino)) {
+            if *exp == actual {
+                return;
+            }
+        }
+        let expected = expected.as_ref().map(FlatTree::to_tree);
+        self.tree_compare(step, what, pos, expected, tree_from_merged(m, ino), TreeContext::Merged);
+    }
+
+    /// Checks the upper layer read from the backend against the expected one, as
+    /// [`Checker::merged_check`] does: equal flat layers first, then the trees.
+    fn upper_check(
+        &mut self,
+        step: Option<(usize, &Step)>,
+        what: &str,
+        pos: impl FnOnce() -> Option<Pos>,
+        expected: &Option<FlatLayer>,
+        u: &FlatLayer,
+    ) {
+        if expected.as_ref() == Some(u) {
+            return;
+        }
+        let expected = expected.as_ref().map(tree_from_flat);
+        self.tree_compare(step, what, pos, expected, tree_from_flat(u), TreeContext::Layer);
+    }
+
+    /// Compares an expected tree (`None`: none recorded yet) with the one read.
+    fn tree_compare(
+        &mut self,
+        step: Option<(usize, &Step)>,
+        what: &str,
+        pos: impl FnOnce() -> Option<Pos>,
+        expected: Option<TreeNode>,
+        actual_tree: TreeNode,
+        ctx: TreeContext,
+    ) {
         // Equal trees give equal lines; the lines are written out only to compare trees
         // that differ in form (an explicit default `nlink`, say) and to report.
         if expected.as_ref() == Some(&actual_tree) {
@@ -740,7 +782,7 @@ impl Checker<'_> {
             );
             return;
         };
-        let e = tree_lines(exp, ctx);
+        let e = tree_lines(&exp, ctx);
         if e != a {
             self.fail(
                 step,
@@ -753,18 +795,13 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, i: usize, step: &Step, c: &Check, merged: Option<&MergedTree>, upper: Option<&FlatLayer>) {
-        if let Some(exp) = &c.merged {
-            self.tree_check(Some((i, step)), "check merged", || step.pos, exp, merged, None);
+        if let (Some(exp), Some(m)) = (&c.merged, merged) {
+            self.merged_check(Some((i, step)), "check merged", || step.pos, exp, m);
         }
-        if let Some(exp) = &c.upper {
-            self.tree_check(Some((i, step)), "check upper", || step.pos, exp, None, upper);
+        if let (Some(exp), Some(u)) = (&c.upper, upper) {
+            self.upper_check(Some((i, step)), "check upper", || step.pos, exp, u);
         }
     }
-}
-
-/// Whether some node of `t` has an inode label.
-fn has_labels(t: &TreeNode) -> bool {
-    t.ino.is_some() || t.entries().is_some_and(|e| e.values().any(has_labels))
 }
 
 fn stat_matches(se: &StatExpect, st: &Stat, labels: &mut Labels) -> bool {
@@ -854,13 +891,13 @@ pub(crate) fn check_trace_labeled(s: &Scenario, t: &Trace, labels: Labels) -> (V
                 if let Some(exp) = &fin.merged {
                     let pos = || s.locate(&[Seg::Key("final".into()), Seg::Key("merged".into())]);
                     if let Some(m) = merged {
-                        c.tree_check(None, "final merged", pos, exp, Some(m), None);
+                        c.merged_check(None, "final merged", pos, exp, m);
                     }
                 }
                 if let Some(exp) = &fin.upper {
                     let pos = || s.locate(&[Seg::Key("final".into()), Seg::Key("upper".into())]);
                     if let Some(u) = upper {
-                        c.tree_check(None, "final upper", pos, exp, None, Some(u));
+                        c.upper_check(None, "final upper", pos, exp, u);
                     }
                 }
             }
@@ -1076,4 +1113,120 @@ fn trace_differences(s: &Scenario, ta: &Trace, tb: &Trace) -> Vec<Failure> {
         failures.push(Failure { backend: pair.clone(), step, what, pos, message, expected, actual, diff: d });
     }
     failures
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{MergedEntry, ModelBackend};
+    use crate::errno::Errno;
+
+    /// Every merged view the model shows over the spec/ suite: each check step's and the
+    /// final one, with the scenario's expected trees for them.
+    fn spec_views() -> Vec<(String, MergedTree, Option<FlatTree>)> {
+        let mut out = Vec::new();
+        for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
+            let Ok(s) = crate::scenario::load(&p) else { continue };
+            let t = execute(&s, &mut ModelBackend::new(), FinalWant::all(), |_| {});
+            for (step, so) in s.steps.iter().zip(&t.steps) {
+                if let (Action::Check(c), Ok(Obs::Trees { merged: Some(m), .. })) = (&step.action, &so.obs) {
+                    out.push((p.display().to_string(), m.clone(), c.merged.clone().flatten()));
+                }
+            }
+            if let Some(Ok((Some(m), _))) = &t.final_trees {
+                let exp = s.final_check.as_ref().and_then(|c| c.merged.clone()).flatten();
+                out.push((p.display().to_string(), m.clone(), exp));
+            }
+        }
+        out
+    }
+
+    /// A label for some inodes, as a check's label bindings would show them.
+    fn some_labels(path: &str, ino: u64) -> Option<String> {
+        (path.len() % 3 == 0).then(|| format!("i{ino}"))
+    }
+
+    /// `flat_from_merged` is the flat form of `tree_from_merged` whenever it gives one, and
+    /// then comparing flat forms is comparing trees.
+    fn flat_is_tree(m: &MergedTree, expected: Option<&FlatTree>) -> bool {
+        let Some(flat) = flat_from_merged(m, some_labels) else { return false };
+        let tree = tree_from_merged(m, some_labels);
+        assert_eq!(flat, FlatTree::from_tree(&tree), "{m:?}");
+        assert_eq!(flat_from_merged(m, |_, _| None), Some(FlatTree::from_tree(&tree_from_merged(m, |_, _| None))));
+        if let Some(e) = expected {
+            assert_eq!(*e == flat, e.to_tree() == tree);
+        }
+        true
+    }
+
+    /// On every merged view of the spec/ suite on the model: the flat form is the tree's,
+    /// and the expected tree (labels aside) compares the same both ways.
+    #[test]
+    fn the_flat_merged_view_is_its_tree_on_the_spec_suite() {
+        let views = spec_views();
+        assert!(views.len() > 300, "{} views", views.len());
+        let mut equal = 0;
+        for (file, m, exp) in &views {
+            assert!(flat_is_tree(m, exp.as_ref()), "{file}: a dump is a tree");
+            if let Some(e) = exp {
+                let unlabelled = |t: &FlatTree| {
+                    let mut t = t.clone();
+                    t.root.ino = None;
+                    t.entries.iter_mut().for_each(|(_, n)| n.ino = None);
+                    t
+                };
+                let actual = flat_from_merged(m, |_, _| None).expect("a dump is a tree");
+                equal += usize::from(unlabelled(e) == actual);
+            }
+        }
+        // Most expected trees match the view as written (the rest give a link count that
+        // is the default, or labels).
+        assert!(equal * 10 > views.len() * 8, "{equal} of {} views equal in flat form", views.len());
+    }
+
+    /// Views that are not a dump's tree: no flat form (the caller builds the tree), or the
+    /// tree's.
+    #[test]
+    fn a_view_that_is_not_a_tree_has_no_flat_form() {
+        let views = spec_views();
+        // A view with a directory below the root that holds something.
+        let (base, dir) = views
+            .iter()
+            .find_map(|(_, m, _)| {
+                let child = m.keys().find(|p| p.matches('/').count() > 1)?;
+                Some((m, child[..child.rfind('/').unwrap()].to_owned()))
+            })
+            .unwrap();
+        let dir_entry = base[&dir].clone();
+        let err = MergedEntry {
+            stat: Err(Errno::ENOENT),
+            data: None,
+            digest: None,
+            target: None,
+            xattrs: Default::default(),
+        };
+        let mut cases: Vec<MergedTree> = Vec::new();
+        let mut no_root = base.clone();
+        no_root.remove("/");
+        cases.push(no_root);
+        let mut root_err = base.clone();
+        root_err.insert("/".into(), err.clone());
+        cases.push(root_err);
+        let mut no_parent = base.clone();
+        no_parent.remove(&dir);
+        cases.push(no_parent);
+        let mut parent_err = base.clone();
+        parent_err.insert(dir.clone(), err.clone());
+        cases.push(parent_err);
+        for odd in ["relative", "/a//b", "/a/", "/.", "/x/..", " /a"] {
+            let mut c = base.clone();
+            c.insert(odd.into(), dir_entry.clone());
+            cases.push(c);
+        }
+        for m in &cases {
+            assert!(!flat_is_tree(m, None), "{:?}", m.keys().collect::<Vec<_>>());
+        }
+        // And a well-formed view still has its flat form.
+        assert!(flat_is_tree(base, None));
+    }
 }

@@ -181,6 +181,91 @@ fn parse_layer_tree(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatLayer> {
     }
 }
 
+/// Reads a merged tree (a check's `merged:`) into its flat form: [`FlatTree::from_tree`]
+/// of what [`parse_tree`] gives for a merged tree, with no [`TreeNode`] directory maps
+/// when every key is one plain name ([`plain_names`]).
+pub(crate) fn parse_merged(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatTree> {
+    if let Value::Mapping(m) = v {
+        if let Some(count) = plain_names(m) {
+            return parse_plain_merged(cx, m, path, count);
+        }
+    }
+    parse_merged_tree(cx, v, path)
+}
+
+/// [`parse_merged`] through the tree: every merged tree can be read so.
+fn parse_merged_tree(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatTree> {
+    parse_tree(cx, v, path, TreeContext::Merged).map(|t| FlatTree::from_tree(&t))
+}
+
+/// [`parse_merged`] of the mapping `m` when [`plain_names`] counts `count` nodes in it:
+/// every node read as [`parse_node`] reads it, in the same order (so the problems are
+/// its), each directory's explicit `nlink` dropped when it is the default, as
+/// [`parse_node`] drops it; the entries then put in walk order ([`walk_order`]).
+fn parse_plain_merged(cx: &mut Cx, m: &super::node::Mapping, path: &Path, count: usize) -> Option<FlatTree> {
+    let mut entries = Vec::with_capacity(count);
+    let root = plain_merged_dir(cx, m, path, &mut String::from("/"), 0, &mut entries)?;
+    entries.sort_by(|(a, _), (b, _)| walk_order(a, b));
+    Some(FlatTree { root, entries })
+}
+
+/// The directory of mapping `m` at tree path `tpath`, `depth` components below the root,
+/// for [`parse_plain_merged`]: its own node (no entries in it), with every node below it
+/// pushed to `out` (each before what is in it, in document order).
+fn plain_merged_dir(
+    cx: &mut Cx,
+    m: &super::node::Mapping,
+    path: &Path,
+    tpath: &mut String,
+    depth: usize,
+    out: &mut Vec<(String, TreeNode)>,
+) -> Option<TreeNode> {
+    let mut dir = TreeNode::dir();
+    let mut ok = true;
+    // The subdirectories read, for the default link count.
+    let mut subdirs = 0u32;
+    for (k, val) in m {
+        let Value::String(name) = k else { unreachable!("plain_names takes string keys only") };
+        let kp = key(path, name);
+        if *name == "." {
+            ok &= parse_dir_attrs(cx, val, &kp, TreeContext::Merged, &mut dir);
+            continue;
+        }
+        if depth + 1 > DEPTH_MAX {
+            cx.key_problem(
+                &kp,
+                format!("too deep: {} path components, more than the {DEPTH_MAX} a tree may have", depth + 1),
+            );
+            ok = false;
+            continue;
+        }
+        let len = tpath.len();
+        if len > 1 {
+            tpath.push('/');
+        }
+        tpath.push_str(name);
+        // The child's entry goes before what is in it; its node is put in when it is read.
+        let at = out.len();
+        out.push((tpath.clone(), TreeNode::dir()));
+        let child = match val {
+            Value::Mapping(sub) => plain_merged_dir(cx, sub, &kp, tpath, depth + 1, out),
+            _ => parse_node(cx, val, &kp, TreeContext::Merged, tpath, &mut Vec::new()),
+        };
+        tpath.truncate(len);
+        let Some(child) = child else {
+            ok = false;
+            continue;
+        };
+        subdirs += u32::from(matches!(child.kind, TreeKind::Dir(_)));
+        out[at].1 = child;
+    }
+    // `TreeNode::default_nlink` of the directory with its entries in it.
+    if dir.nlink == Some(2 + subdirs) {
+        dir.nlink = None;
+    }
+    ok.then_some(dir)
+}
+
 /// The number of nodes below a layer tree's root when every key of it and of its
 /// directories is one plain name (a string, not empty, without `/` or a NUL, not `..`; `.`
 /// holds a directory's attributes) and no node is a `!link`, else `None`. Such a tree has
@@ -1139,31 +1224,7 @@ pub fn tree_to_flat(root: &TreeNode) -> Result<FlatLayer, (String, String)> {
 pub fn tree_from_merged(merged: &MergedTree, mut ino: impl FnMut(&str, u64) -> Option<String>) -> TreeNode {
     let mut root = TreeNode::dir();
     for (path, e) in merged {
-        let node = match &e.stat {
-            Err(errno) => TreeNode::new(TreeKind::Error(*errno)),
-            Ok(st) => {
-                let kind = match st.kind {
-                    FileType::Dir => TreeKind::Dir(BTreeMap::new()),
-                    FileType::File => match e.digest {
-                        Some(d) => TreeKind::Digest(d),
-                        None => TreeKind::File(FileData::from_bytes(e.data.as_deref().unwrap_or_default())),
-                    },
-                    FileType::Symlink => TreeKind::Symlink(e.target.clone().unwrap_or_default()),
-                    FileType::Char => TreeKind::Char(st.rdev.0, st.rdev.1),
-                    FileType::Block => TreeKind::Block(st.rdev.0, st.rdev.1),
-                    FileType::Fifo => TreeKind::Fifo,
-                };
-                TreeNode {
-                    kind,
-                    mode: st.mode,
-                    uid: st.uid,
-                    gid: st.gid,
-                    xattrs: e.xattrs.clone(),
-                    nlink: Some(st.nlink),
-                    ino: ino(path, st.ino),
-                }
-            }
-        };
+        let node = merged_node(path, e, &mut ino);
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
         if parts.is_empty() {
             let TreeNode { mode, uid, gid, xattrs, nlink, ino, .. } = node;
@@ -1186,6 +1247,40 @@ pub fn tree_from_merged(merged: &MergedTree, mut ino: impl FnMut(&str, u64) -> O
     root
 }
 
+/// The node of the merged view's entry `e` at `path`, without entries; `ino` gives its
+/// label (called when `lstat` succeeded).
+fn merged_node(
+    path: &str,
+    e: &crate::backend::MergedEntry,
+    ino: &mut impl FnMut(&str, u64) -> Option<String>,
+) -> TreeNode {
+    match &e.stat {
+        Err(errno) => TreeNode::new(TreeKind::Error(*errno)),
+        Ok(st) => {
+            let kind = match st.kind {
+                FileType::Dir => TreeKind::Dir(BTreeMap::new()),
+                FileType::File => match e.digest {
+                    Some(d) => TreeKind::Digest(d),
+                    None => TreeKind::File(FileData::from_bytes(e.data.as_deref().unwrap_or_default())),
+                },
+                FileType::Symlink => TreeKind::Symlink(e.target.clone().unwrap_or_default()),
+                FileType::Char => TreeKind::Char(st.rdev.0, st.rdev.1),
+                FileType::Block => TreeKind::Block(st.rdev.0, st.rdev.1),
+                FileType::Fifo => TreeKind::Fifo,
+            };
+            TreeNode {
+                kind,
+                mode: st.mode,
+                uid: st.uid,
+                gid: st.gid,
+                xattrs: e.xattrs.clone(),
+                nlink: Some(st.nlink),
+                ino: ino(path, st.ino),
+            }
+        }
+    }
+}
+
 /// Drops link counts equal to the default, after the entries are in place.
 fn normalize_nlink(n: &mut TreeNode) {
     if let TreeKind::Dir(entries) = &mut n.kind {
@@ -1196,6 +1291,112 @@ fn normalize_nlink(n: &mut TreeNode) {
     if n.nlink == Some(n.default_nlink()) {
         n.nlink = None;
     }
+}
+
+/// A tree in flat form, as a check expects the merged view
+/// ([`crate::scenario::Check::merged`]): the root's node and every path below it, each with
+/// its node, a directory's node without its entries. Read from a scenario, it is in walk
+/// order (parents first, names in byte order: the order of [`walk`]), with every parent
+/// given, and it is the flat form of exactly one tree ([`FlatTree::to_tree`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlatTree {
+    /// The root directory's node (no entries in it).
+    pub root: TreeNode,
+    /// Every path below the root with its node, in walk order.
+    pub entries: Vec<(String, TreeNode)>,
+}
+
+impl FlatTree {
+    /// The flat form of a tree: every path of it, in walk order ([`walk`]).
+    pub fn from_tree(t: &TreeNode) -> FlatTree {
+        FlatTree { root: shallow(t), entries: walk(t).into_iter().map(|(p, n)| (p, shallow(n))).collect() }
+    }
+
+    /// The tree: each entry put at its path ([`tree_from_flat`]'s way: a missing parent is
+    /// a plain directory, a path given twice keeps the first).
+    pub fn to_tree(&self) -> TreeNode {
+        let mut root = self.root.clone();
+        root.kind = TreeKind::Dir(BTreeMap::new());
+        for (path, node) in &self.entries {
+            let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+            if let (false, TreeKind::Dir(entries)) = (parts.is_empty(), &mut root.kind) {
+                let _ = insert(entries, &parts, node.clone());
+            }
+        }
+        root
+    }
+
+    /// The node at `path` (`/` the root).
+    pub fn get(&self, path: &str) -> Option<&TreeNode> {
+        if path == "/" {
+            return Some(&self.root);
+        }
+        self.entries.iter().find(|(p, _)| p == path).map(|(_, n)| n)
+    }
+}
+
+/// A node without its entries (a directory's copy is empty).
+fn shallow(n: &TreeNode) -> TreeNode {
+    match &n.kind {
+        TreeKind::Dir(_) => {
+            TreeNode { kind: TreeKind::Dir(BTreeMap::new()), xattrs: n.xattrs.clone(), ino: n.ino.clone(), ..*n }
+        }
+        _ => n.clone(),
+    }
+}
+
+/// [`FlatTree::from_tree`] of [`tree_from_merged`], built without the tree, when the view
+/// is a tree as a dump gives it: the root `/` is listed and `lstat` succeeds on it, and
+/// every other path is `/` and plain names whose parent is listed as a directory. `None`
+/// otherwise (the caller then builds the tree). `ino` is called as [`tree_from_merged`]
+/// calls it.
+pub(crate) fn flat_from_merged(
+    merged: &MergedTree,
+    mut ino: impl FnMut(&str, u64) -> Option<String>,
+) -> Option<FlatTree> {
+    let mut it = merged.iter();
+    let (rp, re) = it.next()?;
+    if rp != "/" || re.stat.is_err() {
+        return None;
+    }
+    let mut root = merged_node(rp, re, &mut ino);
+    root.kind = TreeKind::Dir(BTreeMap::new());
+    let mut entries = Vec::with_capacity(merged.len() - 1);
+    // Each directory's subdirectories, by path, for the default link counts.
+    let mut subdirs: HashMap<&str, u32> = HashMap::new();
+    subdirs.insert("/", 0);
+    for (path, e) in it {
+        let (parent, name) = path.rsplit_once('/')?;
+        let parent = if parent.is_empty() { "/" } else { parent };
+        if name.is_empty() || name == "." || name == ".." {
+            return None;
+        }
+        // The parent is listed, as a directory.
+        if !subdirs.contains_key(parent) {
+            return None;
+        }
+        let node = merged_node(path, e, &mut ino);
+        if matches!(node.kind, TreeKind::Dir(_)) {
+            *subdirs.get_mut(parent).expect("checked above") += 1;
+            subdirs.insert(path, 0);
+        }
+        entries.push((path.clone(), node));
+    }
+    let normalize = |path: &str, n: &mut TreeNode| {
+        let default = match n.kind {
+            TreeKind::Dir(_) => 2 + subdirs[path],
+            _ => 1,
+        };
+        if n.nlink == Some(default) {
+            n.nlink = None;
+        }
+    };
+    normalize("/", &mut root);
+    for (path, n) in &mut entries {
+        normalize(path, n);
+    }
+    entries.sort_by(|(a, _), (b, _)| walk_order(a, b));
+    Some(FlatTree { root, entries })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1537,5 +1738,122 @@ mod tests {
             plain += usize::from(same_layer_both_ways(&Value::from_value(v, &arena), d));
         }
         assert!(plain > 50 && compared > plain + 100, "{plain} of {compared} documents read on the plain path");
+    }
+
+    /// `parse_merged` of `v`, by its plain path when it takes it, and through the tree: the
+    /// same flat tree and the same problems, in the same order. Whether the plain path took
+    /// it.
+    fn same_merged_both_ways(v: &Value, text: &str) -> bool {
+        let mut plain_cx = Cx::new(Some(text));
+        let plain = parse_merged(&mut plain_cx, v, &Path::Root);
+        let mut tree_cx = Cx::new(Some(text));
+        let tree = parse_merged_tree(&mut tree_cx, v, &Path::Root);
+        assert_eq!(plain, tree, "in\n{text}");
+        assert_eq!(format!("{:?}", plain_cx.problems), format!("{:?}", tree_cx.problems), "in\n{text}");
+        if let Some(t) = &tree {
+            let mut cx = Cx::new(Some(text));
+            let whole = parse_tree(&mut cx, v, &Path::Root, TreeContext::Merged).expect("read once already");
+            assert_eq!(&t.to_tree(), &whole, "the flat form is the tree's, in\n{text}");
+        }
+        matches!(v, Value::Mapping(m) if plain_names(m).is_some())
+    }
+
+    /// Every mapping of every spec/ file, read as a merged tree: the plain path gives what
+    /// the tree gives (flat trees, problems), and takes nearly every one.
+    #[test]
+    fn a_plain_merged_tree_reads_as_its_tree() {
+        let (mut plain, mut all) = (0, 0);
+        each_spec_mapping(|_, text, m| {
+            all += 1;
+            plain += usize::from(same_merged_both_ways(m, text));
+        });
+        assert!(plain > 1000 && plain < all, "{plain} of {all} mappings read on the plain path");
+    }
+
+    /// The same on hand-written merged trees (link counts given and default, labels,
+    /// `!error`, `!digest`, names out of order, each kind of problem) and on random ones.
+    #[test]
+    fn a_plain_merged_tree_reads_as_its_tree_on_edge_cases_and_random_trees() {
+        let mut docs: Vec<String> = [
+            "a: {b: x, B: y, a-b: z, a.b: w, ab: {c: d}, .: {mode: 0700}}\nA: x\n",
+            ".: {nlink: 3}\na: {}\n",
+            ".: {nlink: 2}\na: x\n",
+            ".: {nlink: 4, ino: r}\na: {.: {nlink: 2}}\nb: {.: {nlink: 3}, c: {}}\n",
+            "a: !file {data: x, nlink: 1, ino: a}\nb: !file {data: x, nlink: 2, ino: a}\n",
+            "e: !error ENOENT\nd: !digest {size: 1, hash: 0123456789abcdef}\nf: !error EBOGUS\n",
+            "a: ~\nb: [1]\nc: !bogus x\nl: !link /a\nf: 1\n",
+            "a: {.: {mode: 99999, nlink: x}}\nb: {.: {opaque: y}}\n",
+            "a/b: x\nc: y\n",
+            "'..': x\n",
+            "1: x\n",
+            "z: x\ny: {x: {w: v}, .: {uid: 1, gid: 2, xattrs: {user.a: b}}}\nx: !symlink t\n",
+        ]
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+        let names = ["a", "B", "a-b", "a.b", "ab", "z", ".", "..", "''", "c/d", "1"];
+        let leaves = [
+            "x",
+            "~",
+            "!whiteout",
+            "!symlink t",
+            "!file {data: y, nlink: 2, ino: i}",
+            "!error ENOENT",
+            "{.: {nlink: 2}}",
+            "{.: {nlink: 3}}",
+            "[1]",
+            "{}",
+        ];
+        let mut seed: u64 = 54321;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for _ in 0..400 {
+            let mut doc = String::new();
+            let mut stack = vec![(0usize, 1 + next(4))];
+            while let Some((indent, left)) = stack.pop() {
+                if left == 0 {
+                    continue;
+                }
+                stack.push((indent, left - 1));
+                let name = names[next(names.len())];
+                doc.push_str(&format!("{}{name}:", " ".repeat(indent)));
+                if indent < 6 && next(3) == 0 {
+                    doc.push('\n');
+                    stack.push((indent + 2, 1 + next(3)));
+                } else {
+                    doc.push_str(&format!(" {}\n", leaves[next(leaves.len())]));
+                }
+            }
+            docs.push(doc);
+        }
+        let (mut plain, mut compared) = (0, 0);
+        for d in &docs {
+            let Ok(v) = yaml_serde::from_str::<yaml_serde::Value>(d) else { continue };
+            let arena = bumpalo::Bump::new();
+            compared += 1;
+            plain += usize::from(same_merged_both_ways(&Value::from_value(v, &arena), d));
+        }
+        assert!(plain > 50 && compared > plain + 100, "{plain} of {compared} documents read on the plain path");
+    }
+
+    /// A flat tree and back is the tree, on every merged tree of every spec/ file.
+    #[test]
+    fn a_flat_tree_is_its_tree() {
+        let mut checked = 0;
+        each_spec_mapping(|p, text, m| {
+            let mut cx = Cx::new(Some(text));
+            if let Some(t) = parse_tree(&mut cx, m, &Path::Root, TreeContext::Merged) {
+                let flat = FlatTree::from_tree(&t);
+                assert_eq!(flat.to_tree(), t, "in {}", p.display());
+                assert_eq!(flat.get("/"), Some(&flat.root));
+                for (path, n) in &flat.entries {
+                    assert_eq!(flat.get(path), Some(n));
+                }
+                checked += 1;
+            }
+        });
+        assert!(checked > 1000, "{checked} trees");
     }
 }

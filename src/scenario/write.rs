@@ -197,16 +197,11 @@ fn change_y(c: &MountChange) -> Y {
 
 pub(crate) fn check_y(c: &Check) -> Y {
     let mut f = Vec::new();
-    for (k, t, ctx) in [("merged", &c.merged, TreeContext::Merged), ("upper", &c.upper, TreeContext::Layer)] {
-        if let Some(t) = t {
-            f.push((
-                k.to_owned(),
-                match t {
-                    Some(tree) => node_y(tree, ctx),
-                    None => Y::Null,
-                },
-            ));
-        }
+    if let Some(t) = &c.merged {
+        f.push(("merged".to_owned(), t.as_ref().map_or(Y::Null, |t| node_y(&t.to_tree(), TreeContext::Merged))));
+    }
+    if let Some(t) = &c.upper {
+        f.push(("upper".to_owned(), t.as_ref().map_or(Y::Null, |t| node_y(&tree_from_flat(t), TreeContext::Layer))));
     }
     if let Some(index) = &c.index {
         f.push((
