@@ -170,16 +170,16 @@ pub fn unescape(s: &str) -> String {
 /// Splits a `lowerdir=` value into its layers, still escaped, each marked data-only when it
 /// follows `::` (kernel: `ovl_parse_param_split_lowerdirs`). EINVAL for three colons in a
 /// row or colons at the end.
-fn split_lowerdirs(s: &str) -> Result<Vec<(String, bool)>, MountError> {
+fn split_lowerdirs<'s>(s: &'s str) -> Result<Vec<(&'s str, bool)>, MountError> {
     let b = s.as_bytes();
     let mut out = Vec::new();
     // An empty segment is the middle of a `::`: the layer after it is a data-only layer.
     let mut data = false;
-    let mut take = |seg: &str, first: bool| {
+    let mut take = |seg: &'s str, first: bool| {
         if seg.is_empty() && !first {
             data = true;
         } else {
-            out.push((seg.to_owned(), data));
+            out.push((seg, data));
             data = false;
         }
     };
@@ -717,7 +717,7 @@ fn layer_names<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> (Vec<St
         match key {
             "lowerdir" => {
                 lowers = split_lowerdirs(value)
-                    .map(|l| l.into_iter().map(|(raw, _)| unescape(&raw)).filter(|n| !n.is_empty()).collect())
+                    .map(|l| l.into_iter().map(|(raw, _)| unescape(raw)).filter(|n| !n.is_empty()).collect())
                     .unwrap_or_default();
             }
             "lowerdir+" | "datadir+" if !value.is_empty() => lowers.push(value.to_owned()),

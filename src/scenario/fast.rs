@@ -310,11 +310,33 @@ impl<'t> Reader<'t, '_> {
 /// Whether no two entries of a mapping have the same key (`yaml_serde` refuses that).
 fn unique_keys(m: &[(Node, Node)]) -> bool {
     if m.len() <= 16 {
-        return m.iter().enumerate().all(|(i, (k, _))| m[..i].iter().all(|(o, _)| o != k));
+        // Keys are compared only where their signatures are equal, as equal keys' are.
+        let mut sigs = [0u64; 16];
+        for (i, (k, _)) in m.iter().enumerate() {
+            let sig = key_sig(k);
+            if sigs[..i].iter().zip(m).any(|(s, (o, _))| *s == sig && o == k) {
+                return false;
+            }
+            sigs[i] = sig;
+        }
+        return true;
     }
     let mut seen: Vec<&Node> = m.iter().map(|(k, _)| k).collect();
     seen.sort_by(|a, b| key_order(a).cmp(&key_order(b)));
     seen.windows(2).all(|w| w[0] != w[1])
+}
+
+/// A key's signature: a string key's length, first and last bytes; the same for every
+/// other key. Equal keys have equal signatures.
+fn key_sig(k: &Node) -> u64 {
+    match k {
+        Node::String(s) => {
+            let b = s.as_bytes();
+            let end = |c: Option<&u8>| c.map_or(0, |&c| u64::from(c));
+            (b.len() as u64) << 16 | end(b.first()) << 8 | end(b.last())
+        }
+        _ => u64::MAX,
+    }
 }
 
 /// An order of the scalar keys read here in which equal keys are neighbours.
@@ -896,6 +918,36 @@ mod tests {
         ) {
             let i = i % (b.len() + 1);
             proptest::prop_assert_eq!(line_end(&b, i), line_end_bytewise(&b, i));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// `unique_keys` (signatures first up to 16 keys, sorting above) is the plain
+        /// comparison of every pair of keys, on keys alike in length and ends, and of other
+        /// types.
+        #[test]
+        fn unique_keys_is_the_pairwise_comparison(
+            keys in proptest::collection::vec(proptest::sample::select(vec![
+                "", "a", "b", "ab", "ba", "aab", "abb", "acb", "abab", "x", "mode", "mide", "1", "~", "n", "t",
+            ]), 0..24),
+        ) {
+            let arena = Bump::new();
+            let m: Vec<(Node, Node)> = keys
+                .iter()
+                .map(|k| {
+                    let key = match *k {
+                        "~" => Node::Null,
+                        "1" => Node::Number(1.into()),
+                        "t" => Node::Bool(true),
+                        "n" => Node::Number(2.into()),
+                        k => Node::String(arena.alloc_str(k)),
+                    };
+                    (key, Node::Null)
+                })
+                .collect();
+            let pairwise = m.iter().enumerate().all(|(i, (k, _))| m[..i].iter().all(|(o, _)| o != k));
+            proptest::prop_assert_eq!(unique_keys(&m), pairwise);
         }
     }
 }

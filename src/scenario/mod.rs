@@ -178,16 +178,34 @@ impl MountSpec {
     /// The mount an option string describes: its layer names (every lower, data-only
     /// ones too, [`crate::params::Params::names`]) and options.
     pub fn from_data(data: &str) -> MountSpec {
+        MountSpec::from_data_with(data, true)
+    }
+
+    /// [`MountSpec::from_data`]; with `options` false, the options are left at their
+    /// defaults instead of read.
+    fn from_data_with(data: &str, options: bool) -> MountSpec {
         let (lowers, upper, _) = crate::params::Params::names(data);
-        let options = crate::params::Params::parse(data).map(|p| p.options).unwrap_or_default();
+        let options = match options {
+            true => crate::params::Params::parse(data).map(|p| p.options).unwrap_or_default(),
+            false => Options::default(),
+        };
         MountSpec { lowers, upper, options, data: Some(data.to_owned()), fsconfig: None }
     }
 
     /// The mount `fsconfig(2)` calls describe: their layer names
     /// ([`crate::params::Params::fsconfig_names`]) and options.
     pub fn from_fsconfig(calls: &[crate::params::FsParam]) -> MountSpec {
+        MountSpec::from_fsconfig_with(calls, true)
+    }
+
+    /// [`MountSpec::from_fsconfig`]; with `options` false, the options are left at their
+    /// defaults instead of read.
+    fn from_fsconfig_with(calls: &[crate::params::FsParam], options: bool) -> MountSpec {
         let (lowers, upper, _) = crate::params::Params::fsconfig_names(calls);
-        let options = crate::params::Params::parse_fsconfig(calls, |_, _| true).map(|p| p.options).unwrap_or_default();
+        let options = match options {
+            true => crate::params::Params::parse_fsconfig(calls, |_, _| true).map(|p| p.options).unwrap_or_default(),
+            false => Options::default(),
+        };
         MountSpec { lowers, upper, options, data: None, fsconfig: Some(calls.to_vec()) }
     }
 }
@@ -212,11 +230,24 @@ pub struct MountChange {
 impl MountChange {
     /// The mount this change makes after `prev`, or why it cannot be made.
     pub fn apply(&self, prev: Option<&MountSpec>) -> Result<MountSpec, String> {
+        self.apply_with(prev, true)
+    }
+
+    /// [`MountChange::apply`] for its layers only: an option string's or `fsconfig` calls'
+    /// options are not read (they are the defaults in the result), which is all that
+    /// checking a scenario's order of steps needs of each mount.
+    pub(crate) fn apply_layers(&self, prev: Option<&MountSpec>) -> Result<MountSpec, String> {
+        self.apply_with(prev, false)
+    }
+
+    /// [`MountChange::apply`]; `options`: whether an option string's or `fsconfig` calls'
+    /// options are read.
+    fn apply_with(&self, prev: Option<&MountSpec>, options: bool) -> Result<MountSpec, String> {
         if let Some(d) = &self.data {
-            return Ok(MountSpec::from_data(d));
+            return Ok(MountSpec::from_data_with(d, options));
         }
         if let Some(calls) = &self.fsconfig {
-            return Ok(MountSpec::from_fsconfig(calls));
+            return Ok(MountSpec::from_fsconfig_with(calls, options));
         }
         if let (true, Some(p)) = (*self == MountChange::default(), prev) {
             return Ok(p.clone());

@@ -1666,7 +1666,8 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
                 if mounted {
                     cx.problem(&p, "the overlay is already mounted; add an `unmount` step first");
                 }
-                match change.apply(spec.as_ref()) {
+                // Only the mount's upper layer matters here.
+                match change.apply_layers(spec.as_ref()) {
                     Ok(m) => spec = Some(m),
                     Err(msg) => cx.problem(&p, msg),
                 }
