@@ -1143,7 +1143,7 @@ mod tests {
 
     /// A label for some inodes, as a check's label bindings would show them.
     fn some_labels(path: &str, ino: u64) -> Option<String> {
-        (path.len() % 3 == 0).then(|| format!("i{ino}"))
+        path.len().is_multiple_of(3).then(|| format!("i{ino}"))
     }
 
     /// `flat_from_merged` is the flat form of `tree_from_merged` whenever it gives one, and
