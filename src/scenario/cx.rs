@@ -26,8 +26,9 @@ pub(crate) struct Cx<'t> {
     pub text: Option<&'t str>,
     /// Problems so far.
     pub problems: Vec<RawProblem>,
-    /// The step being read, if any.
-    pub step: Option<StepRef>,
+    /// The step being read, if any: its number from 1 and its kind, made into a
+    /// [`StepRef`] only for a problem.
+    pub step: Option<(usize, Cow<'static, str>)>,
     /// The scenario's layer names, for mounts and edits to name.
     pub layers: Vec<String>,
     /// The positions of the text's nodes, built on first use.
@@ -124,12 +125,17 @@ impl<'t> Cx<'t> {
         self.index.get_or_init(|| self.text.map(PosIndex::new).unwrap_or_default())
     }
 
+    /// The step being read, for a problem.
+    fn step_ref(&self) -> Option<StepRef> {
+        self.step.as_ref().map(|(index, op)| StepRef { index: *index, op: op.to_string() })
+    }
+
     /// Records a problem with the node at `path`.
     pub fn problem(&mut self, path: &(impl AsPath + ?Sized), message: impl Into<String>) {
         self.problems.push(RawProblem {
             path: path.yaml_path(),
             key: false,
-            step: self.step.clone(),
+            step: self.step_ref(),
             message: message.into(),
         });
     }
@@ -139,7 +145,7 @@ impl<'t> Cx<'t> {
         self.problems.push(RawProblem {
             path: path.yaml_path(),
             key: true,
-            step: self.step.clone(),
+            step: self.step_ref(),
             message: message.into(),
         });
     }

@@ -8,7 +8,7 @@
 use super::cx::{key, type_name, Cx, Fields, Path};
 use super::emit::Y;
 use super::node::Node as Value;
-use super::{Action, Scenario, StepRef};
+use super::{Action, Scenario};
 use crate::ops::fd::{FdOp, Whence, FD_READ_MAX};
 use crate::ops::{Op, OpenFlags};
 use std::borrow::Cow;
@@ -353,7 +353,7 @@ pub(crate) fn check_handles(cx: &mut Cx, s: &Scenario) {
             }
             FdOp::OpenByHandle { fd, handle, .. } => {
                 if !file_handles.contains(handle.as_str()) {
-                    cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
+                    cx.step = Some((i + 1, step.op_name().into()));
                     let steps = key(&Path::Root, "steps");
                     let p = super::cx::idx(&steps, i);
                     cx.problem(
@@ -369,7 +369,7 @@ pub(crate) fn check_handles(cx: &mut Cx, s: &Scenario) {
             _ => {}
         }
         if !known.contains(f.fd()) {
-            cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
+            cx.step = Some((i + 1, step.op_name().into()));
             let before = if known.is_empty() {
                 "no handle is opened before it".to_owned()
             } else {

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The top-level keys.
 const TOP: &[&str] = &["name", "rules", "layers", "mount", "steps", "final", "umask"];
 
-/// Every step kind ([`STEP_KINDS`], in the order the documentation lists them) and
-/// [`is_step_kind`], from one list.
+/// Every step kind ([`STEP_KINDS`], in the order the documentation lists them),
+/// [`is_step_kind`] and [`step_kind`], from one list.
 macro_rules! step_kinds {
     ($($kind:literal,)*) => {
         /// Every step kind, in the order the documentation lists them.
@@ -29,7 +29,15 @@ macro_rules! step_kinds {
 
         /// Whether `s` is one of [`STEP_KINDS`] (a `match`, not a scan of the list).
         fn is_step_kind(s: &str) -> bool {
-            matches!(s, $($kind)|*)
+            step_kind(s).is_some()
+        }
+
+        /// The step kind `s` is, as [`STEP_KINDS`] spells it (a `match`).
+        fn step_kind(s: &str) -> Option<&'static str> {
+            match s {
+                $($kind => Some($kind),)*
+                _ => None,
+            }
         }
     };
 }
@@ -311,8 +319,8 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
     let layers = get("layers")
         .and_then(|v| read_layers(cx, v, &key(&root, "layers"), file, &mut image_layers))
         .unwrap_or_default();
+    // The layer names, lent to the readers that take them (`cx.layers` for steps).
     let layer_names: Vec<String> = layers.iter().map(|(n, _)| n.clone()).collect();
-    cx.layers = layer_names.clone();
     let mount = match get("mount") {
         Some(v) => {
             let p = key(&root, "mount");
@@ -322,6 +330,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
         }
         None => None,
     };
+    cx.layers = layer_names;
     let mut steps = Vec::new();
     if let Some(v) = get("steps") {
         let p = key(&root, "steps");
@@ -376,7 +385,7 @@ fn read_scenario(cx: &mut Cx, v: &Value, text: &str, file: &str) -> Option<Scena
         }),
     };
     if ok && cx.problems.is_empty() {
-        check_sequence(cx, &scenario, &layer_names);
+        check_sequence(cx, &scenario);
     }
     Some(scenario)
 }
@@ -794,7 +803,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
         }
         Value::Mapping(m) => m,
         other => {
-            cx.step = Some(StepRef { index: i + 1, op: "?".into() });
+            cx.step = Some((i + 1, "?".into()));
             cx.problem(
                 path,
                 format!(
@@ -839,7 +848,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
         (Some(one), _) | (None, &[one]) => one,
         (None, []) => {
             let op = unknown.first().map_or_else(|| "?".to_owned(), |u| u.to_string());
-            cx.step = Some(StepRef { index: i + 1, op: op.clone() });
+            cx.step = Some((i + 1, op.clone().into()));
             if unknown.is_empty() {
                 cx.problem(path, "the step names no operation");
             } else {
@@ -851,7 +860,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             return None;
         }
         (None, several) => {
-            cx.step = Some(StepRef { index: i + 1, op: several[0].to_owned() });
+            cx.step = Some((i + 1, several[0].to_owned().into()));
             cx.key_problem(
                 &key(path, several[1]),
                 format!("a step does one thing; this one names {}", several.join(" and ")),
@@ -859,7 +868,7 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
             return None;
         }
     };
-    cx.step = Some(StepRef { index: i + 1, op: kind.to_owned() });
+    cx.step = Some((i + 1, step_kind(kind).expect("a step kind").into()));
     // The step's own key, its fields, and `as_user` and `umask` for an operation.
     let mut allowed = [""; 10];
     let own = step_fields(kind);
@@ -885,8 +894,11 @@ fn read_step(cx: &mut Cx, v: &Value, path: &Path, i: usize) -> Option<Step> {
                 Value::Mapping(mm) => {
                     let f = cx.fields(mm, &sp, &["lowers", "upper", "options", "fsconfig"], "mount");
                     {
-                        let layers = cx.layers.clone();
-                        read_mount_fields(cx, f, &sp, &layers)?
+                        // Lent, not copied: the readers take the names as an argument.
+                        let layers = std::mem::take(&mut cx.layers);
+                        let change = read_mount_fields(cx, f, &sp, &layers);
+                        cx.layers = layers;
+                        change?
                     }
                 }
                 other => {
@@ -1506,9 +1518,9 @@ fn read_index(cx: &mut Cx, v: &Value, path: &Path) -> Option<Option<BTreeMap<Str
 
 fn read_edit(cx: &mut Cx, subject: &Value, sp: &Path, path: &Path, fields: &[(Cow<str>, &Value)]) -> Option<Action> {
     let layer = cx.string(subject, sp, "the layer to edit")?;
-    let layers = cx.layers.clone();
-    if !layers.contains(&layer) {
-        cx.problem(sp, unknown_layer(&layer, &layers));
+    if !cx.layers.contains(&layer) {
+        let msg = unknown_layer(&layer, &cx.layers);
+        cx.problem(sp, msg);
         return None;
     }
     let mut replace = None;
@@ -1629,8 +1641,7 @@ fn flatten_put(lpath: &str, node: &super::tree::TreeNode, out: &mut Vec<Edit>) {
 }
 
 /// Checks the order of mounts, unmounts, operations, edits and checks.
-fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
-    let _ = layers;
+fn check_sequence(cx: &mut Cx, s: &Scenario) {
     super::handle::check_handles(cx, s);
     let steps_path = key(&Path::Root, "steps");
     let mut spec = s.mount.clone();
@@ -1639,7 +1650,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario, layers: &[String]) {
     let mut open: BTreeSet<&str> = BTreeSet::new();
     for (i, step) in s.steps.iter().enumerate() {
         let p = idx(&steps_path, i);
-        cx.step = Some(StepRef { index: i + 1, op: step.op_name().to_owned() });
+        cx.step = Some((i + 1, step.op_name().into()));
         match &step.action {
             Action::Op(Op::Fd(FdOp::Open { fd, .. } | FdOp::OpenByHandle { fd, .. })) => {
                 if !mounted {
