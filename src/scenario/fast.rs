@@ -309,6 +309,9 @@ impl<'t> Reader<'t, '_> {
 
 /// Whether no two entries of a mapping have the same key (`yaml_serde` refuses that).
 fn unique_keys(m: &[(Node, Node)]) -> bool {
+    if m.len() < 2 {
+        return true;
+    }
     if m.len() <= 16 {
         // Keys are compared only where their signatures are equal, as equal keys' are.
         let mut sigs = [0u64; 16];

@@ -264,6 +264,39 @@ pub(crate) fn resolve(problems: &[RawProblem], index: &PosIndex, file: &str) -> 
 
 /// The leading comment block of a text: the comment and blank lines before the first key.
 pub(crate) fn header_of(text: &str) -> String {
+    // Where every line up to the first key is indented with spaces and tabs only and has no
+    // `\r`, the header is a slice of the text: up to the end of its last comment line.
+    let b = text.as_bytes();
+    let (mut at, mut kept, mut blank_after) = (0, 0, false);
+    while at < b.len() {
+        let end = b[at..].iter().position(|c| *c == b'\n').map_or(b.len(), |p| at + p);
+        let line = &b[at..end];
+        if line.contains(&b'\r') {
+            return header_of_lines(text);
+        }
+        match line.iter().find(|c| !matches!(c, b' ' | b'\t')) {
+            Some(b'#') => (kept, blank_after) = (end, false),
+            None => blank_after = true,
+            // What `trim_start` would also take (other whitespace) is left to the lines.
+            Some(c) if !c.is_ascii() || matches!(c, 0x0b | 0x0c) => return header_of_lines(text),
+            Some(_) => break,
+        }
+        at = end + 1;
+    }
+    if kept == 0 {
+        return String::new();
+    }
+    let mut h = String::with_capacity(kept + 2);
+    h.push_str(&text[..kept]);
+    h.push('\n');
+    if blank_after {
+        h.push('\n');
+    }
+    h
+}
+
+/// [`header_of`], line by line: any text.
+fn header_of_lines(text: &str) -> String {
     let mut lines = Vec::new();
     for l in text.lines() {
         let t = l.trim_start();
@@ -1726,6 +1759,35 @@ fn check_sequence(cx: &mut Cx, s: &Scenario) {
         }
         if f.index.is_some() && spec.as_ref().and_then(|m| m.upper.as_ref()).is_none() {
             cx.problem(&key(&fp, "index"), "`final: index:` is given but the mount has no upper layer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// `header_of` (a slice of the text where it can be one) is `header_of_lines` on
+        /// any text of comment, blank and key lines, odd whitespace and line ends included.
+        #[test]
+        fn header_of_is_the_line_by_line_header(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "#", "# a", " ", "\t", "\n", "\r", "\r\n", "a", "name: x", "\u{a0}", "\u{b}", "\u{c}", "é", "  # b",
+            ]), 0..14),
+        ) {
+            let text: String = parts.concat();
+            proptest::prop_assert_eq!(header_of(&text), header_of_lines(&text), "{:?}", text);
+        }
+    }
+
+    /// The same on every spec/ file.
+    #[test]
+    fn header_of_is_the_line_by_line_header_on_the_spec_files() {
+        for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert_eq!(header_of(&text), header_of_lines(&text), "{}", p.display());
         }
     }
 }
