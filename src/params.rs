@@ -522,7 +522,12 @@ impl Params {
     /// list them), the upper layer and the workdirs, read as far as the string can be read.
     /// For a scenario, which names its layers before any mount is tried.
     pub fn names(data: &str) -> (Vec<String>, Option<String>, Vec<String>) {
-        layer_names(split_options(data).into_iter().filter_map(|opt| opt.split_once('=')))
+        layer_names(split_options(data).into_iter().filter_map(|opt| opt.split_once('=')), true)
+    }
+
+    /// The upper layer's name in [`Params::names`], without reading the lower layers.
+    pub fn upper_name(data: &str) -> Option<String> {
+        layer_names(split_options(data).into_iter().filter_map(|opt| opt.split_once('=')), false).1
     }
 
     /// The options' checks, after the string is read and before the layers are set up
@@ -704,17 +709,28 @@ impl Params {
     /// The layer names the `fsconfig(2)` calls give, whether or not they are accepted, as
     /// [`Params::names`] reads an option string (a `lowerdir=` value split at its `:`).
     pub fn fsconfig_names(calls: &[FsParam]) -> (Vec<String>, Option<String>, Vec<String>) {
-        layer_names(calls.iter().filter_map(|c| Some((c.key.as_str(), c.value.as_deref()?))))
+        layer_names(calls.iter().filter_map(|c| Some((c.key.as_str(), c.value.as_deref()?))), true)
+    }
+
+    /// The upper layer's name in [`Params::fsconfig_names`], without reading the lower
+    /// layers.
+    pub fn fsconfig_upper_name(calls: &[FsParam]) -> Option<String> {
+        layer_names(calls.iter().filter_map(|c| Some((c.key.as_str(), c.value.as_deref()?))), false).1
     }
 }
 
 /// The lower layers, the upper layer and the workdirs that `key=value` options name, in
 /// the order the kernel takes them (the last `lowerdir=`, then the `lowerdir+=` and
-/// `datadir+=` after it); for [`Params::names`] and [`Params::fsconfig_names`].
-fn layer_names<'a>(options: impl Iterator<Item = (&'a str, &'a str)>) -> (Vec<String>, Option<String>, Vec<String>) {
+/// `datadir+=` after it); for [`Params::names`] and [`Params::fsconfig_names`]. Without
+/// `lowers_too`, the lower layers are not read (none are given).
+fn layer_names<'a>(
+    options: impl Iterator<Item = (&'a str, &'a str)>,
+    lowers_too: bool,
+) -> (Vec<String>, Option<String>, Vec<String>) {
     let (mut lowers, mut upper, mut work) = (Vec::new(), None, Vec::new());
     for (key, value) in options {
         match key {
+            "lowerdir" | "lowerdir+" | "datadir+" if !lowers_too => {}
             "lowerdir" => {
                 lowers = split_lowerdirs(value)
                     .map(|l| l.into_iter().map(|(raw, _)| unescape(raw)).filter(|n| !n.is_empty()).collect())
@@ -956,6 +972,22 @@ mod tests {
                 out
             };
             proptest::prop_assert_eq!(unescape(&s), bytewise);
+        }
+
+        /// `upper_name` is the upper layer `names` gives, and `fsconfig_upper_name` the one
+        /// `fsconfig_names` gives.
+        #[test]
+        fn the_upper_name_is_the_one_names_gives(
+            opts in proptest::collection::vec((
+                proptest::sample::select(vec!["lowerdir", "lowerdir+", "datadir+", "upperdir", "workdir", "ro", "x"]),
+                proptest::sample::select(vec!["", "a", "b:c", r"u\,v", "::d", r"e"]),
+            ), 0..6),
+        ) {
+            let data = opts.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            proptest::prop_assert_eq!(Params::upper_name(&data), Params::names(&data).1);
+            let calls: Vec<FsParam> =
+                opts.iter().map(|(k, v)| FsParam { key: k.to_string(), value: Some(v.to_string()) }).collect();
+            proptest::prop_assert_eq!(Params::fsconfig_upper_name(&calls), Params::fsconfig_names(&calls).1);
         }
     }
 }

@@ -178,35 +178,28 @@ impl MountSpec {
     /// The mount an option string describes: its layer names (every lower, data-only
     /// ones too, [`crate::params::Params::names`]) and options.
     pub fn from_data(data: &str) -> MountSpec {
-        MountSpec::from_data_with(data, true)
-    }
-
-    /// [`MountSpec::from_data`]; with `options` false, the options are left at their
-    /// defaults instead of read.
-    fn from_data_with(data: &str, options: bool) -> MountSpec {
         let (lowers, upper, _) = crate::params::Params::names(data);
-        let options = match options {
-            true => crate::params::Params::parse(data).map(|p| p.options).unwrap_or_default(),
-            false => Options::default(),
-        };
+        let options = crate::params::Params::parse(data).map(|p| p.options).unwrap_or_default();
         MountSpec { lowers, upper, options, data: Some(data.to_owned()), fsconfig: None }
     }
 
     /// The mount `fsconfig(2)` calls describe: their layer names
     /// ([`crate::params::Params::fsconfig_names`]) and options.
     pub fn from_fsconfig(calls: &[crate::params::FsParam]) -> MountSpec {
-        MountSpec::from_fsconfig_with(calls, true)
+        let (lowers, upper, _) = crate::params::Params::fsconfig_names(calls);
+        let options = crate::params::Params::parse_fsconfig(calls, |_, _| true).map(|p| p.options).unwrap_or_default();
+        MountSpec { lowers, upper, options, data: None, fsconfig: Some(calls.to_vec()) }
     }
 
-    /// [`MountSpec::from_fsconfig`]; with `options` false, the options are left at their
-    /// defaults instead of read.
-    fn from_fsconfig_with(calls: &[crate::params::FsParam], options: bool) -> MountSpec {
-        let (lowers, upper, _) = crate::params::Params::fsconfig_names(calls);
-        let options = match options {
-            true => crate::params::Params::parse_fsconfig(calls, |_, _| true).map(|p| p.options).unwrap_or_default(),
-            false => Options::default(),
-        };
-        MountSpec { lowers, upper, options, data: None, fsconfig: Some(calls.to_vec()) }
+    /// This mount's upper layer alone: no lower layers, default options, no option string
+    /// or calls ([`MountChange::apply_upper`]).
+    pub(crate) fn upper_only(&self) -> MountSpec {
+        MountSpec::with_upper(self.upper.clone())
+    }
+
+    /// A mount with this upper layer alone (see [`MountSpec::upper_only`]).
+    fn with_upper(upper: Option<String>) -> MountSpec {
+        MountSpec { lowers: Vec::new(), upper, options: Options::default(), data: None, fsconfig: None }
     }
 }
 
@@ -233,36 +226,47 @@ impl MountChange {
         self.apply_with(prev, true)
     }
 
-    /// [`MountChange::apply`] for its layers only: an option string's or `fsconfig` calls'
-    /// options are not read (they are the defaults in the result), which is all that
-    /// checking a scenario's order of steps needs of each mount.
-    pub(crate) fn apply_layers(&self, prev: Option<&MountSpec>) -> Result<MountSpec, String> {
+    /// [`MountChange::apply`] for the upper layer only, after a `prev` made so too
+    /// ([`MountSpec::upper_only`]): the result has the upper layer `apply` gives, no lower
+    /// layers, default options and no option string or calls (an option string's lower
+    /// layers and options are not read). Checking a scenario's order of steps needs no
+    /// more of each mount.
+    pub(crate) fn apply_upper(&self, prev: Option<&MountSpec>) -> Result<MountSpec, String> {
         self.apply_with(prev, false)
     }
 
-    /// [`MountChange::apply`]; `options`: whether an option string's or `fsconfig` calls'
-    /// options are read.
-    fn apply_with(&self, prev: Option<&MountSpec>, options: bool) -> Result<MountSpec, String> {
+    /// [`MountChange::apply`]; without `all`, [`MountChange::apply_upper`].
+    fn apply_with(&self, prev: Option<&MountSpec>, all: bool) -> Result<MountSpec, String> {
         if let Some(d) = &self.data {
-            return Ok(MountSpec::from_data_with(d, options));
+            return Ok(match all {
+                true => MountSpec::from_data(d),
+                false => MountSpec::with_upper(crate::params::Params::upper_name(d)),
+            });
         }
         if let Some(calls) = &self.fsconfig {
-            return Ok(MountSpec::from_fsconfig_with(calls, options));
+            return Ok(match all {
+                true => MountSpec::from_fsconfig(calls),
+                false => MountSpec::with_upper(crate::params::Params::fsconfig_upper_name(calls)),
+            });
         }
         if let (true, Some(p)) = (*self == MountChange::default(), prev) {
             return Ok(p.clone());
         }
         let lowers = match (&self.lowers, prev) {
-            (Some(l), _) => l.clone(),
-            (None, Some(p)) => p.lowers.clone(),
+            (Some(l), _) => l,
+            (None, Some(p)) => &p.lowers,
             (None, None) => return Err("there is no earlier mount to repeat; give `lowers`".to_owned()),
         };
+        let upper = match &self.upper {
+            Some(u) => u.clone(),
+            None => prev.and_then(|p| p.upper.clone()),
+        };
+        if !all {
+            return Ok(MountSpec::with_upper(upper));
+        }
         Ok(MountSpec {
-            lowers,
-            upper: match &self.upper {
-                Some(u) => u.clone(),
-                None => prev.and_then(|p| p.upper.clone()),
-            },
+            lowers: lowers.clone(),
+            upper,
             options: match &self.options {
                 Some(o) => *o,
                 None => prev.map(|p| p.options).unwrap_or_default(),

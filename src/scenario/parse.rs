@@ -1677,7 +1677,8 @@ fn flatten_put(lpath: &str, node: &super::tree::TreeNode, out: &mut Vec<Edit>) {
 fn check_sequence(cx: &mut Cx, s: &Scenario) {
     super::handle::check_handles(cx, s);
     let steps_path = key(&Path::Root, "steps");
-    let mut spec = s.mount.clone();
+    // Each mount's upper layer alone: no step needs more of it here.
+    let mut spec = s.mount.as_ref().map(MountSpec::upper_only);
     let mut mounted = spec.is_some();
     // The handles that may be open: opened (not expected to fail) and not closed since.
     let mut open: BTreeSet<&str> = BTreeSet::new();
@@ -1710,8 +1711,7 @@ fn check_sequence(cx: &mut Cx, s: &Scenario) {
                 if mounted {
                     cx.problem(&p, "the overlay is already mounted; add an `unmount` step first");
                 }
-                // Only the mount's upper layer matters here.
-                match change.apply_layers(spec.as_ref()) {
+                match change.apply_upper(spec.as_ref()) {
                     Ok(m) => spec = Some(m),
                     Err(msg) => cx.problem(&p, msg),
                 }
@@ -1779,6 +1779,57 @@ mod tests {
         ) {
             let text: String = parts.concat();
             proptest::prop_assert_eq!(header_of(&text), header_of_lines(&text), "{:?}", text);
+        }
+    }
+
+    /// `apply_upper` gives the upper layer (or the refusal) `apply` gives, mount after
+    /// mount, on every spec/ scenario's mounts and on hand-made changes.
+    #[test]
+    fn apply_upper_is_the_upper_apply_gives() {
+        let mut chains: Vec<(Option<MountSpec>, Vec<MountChange>)> = Vec::new();
+        for p in crate::scenario::find_files(&["spec".into()]).unwrap().files {
+            let Ok(s) = crate::scenario::load(&p) else { continue };
+            let changes = s
+                .steps
+                .iter()
+                .filter_map(|st| match &st.action {
+                    Action::Mount(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect();
+            chains.push((s.mount.clone(), changes));
+        }
+        let some = |l: &[&str]| Some(l.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+        let hand = vec![
+            MountChange::default(),
+            MountChange { upper: Some(None), ..Default::default() },
+            MountChange { upper: Some(Some("U".into())), ..Default::default() },
+            MountChange { lowers: some(&["L0"]), ..Default::default() },
+            MountChange { lowers: some(&["L0"]), upper: Some(Some("U".into())), ..Default::default() },
+            MountChange { data: Some(r"lowerdir=a:b,upperdir=u\,v,workdir=w".into()), ..Default::default() },
+            MountChange { data: Some("lowerdir=a,upperdir=,upperdir=x,upperdir=".into()), ..Default::default() },
+            MountChange { data: Some("upperdir=u:v,lowerdir=::".into()), ..Default::default() },
+            MountChange {
+                fsconfig: Some(vec![crate::params::FsParam { key: "upperdir".into(), value: Some("u".into()) }]),
+                ..Default::default()
+            },
+        ];
+        for a in &hand {
+            for b in &hand {
+                chains.push((None, vec![a.clone(), b.clone()]));
+                chains.push((Some(MountSpec::from_data("lowerdir=x,upperdir=y")), vec![a.clone(), b.clone()]));
+            }
+        }
+        assert!(chains.len() > 300);
+        for (first, changes) in chains {
+            let (mut full, mut upper) = (first.clone(), first.as_ref().map(MountSpec::upper_only));
+            for c in &changes {
+                let (f, u) = (c.apply(full.as_ref()), c.apply_upper(upper.as_ref()));
+                assert_eq!(f.as_ref().map(|m| &m.upper), u.as_ref().map(|m| &m.upper), "{c:?} after {full:?}");
+                if let (Ok(f), Ok(u)) = (f, u) {
+                    (full, upper) = (Some(f), Some(u));
+                }
+            }
         }
     }
 
