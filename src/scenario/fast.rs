@@ -590,6 +590,10 @@ fn quoted_end(text: &str) -> Option<usize> {
     None
 }
 
+/// The entries a flow collection has room for before it grows: most in the spec/ files
+/// have two to four (`{kind: dir, ino: a}`, `[1, 3]`).
+const FLOW_ROOM: usize = 4;
+
 /// A cursor over one line, for flow collections, quoted scalars and tags.
 struct Cursor<'t> {
     t: &'t str,
@@ -738,11 +742,12 @@ impl<'t> Cursor<'t> {
     fn flow_sequence(&mut self, depth: usize) -> Option<Node<'t>> {
         self.i += 1;
         self.spaces();
-        let mut items = bumpalo::collections::Vec::new_in(self.arena);
         if self.s.get(self.i) == Some(&b']') {
             self.i += 1;
             return Some(Node::Sequence(&[]));
         }
+        // Room for the usual few entries at once (growing from none takes 1, 2, then 4).
+        let mut items = bumpalo::collections::Vec::with_capacity_in(FLOW_ROOM, self.arena);
         loop {
             items.push(self.node(depth + 1, false)?);
             if self.s.get(self.i) == Some(&b':') {
@@ -757,11 +762,11 @@ impl<'t> Cursor<'t> {
     fn flow_mapping(&mut self, depth: usize) -> Option<Node<'t>> {
         self.i += 1;
         self.spaces();
-        let mut m = bumpalo::collections::Vec::new_in(self.arena);
         if self.s.get(self.i) == Some(&b'}') {
             self.i += 1;
             return Some(Node::Mapping(&[]));
         }
+        let mut m = bumpalo::collections::Vec::with_capacity_in(FLOW_ROOM, self.arena);
         loop {
             let key = match self.s.get(self.i)? {
                 b'"' | b'\'' => self.quoted()?,

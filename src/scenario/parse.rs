@@ -264,21 +264,22 @@ pub(crate) fn resolve(problems: &[RawProblem], index: &PosIndex, file: &str) -> 
 
 /// The leading comment block of a text: the comment and blank lines before the first key.
 pub(crate) fn header_of(text: &str) -> String {
-    // Where every line up to the first key is indented with spaces and tabs only and has no
-    // `\r`, the header is a slice of the text: up to the end of its last comment line.
+    // Where every line up to the first key is indented with spaces and tabs only and does
+    // not end in `\r`, the header is a slice of the text: up to the end of its last comment
+    // line.
     let b = text.as_bytes();
     let (mut at, mut kept, mut blank_after) = (0, 0, false);
     while at < b.len() {
-        let end = b[at..].iter().position(|c| *c == b'\n').map_or(b.len(), |p| at + p);
+        let end = text[at..].find('\n').map_or(b.len(), |p| at + p);
         let line = &b[at..end];
-        if line.contains(&b'\r') {
+        if line.last() == Some(&b'\r') {
             return header_of_lines(text);
         }
         match line.iter().find(|c| !matches!(c, b' ' | b'\t')) {
             Some(b'#') => (kept, blank_after) = (end, false),
             None => blank_after = true,
             // What `trim_start` would also take (other whitespace) is left to the lines.
-            Some(c) if !c.is_ascii() || matches!(c, 0x0b | 0x0c) => return header_of_lines(text),
+            Some(c) if !c.is_ascii() || matches!(c, 0x0b | 0x0c | b'\r') => return header_of_lines(text),
             Some(_) => break,
         }
         at = end + 1;
