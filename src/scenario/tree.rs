@@ -674,7 +674,11 @@ fn insert(entries: &mut BTreeMap<String, TreeNode>, parts: &[&str], node: TreeNo
             Some(existing) => merge(existing, node, first),
         }
     } else {
-        let slot = entries.entry((*first).to_owned()).or_insert_with(TreeNode::dir);
+        // The parent's name is copied only when the parent is made.
+        if !entries.contains_key(*first) {
+            entries.insert((*first).to_owned(), TreeNode::dir());
+        }
+        let slot = entries.get_mut(*first).expect("put in above");
         match &mut slot.kind {
             TreeKind::Dir(sub) => insert(sub, rest, node),
             _ => Err(format!("{first:?} is given as a non-directory and as a parent")),
