@@ -59,7 +59,7 @@ impl Overlay {
             // and sort them first.
             let mut out = BTreeMap::new();
             for (n, i) in entries.iter() {
-                out.insert(n.clone(), layer.get(*i).file_type());
+                out.insert(String::from(n), layer.get(*i).file_type());
             }
             return out;
         }
@@ -168,14 +168,14 @@ impl Overlay {
             for (name, child) in
                 layer.get(ino).entries().expect("model invariant: merged layers are directories").iter()
             {
-                if seen.contains_key(name) {
+                if seen.contains_key(name.as_str()) {
                     continue;
                 }
                 let inode = layer.get(*child);
                 let is_whiteout = whiteout::is_chr_whiteout(inode);
                 let check_xwhiteout = xwhiteouts && inode.file_type() == FileType::File;
                 seen.insert(
-                    name.clone(),
+                    String::from(name),
                     CacheEntry { ftype: inode.file_type(), is_whiteout, is_upper, check_xwhiteout },
                 );
             }
@@ -224,7 +224,7 @@ impl Overlay {
             return Ok(());
         }
         let names: Vec<String> =
-            self.upper_inode(d).and_then(|i| i.entries()).map(|e| e.keys().cloned().collect()).unwrap_or_default();
+            self.upper_inode(d).and_then(|i| i.entries()).map(|e| e.keys().map(String::from).collect()).unwrap_or_default();
         let mut failed = Vec::new();
         for name in names {
             if let Err(errno) = self.lookup_child(d, &name) {
