@@ -981,8 +981,8 @@ impl Overlay {
             check_xwhiteout: false,
         };
         let mut list = vec![dot("."), dot("..")];
-        list.extend(self.read_merged(d, true).into_iter().map(|(name, e): (String, CacheEntry)| FdEntry {
-            name,
+        list.extend(self.read_merged(d, true).into_iter().map(|(name, e): (crate::name::Name, CacheEntry)| FdEntry {
+            name: String::from(&name),
             ftype: e.ftype,
             is_whiteout: e.is_whiteout,
             ino_pending: impure && e.is_upper,

@@ -15,10 +15,23 @@ pub struct Name(NameRepr);
 // A `Name` is no larger than the `String` it replaces.
 const _: () = assert!(std::mem::size_of::<Name>() == std::mem::size_of::<String>());
 
+/// Invariant: the bytes of an inline name past its length are zero, so that two inline
+/// names compare by their whole arrays ([`Name::cmp`]).
 #[derive(Clone)]
 enum NameRepr {
     Inline { len: u8, bytes: [u8; Name::INLINE_MAX] },
     Boxed(Box<str>),
+}
+
+/// An inline name's bytes as two big-endian integers and its length: ordered as the bytes
+/// are. The zeros past the length sort below every byte, and where one name is the other
+/// followed by NULs the length decides, as a shorter prefix sorts first.
+fn inline_key(len: u8, bytes: &[u8; Name::INLINE_MAX]) -> (u128, u64, u8) {
+    let mut high = [0; 16];
+    high.copy_from_slice(&bytes[..16]);
+    let mut low = [0; 8];
+    low[..Name::INLINE_MAX - 16].copy_from_slice(&bytes[16..]);
+    (u128::from_be_bytes(high), u64::from_be_bytes(low), len)
 }
 
 impl Default for NameRepr {
@@ -121,7 +134,10 @@ impl std::borrow::Borrow<[u8]> for Name {
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
-        self.as_bytes() == other.as_bytes()
+        match (&self.0, &other.0) {
+            (NameRepr::Inline { len: a, bytes: x }, NameRepr::Inline { len: b, bytes: y }) => a == b && x == y,
+            _ => self.as_bytes() == other.as_bytes(),
+        }
     }
 }
 
@@ -136,7 +152,12 @@ impl PartialOrd for Name {
 /// Byte order, as `str` (and so the `String` keys this replaces) orders.
 impl Ord for Name {
     fn cmp(&self, other: &Name) -> Ordering {
-        self.as_bytes().cmp(other.as_bytes())
+        match (&self.0, &other.0) {
+            (NameRepr::Inline { len: a, bytes: x }, NameRepr::Inline { len: b, bytes: y }) => {
+                inline_key(*a, x).cmp(&inline_key(*b, y))
+            }
+            _ => self.as_bytes().cmp(other.as_bytes()),
+        }
     }
 }
 
@@ -207,6 +228,12 @@ mod tests {
             "日本".into(),
             "\u{10ffff}".into(),
             "z\u{0}".into(),
+            "z".into(),
+            "z\u{0}\u{0}".into(),
+            "z\u{0}a".into(),
+            "z\u{1}".into(),
+            format!("{}\u{0}", long('a', 21)),
+            format!("{}\u{0}", long('a', 22)),
             long('a', 22),
             long('a', 23),
             long('a', 255),
@@ -236,5 +263,32 @@ mod tests {
             assert!(by_str.is_some() && by_str == by_bytes, "{s:?}");
         }
         assert_eq!(map.get(&b"a/b"[..]), None);
+    }
+
+    /// Every string of up to 3 characters over NUL, `a`, `b` and `é` (two bytes), and each
+    /// of them padded to the inline limit and past it: ordered and compared as strings.
+    #[test]
+    fn names_order_as_their_strings_exhaustively() {
+        let alphabet = ['\0', 'a', 'b', 'é'];
+        let mut strings = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> =
+                strings.iter().flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}"))).collect();
+            strings.extend(longer);
+        }
+        strings.sort();
+        strings.dedup();
+        let padded: Vec<String> = strings
+            .iter()
+            .flat_map(|s| [19, 20, 21, 22, 23].map(|n| format!("{}{s}", "x".repeat(n))))
+            .collect();
+        strings.extend(padded);
+        let names: Vec<Name> = strings.iter().map(|s| Name::from(s.as_str())).collect();
+        for (a, na) in strings.iter().zip(&names) {
+            for (b, nb) in strings.iter().zip(&names) {
+                assert_eq!(na.cmp(nb), a.cmp(b), "{a:?} against {b:?}");
+                assert_eq!(na == nb, a == b, "{a:?} against {b:?}");
+            }
+        }
     }
 }
