@@ -15,23 +15,10 @@ pub struct Name(NameRepr);
 // A `Name` is no larger than the `String` it replaces.
 const _: () = assert!(std::mem::size_of::<Name>() == std::mem::size_of::<String>());
 
-/// Invariant: the bytes of an inline name past its length are zero, so that two inline
-/// names compare by their whole arrays ([`Name::cmp`]).
 #[derive(Clone)]
 enum NameRepr {
     Inline { len: u8, bytes: [u8; Name::INLINE_MAX] },
     Boxed(Box<str>),
-}
-
-/// An inline name's bytes as two big-endian integers and its length: ordered as the bytes
-/// are. The zeros past the length sort below every byte, and where one name is the other
-/// followed by NULs the length decides, as a shorter prefix sorts first.
-fn inline_key(len: u8, bytes: &[u8; Name::INLINE_MAX]) -> (u128, u64, u8) {
-    let mut high = [0; 16];
-    high.copy_from_slice(&bytes[..16]);
-    let mut low = [0; 8];
-    low[..Name::INLINE_MAX - 16].copy_from_slice(&bytes[16..]);
-    (u128::from_be_bytes(high), u64::from_be_bytes(low), len)
 }
 
 impl Default for NameRepr {
@@ -134,10 +121,7 @@ impl std::borrow::Borrow<[u8]> for Name {
 
 impl PartialEq for Name {
     fn eq(&self, other: &Name) -> bool {
-        match (&self.0, &other.0) {
-            (NameRepr::Inline { len: a, bytes: x }, NameRepr::Inline { len: b, bytes: y }) => a == b && x == y,
-            _ => self.as_bytes() == other.as_bytes(),
-        }
+        self.as_bytes() == other.as_bytes()
     }
 }
 
@@ -152,12 +136,7 @@ impl PartialOrd for Name {
 /// Byte order, as `str` (and so the `String` keys this replaces) orders.
 impl Ord for Name {
     fn cmp(&self, other: &Name) -> Ordering {
-        match (&self.0, &other.0) {
-            (NameRepr::Inline { len: a, bytes: x }, NameRepr::Inline { len: b, bytes: y }) => {
-                inline_key(*a, x).cmp(&inline_key(*b, y))
-            }
-            _ => self.as_bytes().cmp(other.as_bytes()),
-        }
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
