@@ -453,7 +453,9 @@ impl Overlay {
         let Ok((chain, crate::path::Last::Norm { name, .. })) = probe.resolve_parent(&f.path) else { return Ok(false) };
         let Some(up) = chain.last().and_then(|p| p.upper) else { return Ok(false) };
         let upper = probe.upper.as_ref().expect("an upper parent");
-        let Some(there) = upper.get(up).entries().and_then(|e| e.get(name.as_bytes()).copied()) else { return Ok(false) };
+        let Some(there) = upper.get(up).entries().and_then(|e| e.get(name.as_bytes()).copied()) else {
+            return Ok(false);
+        };
         match (f.dentry.ftype, upper.get(there).file_type()) {
             (Some(FileType::File), _) => Err((Errno::EEXIST, up)),
             (Some(FileType::Dir), t) if t != FileType::Dir => Err((Errno::ENOTDIR, up)),

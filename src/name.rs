@@ -257,10 +257,8 @@ mod tests {
         }
         strings.sort();
         strings.dedup();
-        let padded: Vec<String> = strings
-            .iter()
-            .flat_map(|s| [19, 20, 21, 22, 23].map(|n| format!("{}{s}", "x".repeat(n))))
-            .collect();
+        let padded: Vec<String> =
+            strings.iter().flat_map(|s| [19, 20, 21, 22, 23].map(|n| format!("{}{s}", "x".repeat(n)))).collect();
         strings.extend(padded);
         let names: Vec<Name> = strings.iter().map(|s| Name::from(s.as_str())).collect();
         for (a, na) in strings.iter().zip(&names) {

@@ -70,7 +70,9 @@ impl Overlay {
         let raw = self.read_merged(d, true);
         // An open handle's cache of this directory, compared below: whether it read the same
         // names, taken before the names move into the listing.
-        let cached = self.fd_cached_listing(d).map(|(read, listed)| (read.iter().map(String::as_bytes).eq(raw.keys().map(Name::as_bytes)), listed));
+        let cached = self
+            .fd_cached_listing(d)
+            .map(|(read, listed)| (read.iter().map(String::as_bytes).eq(raw.keys().map(Name::as_bytes)), listed));
         for (name, e) in raw {
             let recheck = e.check_xwhiteout || (impure && e.is_upper);
             if e.is_whiteout {
@@ -227,8 +229,11 @@ impl Overlay {
         if self.dir_is_merged(d) || !self.upper_inode(d).is_some_and(|i| i.impure) {
             return Ok(());
         }
-        let names: Vec<String> =
-            self.upper_inode(d).and_then(|i| i.entries()).map(|e| e.keys().map(String::from).collect()).unwrap_or_default();
+        let names: Vec<String> = self
+            .upper_inode(d)
+            .and_then(|i| i.entries())
+            .map(|e| e.keys().map(String::from).collect())
+            .unwrap_or_default();
         let mut failed = Vec::new();
         for name in names {
             if let Err(errno) = self.lookup_child(d, &name) {
