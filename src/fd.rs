@@ -453,9 +453,7 @@ impl Overlay {
         let Ok((chain, crate::path::Last::Norm { name, .. })) = probe.resolve_parent(&f.path) else { return Ok(false) };
         let Some(up) = chain.last().and_then(|p| p.upper) else { return Ok(false) };
         let upper = probe.upper.as_ref().expect("an upper parent");
-        let Some(there) = upper.get(up).entries().and_then(|e| e.get(name.as_bytes()).copied()) else {
-            return Ok(false);
-        };
+        let Some(there) = upper.get(up).entries().and_then(|e| e.get(&name).copied()) else { return Ok(false) };
         match (f.dentry.ftype, upper.get(there).file_type()) {
             (Some(FileType::File), _) => Err((Errno::EEXIST, up)),
             (Some(FileType::Dir), t) if t != FileType::Dir => Err((Errno::ENOTDIR, up)),
@@ -923,13 +921,13 @@ impl Overlay {
                 Some(l) => &self.lowers[l],
             };
             let entries = real.get(ino).entries().expect("model invariant: a directory handle");
-            let listing = d.listing.get_or_insert_with(|| entries.iter().map(|(n, _)| String::from(n)).collect());
+            let listing = d.listing.get_or_insert_with(|| entries.iter().map(|(n, _)| n.clone()).collect());
             for (name, child) in entries.iter() {
                 if out.len() as u64 >= count {
                     break;
                 }
-                if listing.contains(name.as_str()) && !d.seen.contains(name.as_str()) {
-                    out.insert(String::from(name), real.get(*child).file_type());
+                if listing.contains(name) && !d.seen.contains(name) {
+                    out.insert(name.clone(), real.get(*child).file_type());
                 }
             }
             for name in out.keys() {
@@ -983,8 +981,8 @@ impl Overlay {
             check_xwhiteout: false,
         };
         let mut list = vec![dot("."), dot("..")];
-        list.extend(self.read_merged(d, true).into_iter().map(|(name, e): (crate::name::Name, CacheEntry)| FdEntry {
-            name: String::from(&name),
+        list.extend(self.read_merged(d, true).into_iter().map(|(name, e): (String, CacheEntry)| FdEntry {
+            name,
             ftype: e.ftype,
             is_whiteout: e.is_whiteout,
             ino_pending: impure && e.is_upper,

@@ -57,7 +57,7 @@ impl Overlay {
         let Some(upper) = self.upper.as_ref() else { return };
         let Some(dir) = upper.index_dir() else { return };
         let Some(entries) = upper.get(dir).entries() else { return };
-        let entries: Vec<(String, Ino)> = entries.iter().map(|(n, i)| (String::from(n), *i)).collect();
+        let entries: Vec<(String, Ino)> = entries.iter().map(|(n, i)| (n.clone(), *i)).collect();
         let mut upper_dirs = None;
         for (name, ino) in entries {
             let verdict = self.verify_index(&name, ino, &mut upper_dirs);

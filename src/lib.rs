@@ -22,7 +22,6 @@
 //! | module | concept | kernel |
 //! |---|---|---|
 //! | [`layer`] | persistent layer trees, inodes, xattrs; what a layer can hold ([`layer::check`]) | the real filesystems (tmpfs) |
-//! | [`name`] | a directory entry's name, inline up to 22 bytes: the layers' keys, the dentries' names | `struct qstr` |
 //! | [`overlay`] | the mounted overlay, `Clone` in O(1) | `super.c` |
 //! | [`mount`] | options and their validation | `params.c` |
 //! | [`path`] | resolution in the merged namespace | `fs/namei.c` |
@@ -138,7 +137,6 @@ pub mod layer;
 pub mod lookup;
 pub mod metacopy;
 pub mod mount;
-pub mod name;
 pub mod ops;
 pub mod overlay;
 pub mod params;

@@ -30,7 +30,112 @@ pub struct LowerPath {
     pub ino: Ino,
 }
 
-pub use crate::name::Name;
+/// A dentry's name. Names are mostly a few bytes: up to [`Name::INLINE_MAX`] bytes are kept
+/// inline, so that a lookup allocates nothing for the name of the dentry it makes (a path
+/// walk makes one per component); longer names are boxed.
+#[derive(Clone, Default)]
+pub struct Name(NameRepr);
+
+// A `Name` is no larger than the `String` it replaces.
+const _: () = assert!(std::mem::size_of::<Name>() == std::mem::size_of::<String>());
+
+#[derive(Clone)]
+enum NameRepr {
+    Inline { len: u8, bytes: [u8; Name::INLINE_MAX] },
+    Boxed(Box<str>),
+}
+
+impl Default for NameRepr {
+    fn default() -> Self {
+        NameRepr::Inline { len: 0, bytes: [0; Name::INLINE_MAX] }
+    }
+}
+
+impl Name {
+    /// The longest name kept inline: with its length and the variant's tag, a `Name` takes
+    /// the 24 bytes of a `String`.
+    pub const INLINE_MAX: usize = 22;
+
+    /// Whether the name is empty (the root's), without reading it as a string.
+    pub fn is_empty(&self) -> bool {
+        match &self.0 {
+            NameRepr::Inline { len, .. } => *len == 0,
+            NameRepr::Boxed(s) => s.is_empty(),
+        }
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            NameRepr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).expect("model invariant: made from a str")
+            }
+            NameRepr::Boxed(s) => s,
+        }
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        if s.len() > Name::INLINE_MAX {
+            return Name(NameRepr::Boxed(s.into()));
+        }
+        let mut bytes = [0; Name::INLINE_MAX];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Name(NameRepr::Inline { len: s.len() as u8, bytes })
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One object of the merged view, as `ovl_lookup` leaves it in the dentry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -674,4 +779,25 @@ pub fn check_lookup_name(name: &str) -> SysResult<()> {
         return Err(Errno::EACCES);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Name;
+
+    /// A name reads back as the string it was made from, inline or boxed, at the edge
+    /// between the two and with characters of several bytes.
+    #[test]
+    fn a_name_reads_back_as_made() {
+        let long = "x".repeat(255);
+        let cases = ["", "a", "ü", "abcdefghijklmnopqrstuv", "abcdefghijklmnopqrstuvw", "日本語の名前です", &long];
+        for s in cases {
+            let name = Name::from(s);
+            assert_eq!(name.as_str(), s);
+            assert_eq!(name.is_empty(), s.is_empty());
+            assert_eq!(name, Name::from(s));
+            assert_eq!(format!("{name}"), s);
+        }
+        assert_ne!(Name::from("abcdefghijklmnopqrstuv"), Name::from("abcdefghijklmnopqrstuvw"));
+    }
 }

@@ -3,7 +3,6 @@
 use crate::errno::Errno;
 use crate::layer::{FileType, Layer};
 use crate::lookup::Dentry;
-use crate::name::Name;
 use crate::overlay::Overlay;
 use crate::whiteout;
 use std::collections::BTreeMap;
@@ -60,7 +59,7 @@ impl Overlay {
             // and sort them first.
             let mut out = BTreeMap::new();
             for (n, i) in entries.iter() {
-                out.insert(String::from(n), layer.get(*i).file_type());
+                out.insert(n.clone(), layer.get(*i).file_type());
             }
             return out;
         }
@@ -70,9 +69,7 @@ impl Overlay {
         let raw = self.read_merged(d, true);
         // An open handle's cache of this directory, compared below: whether it read the same
         // names, taken before the names move into the listing.
-        let cached = self
-            .fd_cached_listing(d)
-            .map(|(read, listed)| (read.iter().map(String::as_bytes).eq(raw.keys().map(Name::as_bytes)), listed));
+        let cached = self.fd_cached_listing(d).map(|(read, listed)| (read.iter().eq(raw.keys()), listed));
         for (name, e) in raw {
             let recheck = e.check_xwhiteout || (impure && e.is_upper);
             if e.is_whiteout {
@@ -83,12 +80,12 @@ impl Overlay {
                     Ok(c) if c.is_positive() => {}
                     Ok(_) => continue,
                     Err(errno) => {
-                        failed.push((String::from(&name), errno));
+                        failed.push((name, errno));
                         continue;
                     }
                 }
             }
-            out.insert(String::from(&name), e.ftype);
+            out.insert(name, e.ftype);
         }
         self.note_failed_rechecks(d, &failed, 2);
         // A handle's cache of this directory is reused while the directory's version is
@@ -165,11 +162,8 @@ impl Overlay {
     /// `ovl_dir_read_merged`). With `check_xwhiteouts`, regular files from a layer whose
     /// copy carries `opaque=x` are marked for a lookup while iterating; the kernel defers
     /// that check to `ovl_iterate`, so the empty-directory check does not make it.
-    ///
-    /// The names are the layers' own ([`Name`]): copied, not allocated, and read as strings
-    /// only by the callers that list them.
-    pub(crate) fn read_merged(&self, d: &Dentry, check_xwhiteouts: bool) -> BTreeMap<Name, CacheEntry> {
-        let mut seen: BTreeMap<Name, CacheEntry> = BTreeMap::new();
+    pub(crate) fn read_merged(&self, d: &Dentry, check_xwhiteouts: bool) -> BTreeMap<String, CacheEntry> {
+        let mut seen: BTreeMap<String, CacheEntry> = BTreeMap::new();
         let mut add = |layer: &Layer, ino: u64, is_upper: bool, xwhiteouts: bool| {
             for (name, child) in
                 layer.get(ino).entries().expect("model invariant: merged layers are directories").iter()
@@ -207,7 +201,7 @@ impl Overlay {
                 return None;
             }
             if e.is_upper {
-                upper_whiteouts.push(String::from(&name));
+                upper_whiteouts.push(name);
             }
         }
         Some(upper_whiteouts)
@@ -229,11 +223,8 @@ impl Overlay {
         if self.dir_is_merged(d) || !self.upper_inode(d).is_some_and(|i| i.impure) {
             return Ok(());
         }
-        let names: Vec<String> = self
-            .upper_inode(d)
-            .and_then(|i| i.entries())
-            .map(|e| e.keys().map(String::from).collect())
-            .unwrap_or_default();
+        let names: Vec<String> =
+            self.upper_inode(d).and_then(|i| i.entries()).map(|e| e.keys().cloned().collect()).unwrap_or_default();
         let mut failed = Vec::new();
         for name in names {
             if let Err(errno) = self.lookup_child(d, &name) {

@@ -3,7 +3,7 @@
 //! and how two layers are compared: raw inode numbers, link counts and directory sizes are
 //! left out, because they follow from the structure.
 
-use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, Name, NodeKind, ROOT_INO};
+use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, NodeKind, ROOT_INO};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -176,7 +176,7 @@ struct OpenDir<'f> {
 impl<'f> OpenDir<'f> {
     /// Enters `name` → `ino`, a name not taken here.
     fn enter(&mut self, name: &'f str, ino: Ino) {
-        dir_entries_mut(&mut self.inode).insert(Name::from(name), ino);
+        dir_entries_mut(&mut self.inode).insert(name.to_owned(), ino);
         if self.last.is_none_or(|last| name > last) {
             self.last = Some(name);
         }
@@ -244,7 +244,7 @@ impl<'f> Builder<'f> {
         };
         // Names that come in byte order (as a walk writes them) are new without a lookup.
         let dir = &self.open[k];
-        if dir.last.is_some_and(|last| name <= last) && dir_entries(&dir.inode).contains_key(name.as_bytes()) {
+        if dir.last.is_some_and(|last| name <= last) && dir_entries(&dir.inode).contains_key(name) {
             return false;
         }
         match entry {
@@ -289,7 +289,7 @@ impl<'f> Builder<'f> {
                 Some(d) => &d.inode,
                 None => &**self.inodes.get(&ino)?,
             };
-            ino = *dir.entries()?.get(name.as_bytes())?;
+            ino = *dir.entries()?.get(name)?;
         }
         Some(ino)
     }

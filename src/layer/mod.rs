@@ -24,7 +24,6 @@ mod flat;
 pub use data::{Digest, Digester, FileData, READ_INLINE_MAX};
 pub use flat::{FlatEntry, FlatLayer, FlatNode};
 
-pub use crate::name::Name;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,11 +34,8 @@ pub type Ino = u64;
 /// A layer's extended attributes: name to value.
 pub type Xattrs = imbl::OrdMap<String, Arc<[u8]>>;
 
-/// A directory's entries: name to inode number. The names are [`Name`]s, inline up to 22
-/// bytes, so that entering one and copying a map node on a path copy allocate nothing for
-/// them; they order by their bytes, as `String`s do. Probe with [`Layer::child`] or with
-/// `entries.get(name.as_bytes())` (a probe by `&str` reads each key it meets as a string).
-pub type Entries = imbl::OrdMap<Name, Ino>;
+/// A directory's entries: name to inode number.
+pub type Entries = imbl::OrdMap<String, Ino>;
 
 /// The identity of a layer: it survives edits and clones, so that an inode keeps its
 /// identity across remounts with the same layer. Two layers built separately differ.
@@ -375,7 +371,7 @@ impl Layer {
 
     /// The entry `name` of directory `dir`, if present.
     pub fn child(&self, dir: Ino, name: &str) -> Option<Ino> {
-        self.get(dir).entries().and_then(|e| e.get(name.as_bytes()).copied())
+        self.get(dir).entries().and_then(|e| e.get(name).copied())
     }
 
     /// Walks `path` (components, no symlink following) from the root.
@@ -421,7 +417,7 @@ impl Layer {
             }
             match &mut d.kind {
                 NodeKind::Dir(e) => {
-                    let old = e.insert(Name::from(name), ino);
+                    let old = e.insert(name.to_owned(), ino);
                     assert!(old.is_none(), "layer invariant: link over an existing name");
                 }
                 _ => panic!("layer invariant: link into a non-directory"),
@@ -448,7 +444,7 @@ impl Layer {
     /// If there is no such name.
     pub fn unlink(&mut self, dir: Ino, name: &str) -> Ino {
         let ino = self.update(dir, |d| match &mut d.kind {
-            NodeKind::Dir(e) => e.remove(name.as_bytes()).expect("layer invariant: unlink of a present name"),
+            NodeKind::Dir(e) => e.remove(name).expect("layer invariant: unlink of a present name"),
             _ => panic!("layer invariant: unlink in a non-directory"),
         });
         if self.get(ino).is_dir() {
@@ -490,7 +486,7 @@ impl Layer {
     /// elsewhere (the middle of a rename or an exchange).
     pub fn detach(&mut self, dir: Ino, name: &str) -> Ino {
         let ino = self.update(dir, |d| match &mut d.kind {
-            NodeKind::Dir(e) => e.remove(name.as_bytes()).expect("layer invariant: detach of a present name"),
+            NodeKind::Dir(e) => e.remove(name).expect("layer invariant: detach of a present name"),
             _ => panic!("layer invariant: detach in a non-directory"),
         });
         if self.get(ino).is_dir() {
