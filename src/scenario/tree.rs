@@ -1709,11 +1709,26 @@ mod tests {
         // Random trees: names (some refused, some out of order) and nodes (some refused).
         let names = ["a", "B", "a-b", "a.b", "ab", "z", ".", "..", "''", "c/d", "1"];
         let leaves = ["x", "~", "!whiteout", "!symlink t", "!file {data: y, mode: 0600}", "[1]", "!bogus", "{}"];
-        let mut seed: u64 = 12345;
+        docs.extend(random_tree_docs(12345, &names, &leaves));
+        let (mut plain, mut compared) = (0, 0);
+        for d in &docs {
+            // A name drawn twice for one mapping is a duplicate key: no document.
+            let Ok(v) = yaml_serde::from_str::<yaml_serde::Value>(d) else { continue };
+            let arena = bumpalo::Bump::new();
+            compared += 1;
+            plain += usize::from(same_layer_both_ways(&Value::from_value(v, &arena), d));
+        }
+        assert!(plain > 50 && compared > plain + 100, "{plain} of {compared} documents read on the plain path");
+    }
+
+    /// 400 random block-style trees of `names` and `leaves`, nested up to four levels: the
+    /// same documents for the same seed.
+    fn random_tree_docs(mut seed: u64, names: &[&str], leaves: &[&str]) -> Vec<String> {
         let mut next = |n: usize| {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) as usize % n
         };
+        let mut docs = Vec::new();
         for _ in 0..400 {
             let mut doc = String::new();
             let mut stack = vec![(0usize, 1 + next(4))];
@@ -1733,15 +1748,7 @@ mod tests {
             }
             docs.push(doc);
         }
-        let (mut plain, mut compared) = (0, 0);
-        for d in &docs {
-            // A name drawn twice for one mapping is a duplicate key: no document.
-            let Ok(v) = yaml_serde::from_str::<yaml_serde::Value>(d) else { continue };
-            let arena = bumpalo::Bump::new();
-            compared += 1;
-            plain += usize::from(same_layer_both_ways(&Value::from_value(v, &arena), d));
-        }
-        assert!(plain > 50 && compared > plain + 100, "{plain} of {compared} documents read on the plain path");
+        docs
     }
 
     /// `parse_merged` of `v`, by its plain path when it takes it, and through the tree: the
@@ -1808,30 +1815,7 @@ mod tests {
             "[1]",
             "{}",
         ];
-        let mut seed: u64 = 54321;
-        let mut next = |n: usize| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
-        for _ in 0..400 {
-            let mut doc = String::new();
-            let mut stack = vec![(0usize, 1 + next(4))];
-            while let Some((indent, left)) = stack.pop() {
-                if left == 0 {
-                    continue;
-                }
-                stack.push((indent, left - 1));
-                let name = names[next(names.len())];
-                doc.push_str(&format!("{}{name}:", " ".repeat(indent)));
-                if indent < 6 && next(3) == 0 {
-                    doc.push('\n');
-                    stack.push((indent + 2, 1 + next(3)));
-                } else {
-                    doc.push_str(&format!(" {}\n", leaves[next(leaves.len())]));
-                }
-            }
-            docs.push(doc);
-        }
+        docs.extend(random_tree_docs(54321, &names, &leaves));
         let (mut plain, mut compared) = (0, 0);
         for d in &docs {
             let Ok(v) = yaml_serde::from_str::<yaml_serde::Value>(d) else { continue };
