@@ -204,66 +204,9 @@ fn parse_merged_tree(cx: &mut Cx, v: &Value, path: &Path) -> Option<FlatTree> {
 /// [`parse_node`] drops it; the entries then put in walk order ([`walk_order`]).
 fn parse_plain_merged(cx: &mut Cx, m: &super::node::Mapping, path: &Path, count: usize) -> Option<FlatTree> {
     let mut entries = Vec::with_capacity(count);
-    let root = plain_merged_dir(cx, m, path, &mut String::from("/"), 0, &mut entries)?;
+    let root = plain_dir(cx, m, path, &mut String::from("/"), 0, &mut entries)?;
     entries.sort_by(|(a, _), (b, _)| walk_order(a, b));
     Some(FlatTree { root, entries })
-}
-
-/// The directory of mapping `m` at tree path `tpath`, `depth` components below the root,
-/// for [`parse_plain_merged`]: its own node (no entries in it), with every node below it
-/// pushed to `out` (each before what is in it, in document order).
-fn plain_merged_dir(
-    cx: &mut Cx,
-    m: &super::node::Mapping,
-    path: &Path,
-    tpath: &mut String,
-    depth: usize,
-    out: &mut Vec<(String, TreeNode)>,
-) -> Option<TreeNode> {
-    let mut dir = TreeNode::dir();
-    let mut ok = true;
-    // The subdirectories read, for the default link count.
-    let mut subdirs = 0u32;
-    for (k, val) in m {
-        let Value::String(name) = k else { unreachable!("plain_names takes string keys only") };
-        let kp = key(path, name);
-        if *name == "." {
-            ok &= parse_dir_attrs(cx, val, &kp, TreeContext::Merged, &mut dir);
-            continue;
-        }
-        if depth + 1 > DEPTH_MAX {
-            cx.key_problem(
-                &kp,
-                format!("too deep: {} path components, more than the {DEPTH_MAX} a tree may have", depth + 1),
-            );
-            ok = false;
-            continue;
-        }
-        let len = tpath.len();
-        if len > 1 {
-            tpath.push('/');
-        }
-        tpath.push_str(name);
-        // The child's entry goes before what is in it; its node is put in when it is read.
-        let at = out.len();
-        out.push((tpath.clone(), TreeNode::dir()));
-        let child = match val {
-            Value::Mapping(sub) => plain_merged_dir(cx, sub, &kp, tpath, depth + 1, out),
-            _ => parse_node(cx, val, &kp, TreeContext::Merged, tpath, &mut Vec::new()),
-        };
-        tpath.truncate(len);
-        let Some(child) = child else {
-            ok = false;
-            continue;
-        };
-        subdirs += u32::from(matches!(child.kind, TreeKind::Dir(_)));
-        out[at].1 = child;
-    }
-    // `TreeNode::default_nlink` of the directory with its entries in it.
-    if dir.nlink == Some(2 + subdirs) {
-        dir.nlink = None;
-    }
-    ok.then_some(dir)
 }
 
 /// The number of nodes below a layer tree's root when every key of it and of its
@@ -310,24 +253,90 @@ fn parse_plain_layer(cx: &mut Cx, v: &Value, m: &super::node::Mapping, path: &Pa
     Some(FlatLayer { root: rootf, entries })
 }
 
-/// The directory of mapping `m` at layer path `lpath`, `depth` components below the root,
-/// for [`parse_plain_layer`]: its own node (its entries not in it), with every node below
-/// it pushed to `out` (each before what is in it, in document order).
-fn plain_dir(
+/// Where [`plain_dir`] puts the nodes it reads: a merged tree's entries
+/// ([`parse_plain_merged`]) or a layer's ([`parse_plain_layer`]).
+trait PlainOut {
+    /// What the tree is read as.
+    const CTX: TreeContext;
+    /// Makes the place of the entry at `path`, before its node is read: a directory's entry
+    /// goes before what is in it.
+    fn make_place(&mut self, path: &str);
+    /// Puts `node`, read at key `name` (`val`, at `kp`), in the place made at `at`; false
+    /// if it is refused.
+    fn fill(&mut self, cx: &mut Cx, at: usize, name: &str, node: TreeNode, val: &Value, kp: &Path) -> bool;
+    /// Ends a directory read with `subdirs` directories in it.
+    fn finish_dir(dir: &mut TreeNode, subdirs: u32);
+    /// The number of places made.
+    fn places(&self) -> usize;
+}
+
+impl PlainOut for Vec<(String, TreeNode)> {
+    const CTX: TreeContext = TreeContext::Merged;
+    fn make_place(&mut self, path: &str) {
+        self.push((path.to_owned(), TreeNode::dir()));
+    }
+    fn fill(&mut self, _: &mut Cx, at: usize, _: &str, node: TreeNode, _: &Value, _: &Path) -> bool {
+        self[at].1 = node;
+        true
+    }
+    /// An explicit `nlink` that is the default (`TreeNode::default_nlink` of the directory
+    /// with its entries in it) is dropped, as [`parse_node`] drops it.
+    fn finish_dir(dir: &mut TreeNode, subdirs: u32) {
+        if dir.nlink == Some(2 + subdirs) {
+            dir.nlink = None;
+        }
+    }
+    fn places(&self) -> usize {
+        self.len()
+    }
+}
+
+impl PlainOut for Vec<FlatEntry> {
+    const CTX: TreeContext = TreeContext::Layer;
+    fn make_place(&mut self, path: &str) {
+        self.push(FlatEntry::Node { path: path.to_owned(), node: node_into_flat(TreeNode::dir()).0 });
+    }
+    /// The node is checked as [`check_layer_node`] checks it.
+    fn fill(&mut self, cx: &mut Cx, at: usize, name: &str, node: TreeNode, val: &Value, kp: &Path) -> bool {
+        let (node, _) = node_into_flat(node);
+        if !check_layer_flat(cx, name, &node, val, kp) {
+            return false;
+        }
+        if let FlatEntry::Node { node: slot, .. } = &mut self[at] {
+            *slot = node;
+        }
+        true
+    }
+    fn finish_dir(dir: &mut TreeNode, _: u32) {
+        debug_assert!(dir.nlink.is_none(), "a layer tree takes no nlink");
+    }
+    fn places(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The directory of mapping `m` at path `tpath`, `depth` components below the root, read
+/// on the plain path ([`plain_names`]) for [`parse_plain_merged`] and [`parse_plain_layer`]:
+/// its own node (its entries not in it), with every node below it put in `out` (each before
+/// what is in it, in document order, so that a tree written in name order is in walk order
+/// as read).
+fn plain_dir<O: PlainOut>(
     cx: &mut Cx,
     m: &super::node::Mapping,
     path: &Path,
-    lpath: &mut String,
+    tpath: &mut String,
     depth: usize,
-    out: &mut Vec<FlatEntry>,
+    out: &mut O,
 ) -> Option<TreeNode> {
     let mut dir = TreeNode::dir();
     let mut ok = true;
+    // The subdirectories read, for the default link count.
+    let mut subdirs = 0u32;
     for (k, val) in m {
         let Value::String(name) = k else { unreachable!("plain_names takes string keys only") };
         let kp = key(path, name);
         if *name == "." {
-            ok &= parse_dir_attrs(cx, val, &kp, TreeContext::Layer, &mut dir);
+            ok &= parse_dir_attrs(cx, val, &kp, O::CTX, &mut dir);
             continue;
         }
         if depth + 1 > DEPTH_MAX {
@@ -338,34 +347,30 @@ fn plain_dir(
             ok = false;
             continue;
         }
-        let len = lpath.len();
+        let len = tpath.len();
         if len > 1 {
-            lpath.push('/');
+            tpath.push('/');
         }
-        lpath.push_str(name);
-        // The child's entry goes before what is in it, so that a tree written in name order
-        // is in walk order as read; its node is put in when it is read.
-        let at = out.len();
-        out.push(FlatEntry::Node { path: lpath.clone(), node: node_into_flat(TreeNode::dir()).0 });
+        tpath.push_str(name);
+        let at = out.places();
+        out.make_place(tpath);
         let child = match val {
-            Value::Mapping(sub) => plain_dir(cx, sub, &kp, lpath, depth + 1, out),
-            _ => parse_node(cx, val, &kp, TreeContext::Layer, lpath, &mut Vec::new()),
+            Value::Mapping(sub) => plain_dir(cx, sub, &kp, tpath, depth + 1, out),
+            _ => parse_node(cx, val, &kp, O::CTX, tpath, &mut Vec::new()),
         };
-        lpath.truncate(len);
+        tpath.truncate(len);
         let Some(child) = child else {
             ok = false;
             continue;
         };
-        let (node, _) = node_into_flat(child);
-        if !check_layer_flat(cx, name, &node, val, &kp) {
+        let is_dir = matches!(child.kind, TreeKind::Dir(_));
+        if !out.fill(cx, at, name, child, val, &kp) {
             ok = false;
             continue;
         }
-        if let FlatEntry::Node { node: slot, .. } = &mut out[at] {
-            *slot = node;
-        }
+        subdirs += u32::from(is_dir);
     }
-    debug_assert!(dir.nlink.is_none(), "a layer tree takes no nlink");
+    O::finish_dir(&mut dir, subdirs);
     ok.then_some(dir)
 }
 
