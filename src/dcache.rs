@@ -47,6 +47,11 @@ impl Hash for StackKey {
 pub(crate) struct LowerAnswer {
     /// The lower stack of the child, top-most first.
     pub stack: Arc<[LowerPath]>,
+    /// The file type of the top-most object of `stack`, if any: what the merged object
+    /// shows when it has no upper.
+    pub top_ftype: Option<crate::layer::FileType>,
+    /// The last object of `stack` is a metacopy file ([`crate::whiteout::is_metacopy`]).
+    pub last_metacopy: bool,
     /// Whether the lookup, upper and lowers together, found a directory.
     pub is_dir: bool,
     /// A lower copy carries `opaque=x`.

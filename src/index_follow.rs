@@ -12,7 +12,6 @@
 use crate::errno::SysResult;
 use crate::lookup::{redirect_value, LowerPath};
 use crate::overlay::Overlay;
-use crate::whiteout;
 
 impl Overlay {
     /// Checks the index entry that a lookup of a lower-only non-directory whose origin is
@@ -36,8 +35,7 @@ impl Overlay {
             }
             None => false,
         };
-        self.check_metacopy_xattr(inode)?;
-        let metacopy = whiteout::is_metacopy(self, inode);
+        let metacopy = self.check_metacopy_xattr(inode)?;
         self.check_follow(metacopy, redirect, self.options.redirect_dir.follows())
     }
 }

@@ -350,11 +350,18 @@ impl Overlay {
         let mut upper_opaque = false;
         let mut origin = None;
         let mut poe_is_root = parent.is_root();
+        // What the upper inode found tells, read while the lookup has it in hand: its type,
+        // and whether it is a metacopy file (the probe read that xattr: `d.metacopy`).
+        let mut upper_ftype = None;
+        let mut upper_metacopy = false;
         if let Some(udir) = parent.upper {
-            upper = self.lookup_layer(Which::Upper, udir, &mut d)?;
-            if let Some(u) = upper {
+            let found = self.lookup_layer(Which::Upper, udir, &mut d)?;
+            if let Some((u, inode)) = found {
+                upper = Some(u);
+                upper_ftype = Some(inode.file_type());
                 if !d.is_dir {
-                    origin = self.check_origin(self.which(Which::Upper).get(u))?;
+                    upper_metacopy = d.metacopy;
+                    origin = self.check_origin(inode)?;
                     if origin.is_none() {
                         origin = self.icache.kept_lower(u, udir, name);
                     }
@@ -382,6 +389,8 @@ impl Overlay {
         let answer = if d.stop || poe.is_empty() {
             LowerAnswer {
                 stack: Arc::clone(&EMPTY_STACK),
+                top_ftype: None,
+                last_metacopy: false,
                 is_dir: d.is_dir,
                 xwhiteouts: d.xwhiteouts,
                 flagged: Box::default(),
@@ -412,7 +421,7 @@ impl Overlay {
             let answer = self.lookup_lowers(poe, poe_is_root, &mut d, follow);
             self.fix_origin_on_error(parent, upper, &d, answer)?
         };
-        let (stack, lazy, lowerdata_error) = (answer.stack, answer.lazy, answer.lowerdata_error);
+        let LowerAnswer { stack, top_ftype, last_metacopy, lazy, lowerdata_error, .. } = answer;
         if let (Some(u), Some(first), true) = (upper, stack.first(), d.is_dir) {
             self.fix_origin(parent, u, *first);
         }
@@ -420,9 +429,8 @@ impl Overlay {
             (Some(u), true) => self.verified_lower_dirs(u, stack),
             _ => stack,
         };
-        let upper_metacopy = upper.is_some_and(|u| whiteout::is_metacopy(self, self.which(Which::Upper).get(u)));
         if !lazy {
-            self.check_lower_data(upper_metacopy, d.is_dir, &stack)?;
+            self.check_lower_data(upper_metacopy, d.is_dir, stack.is_empty(), last_metacopy)?;
         }
         if let (None, Some(&first), false) = (upper, stack.first(), d.is_dir) {
             self.check_index_upper(first)?;
@@ -431,11 +439,8 @@ impl Overlay {
             Some(o) if !d.is_dir && upper.is_some() && stack.is_empty() => Arc::from([o]),
             _ => stack,
         };
-        let ftype = match (upper, stack.first()) {
-            (Some(u), _) => Some(self.which(Which::Upper).get(u).file_type()),
-            (None, Some(l)) => Some(self.lowers[l.layer].get(l.ino).file_type()),
-            (None, None) => None,
-        };
+        // Without an upper, the stack is the lower answer's, whose top-most type it kept.
+        let ftype = if upper.is_some() { upper_ftype } else { top_ftype };
         let dentry = Dentry {
             name: name.into(),
             upper,
@@ -470,6 +475,8 @@ impl Overlay {
     ) -> SysResult<LowerAnswer> {
         // Most stacks hold one or two layers: kept inline until the one `Arc` is made.
         let mut stack: SmallVec<[LowerPath; 4]> = SmallVec::new();
+        let mut top_ftype = None;
+        let mut last_metacopy = false;
         let mut flagged = Vec::new();
         let mut i = 0;
         // A metacopy file or a redirect found is refused only when the lookup goes on below
@@ -487,11 +494,12 @@ impl Overlay {
                 d.last = lower.layer + 1 == self.regular_lower_count();
             }
             let last = d.last;
-            let this = self.lookup_layer(Which::Lower(lower.layer), lower.ino, d)?;
-            let Some(this) = this else {
+            let found = self.lookup_layer(Which::Lower(lower.layer), lower.ino, d)?;
+            let Some((this, inode)) = found else {
                 i += 1;
                 continue;
             };
+            let ftype = inode.file_type();
             next_metacopy |= d.metacopy;
             if !last && d.found_xwhiteouts {
                 self.flag_xwhiteouts(lower.layer);
@@ -501,6 +509,9 @@ impl Overlay {
             // "Do not store intermediate metacopy dentries in lower chain").
             if !d.metacopy || stack.is_empty() {
                 stack.push(LowerPath { layer: lower.layer, ino: this });
+                top_ftype.get_or_insert(ftype);
+                // A regular file found had its metacopy xattr read by the probe.
+                last_metacopy = d.metacopy && ftype == FileType::File;
             }
             d.first.get_or_insert(LowerPath { layer: lower.layer, ino: this });
             next_redirect |= d.redirect.is_some();
@@ -522,7 +533,10 @@ impl Overlay {
             d.metacopy = false;
             let redirect = d.redirect.as_deref().expect("model invariant: an absolute redirect was read");
             match self.lookup_data_layers(redirect) {
-                Ok(data) => stack.push(data),
+                Ok(data) => {
+                    stack.push(data);
+                    last_metacopy = whiteout::is_metacopy(self, self.lowers[data.layer].get(data.ino));
+                }
                 Err(e) => lowerdata_error = Some(e),
             }
         } else {
@@ -531,6 +545,8 @@ impl Overlay {
         let stack = if stack.is_empty() { Arc::clone(&EMPTY_STACK) } else { Arc::from(&stack[..]) };
         Ok(LowerAnswer {
             stack,
+            top_ftype,
+            last_metacopy,
             is_dir: d.is_dir,
             xwhiteouts: d.xwhiteouts,
             flagged: flagged.into(),
@@ -612,7 +628,7 @@ impl Overlay {
     /// Looks up `d.name` in one layer below `base` (kernel: `ovl_lookup_layer`). A relative
     /// name is one step; an absolute one (a redirect) is walked from the layer root, one
     /// component at a time.
-    fn lookup_layer(&self, which: Which, base: Ino, d: &mut LookupData) -> SysResult<Option<Ino>> {
+    fn lookup_layer(&self, which: Which, base: Ino, d: &mut LookupData) -> SysResult<Option<(Ino, &Inode)>> {
         if !d.name.starts_with('/') {
             // The name moves out and back rather than being cloned: this runs once per
             // layer per path component. A redirect leaves an owned name in its place (which
@@ -641,14 +657,15 @@ impl Overlay {
             }
             rem = post.len() - 1;
             match found {
-                Some(ino) if layer.get(ino).is_dir() => base = ino,
+                Some((ino, inode)) if inode.is_dir() => base = ino,
                 _ => break,
             }
         }
         Ok(found)
     }
 
-    /// One name in one layer directory (kernel: `ovl_lookup_single`).
+    /// One name in one layer directory (kernel: `ovl_lookup_single`): the inode found, with
+    /// its number.
     fn lookup_single(
         &self,
         which: Which,
@@ -657,7 +674,7 @@ impl Overlay {
         name: &str,
         prelen: usize,
         post: &str,
-    ) -> SysResult<Option<Ino>> {
+    ) -> SysResult<Option<(Ino, &Inode)>> {
         let layer = self.which(which);
         let last_element = post.is_empty();
         d.found_xwhiteouts = false;
@@ -686,21 +703,20 @@ impl Overlay {
                 d.stop = true;
                 return Ok(None);
             }
-            self.check_metacopy_xattr(inode)?;
-            d.metacopy = whiteout::is_metacopy(self, inode);
+            d.metacopy = self.check_metacopy_xattr(inode)?;
             d.stop = !d.metacopy;
             // A metacopy file's redirect names its data; it is read (and so validated)
             // before the caller refuses metacopy on a mount without it.
             if d.metacopy && !d.last {
                 self.check_redirect(inode, d, prelen, post)?;
             }
-            return Ok(Some(ino));
+            return Ok(Some((ino, inode)));
         }
         if last_element {
             d.is_dir = true;
         }
         if d.last {
-            return Ok(Some(ino));
+            return Ok(Some((ino, inode)));
         }
         let val = whiteout::opaque_value(self, inode);
         d.found_xwhiteouts = val == Some(b'x');
@@ -711,10 +727,10 @@ impl Overlay {
             if last_element {
                 d.opaque = true;
             }
-            return Ok(Some(ino));
+            return Ok(Some((ino, inode)));
         }
         self.check_redirect(inode, d, prelen, post)?;
-        Ok(Some(ino))
+        Ok(Some((ino, inode)))
     }
 
     /// Follows a redirect xattr (kernel: `ovl_check_redirect`): a directory's, or a
@@ -775,7 +791,9 @@ pub fn redirect_value(raw: &[u8]) -> SysResult<Cow<'_, str>> {
 ///
 /// Errors: EACCES (an empty name, `.`, `..`, or a name holding `/` or NUL).
 pub fn check_lookup_name(name: &str) -> SysResult<()> {
-    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+    // A byte loop: `contains` with a set of chars sets up a searcher that costs more than
+    // the few bytes of a name.
+    if name.is_empty() || name == "." || name == ".." || name.bytes().any(|b| b == b'/' || b == 0) {
         return Err(Errno::EACCES);
     }
     Ok(())

@@ -85,15 +85,18 @@ impl Overlay {
     /// (kernel: `ovl_check_metacopy_xattr`, "metacopy file has too small xattr",
     /// `OVL_METACOPY_MIN_SIZE`; observed on 6.18). Its content is not read at lookup.
     ///
+    /// Returns whether the inode is a metacopy file ([`whiteout::is_metacopy`]), read from
+    /// the same probe of the xattr.
+    ///
     /// Errors: EIO.
-    pub(crate) fn check_metacopy_xattr(&self, inode: &Inode) -> SysResult<()> {
+    pub(crate) fn check_metacopy_xattr(&self, inode: &Inode) -> SysResult<bool> {
         const METACOPY_MIN_SIZE: usize = 4;
         if !matches!(inode.kind, NodeKind::File(_)) {
-            return Ok(());
+            return Ok(false);
         }
         match inode.xattr(self.names().metacopy) {
             Some(v) if !v.is_empty() && v.len() < METACOPY_MIN_SIZE => Err(Errno::EIO),
-            _ => Ok(()),
+            v => Ok(v.is_some()),
         }
     }
 
@@ -101,14 +104,21 @@ impl Overlay {
     /// no lower data found - abort lookup"): a regular non-directory whose upper is a
     /// metacopy file and found nothing below, or whose last lower object found is itself a
     /// metacopy file (no regular file under it: none, a whiteout, or another type), is EIO.
+    /// The lookup says whether its lower stack is empty, and whether its last object is a
+    /// metacopy file, which it read as it found it.
     ///
     /// Errors: EIO.
-    pub(crate) fn check_lower_data(&self, upper_metacopy: bool, is_dir: bool, stack: &[LowerPath]) -> SysResult<()> {
+    pub(crate) fn check_lower_data(
+        &self,
+        upper_metacopy: bool,
+        is_dir: bool,
+        stack_empty: bool,
+        last_metacopy: bool,
+    ) -> SysResult<()> {
         if is_dir {
             return Ok(());
         }
-        let last_metacopy = stack.last().is_some_and(|l| whiteout::is_metacopy(self, self.lowers[l.layer].get(l.ino)));
-        if last_metacopy || (upper_metacopy && stack.is_empty()) {
+        if last_metacopy || (upper_metacopy && stack_empty) {
             return Err(Errno::EIO);
         }
         Ok(())
