@@ -12,7 +12,6 @@ use crate::errno::{Errno, SysResult};
 use crate::layer::FileType;
 use crate::lookup::Dentry;
 use crate::overlay::Overlay;
-use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// The most symlinks one resolution follows (kernel: `MAXSYMLINKS`).
@@ -243,9 +242,12 @@ fn slash_count(path: &str) -> usize {
 /// reaches them, without a list of them: most walks follow no symlink, and take their
 /// components straight out of the path.
 struct Pending<'p> {
-    /// The pieces still to walk, the innermost last, each with the offset of its next
-    /// component.
-    pieces: SmallVec<[(Piece<'p>, usize); 2]>,
+    /// The piece the next component comes from, with the offset of that component; `None`
+    /// when nothing is left. Kept apart from the pieces below it, where each step reaches it
+    /// without going through a vector.
+    top: Option<(Piece<'p>, usize)>,
+    /// The pieces under `top`, the outermost first (each a piece a symlink interrupted).
+    below: Vec<(Piece<'p>, usize)>,
 }
 
 /// One piece of [`Pending`]: the path itself, or a symlink's target, shared with its inode.
@@ -267,31 +269,30 @@ impl std::ops::Deref for Piece<'_> {
 impl<'p> Pending<'p> {
     /// The components of `path`, borrowed from it.
     fn of(path: &'p str) -> Pending<'p> {
-        let mut pending = Pending { pieces: SmallVec::new() };
-        pending.push_piece(Piece::Path(path));
-        pending
+        let at = slashes_end(path.as_bytes(), 0);
+        let top = (at < path.len()).then_some((Piece::Path(path), at));
+        Pending { top, below: Vec::new() }
     }
 
     /// Puts a symlink's target on top of what is left.
     fn push(&mut self, target: Arc<str>) {
-        self.push_piece(Piece::Target(target));
-    }
-
-    fn push_piece(&mut self, piece: Piece<'p>) {
-        let at = slashes_end(piece.as_bytes(), 0);
-        if at < piece.len() {
-            self.pieces.push((piece, at));
+        let at = slashes_end(target.as_bytes(), 0);
+        if at < target.len() {
+            if let Some(top) = self.top.take() {
+                self.below.push(top);
+            }
+            self.top = Some((Piece::Target(target), at));
         }
     }
 
     /// Whether no component is left.
     fn is_empty(&self) -> bool {
-        self.pieces.is_empty()
+        self.top.is_none()
     }
 
     /// Where the next component is in the top piece.
     fn next_range(&self) -> Option<(usize, usize)> {
-        let (piece, at) = self.pieces.last()?;
+        let (piece, at) = self.top.as_ref()?;
         let bytes = piece.as_bytes();
         let mut end = *at;
         while end < bytes.len() && bytes[end] != b'/' {
@@ -302,19 +303,19 @@ impl<'p> Pending<'p> {
 
     /// The component at `range` in the top piece.
     fn component(&self, range: (usize, usize)) -> &str {
-        let (piece, _) = self.pieces.last().expect("a component was found");
+        let (piece, _) = self.top.as_ref().expect("a component was found");
         &piece[range.0..range.1]
     }
 
     /// Goes past the component at `range` and the slashes after it; a piece with nothing
     /// left is dropped.
     fn advance(&mut self, range: (usize, usize)) {
-        let (piece, at) = self.pieces.last_mut().expect("a component was found");
+        let (piece, at) = self.top.as_mut().expect("a component was found");
         let next = slashes_end(piece.as_bytes(), range.1);
         if next < piece.len() {
             *at = next;
         } else {
-            self.pieces.pop();
+            self.top = self.below.pop();
         }
     }
 }
