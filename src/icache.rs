@@ -91,6 +91,10 @@ impl InodeCache {
     /// The lower that the inode of upper non-directory `upper`, reached as `name` in upper
     /// directory `dir`, keeps from its copy-up.
     pub(crate) fn kept_lower(&self, upper: Ino, dir: Ino, name: &str) -> Option<LowerPath> {
+        // Mostly empty: no hash computed then.
+        if self.kept.is_empty() {
+            return None;
+        }
         self.kept.get(&upper).filter(|k| k.dir == dir && *k.name == *name).map(|k| k.lower)
     }
 

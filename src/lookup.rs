@@ -222,11 +222,15 @@ impl Dentry {
 /// The state `ovl_lookup` threads through the layers (kernel: `struct ovl_lookup_data`).
 #[derive(Debug)]
 struct LookupData<'a> {
-    name: Cow<'a, str>,
+    /// The name looked up, as the caller gave it; the name probed is the last redirect
+    /// read, if any ([`LookupData::name`]).
+    orig: &'a str,
     is_dir: bool,
     opaque: bool,
     stop: bool,
     last: bool,
+    /// The name as the last redirect read made it (kernel: `d.name` after
+    /// `ovl_check_redirect`): what every layer below probes.
     redirect: Option<String>,
     metacopy: bool,
     xwhiteouts: bool,
@@ -236,6 +240,13 @@ struct LookupData<'a> {
     first: Option<LowerPath>,
     /// The last redirect xattr read was absolute (kernel: `d.absolute_redirect`).
     absolute_redirect: bool,
+}
+
+impl LookupData<'_> {
+    /// The name the next layer probes: the last redirect read, else the name looked up.
+    fn name(&self) -> &str {
+        self.redirect.as_deref().unwrap_or(self.orig)
+    }
 }
 
 /// Which layer a lookup step is in.
@@ -332,7 +343,7 @@ impl Overlay {
         }
         let follow = self.options.redirect_dir.follows();
         let mut d = LookupData {
-            name: Cow::Borrowed(name),
+            orig: name,
             is_dir: false,
             opaque: false,
             stop: false,
@@ -399,7 +410,7 @@ impl Overlay {
             }
         } else if self.cache_policy.covers(poe.len()) && !d.metacopy {
             let probe = Probe { upper_dir: d.is_dir, from_root: poe_is_root };
-            let answer = match self.dcache.get(&poe, &d.name, probe) {
+            let answer = match self.dcache.get(&poe, d.name(), probe) {
                 Some(answer) => {
                     for &layer in answer.flagged.iter() {
                         self.flag_xwhiteouts(layer);
@@ -407,7 +418,10 @@ impl Overlay {
                     answer
                 }
                 None => {
-                    let key = d.name.clone();
+                    let key = match &d.redirect {
+                        None => Cow::Borrowed(d.orig),
+                        Some(r) => Cow::Owned(r.clone()),
+                    };
                     let answer = self.lookup_lowers(poe.clone(), poe_is_root, &mut d, follow);
                     let answer = self.fix_origin_on_error(parent, upper, &d, answer)?;
                     self.dcache.put(&poe, &key, probe, answer.clone());
@@ -456,7 +470,7 @@ impl Overlay {
         Ok(dentry)
     }
 
-    /// The lower half of [`Overlay::lookup_child`]: probes `d.name` down the lower stack
+    /// The lower half of [`Overlay::lookup_child`]: probes `d.name()` down the lower stack
     /// `poe`, top-most first, and merges what it finds (kernel: the lower-layer loop of
     /// `ovl_lookup`). Merging stops at the first non-directory, whiteout or opaque
     /// directory; an absolute redirect in a lower directory restarts the probe from the lower
@@ -625,31 +639,37 @@ impl Overlay {
         Ok(None)
     }
 
-    /// Looks up `d.name` in one layer below `base` (kernel: `ovl_lookup_layer`). A relative
-    /// name is one step; an absolute one (a redirect) is walked from the layer root, one
-    /// component at a time.
+    /// Looks up `d.name()` in one layer below `base` (kernel: `ovl_lookup_layer`). A
+    /// relative name is one step; an absolute one (a redirect) is walked from the layer root,
+    /// one component at a time.
     fn lookup_layer(&self, which: Which, base: Ino, d: &mut LookupData) -> SysResult<Option<(Ino, &Inode)>> {
-        if !d.name.starts_with('/') {
-            // The name moves out and back rather than being cloned: this runs once per
-            // layer per path component. A redirect leaves an owned name in its place (which
-            // may be empty: a value that begins with NUL).
-            let name = std::mem::replace(&mut d.name, Cow::Borrowed(""));
-            let found = self.lookup_single(which, base, d, &name, 0, "");
-            if let Cow::Borrowed(_) = d.name {
-                d.name = name;
+        // Most lookups read no redirect: the name is the caller's, borrowed apart from `d`.
+        let Some(redirect) = &d.redirect else {
+            let name = d.orig;
+            return self.lookup_single(which, base, d, name, 0, "");
+        };
+        if !redirect.starts_with('/') {
+            // The name moves out and back rather than being cloned. A redirect read now
+            // leaves its own name in its place (which may be empty: a value that begins
+            // with NUL).
+            let name = d.redirect.take();
+            let found = self.lookup_single(which, base, d, name.as_deref().unwrap_or_default(), 0, "");
+            if d.redirect.is_none() {
+                d.redirect = name;
             }
             return found;
         }
         let layer = self.which(which);
         let mut base = layer.root();
         // Counting down from the end, since the prefix can change.
-        let mut rem = d.name.len() - 1;
+        let mut rem = d.name().len() - 1;
         let mut found;
         loop {
-            let start = d.name.len() - rem;
-            let next = d.name[start..].find('/').map_or(d.name.len(), |p| start + p);
-            let this = d.name[start..next].to_owned();
-            let post = d.name[next..].to_owned();
+            let name = d.name();
+            let start = name.len() - rem;
+            let next = name[start..].find('/').map_or(name.len(), |p| start + p);
+            let this = name[start..next].to_owned();
+            let post = name[next..].to_owned();
             let end = post.is_empty();
             found = self.lookup_single(which, base, d, &this, start, &post)?;
             if end {
@@ -749,10 +769,9 @@ impl Overlay {
             d.stop = false;
             format!("{value}{post}")
         } else {
-            format!("{}{value}{post}", &d.name[..prelen])
+            format!("{}{value}{post}", &d.name()[..prelen])
         };
-        d.redirect = Some(name.clone());
-        d.name = Cow::Owned(name);
+        d.redirect = Some(name);
         Ok(())
     }
 }
