@@ -63,13 +63,25 @@ impl Overlay {
             }
             return out;
         }
-        let impure = self.upper_inode(d).is_some_and(|i| i.impure);
         let mut out = BTreeMap::new();
+        self.merged_listing(d, |name, ftype| {
+            out.insert(name, ftype);
+        });
+        out
+    }
+
+    /// The listing of [`Overlay::readdir_entries`] for a merged directory, each entry given
+    /// to `each` in byte order as it is listed, rather than gathered in a map its caller may
+    /// only read through once (the merged dump).
+    fn merged_listing(&mut self, d: &Dentry, mut each: impl FnMut(String, FileType)) {
+        let impure = self.upper_inode(d).is_some_and(|i| i.impure);
         let mut failed = Vec::new();
         let raw = self.read_merged(d, true);
         // An open handle's cache of this directory, compared below: whether it read the same
         // names, taken before the names move into the listing.
         let cached = self.fd_cached_listing(d).map(|(read, listed)| (read.iter().eq(raw.keys()), listed));
+        // The names listed, kept only for that comparison.
+        let mut listed_now = cached.as_ref().map(|_| Vec::new());
         for (name, e) in raw {
             let recheck = e.check_xwhiteout || (impure && e.is_upper);
             if e.is_whiteout {
@@ -85,15 +97,18 @@ impl Overlay {
                     }
                 }
             }
-            out.insert(name, e.ftype);
+            if let Some(names) = &mut listed_now {
+                names.push(name.clone());
+            }
+            each(name, e.ftype);
         }
         self.note_failed_rechecks(d, &failed, 2);
         // A handle's cache of this directory is reused while the directory's version is
         // unchanged. A name added or removed since it was read changed the version
         // (`ovl_dir_modified`), and the listing is read afresh; the same names with other
         // answers (a lookup that fails now) leave it to a version the model does not keep.
-        if let Some((same_names, listed)) = cached {
-            if same_names && listed != out.keys().cloned().collect::<Vec<_>>() && self.unspecified.is_none() {
+        if let (Some((same_names, listed)), Some(listed_now)) = (cached, listed_now) {
+            if same_names && listed != listed_now && self.unspecified.is_none() {
                 self.unspecified = Some(format!(
                     "listing directory {}, whose cache an open handle holds: the same names, listed \
                      otherwise now; the kernel lists from that cache unless the directory's version changed",
@@ -101,17 +116,15 @@ impl Overlay {
                 ));
             }
         }
-        out
     }
 
     /// The names of [`Overlay::readdir_entries`], in the same (byte) order, each given to
     /// `each`: a directory read straight from its real directory lends its names instead of
-    /// copying them into a listing (the merged dump reads every directory this way).
+    /// copying them into a listing, and a merged one gives each name as it is listed, with
+    /// no listing made (the merged dump reads every directory this way).
     pub(crate) fn readdir_names(&mut self, d: &Dentry, mut each: impl FnMut(&str)) {
         if self.dir_is_merged(d) {
-            for name in self.readdir_entries(d).keys() {
-                each(name);
-            }
+            self.merged_listing(d, |name, _| each(&name));
             return;
         }
         let (_, entries) = self.real_dir(d);
