@@ -3,6 +3,7 @@
 //! and how two layers are compared: raw inode numbers, link counts and directory sizes are
 //! left out, because they follow from the structure.
 
+use super::check::{check_entry, check_root, Refusal};
 use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, NodeKind, ROOT_INO};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -140,8 +141,26 @@ impl Layer {
     /// A layer built from its flat form, under a fresh identity.
     ///
     /// Entries must come parents first; a link to a path not seen yet is skipped. Unchecked:
-    /// [`super::check::check_layer`] says whether a real layer could hold it.
+    /// [`super::check::check_layer`] says whether a real layer could hold it, and
+    /// [`Layer::try_from_flat`] checks as it builds.
     pub fn from_flat(flat: &FlatLayer) -> Layer {
+        match Layer::build(flat, |_, _| Ok::<(), std::convert::Infallible>(())) {
+            Ok(layer) => layer,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Layer::from_flat`] for a layer that a real filesystem can hold: the refusal of
+    /// [`super::check::check_layer`] otherwise, the same one, found in the same order (the
+    /// root, then each node entry as it comes), in one pass with the building.
+    pub fn try_from_flat(flat: &FlatLayer) -> Result<Layer, (String, Refusal)> {
+        check_root(&flat.root)?;
+        Layer::build(flat, check_entry)
+    }
+
+    /// The layer of `flat`, each node entry passed to `check` before it is built; the first
+    /// error of `check` stops the building.
+    fn build<E>(flat: &FlatLayer, mut check: impl FnMut(&str, &FlatNode) -> Result<(), E>) -> Result<Layer, E> {
         // While the entries come in walk order (each below a directory among the current
         // one's ancestors, under a new name), the layer is built bottom-up ([`Builder`]).
         // From the first entry that does not, the part built goes into the table and each
@@ -150,16 +169,22 @@ impl Layer {
         let mut builder = Builder::new(&flat.root);
         let mut entries = flat.entries.iter();
         for entry in entries.by_ref() {
+            if let FlatEntry::Node { path, node } = entry {
+                check(path, node)?;
+            }
             if !builder.add(entry) {
                 let mut layer = builder.finish();
                 layer.put_entry(entry);
                 for entry in entries {
+                    if let FlatEntry::Node { path, node } = entry {
+                        check(path, node)?;
+                    }
                     layer.put_entry(entry);
                 }
-                return layer;
+                return Ok(layer);
             }
         }
-        builder.finish()
+        Ok(builder.finish())
     }
 }
 
