@@ -329,8 +329,8 @@ impl ModelBackend {
     /// [`Command::Layer`]: the named layer, built from `content` (only while unmounted).
     fn create_layer(&mut self, name: &str, content: &FlatLayer) -> Result<Reply, BackendError> {
         self.unmounted("creating a layer")?;
-        let layer =
-            Layer::try_from_flat(content).map_err(|(path, r)| BackendError::Refused(r.errno, format!("{path}: {r}")))?;
+        let layer = Layer::try_from_flat(content)
+            .map_err(|(path, r)| BackendError::Refused(r.errno, format!("{path}: {r}")))?;
         self.layers.insert(name.to_owned(), layer);
         // A layer made anew has a fresh workdir, as the kernel backend's does.
         self.volatile_marked.remove(name);

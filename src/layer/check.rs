@@ -280,8 +280,14 @@ mod tests {
             (node(Dir, &[]), vec![n("/d", node(Dir, &[])), n("/d/f", ok.clone()), l("/g", "/d/f")]),
             (node(Dir, &[("bad.x", b"v")]), vec![n("/a\0b", ok.clone())]),
             (node(File, &[("user.a", b"v")]), vec![n("/f", node(Symlink, &[("user.a", b"v")]))]),
-            (node(Dir, &[]), vec![n("/d", node(Dir, &[])), n("/d/a\0", ok.clone()), n(&format!("/{long}"), ok.clone())]),
-            (node(Dir, &[]), vec![n("/z", ok.clone()), n("/a", ok.clone()), n("/b", node(Symlink, &[("user.a", b"")]))]),
+            (
+                node(Dir, &[]),
+                vec![n("/d", node(Dir, &[])), n("/d/a\0", ok.clone()), n(&format!("/{long}"), ok.clone())],
+            ),
+            (
+                node(Dir, &[]),
+                vec![n("/z", ok.clone()), n("/a", ok.clone()), n("/b", node(Symlink, &[("user.a", b"")]))],
+            ),
             (node(Dir, &[]), vec![n("/z", ok.clone()), n("/a", ok.clone()), n("/ok", ok.clone())]),
             (node(Dir, &[]), vec![n("/f", ok.clone()), l("/g", "/f"), n("/h", node(File, &[("", b"")]))]),
             (
@@ -293,7 +299,9 @@ mod tests {
         for (root, entries) in cases {
             let flat = FlatLayer { root, entries };
             match (Layer::try_from_flat(&flat), check_layer(&flat)) {
-                (Ok(built), Ok(())) => assert_eq!(built.walk_inodes(), Layer::from_flat(&flat).walk_inodes(), "{flat:?}"),
+                (Ok(built), Ok(())) => {
+                    assert_eq!(built.walk_inodes(), Layer::from_flat(&flat).walk_inodes(), "{flat:?}")
+                }
                 (Err(got), Err(want)) => {
                     assert_eq!(got, want, "{flat:?}");
                     refused += 1;

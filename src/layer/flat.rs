@@ -4,7 +4,7 @@
 //! left out, because they follow from the structure.
 
 use super::check::{check_entry, check_root, Refusal};
-use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, NodeKind, ROOT_INO};
+use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, NodeKind, Xattrs, ROOT_INO};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -106,11 +106,64 @@ impl FlatNode {
         let mut inode = Inode::new(kind, self.mode);
         inode.uid = self.uid;
         inode.gid = self.gid;
-        for (k, v) in &self.xattrs {
-            inode.xattrs.insert(k.clone(), Arc::from(&v[..]));
+        if !self.xattrs.is_empty() {
+            inode.xattrs = shared_xattrs(&self.xattrs);
         }
         inode
     }
+}
+
+/// How many xattr maps [`shared_xattrs`] keeps.
+const XATTR_MAPS_KEPT: usize = 8;
+
+/// The xattr maps built last on this thread, each with its [`xattrs_print`], and the slot
+/// the next one goes to.
+type XattrMaps = ([(u64, Xattrs); XATTR_MAPS_KEPT], usize);
+
+thread_local! {
+    static XATTR_MAPS: std::cell::RefCell<XattrMaps> =
+        std::cell::RefCell::new((std::array::from_fn(|_| (0, Xattrs::new())), 0));
+}
+
+/// The xattr map of a flat node, shared with an inode built before with the same xattrs if
+/// one of the last few was: a map is persistent, so a clone costs one reference count, where
+/// building it costs a node, and a name and a value for each xattr (layers draw their
+/// xattrs from few sets: an opaque or whiteout marker, a `user.` pair). An inode that
+/// changes its xattrs later copies the map's node then, as after any clone.
+fn shared_xattrs(flat: &BTreeMap<String, Vec<u8>>) -> Xattrs {
+    let print = xattrs_print(flat);
+    XATTR_MAPS.with(|maps| {
+        let mut maps = maps.borrow_mut();
+        let (kept, next) = &mut *maps;
+        if let Some((_, built)) = kept.iter().find(|(p, built)| *p == print && same_xattrs(flat, built)) {
+            return built.clone();
+        }
+        let mut built = Xattrs::new();
+        for (k, v) in flat {
+            built.insert(k.clone(), Arc::from(&v[..]));
+        }
+        kept[*next] = (print, built.clone());
+        *next = (*next + 1) % XATTR_MAPS_KEPT;
+        built
+    })
+}
+
+/// A cheap digest of a non-empty xattr map, so that most maps that differ are told apart
+/// without comparing them: the number of xattrs, and each one's name length and last byte
+/// and value length and first byte. Never 0 (the digest of an empty slot).
+fn xattrs_print(flat: &BTreeMap<String, Vec<u8>>) -> u64 {
+    let mut print = flat.len() as u64;
+    for (k, v) in flat {
+        let name = (k.len() as u64) << 8 | u64::from(k.as_bytes().last().copied().unwrap_or(0));
+        let value = (v.len() as u64) << 8 | u64::from(v.first().copied().unwrap_or(0));
+        print = print.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (name << 32 | value);
+    }
+    print | 1 << 63
+}
+
+/// Whether `built` holds exactly the xattrs of `flat`.
+fn same_xattrs(flat: &BTreeMap<String, Vec<u8>>, built: &Xattrs) -> bool {
+    flat.len() == built.len() && flat.iter().zip(built.iter()).all(|((k, v), (bk, bv))| k == bk && v[..] == bv[..])
 }
 
 /// An inode's xattrs as a flat node holds them. They come sorted, so they are inserted one
