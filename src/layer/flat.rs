@@ -114,15 +114,22 @@ impl FlatNode {
 }
 
 /// How many xattr maps [`shared_xattrs`] keeps.
-const XATTR_MAPS_KEPT: usize = 8;
+const XATTR_MAPS_KEPT: usize = 32;
 
-/// The xattr maps built last on this thread, each with its [`xattrs_print`], and the slot
-/// the next one goes to.
-type XattrMaps = ([(u64, Xattrs); XATTR_MAPS_KEPT], usize);
+/// The xattr maps built last on this thread: each one's [`xattrs_print`] (0 for an empty
+/// slot), the maps, and the slot the next one goes to.
+struct XattrMaps {
+    prints: [u64; XATTR_MAPS_KEPT],
+    maps: [Xattrs; XATTR_MAPS_KEPT],
+    next: usize,
+}
 
 thread_local! {
-    static XATTR_MAPS: std::cell::RefCell<XattrMaps> =
-        std::cell::RefCell::new((std::array::from_fn(|_| (0, Xattrs::new())), 0));
+    static XATTR_MAPS: std::cell::RefCell<XattrMaps> = std::cell::RefCell::new(XattrMaps {
+        prints: [0; XATTR_MAPS_KEPT],
+        maps: std::array::from_fn(|_| Xattrs::new()),
+        next: 0,
+    });
 }
 
 /// The xattr map of a flat node, shared with an inode built before with the same xattrs if
@@ -132,18 +139,21 @@ thread_local! {
 /// changes its xattrs later copies the map's node then, as after any clone.
 fn shared_xattrs(flat: &BTreeMap<String, Vec<u8>>) -> Xattrs {
     let print = xattrs_print(flat);
-    XATTR_MAPS.with(|maps| {
-        let mut maps = maps.borrow_mut();
-        let (kept, next) = &mut *maps;
-        if let Some((_, built)) = kept.iter().find(|(p, built)| *p == print && same_xattrs(flat, built)) {
-            return built.clone();
+    XATTR_MAPS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        for (i, _) in kept.prints.iter().enumerate().filter(|(_, p)| **p == print) {
+            if same_xattrs(flat, &kept.maps[i]) {
+                return kept.maps[i].clone();
+            }
         }
         let mut built = Xattrs::new();
         for (k, v) in flat {
             built.insert(k.clone(), Arc::from(&v[..]));
         }
-        kept[*next] = (print, built.clone());
-        *next = (*next + 1) % XATTR_MAPS_KEPT;
+        let slot = kept.next;
+        kept.prints[slot] = print;
+        kept.maps[slot] = built.clone();
+        kept.next = (slot + 1) % XATTR_MAPS_KEPT;
         built
     })
 }
