@@ -147,16 +147,26 @@ fn shared_xattrs(flat: &BTreeMap<String, Vec<u8>>) -> Xattrs {
             }
         }
         let mut built = Xattrs::new();
+        let mut small = flat.len() <= XATTR_KEPT_COUNT_MAX;
         for (k, v) in flat {
+            small &= k.len() + v.len() <= XATTR_KEPT_BYTES_MAX;
             built.insert(k.clone(), Arc::from(&v[..]));
         }
-        let slot = kept.next;
-        kept.prints[slot] = print;
-        kept.maps[slot] = built.clone();
-        kept.next = (slot + 1) % XATTR_MAPS_KEPT;
+        // Only small maps are kept, so that the few kept never hold much memory alive.
+        if small {
+            let slot = kept.next;
+            kept.prints[slot] = print;
+            kept.maps[slot] = built.clone();
+            kept.next = (slot + 1) % XATTR_MAPS_KEPT;
+        }
         built
     })
 }
+
+/// The most xattrs in a map that [`shared_xattrs`] keeps.
+const XATTR_KEPT_COUNT_MAX: usize = 4;
+/// The longest name and value, together, of an xattr in a map that [`shared_xattrs`] keeps.
+const XATTR_KEPT_BYTES_MAX: usize = 128;
 
 /// A cheap digest of a non-empty xattr map, so that most maps that differ are told apart
 /// without comparing them: the number of xattrs, and each one's name length and last byte
@@ -496,6 +506,28 @@ mod tests {
         assert_eq!(back.get(back.walk(["f"]).unwrap()).nlink, 2);
         let links: Vec<_> = flat.entries.iter().filter(|e| matches!(e, FlatEntry::Link { .. })).collect();
         assert_eq!(links, [&FlatEntry::Link { path: "/f".into(), to: "/d/f2".into() }]);
+    }
+
+    /// Inodes built with the same xattrs share their map, and a change to one inode's
+    /// xattrs leaves the others' as they were: in another layer, in the same layer, and in
+    /// a layer built later.
+    #[test]
+    fn shared_xattr_maps_change_apart() {
+        let mut l = Layer::new();
+        let d = l.put("/d", Inode::dir(0o755));
+        l.set_xattr(d, "trusted.overlay.opaque", b"y");
+        let e = l.put("/e", Inode::dir(0o755));
+        l.set_xattr(e, "trusted.overlay.opaque", b"y");
+        let flat = l.to_flat();
+        let (mut a, b) = (Layer::from_flat(&flat), Layer::from_flat(&flat));
+        let (ad, ae) = (a.walk(["d"]).unwrap(), a.walk(["e"]).unwrap());
+        a.set_xattr(ad, "trusted.overlay.opaque", b"x");
+        a.set_xattr(ae, "user.a", b"1");
+        assert_eq!(a.get(ad).xattr("trusted.overlay.opaque"), Some(&b"x"[..]));
+        assert_eq!(a.get(ae).xattr("trusted.overlay.opaque"), Some(&b"y"[..]));
+        assert_eq!(a.get(ae).xattrs.len(), 2);
+        assert_eq!(b.to_flat(), flat);
+        assert_eq!(Layer::from_flat(&flat).to_flat(), flat);
     }
 
     /// An empty layer whose root has the attributes of `root` (mode, owner, xattrs).
