@@ -329,9 +329,9 @@ impl ModelBackend {
     /// [`Command::Layer`]: the named layer, built from `content` (only while unmounted).
     fn create_layer(&mut self, name: &str, content: &FlatLayer) -> Result<Reply, BackendError> {
         self.unmounted("creating a layer")?;
-        crate::layer::check::check_layer(content)
+        let layer = Layer::try_from_flat(content)
             .map_err(|(path, r)| BackendError::Refused(r.errno, format!("{path}: {r}")))?;
-        self.layers.insert(name.to_owned(), Layer::from_flat(content));
+        self.layers.insert(name.to_owned(), layer);
         // A layer made anew has a fresh workdir, as the kernel backend's does.
         self.volatile_marked.remove(name);
         // New layers are a new case: the file handles kept go (as in the kernel worker).

@@ -3,7 +3,8 @@
 //! and how two layers are compared: raw inode numbers, link counts and directory sizes are
 //! left out, because they follow from the structure.
 
-use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, NodeKind, ROOT_INO};
+use super::check::{check_entry, check_root, Refusal};
+use super::{Entries, FileData, FileType, Ino, InoHash, Inode, InodeTable, Layer, LayerId, NodeKind, Xattrs, ROOT_INO};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -105,11 +106,84 @@ impl FlatNode {
         let mut inode = Inode::new(kind, self.mode);
         inode.uid = self.uid;
         inode.gid = self.gid;
-        for (k, v) in &self.xattrs {
-            inode.xattrs.insert(k.clone(), Arc::from(&v[..]));
+        if !self.xattrs.is_empty() {
+            inode.xattrs = shared_xattrs(&self.xattrs);
         }
         inode
     }
+}
+
+/// How many xattr maps [`shared_xattrs`] keeps.
+const XATTR_MAPS_KEPT: usize = 32;
+
+/// The xattr maps built last on this thread: each one's [`xattrs_print`] (0 for an empty
+/// slot), the maps, and the slot the next one goes to.
+struct XattrMaps {
+    prints: [u64; XATTR_MAPS_KEPT],
+    maps: [Xattrs; XATTR_MAPS_KEPT],
+    next: usize,
+}
+
+thread_local! {
+    static XATTR_MAPS: std::cell::RefCell<XattrMaps> = std::cell::RefCell::new(XattrMaps {
+        prints: [0; XATTR_MAPS_KEPT],
+        maps: std::array::from_fn(|_| Xattrs::new()),
+        next: 0,
+    });
+}
+
+/// The xattr map of a flat node, shared with an inode built before with the same xattrs if
+/// one of the last few was: a map is persistent, so a clone costs one reference count, where
+/// building it costs a node, and a name and a value for each xattr (layers draw their
+/// xattrs from few sets: an opaque or whiteout marker, a `user.` pair). An inode that
+/// changes its xattrs later copies the map's node then, as after any clone.
+fn shared_xattrs(flat: &BTreeMap<String, Vec<u8>>) -> Xattrs {
+    let print = xattrs_print(flat);
+    XATTR_MAPS.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        for (i, _) in kept.prints.iter().enumerate().filter(|(_, p)| **p == print) {
+            if same_xattrs(flat, &kept.maps[i]) {
+                return kept.maps[i].clone();
+            }
+        }
+        let mut built = Xattrs::new();
+        let mut small = flat.len() <= XATTR_KEPT_COUNT_MAX;
+        for (k, v) in flat {
+            small &= k.len() + v.len() <= XATTR_KEPT_BYTES_MAX;
+            built.insert(k.clone(), Arc::from(&v[..]));
+        }
+        // Only small maps are kept, so that the few kept never hold much memory alive.
+        if small {
+            let slot = kept.next;
+            kept.prints[slot] = print;
+            kept.maps[slot] = built.clone();
+            kept.next = (slot + 1) % XATTR_MAPS_KEPT;
+        }
+        built
+    })
+}
+
+/// The most xattrs in a map that [`shared_xattrs`] keeps.
+const XATTR_KEPT_COUNT_MAX: usize = 4;
+/// The longest name and value, together, of an xattr in a map that [`shared_xattrs`] keeps.
+const XATTR_KEPT_BYTES_MAX: usize = 128;
+
+/// A cheap digest of a non-empty xattr map, so that most maps that differ are told apart
+/// without comparing them: the number of xattrs, and each one's name length and last byte
+/// and value length and first byte. Never 0 (the digest of an empty slot).
+fn xattrs_print(flat: &BTreeMap<String, Vec<u8>>) -> u64 {
+    let mut print = flat.len() as u64;
+    for (k, v) in flat {
+        let name = (k.len() as u64) << 8 | u64::from(k.as_bytes().last().copied().unwrap_or(0));
+        let value = (v.len() as u64) << 8 | u64::from(v.first().copied().unwrap_or(0));
+        print = print.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (name << 32 | value);
+    }
+    print | 1 << 63
+}
+
+/// Whether `built` holds exactly the xattrs of `flat`.
+fn same_xattrs(flat: &BTreeMap<String, Vec<u8>>, built: &Xattrs) -> bool {
+    flat.len() == built.len() && flat.iter().zip(built.iter()).all(|((k, v), (bk, bv))| k == bk && v[..] == bv[..])
 }
 
 /// An inode's xattrs as a flat node holds them. They come sorted, so they are inserted one
@@ -140,8 +214,26 @@ impl Layer {
     /// A layer built from its flat form, under a fresh identity.
     ///
     /// Entries must come parents first; a link to a path not seen yet is skipped. Unchecked:
-    /// [`super::check::check_layer`] says whether a real layer could hold it.
+    /// [`super::check::check_layer`] says whether a real layer could hold it, and
+    /// [`Layer::try_from_flat`] checks as it builds.
     pub fn from_flat(flat: &FlatLayer) -> Layer {
+        match Layer::build(flat, |_, _| Ok::<(), std::convert::Infallible>(())) {
+            Ok(layer) => layer,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`Layer::from_flat`] for a layer that a real filesystem can hold: the refusal of
+    /// [`super::check::check_layer`] otherwise, the same one, found in the same order (the
+    /// root, then each node entry as it comes), in one pass with the building.
+    pub fn try_from_flat(flat: &FlatLayer) -> Result<Layer, (String, Refusal)> {
+        check_root(&flat.root)?;
+        Layer::build(flat, check_entry)
+    }
+
+    /// The layer of `flat`, each node entry passed to `check` before it is built; the first
+    /// error of `check` stops the building.
+    fn build<E>(flat: &FlatLayer, mut check: impl FnMut(&str, &FlatNode) -> Result<(), E>) -> Result<Layer, E> {
         // While the entries come in walk order (each below a directory among the current
         // one's ancestors, under a new name), the layer is built bottom-up ([`Builder`]).
         // From the first entry that does not, the part built goes into the table and each
@@ -150,16 +242,22 @@ impl Layer {
         let mut builder = Builder::new(&flat.root);
         let mut entries = flat.entries.iter();
         for entry in entries.by_ref() {
+            if let FlatEntry::Node { path, node } = entry {
+                check(path, node)?;
+            }
             if !builder.add(entry) {
                 let mut layer = builder.finish();
                 layer.put_entry(entry);
                 for entry in entries {
+                    if let FlatEntry::Node { path, node } = entry {
+                        check(path, node)?;
+                    }
                     layer.put_entry(entry);
                 }
-                return layer;
+                return Ok(layer);
             }
         }
-        builder.finish()
+        Ok(builder.finish())
     }
 }
 
@@ -408,6 +506,28 @@ mod tests {
         assert_eq!(back.get(back.walk(["f"]).unwrap()).nlink, 2);
         let links: Vec<_> = flat.entries.iter().filter(|e| matches!(e, FlatEntry::Link { .. })).collect();
         assert_eq!(links, [&FlatEntry::Link { path: "/f".into(), to: "/d/f2".into() }]);
+    }
+
+    /// Inodes built with the same xattrs share their map, and a change to one inode's
+    /// xattrs leaves the others' as they were: in another layer, in the same layer, and in
+    /// a layer built later.
+    #[test]
+    fn shared_xattr_maps_change_apart() {
+        let mut l = Layer::new();
+        let d = l.put("/d", Inode::dir(0o755));
+        l.set_xattr(d, "trusted.overlay.opaque", b"y");
+        let e = l.put("/e", Inode::dir(0o755));
+        l.set_xattr(e, "trusted.overlay.opaque", b"y");
+        let flat = l.to_flat();
+        let (mut a, b) = (Layer::from_flat(&flat), Layer::from_flat(&flat));
+        let (ad, ae) = (a.walk(["d"]).unwrap(), a.walk(["e"]).unwrap());
+        a.set_xattr(ad, "trusted.overlay.opaque", b"x");
+        a.set_xattr(ae, "user.a", b"1");
+        assert_eq!(a.get(ad).xattr("trusted.overlay.opaque"), Some(&b"x"[..]));
+        assert_eq!(a.get(ae).xattr("trusted.overlay.opaque"), Some(&b"y"[..]));
+        assert_eq!(a.get(ae).xattrs.len(), 2);
+        assert_eq!(b.to_flat(), flat);
+        assert_eq!(Layer::from_flat(&flat).to_flat(), flat);
     }
 
     /// An empty layer whose root has the attributes of `root` (mode, owner, xattrs).
