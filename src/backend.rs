@@ -438,7 +438,14 @@ impl Backend for ModelBackend {
                 let m = self.mounted.take().ok_or_else(|| BackendError::Usage("unmount while unmounted".into()))?;
                 self.file_handles = m.overlay.fds.file_handles.clone();
                 if let (Some(name), Some(upper)) = (&m.upper, m.overlay.upper()) {
-                    self.layers.insert(name.clone(), upper.clone());
+                    // The upper was mounted by this name, so the name is taken: its layer is
+                    // replaced without a copy of the name.
+                    match self.layers.get_mut(name) {
+                        Some(layer) => *layer = upper.clone(),
+                        None => {
+                            self.layers.insert(name.clone(), upper.clone());
+                        }
+                    }
                     if crate::mount::leaves_volatile_marker(m.overlay.options(), true) {
                         self.volatile_marked.insert(name.clone());
                     }

@@ -206,9 +206,9 @@ impl Layer {
         // Every inode but the root once, plus the hard links: one allocation, most times.
         let inodes = self.inode_count();
         let mut flat = FlatWriter { layer: self, first_seen: HashMap::default(), entries: Vec::with_capacity(inodes) };
-        // Long enough for most paths without growing.
-        flat.dir(self.root(), &mut String::with_capacity(128));
-        FlatLayer { root: FlatNode::of(self.get(self.root())), entries: flat.entries }
+        let root = self.get(self.root());
+        flat.dir(root, None);
+        FlatLayer { root: FlatNode::of(root), entries: flat.entries }
     }
 
     /// A layer built from its flat form, under a fresh identity.
@@ -432,15 +432,18 @@ struct FlatWriter<'l> {
 }
 
 impl FlatWriter<'_> {
-    /// Writes the entries under directory `dir`, whose path is `path` (empty for the root).
-    fn dir(&mut self, dir: Ino, path: &mut String) {
+    /// Writes the entries under the directory `dir`, whose entry is the `at`th (`None` for
+    /// the root). Each path is made once, at its length, from its parent's.
+    fn dir(&mut self, dir: &Inode, at: Option<usize>) {
         let layer = self.layer;
         // An iterator over an empty `OrdMap` still sets up its two cursors.
-        let Some(children) = layer.get(dir).entries().filter(|e| !e.is_empty()) else {
+        let Some(children) = dir.entries().filter(|e| !e.is_empty()) else {
             return;
         };
         for (name, &child) in children.iter() {
-            let len = path.len();
+            let parent = at.map_or("", |i| self.entries[i].path());
+            let mut path = String::with_capacity(parent.len() + 1 + name.len());
+            path.push_str(parent);
             path.push('/');
             path.push_str(name);
             let inode = layer.get(child);
@@ -461,14 +464,13 @@ impl FlatWriter<'_> {
                 }
             };
             let entry = match first {
-                Some(i) => FlatEntry::Link { path: path.clone(), to: self.entries[i].path().to_owned() },
-                None => FlatEntry::Node { path: path.clone(), node: FlatNode::of(inode) },
+                Some(i) => FlatEntry::Link { path, to: self.entries[i].path().to_owned() },
+                None => FlatEntry::Node { path, node: FlatNode::of(inode) },
             };
             self.entries.push(entry);
             if inode.is_dir() {
-                self.dir(child, path);
+                self.dir(inode, Some(self.entries.len() - 1));
             }
-            path.truncate(len);
         }
     }
 }
