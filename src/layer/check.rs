@@ -228,17 +228,7 @@ pub(crate) fn check_root(root: &FlatNode) -> Result<(), (String, Refusal)> {
 }
 
 /// [`check_node`] for a node entry of a flat layer, the refusal with its path.
-#[inline]
 pub(crate) fn check_entry(path: &str, node: &FlatNode) -> Result<(), (String, Refusal)> {
-    // Most nodes have a short path without a NUL, are no symlink and have no xattrs:
-    // [`check_node`] has nothing to refuse, and is not called.
-    if node.xattrs.is_empty()
-        && node.kind != FileType::Symlink
-        && path.len() <= NAME_LEN_MAX
-        && !path.as_bytes().contains(&0)
-    {
-        return Ok(());
-    }
     check_node(path, node).map_err(|r| (path.to_owned(), r))
 }
 
