@@ -124,6 +124,7 @@ pub mod fuse;
 #[cfg(all(feature = "proptest", target_os = "linux"))]
 pub mod fuzz;
 pub mod harness;
+mod hex;
 pub mod icache;
 #[cfg(all(feature = "image", target_os = "linux"))]
 pub mod image;

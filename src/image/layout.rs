@@ -73,7 +73,7 @@ pub struct ImageLayer {
 /// The `sha256:` digest of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
     let d = sha2::Sha256::digest(bytes);
-    format!("sha256:{}", d.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!("sha256:{}", crate::hex::encode(&d))
 }
 
 /// The path of the blob with `digest` under `dir`, if the digest is well formed.

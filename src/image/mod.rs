@@ -108,13 +108,8 @@ pub fn export_scenario(path: &std::path::Path) -> Result<Export, String> {
     let mut tar = Vec::new();
     oci::write_changeset_with(&shown, upper, Some(&merged), &|p| overlay.file_data(p), prefix, &mut tar)
         .map_err(|e| e.to_string())?;
-    let diff_id = format!("sha256:{}", hex(&sha2::Sha256::digest(&tar)));
+    let diff_id = format!("sha256:{}", crate::hex::encode(&sha2::Sha256::digest(&tar)));
     Ok(Export { tar, diff_id, failures: report.failures.len() })
-}
-
-/// Lower-case hex.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What `ovlsim image` prints of an OCI image layout: each layer (top-most first, numbered

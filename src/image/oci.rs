@@ -461,12 +461,11 @@ type Xattrs = BTreeMap<String, Vec<u8>>;
 /// with or without `=` padding), decoded; `None` when either is malformed or the name is not
 /// UTF-8.
 fn libarchive_xattr(name: &str, value: &[u8]) -> Option<(String, Vec<u8>)> {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut n = Vec::with_capacity(name.len());
     let mut bytes = name.bytes();
     while let Some(c) = bytes.next() {
         if c == b'%' {
-            let (h, l) = (bytes.next().and_then(hex)?, bytes.next().and_then(hex)?);
+            let (h, l) = (bytes.next().and_then(crate::hex::digit)?, bytes.next().and_then(crate::hex::digit)?);
             n.push(h << 4 | l);
         } else {
             n.push(c);

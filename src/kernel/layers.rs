@@ -713,11 +713,7 @@ pub(super) fn dump_index(
 /// The tmpfs inode number in an index entry's name (see [`dump_index`]).
 fn index_ino(name: &str) -> Option<u64> {
     const HEADER: usize = 5 + 16;
-    if !name.len().is_multiple_of(2) || !name.is_ascii() {
-        return None;
-    }
-    let bytes: Vec<u8> =
-        (0..name.len()).step_by(2).map(|i| u8::from_str_radix(&name[i..i + 2], 16)).collect::<Result<_, _>>().ok()?;
+    let bytes = crate::hex::decode(name)?;
     if bytes.len() != HEADER + 12 || bytes[1] != 0xfb {
         return None;
     }

@@ -690,11 +690,13 @@ impl KernelBackend {
     }
 
     fn exec_raw(&mut self, cmd: &Command) -> Result<Reply, BackendError> {
-        self.request(&describe(cmd), &protocol::Request::Command(cmd.clone()))
+        // A command is sent as itself (`Request::Command` is untagged): no copy of its data.
+        self.request(&describe(cmd), cmd)
     }
 
-    /// Sends one request line and reads its reply.
-    fn request(&mut self, what: &str, req: &protocol::Request) -> Result<Reply, BackendError> {
+    /// Sends one request line, a [`protocol::Request`] or the [`Command`] it wraps, and
+    /// reads its reply.
+    fn request(&mut self, what: &str, req: &impl serde::Serialize) -> Result<Reply, BackendError> {
         let what = what.to_owned();
         if let Some(why) = &self.gone {
             return Err(BackendError::Failed(format!("{what}: the worker is gone (earlier: {why})")));
@@ -749,17 +751,6 @@ fn message(e: &BackendError) -> String {
 
 /// A short name for a command, for error messages.
 fn describe(cmd: &Command) -> String {
-    fn cut(mut s: String) -> String {
-        if s.len() > 200 {
-            let mut end = 200;
-            while !s.is_char_boundary(end) {
-                end -= 1;
-            }
-            s.truncate(end);
-            s.push('…');
-        }
-        s
-    }
     match cmd {
         Command::Layer { name, .. } => format!("creating layer {name:?}"),
         Command::Mount { lowers, upper, .. } => {
@@ -768,20 +759,57 @@ fn describe(cmd: &Command) -> String {
             format!("mount ({lowers}, upper {upper:?})")
         }
         Command::Unmount => "unmount".into(),
-        Command::Op(op) => cut(format!("op {op:?}")),
+        Command::Op(op) => cut(format_args!("op {op:?}")),
         Command::Edit { layer, edit } => {
             let path = match edit {
                 Edit::Put { path, .. } | Edit::Link { path, .. } | Edit::Remove { path } => path,
             };
-            cut(format!("edit of layer {layer:?} at {path:?}"))
+            cut(format_args!("edit of layer {layer:?} at {path:?}"))
         }
         Command::DumpLayer { name } => format!("dump of layer {name:?}"),
         Command::DumpMerged => "dump of the merged view".into(),
-        Command::MountData { fsconfig: Some(calls), .. } => cut(format!("fsconfig {calls:?}")),
-        Command::MountData { data, .. } => cut(format!("mount -o {data:?}")),
+        Command::MountData { fsconfig: Some(calls), .. } => cut(format_args!("fsconfig {calls:?}")),
+        Command::MountData { data, .. } => cut(format_args!("mount -o {data:?}")),
         Command::DropCaches => "drop_caches".into(),
-        Command::OpAs { cred, op } => cut(format!("op {op:?} as {cred:?}")),
+        Command::OpAs { cred, op } => cut(format_args!("op {op:?} as {cred:?}")),
     }
+}
+
+/// The longest text [`describe`] keeps of a command, in bytes, before its `…`.
+const DESCRIBE_MAX: usize = 200;
+
+/// `args` formatted up to [`DESCRIBE_MAX`] bytes, then `…` if there was more. Formatting
+/// stops there: a write of 70 MB is not written out as 350 MB of `Debug` text to keep the
+/// first 200 bytes (it was, once per command, before each was sent).
+fn cut(args: std::fmt::Arguments<'_>) -> String {
+    /// A writer that takes [`DESCRIBE_MAX`] bytes, then refuses, which ends the formatting.
+    struct Bounded {
+        text: String,
+        full: bool,
+    }
+    impl std::fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = DESCRIBE_MAX - self.text.len();
+            if s.len() <= room {
+                self.text.push_str(s);
+                return Ok(());
+            }
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.text.push_str(&s[..end]);
+            self.full = true;
+            Err(std::fmt::Error)
+        }
+    }
+    let mut b = Bounded { text: String::new(), full: false };
+    // An error here is the writer's own refusal: the text is full.
+    let _ = std::fmt::write(&mut b, args);
+    if b.full {
+        b.text.push('…');
+    }
+    b.text
 }
 
 type SpawnRequest = (std::process::Command, mpsc::Sender<std::io::Result<Child>>);
@@ -807,5 +835,45 @@ fn spawn(cmd: std::process::Command) -> std::io::Result<Child> {
     match tx.send((cmd, reply_tx)) {
         Ok(()) => reply_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone"))),
         Err(mpsc::SendError((mut cmd, _))) => cmd.spawn(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_is_described_in_at_most_200_bytes_and_formatting_stops_there() {
+        let write = |len| {
+            Command::Op(crate::ops::Op::Write {
+                path: "/f".into(),
+                at: crate::ops::WriteAt::Append,
+                data: vec![7; len],
+            })
+        };
+        let short = describe(&write(3));
+        assert_eq!(short, r#"op Write { path: "/f", at: Append, data: [7, 7, 7] }"#);
+        let long = describe(&write(1 << 20));
+        assert!(long.starts_with(r#"op Write { path: "/f", at: Append, data: [7, 7"#), "{long}");
+        assert!(long.ends_with('…') && long.len() == DESCRIBE_MAX + '…'.len_utf8(), "{} bytes", long.len());
+        // A multi-byte character across the limit is left out whole.
+        let wide = cut(format_args!("a{}", "é".repeat(DESCRIBE_MAX)));
+        assert_eq!(wide, format!("a{}…", "é".repeat(DESCRIBE_MAX / 2 - 1)));
+
+        /// Writes `pieces` pieces of 10 bytes, counting those the writer took.
+        struct Pieces<'a>(usize, &'a std::cell::Cell<usize>);
+        impl std::fmt::Debug for Pieces<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                for _ in 0..self.0 {
+                    f.write_str("0123456789")?;
+                    self.1.set(self.1.get() + 1);
+                }
+                Ok(())
+            }
+        }
+        let taken = std::cell::Cell::new(0);
+        let text = cut(format_args!("{:?}", Pieces(1_000_000, &taken)));
+        assert_eq!(text.len(), DESCRIBE_MAX + '…'.len_utf8());
+        assert_eq!(taken.get(), DESCRIBE_MAX / 10, "formatting went on past the limit");
     }
 }

@@ -305,36 +305,46 @@ struct Wire {
 
 impl Serialize for FileData {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let extents = self.extents().map(|(o, b)| (o, b.iter().map(|x| format!("{x:02x}")).collect())).collect();
+        let extents = self.extents().map(|(o, b)| (o, crate::hex::encode(b))).collect();
         Wire { len: self.len, extents }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for FileData {
+    /// The wire form, or the plain byte list that `data` was before extents. Told apart by
+    /// the input's first token, not by serde's `untagged`, which would first copy the whole
+    /// value (megabytes of digits) into a generic tree.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<FileData, D::Error> {
-        use serde::de::Error;
-        /// The wire form, or the plain byte list that `data` was before extents.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Wire(Wire),
-            Bytes(Vec<u8>),
+        d.deserialize_any(DataVisitor)
+    }
+}
+
+/// Reads [`FileData`] in either of its forms.
+struct DataVisitor;
+
+impl<'de> serde::de::Visitor<'de> for DataVisitor {
+    type Value = FileData;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"file data: {"len":N,"extents":[[offset,"hex digits"],...]}, or an array of bytes"#)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FileData, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(READ_INLINE_MAX as usize));
+        while let Some(b) = seq.next_element::<u8>()? {
+            bytes.push(b);
         }
-        let w = match Either::deserialize(d)? {
-            Either::Wire(w) => w,
-            Either::Bytes(b) => return Ok(FileData::from_bytes(&b)),
-        };
+        Ok(FileData::from_bytes(&bytes))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<FileData, A::Error> {
+        use serde::de::Error;
+        let w = Wire::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
         let mut data = FileData::hole(w.len);
-        for (offset, hex) in w.extents {
-            let bytes = hex
-                .as_bytes()
-                .chunks(2)
-                .map(|p| std::str::from_utf8(p).ok().and_then(|p| u8::from_str_radix(p, 16).ok()))
-                .collect::<Option<Vec<u8>>>()
-                .filter(|_| hex.len() % 2 == 0)
-                .ok_or_else(|| D::Error::custom("an extent is not hex digits"))?;
+        for (offset, digits) in w.extents {
+            let bytes = crate::hex::decode(&digits).ok_or_else(|| A::Error::custom("an extent is not hex digits"))?;
             if offset.checked_add(bytes.len() as u64).is_none_or(|end| end > w.len) {
-                return Err(D::Error::custom("an extent ends past the length"));
+                return Err(A::Error::custom("an extent ends past the length"));
             }
             data.write(offset, &bytes);
         }
@@ -562,5 +572,28 @@ mod tests {
         assert!(serde_json::from_str::<FileData>(r#"{"len":2,"extents":[[0,"6"]]}"#).is_err());
         // Cases saved before extents wrote the bytes as a list; they still load.
         assert_eq!(serde_json::from_str::<FileData>("[104,105]").unwrap(), FileData::from_bytes(b"hi"));
+        // A sign is not a digit (`u8::from_str_radix` took "+a" as 10), nor is a space.
+        assert!(serde_json::from_str::<FileData>(r#"{"len":1,"extents":[[0,"+a"]]}"#).is_err());
+        assert!(serde_json::from_str::<FileData>(r#"{"len":1,"extents":[[0," a"]]}"#).is_err());
+        assert!(serde_json::from_str::<FileData>("[256]").is_err());
+        let e = serde_json::from_str::<FileData>(r#""6869""#).unwrap_err().to_string();
+        assert!(e.contains("expected file data"), "{e}");
+    }
+
+    #[test]
+    fn the_wire_form_is_lower_case_hex_and_reads_back_in_any_self_describing_format() {
+        let mut d = FileData::hole(8192);
+        d.write(0, &[0x00, 0x7f, 0x80, 0xff]);
+        d.write(8190, b"!!");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, r#"{"len":8192,"extents":[[0,"007f80ff"],[8190,"2121"]]}"#);
+        assert_eq!(serde_json::from_str::<FileData>(&json).unwrap(), d);
+        assert_eq!(
+            serde_json::from_str::<FileData>(&json.to_uppercase().replace("LEN", "len").replace("EXTENTS", "extents"))
+                .unwrap(),
+            d
+        );
+        let yaml = yaml_serde::to_string(&d).unwrap();
+        assert_eq!(yaml_serde::from_str::<FileData>(&yaml).unwrap(), d);
     }
 }

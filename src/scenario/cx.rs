@@ -427,15 +427,6 @@ fn raw_at(text: &str, line: usize, column: usize) -> String {
 
 /// Bytes from hex digits, whitespace ignored.
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    let digits: Vec<u8> =
-        s.chars().filter(|c| !c.is_whitespace()).map(|c| c.to_digit(16).map(|d| d as u8)).collect::<Option<_>>()?;
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    Some(digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect())
-}
-
-/// Hex digits for bytes.
-pub(crate) fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    crate::hex::decode(&digits)
 }

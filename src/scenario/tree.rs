@@ -24,7 +24,7 @@
 //! `trusted.overlay.redirect` xattrs. In merged trees, `nlink` and `ino` (a label) may be
 //! given too.
 
-use super::cx::{key, to_hex, type_name, AsPath, Cx, Fields, Path};
+use super::cx::{key, type_name, AsPath, Cx, Fields, Path};
 use super::emit::{Style, Y};
 use super::locate::YamlPath;
 use super::node::Node as Value;
@@ -1418,7 +1418,7 @@ const SPARSE_GAP: u64 = 64;
 fn data_y(d: &[u8]) -> Y {
     match std::str::from_utf8(d) {
         Ok(s) => Y::s(s),
-        Err(_) => Y::tag("hex", Y::s(to_hex(d))),
+        Err(_) => Y::tag("hex", Y::s(crate::hex::encode(d))),
     }
 }
 

@@ -220,7 +220,7 @@ pub(crate) fn value_y(b: &[u8]) -> Y {
     match std::str::from_utf8(b) {
         Ok(s) if s == "ok" || looks_special(s) => Y::tag("data", Y::s(s)),
         Ok(s) => Y::s(s),
-        Err(_) => Y::tag("hex", Y::s(super::cx::to_hex(b))),
+        Err(_) => Y::tag("hex", Y::s(crate::hex::encode(b))),
     }
 }
 
@@ -233,7 +233,7 @@ fn looks_special(s: &str) -> bool {
 fn data_y(b: &[u8]) -> Y {
     match std::str::from_utf8(b) {
         Ok(s) => Y::s(s),
-        Err(_) => Y::tag("hex", Y::s(super::cx::to_hex(b))),
+        Err(_) => Y::tag("hex", Y::s(crate::hex::encode(b))),
     }
 }
 
