@@ -1,10 +1,10 @@
 //! Hex digits for bytes, and bytes from hex digits: the one codec behind file data on the
 //! wire ([`crate::layer::FileData`]'s serde form), the scenarios' `!hex` values, the
-//! index's file-handle names and the images' digests.
+//! index's file-handle names, and the images' digests and `%XX` escapes.
 //!
 //! A table lookup per nibble, never a `format!` per byte: file data on the wire can be
-//! tens of megabytes (a 70 MB write took seconds to encode one `format!("{:02x}")` at a
-//! time; BENCHMARKS.md, "The kernel tier's wire").
+//! tens of megabytes (the worker took seconds to spell a 70 MB file one `format!("{:02x}")`
+//! at a time; BENCHMARKS.md, "The kernel tier's wire").
 
 /// The lower-case digits, by value.
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
